@@ -1,0 +1,214 @@
+/*
+ * The wire protocol between hermodctl, hermod-syncd origin and hermod-syncd edge: msgpack
+ * messages, each an array that starts with [type, schema version]. docs/protocol.md describes
+ * every message field by field. This module encodes and decodes only: no sockets, no event
+ * loop, no logging.
+ *
+ * Decoding is strict and total: every field's type and range is checked, names are checked
+ * against the contract's grammar (hm_change_check), lengths are bounded. A message that fails is
+ * reported with a distinct code and nothing of it is returned:
+ *   HM_ETRUNC    the bytes end inside the message
+ *   HM_ETYPE     a field has the wrong msgpack type
+ *   HM_ERANGE    a number is out of its range, or an enum value is unknown
+ *   HM_ETOOBIG   the message, a string or an array is over its bound
+ *   HM_EARITY    an array has the wrong number of elements for its type and version
+ *   HM_EUNKNOWN  the type is not one this build knows
+ *   HM_EVERSION  a known type with a newer schema version than this build speaks (skip, count)
+ *   HM_ETRAILING bytes follow the message
+ *   the hm_change_check() codes (HM_EAPPNAME, ...) for a change that breaks the grammar.
+ */
+#ifndef HM_PROTO_PROTO_H
+#define HM_PROTO_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/model.h"
+
+#define HM_PROTO_VERSION 1
+
+/* Bounds. A receiver sets NNG_OPT_RECVMAXSZ to HM_PROTO_MAX_MSG. */
+#define HM_PROTO_MAX_MSG (4u << 20)   /* bytes in one message */
+#define HM_PROTO_MAX_CHANGES 16384u   /* changes in one message (batch part, chunk, ctl part) */
+#define HM_PROTO_MAX_PARTS 65536u     /* parts of one batch: 1 G changes */
+#define HM_PROTO_MAX_BATCHES 4096u    /* batch parts in one catch-up reply */
+#define HM_PROTO_MAX_REASON 1024u     /* bytes of an error reason */
+
+enum hm_msg_type {
+	HM_MSG_BATCH = 1,        /* origin -> edges (PUB), and inside catch-up replies */
+	HM_MSG_HEARTBEAT = 2,    /* origin -> edges (PUB), every second */
+	HM_MSG_CATCHUP_REQ = 3,  /* edge -> origin (sync REQ) */
+	HM_MSG_CATCHUP_REP = 4,  /* origin -> edge */
+	HM_MSG_SNAPSHOT_REQ = 5, /* edge -> origin (sync REQ) */
+	HM_MSG_SNAPSHOT_REP = 6, /* origin -> edge */
+	HM_MSG_CTL_REQ = 7,      /* hermodctl -> origin (control REQ) */
+	HM_MSG_CTL_REP = 8,      /* origin -> hermodctl */
+};
+
+/*
+ * One part of a numbered batch. A batch is atomic: an edge applies it only when it holds all
+ * nparts parts (part = 0 .. nparts-1, each at most HM_PROTO_MAX_CHANGES changes).
+ */
+struct hm_batch_part {
+	uint64_t seq;
+	uint64_t ts_ms;          /* wall-clock ms when the origin accepted the batch */
+	uint32_t part;
+	uint32_t nparts;
+	uint32_t nchanges;
+	struct hm_change *changes; /* decoded: owned by the decoder; strings borrow the input */
+};
+
+enum hm_catchup_status {
+	HM_CATCHUP_OK = 0,       /* parts follow (possibly none: the edge is up to date) */
+	HM_CATCHUP_SNAPSHOT = 1, /* the origin no longer holds what follows after_seq: take a snapshot */
+	HM_CATCHUP_EPOCH = 2,    /* the edge's epoch is not the origin's: take a snapshot */
+};
+
+enum hm_ctl_status {
+	HM_CTL_ACK = 0,    /* the whole request is durable as (epoch, seq) */
+	HM_CTL_STAGED = 1, /* a part of a multi-part request was received; send the next */
+	HM_CTL_ERROR = 2,  /* rejected: code, reason and index say why; nothing changed */
+};
+
+struct hm_msg {
+	uint8_t type;     /* enum hm_msg_type */
+	uint32_t version; /* HM_PROTO_VERSION for everything this build decodes */
+	union {
+		struct {
+			uint64_t epoch;
+			struct hm_batch_part b;
+		} batch;
+		struct {
+			uint64_t epoch;
+			uint64_t seq;   /* last batch the origin made durable */
+			uint64_t ts_ms;
+			uint8_t digest[16]; /* of the origin's state at seq */
+		} heartbeat;
+		struct {
+			uint64_t epoch;     /* the edge's epoch (0 if it has none) */
+			uint64_t after_seq; /* the edge holds every batch <= after_seq */
+			uint32_t from_part; /* and parts < from_part of batch after_seq + 1 */
+		} catchup_req;
+		struct {
+			uint64_t epoch;    /* the origin's */
+			uint64_t head_seq; /* the origin's last seq when it answered */
+			uint8_t status;    /* enum hm_catchup_status */
+			bool more;         /* parts remain after these: ask again */
+			uint32_t nparts;
+			struct hm_batch_part *parts; /* in order; owned by the decoder */
+		} catchup_rep;
+		struct {
+			uint64_t snap_id; /* 0: the latest snapshot; else the one being fetched */
+			uint32_t chunk;
+		} snapshot_req;
+		struct {
+			uint64_t epoch;
+			uint64_t seq;      /* the snapshot is the whole state at this seq */
+			uint64_t snap_id;
+			uint32_t chunk;
+			uint32_t nchunks;
+			uint32_t apps, domains, dynos; /* totals in the whole snapshot (for sizing) */
+			uint8_t digest[16]; /* of the whole state at seq */
+			uint32_t nchanges;
+			struct hm_change *changes; /* put changes only; owned by the decoder */
+		} snapshot_rep;
+		struct {
+			uint8_t req_id[16]; /* random per request: retries are answered, not re-applied */
+			uint32_t part;
+			uint32_t nparts;
+			uint32_t nchanges;
+			struct hm_change *changes; /* owned by the decoder */
+		} ctl_req;
+		struct {
+			uint8_t req_id[16];
+			uint8_t status;  /* enum hm_ctl_status */
+			uint64_t epoch;  /* ACK: where the request was made durable */
+			uint64_t seq;
+			int32_t code;    /* ERROR: an hm_errno or negative errno */
+			uint32_t index;  /* ERROR: index of the offending change in the request, or
+					    UINT32_MAX if no single change is at fault */
+			const char *reason; /* ERROR: human-readable, borrowed from the input */
+			uint32_t reason_len;
+		} ctl_rep;
+	};
+};
+
+/* ---- Decoding ---------------------------------------------------------------------------- */
+
+struct hm_proto_decoder; /* reusable; keeps its buffers between messages */
+
+int hm_proto_decoder_new(struct hm_proto_decoder **out);
+void hm_proto_decoder_free(struct hm_proto_decoder *d);
+
+/*
+ * Decodes one message of len bytes. On success returns 0 and fills *out; arrays in *out are
+ * owned by d and valid until the next decode on d; strings point into buf, which must outlive
+ * their use. On failure returns one of the codes above, and *out is unspecified.
+ */
+int hm_proto_decode(struct hm_proto_decoder *d, const void *buf, size_t len, struct hm_msg *out);
+
+/* Reads only the [type, version] head: for counting or routing a message without decoding it.
+ * Returns 0, HM_ETRUNC or HM_ETYPE. */
+int hm_proto_peek(const void *buf, size_t len, uint8_t *type, uint32_t *version);
+
+/* ---- Encoding ---------------------------------------------------------------------------- */
+
+/* A growable output buffer. Zero-initialise, encode, use data/len, hm_pbuf_fini(). */
+struct hm_pbuf {
+	char *data; /* owned */
+	size_t len;
+	size_t cap;
+};
+void hm_pbuf_reset(struct hm_pbuf *b); /* len = 0, keeps the memory */
+void hm_pbuf_fini(struct hm_pbuf *b);
+/* Hands the buffer's memory to the caller (free() it); b is left empty. */
+char *hm_pbuf_take(struct hm_pbuf *b, size_t *len);
+
+/*
+ * Each encoder appends one whole message to b and returns 0, -ENOMEM, or HM_ETOOBIG if it would
+ * break a bound above. The changes are not re-checked against the grammar: encode what you have
+ * checked.
+ */
+int hm_proto_encode_batch(struct hm_pbuf *b, uint64_t epoch, const struct hm_batch_part *p);
+int hm_proto_encode_heartbeat(struct hm_pbuf *b, uint64_t epoch, uint64_t seq, uint64_t ts_ms,
+			      const uint8_t digest[16]);
+int hm_proto_encode_catchup_req(struct hm_pbuf *b, uint64_t epoch, uint64_t after_seq,
+				uint32_t from_part);
+int hm_proto_encode_snapshot_req(struct hm_pbuf *b, uint64_t snap_id, uint32_t chunk);
+int hm_proto_encode_ctl_req(struct hm_pbuf *b, const uint8_t req_id[16], uint32_t part,
+			    uint32_t nparts, const struct hm_change *changes, uint32_t nchanges);
+int hm_proto_encode_ctl_ack(struct hm_pbuf *b, const uint8_t req_id[16], uint64_t epoch,
+			    uint64_t seq);
+int hm_proto_encode_ctl_staged(struct hm_pbuf *b, const uint8_t req_id[16]);
+int hm_proto_encode_ctl_error(struct hm_pbuf *b, const uint8_t req_id[16], int32_t code,
+			      uint32_t index, const char *reason, size_t reason_len);
+
+/*
+ * Messages that carry many items are built in steps, so a large batch, catch-up reply or
+ * snapshot chunk is never held twice:
+ *   hm_proto_begin_catchup_rep(b, epoch, head_seq, status, more, nparts), then exactly nparts
+ *   times: hm_proto_add_catchup_part(b, p) — or hm_proto_add_catchup_raw(b, msg, len) with a
+ *   BATCH message as encoded by hm_proto_encode_batch() (e.g. read from the journal; its epoch
+ *   must be the reply's).
+ *   hm_proto_begin_snapshot_rep(b, ..., nchanges), then nchanges times hm_proto_add_change(b, c).
+ * The caller must add exactly the announced number of items; the decoder rejects anything else.
+ */
+int hm_proto_begin_catchup_rep(struct hm_pbuf *b, uint64_t epoch, uint64_t head_seq,
+			       uint8_t status, bool more, uint32_t nparts);
+int hm_proto_add_catchup_part(struct hm_pbuf *b, const struct hm_batch_part *p);
+int hm_proto_add_catchup_raw(struct hm_pbuf *b, const void *batch_msg, size_t len);
+
+struct hm_snapshot_head {
+	uint64_t epoch, seq, snap_id;
+	uint32_t chunk, nchunks;
+	uint32_t apps, domains, dynos;
+	uint8_t digest[16];
+};
+int hm_proto_begin_snapshot_rep(struct hm_pbuf *b, const struct hm_snapshot_head *h,
+				uint32_t nchanges);
+int hm_proto_begin_batch(struct hm_pbuf *b, uint64_t epoch, uint64_t seq, uint64_t ts_ms,
+			 uint32_t part, uint32_t nparts, uint32_t nchanges);
+int hm_proto_add_change(struct hm_pbuf *b, const struct hm_change *c);
+
+#endif
