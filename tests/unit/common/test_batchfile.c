@@ -1,0 +1,154 @@
+/* Tests common/batchfile.c: the contract's batch format, streaming, and every error path. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/batchfile.h"
+#include "common/errors.h"
+#include "tests/unit/hm_check.h"
+
+/* Reads all changes of text; returns the final code and the count, error text in err. */
+static int read_all(const char *text, size_t *count, char *err, size_t errlen)
+{
+	FILE *f = fmemopen((void *)text, strlen(text), "r");
+	struct hm_batch_reader *r;
+	struct hm_change c;
+	int e;
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(hm_batch_reader_new(&r, f), 0);
+	while ((e = hm_batch_reader_next(r, &c)) == 1)
+		;
+	*count = hm_batch_reader_count(r);
+	snprintf(err, errlen, "%s", hm_batch_reader_error(r));
+	hm_batch_reader_free(r);
+	fclose(f);
+	return e;
+}
+
+START_TEST(valid_file)
+{
+	const char *text =
+		" { \"changes\" :\n[ {\"op\":\"app.put\",\"app\":\"a\",\"maintenance\":true,"
+		"\"balance\":\"least-conn\"},\n"
+		"{\"op\":\"domain.put\",\"domain\":\"*.A.com\",\"app\":\"a\"},"
+		"{\"app\":\"a\",\"op\":\"dyno.put\",\"dyno\":\"web.1\",\"addr\":\"[::1]:80\"},"
+		"{\"op\":\"dyno.rm\",\"app\":\"a\",\"dyno\":\"web.1\"},"
+		"{\"op\":\"domain.rm\",\"domain\":\"x.com\"},{\"op\":\"app.rm\",\"app\":\"a\"} ] }\n";
+	FILE *f = fmemopen((void *)text, strlen(text), "r");
+	struct hm_batch_reader *r;
+	struct hm_change c;
+
+	ck_assert_int_eq(hm_batch_reader_new(&r, f), 0);
+	ck_assert_int_eq(hm_batch_reader_next(r, &c), 1);
+	ck_assert_uint_eq(c.op, HM_OP_APP_PUT);
+	ck_assert(c.maintenance && !c.affinity);
+	ck_assert_uint_eq(c.balance, HM_BALANCE_LEAST_CONN);
+	ck_assert_int_eq(hm_batch_reader_next(r, &c), 1);
+	ck_assert_uint_eq(c.op, HM_OP_DOMAIN_PUT);
+	ck_assert_int_eq(c.name_len, 7);
+	ck_assert_int_eq(hm_batch_reader_next(r, &c), 1);
+	ck_assert_uint_eq(c.state, HM_DYNO_UP); /* the default */
+	ck_assert_uint_eq(c.addr.family, 6);
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(hm_batch_reader_next(r, &c), 1);
+	ck_assert_uint_eq(c.op, HM_OP_APP_RM);
+	ck_assert_int_eq(hm_batch_reader_next(r, &c), 0);
+	ck_assert_int_eq(hm_batch_reader_count(r), 6);
+	hm_batch_reader_free(r);
+	fclose(f);
+}
+END_TEST
+
+START_TEST(empty_and_large)
+{
+	size_t n, len = 0, cap = 64 << 20;
+	char err[256], *big = malloc(cap);
+
+	ck_assert_int_eq(read_all("{\"changes\":[]}", &n, err, sizeof(err)), 0);
+	ck_assert_uint_eq(n, 0);
+	/* 200k changes stream through the 64 KiB buffer, elements straddling refills */
+	len += (size_t)sprintf(big + len, "{\"changes\":[");
+	for (int i = 0; i < 200000; i++)
+		len += (size_t)sprintf(big + len,
+				       "%s{\"op\":\"dyno.put\",\"app\":\"app-%d\",\"dyno\":\"web.%d\","
+				       "\"addr\":\"10.%d.%d.%d:%d\",\"state\":\"starting\"}",
+				       i ? ",\n" : "", i % 1000, i, i >> 16 & 255, i >> 8 & 255,
+				       i & 255, 1 + i % 65535);
+	len += (size_t)sprintf(big + len, "]}");
+	ck_assert_uint_lt(len, cap);
+	ck_assert_int_eq(read_all(big, &n, err, sizeof(err)), 0);
+	ck_assert_uint_eq(n, 200000);
+	free(big);
+}
+END_TEST
+
+START_TEST(errors)
+{
+	static const struct {
+		const char *text;
+		int code;
+		const char *msg;
+	} cases[] = {
+		{"", HM_EJSON, "{\"changes\""},
+		{"[]", HM_EJSON, "{\"changes\""},
+		{"{\"change\":[]}", HM_EJSON, "{\"changes\""},
+		{"{\"changes\":[1]}", HM_EJSON, "change 0: not a JSON object"},
+		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\"}", HM_EJSON, "after change 0"},
+		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\"}]", HM_EJSON, "after the changes"},
+		{"{\"changes\":[]} x", HM_EJSON, "after the changes"},
+		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\"", HM_EJSON, "ends inside"},
+		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\",}]}", HM_EJSON, "invalid JSON"},
+		{"{\"changes\":[{\"app\":\"a\"}]}", HM_EJSON, "\"op\" is missing"},
+		{"{\"changes\":[{\"op\":\"app.putt\",\"app\":\"a\"}]}", HM_EOP, "unknown operation"},
+		{"{\"changes\":[{\"op\":\"app.put\"}]}", HM_EJSON, "needs \"app\""},
+		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"A\"}]}", HM_EAPPNAME, "\"app\""},
+		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\",\"dyno\":\"web.1\"}]}", HM_EJSON,
+		 "does not take \"dyno\""},
+		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\",\"colour\":1}]}", HM_EJSON,
+		 "unknown field \"colour\""},
+		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\",\"maintenance\":\"on\"}]}", HM_EJSON,
+		 "true or false"},
+		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\",\"balance\":\"rr\"}]}", HM_EBALANCE,
+		 "\"balance\""},
+		{"{\"changes\":[{\"op\":\"domain.put\",\"domain\":\"a..com\",\"app\":\"a\"}]}",
+		 HM_EHOSTNAME, "\"domain\""},
+		{"{\"changes\":[{\"op\":\"dyno.put\",\"app\":\"a\",\"dyno\":\"web\",\"addr\":\"1.1.1.1:1\"}]}",
+		 HM_EDYNONAME, "\"dyno\""},
+		{"{\"changes\":[{\"op\":\"dyno.put\",\"app\":\"a\",\"dyno\":\"web.1\",\"addr\":\"x:1\"}]}",
+		 HM_EADDR, "\"addr\""},
+		{"{\"changes\":[{\"op\":\"dyno.put\",\"app\":\"a\",\"dyno\":\"web.1\",\"addr\":\"1.1.1.1:1\","
+		 "\"state\":\"sleeping\"}]}",
+		 HM_ESTATE, "\"state\""},
+		{"{\"changes\":[{\"op\":\"app.rm\",\"app\":\"a\"},{\"op\":\"app.rm\",\"app\":7}]}", HM_EJSON,
+		 "change 1: \"app\" must be a string"},
+	};
+	char err[256];
+	size_t n;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int e = read_all(cases[i].text, &n, err, sizeof(err));
+
+		ck_assert_msg(e == cases[i].code, "case %zu: got %d (%s), want %d", i, e, err,
+			      cases[i].code);
+		ck_assert_msg(strstr(err, cases[i].msg) != NULL, "case %zu: message '%s' lacks '%s'",
+			      i, err, cases[i].msg);
+	}
+}
+END_TEST
+
+static Suite *make_suite(void)
+{
+	Suite *s = suite_create("batchfile");
+	TCase *tc = tcase_create("batchfile");
+
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, valid_file);
+	tcase_add_test(tc, empty_and_large);
+	tcase_add_test(tc, errors);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+HM_CHECK_MAIN(make_suite)
