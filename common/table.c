@@ -90,18 +90,28 @@ struct copy_hdr {
 	uint32_t heap_free[HEAP_CLASSES]; /* heap offset of the first free block; 0 = none */
 };
 
+#define APP_INLINE_DYNOS 7
+
+/*
+ * An app: the first line holds everything a lookup needs, including the dyno array itself
+ * while the app has at most APP_INLINE_DYNOS dynos, so a lookup of a small app touches the
+ * hash slot, the domain, this line and the chosen dyno (the domain and this line in parallel:
+ * the slot carries the app index). The name is on the second line, writer-only links on the
+ * third.
+ */
 struct rec_app {
 	uint8_t used, name_len, maintenance, affinity;
 	uint8_t balance, pad[3];
-	uint32_t dynos;       /* heap offset of uint32[dyno_cap]: [up | starting | crashed | down] */
+	uint32_t dynos;    /* heap offset of uint32[dyno_cap], or 0: the array is inl[] */
 	uint32_t dyno_cap;
-	uint32_t n[5];        /* [0] all dynos, [state] dynos in that state */
-	uint32_t domain_head; /* first domain (index + 1); free-list link when unused */
-	uint32_t ndomains;
+	uint32_t n[5];     /* [0] all dynos, [state] dynos in that state */
+	uint32_t inl[APP_INLINE_DYNOS]; /* the dyno array: [up | starting | crashed | down] */
 	char name[HM_APP_NAME_MAX + 1];
-	uint8_t pad2[20];
+	uint32_t domain_head; /* first domain (index + 1); free-list link when unused */
+	uint8_t pad2[60];
 };
-_Static_assert(sizeof(struct rec_app) == 128, "app record is two lines");
+_Static_assert(sizeof(struct rec_app) == 192, "app record is three lines");
+_Static_assert(offsetof(struct rec_app, name) == 64, "the lookup fields fill the first line");
 
 struct rec_domain {
 	uint32_t app;
@@ -127,6 +137,7 @@ _Static_assert(sizeof(struct rec_dyno) == 64, "dyno record is one line");
 struct slot {
 	uint32_t tag; /* low 32 bits of the key's hash; its home is tag & mask */
 	uint32_t idx; /* record index + 1; 0 = empty */
+	uint32_t aux; /* domain slots: the app index, so the app loads while the name is checked */
 };
 
 /* Where everything is, computed from the capacities alone. */
@@ -390,11 +401,12 @@ static int64_t find_dyno(const struct copy *c, uint32_t app, const char *name, s
 /* Host key -> app index: the exact domain, else the longest wildcard. -1 if none. */
 static int64_t resolve_app(const struct copy *c, const char *key, size_t n)
 {
-	uint32_t di;
+	uint32_t di, app;
+	int64_t pos;
 
 	if (n == 0 || n > HM_HOST_MAX)
 		return -1;
-	if (find_domain(c, key, n, false, &di) < 0) {
+	if ((pos = find_domain(c, key, n, false, &di)) < 0) {
 		const char *p = key, *end = key + n, *dot;
 
 		if (c->h->n_wild == 0)
@@ -403,23 +415,30 @@ static int64_t resolve_app(const struct copy *c, const char *key, size_t n)
 			dot = memchr(p, '.', (size_t)(end - p));
 			if (dot == NULL || dot + 1 >= end)
 				return -1;
-			if (find_domain(c, dot + 1, (size_t)(end - dot - 1), true, &di) >= 0)
+			if ((pos = find_domain(c, dot + 1, (size_t)(end - dot - 1), true, &di)) >= 0)
 				break;
 		}
 	}
-	if (c->domains[di].app >= c->lay->cap_apps)
-		return -1;
-	return c->domains[di].app;
+	app = c->domain_hash[pos].aux;
+	return app < c->lay->cap_apps ? (int64_t)app : -1;
 }
 
-/* The app's dyno array, or NULL if its bounds are not sane (a torn read). */
+/* The app's dyno array, or NULL if it is empty or its bounds are not sane (a torn read). */
 static const uint32_t *app_dynos(const struct copy *c, const struct rec_app *a)
 {
 	if (a->n[0] == 0)
 		return NULL;
+	if (a->dynos == 0)
+		return a->n[0] <= APP_INLINE_DYNOS ? a->inl : NULL;
 	if (a->n[0] > a->dyno_cap || !heap_ok(c, a->dynos, (uint64_t)a->dyno_cap * 4))
 		return NULL;
 	return (const uint32_t *)(c->heap + a->dynos);
+}
+
+/* The writer's view of the same array (trusted). */
+static uint32_t *arr_of(struct copy *c, struct rec_app *a)
+{
+	return a->dynos != 0 ? (uint32_t *)(c->heap + a->dynos) : a->inl;
 }
 
 /* ---- Digest ------------------------------------------------------------------------------ */
@@ -536,7 +555,7 @@ static int map_open(const char *path, struct hm_table_map **out)
 	if ((r = layout_from_hdr(&m->lay, &hdr, (uint64_t)st.st_size)) != 0)
 		goto fail;
 	m->data_bytes = m->lay.counters_off;
-	m->base = mmap(NULL, m->data_bytes, PROT_READ, MAP_SHARED, fd, 0);
+	m->base = mmap(NULL, m->data_bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
 	if (m->base == MAP_FAILED) {
 		m->base = NULL;
 		r = -errno;
@@ -987,7 +1006,7 @@ static int name_store(struct hm_table_writer *w, struct copy *c, char *inl, size
 /* ---- Writing: hash tables ----------------------------------------------------------------- */
 
 static int slot_insert(struct hm_table_writer *w, struct copy *c, struct slot *tab, uint32_t mask,
-		       uint64_t hash, uint32_t idx)
+		       uint64_t hash, uint32_t idx, uint32_t aux)
 {
 	uint32_t tag = (uint32_t)hash, i = tag & mask;
 
@@ -996,6 +1015,7 @@ static int slot_insert(struct hm_table_writer *w, struct copy *c, struct slot *t
 	TOUCH(w, c, &tab[i], sizeof(tab[i]));
 	tab[i].tag = tag;
 	tab[i].idx = idx + 1;
+	tab[i].aux = aux;
 	return 0;
 }
 
@@ -1020,8 +1040,7 @@ static int slot_delete(struct hm_table_writer *w, struct copy *c, struct slot *t
 		i = j;
 	}
 	TOUCH(w, c, &tab[i], sizeof(tab[i]));
-	tab[i].tag = 0;
-	tab[i].idx = 0;
+	memset(&tab[i], 0, sizeof(tab[i]));
 	return 0;
 }
 
@@ -1095,8 +1114,6 @@ static int domain_unlink(struct hm_table_writer *w, struct copy *c, uint32_t di)
 		TOUCH(w, c, &c->domains[d->next - 1], sizeof(*d));
 		c->domains[d->next - 1].prev = d->prev;
 	}
-	TOUCH(w, c, a, sizeof(*a));
-	a->ndomains--;
 	return 0;
 }
 
@@ -1115,7 +1132,6 @@ static int domain_link(struct hm_table_writer *w, struct copy *c, uint32_t di, u
 		c->domains[a->domain_head - 1].prev = di + 1;
 	}
 	a->domain_head = di + 1;
-	a->ndomains++;
 	return 0;
 }
 
@@ -1132,7 +1148,7 @@ static uint32_t part_start(const struct rec_app *a, unsigned state)
 static int arr_swap(struct hm_table_writer *w, struct copy *c, struct rec_app *a, uint32_t i,
 		    uint32_t j)
 {
-	uint32_t *arr = (uint32_t *)(c->heap + a->dynos), t;
+	uint32_t *arr = arr_of(c, a), t;
 
 	if (i == j)
 		return 0;
@@ -1183,16 +1199,15 @@ static int arr_reserve(struct hm_table_writer *w, struct copy *c, struct rec_app
 	uint32_t cap;
 	int64_t off;
 
-	if (a->n[0] < a->dyno_cap)
+	if (a->dynos == 0 ? a->n[0] < APP_INLINE_DYNOS : a->n[0] < a->dyno_cap)
 		return 0;
-	cap = a->dyno_cap ? a->dyno_cap * 2 : 4;
+	cap = a->dynos == 0 ? 4 * APP_INLINE_DYNOS : a->dyno_cap * 2;
 	off = heap_alloc(w, c, (uint64_t)cap * 4);
 	if (off < 0)
 		return (int)off;
 	TOUCH(w, c, c->heap + off, (size_t)a->n[0] * 4 + 4);
-	if (a->n[0] > 0)
-		memcpy(c->heap + off, c->heap + a->dynos, (size_t)a->n[0] * 4);
-	if (a->dyno_cap > 0) {
+	memcpy(c->heap + off, arr_of(c, a), (size_t)a->n[0] * 4);
+	if (a->dynos != 0) {
 		int e = heap_free(w, c, a->dynos, (uint64_t)a->dyno_cap * 4);
 
 		if (e != 0)
@@ -1289,7 +1304,7 @@ static int op_app_put(struct hm_table_writer *w, struct copy *c, const struct hm
 		a->name_len = ch->app_len;
 		memcpy(a->name, ch->app, ch->app_len);
 		if ((e = slot_insert(w, c, c->app_hash, w->lay.app_mask,
-				     app_hash(&w->lay, ch->app, ch->app_len), ai)) != 0)
+				     app_hash(&w->lay, ch->app, ch->app_len), ai, 0)) != 0)
 			return e;
 		c->h->n_apps++;
 	}
@@ -1318,13 +1333,13 @@ static int op_app_rm(struct hm_table_writer *w, struct copy *c, const struct hm_
 			return sp < 0 ? HM_EBADTABLE : e;
 	}
 	while (a->n[0] > 0) {
-		struct rec_dyno *y = &c->dynos[((uint32_t *)(c->heap + a->dynos))[a->n[0] - 1]];
+		struct rec_dyno *y = &c->dynos[arr_of(c, a)[a->n[0] - 1]];
 		int64_t sp = find_dyno(c, ai, dyno_name(c, y), y->name_len, &idx);
 
 		if (sp < 0 || (e = dyno_remove(w, c, idx, (uint32_t)sp)) != 0)
 			return sp < 0 ? HM_EBADTABLE : e;
 	}
-	if (a->dyno_cap > 0 && (e = heap_free(w, c, a->dynos, (uint64_t)a->dyno_cap * 4)) != 0)
+	if (a->dynos != 0 && (e = heap_free(w, c, a->dynos, (uint64_t)a->dyno_cap * 4)) != 0)
 		return e;
 	TOUCH(w, c, c->h, sizeof(*c->h));
 	digest_add(c, app_digest(a), -1);
@@ -1355,15 +1370,17 @@ static int op_domain_put(struct hm_table_writer *w, struct copy *c, const struct
 	size_t n = domain_key(ch, key, &wild);
 	uint32_t ai, di;
 	struct rec_domain *d;
-	int64_t r;
+	int64_t r, pos;
 	int e;
 
 	if (find_app(c, ch->app, ch->app_len, &ai) < 0)
 		return HM_ENOAPP;
-	if (find_domain(c, key, n, wild, &di) >= 0) {
+	if ((pos = find_domain(c, key, n, wild, &di)) >= 0) {
 		d = &c->domains[di];
 		if (d->app == ai)
 			return 0;
+		TOUCH(w, c, &c->domain_hash[pos], sizeof(struct slot));
+		c->domain_hash[pos].aux = ai;
 		TOUCH(w, c, c->h, sizeof(*c->h));
 		digest_add(c, domain_digest(c, d), -1);
 		if ((e = domain_unlink(w, c, di)) != 0 || (e = domain_link(w, c, di, ai)) != 0)
@@ -1380,7 +1397,7 @@ static int op_domain_put(struct hm_table_writer *w, struct copy *c, const struct
 	d->name_len = (uint16_t)n;
 	if ((e = name_store(w, c, d->name, DOMAIN_INLINE, &d->name_heap, key, n)) != 0 ||
 	    (e = slot_insert(w, c, c->domain_hash, w->lay.domain_mask,
-			     domain_hash(&w->lay, key, n, wild), di)) != 0 ||
+			     domain_hash(&w->lay, key, n, wild), di, ai)) != 0 ||
 	    (e = domain_link(w, c, di, ai)) != 0)
 		return e;
 	c->h->n_domains++;
@@ -1434,12 +1451,12 @@ static int op_dyno_put(struct hm_table_writer *w, struct copy *c, const struct h
 		if ((e = name_store(w, c, y->name, DYNO_INLINE, &y->name_heap, ch->name,
 				    ch->name_len)) != 0 ||
 		    (e = slot_insert(w, c, c->dyno_hash, w->lay.dyno_mask,
-				     dyno_hash(&w->lay, ai, ch->name, ch->name_len), yi)) != 0)
+				     dyno_hash(&w->lay, ai, ch->name, ch->name_len), yi, 0)) != 0)
 			return e;
 		/* Append as a down dyno at the end of the array, then move to its partition. */
 		TOUCH(w, c, a, sizeof(*a));
-		TOUCH(w, c, c->heap + a->dynos + (uint64_t)a->n[0] * 4, 4);
-		((uint32_t *)(c->heap + a->dynos))[a->n[0]] = yi;
+		TOUCH(w, c, &arr_of(c, a)[a->n[0]], 4);
+		arr_of(c, a)[a->n[0]] = yi;
 		y->pos = a->n[0];
 		y->state = HM_DYNO_DOWN;
 		a->n[0]++;
@@ -1896,6 +1913,7 @@ static int verify_copy(const struct hm_table_writer *w, const struct copy *c)
 	const struct layout *l = &w->lay;
 	uint64_t dig[2] = {0, 0};
 	uint32_t napps = 0, ndomains = 0, ndynos = 0, nwild = 0, idx;
+	int64_t pos;
 	struct dsum d;
 
 	if (c->h->top_apps > l->cap_apps || c->h->top_domains > l->cap_domains ||
@@ -1929,7 +1947,8 @@ static int verify_copy(const struct hm_table_writer *w, const struct copy *c)
 		nwild += dm->wildcard;
 		name = domain_name(c, dm);
 		if (name == NULL || dm->app >= c->h->top_apps || !c->apps[dm->app].used ||
-		    find_domain(c, name, dm->name_len, dm->wildcard, &idx) < 0 || idx != i)
+		    (pos = find_domain(c, name, dm->name_len, dm->wildcard, &idx)) < 0 || idx != i ||
+		    c->domain_hash[pos].aux != dm->app)
 			return HM_EBADTABLE;
 		d = domain_digest(c, dm);
 		dig[0] += d.lane[0];
