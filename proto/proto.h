@@ -15,7 +15,11 @@
  *   HM_EUNKNOWN  the type is not one this build knows
  *   HM_EVERSION  a known type with a newer schema version than this build speaks (skip, count)
  *   HM_ETRAILING bytes follow the message
- *   the hm_change_check() codes (HM_EAPPNAME, ...) for a change that breaks the grammar.
+ *   the hm_change_check() codes (HM_EAPPNAME, ...) for a change that breaks the grammar,
+ *   including an unknown op, state or balance value (HM_EOP, HM_ESTATE, HM_EBALANCE) and a
+ *   non-put change inside a snapshot (HM_EOP).
+ * The rules, field by field, are in docs/protocol.md; hm_proto_decode_error() says where a
+ * failed decode stopped.
  */
 #ifndef HM_PROTO_PROTO_H
 #define HM_PROTO_PROTO_H
@@ -34,6 +38,13 @@
 #define HM_PROTO_MAX_PARTS 65536u     /* parts of one batch: 1 G changes */
 #define HM_PROTO_MAX_BATCHES 4096u    /* batch parts in one catch-up reply */
 #define HM_PROTO_MAX_REASON 1024u     /* bytes of an error reason */
+/*
+ * Bytes of one message's encoded changes (the elements of its change array). The headroom under
+ * HM_PROTO_MAX_MSG holds any head around them, so the changes of a CTL_REQ part always fit one
+ * BATCH part, and any BATCH fits a catch-up reply on its own. Pack parts by
+ * hm_proto_change_size() to stay under it.
+ */
+#define HM_PROTO_MAX_LIST (HM_PROTO_MAX_MSG - 4096u)
 
 enum hm_msg_type {
 	HM_MSG_BATCH = 1,        /* origin -> edges (PUB), and inside catch-up replies */
@@ -56,7 +67,8 @@ struct hm_batch_part {
 	uint32_t part;
 	uint32_t nparts;
 	uint32_t nchanges;
-	struct hm_change *changes; /* decoded: owned by the decoder; strings borrow the input */
+	struct hm_change *changes; /* decoded: owned by the decoder; strings borrow the input;
+				      may be NULL when nchanges is 0 */
 };
 
 enum hm_catchup_status {
@@ -128,7 +140,8 @@ struct hm_msg {
 			int32_t code;    /* ERROR: an hm_errno or negative errno */
 			uint32_t index;  /* ERROR: index of the offending change in the request, or
 					    UINT32_MAX if no single change is at fault */
-			const char *reason; /* ERROR: human-readable, borrowed from the input */
+			const char *reason; /* ERROR: human-readable, borrowed from the input, not
+					       NUL-terminated, bytes unchecked: escape to print */
 			uint32_t reason_len;
 		} ctl_rep;
 	};
@@ -136,8 +149,9 @@ struct hm_msg {
 
 /* ---- Decoding ---------------------------------------------------------------------------- */
 
-struct hm_proto_decoder; /* reusable; keeps its buffers between messages */
+struct hm_proto_decoder; /* reusable; keeps its buffers between messages; one thread at a time */
 
+/* Returns 0 or -ENOMEM. hm_proto_decoder_free(NULL) does nothing. */
 int hm_proto_decoder_new(struct hm_proto_decoder **out);
 void hm_proto_decoder_free(struct hm_proto_decoder *d);
 
@@ -148,8 +162,27 @@ void hm_proto_decoder_free(struct hm_proto_decoder *d);
  */
 int hm_proto_decode(struct hm_proto_decoder *d, const void *buf, size_t len, struct hm_msg *out);
 
-/* Reads only the [type, version] head: for counting or routing a message without decoding it.
- * Returns 0, HM_ETRUNC or HM_ETYPE. */
+/*
+ * What was known when the last hm_proto_decode() on d failed, so that the origin can answer a
+ * bad control request with its req_id and the index of the change at fault, and a receiver can
+ * count failures by type. Meaningless after a successful decode.
+ */
+struct hm_proto_error {
+	uint8_t type;    /* the message type if the head was read and the type is known, else 0 */
+	bool has_req_id; /* CTL_REQ, CTL_REP: req_id was read before the failure */
+	uint8_t req_id[16];
+	uint32_t change; /* BATCH, SNAPSHOT_REP, CTL_REQ: index in the message's change array of
+			    the change at fault; UINT32_MAX if the failure is not in one change */
+};
+void hm_proto_decode_error(const struct hm_proto_decoder *d, struct hm_proto_error *out);
+
+/*
+ * Reads only the [type, version] head: for counting or routing a message without decoding it.
+ * Any type and version that fit the out fields are returned, known or not; nothing after the
+ * head is read and len is not checked against HM_PROTO_MAX_MSG. Returns 0, HM_ETRUNC, HM_ETYPE,
+ * HM_EARITY (an array of fewer than two elements) or HM_ERANGE (a negative number, a type over
+ * 255 or a version over UINT32_MAX).
+ */
 int hm_proto_peek(const void *buf, size_t len, uint8_t *type, uint32_t *version);
 
 /* ---- Encoding ---------------------------------------------------------------------------- */
@@ -159,16 +192,35 @@ struct hm_pbuf {
 	char *data; /* owned */
 	size_t len;
 	size_t cap;
+	/* Private to proto.c: the message being built by hm_proto_begin_* and hm_proto_add_*. */
+	struct {
+		size_t start;      /* offset of the message in data */
+		size_t list;       /* offset of the first change of the current change array */
+		uint64_t epoch;    /* catch-up reply: the reply's epoch and head_seq */
+		uint64_t head_seq;
+		uint64_t prev_seq; /* catch-up reply: the last part added */
+		uint32_t prev_part, prev_nparts;
+		uint32_t left;     /* items still to add */
+		uint8_t kind;      /* what hm_proto_add_* may add */
+		bool have_prev;
+	} build;
 };
-void hm_pbuf_reset(struct hm_pbuf *b); /* len = 0, keeps the memory */
+void hm_pbuf_reset(struct hm_pbuf *b); /* len = 0, keeps the memory; abandons a message in steps */
 void hm_pbuf_fini(struct hm_pbuf *b);
-/* Hands the buffer's memory to the caller (free() it); b is left empty. */
+/* Hands the buffer's memory to the caller (free() it; NULL if nothing was ever written); b is
+ * left empty. */
 char *hm_pbuf_take(struct hm_pbuf *b, size_t *len);
 
 /*
- * Each encoder appends one whole message to b and returns 0, -ENOMEM, or HM_ETOOBIG if it would
- * break a bound above. The changes are not re-checked against the grammar: encode what you have
- * checked.
+ * Each encoder appends one whole message to b and returns 0, or:
+ *   -ENOMEM
+ *   HM_ETOOBIG   the message would break a size bound above (HM_PROTO_MAX_MSG, _CHANGES,
+ *                _BATCHES, _REASON, _LIST): whatever the decoder would reject for size
+ *   HM_ERANGE    an argument the decoder would reject by range (epoch 0, part >= nparts, ...;
+ *                docs/protocol.md lists them)
+ *   HM_EARITY    a message being built in steps is not complete yet (see below)
+ * On failure b holds what it held before the message began. The changes are not re-checked
+ * against the grammar: encode what you have checked (an op outside enum hm_op is HM_EOP).
  */
 int hm_proto_encode_batch(struct hm_pbuf *b, uint64_t epoch, const struct hm_batch_part *p);
 int hm_proto_encode_heartbeat(struct hm_pbuf *b, uint64_t epoch, uint64_t seq, uint64_t ts_ms,
@@ -193,6 +245,14 @@ int hm_proto_encode_ctl_error(struct hm_pbuf *b, const uint8_t req_id[16], int32
  *   must be the reply's).
  *   hm_proto_begin_snapshot_rep(b, ..., nchanges), then nchanges times hm_proto_add_change(b, c).
  * The caller must add exactly the announced number of items; the decoder rejects anything else.
+ * An add beyond the announced number (or with no message begun) returns HM_EARITY; so does any
+ * other encoder called on b before the message is complete (hm_pbuf_reset() abandons it).
+ * hm_proto_add_catchup_part/raw also return HM_ERANGE for a part that does not follow the
+ * previous one (same seq and the next part, or the next seq and part 0), a seq after head_seq,
+ * or (raw) another epoch; hm_proto_add_catchup_raw checks the whole message, as the decoder
+ * would, and returns the decoder's code if it is not one valid BATCH. hm_proto_add_change on a
+ * snapshot returns HM_EOP for a change that is not a put. A failed add removes the whole message
+ * being built from b; further adds return HM_EARITY.
  */
 int hm_proto_begin_catchup_rep(struct hm_pbuf *b, uint64_t epoch, uint64_t head_seq,
 			       uint8_t status, bool more, uint32_t nparts);
@@ -210,5 +270,11 @@ int hm_proto_begin_snapshot_rep(struct hm_pbuf *b, const struct hm_snapshot_head
 int hm_proto_begin_batch(struct hm_pbuf *b, uint64_t epoch, uint64_t seq, uint64_t ts_ms,
 			 uint32_t part, uint32_t nparts, uint32_t nchanges);
 int hm_proto_add_change(struct hm_pbuf *b, const struct hm_change *c);
+
+/*
+ * The bytes an encoder spends on c (0 for an op outside enum hm_op). A sender fills a part up to
+ * HM_PROTO_MAX_LIST bytes of changes and HM_PROTO_MAX_CHANGES changes, then starts the next.
+ */
+size_t hm_proto_change_size(const struct hm_change *c);
 
 #endif
