@@ -90,7 +90,8 @@ int hm_hostname_check(const char *s, size_t n, bool wildcard_ok);
 
 /*
  * Writes the canonical form of a valid hostname (lowercase, no trailing dot) to out, which has
- * room for HM_HOST_MAX + 1 bytes; NUL-terminates it. Returns its length.
+ * room for HM_HOST_MAX + 3 bytes (a wildcard's "*." comes on top of the 253); NUL-terminates
+ * it. Returns its length.
  */
 size_t hm_host_canon(const char *s, size_t n, char *out);
 

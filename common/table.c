@@ -14,8 +14,10 @@
  */
 #include "common/table.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -423,16 +425,22 @@ static int64_t resolve_app(const struct copy *c, const char *key, size_t n)
 	return app < c->lay->cap_apps ? (int64_t)app : -1;
 }
 
-/* The app's dyno array, or NULL if it is empty or its bounds are not sane (a torn read). */
-static const uint32_t *app_dynos(const struct copy *c, const struct rec_app *a)
+/*
+ * The app's dyno array, valid for n entries, or NULL if n is 0 or the bounds are not sane (a
+ * torn read). n is the dyno count as the caller read it, once: a reader must not check the
+ * array with one read of a->n[0] and index it below another.
+ */
+static const uint32_t *app_dynos(const struct copy *c, const struct rec_app *a, uint32_t n)
 {
-	if (a->n[0] == 0)
+	uint32_t off = a->dynos, cap = a->dyno_cap;
+
+	if (n == 0)
 		return NULL;
-	if (a->dynos == 0)
-		return a->n[0] <= APP_INLINE_DYNOS ? a->inl : NULL;
-	if (a->n[0] > a->dyno_cap || !heap_ok(c, a->dynos, (uint64_t)a->dyno_cap * 4))
+	if (off == 0)
+		return n <= APP_INLINE_DYNOS ? a->inl : NULL;
+	if (n > cap || !heap_ok(c, off, (uint64_t)cap * 4))
 		return NULL;
-	return (const uint32_t *)(c->heap + a->dynos);
+	return (const uint32_t *)(c->heap + off);
 }
 
 /* The writer's view of the same array (trusted). */
@@ -825,8 +833,8 @@ static int route_copy(struct hm_table_map *m, const struct copy *c, const char *
 	out->n_starting = a->n[HM_DYNO_STARTING];
 	out->n_crashed = a->n[HM_DYNO_CRASHED];
 	out->n_down = a->n[HM_DYNO_DOWN];
-	arr = app_dynos(c, a);
-	if (arr == NULL || out->n_up == 0 || out->n_up > a->n[0])
+	arr = app_dynos(c, a, out->n_dynos);
+	if (arr == NULL || out->n_up == 0 || out->n_up > out->n_dynos)
 		return 0;
 	if (pick != NULL && pick->affinity != NULL && pick->affinity_len <= HM_DYNO_NAME_MAX &&
 	    find_dyno(c, (uint32_t)ai, pick->affinity, pick->affinity_len, &yi) >= 0 &&
@@ -1641,6 +1649,43 @@ static int lock_path(struct hm_table_writer *w)
 	return 0;
 }
 
+/*
+ * Removes "<path>.new.<pid>.<rand>" files of writers that died before their first commit (a
+ * full resync interrupted by SIGKILL): under the lock no other writer of this path exists, so
+ * every such file whose pid is gone is garbage, and in /dev/shm garbage is memory.
+ */
+static void sweep_tmp(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char dirname[4096], prefix[512];
+	size_t plen;
+	struct dirent *de;
+	DIR *d;
+
+	if (slash == NULL || (size_t)(slash - path) >= sizeof(dirname))
+		return;
+	memcpy(dirname, path, (size_t)(slash - path));
+	dirname[slash - path] = '\0';
+	if (dirname[0] == '\0')
+		strcpy(dirname, "/");
+	plen = (size_t)snprintf(prefix, sizeof(prefix), "%s.new.", slash + 1);
+	if (plen >= sizeof(prefix) || (d = opendir(dirname)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		char full[4600];
+		long pid;
+
+		if (strncmp(de->d_name, prefix, plen) != 0)
+			continue;
+		pid = strtol(de->d_name + plen, NULL, 10);
+		if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+			snprintf(full, sizeof(full), "%s/%s", dirname, de->d_name);
+			unlink(full);
+		}
+	}
+	closedir(d);
+}
+
 int hm_table_writer_open(struct hm_table_writer **out, const char *path,
 			 const struct hm_table_caps *caps, unsigned flags, uint64_t max_bytes)
 {
@@ -1659,6 +1704,7 @@ int hm_table_writer_open(struct hm_table_writer **out, const char *path,
 		}
 		if ((e = lock_path(w)) != 0)
 			goto fail;
+		sweep_tmp(path);
 	}
 	if (path != NULL && (flags & HM_TABLE_RESUME) && access(path, F_OK) == 0)
 		e = writer_resume(w);
@@ -1777,12 +1823,17 @@ int hm_table_commit(struct hm_table_writer *w, uint64_t epoch, uint64_t seq)
 	c.h->commit_ms = hm_wall_ms();
 	v = PUB_VERSION(atomic_load_explicit(&w->hdr->pub, memory_order_relaxed));
 	atomic_store_explicit(&w->hdr->pub, v + 1, memory_order_release);
+	/* A new file is installed before the old copy is brought up to date: if rename(2) fails,
+	 * no reader can have seen the file, so the version is taken back and the batch aborted. */
+	if (!w->installed && (e = install(w)) != 0) {
+		atomic_store_explicit(&w->hdr->pub, v, memory_order_relaxed);
+		hm_table_abort(w);
+		return e;
+	}
 	/* Readers that still read the old copy must see the new pub before any line below. */
 	atomic_thread_fence(memory_order_release);
 	sync_lines(w, from, from ^ 1);
 	w->in_batch = false;
-	if (!w->installed)
-		return install(w);
 	return 0;
 }
 
@@ -1895,7 +1946,7 @@ int hm_table_resolve(const struct hm_table_writer *w, const char *key, size_t n,
 		return HM_ENOHOST;
 	a = &c.apps[ai];
 	app_change(a, app);
-	arr = app_dynos(&c, a);
+	arr = app_dynos(&c, a, a->n[0]);
 	for (uint32_t k = 0; arr != NULL && k < a->n[0]; k++) {
 		struct hm_change ch;
 
@@ -1921,7 +1972,7 @@ static int verify_copy(const struct hm_table_writer *w, const struct copy *c)
 		return HM_EBADTABLE;
 	for (uint32_t i = 0; i < c->h->top_apps; i++) {
 		const struct rec_app *a = &c->apps[i];
-		uint32_t sum = 0;
+		uint64_t sum = 0; /* the writer adds these counts in 32 bits: they must not wrap */
 
 		if (!a->used)
 			continue;
@@ -1931,7 +1982,7 @@ static int verify_copy(const struct hm_table_writer *w, const struct copy *c)
 			return HM_EBADTABLE;
 		for (unsigned s = HM_DYNO_UP; s <= HM_DYNO_DOWN; s++)
 			sum += a->n[s];
-		if (sum != a->n[0] || (a->n[0] > 0 && app_dynos(c, a) == NULL))
+		if (sum != a->n[0] || (a->n[0] > 0 && app_dynos(c, a, a->n[0]) == NULL))
 			return HM_EBADTABLE;
 		d = app_digest(a);
 		dig[0] += d.lane[0];
@@ -1946,7 +1997,9 @@ static int verify_copy(const struct hm_table_writer *w, const struct copy *c)
 		ndomains++;
 		nwild += dm->wildcard;
 		name = domain_name(c, dm);
-		if (name == NULL || dm->app >= c->h->top_apps || !c->apps[dm->app].used ||
+		/* lengths first: the digest hashes names through fixed-size buffers */
+		if (name == NULL || dm->name_len > HM_HOST_MAX || dm->app >= c->h->top_apps ||
+		    !c->apps[dm->app].used ||
 		    (pos = find_domain(c, name, dm->name_len, dm->wildcard, &idx)) < 0 || idx != i ||
 		    c->domain_hash[pos].aux != dm->app)
 			return HM_EBADTABLE;
@@ -1964,10 +2017,11 @@ static int verify_copy(const struct hm_table_writer *w, const struct copy *c)
 			continue;
 		ndynos++;
 		name = dyno_name(c, y);
-		if (name == NULL || y->app >= c->h->top_apps || !(a = &c->apps[y->app])->used ||
+		if (name == NULL || y->name_len > HM_DYNO_NAME_MAX || y->app >= c->h->top_apps ||
+		    !(a = &c->apps[y->app])->used ||
 		    find_dyno(c, y->app, name, y->name_len, &idx) < 0 || idx != i ||
-		    (arr = app_dynos(c, a)) == NULL || y->pos >= a->n[0] || arr[y->pos] != i ||
-		    y->state < HM_DYNO_UP || y->state > HM_DYNO_DOWN ||
+		    (arr = app_dynos(c, a, a->n[0])) == NULL || y->pos >= a->n[0] ||
+		    arr[y->pos] != i || y->state < HM_DYNO_UP || y->state > HM_DYNO_DOWN ||
 		    y->pos < part_start(a, y->state) || y->pos >= part_start(a, y->state + 1))
 			return HM_EBADTABLE;
 		d = dyno_digest(c, y);
@@ -2044,6 +2098,11 @@ int hm_table_grow(struct hm_table_writer *w, const struct hm_table_caps *min)
 	nw.max_bytes = w->max_bytes;
 	if ((e = writer_create(&nw, &caps)) != 0)
 		goto fail;
+	/* A file not installed yet (its writer's first batch did not fit) is replaced by one that
+	 * is not installed either: the caller's first commit installs it, so readers keep the
+	 * table at path until then. Marked installed, nw's commit below leaves the path alone. */
+	if (!w->installed)
+		nw.installed = true;
 	if ((e = hm_table_begin(&nw)) != 0 || (e = hm_table_foreach(w, grow_apply, &nw)) != 0) {
 		/* A capacity we did not double cannot run out: the new one holds the old state. */
 		goto fail;
@@ -2058,6 +2117,10 @@ int hm_table_grow(struct hm_table_writer *w, const struct hm_table_caps *min)
 			copy_view(&c, nw.base, &nw.lay, k);
 			c.h->commit_ms = info.commit_ms;
 		}
+	}
+	if (!w->installed) {
+		unlink(w->tmp_path);
+		nw.installed = false;
 	}
 	writer_unmap(w);
 	w->base = nw.base;
@@ -2075,6 +2138,8 @@ int hm_table_grow(struct hm_table_writer *w, const struct hm_table_caps *min)
 	w->full = 0;
 	return 0;
 fail:
+	if (!w->installed)
+		nw.installed = false;
 	hm_table_abort(&nw);
 	if (nw.base != NULL && !nw.installed && nw.tmp_path != NULL)
 		unlink(nw.tmp_path);

@@ -497,6 +497,31 @@ START_TEST(resume_and_replace)
 }
 END_TEST
 
+/* A writer killed before its first commit leaves "<path>.new.<pid>.<rand>"; the next writer of
+ * the path removes it, and leaves a live writer's file alone. */
+START_TEST(sweeps_dead_writers_files)
+{
+	struct hm_table_writer *w;
+	char dead[200], live[200];
+	pid_t child = fork();
+	int status;
+
+	ck_assert_int_ge(child, 0);
+	if (child == 0)
+		_exit(0);
+	ck_assert_int_eq(waitpid(child, &status, 0), child);
+	snprintf(dead, sizeof(dead), "%s.new.%d.0badf00d", path, child);
+	snprintf(live, sizeof(live), "%s.new.%d.0badf00d", path, getppid());
+	fclose(fopen(dead, "w"));
+	fclose(fopen(live, "w"));
+	ck_assert_int_eq(hm_table_writer_open(&w, path, NULL, HM_TABLE_RESUME, 0), 0);
+	ck_assert_int_ne(access(dead, F_OK), 0);
+	ck_assert_int_eq(access(live, F_OK), 0);
+	hm_table_writer_close(w);
+	unlink(live);
+}
+END_TEST
+
 static bool skip_port(void *ctx, const struct hm_addr *a, uint32_t slot)
 {
 	(void)slot;
@@ -767,6 +792,7 @@ static Suite *make_suite(void)
 	tcase_add_test(tc, digest_order_independence);
 	tcase_add_test(tc, growth_and_limits);
 	tcase_add_test(tc, resume_and_replace);
+	tcase_add_test(tc, sweeps_dead_writers_files);
 	tcase_add_test(tc, picking);
 	tcase_add_test(tc, multiprocess_stress);
 	tcase_add_test(tc, writer_killed_mid_update);
