@@ -142,15 +142,17 @@ struct hm_table_writer;
 /*
  * Opens a writer.
  *  path      the table file, or NULL for private memory (the origin's validation state).
- *  caps      capacities for a new file (NULL: HM_TABLE_CAPS_DEFAULT); raised to what resumed
- *            state needs.
+ *  caps      capacities for a new file (NULL: HM_TABLE_CAPS_DEFAULT); a resumed file keeps its
+ *            own (it grows as usual when they run out).
  *  flags     HM_TABLE_RESUME: if path holds a valid table, continue from its published version
  *            (its epoch and seq are in hm_table_info). Otherwise a new, empty table is prepared
  *            under a temporary name and appears at path (replacing and retiring any file there)
  *            with its first commit, so readers never see it half-loaded.
  *  max_bytes growth stops at this file size (0: no limit); hm_table_grow() then fails HM_EFULL.
  * Returns 0, HM_EBADTABLE (path exists but is not a table and RESUME was asked: it is not
- * touched), or a negative errno.
+ * touched; or caps are out of range), -EBUSY (another writer holds the path), or a negative
+ * errno. The version counter (hm_table_info.version) starts again in every new file; file_id
+ * tells files apart.
  */
 int hm_table_writer_open(struct hm_table_writer **out, const char *path,
 			 const struct hm_table_caps *caps, unsigned flags, uint64_t max_bytes);
