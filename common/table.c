@@ -768,9 +768,9 @@ static bool skipped(const struct hm_pick *pick, const struct rec_dyno *y, uint32
 	return pick->skip(pick->ctx, &a, slot);
 }
 
-/* One random up, not skipped, dyno index, or UINT32_MAX. */
+/* One random up, not skipped dyno index other than `not`, or UINT32_MAX. */
 static uint32_t pick_random(const struct copy *c, const uint32_t *arr, uint32_t n_up,
-			    const struct hm_pick *pick, uint64_t *rnd)
+			    const struct hm_pick *pick, uint64_t *rnd, uint32_t not)
 {
 	uint32_t start;
 
@@ -778,15 +778,15 @@ static uint32_t pick_random(const struct copy *c, const uint32_t *arr, uint32_t 
 		uint32_t y = arr[*rnd % n_up];
 
 		*rnd = mix64(*rnd + 0x9e3779b97f4a7c15ull);
-		if (y < c->lay->cap_dynos && !skipped(pick, &c->dynos[y], y))
+		if (y != not && y < c->lay->cap_dynos && !skipped(pick, &c->dynos[y], y))
 			return y;
 	}
-	/* Most are skipped: scan once from a random start. */
+	/* Most are skipped (or there are few): scan once from a random start. */
 	start = (uint32_t)(*rnd % n_up);
 	for (uint32_t k = 0; k < n_up; k++) {
 		uint32_t y = arr[(start + k) % n_up];
 
-		if (y < c->lay->cap_dynos && !skipped(pick, &c->dynos[y], y))
+		if (y != not && y < c->lay->cap_dynos && !skipped(pick, &c->dynos[y], y))
 			return y;
 	}
 	return UINT32_MAX;
@@ -843,11 +843,11 @@ static int route_copy(struct hm_table_map *m, const struct copy *c, const char *
 		out->affinity_hit = true;
 		return 0;
 	}
-	y = pick_random(c, arr, out->n_up, pick, &rnd);
+	y = pick_random(c, arr, out->n_up, pick, &rnd, UINT32_MAX);
 	if (y != UINT32_MAX && a->balance == HM_BALANCE_LEAST_CONN && out->n_up > 1 &&
 	    m != NULL && m->counters != NULL) {
-		/* Power of two choices: the less loaded of two random up dynos. */
-		uint32_t y2 = pick_random(c, arr, out->n_up, pick, &rnd);
+		/* Power of two choices: the less loaded of two different random up dynos. */
+		uint32_t y2 = pick_random(c, arr, out->n_up, pick, &rnd, y);
 
 		if (y2 != UINT32_MAX && inflight(m, y2) < inflight(m, y))
 			y = y2;

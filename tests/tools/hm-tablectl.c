@@ -62,8 +62,10 @@ static int apply(const char *path, const char *file)
 				return 1;
 		}
 		cs[n].c = c;
-		memcpy(cs[n].app, c.app, c.app_len);
-		memcpy(cs[n].name, c.name, c.name_len);
+		if (c.app_len > 0)
+			memcpy(cs[n].app, c.app, c.app_len);
+		if (c.name_len > 0)
+			memcpy(cs[n].name, c.name, c.name_len);
 		n++;
 	}
 	if (e != 0) {
