@@ -1,0 +1,54 @@
+/*
+ * Session-affinity cookies: "hermod-session-affinity=<expiry>.<dyno>.<mac>", where expiry is unix
+ * seconds and mac = base64url(HMAC-SHA256(secret, "hermod-affinity-v1" 0 app 0 dyno 0 expiry)).
+ * Nothing in it is node-local, so every router holding the same secret accepts every other's
+ * cookies. The HMAC context is keyed once; signing and verifying reset it, so neither allocates.
+ *
+ * One struct per worker (the context is not thread-safe).
+ */
+#ifndef HM_ROUTER_AFFINITY_H
+#define HM_ROUTER_AFFINITY_H
+
+#include <mbedtls/md.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/model.h"
+
+#define HM__AFFINITY_COOKIE "hermod-session-affinity"
+#define HM__AFFINITY_TTL    86400
+/* "hermod-session-affinity=" + 20 digits + "." + dyno + "." + 43 + attributes */
+#define HM__AFFINITY_SET_COOKIE_MAX 192
+
+struct hm__router_affinity {
+	mbedtls_md_context_t md;
+	bool ready;
+};
+
+/* Keys the context with secret (borrowed for the call). Returns 0 or -ENOMEM / -EINVAL. */
+int hm__router_affinity_init(struct hm__router_affinity *a, const void *secret, size_t len);
+void hm__router_affinity_fini(struct hm__router_affinity *a);
+
+/*
+ * Writes the value of a Set-Cookie header pinning app's client to dyno until expiry (unix
+ * seconds): the cookie and "; Max-Age=86400; Path=/; HttpOnly". out has room for
+ * HM__AFFINITY_SET_COOKIE_MAX bytes. Returns the length written (no NUL).
+ */
+size_t hm__router_affinity_set_cookie(struct hm__router_affinity *a, const char *app,
+				      const char *dyno, uint64_t expiry, char *out);
+
+/*
+ * Looks for the affinity cookie in a Cookie header value (any of its cookies) and verifies it
+ * for app at time now (unix seconds). On success copies the dyno name, NUL-terminated, to dyno
+ * (HM_DYNO_NAME_MAX + 1 bytes) and returns its length. Returns -ENOENT (no cookie), -EINVAL
+ * (malformed or bad signature) or -ETIMEDOUT (expired).
+ */
+int hm__router_affinity_verify(struct hm__router_affinity *a, const char *app, const char *cookie,
+			       size_t len, uint64_t now, char *dyno);
+
+/* Finds cookie name=value in a Cookie header value. Returns true and the value span if found. */
+bool hm__router_cookie_find(const char *hdr, size_t len, const char *name, size_t name_len,
+			    const char **value, size_t *value_len);
+
+#endif

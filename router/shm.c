@@ -1,0 +1,254 @@
+/*
+ * Shared slots, the in-flight ledger, counters and their Prometheus rendering (see shm.h).
+ */
+#include "router/shm.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "common/util.h"
+
+const struct hm__router_code_info hm__router_codes[HM__CODE_COUNT] = {
+    [HM__CODE_NONE] = {NULL, NULL, 0, false, NULL},
+#define HM__CODE_INFO(name, desc, status, error, sock)                                             \
+	[HM__CODE_##name] = {#name, desc, status, error, sock},
+    HM__ROUTER_CODES(HM__CODE_INFO)
+#undef HM__CODE_INFO
+};
+
+static size_t shm_bytes(uint32_t nslots)
+{
+	return sizeof(struct hm__router_shm) + (size_t)nslots * sizeof(struct hm__router_slot);
+}
+
+int hm__router_shm_new(struct hm__router_shm **out, uint32_t nslots)
+{
+	struct hm__router_shm *s = mmap(NULL, shm_bytes(nslots), PROT_READ | PROT_WRITE,
+					MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	if (s == MAP_FAILED)
+		return -errno;
+	s->nslots = nslots;
+	*out = s;
+	return 0;
+}
+
+void hm__router_shm_free(struct hm__router_shm *s)
+{
+	if (s != NULL)
+		munmap(s, shm_bytes(s->nslots));
+}
+
+void hm__router_hist_observe(struct hm__router_hist *h, uint64_t us)
+{
+	static const uint64_t bounds[HM__HIST_N] = HM__HIST_BOUNDS_US;
+	size_t i = 0;
+
+	while (i < HM__HIST_N && us > bounds[i])
+		i++;
+	hm__ctr_add(&h->bucket[i], 1);
+	hm__ctr_add(&h->sum_us, us);
+	hm__ctr_add(&h->count, 1);
+}
+
+static uint32_t ledger_hash(uint64_t file_id, uint32_t slot)
+{
+	uint64_t x = file_id ^ ((uint64_t)slot * 0x9E3779B97F4A7C15ull);
+
+	x ^= x >> 33;
+	x *= 0xff51afd7ed558ccdull;
+	x ^= x >> 33;
+	return (uint32_t)x & (HM__LEDGER_N - 1);
+}
+
+void hm__router_ledger_add(struct hm__router_slot *s, uint64_t file_id, uint32_t slot,
+			   int32_t delta)
+{
+	uint32_t i = ledger_hash(file_id, slot), key = slot + 1;
+	struct hm__router_ledger_entry *reuse = NULL, *e;
+
+	/* Linear probing; an entry whose count fell to zero may be taken over by another key. A
+	 * key is looked for up to the first never-used entry. */
+	for (uint32_t n = 0; n < HM__LEDGER_N; n++, i = (i + 1) & (HM__LEDGER_N - 1)) {
+		e = &s->ledger[i];
+		if (e->slot1 == key && e->file_id == file_id) {
+			__atomic_store_n(&e->count, e->count + delta, __ATOMIC_RELAXED);
+			return;
+		}
+		if (e->slot1 == 0)
+			break;
+		if (reuse == NULL && e->count == 0)
+			reuse = e;
+	}
+	if (reuse == NULL && s->ledger[i].slot1 == 0)
+		reuse = &s->ledger[i];
+	if (reuse == NULL) {
+		s->ledger_lost++;
+		return;
+	}
+	/* Count first at zero, then the key: a reader of a dead worker sees whole entries either
+	 * way, since a worker dies between instructions, not inside a store. */
+	__atomic_store_n(&reuse->count, 0, __ATOMIC_RELAXED);
+	reuse->file_id = file_id;
+	reuse->slot1 = key;
+	__atomic_store_n(&reuse->count, delta, __ATOMIC_RELAXED);
+}
+
+void hm__router_ledger_drain(struct hm__router_slot *s,
+			     void (*cb)(void *ctx, uint64_t file_id, uint32_t slot, int32_t count),
+			     void *ctx)
+{
+	for (uint32_t i = 0; i < HM__LEDGER_N; i++) {
+		struct hm__router_ledger_entry *e = &s->ledger[i];
+
+		if (e->slot1 != 0 && e->count != 0)
+			cb(ctx, e->file_id, e->slot1 - 1, e->count);
+	}
+	memset(s->ledger, 0, sizeof(s->ledger));
+	s->ledger_lost = 0;
+}
+
+static uint64_t ld(const uint64_t *p)
+{
+	return __atomic_load_n(p, __ATOMIC_RELAXED);
+}
+
+static void hist_add(struct hm__router_hist *a, const struct hm__router_hist *h)
+{
+	for (size_t i = 0; i <= HM__HIST_N; i++)
+		a->bucket[i] += ld(&h->bucket[i]);
+	a->sum_us += ld(&h->sum_us);
+	a->count += ld(&h->count);
+}
+
+void hm__router_counters_add(struct hm__router_counters *acc, const struct hm__router_counters *c,
+			     bool with_gauges)
+{
+	for (size_t i = 0; i < HM_ARRAY_SIZE(c->requests); i++)
+		acc->requests[i] += ld(&c->requests[i]);
+	for (size_t i = 0; i < HM__CODE_COUNT; i++)
+		acc->codes[i] += ld(&c->codes[i]);
+	hist_add(&acc->connect, &c->connect);
+	hist_add(&acc->service, &c->service);
+	acc->pool_reused += ld(&c->pool_reused);
+	acc->pool_new += ld(&c->pool_new);
+	acc->conns_total += ld(&c->conns_total);
+	acc->log_dropped += ld(&c->log_dropped);
+	if (with_gauges) {
+		acc->inflight += __atomic_load_n(&c->inflight, __ATOMIC_RELAXED);
+		acc->conns_open += __atomic_load_n(&c->conns_open, __ATOMIC_RELAXED);
+	}
+}
+
+struct out {
+	char *p;
+	size_t len, cap;
+	bool full;
+};
+
+static void outf(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void outf(struct out *o, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	if (o->full)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(o->p + o->len, o->cap - o->len, fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= o->cap - o->len) {
+		o->full = true;
+		return;
+	}
+	o->len += (size_t)n;
+}
+
+static void hist_render(struct out *o, const char *name, const char *help,
+			const struct hm__router_hist *h)
+{
+	static const uint64_t bounds[HM__HIST_N] = HM__HIST_BOUNDS_US;
+	uint64_t cum = 0;
+
+	outf(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+	for (size_t i = 0; i < HM__HIST_N; i++) {
+		cum += h->bucket[i];
+		outf(o, "%s_bucket{le=\"%g\"} %llu\n", name, (double)bounds[i] / 1e6,
+		     (unsigned long long)cum);
+	}
+	cum += h->bucket[HM__HIST_N];
+	outf(o, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
+	outf(o, "%s_sum %.6f\n%s_count %llu\n", name, (double)h->sum_us / 1e6, name,
+	     (unsigned long long)h->count);
+}
+
+size_t hm__router_metrics_render(const struct hm__router_counters *c,
+				 const struct hm__router_metrics_extra *x, char *out, size_t cap)
+{
+	static const char *const classes[6] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
+	struct out o = {out, 0, cap, false};
+
+	outf(&o, "# HELP hermod_requests_total Requests answered, by status class.\n"
+		 "# TYPE hermod_requests_total counter\n");
+	for (size_t i = 1; i <= 6; i++)
+		outf(&o, "hermod_requests_total{class=\"%s\"} %llu\n", classes[i % 6],
+		     (unsigned long long)c->requests[i % 6]);
+	outf(&o, "# HELP hermod_errors_total Requests that ended with a router error code.\n"
+		 "# TYPE hermod_errors_total counter\n");
+	for (size_t i = 1; i < HM__CODE_COUNT; i++)
+		outf(&o, "hermod_errors_total{code=\"%s\"} %llu\n", hm__router_codes[i].name,
+		     (unsigned long long)c->codes[i]);
+	outf(&o,
+	     "# HELP hermod_requests_in_flight Requests being routed or proxied now.\n"
+	     "# TYPE hermod_requests_in_flight gauge\nhermod_requests_in_flight %lld\n",
+	     (long long)c->inflight);
+	outf(&o,
+	     "# HELP hermod_client_connections Open client connections.\n"
+	     "# TYPE hermod_client_connections gauge\nhermod_client_connections %lld\n",
+	     (long long)c->conns_open);
+	outf(&o,
+	     "# HELP hermod_client_connections_total Client connections accepted.\n"
+	     "# TYPE hermod_client_connections_total counter\n"
+	     "hermod_client_connections_total %llu\n",
+	     (unsigned long long)c->conns_total);
+	hist_render(&o, "hermod_dyno_connect_seconds", "Time to connect to a dyno.", &c->connect);
+	hist_render(&o, "hermod_dyno_service_seconds",
+		    "Time from sending a request to a dyno to the end of its response.",
+		    &c->service);
+	outf(&o,
+	     "# HELP hermod_pool_connections_total Dyno connections used, reused from the "
+	     "keep-alive pool or newly made.\n# TYPE hermod_pool_connections_total counter\n"
+	     "hermod_pool_connections_total{result=\"reused\"} %llu\n"
+	     "hermod_pool_connections_total{result=\"new\"} %llu\n",
+	     (unsigned long long)c->pool_reused, (unsigned long long)c->pool_new);
+	outf(&o,
+	     "# HELP hermod_table_present Whether a routing table is mapped.\n"
+	     "# TYPE hermod_table_present gauge\nhermod_table_present %d\n",
+	     x->table_present ? 1 : 0);
+	outf(&o,
+	     "# HELP hermod_table_version Publish counter of the routing table.\n"
+	     "# TYPE hermod_table_version gauge\nhermod_table_version %llu\n",
+	     (unsigned long long)x->table_version);
+	outf(&o,
+	     "# HELP hermod_table_age_seconds Time since the routing table last changed.\n"
+	     "# TYPE hermod_table_age_seconds gauge\nhermod_table_age_seconds %.3f\n",
+	     x->table_age_s);
+	outf(&o,
+	     "# HELP hermod_workers Worker processes running.\n"
+	     "# TYPE hermod_workers gauge\nhermod_workers %u\n",
+	     x->workers);
+	outf(&o,
+	     "# HELP hermod_worker_restarts_total Workers replaced after exiting.\n"
+	     "# TYPE hermod_worker_restarts_total counter\nhermod_worker_restarts_total %llu\n",
+	     (unsigned long long)x->worker_restarts);
+	outf(&o,
+	     "# HELP hermod_access_log_dropped_lines_total Access-log lines lost to write "
+	     "errors.\n# TYPE hermod_access_log_dropped_lines_total counter\n"
+	     "hermod_access_log_dropped_lines_total %llu\n",
+	     (unsigned long long)c->log_dropped);
+	return o.full ? 0 : o.len;
+}

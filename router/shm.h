@@ -1,0 +1,116 @@
+/*
+ * Memory the master shares with its workers, mapped once (MAP_SHARED | MAP_ANONYMOUS) before the
+ * first fork: one slot per worker process, holding
+ *
+ *  - its counters, which the master sums when /metrics is scraped (and folds into its retired
+ *    totals when the worker dies, so counters never go backwards);
+ *  - its in-flight ledger: what it has added to the table's in-flight counters, by (table file,
+ *    counter slot), so the master can subtract what a killed worker leaves behind;
+ *  - its pid and a ready flag (set once it accepts), which SIGUSR2's rolling restart waits for.
+ *
+ * Each slot has one writer (its worker); the master only reads, except when the slot is free.
+ * Counter updates are relaxed atomic loads and stores: no locked instructions per request.
+ */
+#ifndef HM_ROUTER_SHM_H
+#define HM_ROUTER_SHM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "router/codes.h"
+
+/* Histogram bucket upper bounds, microseconds (plus +Inf). */
+#define HM__HIST_BOUNDS_US                                                                         \
+	{                                                                                          \
+		1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000,   \
+		    5000000, 10000000, 30000000                                                    \
+	}
+#define HM__HIST_N 14
+
+struct hm__router_hist {
+	uint64_t bucket[HM__HIST_N + 1]; /* non-cumulative; the last is +Inf */
+	uint64_t sum_us;
+	uint64_t count;
+};
+
+struct hm__router_counters {
+	uint64_t requests[6];		/* by status class: [1..5] = 1xx..5xx, [0] other */
+	uint64_t codes[HM__CODE_COUNT]; /* by H-code */
+	struct hm__router_hist connect;
+	struct hm__router_hist service;
+	uint64_t pool_reused;
+	uint64_t pool_new;
+	uint64_t conns_total;
+	uint64_t log_dropped;
+	int64_t inflight;   /* gauge */
+	int64_t conns_open; /* gauge */
+};
+
+#define HM__LEDGER_N 4096 /* power of two */
+
+struct hm__router_ledger_entry {
+	uint64_t file_id;
+	uint32_t slot1; /* counter slot + 1; 0: never used */
+	int32_t count;
+};
+
+struct hm__router_slot {
+	int32_t pid; /* 0: free */
+	uint32_t ready;
+	uint64_t ledger_lost; /* adds the ledger had no room for */
+	struct hm__router_counters c;
+	struct hm__router_ledger_entry ledger[HM__LEDGER_N];
+};
+
+struct hm__router_shm {
+	uint32_t nslots;
+	struct hm__router_slot slot[];
+};
+
+/* Maps a region with nslots slots. Returns 0 or a negative errno. */
+int hm__router_shm_new(struct hm__router_shm **out, uint32_t nslots);
+void hm__router_shm_free(struct hm__router_shm *s);
+
+static inline void hm__ctr_add(uint64_t *c, uint64_t v)
+{
+	__atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+}
+
+static inline void hm__gauge_add(int64_t *g, int64_t v)
+{
+	__atomic_store_n(g, __atomic_load_n(g, __ATOMIC_RELAXED) + v, __ATOMIC_RELAXED);
+}
+
+void hm__router_hist_observe(struct hm__router_hist *h, uint64_t us);
+
+/* Worker side: records delta on (file_id, slot) in the slot's ledger. */
+void hm__router_ledger_add(struct hm__router_slot *s, uint64_t file_id, uint32_t slot,
+			   int32_t delta);
+
+/*
+ * Master side: calls cb for every non-zero entry of a dead worker's ledger, then clears it.
+ */
+void hm__router_ledger_drain(struct hm__router_slot *s,
+			     void (*cb)(void *ctx, uint64_t file_id, uint32_t slot, int32_t count),
+			     void *ctx);
+
+/* acc += c (counters and histograms; gauges too if with_gauges). Reads c with relaxed loads. */
+void hm__router_counters_add(struct hm__router_counters *acc, const struct hm__router_counters *c,
+			     bool with_gauges);
+
+/* What the master knows besides the counters. */
+struct hm__router_metrics_extra {
+	bool table_present;
+	uint64_t table_version;
+	double table_age_s;
+	uint32_t workers;
+	uint64_t worker_restarts;
+};
+
+/* Renders Prometheus text exposition format (0.0.4) into out. Returns the length, or 0 if cap
+ * is too small (64 KiB is enough). */
+size_t hm__router_metrics_render(const struct hm__router_counters *c,
+				 const struct hm__router_metrics_extra *x, char *out, size_t cap);
+
+#endif

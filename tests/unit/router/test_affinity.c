@@ -1,0 +1,131 @@
+/*
+ * Tests router/affinity.c: cookies round-trip, carry nothing node-local (a second context with
+ * the same secret verifies them), and are refused when tampered with, expired, for another app,
+ * or signed with another secret.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "router/affinity.h"
+#include "tests/unit/hm_check.h"
+
+#define NOW 1700000000u
+
+static struct hm__router_affinity a, b, other;
+
+static void setup(void)
+{
+	ck_assert_int_eq(hm__router_affinity_init(&a, "cluster-secret", 14), 0);
+	ck_assert_int_eq(hm__router_affinity_init(&b, "cluster-secret", 14), 0);
+	ck_assert_int_eq(hm__router_affinity_init(&other, "another-secret", 14), 0);
+}
+
+static void teardown(void)
+{
+	hm__router_affinity_fini(&a);
+	hm__router_affinity_fini(&b);
+	hm__router_affinity_fini(&other);
+}
+
+/* The cookie value ("<expiry>.<dyno>.<mac>") of a Set-Cookie line, NUL-terminated in out. */
+static void value_of(const char *set_cookie, size_t n, char *out)
+{
+	const char *eq = memchr(set_cookie, '=', n), *semi = memchr(set_cookie, ';', n);
+
+	ck_assert_ptr_nonnull(eq);
+	ck_assert_ptr_nonnull(semi);
+	memcpy(out, eq + 1, (size_t)(semi - eq - 1));
+	out[semi - eq - 1] = '\0';
+}
+
+static int verify(struct hm__router_affinity *ctx, const char *app, const char *value, uint64_t now,
+		  char *dyno)
+{
+	char cookie[512];
+
+	snprintf(cookie, sizeof(cookie), "a=1; " HM__AFFINITY_COOKIE "=%s; b=2", value);
+	return hm__router_affinity_verify(ctx, app, cookie, strlen(cookie), now, dyno);
+}
+
+START_TEST(round_trip_across_routers)
+{
+	char line[HM__AFFINITY_SET_COOKIE_MAX + 1], v[256], dyno[HM_DYNO_NAME_MAX + 1];
+	size_t n = hm__router_affinity_set_cookie(&a, "app", "web.12", NOW + 86400, line);
+
+	ck_assert_uint_gt(n, 0);
+	ck_assert_uint_le(n, HM__AFFINITY_SET_COOKIE_MAX);
+	line[n] = '\0';
+	ck_assert_int_eq(strncmp(line, HM__AFFINITY_COOKIE "=1700086400.web.12.", 42), 0);
+	ck_assert_ptr_nonnull(strstr(line, "; Max-Age=86400; Path=/; HttpOnly"));
+	value_of(line, n, v);
+	ck_assert_int_eq(verify(&a, "app", v, NOW, dyno), 6);
+	ck_assert_str_eq(dyno, "web.12");
+	/* Another router (context) with the same secret: same verdict. */
+	ck_assert_int_eq(verify(&b, "app", v, NOW + 100, dyno), 6);
+	/* Quoted cookie values are accepted too. */
+	{
+		char q[300];
+
+		snprintf(q, sizeof(q), "\"%s\"", v);
+		ck_assert_int_eq(verify(&a, "app", q, NOW, dyno), 6);
+	}
+}
+END_TEST
+
+START_TEST(refusals)
+{
+	char line[HM__AFFINITY_SET_COOKIE_MAX + 1], v[256], bad[256], dyno[HM_DYNO_NAME_MAX + 1];
+	size_t n = hm__router_affinity_set_cookie(&a, "app", "web.1", NOW + 600, line);
+
+	value_of(line, n, v);
+	ck_assert_int_eq(verify(&other, "app", v, NOW, dyno), -EINVAL);
+	ck_assert_int_eq(verify(&a, "app2", v, NOW, dyno), -EINVAL);
+	ck_assert_int_eq(verify(&a, "app", v, NOW + 600, dyno), -ETIMEDOUT);
+	/* Every single-character change is refused. */
+	for (size_t i = 0; i < strlen(v); i++) {
+		strcpy(bad, v);
+		bad[i] = bad[i] == 'A' ? 'B' : 'A';
+		ck_assert_int_lt(verify(&a, "app", bad, NOW, dyno), 0);
+	}
+	/* Truncated, empty, junk, no cookie at all. */
+	strcpy(bad, v);
+	bad[strlen(bad) - 1] = '\0';
+	ck_assert_int_eq(verify(&a, "app", bad, NOW, dyno), -EINVAL);
+	ck_assert_int_eq(verify(&a, "app", "", NOW, dyno), -EINVAL);
+	ck_assert_int_eq(verify(&a, "app", "garbage", NOW, dyno), -EINVAL);
+	ck_assert_int_eq(hm__router_affinity_verify(&a, "app", "x=1; y=2", 8, NOW, dyno), -ENOENT);
+}
+END_TEST
+
+START_TEST(cookie_find)
+{
+	const char *v;
+	size_t n;
+	static const char h[] = " a=1;b = 2 ;hermod-session-affinity=val.ue ;c=\"q\"";
+
+	ck_assert(hm__router_cookie_find(h, sizeof(h) - 1, "hermod-session-affinity", 23, &v, &n));
+	ck_assert_int_eq(n, 6);
+	ck_assert_int_eq(memcmp(v, "val.ue", 6), 0);
+	ck_assert(hm__router_cookie_find(h, sizeof(h) - 1, "c", 1, &v, &n));
+	ck_assert_int_eq(n, 1);
+	ck_assert_int_eq(*v, 'q');
+	ck_assert(!hm__router_cookie_find(h, sizeof(h) - 1, "hermod", 6, &v, &n));
+	ck_assert(!hm__router_cookie_find(h, sizeof(h) - 1, "b", 1, &v, &n)); /* "b " != "b" */
+}
+END_TEST
+
+static Suite *suite(void)
+{
+	Suite *s = suite_create("router/affinity");
+	TCase *tc = tcase_create("affinity");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, round_trip_across_routers);
+	tcase_add_test(tc, refusals);
+	tcase_add_test(tc, cookie_find);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+HM_CHECK_MAIN(suite)
