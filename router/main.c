@@ -25,6 +25,7 @@
 #include "common/errors.h"
 #include "common/log.h"
 #include "common/opts.h"
+#include "common/sdnotify.h"
 #include "common/util.h"
 #include "router/rand.h"
 #include "router/router.h"
@@ -331,6 +332,7 @@ static void start_stop(void)
 		close(cfg.listen_fd);
 		cfg.listen_fd = -1;
 	}
+	hm_sd_notify("STOPPING=1\nSTATUS=draining");
 	hm_log(HM_LOG_NOTICE, "router", "stopping: draining %u workers", live_workers(true));
 	signal_workers(SIGTERM);
 }
@@ -527,6 +529,42 @@ static void handle_signals(void)
 	}
 }
 
+/* Workers that accept connections now. */
+static uint32_t ready_workers(void)
+{
+	uint32_t n = 0;
+
+	for (uint32_t i = 0; i < shm->nslots; i++)
+		if (recs[i].pid != 0 && !recs[i].retiring &&
+		    __atomic_load_n(&shm->slot[i].ready, __ATOMIC_ACQUIRE) != 0)
+			n++;
+	return n;
+}
+
+/* systemd readiness (Type=notify): READY once every worker accepts, RELOADING around a rolling
+ * replacement, STOPPING when draining starts. */
+static void notify_state(void)
+{
+	static bool ready, rolling;
+	char msg[128];
+
+	if (stopping)
+		return;
+	if (!ready && ready_workers() >= nworkers_wanted) {
+		ready = true;
+		snprintf(msg, sizeof(msg), "READY=1\nSTATUS=serving on %s with %u workers", cfg.listen,
+			 nworkers_wanted);
+		hm_sd_notify(msg);
+	}
+	if (!rolling && (nroll > 0 || roll_new >= 0)) {
+		rolling = true;
+		hm_sd_notify("RELOADING=1\nSTATUS=replacing workers");
+	} else if (rolling && nroll == 0 && roll_new < 0) {
+		rolling = false;
+		hm_sd_notify("READY=1\nSTATUS=workers replaced");
+	}
+}
+
 static int run(void)
 {
 	uint64_t last_check = 0;
@@ -560,7 +598,8 @@ static int run(void)
 			hm_table_reader_check(reader);
 			last_check = now;
 		}
-		if (pending_spawns > 0 || roll_new >= 0)
+		notify_state();
+		if (pending_spawns > 0 || roll_new >= 0 || ready_workers() < nworkers_wanted)
 			timeout = 20;
 		pfd[n++] = (struct pollfd){.fd = sfd, .events = POLLIN};
 		if (mfd >= 0)
