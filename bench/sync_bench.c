@@ -1,0 +1,616 @@
+/*
+ * sync_bench: how fast changes travel from the control plane to the routing tables.
+ *
+ * It starts a real origin and edges (hermod-syncd from the build tree) on loopback in a temporary
+ * directory, acts as the control client itself (the exact requests hermodctl sends: REQ,
+ * CTL_REQ, wait for ACK), and watches the edges' table files the way routers do (the reader
+ * API), so it measures what the issue asks for:
+ *
+ *   latency    from the client holding the ACK to the change being visible in an edge's table
+ *              (single-change requests, one after another), p50/p99/max, with 1 and 3 edges
+ *              (for 3: until visible in all of them); and from sending the request (which adds
+ *              validation and the fsync). The origin publishes before it answers, so the change
+ *              is often visible before the ACK arrives: those count as 0.
+ *   throughput changes/s with 4 clients sending 1000-change batches (puts over a steady set of
+ *              80 000 dynos) for a few seconds, counted end to end (until the last change is
+ *              visible on the edge)
+ *   join       a new edge joining a state of 1 000 000 dynos: from its exec to its table file
+ *              holding the origin's seq (snapshot download, load, install, catch-up)
+ *
+ *   sync_bench [--build DIR] [--quick] [--only latency|throughput|join]
+ *              (DIR: the meson build directory; default: ../ of this program's directory)
+ *
+ * Run it on a quiet machine; the figures depend on the CPU and, for fsync, on the storage under
+ * the temporary directory ($TMPDIR, default /tmp; the origin's journal goes there, the edges'
+ * tables to /dev/shm as in production).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <pthread.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/table.h"
+#include "common/util.h"
+#include "proto/proto.h"
+
+extern char **environ;
+
+/* Short enough that every path built from them fits PATH_MAX. */
+static char build[1024], tmp[1024], dir[1200];
+/* Edge tables live in shared memory, as in production (/dev/shm/hermod.table); the origin's
+ * journal on $TMPDIR (a real disk, for real fsyncs). */
+static char shm[1024], shmdir[1200];
+static int port_base;
+
+struct proc {
+	pid_t pid;
+	char admin[PATH_MAX];
+	char table[PATH_MAX];
+	char url_ctl[64], url_pub[64], url_sync[64];
+};
+
+static void die(const char *what)
+{
+	fprintf(stderr, "sync_bench: %s\n", what);
+	exit(1);
+}
+
+static void msleep(unsigned ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+static pid_t spawn(char *const argv[], const char *log)
+{
+	posix_spawn_file_actions_t fa;
+	pid_t pid;
+
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_addopen(&fa, 2, log, O_WRONLY | O_CREAT | O_APPEND, 0644);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+	if (posix_spawn(&pid, argv[0], &fa, NULL, argv, environ) != 0)
+		die("cannot start hermod-syncd");
+	posix_spawn_file_actions_destroy(&fa);
+	return pid;
+}
+
+/* Each scenario runs in its own directory (fresh data, fresh tables). */
+static void scenario(const char *name)
+{
+	snprintf(dir, sizeof(dir), "%s/%.100s", tmp, name);
+	snprintf(shmdir, sizeof(shmdir), "%s/%.100s", shm, name);
+	if (mkdir(dir, 0700) != 0 || mkdir(shmdir, 0700) != 0)
+		die("mkdir");
+	port_base += 10;
+}
+
+/* One admin request; the answer line in out. */
+static bool admin_ask(const char *path, const char *req, char *out, size_t len)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	size_t got = 0;
+	ssize_t r;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		die("socket path too long");
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
+	    write(fd, req, strlen(req)) != (ssize_t)strlen(req)) {
+		close(fd);
+		return false;
+	}
+	while (got + 1 < len && (r = read(fd, out + got, len - 1 - got)) > 0) {
+		got += (size_t)r;
+		if (memchr(out, '\n', got) != NULL)
+			break;
+	}
+	out[got] = '\0';
+	close(fd);
+	return got > 0;
+}
+
+static bool admin_up(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0), r;
+
+	if (strlen(path) >= sizeof(sa.sun_path))
+		die("socket path too long");
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	r = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+	return r == 0;
+}
+
+static void wait_admin(const char *path)
+{
+	for (int i = 0; i < 3000 && !admin_up(path); i++)
+		msleep(5);
+	if (!admin_up(path))
+		die("a syncd did not come up (see the logs in the temporary directory)");
+}
+
+static void start_origin(struct proc *o, const char *extra)
+{
+	char exe[PATH_MAX], data[PATH_MAX], log[PATH_MAX];
+	char *argv[16];
+	int n = 0;
+
+	snprintf(exe, sizeof(exe), "%s/syncd/hermod-syncd", build);
+	snprintf(data, sizeof(data), "%s/origin-data", dir);
+	snprintf(o->admin, sizeof(o->admin), "%s/origin.sock", dir);
+	snprintf(log, sizeof(log), "%s/origin.log", dir);
+	snprintf(o->url_ctl, sizeof(o->url_ctl), "tcp://127.0.0.1:%d", port_base);
+	snprintf(o->url_pub, sizeof(o->url_pub), "tcp://127.0.0.1:%d", port_base + 1);
+	snprintf(o->url_sync, sizeof(o->url_sync), "tcp://127.0.0.1:%d", port_base + 2);
+	argv[n++] = exe;
+	argv[n++] = "origin";
+	argv[n++] = "--control";
+	argv[n++] = o->url_ctl;
+	argv[n++] = "--publish";
+	argv[n++] = o->url_pub;
+	argv[n++] = "--sync";
+	argv[n++] = o->url_sync;
+	argv[n++] = "--data";
+	argv[n++] = data;
+	argv[n++] = "--admin";
+	argv[n++] = o->admin;
+	if (extra != NULL) {
+		argv[n++] = "--compact-after";
+		argv[n++] = (char *)extra;
+	}
+	argv[n] = NULL;
+	o->pid = spawn(argv, log);
+	wait_admin(o->admin);
+}
+
+static void start_edge(struct proc *e, const struct proc *o, int i)
+{
+	char exe[PATH_MAX], log[PATH_MAX], node[32];
+	char *argv[16];
+	int n = 0;
+
+	snprintf(exe, sizeof(exe), "%s/syncd/hermod-syncd", build);
+	snprintf(e->admin, sizeof(e->admin), "%s/edge%d.sock", dir, i);
+	snprintf(e->table, sizeof(e->table), "%s/edge%d.table", shmdir, i);
+	snprintf(log, sizeof(log), "%s/edge%d.log", dir, i);
+	snprintf(node, sizeof(node), "edge%d", i);
+	argv[n++] = exe;
+	argv[n++] = "edge";
+	argv[n++] = "--publish";
+	argv[n++] = (char *)o->url_pub;
+	argv[n++] = "--sync";
+	argv[n++] = (char *)o->url_sync;
+	argv[n++] = "--table";
+	argv[n++] = e->table;
+	argv[n++] = "--admin";
+	argv[n++] = e->admin;
+	argv[n++] = "--node";
+	argv[n++] = node;
+	argv[n] = NULL;
+	e->pid = spawn(argv, log);
+}
+
+static void stop(struct proc *p)
+{
+	int st;
+
+	if (p->pid <= 0)
+		return;
+	kill(p->pid, SIGTERM);
+	waitpid(p->pid, &st, 0);
+	p->pid = 0;
+}
+
+/* ---- The control client (what hermodctl does) -------------------------------------------- */
+
+struct client {
+	nng_socket s;
+	struct hm_proto_decoder *d;
+	struct hm_pbuf pb;
+};
+
+static void client_open(struct client *c, const char *url)
+{
+	memset(c, 0, sizeof(*c));
+	if (nng_req0_open(&c->s) != 0 ||
+	    nng_socket_set_size(c->s, NNG_OPT_RECVMAXSZ, HM_PROTO_MAX_MSG) != 0 ||
+	    nng_socket_set_ms(c->s, NNG_OPT_RECVTIMEO, 120000) != 0 ||
+	    nng_dial(c->s, url, NULL, NNG_FLAG_NONBLOCK) != 0 || hm_proto_decoder_new(&c->d) != 0)
+		die("cannot connect to the origin");
+}
+
+static void client_close(struct client *c)
+{
+	nng_close(c->s);
+	hm_proto_decoder_free(c->d);
+	hm_pbuf_fini(&c->pb);
+}
+
+/* Sends changes as one request (in parts if needed); returns the seq acknowledged. */
+static uint64_t request(struct client *c, const struct hm_change *ch, uint32_t n)
+{
+	uint8_t id[16];
+	uint32_t nparts = (n + HM_PROTO_MAX_CHANGES - 1) / HM_PROTO_MAX_CHANGES;
+	uint64_t seq = 0;
+
+	hm_random_bytes(id, sizeof(id));
+	for (uint32_t p = 0; p < nparts; p++) {
+		uint32_t from = p * HM_PROTO_MAX_CHANGES,
+			 k = HM_MIN(n - from, HM_PROTO_MAX_CHANGES);
+		nng_msg *m, *rep;
+		struct hm_msg r;
+
+		hm_pbuf_reset(&c->pb);
+		if (hm_proto_encode_ctl_req(&c->pb, id, p, nparts, ch + from, k) != 0 ||
+		    nng_msg_alloc(&m, c->pb.len) != 0)
+			die("cannot encode a request");
+		memcpy(nng_msg_body(m), c->pb.data, c->pb.len);
+		if (nng_sendmsg(c->s, m, 0) != 0 || nng_recvmsg(c->s, &rep, 0) != 0)
+			die("no answer from the origin");
+		if (hm_proto_decode(c->d, nng_msg_body(rep), nng_msg_len(rep), &r) != 0 ||
+		    r.type != HM_MSG_CTL_REP || r.ctl_rep.status == HM_CTL_ERROR)
+			die("the origin rejected a request");
+		seq = r.ctl_rep.seq;
+		nng_msg_free(rep);
+	}
+	return seq;
+}
+
+/* ---- Watching tables ---------------------------------------------------------------------- */
+
+struct watch {
+	struct hm_table_reader *r;
+};
+
+static void watch_open(struct watch *w, const char *path)
+{
+	if (hm_table_reader_new(&w->r, path) != 0)
+		die("table reader");
+}
+
+/* The seq routers see in the table now (0 if none). */
+static uint64_t watch_seq(struct watch *w)
+{
+	struct hm_table_map *m = hm_table_reader_map(w->r);
+	struct hm_table_info info;
+
+	if (m == NULL) {
+		hm_table_reader_check(w->r);
+		m = hm_table_reader_map(w->r);
+		if (m == NULL)
+			return 0;
+	}
+	hm_table_map_info(m, &info);
+	return info.seq;
+}
+
+static void watch_until(struct watch *w, uint64_t seq, unsigned timeout_ms)
+{
+	uint64_t deadline = hm_mono_ms() + timeout_ms;
+	struct timespec ts = {0, 10000};
+	unsigned n = 0;
+
+	while (watch_seq(w) < seq) {
+		if (hm_mono_ms() > deadline)
+			die("an edge did not get a change in time");
+		if (++n % 64 == 0)
+			hm_table_reader_check(w->r); /* a replaced file (growth, resync) */
+		nanosleep(&ts, NULL);
+	}
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void dyno(struct hm_change *c, char *name, size_t len, uint32_t i, const char *app)
+{
+	memset(c, 0, sizeof(*c));
+	c->op = HM_OP_DYNO_PUT;
+	c->app = app;
+	c->app_len = (uint8_t)strlen(app);
+	snprintf(name, len, "web.%u", i);
+	c->name = name;
+	c->name_len = (uint16_t)strlen(name);
+	c->state = HM_DYNO_UP;
+	c->addr.family = 4;
+	c->addr.port = (uint16_t)(1024 + i % 60000);
+	c->addr.ip[0] = 10;
+	c->addr.ip[1] = (uint8_t)(i >> 16);
+	c->addr.ip[2] = (uint8_t)(i >> 8);
+	c->addr.ip[3] = (uint8_t)i;
+}
+
+static uint64_t app_put(struct client *c, const char *app)
+{
+	struct hm_change ch = {.op = HM_OP_APP_PUT, .app = app, .app_len = (uint8_t)strlen(app)};
+
+	return request(c, &ch, 1);
+}
+
+/* ---- Scenarios ---------------------------------------------------------------------------- */
+
+static void latency(int nedges, int n)
+{
+	struct proc o = {0}, e[3] = {{0}};
+	struct watch w[3];
+	struct client c;
+	uint64_t *lat = malloc((size_t)n * sizeof(*lat)), *e2e = malloc((size_t)n * sizeof(*e2e)),
+		 seq;
+	char name[32];
+
+	start_origin(&o, NULL);
+	for (int i = 0; i < nedges; i++) {
+		start_edge(&e[i], &o, i);
+		wait_admin(e[i].admin);
+		watch_open(&w[i], e[i].table);
+	}
+	client_open(&c, o.url_ctl);
+	seq = app_put(&c, "lat");
+	for (int i = 0; i < nedges; i++)
+		watch_until(&w[i], seq, 10000);
+	for (int k = 0; k < n; k++) {
+		struct hm_change ch;
+		uint64_t t_send, t_ack, worst = 0;
+
+		dyno(&ch, name, sizeof(name), (uint32_t)k, "lat");
+		t_send = hm_mono_ns();
+		seq = request(&c, &ch, 1);
+		t_ack = hm_mono_ns();
+		for (int i = 0; i < nedges; i++) {
+			uint64_t t;
+
+			watch_until(&w[i], seq, 10000);
+			t = hm_mono_ns();
+			worst = HM_MAX(worst, t);
+		}
+		lat[k] = worst > t_ack ? worst - t_ack : 0;
+		e2e[k] = worst - t_send;
+	}
+	qsort(lat, (size_t)n, sizeof(*lat), cmp_u64);
+	qsort(e2e, (size_t)n, sizeof(*e2e), cmp_u64);
+	printf("latency, %d edge%s, %d single-change requests (ack -> visible in %s table%s): "
+	       "p50 %.3f ms  p99 %.3f ms  max %.3f ms\n",
+	       nedges, nedges > 1 ? "s" : "", n, nedges > 1 ? "every" : "the", nedges > 1 ? "" : "",
+	       lat[n / 2] / 1e6, lat[n * 99 / 100] / 1e6, lat[n - 1] / 1e6);
+	printf("  and from sending the request (validation, fsync, publish, apply): p50 %.3f ms  "
+	       "p99 %.3f ms  max %.3f ms\n",
+	       e2e[n / 2] / 1e6, e2e[n * 99 / 100] / 1e6, e2e[n - 1] / 1e6);
+	printf("{\"bench\":\"latency\",\"edges\":%d,\"n\":%d,\"p50_ms\":%.3f,\"p99_ms\":%.3f,"
+	       "\"max_ms\":%.3f,\"send_p50_ms\":%.3f,\"send_p99_ms\":%.3f}\n",
+	       nedges, n, lat[n / 2] / 1e6, lat[n * 99 / 100] / 1e6, lat[n - 1] / 1e6,
+	       e2e[n / 2] / 1e6, e2e[n * 99 / 100] / 1e6);
+	client_close(&c);
+	for (int i = 0; i < nedges; i++) {
+		hm_table_reader_free(w[i].r);
+		stop(&e[i]);
+	}
+	stop(&o);
+	free(lat);
+	free(e2e);
+}
+
+struct tput_arg {
+	const char *url;
+	int id;
+	uint32_t batch;
+	uint64_t until_ns;
+	_Atomic uint64_t *changes;
+	uint64_t last_seq;
+};
+
+static void *tput_client(void *p)
+{
+	struct tput_arg *a = p;
+	struct client c;
+	struct hm_change *ch = malloc(a->batch * sizeof(*ch));
+	char(*names)[32] = malloc(a->batch * sizeof(*names));
+	char app[16];
+	uint32_t k = 0;
+
+	snprintf(app, sizeof(app), "tp%d", a->id);
+	client_open(&c, a->url);
+	app_put(&c, app);
+	while (hm_mono_ns() < a->until_ns) {
+		for (uint32_t i = 0; i < a->batch; i++)
+			dyno(&ch[i], names[i], sizeof(names[i]), (k + i) % 20000, app);
+		a->last_seq = request(&c, ch, a->batch);
+		atomic_fetch_add(a->changes, a->batch);
+		k += a->batch;
+	}
+	client_close(&c);
+	free(ch);
+	free(names);
+	return NULL;
+}
+
+static void throughput(unsigned seconds)
+{
+	struct proc o = {0}, e = {0};
+	struct watch w;
+	struct tput_arg args[4];
+	pthread_t th[4];
+	_Atomic uint64_t changes = 0;
+	uint64_t t0, t_end, last = 0;
+
+	start_origin(&o, NULL);
+	start_edge(&e, &o, 0);
+	wait_admin(e.admin);
+	watch_open(&w, e.table);
+	t0 = hm_mono_ns();
+	for (int i = 0; i < 4; i++) {
+		args[i] = (struct tput_arg){.url = o.url_ctl,
+					    .id = i,
+					    .batch = 1000,
+					    .until_ns = t0 + (uint64_t)seconds * 1000000000ull,
+					    .changes = &changes};
+		pthread_create(&th[i], NULL, tput_client, &args[i]);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		last = HM_MAX(last, args[i].last_seq);
+	}
+	watch_until(&w, last, 60000);
+	t_end = hm_mono_ns();
+	{
+		/* Nothing lost: the edge's digest at that seq is the origin's. */
+		char so[8192], se[8192];
+		const char *a, *b;
+
+		msleep(200);
+		if (!admin_ask(o.admin, "status\n", so, sizeof(so)) ||
+		    !admin_ask(e.admin, "status\n", se, sizeof(se)) ||
+		    (a = strstr(so, "\"digest\":\"")) == NULL ||
+		    (b = strstr(se, "\"digest\":\"")) == NULL || strncmp(a, b, 42) != 0)
+			die("the edge's digest differs from the origin's after the throughput run");
+	}
+	printf("throughput, 4 clients x 1000-change batches for %us: %" PRIu64 " changes, "
+	       "%.0f changes/s end to end (until visible on the edge), %" PRIu64 " batches\n",
+	       seconds, (uint64_t)changes, changes / ((t_end - t0) / 1e9), last);
+	printf("{\"bench\":\"throughput\",\"changes\":%" PRIu64 ",\"per_s\":%.0f}\n",
+	       (uint64_t)changes, changes / ((t_end - t0) / 1e9));
+	hm_table_reader_free(w.r);
+	stop(&e);
+	stop(&o);
+}
+
+static void join(uint32_t ndynos)
+{
+	struct proc o = {0}, e = {0};
+	struct watch w;
+	struct client c;
+	struct hm_change *ch;
+	char(*names)[32];
+	uint64_t seq, t0;
+	const uint32_t per = 100000;
+
+	start_origin(&o, NULL);
+	client_open(&c, o.url_ctl);
+	app_put(&c, "big");
+	ch = malloc(per * sizeof(*ch));
+	names = malloc(per * sizeof(*names));
+	for (uint32_t base = 0; base < ndynos; base += per) {
+		for (uint32_t i = 0; i < per; i++)
+			dyno(&ch[i], names[i], sizeof(names[i]), base + i, "big");
+		request(&c, ch, HM_MIN(per, ndynos - base));
+	}
+	client_close(&c);
+	/* Restart with a tiny compaction threshold: the snapshot then holds the whole state, as it
+	 * would on a long-running origin. */
+	stop(&o);
+	start_origin(&o, "1");
+	client_open(&c, o.url_ctl);
+	seq = app_put(&c, "tick");
+	msleep(1500); /* the maintenance timer starts the compaction within a second */
+	for (int i = 0; i < 600; i++) {
+		char st[8192];
+
+		if (admin_ask(o.admin, "status\n", st, sizeof(st)) &&
+		    strstr(st, "\"compacting\":false") != NULL &&
+		    strstr(st, "\"snapshot_seq\":0,") == NULL)
+			break;
+		msleep(100);
+	}
+	start_edge(&e, &o, 9);
+	t0 = hm_mono_ns();
+	watch_open(&w, e.table);
+	watch_until(&w, seq, 120000);
+	printf("join: a new edge holds a state of %u dynos %.3f s after its exec (snapshot "
+	       "download, load, install, catch-up)\n",
+	       ndynos, (hm_mono_ns() - t0) / 1e9);
+	printf("{\"bench\":\"join\",\"dynos\":%u,\"seconds\":%.3f}\n", ndynos,
+	       (hm_mono_ns() - t0) / 1e9);
+	client_close(&c);
+	hm_table_reader_free(w.r);
+	stop(&e);
+	stop(&o);
+	free(ch);
+	free(names);
+}
+
+int main(int argc, char **argv)
+{
+	bool quick = false;
+	const char *only = NULL;
+	char self[1000], cmd[2200];
+	ssize_t n;
+
+	signal(SIGPIPE, SIG_IGN);
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		*strrchr(self, '/') = '\0';
+		snprintf(build, sizeof(build), "%s/..", self);
+	}
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--build") == 0 && i + 1 < argc)
+			snprintf(build, sizeof(build), "%s", argv[++i]);
+		else if (strcmp(argv[i], "--quick") == 0)
+			quick = true;
+		else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+			only = argv[++i];
+		else {
+			fprintf(stderr, "usage: sync_bench [--build DIR] [--quick] "
+					"[--only latency|throughput|join]\n");
+			return 2;
+		}
+	}
+	{
+		const char *t = getenv("TMPDIR") != NULL ? getenv("TMPDIR") : "/tmp";
+
+		if (strlen(t) > 900)
+			t = "/tmp";
+		snprintf(tmp, sizeof(tmp), "%s/hermod-sync-bench-XXXXXX", t);
+	}
+	if (mkdtemp(tmp) == NULL)
+		die("mkdtemp");
+	snprintf(shm, sizeof(shm), "/dev/shm/hermod-sync-bench-XXXXXX");
+	if (mkdtemp(shm) == NULL)
+		die("mkdtemp /dev/shm");
+	srand((unsigned)getpid());
+	port_base = 20000 + rand() % 30000;
+	printf("# sync_bench: build %s, temporary directory %s\n", build, tmp);
+	fflush(stdout);
+	if (only == NULL || strcmp(only, "latency") == 0) {
+		scenario("latency1");
+		latency(1, quick ? 300 : 2000);
+		scenario("latency3");
+		latency(3, quick ? 300 : 2000);
+	}
+	if (only == NULL || strcmp(only, "throughput") == 0) {
+		scenario("throughput");
+		throughput(quick ? 2 : 5);
+	}
+	if (only == NULL || strcmp(only, "join") == 0) {
+		scenario("join");
+		join(quick ? 100000 : 1000000);
+	}
+	snprintf(cmd, sizeof(cmd), getenv("HM_BENCH_KEEP") ? "true %s %s" : "rm -rf %s %s", tmp,
+		 shm);
+	if (system(cmd) != 0)
+		fprintf(stderr, "sync_bench: could not remove %s\n", tmp);
+	nng_fini();
+	return 0;
+}

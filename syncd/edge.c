@@ -1,0 +1,1323 @@
+/*
+ * hermod-syncd edge: keeps the node's routing table equal to the origin's state.
+ *
+ * The loop owns the table writer and a small state machine (docs/sync.md, "The edge"):
+ *
+ *   WAIT      the SUB socket is not connected yet; the table serves what it has.
+ *   CATCHUP   a CATCHUP_REQ is out (or being retried); every PUB message is buffered.
+ *   SNAPSHOT  a full resync: chunks are fetched one by one into a fresh table file.
+ *   LIVE      PUB messages are applied as they come; a gap or a heartbeat ahead of the table
+ *             starts a catch-up, another epoch or a digest mismatch a snapshot.
+ *
+ * nng's threads only post mail: SUB messages and pipe events come from aio and pipe callbacks,
+ * sync replies from the REQ aio's callback. One sync request is out at a time, and its send
+ * completes before its receive starts, so a REQ send and receive are never pending together
+ * (nng #1702). No SUB receive ever has a timeout (nng #1523/#1682).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <nng/nng.h>
+#include <nng/protocol/pubsub0/sub.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <stdatomic.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "common/errors.h"
+#include "common/log.h"
+#include "common/sdnotify.h"
+#include "common/table.h"
+#include "common/util.h"
+#include "proto/proto.h"
+#include "syncd/admin.h"
+#include "syncd/assemble.h"
+#include "syncd/capacity.h"
+#include "syncd/mailbox.h"
+#include "syncd/nngx.h"
+#include "syncd/syncd.h"
+
+#define TICK_MS		 250
+#define BACKOFF_MIN_MS	 100
+#define BACKOFF_MAX_MS	 2000
+#define BUFFER_MAX_BYTES (256u << 20)
+#define HISTORY		 1024
+#define SEND_TIMEOUT_MS	 2000
+
+enum mail_kind { MAIL_SUB = 1, MAIL_SUB_UP, MAIL_SUB_DOWN, MAIL_SYNC };
+
+enum edge_state { ST_WAIT, ST_CATCHUP, ST_SNAPSHOT, ST_LIVE };
+
+static const char *const state_names[] = {"connecting", "catching-up", "snapshot", "live"};
+
+/* A received message shared by the parts it carries (a catch-up reply carries many). */
+struct mref {
+	nng_msg *msg;
+	uint32_t refs;
+};
+
+/* One part held by the assembler: part idx of a catch-up reply, or a whole BATCH message. */
+struct partobj {
+	struct mref *mr;
+	uint32_t idx;
+	bool catchup;
+};
+
+struct bufmsg {
+	struct bufmsg *next;
+	nng_msg *msg;
+};
+
+struct edge {
+	const struct hm__edge_cfg *cfg;
+	char node[256];
+	uv_loop_t loop;
+	struct hm__mailbox mb;
+	uv_signal_t sigterm, sigint;
+	uv_timer_t tick, retry;
+
+	struct hm_table_writer *w; /* NULL only while re-opening */
+	struct hm_proto_decoder *dec_in, *dec_apply;
+	struct hm__asm as;
+
+	/* the table's published state, cached for status */
+	uint64_t epoch, applied;
+	uint32_t apps, domains, dynos;
+	uint8_t digest[16];
+	struct {
+		uint64_t seq;
+		uint8_t digest[16];
+	} history[HISTORY];
+
+	enum edge_state state;
+	bool catchup_again;    /* another catch-up is needed once this one is done */
+	bool draining;	       /* going through the buffer after a catch-up */
+	uint64_t catchup_head; /* the origin's head_seq in the last catch-up reply */
+	bool fetch_busy;
+	uint64_t backoff_ms;
+
+	/* full resync in progress */
+	struct {
+		bool loading;
+		struct hm_table_writer *fresh;
+		uint64_t epoch, seq, snap_id;
+		uint32_t nchunks, next;
+		uint32_t apps, domains, dynos;
+		uint8_t digest[16];
+		uint32_t grow;	   /* capacity multiplier after HM_EFULL */
+		bool discard_next; /* a chunk request is out for a load that was abandoned */
+	} snap;
+
+	/* what the origin said last */
+	uint64_t origin_epoch, origin_seq;
+	uint64_t last_hb_ms; /* mono; 0: none yet */
+	uint64_t last_sub_ms;
+	uint64_t last_redial_ms;
+	bool stale;
+
+	/* messages received while not LIVE */
+	struct bufmsg *bhead, *btail;
+	uint64_t buffered, buffered_bytes;
+
+	/* the subscription */
+	nng_socket sub;
+	bool sub_open;
+	nng_dialer sub_d;
+	nng_aio *sub_aio;
+	atomic_bool sub_stop; /* shutdown: no receive after a receive */
+	bool sub_connected;
+	int sub_pipes;
+
+	/* the sync socket: one request at a time */
+	nng_socket req;
+	bool req_open;
+	nng_aio *req_aio;
+	bool req_sending;     /* the REQ aio is sending (else receiving) */
+	atomic_bool req_stop; /* shutdown: no receive after a send */
+
+	uint64_t start_ms;
+	uint64_t last_sync_ok_ms;
+	bool stale_warned;
+	bool ready; /* READY=1 was sent */
+	struct hm__admin *admin;
+
+	uint64_t catchups, snapshots, skipped_invalid, skipped_version, digest_mismatches;
+	uint64_t batches_applied, buffer_drops, sync_errors;
+	bool stopping;
+};
+
+/* ---- Small helpers ------------------------------------------------------------------------ */
+
+static void mref_unref(struct mref *mr)
+{
+	if (--mr->refs == 0) {
+		nng_msg_free(mr->msg);
+		free(mr);
+	}
+}
+
+static void free_part(void *p)
+{
+	struct partobj *po = p;
+
+	mref_unref(po->mr);
+	free(po);
+}
+
+static struct partobj *part_new(struct mref *mr, uint32_t idx, bool catchup)
+{
+	struct partobj *po = malloc(sizeof(*po));
+
+	hm_require(po != NULL);
+	po->mr = mr;
+	po->idx = idx;
+	po->catchup = catchup;
+	mr->refs++;
+	return po;
+}
+
+static bool rate_ok(uint64_t n)
+{
+	return n <= 10 || n % 1000 == 0;
+}
+
+static void remember(struct edge *e)
+{
+	struct hm_table_info info;
+
+	hm_table_writer_info(e->w, &info);
+	e->epoch = info.epoch;
+	e->applied = info.seq;
+	e->apps = info.apps;
+	e->domains = info.domains;
+	e->dynos = info.dynos;
+	memcpy(e->digest, info.digest, 16);
+	e->history[info.seq % HISTORY].seq = info.seq;
+	memcpy(e->history[info.seq % HISTORY].digest, info.digest, 16);
+}
+
+static void set_state(struct edge *e, enum edge_state s)
+{
+	if (e->state != s)
+		hm_log(HM_LOG_DEBUG, "edge", "%s -> %s", state_names[e->state], state_names[s]);
+	e->state = s;
+}
+
+/* Opens the writer on the table path, resuming a valid table. */
+static int table_open(struct edge *e)
+{
+	int r = hm_table_writer_open(&e->w, e->cfg->table, NULL, HM_TABLE_RESUME,
+				     (uint64_t)e->cfg->table_max);
+
+	if (r == HM_EBADTABLE) {
+		hm_log(HM_LOG_WARNING, "edge",
+		       "%s is not a valid routing table; starting from a full resync",
+		       e->cfg->table);
+		r = hm_table_writer_open(&e->w, e->cfg->table, NULL, 0,
+					 (uint64_t)e->cfg->table_max);
+	}
+	if (r != 0) {
+		e->w = NULL;
+		hm_log(HM_LOG_ERR, "edge", "cannot open the routing table %s: %s", e->cfg->table,
+		       r == -EBUSY ? "another process writes it" : hm_strerror(r));
+		return r;
+	}
+	memset(e->history, 0, sizeof(e->history));
+	remember(e);
+	return 0;
+}
+
+/* ---- Requests to the origin's sync socket --------------------------------------------------- */
+
+/* nng thread: the sync request was sent (then its answer is awaited) or answered. */
+static void req_cb(void *arg)
+{
+	struct edge *e = arg;
+	int rv = nng_aio_result(e->req_aio);
+
+	if (e->req_sending) {
+		e->req_sending = false;
+		if (rv != 0) {
+			nng_msg_free(nng_aio_get_msg(e->req_aio));
+			hm__mailbox_post(&e->mb, MAIL_SYNC, hm__nng_err(rv), 0, 0, NULL);
+			return;
+		}
+		if (atomic_load(&e->req_stop)) {
+			hm__mailbox_post(&e->mb, MAIL_SYNC, -ECANCELED, 0, 0, NULL);
+			return;
+		}
+		nng_aio_set_timeout(e->req_aio, (nng_duration)e->cfg->timeout);
+		nng_recv_aio(e->req, e->req_aio);
+		return;
+	}
+	hm__mailbox_post(&e->mb, MAIL_SYNC, hm__nng_err(rv), 0, 0,
+			 rv == 0 ? nng_aio_get_msg(e->req_aio) : NULL);
+}
+
+static void fetch_send(struct edge *e, struct hm_pbuf *pb)
+{
+	nng_msg *m;
+
+	hm_require(!e->fetch_busy);
+	hm_require(nng_msg_alloc(&m, pb->len) == 0);
+	memcpy(nng_msg_body(m), pb->data, pb->len);
+	e->fetch_busy = true;
+	e->req_sending = true;
+	nng_aio_set_msg(e->req_aio, m);
+	nng_aio_set_timeout(e->req_aio, SEND_TIMEOUT_MS);
+	nng_send_aio(e->req, e->req_aio);
+}
+
+static void send_catchup(struct edge *e)
+{
+	struct hm_pbuf pb = {0};
+	uint32_t from = 0;
+
+	if (e->fetch_busy || e->stopping)
+		return;
+	if (e->as.have > 0 && e->as.seq == e->applied + 1)
+		from = e->as.have;
+	else
+		hm__asm_reset(&e->as);
+	hm_require(hm_proto_encode_catchup_req(&pb, e->epoch, e->applied, from) == 0);
+	fetch_send(e, &pb);
+	hm_pbuf_fini(&pb);
+}
+
+static void send_snapshot_req(struct edge *e)
+{
+	struct hm_pbuf pb = {0};
+
+	if (e->fetch_busy || e->stopping)
+		return;
+	if (e->snap.loading)
+		hm_require(hm_proto_encode_snapshot_req(&pb, e->snap.snap_id, e->snap.next) == 0);
+	else
+		hm_require(hm_proto_encode_snapshot_req(&pb, 0, 0) == 0);
+	fetch_send(e, &pb);
+	hm_pbuf_fini(&pb);
+}
+
+/* Sends what the state needs now, or after the backoff if the last attempt failed. */
+static void send_next(struct edge *e)
+{
+	if (e->state == ST_CATCHUP)
+		send_catchup(e);
+	else if (e->state == ST_SNAPSHOT)
+		send_snapshot_req(e);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+	send_next(t->data);
+}
+
+static void retry_later(struct edge *e)
+{
+	e->backoff_ms = e->backoff_ms == 0 ? BACKOFF_MIN_MS
+					   : HM_MIN(e->backoff_ms * 2, (uint64_t)BACKOFF_MAX_MS);
+	uv_timer_start(&e->retry, on_retry, e->backoff_ms, 0);
+}
+
+static void start_catchup(struct edge *e)
+{
+	if (e->stopping)
+		return;
+	if (e->state == ST_CATCHUP || e->state == ST_SNAPSHOT) {
+		e->catchup_again = e->state == ST_CATCHUP;
+		return;
+	}
+	set_state(e, ST_CATCHUP);
+	e->catchup_again = false;
+	send_catchup(e);
+}
+
+/* Abandons a snapshot being loaded: the fresh file is discarded, the old table resumed. */
+static void snap_abort(struct edge *e)
+{
+	if (!e->snap.loading)
+		return;
+	e->snap.loading = false;
+	hm_table_abort(e->snap.fresh);
+	hm_table_writer_close(e->snap.fresh);
+	e->snap.fresh = NULL;
+	if (e->w == NULL && table_open(e) != 0) {
+		hm_log(HM_LOG_ERR, "edge", "lost the routing table writer; exiting");
+		exit(1);
+	}
+}
+
+static void start_snapshot(struct edge *e, const char *why)
+{
+	if (e->stopping)
+		return;
+	hm_log(HM_LOG_NOTICE, "edge", "full resync from a snapshot (%s)", why);
+	snap_abort(e);
+	hm__asm_reset(&e->as);
+	set_state(e, ST_SNAPSHOT);
+	e->catchup_again = false;
+	send_snapshot_req(e);
+}
+
+/* ---- Applying batches -------------------------------------------------------------------- */
+
+/* Grows the table to hold the assembled batch: sized from its changes the first time. */
+static int grow_for(struct edge *e, int attempt)
+{
+	struct hm__need need = {0};
+	struct hm_table_info info;
+	struct hm_table_caps min;
+	struct mref *prev = NULL;
+	struct hm_msg m;
+
+	if (attempt > 0)
+		return hm_table_grow(e->w, NULL);
+	for (uint32_t i = 0; i < e->as.have; i++) {
+		struct partobj *po = e->as.parts[i];
+		const struct hm_batch_part *bp;
+
+		if (po->mr != prev) {
+			if (hm_proto_decode(e->dec_apply, nng_msg_body(po->mr->msg),
+					    nng_msg_len(po->mr->msg), &m) != 0)
+				return hm_table_grow(e->w, NULL);
+			prev = po->mr;
+		}
+		bp = po->catchup ? &m.catchup_rep.parts[po->idx] : &m.batch.b;
+		for (uint32_t k = 0; k < bp->nchanges; k++)
+			hm__need_add(&need, &bp->changes[k]);
+	}
+	hm_table_writer_info(e->w, &info);
+	hm__need_caps(&info, &need, &min);
+	return hm_table_grow(e->w, &min);
+}
+
+/* Applies the batch the assembler holds (all its parts) as one table batch. */
+static int apply_assembled(struct edge *e)
+{
+	uint64_t epoch = 0, seq = e->as.seq;
+	int r = 0;
+
+	for (int attempt = 0;; attempt++) {
+		struct mref *prev = NULL;
+		struct hm_msg m;
+
+		hm_require(hm_table_begin(e->w) == 0);
+		for (uint32_t i = 0; i < e->as.have && r == 0; i++) {
+			struct partobj *po = e->as.parts[i];
+			const struct hm_batch_part *bp;
+
+			if (po->mr != prev) {
+				r = hm_proto_decode(e->dec_apply, nng_msg_body(po->mr->msg),
+						    nng_msg_len(po->mr->msg), &m);
+				if (r != 0)
+					break;
+				prev = po->mr;
+			}
+			bp = po->catchup ? &m.catchup_rep.parts[po->idx] : &m.batch.b;
+			epoch = po->catchup ? m.catchup_rep.epoch : m.batch.epoch;
+			for (uint32_t k = 0; k < bp->nchanges && r == 0; k++)
+				r = hm_table_apply(e->w, &bp->changes[k]);
+		}
+		if (r == HM_EFULL && attempt < 40) {
+			hm_table_abort(e->w);
+			if ((r = grow_for(e, attempt)) != 0)
+				break;
+			continue;
+		}
+		break;
+	}
+	if (r != 0) {
+		hm_table_abort(e->w);
+		hm__asm_reset(&e->as);
+		return r;
+	}
+	if ((r = hm_table_commit(e->w, epoch, seq)) != 0) {
+		hm__asm_reset(&e->as);
+		return r;
+	}
+	hm__asm_reset(&e->as);
+	remember(e);
+	e->batches_applied++;
+	return 0;
+}
+
+/* Applies a whole single-part batch that is already decoded (the common case: no re-decoding,
+ * no assembler). */
+static int apply_direct(struct edge *e, uint64_t epoch, const struct hm_batch_part *bp)
+{
+	int r = 0;
+
+	for (int attempt = 0;; attempt++) {
+		hm_require(hm_table_begin(e->w) == 0);
+		for (uint32_t k = 0; k < bp->nchanges && r == 0; k++)
+			r = hm_table_apply(e->w, &bp->changes[k]);
+		if (r == HM_EFULL && attempt < 40) {
+			struct hm__need need = {0};
+			struct hm_table_info info;
+			struct hm_table_caps min;
+
+			hm_table_abort(e->w);
+			for (uint32_t k = 0; k < bp->nchanges; k++)
+				hm__need_add(&need, &bp->changes[k]);
+			hm_table_writer_info(e->w, &info);
+			hm__need_caps(&info, &need, &min);
+			if ((r = hm_table_grow(e->w, attempt == 0 ? &min : NULL)) != 0)
+				break;
+			continue;
+		}
+		break;
+	}
+	if (r != 0) {
+		hm_table_abort(e->w);
+		return r;
+	}
+	if ((r = hm_table_commit(e->w, epoch, bp->seq)) != 0)
+		return r;
+	remember(e);
+	e->batches_applied++;
+	return 0;
+}
+
+/* A whole batch in one part, next in line: applied at once. Returns false if it is not that
+ * case (the caller goes through the assembler). */
+static bool try_direct(struct edge *e, uint64_t epoch, const struct hm_batch_part *bp)
+{
+	int err;
+
+	if (bp->nparts != 1 || bp->seq != e->applied + 1 || e->as.have != 0)
+		return false;
+	if ((err = apply_direct(e, epoch, bp)) != 0) {
+		hm_log(HM_LOG_ERR, "edge", "cannot apply batch %" PRIu64 ": %s", bp->seq,
+		       hm_strerror(err));
+		start_snapshot(e, "a batch could not be applied");
+	}
+	return true;
+}
+
+/* Offers one part; applies the batch when it is complete. Returns the assembler's verdict
+ * (obj is taken on HELD/COMPLETE). A table error leads to a full resync. */
+static enum hm__asm_result offer(struct edge *e, uint64_t seq, uint32_t part, uint32_t nparts,
+				 struct partobj *po)
+{
+	enum hm__asm_result r = hm__asm_offer(&e->as, e->applied, seq, part, nparts, po);
+	int err;
+
+	if (r == HM__ASM_COMPLETE && (err = apply_assembled(e)) != 0) {
+		hm_log(HM_LOG_ERR, "edge", "cannot apply batch %" PRIu64 ": %s", seq,
+		       hm_strerror(err));
+		start_snapshot(e, "a batch could not be applied");
+	}
+	return r;
+}
+
+static void buffer_push(struct edge *e, nng_msg *msg, bool front)
+{
+	struct bufmsg *b;
+
+	if (e->buffered_bytes + nng_msg_len(msg) > BUFFER_MAX_BYTES) {
+		/* Dropping is safe: whatever is missing shows up as a gap and is fetched. */
+		while (e->bhead != NULL) {
+			b = e->bhead;
+			e->bhead = b->next;
+			nng_msg_free(b->msg);
+			free(b);
+		}
+		e->btail = NULL;
+		e->buffer_drops += e->buffered;
+		e->buffered = e->buffered_bytes = 0;
+		hm_log(HM_LOG_WARNING, "edge", "buffer over %u MiB while catching up: dropped it",
+		       BUFFER_MAX_BYTES >> 20);
+	}
+	b = malloc(sizeof(*b));
+	hm_require(b != NULL);
+	b->msg = msg;
+	b->next = NULL;
+	if (front) {
+		b->next = e->bhead;
+		e->bhead = b;
+		if (e->btail == NULL)
+			e->btail = b;
+	} else {
+		if (e->btail != NULL)
+			e->btail->next = b;
+		else
+			e->bhead = b;
+		e->btail = b;
+	}
+	e->buffered++;
+	e->buffered_bytes += nng_msg_len(msg);
+}
+
+static nng_msg *buffer_pop(struct edge *e)
+{
+	struct bufmsg *b = e->bhead;
+	nng_msg *m;
+
+	if (b == NULL)
+		return NULL;
+	e->bhead = b->next;
+	if (e->bhead == NULL)
+		e->btail = NULL;
+	m = b->msg;
+	free(b);
+	e->buffered--;
+	e->buffered_bytes -= nng_msg_len(m);
+	return m;
+}
+
+static bool digest_at(const struct edge *e, uint64_t seq, uint8_t out[16])
+{
+	if (seq == e->applied) {
+		memcpy(out, e->digest, 16);
+		return true;
+	}
+	if (e->history[seq % HISTORY].seq == seq && seq != 0) {
+		memcpy(out, e->history[seq % HISTORY].digest, 16);
+		return true;
+	}
+	return false;
+}
+
+/* The checks a heartbeat makes once the edge is LIVE (its liveness was noted on receipt). */
+static void check_heartbeat(struct edge *e, const struct hm_msg *m)
+{
+	uint8_t mine[16];
+	char a[33], b[33];
+
+	if (m->heartbeat.epoch != e->epoch) {
+		start_catchup(e); /* the origin answers EPOCH, and a snapshot follows */
+		return;
+	}
+	if (m->heartbeat.seq > e->applied) {
+		start_catchup(e); /* something after the last batch was lost */
+		return;
+	}
+	if (digest_at(e, m->heartbeat.seq, mine) && memcmp(mine, m->heartbeat.digest, 16) != 0) {
+		e->digest_mismatches++;
+		hm_digest_hex(mine, a);
+		hm_digest_hex(m->heartbeat.digest, b);
+		hm_log(HM_LOG_ERR, "edge",
+		       "digest mismatch at seq %" PRIu64 ": this edge has %s, the origin %s",
+		       m->heartbeat.seq, a, b);
+		start_snapshot(e, "digest mismatch");
+	}
+}
+
+static void count_skip(struct edge *e, int err, size_t len, const char *where)
+{
+	uint64_t n;
+
+	if (err == HM_EVERSION)
+		n = ++e->skipped_version;
+	else
+		n = ++e->skipped_invalid;
+	if (rate_ok(n))
+		hm_log(HM_LOG_WARNING, "edge",
+		       "skipped a %s message of %zu bytes: %s (%" PRIu64 " so far)", where, len,
+		       hm_strerror(err), n);
+}
+
+/* A PUB message in the LIVE state. Takes msg. */
+static void live_msg(struct edge *e, nng_msg *msg)
+{
+	struct hm_msg m;
+	int r = hm_proto_decode(e->dec_in, nng_msg_body(msg), nng_msg_len(msg), &m);
+
+	if (r != 0) {
+		count_skip(e, r, nng_msg_len(msg), "published");
+		nng_msg_free(msg);
+		return;
+	}
+	if (m.type == HM_MSG_HEARTBEAT) {
+		check_heartbeat(e, &m);
+		nng_msg_free(msg);
+		return;
+	}
+	if (m.type != HM_MSG_BATCH) {
+		count_skip(e, HM_EUNKNOWN, nng_msg_len(msg), "published");
+		nng_msg_free(msg);
+		return;
+	}
+	if (m.batch.b.seq > e->origin_seq)
+		e->origin_seq = m.batch.b.seq;
+	if (m.batch.epoch != e->epoch) {
+		nng_msg_free(msg);
+		start_catchup(e); /* another epoch: the origin answers EPOCH */
+		return;
+	}
+	if (try_direct(e, m.batch.epoch, &m.batch.b)) {
+		nng_msg_free(msg);
+		return;
+	}
+	{
+		struct mref *mr = malloc(sizeof(*mr));
+		struct partobj *po;
+		enum hm__asm_result res;
+
+		hm_require(mr != NULL);
+		mr->msg = msg;
+		mr->refs = 1;
+		po = part_new(mr, 0, false);
+		res = offer(e, m.batch.b.seq, m.batch.b.part, m.batch.b.nparts, po);
+		if (res == HM__ASM_OLD) {
+			free_part(po);
+		} else if (res == HM__ASM_GAP) {
+			free_part(po); /* mr is ours alone again */
+			free(mr);
+			if (e->draining && m.batch.b.seq > e->catchup_head + 1) {
+				/* Not following what the catch-up just brought: either something
+				 * was lost after it, or the message is from before the origin went
+				 * back (a restored data directory). Keeping it could make catch-ups
+				 * loop; dropping it is safe (a catch-up fetches what exists). */
+				nng_msg_free(msg);
+				e->buffer_drops++;
+				start_catchup(e);
+				return;
+			}
+			/* Kept for after the catch-up (it may be the next one then). */
+			buffer_push(e, msg, true);
+			start_catchup(e);
+			return;
+		}
+		mref_unref(mr);
+	}
+}
+
+static void drain_buffer(struct edge *e)
+{
+	nng_msg *m;
+
+	e->draining = true;
+	while (e->state == ST_LIVE && (m = buffer_pop(e)) != NULL)
+		live_msg(e, m);
+	e->draining = false;
+}
+
+/* ---- Sync replies ------------------------------------------------------------------------- */
+
+static void catchup_done(struct edge *e)
+{
+	e->backoff_ms = 0;
+	if (e->catchup_again) {
+		e->catchup_again = false;
+		send_catchup(e);
+		return;
+	}
+	e->catchups++;
+	set_state(e, ST_LIVE);
+	if (!e->ready) {
+		/* systemd (Type=notify): the table is loaded and current, routers can start. */
+		char st[160];
+
+		snprintf(st, sizeof(st), "READY=1\nSTATUS=live at seq %" PRIu64, e->applied);
+		hm_sd_notify(st);
+		e->ready = true;
+	}
+	hm_log(HM_LOG_INFO, "edge",
+	       "caught up: seq %" PRIu64 " (origin at %" PRIu64 "), %" PRIu64
+	       " buffered message(s) to go through",
+	       e->applied, e->origin_seq, e->buffered);
+	drain_buffer(e);
+}
+
+static void on_catchup_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m)
+{
+	struct mref *mr;
+	bool gap = false;
+
+	e->origin_epoch = m->catchup_rep.epoch;
+	e->catchup_head = m->catchup_rep.head_seq;
+	if (m->catchup_rep.head_seq > e->origin_seq || m->catchup_rep.epoch != e->epoch)
+		e->origin_seq = m->catchup_rep.head_seq;
+	if (m->catchup_rep.status == HM_CATCHUP_EPOCH ||
+	    m->catchup_rep.status == HM_CATCHUP_SNAPSHOT) {
+		nng_msg_free(msg);
+		e->backoff_ms = 0;
+		start_snapshot(e,
+			       m->catchup_rep.status == HM_CATCHUP_EPOCH
+				   ? (e->epoch == 0 ? "a new table" : "the origin's epoch changed")
+				   : "the origin no longer holds the missing batches");
+		return;
+	}
+	mr = malloc(sizeof(*mr));
+	hm_require(mr != NULL);
+	mr->msg = msg;
+	mr->refs = 1;
+	for (uint32_t i = 0; i < m->catchup_rep.nparts && !gap && e->state == ST_CATCHUP; i++) {
+		const struct hm_batch_part *p = &m->catchup_rep.parts[i];
+		struct partobj *po;
+		enum hm__asm_result r;
+
+		if (try_direct(e, m->catchup_rep.epoch, p))
+			continue;
+		po = part_new(mr, i, true);
+		r = offer(e, p->seq, p->part, p->nparts, po);
+
+		if (r == HM__ASM_OLD || r == HM__ASM_GAP)
+			free_part(po);
+		if (r == HM__ASM_GAP)
+			gap = true;
+	}
+	mref_unref(mr);
+	if (e->state != ST_CATCHUP)
+		return; /* a failed apply started a snapshot */
+	if (gap) {
+		hm_log(HM_LOG_WARNING, "edge",
+		       "a catch-up reply did not follow seq %" PRIu64 "; asking again", e->applied);
+		hm__asm_reset(&e->as);
+		retry_later(e);
+		return;
+	}
+	if (m->catchup_rep.more) {
+		send_catchup(e);
+		return;
+	}
+	catchup_done(e);
+}
+
+static void snapshot_caps(const struct edge *e, struct hm_table_caps *caps)
+{
+	uint64_t g = e->snap.grow ? e->snap.grow : 1;
+
+	*caps = HM_TABLE_CAPS_DEFAULT;
+	caps->apps =
+	    (uint32_t)HM_MIN((uint64_t)HM_MAX(caps->apps, 2ull * e->snap.apps * g), 1u << 24);
+	caps->domains =
+	    (uint32_t)HM_MIN((uint64_t)HM_MAX(caps->domains, 2ull * e->snap.domains * g), 1u << 26);
+	caps->dynos =
+	    (uint32_t)HM_MIN((uint64_t)HM_MAX(caps->dynos, 2ull * e->snap.dynos * g), 1u << 27);
+	caps->heap =
+	    HM_MIN((uint64_t)HM_MAX(caps->heap, ((1ull << 20) + 16ull * e->snap.dynos +
+						 64ull * e->snap.domains + 64ull * e->snap.apps) *
+						    g),
+		   0xfffff000ull);
+}
+
+static void on_snapshot_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m)
+{
+#define r (&m->snapshot_rep)
+	int err = 0;
+	bool more;
+
+	if (e->snap.discard_next) {
+		/* The answer to a request sent before the load was abandoned: start over now. */
+		e->snap.discard_next = false;
+		nng_msg_free(msg);
+		if (e->snap.grow != 0)
+			send_snapshot_req(e);
+		else
+			retry_later(e);
+		return;
+	}
+
+	if (e->snap.loading && r->snap_id != e->snap.snap_id) {
+		/* The snapshot being fetched was replaced on the origin: start over with this one.
+		 */
+		hm_log(HM_LOG_INFO, "edge", "snapshot replaced on the origin; starting over");
+		snap_abort(e);
+	}
+	if (!e->snap.loading) {
+		struct hm_table_caps caps;
+
+		if (r->chunk != 0) {
+			nng_msg_free(msg);
+			send_snapshot_req(e);
+			return;
+		}
+		e->snap.epoch = r->epoch;
+		e->snap.seq = r->seq;
+		e->snap.snap_id = r->snap_id;
+		e->snap.nchunks = r->nchunks;
+		e->snap.apps = r->apps;
+		e->snap.domains = r->domains;
+		e->snap.dynos = r->dynos;
+		memcpy(e->snap.digest, r->digest, 16);
+		e->snap.next = 0;
+		snapshot_caps(e, &caps);
+		/* One writer per path: the old table stays in place, untouched, for the routers. */
+		hm_table_writer_close(e->w);
+		e->w = NULL;
+		err = hm_table_writer_open(&e->snap.fresh, e->cfg->table, &caps, 0,
+					   (uint64_t)e->cfg->table_max);
+		if (err != 0) {
+			hm_log(HM_LOG_ERR, "edge", "cannot create a table for the snapshot: %s",
+			       hm_strerror(err));
+			if (table_open(e) != 0)
+				exit(1);
+			nng_msg_free(msg);
+			retry_later(e);
+			return;
+		}
+		hm_require(hm_table_begin(e->snap.fresh) == 0);
+		e->snap.loading = true;
+		hm_log(HM_LOG_INFO, "edge",
+		       "loading snapshot %016" PRIx64 " at seq %" PRIu64
+		       ": %u apps, %u domains, %u "
+		       "dynos in %u chunk(s)",
+		       r->snap_id, r->seq, r->apps, r->domains, r->dynos, r->nchunks);
+	}
+	if (r->chunk != e->snap.next || r->nchunks != e->snap.nchunks || r->seq != e->snap.seq ||
+	    r->epoch != e->snap.epoch) {
+		nng_msg_free(msg);
+		snap_abort(e);
+		retry_later(e);
+		return;
+	}
+	/* The next chunk is asked for before this one is applied, so that fetching and applying
+	 * overlap. */
+	e->snap.next++;
+	more = e->snap.next < e->snap.nchunks;
+	if (more)
+		send_snapshot_req(e);
+	for (uint32_t i = 0; i < r->nchanges && err == 0; i++)
+		err = hm_table_apply(e->snap.fresh, &r->changes[i]);
+	nng_msg_free(msg);
+	if (err != 0) {
+		if (err == HM_EFULL)
+			e->snap.grow = e->snap.grow ? e->snap.grow * 2 : 2;
+		else
+			hm_log(HM_LOG_ERR, "edge", "snapshot chunk %u does not apply: %s", r->chunk,
+			       hm_strerror(err));
+		snap_abort(e);
+		if (more)
+			e->snap.discard_next = true; /* its answer restarts the load */
+		else if (err == HM_EFULL)
+			send_snapshot_req(e);
+		else
+			retry_later(e);
+		return;
+	}
+	e->backoff_ms = 0;
+	if (more)
+		return;
+	/* All chunks in: publish the new file in one step. */
+	if ((err = hm_table_commit(e->snap.fresh, e->snap.epoch, e->snap.seq)) != 0) {
+		hm_log(HM_LOG_ERR, "edge", "cannot install the snapshot's table: %s",
+		       hm_strerror(err));
+		snap_abort(e);
+		retry_later(e);
+		return;
+	}
+	e->w = e->snap.fresh;
+	e->snap.fresh = NULL;
+	e->snap.loading = false;
+	e->snap.grow = 0;
+	memset(e->history, 0, sizeof(e->history));
+	remember(e);
+	e->snapshots++;
+	if (memcmp(e->digest, e->snap.digest, 16) != 0 || e->apps != e->snap.apps ||
+	    e->domains != e->snap.domains || e->dynos != e->snap.dynos) {
+		char a[33], b[33];
+
+		e->digest_mismatches++;
+		hm_digest_hex(e->digest, a);
+		hm_digest_hex(e->snap.digest, b);
+		hm_log(HM_LOG_ERR, "edge",
+		       "the snapshot at seq %" PRIu64 " loaded with digest %s, the origin's is %s; "
+		       "resyncing again",
+		       e->snap.seq, a, b);
+		set_state(e, ST_SNAPSHOT);
+		retry_later(e);
+		return;
+	}
+	hm_log(HM_LOG_NOTICE, "edge",
+	       "snapshot loaded: seq %" PRIu64 ", %u apps, %u domains, %u dynos", e->applied,
+	       e->apps, e->domains, e->dynos);
+	set_state(e, ST_CATCHUP);
+	send_catchup(e);
+#undef r
+}
+
+static void on_sync_reply(struct edge *e, int rc, nng_msg *msg)
+{
+	struct hm_msg m;
+	int r;
+
+	e->fetch_busy = false;
+	if (e->stopping) {
+		if (msg != NULL)
+			nng_msg_free(msg);
+		return;
+	}
+	if (rc != 0) {
+		e->snap.discard_next = false; /* the request it was about has ended */
+		if (rate_ok(++e->sync_errors))
+			hm_log(HM_LOG_WARNING, "edge", "sync request to %s failed: %s; retrying",
+			       e->cfg->sync, hm_strerror(rc));
+		retry_later(e);
+		return;
+	}
+	e->last_sync_ok_ms = hm_mono_ms();
+	e->stale = false;
+	if ((r = hm_proto_decode(e->dec_in, nng_msg_body(msg), nng_msg_len(msg), &m)) != 0) {
+		count_skip(e, r, nng_msg_len(msg), "sync reply");
+		nng_msg_free(msg);
+		retry_later(e);
+		return;
+	}
+	if (e->state == ST_CATCHUP && m.type == HM_MSG_CATCHUP_REP) {
+		on_catchup_rep(e, msg, &m);
+	} else if (e->state == ST_SNAPSHOT && m.type == HM_MSG_SNAPSHOT_REP) {
+		on_snapshot_rep(e, msg, &m);
+	} else {
+		count_skip(e, HM_EUNKNOWN, nng_msg_len(msg), "sync reply");
+		nng_msg_free(msg);
+		retry_later(e);
+	}
+}
+
+/* ---- PUB messages and pipe events -------------------------------------------------------- */
+
+static void on_sub_msg(struct edge *e, nng_msg *msg)
+{
+	uint8_t type;
+	uint32_t version;
+
+	e->last_sub_ms = hm_mono_ms();
+	/* Liveness is noted at once, whatever the state: a heartbeat ends staleness. */
+	if (hm_proto_peek(nng_msg_body(msg), nng_msg_len(msg), &type, &version) == 0 &&
+	    type == HM_MSG_HEARTBEAT) {
+		struct hm_msg m;
+
+		if (hm_proto_decode(e->dec_in, nng_msg_body(msg), nng_msg_len(msg), &m) == 0) {
+			e->stale = false;
+			e->last_hb_ms = hm_mono_ms();
+			e->origin_epoch = m.heartbeat.epoch;
+			e->origin_seq = m.heartbeat.seq;
+		}
+	}
+	if (e->state != ST_LIVE) {
+		buffer_push(e, msg, false);
+		return;
+	}
+	live_msg(e, msg);
+}
+
+static void on_mail(void *ctx, struct hm__mail *m)
+{
+	struct edge *e = ctx;
+
+	switch (m->kind) {
+	case MAIL_SUB:
+		if (e->stopping)
+			nng_msg_free(m->ptr);
+		else
+			on_sub_msg(e, m->ptr);
+		break;
+	case MAIL_SUB_UP:
+		e->sub_pipes++;
+		e->sub_connected = true;
+		e->last_redial_ms = hm_mono_ms();
+		hm_log(HM_LOG_INFO, "edge", "subscribed to %s", e->cfg->publish);
+		/* Anything published while we were not subscribed was lost: catch up. */
+		if (e->state == ST_LIVE)
+			set_state(e, ST_WAIT);
+		start_catchup(e);
+		break;
+	case MAIL_SUB_DOWN:
+		if (e->sub_pipes > 0)
+			e->sub_pipes--;
+		e->sub_connected = e->sub_pipes > 0;
+		if (!e->sub_connected && !e->stopping)
+			hm_log(HM_LOG_INFO, "edge", "lost the subscription to %s; reconnecting",
+			       e->cfg->publish);
+		break;
+	case MAIL_SYNC:
+		on_sync_reply(e, m->rc, m->ptr);
+		break;
+	}
+	hm__mail_free(m);
+}
+
+static void discard_mail(struct hm__mail *m)
+{
+	if ((m->kind == MAIL_SUB || m->kind == MAIL_SYNC) && m->ptr != NULL)
+		nng_msg_free(m->ptr);
+}
+
+static void sub_cb(void *arg)
+{
+	struct edge *e = arg;
+	int rv = nng_aio_result(e->sub_aio);
+
+	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+		return;
+	if (rv == 0)
+		hm__mailbox_post(&e->mb, MAIL_SUB, 0, 0, 0, nng_aio_get_msg(e->sub_aio));
+	/* Not re-armed once shutdown began: a receive started while the socket closes is what
+	 * nng 1.5.2's close can hang on (#1543). */
+	if (!atomic_load(&e->sub_stop))
+		nng_recv_aio(e->sub, e->sub_aio);
+}
+
+static void sub_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	struct edge *e = arg;
+
+	hm__mailbox_post(&e->mb, ev == NNG_PIPE_EV_ADD_POST ? MAIL_SUB_UP : MAIL_SUB_DOWN, 0, 0,
+			 (uint64_t)nng_pipe_id(p), NULL);
+}
+
+/* ---- Timers and signals ------------------------------------------------------------------- */
+
+static void on_tick(uv_timer_t *t)
+{
+	struct edge *e = t->data;
+	uint64_t now = hm_mono_ms(), quiet;
+	/* Heard from the origin: a heartbeat, or a sync reply (which proves it is there and that
+	 * the edge was current when it came). The grace period at start counts too. */
+	uint64_t heard = HM_MAX(HM_MAX(e->last_hb_ms, e->last_sync_ok_ms), e->start_ms);
+	bool stale = now - heard > (uint64_t)e->cfg->stale_after;
+
+	if (stale && !e->stale_warned) {
+		hm_log(HM_LOG_WARNING, "edge",
+		       "stale: nothing from the origin for %" PRId64
+		       " ms (the table keeps serving)",
+		       e->cfg->stale_after);
+		e->stale_warned = true;
+	}
+	if (!stale && e->stale_warned) {
+		hm_log(HM_LOG_NOTICE, "edge", "hearing from the origin again: no longer stale");
+		e->stale_warned = false;
+	}
+	e->stale = stale;
+	/* A connection that carries nothing for long may be half-open (no TCP keepalive on the
+	 * far side): dial again. */
+	quiet = now - HM_MAX(HM_MAX(e->last_sub_ms, e->last_hb_ms), e->last_redial_ms);
+	if (e->sub_connected && quiet > 2 * (uint64_t)e->cfg->stale_after && e->sub_open) {
+		hm_log(HM_LOG_WARNING, "edge",
+		       "nothing received from %s for %" PRIu64 " ms; "
+		       "dialing again",
+		       e->cfg->publish, quiet);
+		nng_dialer_close(e->sub_d);
+		if (hm__nng_dial(e->sub, e->cfg->publish, &e->sub_d) != 0)
+			hm_log(HM_LOG_ERR, "edge", "cannot dial %s", e->cfg->publish);
+		e->last_redial_ms = now;
+	}
+}
+
+static void close_handle(uv_handle_t *h)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static void shutdown_edge(struct edge *e)
+{
+	e->stopping = true;
+	hm_sd_notify("STOPPING=1");
+	uv_timer_stop(&e->retry);
+	snap_abort(e);
+	/* The table holds every commit already: only closing and freeing remain. */
+	hm__exit_deadline(3000, "edge");
+	atomic_store(&e->sub_stop, true);
+	hm__shutdown_step("stopping the subscription");
+	if (e->sub_aio != NULL)
+		nng_aio_stop(e->sub_aio);
+	if (e->sub_open) {
+		nng_dialer_close(e->sub_d);
+		hm__shutdown_step("closing the SUB socket");
+		nng_close(e->sub);
+		e->sub_open = false;
+	}
+	/* Nothing may be in flight on a socket nng_close() reaps (nng #1543). */
+	hm__shutdown_step("stopping the sync request");
+	atomic_store(&e->req_stop, true);
+	if (e->req_aio != NULL)
+		nng_aio_stop(e->req_aio);
+	if (e->req_open) {
+		hm__shutdown_step("closing the sync socket");
+		nng_close(e->req);
+		e->req_open = false;
+	}
+	hm__admin_stop(e->admin);
+	e->admin = NULL;
+	hm__mailbox_close(&e->mb);
+	close_handle((uv_handle_t *)&e->sigterm);
+	close_handle((uv_handle_t *)&e->sigint);
+	/* Once libuv lets go of them, a second SIGTERM must not kill the process mid-cleanup. */
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	close_handle((uv_handle_t *)&e->tick);
+	close_handle((uv_handle_t *)&e->retry);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	struct edge *e = s->data;
+
+	if (e->stopping)
+		return;
+	hm_log(HM_LOG_NOTICE, "edge", "%s: stopping at seq %" PRIu64,
+	       signum == SIGTERM ? "SIGTERM" : "SIGINT", e->applied);
+	shutdown_edge(e);
+}
+
+/* ---- Admin ----------------------------------------------------------------------------------- */
+
+static void admin_status(void *ctx, struct hm__jsonw *w)
+{
+	struct edge *e = ctx;
+	char hex[33];
+
+	hm__jw_kcstr(w, "role", "edge");
+	hm__jw_kcstr(w, "node", e->node);
+	hm__jw_kcstr(w, "state", state_names[e->state]);
+	hm__jw_khex64(w, "epoch", e->epoch);
+	hm__jw_ku64(w, "seq", e->applied);
+	hm__jw_ku64(w, "origin_seq", HM_MAX(e->origin_seq, e->applied));
+	hm__jw_khex64(w, "origin_epoch", e->origin_epoch);
+	hm__jw_ku64(w, "apps", e->apps);
+	hm__jw_ku64(w, "domains", e->domains);
+	hm__jw_ku64(w, "dynos", e->dynos);
+	hm_digest_hex(e->digest, hex);
+	hm__jw_kcstr(w, "digest", hex);
+	hm__jw_kbool(w, "stale", e->stale);
+	hm__jw_key(w, "last_heartbeat_ms");
+	if (e->last_hb_ms != 0)
+		hm__jw_u64(w, hm_mono_ms() - e->last_hb_ms);
+	else
+		hm__jw_null(w);
+	hm__jw_kbool(w, "subscribed", e->sub_connected);
+	hm__jw_kcstr(w, "table", e->cfg->table);
+	hm__jw_ku64(w, "batches_applied", e->batches_applied);
+	hm__jw_ku64(w, "catchups", e->catchups);
+	hm__jw_ku64(w, "snapshots", e->snapshots);
+	hm__jw_ku64(w, "skipped_invalid", e->skipped_invalid);
+	hm__jw_ku64(w, "skipped_version", e->skipped_version);
+	hm__jw_ku64(w, "digest_mismatches", e->digest_mismatches);
+	hm__jw_ku64(w, "buffered", e->buffered);
+	hm__jw_ku64(w, "buffer_drops", e->buffer_drops);
+	hm__jw_ku64(w, "sync_errors", e->sync_errors);
+}
+
+static void admin_dump_head(void *ctx, struct hm__jsonw *w)
+{
+	struct edge *e = ctx;
+	char hex[33];
+
+	hm__jw_kcstr(w, "role", "edge");
+	hm__jw_kcstr(w, "node", e->node);
+	hm__jw_khex64(w, "epoch", e->epoch);
+	hm__jw_ku64(w, "seq", e->applied);
+	hm_digest_hex(e->digest, hex);
+	hm__jw_kcstr(w, "digest", hex);
+}
+
+static const struct hm_table_writer *admin_table(void *ctx)
+{
+	struct edge *e = ctx;
+
+	/* During a full resync the old writer is closed (the file still serves the routers). */
+	return e->w;
+}
+
+static const struct hm__admin_ops admin_ops = {
+    .status = admin_status,
+    .dump_head = admin_dump_head,
+    .table = admin_table,
+};
+
+/* ---- Run ------------------------------------------------------------------------------------- */
+
+static int setup(struct edge *e)
+{
+	const struct hm__edge_cfg *cfg = e->cfg;
+	char err[512];
+	int rv;
+
+	if ((rv = table_open(e)) != 0)
+		return rv;
+	if ((rv = hm__admin_start(&e->admin, &e->loop, cfg->admin, &admin_ops, e, err,
+				  sizeof(err))) != 0) {
+		hm_log(HM_LOG_ERR, "edge", "%s", err);
+		return rv;
+	}
+	if ((rv = nng_sub0_open(&e->sub)) != 0) {
+		hm_log(HM_LOG_ERR, "edge", "cannot open a SUB socket: %s", nng_strerror(rv));
+		return hm__nng_err(rv);
+	}
+	e->sub_open = true;
+	if ((rv = nng_req0_open(&e->req)) != 0) {
+		hm_log(HM_LOG_ERR, "edge", "cannot open a REQ socket: %s", nng_strerror(rv));
+		return hm__nng_err(rv);
+	}
+	e->req_open = true;
+	if ((rv = hm__nng_socket_opts(e->sub, false)) != 0 ||
+	    (rv = hm__nng_socket_opts(e->req, false)) != 0 ||
+	    (rv = hm__nng_err(nng_socket_set(e->sub, NNG_OPT_SUB_SUBSCRIBE, "", 0))) != 0 ||
+	    (rv = hm__nng_err(nng_socket_set_int(e->sub, NNG_OPT_RECVBUF, 8192))) != 0) {
+		hm_log(HM_LOG_ERR, "edge", "cannot set socket options: %s", hm_strerror(rv));
+		return rv;
+	}
+	if ((rv = nng_pipe_notify(e->sub, NNG_PIPE_EV_ADD_POST, sub_pipe_cb, e)) != 0 ||
+	    (rv = nng_pipe_notify(e->sub, NNG_PIPE_EV_REM_POST, sub_pipe_cb, e)) != 0 ||
+	    (rv = nng_aio_alloc(&e->sub_aio, sub_cb, e)) != 0 ||
+	    (rv = nng_aio_alloc(&e->req_aio, req_cb, e)) != 0)
+		return hm__nng_err(rv);
+	if ((rv = hm__nng_dial(e->sub, cfg->publish, &e->sub_d)) != 0 ||
+	    (rv = hm__nng_dial(e->req, cfg->sync, NULL)) != 0) {
+		hm_log(HM_LOG_ERR, "edge", "cannot dial %s / %s: %s", cfg->publish, cfg->sync,
+		       hm_strerror(rv));
+		return rv;
+	}
+	e->last_redial_ms = e->start_ms = hm_mono_ms();
+	nng_recv_aio(e->sub, e->sub_aio);
+	uv_signal_start(&e->sigterm, on_signal, SIGTERM);
+	uv_signal_start(&e->sigint, on_signal, SIGINT);
+	uv_timer_start(&e->tick, on_tick, TICK_MS, TICK_MS);
+	return 0;
+}
+
+int hm__edge_run(const struct hm__edge_cfg *cfg)
+{
+	struct edge *e = calloc(1, sizeof(*e));
+	int rv, code = 0;
+
+	if (e == NULL)
+		return 1;
+	e->cfg = cfg;
+	snprintf(e->node, sizeof(e->node), "%s", cfg->node);
+	uv_loop_init(&e->loop);
+	hm_require(hm__mailbox_init(&e->mb, &e->loop, on_mail, discard_mail, e) == 0);
+	uv_signal_init(&e->loop, &e->sigterm);
+	uv_signal_init(&e->loop, &e->sigint);
+	uv_timer_init(&e->loop, &e->tick);
+	uv_timer_init(&e->loop, &e->retry);
+	e->sigterm.data = e->sigint.data = e->tick.data = e->retry.data = e;
+	hm__asm_init(&e->as, free_part);
+	hm_require(hm_proto_decoder_new(&e->dec_in) == 0 &&
+		   hm_proto_decoder_new(&e->dec_apply) == 0);
+	rv = setup(e);
+	if (rv == 0) {
+		hm_log(HM_LOG_NOTICE, "edge",
+		       "node %s: table %s at epoch %016" PRIx64 " seq %" PRIu64
+		       "; following %s and %s",
+		       e->node, cfg->table, e->epoch, e->applied, cfg->publish, cfg->sync);
+		uv_run(&e->loop, UV_RUN_DEFAULT);
+	} else {
+		code = 1;
+	}
+	if (!e->stopping)
+		shutdown_edge(e);
+	uv_run(&e->loop, UV_RUN_DEFAULT);
+	if (e->sub_aio != NULL)
+		nng_aio_free(e->sub_aio);
+	if (e->req_aio != NULL)
+		nng_aio_free(e->req_aio);
+	while (e->bhead != NULL)
+		nng_msg_free(buffer_pop(e));
+	hm__asm_fini(&e->as);
+	hm_table_writer_close(e->w);
+	hm_proto_decoder_free(e->dec_in);
+	hm_proto_decoder_free(e->dec_apply);
+	hm__mailbox_fini(&e->mb);
+	if (uv_loop_close(&e->loop) != 0)
+		hm_log(HM_LOG_WARNING, "edge", "libuv loop not empty at exit");
+	if (code == 0)
+		hm_log(HM_LOG_NOTICE, "edge", "stopped");
+	free(e);
+	return code;
+}

@@ -1,0 +1,1051 @@
+/*
+ * hermodctl: the control-plane and admin client (../shared/CONTRACT.md, docs/sync.md).
+ *
+ * Control commands build changes, check them locally (so nothing malformed is ever sent), and
+ * send them to the origin's control socket under one random request id, in parts of at most
+ * HM_PROTO_MAX_CHANGES changes and HM__CTL_PART_BYTES; the origin answers STAGED to every part
+ * but the last, and ACK (durable at (epoch, seq)) or ERROR to the last. nng's REQ resends a
+ * request after a reconnect; the request id makes that harmless.
+ *
+ * `apply` reads its file twice, one change at a time: the first pass checks every change and
+ * decides the parts, the second sends them. At most one part is in memory.
+ *
+ * Admin commands write one line to the admin socket and read one JSON line back; --json copies
+ * it to stdout as it arrives, otherwise it is printed as tables (dump is scanned element by
+ * element, never held whole).
+ *
+ * Exit status: 0 done, 1 rejected, 2 usage, 3 cannot reach.
+ */
+#include <cJSON.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <inttypes.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/req.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/batchfile.h"
+#include "common/errors.h"
+#include "common/model.h"
+#include "common/opts.h"
+#include "common/util.h"
+#include "proto/proto.h"
+#include "syncd/buf.h"
+#include "syncd/jsonw.h"
+#include "syncd/nngx.h"
+#include "syncd/wire.h"
+
+#define EXIT_OK		 0
+#define EXIT_REJECTED	 1
+#define EXIT_USAGE	 2
+#define EXIT_UNREACHABLE 3
+
+struct cfg {
+	char *control;
+	char *admin;
+	bool json;
+	int64_t timeout;
+	int64_t reply_timeout;
+	int maintenance, affinity, balance, state; /* -1: not given */
+};
+
+static const char *const on_off[] = {"off", "on", NULL};
+static const char *const balances[] = {"random", "least-conn", NULL};
+static const char *const states[] = {"up", "starting", "crashed", "down", NULL};
+
+static int check_url(const char *value, char *err, size_t errlen)
+{
+	return hm__nng_url_check(value, err, errlen);
+}
+
+static const struct hm_opt options[] = {
+    {.name = "control",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct cfg, control),
+     .def = "tcp://127.0.0.1:7400",
+     .env = "HERMOD_CONTROL",
+     .arg = "URL",
+     .check = check_url,
+     .help = "the origin's control socket ($HERMOD_CONTROL)"},
+    {.name = "admin",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct cfg, admin),
+     .def = "/run/hermod/edge.sock",
+     .env = "HERMOD_ADMIN",
+     .arg = "PATH",
+     .help = "a syncd's admin socket, for status, lookup and dump ($HERMOD_ADMIN)"},
+    {.name = "json",
+     .type = HM_OPT_BOOL,
+     .offset = offsetof(struct cfg, json),
+     .def = "false",
+     .help = "print one JSON object instead of text"},
+    {.name = "timeout",
+     .type = HM_OPT_DURATION,
+     .offset = offsetof(struct cfg, timeout),
+     .def = "5s",
+     .min = 1,
+     .max = 3600000,
+     .arg = "DURATION",
+     .help = "how long to try to reach the origin or the admin socket"},
+    {.name = "reply-timeout",
+     .type = HM_OPT_DURATION,
+     .offset = offsetof(struct cfg, reply_timeout),
+     .def = "60s",
+     .min = 1,
+     .max = 3600000,
+     .arg = "DURATION",
+     .help = "how long to wait for the origin's answer once connected"},
+    {.name = "maintenance",
+     .type = HM_OPT_ENUM,
+     .offset = offsetof(struct cfg, maintenance),
+     .choices = on_off,
+     .arg = "on|off",
+     .help = "app put: maintenance mode (default off)"},
+    {.name = "affinity",
+     .type = HM_OPT_ENUM,
+     .offset = offsetof(struct cfg, affinity),
+     .choices = on_off,
+     .arg = "on|off",
+     .help = "app put: session affinity (default off)"},
+    {.name = "balance",
+     .type = HM_OPT_ENUM,
+     .offset = offsetof(struct cfg, balance),
+     .choices = balances,
+     .arg = "random|least-conn",
+     .help = "app put: how dynos are picked (default random)"},
+    {.name = "state",
+     .type = HM_OPT_ENUM,
+     .offset = offsetof(struct cfg, state),
+     .choices = states,
+     .arg = "up|starting|crashed|down",
+     .help = "dyno put: state (default up)"},
+    HM_OPT_END,
+};
+
+static const char synopsis[] =
+    "hermodctl [--control URL] [--json] app put NAME [--maintenance on|off] [--affinity on|off] "
+    "[--balance random|least-conn]\n"
+    "       hermodctl [--control URL] app rm NAME\n"
+    "       hermodctl [--control URL] domain put HOSTNAME APP | domain rm HOSTNAME\n"
+    "       hermodctl [--control URL] dyno put APP DYNO HOST:PORT [--state "
+    "up|starting|crashed|down]"
+    "\n"
+    "       hermodctl [--control URL] dyno rm APP DYNO\n"
+    "       hermodctl [--control URL] apply FILE|-\n"
+    "       hermodctl [--admin PATH] [--json] status | lookup HOST | dump";
+
+static struct cfg cfg;
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "hermodctl: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, " (see hermodctl --help)\n");
+	return EXIT_USAGE;
+}
+
+static int fail(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int fail(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "hermodctl: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\n");
+	return code;
+}
+
+/* Prints a JSON object built by fn to stdout (for --json). */
+static void print_json(struct hm__buf *b)
+{
+	hm__buf_add(b, "\n", 1);
+	fwrite(b->data, 1, b->len, stdout);
+	hm__buf_fini(b);
+}
+
+/* ---- The control socket ------------------------------------------------------------------ */
+
+static atomic_int ctl_pipes;
+
+static void ctl_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	(void)p;
+	(void)arg;
+	atomic_fetch_add(&ctl_pipes, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1);
+}
+
+struct client {
+	nng_socket s;
+	bool open;
+	struct hm_proto_decoder *dec;
+	uint8_t req_id[16];
+};
+
+static int client_open(struct client *c)
+{
+	uint64_t deadline;
+	int rv;
+
+	if ((rv = nng_req0_open(&c->s)) != 0)
+		return fail(EXIT_UNREACHABLE, "cannot open a socket: %s", nng_strerror(rv));
+	c->open = true;
+	hm__nng_socket_opts(c->s, false);
+	nng_socket_set_ms(c->s, NNG_OPT_SENDTIMEO, (nng_duration)cfg.timeout);
+	nng_socket_set_ms(c->s, NNG_OPT_RECVTIMEO, (nng_duration)cfg.reply_timeout);
+	nng_pipe_notify(c->s, NNG_PIPE_EV_ADD_POST, ctl_pipe_cb, NULL);
+	nng_pipe_notify(c->s, NNG_PIPE_EV_REM_POST, ctl_pipe_cb, NULL);
+	if ((rv = hm__nng_dial(c->s, cfg.control, NULL)) != 0)
+		return fail(EXIT_USAGE, "cannot dial %s: %s", cfg.control, hm_strerror(rv));
+	deadline = hm_mono_ms() + (uint64_t)cfg.timeout;
+	while (atomic_load(&ctl_pipes) <= 0) {
+		if (hm_mono_ms() >= deadline)
+			return fail(EXIT_UNREACHABLE,
+				    "cannot reach the origin at %s within %" PRId64
+				    " ms (is hermod-syncd origin running?)",
+				    cfg.control, cfg.timeout);
+		struct timespec ts = {0, 5 * 1000 * 1000};
+
+		nanosleep(&ts, NULL);
+	}
+	hm_require(hm_proto_decoder_new(&c->dec) == 0);
+	hm_random_bytes(c->req_id, sizeof(c->req_id));
+	return EXIT_OK;
+}
+
+static void client_close(struct client *c)
+{
+	if (c->open)
+		nng_close(c->s);
+	hm_proto_decoder_free(c->dec);
+}
+
+struct answer {
+	uint8_t status;
+	uint64_t epoch, seq;
+	int32_t code;
+	uint32_t index;
+	char reason[HM_PROTO_MAX_REASON + 1];
+};
+
+/* Sends one part (the message is copied: pb may be reused at once). */
+static int send_part(struct client *c, const struct hm_pbuf *pb)
+{
+	nng_msg *m;
+	int rv;
+
+	hm_require(nng_msg_alloc(&m, pb->len) == 0);
+	memcpy(nng_msg_body(m), pb->data, pb->len);
+	if ((rv = nng_sendmsg(c->s, m, 0)) != 0) {
+		nng_msg_free(m);
+		return fail(EXIT_UNREACHABLE, "cannot send to the origin at %s: %s", cfg.control,
+			    nng_strerror(rv));
+	}
+	return EXIT_OK;
+}
+
+/* Waits for the answer to the part sent last. Returns EXIT_OK with *a filled, or an exit code. */
+static int await_answer(struct client *c, struct answer *a)
+{
+	nng_msg *rep = NULL;
+	struct hm_msg r;
+	int rv;
+
+	for (;;) {
+		if ((rv = nng_recvmsg(c->s, &rep, 0)) != 0)
+			return fail(EXIT_UNREACHABLE,
+				    "no answer from the origin at %s (%s) within %" PRId64
+				    " ms: the change may or may not have been applied",
+				    cfg.control, nng_strerror(rv), cfg.reply_timeout);
+		rv = hm_proto_decode(c->dec, nng_msg_body(rep), nng_msg_len(rep), &r);
+		if (rv != 0 || r.type != HM_MSG_CTL_REP) {
+			nng_msg_free(rep);
+			return fail(EXIT_UNREACHABLE, "the origin at %s sent an invalid answer: %s",
+				    cfg.control, rv != 0 ? hm_strerror(rv) : "not a control reply");
+		}
+		if (memcmp(r.ctl_rep.req_id, c->req_id, 16) == 0 ||
+		    r.ctl_rep.status == HM_CTL_ERROR)
+			break;
+		nng_msg_free(rep); /* an answer to something else: keep waiting */
+	}
+	a->status = r.ctl_rep.status;
+	a->epoch = r.ctl_rep.epoch;
+	a->seq = r.ctl_rep.seq;
+	a->code = r.ctl_rep.code;
+	a->index = r.ctl_rep.index;
+	{
+		/* The reason is raw bytes from the network: keep printable ASCII only. */
+		uint32_t n = HM_MIN(r.ctl_rep.reason_len, (uint32_t)HM_PROTO_MAX_REASON);
+
+		for (uint32_t i = 0; i < n; i++) {
+			char ch = r.ctl_rep.reason[i];
+
+			a->reason[i] = ch >= 0x20 && ch < 0x7f ? ch : '?';
+		}
+		a->reason[n] = '\0';
+	}
+	nng_msg_free(rep);
+	return EXIT_OK;
+}
+
+static int exchange(struct client *c, const struct hm_pbuf *pb, struct answer *a)
+{
+	int code = send_part(c, pb);
+
+	return code != EXIT_OK ? code : await_answer(c, a);
+}
+
+static int report_ack(const struct answer *a, uint64_t nchanges)
+{
+	if (cfg.json) {
+		struct hm__buf b = {0};
+		struct hm__jsonw w;
+
+		hm__jw_init(&w, &b);
+		hm__jw_obj(&w);
+		hm__jw_kbool(&w, "ok", true);
+		hm__jw_khex64(&w, "epoch", a->epoch);
+		hm__jw_ku64(&w, "seq", a->seq);
+		hm__jw_ku64(&w, "changes", nchanges);
+		hm__jw_obj_end(&w);
+		print_json(&b);
+	} else {
+		printf("seq %" PRIu64 "\n", a->seq);
+	}
+	return EXIT_OK;
+}
+
+static int report_rejected(int code, uint32_t index, const char *reason)
+{
+	if (cfg.json) {
+		struct hm__buf b = {0};
+		struct hm__jsonw w;
+
+		hm__jw_init(&w, &b);
+		hm__jw_obj(&w);
+		hm__jw_kbool(&w, "ok", false);
+		hm__jw_kcstr(&w, "code", hm_errname(code));
+		hm__jw_kcstr(&w, "error", reason);
+		hm__jw_key(&w, "index");
+		if (index != UINT32_MAX)
+			hm__jw_u64(&w, index);
+		else
+			hm__jw_null(&w);
+		hm__jw_obj_end(&w);
+		print_json(&b);
+	}
+	return fail(EXIT_REJECTED, "rejected: %s", reason);
+}
+
+/* Sends one single-part request. */
+static int send_changes(const struct hm_change *changes, uint32_t n)
+{
+	struct client c = {0};
+	struct hm_pbuf pb = {0};
+	struct answer a;
+	int code;
+
+	if ((code = client_open(&c)) != EXIT_OK) {
+		client_close(&c);
+		return code;
+	}
+	hm_require(hm_proto_encode_ctl_req(&pb, c.req_id, 0, 1, changes, n) == 0);
+	code = exchange(&c, &pb, &a);
+	hm_pbuf_fini(&pb);
+	if (code == EXIT_OK) {
+		if (a.status == HM_CTL_ACK)
+			code = report_ack(&a, n);
+		else if (a.status == HM_CTL_ERROR)
+			code = report_rejected(a.code, a.index, a.reason);
+		else
+			code =
+			    fail(EXIT_UNREACHABLE, "the origin answered STAGED to a whole request");
+	}
+	client_close(&c);
+	return code;
+}
+
+/* ---- Single-change commands ---------------------------------------------------------------- */
+
+static int reject_local(int e, const char *what, const char *value)
+{
+	char reason[512];
+
+	snprintf(reason, sizeof(reason), "%s: %s: \"%.200s\"", what, hm_strerror(e), value);
+	return report_rejected(e, 0, reason);
+}
+
+static int cmd_control(char **pos, int npos)
+{
+	const char *noun = pos[0], *verb = pos[1];
+	struct hm_change c;
+	int e, want;
+
+	memset(&c, 0, sizeof(c));
+	if (strcmp(noun, "app") == 0)
+		want = 3;
+	else if (strcmp(noun, "domain") == 0)
+		want = strcmp(verb, "put") == 0 ? 4 : 3;
+	else
+		want = strcmp(verb, "put") == 0 ? 5 : 4;
+	if (npos != want)
+		return usage_error("'%s %s' takes %d argument%s, got %d", noun, verb, want - 2,
+				   want - 2 == 1 ? "" : "s", npos - 2);
+	if ((cfg.maintenance >= 0 || cfg.affinity >= 0 || cfg.balance >= 0) &&
+	    !(strcmp(noun, "app") == 0 && strcmp(verb, "put") == 0))
+		return usage_error("--maintenance, --affinity and --balance are for 'app put'");
+	if (cfg.state >= 0 && !(strcmp(noun, "dyno") == 0 && strcmp(verb, "put") == 0))
+		return usage_error("--state is for 'dyno put'");
+
+	if (strcmp(noun, "app") == 0) {
+		c.op = strcmp(verb, "put") == 0 ? HM_OP_APP_PUT : HM_OP_APP_RM;
+		if ((e = hm_app_name_check(pos[2], strlen(pos[2]))) != 0)
+			return reject_local(e, "app", pos[2]);
+		c.app = pos[2];
+		c.app_len = (uint8_t)strlen(pos[2]);
+		c.maintenance = cfg.maintenance == 1;
+		c.affinity = cfg.affinity == 1;
+		c.balance = cfg.balance > 0 ? HM_BALANCE_LEAST_CONN : HM_BALANCE_RANDOM;
+	} else if (strcmp(noun, "domain") == 0) {
+		c.op = strcmp(verb, "put") == 0 ? HM_OP_DOMAIN_PUT : HM_OP_DOMAIN_RM;
+		if ((e = hm_hostname_check(pos[2], strlen(pos[2]), true)) != 0)
+			return reject_local(e, "domain", pos[2]);
+		c.name = pos[2];
+		c.name_len = (uint16_t)strlen(pos[2]);
+		if (c.op == HM_OP_DOMAIN_PUT) {
+			if ((e = hm_app_name_check(pos[3], strlen(pos[3]))) != 0)
+				return reject_local(e, "app", pos[3]);
+			c.app = pos[3];
+			c.app_len = (uint8_t)strlen(pos[3]);
+		}
+	} else {
+		c.op = strcmp(verb, "put") == 0 ? HM_OP_DYNO_PUT : HM_OP_DYNO_RM;
+		if ((e = hm_app_name_check(pos[2], strlen(pos[2]))) != 0)
+			return reject_local(e, "app", pos[2]);
+		if ((e = hm_dyno_name_check(pos[3], strlen(pos[3]))) != 0)
+			return reject_local(e, "dyno", pos[3]);
+		c.app = pos[2];
+		c.app_len = (uint8_t)strlen(pos[2]);
+		c.name = pos[3];
+		c.name_len = (uint16_t)strlen(pos[3]);
+		if (c.op == HM_OP_DYNO_PUT) {
+			if ((e = hm_addr_parse(pos[4], strlen(pos[4]), &c.addr)) != 0)
+				return reject_local(e, "addr", pos[4]);
+			c.state = (uint8_t)(cfg.state >= 0 ? cfg.state + 1 : HM_DYNO_UP);
+		}
+	}
+	if ((e = hm_change_check(&c)) != 0)
+		return reject_local(e, "change", noun);
+	return send_changes(&c, 1);
+}
+
+/* ---- apply ------------------------------------------------------------------------------------
+ */
+
+struct owned {
+	struct hm_change c;
+	char app[HM_APP_NAME_MAX + 1];
+	char name[HM_HOST_MAX + 4];
+};
+
+static void own(struct owned *o, const struct hm_change *c)
+{
+	o->c = *c;
+	if (c->app_len > 0) {
+		memcpy(o->app, c->app, c->app_len);
+		o->c.app = o->app;
+	}
+	if (c->name_len > 0) {
+		memcpy(o->name, c->name, HM_MIN(c->name_len, sizeof(o->name)));
+		o->c.name = o->name;
+	}
+}
+
+static FILE *open_input(const char *file, int *code)
+{
+	FILE *f, *tmp;
+	char buf[65536];
+	size_t n;
+
+	if (strcmp(file, "-") != 0) {
+		if ((f = fopen(file, "rb")) == NULL)
+			*code = fail(EXIT_USAGE, "cannot read %s: %s", file, strerror(errno));
+		return f;
+	}
+	/* stdin is read twice: keep a copy in an unlinked temporary file (disk, not memory). */
+	if ((tmp = tmpfile()) == NULL) {
+		*code = fail(EXIT_USAGE, "cannot create a temporary file for stdin: %s",
+			     strerror(errno));
+		return NULL;
+	}
+	while ((n = fread(buf, 1, sizeof(buf), stdin)) > 0)
+		if (fwrite(buf, 1, n, tmp) != n) {
+			fclose(tmp);
+			*code = fail(EXIT_USAGE, "cannot copy stdin: %s", strerror(errno));
+			return NULL;
+		}
+	if (ferror(stdin) || fflush(tmp) != 0 || fseek(tmp, 0, SEEK_SET) != 0) {
+		fclose(tmp);
+		*code = fail(EXIT_USAGE, "cannot read stdin");
+		return NULL;
+	}
+	return tmp;
+}
+
+/* Reads the next n changes and encodes them as part p of nparts into pb. */
+static int encode_part(struct hm_batch_reader *br, struct owned *part, const struct client *c,
+		       uint32_t p, uint32_t nparts, uint32_t n, struct hm_pbuf *pb,
+		       const char *file)
+{
+	struct hm_change *cs = malloc(n * sizeof(*cs)), ch;
+	int r;
+
+	hm_require(cs != NULL);
+	for (uint32_t i = 0; i < n; i++) {
+		if (hm_batch_reader_next(br, &ch) != 1) {
+			free(cs);
+			return fail(EXIT_USAGE, "%s changed while it was being sent", file);
+		}
+		own(&part[i], &ch);
+		cs[i] = part[i].c;
+	}
+	hm_pbuf_reset(pb);
+	r = hm_proto_encode_ctl_req(pb, c->req_id, p, nparts, cs, n);
+	free(cs);
+	if (r != 0)
+		return fail(EXIT_REJECTED, "cannot encode part %u: %s", p, hm_strerror(r));
+	return EXIT_OK;
+}
+
+static int cmd_apply(const char *file)
+{
+	struct hm_batch_reader *br = NULL;
+	struct hm__splitter sp;
+	struct hm_change ch;
+	uint32_t *counts = NULL, ncounts = 0, cap = 0;
+	uint64_t total = 0;
+	struct owned *part = NULL;
+	struct client c = {0};
+	struct hm_pbuf pb = {0};
+	struct answer a;
+	int code = EXIT_OK, r, restarts = 0;
+	FILE *f = open_input(file, &code);
+
+	if (f == NULL)
+		return code;
+	/* Pass 1: check every change, decide the parts. */
+	hm_require(hm_batch_reader_new(&br, f) == 0);
+	hm__split_init(&sp, HM__CTL_PART_BYTES, HM_PROTO_MAX_CHANGES);
+	while ((r = hm_batch_reader_next(br, &ch)) == 1) {
+		if (hm__split_add(&sp, hm__wire_change_size(&ch))) {
+			if (ncounts == cap) {
+				cap = cap ? cap * 2 : 64;
+				counts = realloc(counts, cap * sizeof(*counts));
+				hm_require(counts != NULL);
+			}
+			counts[ncounts++] = 0;
+		}
+		counts[ncounts - 1]++;
+		total++;
+	}
+	if (r != 0) {
+		code = report_rejected(r, (uint32_t)HM_MIN(hm_batch_reader_count(br), UINT32_MAX),
+				       hm_batch_reader_error(br));
+		goto out;
+	}
+	hm_batch_reader_free(br);
+	br = NULL;
+	if (total == 0) {
+		if (cfg.json)
+			printf("{\"ok\":true,\"seq\":null,\"changes\":0}\n");
+		else
+			printf("nothing to apply (the batch is empty)\n");
+		goto out;
+	}
+	if (ncounts > HM_PROTO_MAX_PARTS) {
+		code = report_rejected(HM_ETOOBIG, UINT32_MAX, "the batch has too many changes");
+		goto out;
+	}
+	if ((code = client_open(&c)) != EXIT_OK)
+		goto out;
+	part = malloc(HM_PROTO_MAX_CHANGES * sizeof(*part));
+	hm_require(part != NULL);
+again:
+	/* Pass 2: send the parts. */
+	if (fseek(f, 0, SEEK_SET) != 0) {
+		code = fail(EXIT_USAGE, "cannot re-read %s", file);
+		goto out;
+	}
+	hm_batch_reader_free(br);
+	hm_require(hm_batch_reader_new(&br, f) == 0);
+	/* Part p + 1 is read and encoded while the origin takes part p. */
+	if ((code = encode_part(br, part, &c, 0, ncounts, counts[0], &pb, file)) != EXIT_OK)
+		goto out;
+	for (uint32_t p = 0; p < ncounts; p++) {
+		if ((code = send_part(&c, &pb)) != EXIT_OK)
+			goto out;
+		if (p + 1 < ncounts && (code = encode_part(br, part, &c, p + 1, ncounts,
+							   counts[p + 1], &pb, file)) != EXIT_OK)
+			goto out;
+		if ((code = await_answer(&c, &a)) != EXIT_OK)
+			goto out;
+		if (a.status == HM_CTL_ERROR) {
+			if (a.code == HM_EGAP && restarts < 3) {
+				/* The origin lost the parts it had (it restarted): start over. */
+				restarts++;
+				goto again;
+			}
+			code = report_rejected(a.code, a.index, a.reason);
+			goto out;
+		}
+		if (p + 1 < ncounts && a.status != HM_CTL_STAGED) {
+			code = fail(EXIT_UNREACHABLE, "the origin answered part %u of %u with %s",
+				    p, ncounts, a.status == HM_CTL_ACK ? "ACK" : "?");
+			goto out;
+		}
+		if (p + 1 == ncounts) {
+			if (a.status != HM_CTL_ACK) {
+				code = fail(EXIT_UNREACHABLE,
+					    "the origin did not acknowledge the last part");
+				goto out;
+			}
+			code = report_ack(&a, total);
+		}
+	}
+out:
+	client_close(&c);
+	hm_pbuf_fini(&pb);
+	hm_batch_reader_free(br);
+	free(part);
+	free(counts);
+	fclose(f);
+	return code;
+}
+
+/* ---- Admin commands ------------------------------------------------------------------------- */
+
+struct reader {
+	int fd;
+	char buf[65536];
+	size_t pos, len;
+	bool eof;
+	int timeout_ms;
+	int err;
+};
+
+/* The next byte, or -1 at the end of the line's stream (EOF, timeout, error in r->err). */
+static int rd_peek(struct reader *r)
+{
+	while (r->pos == r->len) {
+		struct pollfd p = {.fd = r->fd, .events = POLLIN};
+		ssize_t n;
+
+		if (r->eof)
+			return -1;
+		if (poll(&p, 1, r->timeout_ms) <= 0) {
+			r->err = -ETIMEDOUT;
+			r->eof = true;
+			return -1;
+		}
+		n = read(r->fd, r->buf, sizeof(r->buf));
+		if (n <= 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				r->err = -errno;
+			r->eof = true;
+			return -1;
+		}
+		r->pos = 0;
+		r->len = (size_t)n;
+	}
+	return (unsigned char)r->buf[r->pos];
+}
+
+/* Makes at least n bytes available at pos unless the stream ends first. */
+static bool rd_fill(struct reader *r, size_t n)
+{
+	while (r->len - r->pos < n && !r->eof) {
+		struct pollfd p = {.fd = r->fd, .events = POLLIN};
+		ssize_t got;
+
+		if (r->pos > 0) {
+			memmove(r->buf, r->buf + r->pos, r->len - r->pos);
+			r->len -= r->pos;
+			r->pos = 0;
+		}
+		if (poll(&p, 1, r->timeout_ms) <= 0) {
+			r->err = -ETIMEDOUT;
+			r->eof = true;
+			break;
+		}
+		got = read(r->fd, r->buf + r->len, sizeof(r->buf) - r->len);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0) {
+			if (got < 0)
+				r->err = -errno;
+			r->eof = true;
+			break;
+		}
+		r->len += (size_t)got;
+	}
+	return r->len - r->pos >= n;
+}
+
+static int rd_next(struct reader *r)
+{
+	int c = rd_peek(r);
+
+	if (c >= 0)
+		r->pos++;
+	return c;
+}
+
+static int admin_connect(void)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	uint64_t deadline = hm_mono_ms() + (uint64_t)cfg.timeout;
+	int fd, e;
+
+	if (strlen(cfg.admin) >= sizeof(sa.sun_path)) {
+		fail(EXIT_USAGE, "admin socket path too long: %s", cfg.admin);
+		return -EXIT_USAGE;
+	}
+	memcpy(sa.sun_path, cfg.admin, strlen(cfg.admin) + 1);
+	for (;;) {
+		if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0) {
+			fail(EXIT_UNREACHABLE, "socket: %s", strerror(errno));
+			return -EXIT_UNREACHABLE;
+		}
+		if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			return fd;
+		e = errno;
+		close(fd);
+		if ((e != ENOENT && e != ECONNREFUSED && e != EAGAIN) || hm_mono_ms() >= deadline) {
+			fail(EXIT_UNREACHABLE, "cannot reach the admin socket %s: %s%s", cfg.admin,
+			     strerror(e),
+			     e == ENOENT || e == ECONNREFUSED
+				 ? " (is hermod-syncd running? see --admin)"
+				 : "");
+			return -EXIT_UNREACHABLE;
+		}
+		struct timespec ts = {0, 20 * 1000 * 1000};
+
+		nanosleep(&ts, NULL);
+	}
+}
+
+/* Reads one JSON value (an object or array element) into out: bounded by depth tracking. */
+static int rd_value(struct reader *r, struct hm__buf *out)
+{
+	int depth = 0, c;
+	bool in_str = false, esc = false;
+
+	hm__buf_reset(out);
+	for (;;) {
+		c = rd_peek(r);
+		if (c < 0)
+			return -1;
+		if (!in_str && depth == 0 && (c == ',' || c == '}' || c == ']') && out->len > 0)
+			break;
+		rd_next(r);
+		hm__buf_add(out, &(char){(char)c}, 1);
+		if (in_str) {
+			if (esc)
+				esc = false;
+			else if (c == '\\')
+				esc = true;
+			else if (c == '"')
+				in_str = false;
+		} else if (c == '"') {
+			in_str = true;
+		} else if (c == '{' || c == '[') {
+			depth++;
+		} else if (c == '}' || c == ']') {
+			if (--depth == 0)
+				break;
+		}
+	}
+	hm__buf_add(out, "", 1);
+	return out->oom ? -1 : 0;
+}
+
+static void skip_ws(struct reader *r)
+{
+	int c;
+
+	while ((c = rd_peek(r)) == ' ' || c == '\t' || c == '\r')
+		rd_next(r);
+}
+
+static const char *jstr(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	return cJSON_IsString(v) ? v->valuestring : "";
+}
+
+static const char *jbool(const cJSON *o, const char *key)
+{
+	return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, key)) ? "on" : "off";
+}
+
+static void print_row(const char *section, const cJSON *o)
+{
+	if (strcmp(section, "apps") == 0)
+		printf("%-32s %-11s %-8s %s\n", jstr(o, "app"), jbool(o, "maintenance"),
+		       jbool(o, "affinity"), jstr(o, "balance"));
+	else if (strcmp(section, "domains") == 0)
+		printf("%-48s %s\n", jstr(o, "domain"), jstr(o, "app"));
+	else if (strcmp(section, "dynos") == 0)
+		printf("%-24s %-16s %-24s %s\n", jstr(o, "app"), jstr(o, "name"), jstr(o, "addr"),
+		       jstr(o, "state"));
+}
+
+static void print_header(const char *section)
+{
+	if (strcmp(section, "apps") == 0)
+		printf("\n%-32s %-11s %-8s %s\n", "APP", "MAINTENANCE", "AFFINITY", "BALANCE");
+	else if (strcmp(section, "domains") == 0)
+		printf("\n%-48s %s\n", "DOMAIN", "APP");
+	else if (strcmp(section, "dynos") == 0)
+		printf("\n%-24s %-16s %-24s %s\n", "APP", "DYNO", "ADDR", "STATE");
+}
+
+/* Prints a dump as it streams in: scalars as "key: value", arrays as tables. */
+static int print_dump(struct reader *r)
+{
+	struct hm__buf v = {0};
+	char key[64];
+	int c, code = EXIT_OK;
+
+	skip_ws(r);
+	if (rd_next(r) != '{')
+		goto bad;
+	for (;;) {
+		size_t kl = 0;
+
+		skip_ws(r);
+		c = rd_next(r);
+		if (c == '}')
+			break;
+		if (c == ',') {
+			skip_ws(r);
+			c = rd_next(r);
+		}
+		if (c != '"')
+			goto bad;
+		while ((c = rd_next(r)) >= 0 && c != '"')
+			if (kl + 1 < sizeof(key))
+				key[kl++] = (char)c;
+		key[kl] = '\0';
+		skip_ws(r);
+		if (rd_next(r) != ':')
+			goto bad;
+		skip_ws(r);
+		if (rd_peek(r) == '[') {
+			rd_next(r);
+			print_header(key);
+			for (;;) {
+				skip_ws(r);
+				c = rd_peek(r);
+				if (c == ']') {
+					rd_next(r);
+					break;
+				}
+				if (c == ',') {
+					rd_next(r);
+					continue;
+				}
+				if (rd_value(r, &v) != 0)
+					goto bad;
+				cJSON *o = cJSON_Parse(v.data);
+
+				if (o == NULL)
+					goto bad;
+				print_row(key, o);
+				cJSON_Delete(o);
+			}
+		} else {
+			if (rd_value(r, &v) != 0)
+				goto bad;
+			cJSON *o = cJSON_Parse(v.data);
+
+			if (o != NULL && cJSON_IsString(o))
+				printf("%-8s %s\n", key, o->valuestring);
+			else
+				printf("%-8s %s\n", key, v.data);
+			cJSON_Delete(o);
+		}
+	}
+	hm__buf_fini(&v);
+	return code;
+bad:
+	hm__buf_fini(&v);
+	return fail(EXIT_UNREACHABLE, "the dump from %s was cut short or malformed%s%s", cfg.admin,
+		    r->err ? ": " : "", r->err ? hm_strerror(r->err) : "");
+}
+
+static int print_status(const cJSON *o)
+{
+	const cJSON *it;
+
+	cJSON_ArrayForEach(it, o)
+	{
+		char *v = cJSON_IsString(it) ? NULL : cJSON_PrintUnformatted(it);
+
+		printf("%-20s %s\n", it->string, v != NULL ? v : it->valuestring);
+		free(v);
+	}
+	return EXIT_OK;
+}
+
+static int print_lookup(const cJSON *o)
+{
+	const cJSON *d, *dynos = cJSON_GetObjectItemCaseSensitive(o, "dynos");
+
+	printf("host         %s\n", jstr(o, "host"));
+	printf("app          %s\n", jstr(o, "app"));
+	printf("maintenance  %s\n", jbool(o, "maintenance"));
+	printf("affinity     %s\n", jbool(o, "affinity"));
+	printf("balance      %s\n", jstr(o, "balance"));
+	printf("\n%-16s %-24s %s\n", "DYNO", "ADDR", "STATE");
+	cJSON_ArrayForEach(d, dynos)
+	    printf("%-16s %-24s %s\n", jstr(d, "name"), jstr(d, "addr"), jstr(d, "state"));
+	return EXIT_OK;
+}
+
+static int cmd_admin(const char *cmd, const char *arg)
+{
+	struct reader *r = calloc(1, sizeof(*r));
+	char line[600];
+	int fd, n, code = EXIT_OK, c;
+	bool is_dump = strcmp(cmd, "dump") == 0;
+
+	hm_require(r != NULL);
+	if ((fd = admin_connect()) < 0) {
+		free(r);
+		return -fd;
+	}
+	n = snprintf(line, sizeof(line), "%s%s%s\n", cmd, arg ? " " : "", arg ? arg : "");
+	if (write(fd, line, (size_t)n) != n) {
+		close(fd);
+		free(r);
+		return fail(EXIT_UNREACHABLE, "cannot write to %s: %s", cfg.admin, strerror(errno));
+	}
+	r->fd = fd;
+	r->timeout_ms = (int)HM_MIN(cfg.reply_timeout, INT32_MAX);
+	/* An error answer starts with {"error" whatever the command. */
+	if (rd_fill(r, 8) && memcmp(r->buf + r->pos, "{\"error\"", 8) == 0) {
+		struct hm__buf v = {0};
+		cJSON *o;
+
+		rd_value(r, &v);
+		o = v.data != NULL ? cJSON_Parse(v.data) : NULL;
+		if (cfg.json && v.data != NULL)
+			printf("%s\n", v.data);
+		code = fail(EXIT_REJECTED, "%s", o != NULL ? jstr(o, "error") : "error");
+		cJSON_Delete(o);
+		hm__buf_fini(&v);
+		goto out;
+	}
+	if (cfg.json) {
+		/* Copied through as it arrives: a dump is never held whole. */
+		while ((c = rd_next(r)) >= 0) {
+			putchar(c);
+			if (c == '\n')
+				break;
+		}
+		if (c != '\n')
+			code =
+			    fail(EXIT_UNREACHABLE, "the answer from %s was cut short", cfg.admin);
+		goto out;
+	}
+	if (is_dump) {
+		code = print_dump(r);
+	} else {
+		struct hm__buf v = {0};
+		cJSON *o;
+
+		if (rd_value(r, &v) != 0 || (o = cJSON_Parse(v.data)) == NULL) {
+			hm__buf_fini(&v);
+			code = fail(EXIT_UNREACHABLE, "no valid answer from %s", cfg.admin);
+			goto out;
+		}
+		code = strcmp(cmd, "status") == 0 ? print_status(o) : print_lookup(o);
+		cJSON_Delete(o);
+		hm__buf_fini(&v);
+	}
+out:
+	close(fd);
+	free(r);
+	return code;
+}
+
+/* ---- main ------------------------------------------------------------------------------------ */
+
+int main(int argc, char **argv)
+{
+	char err[512], **pos;
+	int npos = 0, r, code;
+
+	signal(SIGPIPE, SIG_IGN);
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.maintenance = cfg.affinity = cfg.balance = cfg.state = -1;
+	if ((pos = calloc((size_t)argc + 1, sizeof(*pos))) == NULL)
+		return EXIT_REJECTED;
+	r = hm_opts_parse(options, &cfg, argc, argv, pos, &npos, err, sizeof(err));
+	if (r == HM_OPTS_HELP) {
+		hm_opts_usage(stdout, synopsis, options);
+		code = EXIT_OK;
+	} else if (r != 0) {
+		code = usage_error("%s", err);
+	} else if (npos == 0) {
+		code = usage_error("no command given");
+	} else if ((cfg.maintenance >= 0 || cfg.affinity >= 0 || cfg.balance >= 0 ||
+		    cfg.state >= 0) &&
+		   strcmp(pos[0], "app") != 0 && strcmp(pos[0], "dyno") != 0) {
+		code =
+		    usage_error("--maintenance, --affinity, --balance and --state are for 'put'");
+	} else if (strcmp(pos[0], "app") == 0 || strcmp(pos[0], "domain") == 0 ||
+		   strcmp(pos[0], "dyno") == 0) {
+		if (npos < 2 || (strcmp(pos[1], "put") != 0 && strcmp(pos[1], "rm") != 0))
+			code = usage_error("'%s' needs 'put' or 'rm'", pos[0]);
+		else
+			code = cmd_control(pos, npos);
+	} else if (strcmp(pos[0], "apply") == 0) {
+		code = npos != 2 ? usage_error("'apply' takes one FILE (or - for stdin)")
+				 : cmd_apply(pos[1]);
+	} else if (strcmp(pos[0], "status") == 0 || strcmp(pos[0], "dump") == 0) {
+		code = npos != 1 ? usage_error("'%s' takes no arguments", pos[0])
+				 : cmd_admin(pos[0], NULL);
+	} else if (strcmp(pos[0], "lookup") == 0) {
+		code = npos != 2 ? usage_error("'lookup' takes one HOST")
+				 : cmd_admin("lookup", pos[1]);
+	} else {
+		code = usage_error("unknown command '%s'", pos[0]);
+	}
+	fflush(stdout);
+	hm_opts_free(options, &cfg);
+	free(pos);
+	return code;
+}

@@ -1,0 +1,299 @@
+/*
+ * hermod-syncd: `hermod-syncd origin ...` or `hermod-syncd edge ...`. Each role has its own
+ * option table; the role runs until SIGTERM/SIGINT and its return value is the exit status.
+ * Bad usage exits 2 with a one-line reason (../shared/CONTRACT.md).
+ */
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/errors.h"
+#include "common/log.h"
+#include "common/opts.h"
+#include "syncd/nngx.h"
+#include "syncd/syncd.h"
+
+static const char *const log_levels[] = {"err", "warning", "notice", "info", "debug", NULL};
+
+static int check_url(const char *value, char *err, size_t errlen)
+{
+	return hm__nng_url_check(value, err, errlen);
+}
+
+static int check_nonempty(const char *value, char *err, size_t errlen)
+{
+	if (value[0] == '\0') {
+		snprintf(err, errlen, "must not be empty");
+		return -1;
+	}
+	return 0;
+}
+
+static const struct hm_opt origin_opts[] = {
+    {.name = "control",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__origin_cfg, control),
+     .def = "tcp://127.0.0.1:7400",
+     .arg = "URL",
+     .check = check_url,
+     .help = "where hermodctl sends changes (nng REP, listened on)"},
+    {.name = "publish",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__origin_cfg, publish),
+     .def = "tcp://0.0.0.0:7401",
+     .arg = "URL",
+     .check = check_url,
+     .help = "where batches and heartbeats are published (nng PUB, listened on)"},
+    {.name = "sync",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__origin_cfg, sync),
+     .def = "tcp://0.0.0.0:7402",
+     .arg = "URL",
+     .check = check_url,
+     .help = "where edges ask for catch-up and snapshots (nng REP, listened on)"},
+    {.name = "data",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__origin_cfg, data),
+     .def = "/var/lib/hermod",
+     .arg = "DIR",
+     .check = check_nonempty,
+     .help = "journal, snapshots and epoch (created if missing)"},
+    {.name = "admin",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__origin_cfg, admin),
+     .def = "/run/hermod/origin.sock",
+     .arg = "PATH",
+     .check = check_nonempty,
+     .help = "admin socket (status, lookup HOST, dump)"},
+    {.name = "node",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__origin_cfg, node),
+     .arg = "NAME",
+     .help = "name shown in status (default: the host name)"},
+    {.name = "compact-after",
+     .type = HM_OPT_SIZE,
+     .offset = offsetof(struct hm__origin_cfg, compact_after),
+     .def = "64MiB",
+     .min = 1,
+     .max = (int64_t)1 << 40,
+     .arg = "SIZE",
+     .help = "journal bytes since the last snapshot that start a compaction"},
+    {.name = "ring",
+     .type = HM_OPT_SIZE,
+     .offset = offsetof(struct hm__origin_cfg, ring),
+     .def = "64MiB",
+     .min = 1,
+     .max = (int64_t)1 << 40,
+     .arg = "SIZE",
+     .help = "recent batches kept in memory for catch-up (older ones are read from the journal)"},
+    {.name = "segment",
+     .type = HM_OPT_SIZE,
+     .offset = offsetof(struct hm__origin_cfg, segment),
+     .def = "64MiB",
+     .min = 4096,
+     .max = (int64_t)1 << 40,
+     .arg = "SIZE",
+     .help = "journal segment size"},
+    {.name = "heartbeat",
+     .type = HM_OPT_DURATION,
+     .offset = offsetof(struct hm__origin_cfg, heartbeat),
+     .def = "1s",
+     .min = 50,
+     .max = 60000,
+     .arg = "DURATION",
+     .help = "interval of heartbeats on the publish socket"},
+    {.name = "max-request",
+     .type = HM_OPT_SIZE,
+     .offset = offsetof(struct hm__origin_cfg, max_request),
+     .def = "1GiB",
+     .min = 1 << 20,
+     .max = (int64_t)1 << 40,
+     .arg = "SIZE",
+     .help = "bytes of multi-part control requests held at once"},
+    {.name = "log-level",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__origin_cfg, log_level),
+     .def = "info",
+     .arg = "LEVEL",
+     .help = "err, warning, notice, info or debug"},
+#ifdef HM_TEST_HOOKS
+    {.name = "test-no-watchdog",
+     .type = HM_OPT_BOOL,
+     .offset = offsetof(struct hm__origin_cfg, no_watchdog),
+     .def = "false",
+     .help = "(test builds) disable the listener watchdog, to reproduce nng bug #1518"},
+#endif
+    HM_OPT_END,
+};
+
+static const struct hm_opt edge_opts[] = {
+    {.name = "publish",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__edge_cfg, publish),
+     .arg = "URL",
+     .check = check_url,
+     .help = "the origin's publish socket (dialed; required)"},
+    {.name = "sync",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__edge_cfg, sync),
+     .arg = "URL",
+     .check = check_url,
+     .help = "the origin's sync socket (dialed; required)"},
+    {.name = "table",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__edge_cfg, table),
+     .def = "/dev/shm/hermod.table",
+     .arg = "PATH",
+     .check = check_nonempty,
+     .help = "the node's routing table file"},
+    {.name = "admin",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__edge_cfg, admin),
+     .def = "/run/hermod/edge.sock",
+     .arg = "PATH",
+     .check = check_nonempty,
+     .help = "admin socket (status, lookup HOST, dump)"},
+    {.name = "node",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__edge_cfg, node),
+     .arg = "NAME",
+     .help = "name shown in status (default: the host name)"},
+    {.name = "stale-after",
+     .type = HM_OPT_DURATION,
+     .offset = offsetof(struct hm__edge_cfg, stale_after),
+     .def = "3s",
+     .min = 100,
+     .max = 3600000,
+     .arg = "DURATION",
+     .help = "no heartbeat for this long: status says stale"},
+    {.name = "table-max",
+     .type = HM_OPT_SIZE,
+     .offset = offsetof(struct hm__edge_cfg, table_max),
+     .def = "0",
+     .min = 0,
+     .max = (int64_t)1 << 42,
+     .arg = "SIZE",
+     .help = "the largest the table file may grow to (0: no limit)"},
+    {.name = "timeout",
+     .type = HM_OPT_DURATION,
+     .offset = offsetof(struct hm__edge_cfg, timeout),
+     .def = "10s",
+     .min = 100,
+     .max = 600000,
+     .arg = "DURATION",
+     .help = "how long to wait for a catch-up or snapshot reply"},
+    {.name = "log-level",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__edge_cfg, log_level),
+     .def = "info",
+     .arg = "LEVEL",
+     .help = "err, warning, notice, info or debug"},
+    HM_OPT_END,
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: hermod-syncd origin [OPTIONS]   the sequencer (one per cluster)\n"
+		   "       hermod-syncd edge --publish URL --sync URL [OPTIONS]   one per node\n"
+		   "       hermod-syncd ROLE --help         options of a role\n");
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "hermod-syncd: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n");
+	return 2;
+}
+
+static int setup_log(const char *level)
+{
+	enum hm_log_level l;
+
+	if (hm_log_level_parse(level, &l) != 0)
+		return usage_error("--log-level: '%s' is not err, warning, notice, info or debug",
+				   level);
+	hm_log_set_level(l);
+	return 0;
+}
+
+static char *default_node(char *node)
+{
+	char host[256];
+
+	if (node != NULL && node[0] != '\0')
+		return node;
+	free(node);
+	if (gethostname(host, sizeof(host)) != 0)
+		snprintf(host, sizeof(host), "unknown");
+	host[sizeof(host) - 1] = '\0';
+	return strdup(host);
+}
+
+int main(int argc, char **argv)
+{
+	char err[512], **pos;
+	int npos = 0, r, code;
+
+	(void)log_levels;
+	hm_log_set_ident("hermod-syncd");
+	signal(SIGPIPE, SIG_IGN);
+	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		usage(argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	if ((pos = calloc((size_t)argc, sizeof(*pos))) == NULL)
+		return 1;
+	if (strcmp(argv[1], "origin") == 0) {
+		struct hm__origin_cfg cfg;
+
+		memset(&cfg, 0, sizeof(cfg));
+		r = hm_opts_parse(origin_opts, &cfg, argc - 1, argv + 1, pos, &npos, err,
+				  sizeof(err));
+		if (r == HM_OPTS_HELP) {
+			hm_opts_usage(stdout, "hermod-syncd origin [OPTIONS]", origin_opts);
+			code = 0;
+		} else if (r != 0) {
+			code = usage_error("%s", err);
+		} else if (npos > 0) {
+			code = usage_error("unexpected argument '%s'", pos[0]);
+		} else if ((code = setup_log(cfg.log_level)) == 0) {
+			cfg.node = default_node(cfg.node);
+			code = hm__origin_run(&cfg);
+		}
+		hm_opts_free(origin_opts, &cfg);
+	} else if (strcmp(argv[1], "edge") == 0) {
+		struct hm__edge_cfg cfg;
+
+		memset(&cfg, 0, sizeof(cfg));
+		r = hm_opts_parse(edge_opts, &cfg, argc - 1, argv + 1, pos, &npos, err,
+				  sizeof(err));
+		if (r == HM_OPTS_HELP) {
+			hm_opts_usage(stdout,
+				      "hermod-syncd edge --publish URL --sync URL [OPTIONS]",
+				      edge_opts);
+			code = 0;
+		} else if (r != 0) {
+			code = usage_error("%s", err);
+		} else if (npos > 0) {
+			code = usage_error("unexpected argument '%s'", pos[0]);
+		} else if (cfg.publish == NULL) {
+			code = usage_error(
+			    "%s", "edge needs --publish URL (the origin's publish socket)");
+		} else if (cfg.sync == NULL) {
+			code =
+			    usage_error("%s", "edge needs --sync URL (the origin's sync socket)");
+		} else if ((code = setup_log(cfg.log_level)) == 0) {
+			cfg.node = default_node(cfg.node);
+			code = hm__edge_run(&cfg);
+		}
+		hm_opts_free(edge_opts, &cfg);
+	} else {
+		code = usage_error("unknown role '%s' (origin or edge; see --help)", argv[1]);
+	}
+	free(pos);
+	return code;
+}

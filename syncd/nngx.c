@@ -1,0 +1,505 @@
+/*
+ * nng glue. The watchdog runs on a thread of its own: probing and re-creating listeners calls
+ * nng functions that wait (closing a dialer or a listener), and if one of them ever hung (nng
+ * 1.5.2 has such bugs: #1543) it must not take the loop with it. Its only shared state with
+ * nng's threads is one atomic per listener: the monotonic time of the last pipe it added,
+ * stored by the pipe-notify callback.
+ */
+#include "syncd/nngx.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/errors.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "proto/proto.h"
+
+#define WATCH_EVERY_MS	 250
+#define PROBE_IDLE_MS	 500 /* probe a listener that added no pipe for this long */
+#define PROBE_TIMEOUT_MS 1000
+
+int hm__nng_err(int rv)
+{
+	switch (rv) {
+	case 0:
+		return 0;
+	case NNG_ETIMEDOUT:
+		return -ETIMEDOUT;
+	case NNG_ECONNREFUSED:
+		return -ECONNREFUSED;
+	case NNG_ECLOSED:
+	case NNG_ECANCELED:
+		return -ECANCELED;
+	case NNG_ENOMEM:
+		return -ENOMEM;
+	case NNG_EINVAL:
+	case NNG_EADDRINVAL:
+		return -EINVAL;
+	case NNG_EMSGSIZE:
+		return -EMSGSIZE;
+	case NNG_EADDRINUSE:
+		return -EADDRINUSE;
+	case NNG_EAGAIN:
+		return -EAGAIN;
+	case NNG_ENOENT:
+		return -ENOENT;
+	case NNG_ECONNRESET:
+	case NNG_ECONNSHUT:
+		return -ECONNRESET;
+	case NNG_EPERM:
+		return -EPERM;
+	default:
+		return HM_ENNG;
+	}
+}
+
+int hm__nng_socket_opts(nng_socket s, bool pub)
+{
+	int rv = nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, HM_PROTO_MAX_MSG);
+
+	if (rv == 0 && pub)
+		rv = nng_socket_set_int(s, NNG_OPT_SENDBUF, 8192);
+	return hm__nng_err(rv);
+}
+
+int hm__nng_dial(nng_socket s, const char *url, nng_dialer *out)
+{
+	nng_dialer d;
+	int rv;
+
+	if ((rv = nng_dialer_create(&d, s, url)) != 0)
+		return hm__nng_err(rv);
+	nng_dialer_set_ms(d, NNG_OPT_RECONNMINT, 100);
+	nng_dialer_set_ms(d, NNG_OPT_RECONNMAXT, 2000);
+	nng_dialer_set_size(d, NNG_OPT_RECVMAXSZ, HM_PROTO_MAX_MSG);
+	nng_dialer_set_bool(d, NNG_OPT_TCP_KEEPALIVE, true); /* ENOTSUP on ipc: fine */
+	if ((rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK)) != 0) {
+		nng_dialer_close(d);
+		return hm__nng_err(rv);
+	}
+	if (out != NULL)
+		*out = d;
+	return 0;
+}
+
+int hm__nng_url_check(const char *value, char *err, size_t errlen)
+{
+	nng_url *u;
+	int ok;
+
+	if (nng_url_parse(&u, value) != 0) {
+		snprintf(err, errlen, "'%s' is not an nng URL (tcp://HOST:PORT or ipc:///PATH)",
+			 value);
+		return -EINVAL;
+	}
+	ok = strcmp(u->u_scheme, "tcp") == 0 || strcmp(u->u_scheme, "tcp4") == 0 ||
+	     strcmp(u->u_scheme, "tcp6") == 0 || strcmp(u->u_scheme, "ipc") == 0 ||
+	     strcmp(u->u_scheme, "tls+tcp") == 0;
+	if (ok && strncmp(u->u_scheme, "tcp", 3) == 0 && u->u_port[0] == '\0')
+		ok = 0;
+	nng_url_free(u);
+	if (!ok) {
+		snprintf(err, errlen, "'%s': want tcp://HOST:PORT or ipc:///PATH", value);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+struct deadline {
+	unsigned ms;
+	char what[64];
+};
+
+static _Atomic(const char *) shutdown_step = "";
+
+void hm__shutdown_step(const char *step)
+{
+	atomic_store(&shutdown_step, step);
+}
+
+static void *deadline_main(void *arg)
+{
+	struct deadline *d = arg;
+	struct timespec ts = {d->ms / 1000, (long)(d->ms % 1000) * 1000000L};
+
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+	hm_log(HM_LOG_WARNING, "nng",
+	       "%s: shutdown stuck in %s for %u ms (nng 1.5.2 bug #1543); everything that matters "
+	       "is done, exiting",
+	       d->what, atomic_load(&shutdown_step), d->ms);
+	_exit(0);
+	return NULL;
+}
+
+void hm__exit_deadline(unsigned ms, const char *what)
+{
+	static struct deadline d; /* lives until the process ends */
+	static bool armed;
+	pthread_attr_t attr;
+	pthread_t t;
+
+	if (armed)
+		return;
+	armed = true;
+	d.ms = ms;
+	snprintf(d.what, sizeof(d.what), "%s", what);
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, deadline_main, &d) != 0)
+		hm_log(HM_LOG_WARNING, "nng", "no shutdown deadline thread");
+	pthread_attr_destroy(&attr);
+}
+
+/* ---- Self-healing listeners --------------------------------------------------------------- */
+
+/*
+ * The probe is a plain socket, not an nng one: it connects, sends the SP header of the peer
+ * protocol, reads the listener's header, waits for the listener's socket to report the pipe
+ * (NNG_PIPE_EV_ADD_POST), and only then closes, so it never closes during a handshake. Keeping
+ * nng out of the probe's side also keeps its dialers out of nng's reaper, where closing them
+ * hangs now and then in 1.5.2 (#1543).
+ */
+
+struct lentry {
+	struct lentry *next;
+	struct hm__listeners *ls;
+	nng_socket sock;
+	nng_listener l;
+	bool listening;
+	char *url; /* owned */
+	char name[24];
+	enum hm__peer peer;
+	_Atomic uint64_t last_add_ms; /* written by nng threads */
+	_Atomic uint32_t lid;	      /* the current listener's id */
+	/* where to probe */
+	int family; /* AF_INET, AF_INET6, AF_UNIX; 0: not probed */
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	uint64_t last_ok;
+};
+
+struct hm__listeners {
+	pthread_t thread;
+	bool watchdog, started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stop;	     /* under mu */
+	struct lentry *list; /* set before the thread starts; then the thread's */
+	_Atomic uint64_t restarts;
+};
+
+static void on_pipe(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	struct lentry *e = arg;
+	nng_listener l = nng_pipe_listener(p);
+
+	if (ev == NNG_PIPE_EV_ADD_POST &&
+	    (uint32_t)nng_listener_id(l) == atomic_load_explicit(&e->lid, memory_order_relaxed))
+		atomic_store_explicit(&e->last_add_ms, hm_mono_ms(), memory_order_release);
+}
+
+/* Resolves the listened URL to an address to connect to (a wildcard host means loopback). */
+static int probe_target(struct lentry *e)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL;
+	nng_url *u;
+	const char *host;
+	int rv = -EINVAL;
+
+	if (nng_url_parse(&u, e->url) != 0)
+		return -EINVAL;
+	if (strcmp(u->u_scheme, "ipc") == 0) {
+		struct sockaddr_un *sa = (struct sockaddr_un *)&e->addr;
+
+		if (strlen(u->u_path) < sizeof(sa->sun_path)) {
+			sa->sun_family = AF_UNIX;
+			memcpy(sa->sun_path, u->u_path, strlen(u->u_path) + 1);
+			e->addrlen = sizeof(*sa);
+			e->family = AF_UNIX;
+			rv = 0;
+		}
+	} else if (strncmp(u->u_scheme, "tcp", 3) == 0) {
+		host = u->u_hostname;
+		hints.ai_family = strcmp(u->u_scheme, "tcp6") == 0   ? AF_INET6
+				  : strcmp(u->u_scheme, "tcp4") == 0 ? AF_INET
+								     : AF_UNSPEC;
+		if (host[0] == '\0' || strcmp(host, "*") == 0 || strcmp(host, "0.0.0.0") == 0)
+			host = "127.0.0.1";
+		else if (strcmp(host, "::") == 0)
+			host = "::1";
+		if (getaddrinfo(host, u->u_port, &hints, &res) == 0 && res != NULL &&
+		    res->ai_addrlen <= sizeof(e->addr)) {
+			memcpy(&e->addr, res->ai_addr, res->ai_addrlen);
+			e->addrlen = res->ai_addrlen;
+			e->family = res->ai_family;
+			rv = 0;
+		}
+		if (res != NULL)
+			freeaddrinfo(res);
+	} else {
+		rv = -ENOTSUP; /* tls+tcp: a plain probe cannot do the TLS handshake */
+	}
+	nng_url_free(u);
+	return rv;
+}
+
+/* Waits for fd to be ready for events until deadline (mono ms). */
+static bool wait_fd(int fd, short events, uint64_t deadline)
+{
+	for (;;) {
+		uint64_t now = hm_mono_ms();
+		struct pollfd p = {.fd = fd, .events = events};
+		int r;
+
+		if (now >= deadline)
+			return false;
+		r = poll(&p, 1, (int)(deadline - now));
+		if (r > 0)
+			return (p.revents & (events | POLLHUP | POLLERR)) != 0;
+		if (r == 0 || errno != EINTR)
+			return false;
+	}
+}
+
+/* True if the listener completed a handshake and added the pipe within PROBE_TIMEOUT_MS. */
+static bool probe(struct lentry *e)
+{
+	static const uint16_t peer_proto[] = {[HM__PEER_REQ] = 0x30, [HM__PEER_SUB] = 0x21};
+	uint8_t hdr[8] = {0, 'S', 'P', 0, 0, 0, 0, 0}, got[8];
+	uint64_t start = hm_mono_ms(), deadline = start + PROBE_TIMEOUT_MS;
+	size_t n = 0;
+	int fd, err = 0;
+	bool alive = false;
+	socklen_t el = sizeof(err);
+
+	hdr[4] = (uint8_t)(peer_proto[e->peer] >> 8);
+	hdr[5] = (uint8_t)peer_proto[e->peer];
+	fd = socket(e->family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return true; /* no probe possible: do not blame the listener */
+	if (connect(fd, (struct sockaddr *)&e->addr, e->addrlen) != 0 &&
+	    (errno != EINPROGRESS || !wait_fd(fd, POLLOUT, deadline) ||
+	     getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0))
+		goto out;
+	if (send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL) != (ssize_t)sizeof(hdr))
+		goto out;
+	while (n < sizeof(got)) {
+		ssize_t r;
+
+		if (!wait_fd(fd, POLLIN, deadline))
+			goto out;
+		r = recv(fd, got + n, sizeof(got) - n, 0);
+		if (r <= 0 && !(r < 0 && (errno == EINTR || errno == EAGAIN)))
+			goto out;
+		if (r > 0)
+			n += (size_t)r;
+	}
+	/* The transport finished its handshake; the listener must now hand the pipe over. A
+	 * broken listener (#1518) never does. */
+	while (hm_mono_ms() < deadline) {
+		struct timespec ts = {0, 2 * 1000 * 1000};
+
+		if (atomic_load_explicit(&e->last_add_ms, memory_order_acquire) >= start) {
+			alive = true;
+			break;
+		}
+		nanosleep(&ts, NULL);
+	}
+out:
+	close(fd);
+	return alive;
+}
+
+static int entry_listen(struct lentry *e)
+{
+	int rv;
+
+	if ((rv = nng_listener_create(&e->l, e->sock, e->url)) != 0)
+		return rv;
+	nng_listener_set_size(e->l, NNG_OPT_RECVMAXSZ, HM_PROTO_MAX_MSG);
+	if ((rv = nng_listener_start(e->l, 0)) != 0) {
+		nng_listener_close(e->l);
+		return rv;
+	}
+	atomic_store(&e->lid, (uint32_t)nng_listener_id(e->l));
+	e->listening = true;
+	return 0;
+}
+
+static void relisten(struct lentry *e)
+{
+	int rv;
+
+	if (e->listening) {
+		nng_listener_close(e->l);
+		e->listening = false;
+	}
+	if ((rv = entry_listen(e)) != 0) {
+		hm_log(HM_LOG_ERR, "nng", "%s: cannot listen again on %s: %s (retrying)", e->name,
+		       e->url, nng_strerror(rv));
+		return;
+	}
+	atomic_fetch_add(&e->ls->restarts, 1);
+}
+
+static void watch_once(struct hm__listeners *ls)
+{
+	for (struct lentry *e = ls->list; e != NULL; e = e->next) {
+		uint64_t now = hm_mono_ms(), last;
+
+		if (!e->listening) {
+			relisten(e);
+			e->last_ok = now;
+			continue;
+		}
+		last = atomic_load_explicit(&e->last_add_ms, memory_order_acquire);
+		if (e->family == 0 || now - HM_MAX(last, e->last_ok) < PROBE_IDLE_MS)
+			continue;
+		if (probe(e)) {
+			e->last_ok = hm_mono_ms();
+			continue;
+		}
+		hm_log(
+		    HM_LOG_WARNING, "nng",
+		    "%s: the listener on %s completed no handshake within %d ms (nng bug #1518: a "
+		    "peer closed during a handshake); re-creating it",
+		    e->name, e->url, PROBE_TIMEOUT_MS);
+		relisten(e);
+		e->last_ok = hm_mono_ms();
+	}
+}
+
+static void *watch_main(void *arg)
+{
+	struct hm__listeners *ls = arg;
+
+	pthread_mutex_lock(&ls->mu);
+	while (!ls->stop) {
+		struct timespec ts;
+
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += WATCH_EVERY_MS * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&ls->cv, &ls->mu, &ts);
+		if (ls->stop)
+			break;
+		pthread_mutex_unlock(&ls->mu);
+		watch_once(ls);
+		pthread_mutex_lock(&ls->mu);
+	}
+	pthread_mutex_unlock(&ls->mu);
+	return NULL;
+}
+
+int hm__listeners_new(struct hm__listeners **out, bool watchdog)
+{
+	struct hm__listeners *ls = calloc(1, sizeof(*ls));
+
+	if (ls == NULL)
+		return -ENOMEM;
+	ls->watchdog = watchdog;
+	atomic_init(&ls->restarts, 0);
+	pthread_mutex_init(&ls->mu, NULL);
+	pthread_cond_init(&ls->cv, NULL);
+	*out = ls;
+	return 0;
+}
+
+int hm__listeners_start(struct hm__listeners *ls)
+{
+	int e;
+
+	if (!ls->watchdog || ls->started)
+		return 0;
+	if ((e = pthread_create(&ls->thread, NULL, watch_main, ls)) != 0)
+		return -e;
+	ls->started = true;
+	return 0;
+}
+
+int hm__listeners_add(struct hm__listeners *ls, nng_socket s, const char *url, enum hm__peer peer,
+		      const char *name, char *err, size_t errlen)
+{
+	struct lentry *e = calloc(1, sizeof(*e));
+	int rv;
+
+	if (e == NULL || (e->url = strdup(url)) == NULL) {
+		free(e);
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	e->ls = ls;
+	e->sock = s;
+	e->peer = peer;
+	snprintf(e->name, sizeof(e->name), "%s", name);
+	atomic_init(&e->last_add_ms, 0);
+	atomic_init(&e->lid, 0);
+	e->last_ok = hm_mono_ms();
+	if ((rv = nng_pipe_notify(s, NNG_PIPE_EV_ADD_POST, on_pipe, e)) != 0 ||
+	    (rv = entry_listen(e)) != 0) {
+		snprintf(err, errlen, "cannot listen on %s (%s): %s", url, name, nng_strerror(rv));
+		free(e->url);
+		free(e);
+		return hm__nng_err(rv);
+	}
+	if (ls->watchdog && (rv = probe_target(e)) != 0)
+		hm_log(HM_LOG_WARNING, "nng", "%s: %s cannot be probed (%s): no watchdog for it",
+		       name, url, hm_strerror(rv));
+	e->next = ls->list;
+	ls->list = e;
+	return 0;
+}
+
+uint64_t hm__listeners_restarts(const struct hm__listeners *ls)
+{
+	return atomic_load(&((struct hm__listeners *)ls)->restarts);
+}
+
+void hm__listeners_stop(struct hm__listeners *ls)
+{
+	if (ls == NULL)
+		return;
+	pthread_mutex_lock(&ls->mu);
+	if (ls->stop) {
+		pthread_mutex_unlock(&ls->mu);
+		return;
+	}
+	ls->stop = true;
+	pthread_cond_signal(&ls->cv);
+	pthread_mutex_unlock(&ls->mu);
+	hm__shutdown_step("stopping the listener watchdog");
+	if (ls->started)
+		pthread_join(ls->thread, NULL);
+	ls->started = false;
+}
+
+void hm__listeners_free(struct hm__listeners *ls)
+{
+	struct lentry *e, *next;
+
+	if (ls == NULL)
+		return;
+	for (e = ls->list; e != NULL; e = next) {
+		next = e->next;
+		free(e->url);
+		free(e);
+	}
+	pthread_mutex_destroy(&ls->mu);
+	pthread_cond_destroy(&ls->cv);
+	free(ls);
+}

@@ -1,0 +1,76 @@
+/*
+ * nng glue for syncd: error conversion at the boundary, the socket options every hermod socket
+ * sets, dialing, and self-healing listeners.
+ *
+ * Self-healing listeners work around nng 1.5.2 bug #1518 (a peer that closes during the SP
+ * handshake can make a listener stop accepting for good; fixed upstream in PR #1519, not in
+ * Debian's 1.5.2). A watchdog on the loop proves every ~500 ms that each listener still
+ * completes handshakes — a pipe of that listener was added recently, or a probe dialed from a
+ * private socket of the peer protocol is seen as NNG_PIPE_EV_ADD_POST on the listener's socket
+ * (the probe is closed only after that, so it never closes mid-handshake itself) — and closes and
+ * re-creates a listener that fails the probe within 1 s. The watchdog runs on a thread of its own,
+ * so an nng call that hangs there cannot stop the loop. docs/sync.md has the details.
+ */
+#ifndef HM_SYNCD_NNGX_H
+#define HM_SYNCD_NNGX_H
+
+#include <nng/nng.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* nng's positive codes as hermod codes: 0; -ETIMEDOUT, -ECONNREFUSED, -ECANCELED (closed or
+ * cancelled), -ENOMEM, -EINVAL, -EMSGSIZE, -EADDRINUSE, -EAGAIN, -ENOENT; HM_ENNG otherwise. */
+int hm__nng_err(int rv);
+
+/* The options every hermod socket gets: NNG_OPT_RECVMAXSZ = HM_PROTO_MAX_MSG; with pub, also
+ * NNG_OPT_SENDBUF = 8192. Returns 0 or a converted error. */
+int hm__nng_socket_opts(nng_socket s, bool pub);
+
+/* Dials url without blocking (nng retries in the background, 100 ms doubling to 2 s), with TCP
+ * keepalive where the transport has it. Returns 0 or a converted error (bad URL). */
+int hm__nng_dial(nng_socket s, const char *url, nng_dialer *out);
+
+/* An hm_opt check for URLs: something nng can parse, with a transport hermod supports. */
+int hm__nng_url_check(const char *value, char *err, size_t errlen);
+
+/*
+ * Arms a deadline for the rest of a shutdown: if the process is still running `ms` later, it
+ * logs why and exits with status 0. nng 1.5.2 can hang in nng_close() (bug #1543: its reaper
+ * waits for a task that never starts); call this once everything that must be flushed (journal,
+ * replies) is done and only closing nng sockets and freeing memory remain. Any thread; once.
+ */
+void hm__exit_deadline(unsigned ms, const char *what);
+
+/* Names the shutdown step in progress (a string literal), for the deadline's message. */
+void hm__shutdown_step(const char *step);
+
+enum hm__peer {
+	HM__PEER_REQ, /* the listener's socket is REP: probe with REQ */
+	HM__PEER_SUB, /* the listener's socket is PUB: probe with SUB */
+};
+
+struct hm__listeners;
+
+/* watchdog false disables probing (tests of the bug itself). Returns 0 or -ENOMEM. */
+int hm__listeners_new(struct hm__listeners **out, bool watchdog);
+
+/* Starts the watchdog thread, once every listener is added. Returns 0 or a negative errno. */
+int hm__listeners_start(struct hm__listeners *ls);
+
+/*
+ * Starts listening on url with socket s (which must outlive the set) and watches it. One
+ * listener per socket. Returns 0 or a converted error, with a reason in err.
+ */
+int hm__listeners_add(struct hm__listeners *ls, nng_socket s, const char *url, enum hm__peer peer,
+		      const char *name, char *err, size_t errlen);
+
+/* Listeners re-created so far. */
+uint64_t hm__listeners_restarts(const struct hm__listeners *ls);
+
+/* Stops the watchdog thread and closes the probes. The listened sockets must then be closed
+ * (nng_close) before hm__listeners_free(). */
+void hm__listeners_stop(struct hm__listeners *ls);
+void hm__listeners_free(struct hm__listeners *ls);
+
+#endif

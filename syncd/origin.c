@@ -1,0 +1,1481 @@
+/*
+ * hermod-syncd origin: the one sequencer.
+ *
+ * One libuv loop owns everything here: the validation table (the routing table in private
+ * memory), the sequence counter, the request-id cache, the queue of batches waiting for their
+ * fsync. Control requests arrive on 16 REP contexts whose aio callbacks post them to the
+ * mailbox; the loop validates a request as one table batch, numbers it, encodes it once
+ * (batch.h) and hands it to the journal thread. When the journal thread reports a group of
+ * records durable, the loop publishes them in seq order, answers their clients and moves them
+ * into the sync server's ring. docs/sync.md describes the whole flow and its failure cases.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <nng/nng.h>
+#include <nng/protocol/pubsub0/pub.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "common/errors.h"
+#include "common/log.h"
+#include "common/sdnotify.h"
+#include "common/table.h"
+#include "common/util.h"
+#include "proto/proto.h"
+#include "syncd/admin.h"
+#include "syncd/batch.h"
+#include "syncd/capacity.h"
+#include "syncd/journal.h"
+#include "syncd/mailbox.h"
+#include "syncd/nngx.h"
+#include "syncd/reqcache.h"
+#include "syncd/snapfile.h"
+#include "syncd/syncd.h"
+#include "syncd/syncsrv.h"
+#include "syncd/wire.h"
+
+#define NCTL		 16
+#define REQCACHE_SIZE	 65536
+#define STAGED_IDLE_MS	 60000
+#define LINGER_MS	 150
+#define COMPACT_RETRY_MS 60000
+
+enum mail_kind { MAIL_CTL = 1, MAIL_DURABLE = 2 };
+
+enum ctl_state { CTL_RECV, CTL_BUSY, CTL_SEND };
+
+struct ctl {
+	struct origin *o;
+	uint32_t idx;
+	nng_ctx ctx;
+	nng_aio *aio;
+	enum ctl_state state;
+};
+
+struct counts {
+	uint32_t *v;
+	uint32_t n, cap;
+};
+
+/* A multi-part request whose last part has not arrived yet. */
+struct staged {
+	struct staged *next;
+	uint8_t req_id[16];
+	uint32_t nparts, have;
+	nng_msg **msgs; /* owned, have entries */
+	size_t bytes;
+	uint64_t last_ms;
+	struct hm__splitter split; /* how the changes so far are cut into published parts */
+	struct counts parts;
+};
+
+struct waiter {
+	struct waiter *next;
+	uint32_t ctl;
+	uint8_t req_id[16];
+};
+
+/* A batch validated and queued for the journal, not yet durable. */
+struct pending {
+	struct pending *next;
+	struct hm__batch *b; /* one reference */
+	struct hm__jpos pos;
+	struct waiter *waiters;
+	uint64_t queued_ns;
+};
+
+struct origin {
+	const struct hm__origin_cfg *cfg;
+	char node[256];
+	uv_loop_t loop;
+	struct hm__mailbox mb;
+	uv_signal_t sigterm, sigint, sigchld;
+	uv_timer_t hb_timer, maint_timer, linger_timer;
+
+	int lock_fd;
+	uint64_t epoch;
+	struct hm_table_writer *table;
+	struct hm_proto_decoder *dec;
+	struct hm__reqcache *reqs;
+	struct hm__journal *journal;
+	struct hm__syncsrv *ss;
+	struct hm__listeners *ls;
+	struct hm__admin *admin;
+
+	uint64_t head_seq;	/* last seq validated */
+	uint64_t published_seq; /* last seq durable and published */
+	uint8_t published_digest[16];
+	uint32_t pub_apps, pub_domains, pub_dynos;
+	uint64_t last_hb_ms; /* mono ms of the last heartbeat sent; 0 if none */
+
+	struct pending *pend_head, *pend_tail;
+	struct staged *staged;
+	size_t staged_bytes;
+
+	nng_socket ctl_sock, pub_sock, sync_sock;
+	bool ctl_open, pub_open, sync_open;
+	struct ctl ctls[NCTL];
+
+	/* compaction */
+	pid_t child;
+	uint64_t child_seq, child_snap_id;
+	uint64_t journal_at_snapshot; /* hm__journal_bytes() when the last snapshot began */
+	uint64_t compact_after_ms;    /* no new compaction before this (after a failure) */
+	uint64_t snapshot_seq;
+
+	/* counters */
+	uint64_t batches, changes, rejected, bad_requests, resent, dropped_pub;
+
+	bool stopping, closing;
+	atomic_bool closing_nng; /* nng threads: do not start new receives */
+	int exit_code;
+};
+
+/* ---- Replies ----------------------------------------------------------------------------- */
+
+static void ctl_send(struct origin *o, uint32_t idx, struct hm_pbuf *pb)
+{
+	struct ctl *c = &o->ctls[idx];
+	nng_msg *m;
+
+	if (nng_msg_alloc(&m, pb->len) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "out of memory answering a control request");
+		c->state = CTL_RECV;
+		nng_ctx_recv(c->ctx, c->aio);
+		return;
+	}
+	memcpy(nng_msg_body(m), pb->data, pb->len);
+	c->state = CTL_SEND;
+	nng_aio_set_msg(c->aio, m);
+	nng_ctx_send(c->ctx, c->aio);
+}
+
+static void reply_ack(struct origin *o, uint32_t idx, const uint8_t id[16], uint64_t seq)
+{
+	struct hm_pbuf pb = {0};
+
+	hm_require(hm_proto_encode_ctl_ack(&pb, id, o->epoch, seq) == 0);
+	ctl_send(o, idx, &pb);
+	hm_pbuf_fini(&pb);
+}
+
+static void reply_staged(struct origin *o, uint32_t idx, const uint8_t id[16])
+{
+	struct hm_pbuf pb = {0};
+
+	hm_require(hm_proto_encode_ctl_staged(&pb, id) == 0);
+	ctl_send(o, idx, &pb);
+	hm_pbuf_fini(&pb);
+}
+
+static void reply_error(struct origin *o, uint32_t idx, const uint8_t id[16], int code,
+			uint32_t index, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+static void reply_error(struct origin *o, uint32_t idx, const uint8_t id[16], int code,
+			uint32_t index, const char *fmt, ...)
+{
+	struct hm_pbuf pb = {0};
+	char reason[HM_PROTO_MAX_REASON];
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if ((size_t)n >= sizeof(reason))
+		n = sizeof(reason) - 1;
+	hm_require(hm_proto_encode_ctl_error(&pb, id, code, index, reason, (size_t)n) == 0);
+	ctl_send(o, idx, &pb);
+	hm_pbuf_fini(&pb);
+	o->rejected++;
+}
+
+/* "dyno.put web/web.1" */
+static void change_desc(const struct hm_change *c, char *out, size_t n)
+{
+	const char *op = hm_op_name(c->op);
+
+	switch (c->op) {
+	case HM_OP_APP_PUT:
+	case HM_OP_APP_RM:
+		snprintf(out, n, "%s %.*s", op, (int)c->app_len, c->app);
+		break;
+	case HM_OP_DOMAIN_PUT:
+		snprintf(out, n, "%s %.*s -> %.*s", op, (int)c->name_len, c->name, (int)c->app_len,
+			 c->app);
+		break;
+	case HM_OP_DOMAIN_RM:
+		snprintf(out, n, "%s %.*s", op, (int)c->name_len, c->name);
+		break;
+	default:
+		snprintf(out, n, "%s %.*s/%.*s", op ? op : "?", (int)c->app_len, c->app,
+			 (int)c->name_len, c->name);
+		break;
+	}
+}
+
+/* ---- Validation and sequencing ------------------------------------------------------------ */
+
+static void free_msgs(nng_msg **msgs, uint32_t n)
+{
+	for (uint32_t i = 0; i < n; i++)
+		nng_msg_free(msgs[i]);
+}
+
+static void counts_push(struct counts *c, uint32_t first)
+{
+	if (c->n == c->cap) {
+		uint32_t cap = c->cap ? c->cap * 2 : 16;
+		uint32_t *v = realloc(c->v, cap * sizeof(*v));
+
+		hm_require(v != NULL);
+		c->v = v;
+		c->cap = cap;
+	}
+	c->v[c->n++] = first;
+}
+
+/* Grows the table to hold the request: sized from its changes the first time, doubling after. */
+static int grow_for(struct origin *o, nng_msg **msgs, uint32_t n, int attempt)
+{
+	struct hm__need need = {0};
+	struct hm_table_info info;
+	struct hm_table_caps min;
+
+	if (attempt > 0)
+		return hm_table_grow(o->table, NULL);
+	for (uint32_t i = 0; i < n; i++) {
+		struct hm_msg m;
+
+		hm_require(
+		    hm_proto_decode(o->dec, nng_msg_body(msgs[i]), nng_msg_len(msgs[i]), &m) == 0);
+		for (uint32_t k = 0; k < m.ctl_req.nchanges; k++)
+			hm__need_add(&need, &m.ctl_req.changes[k]);
+	}
+	hm_table_writer_info(o->table, &info);
+	hm__need_caps(&info, &need, &min);
+	return hm_table_grow(o->table, &min);
+}
+
+static struct pending *pending_find(struct origin *o, uint64_t seq)
+{
+	for (struct pending *p = o->pend_head; p != NULL; p = p->next)
+		if (p->b->seq == seq)
+			return p;
+	return NULL;
+}
+
+static void add_waiter(struct pending *p, uint32_t idx, const uint8_t id[16])
+{
+	struct waiter *w = calloc(1, sizeof(*w));
+
+	hm_require(w != NULL);
+	w->ctl = idx;
+	memcpy(w->req_id, id, 16);
+	w->next = p->waiters;
+	p->waiters = w;
+}
+
+/* Decides how a request's changes will be cut into published parts (as they arrive). */
+static void split_changes(struct hm__splitter *sp, struct counts *parts, const struct hm_msg *m)
+{
+	for (uint32_t k = 0; k < m->ctl_req.nchanges; k++) {
+		if (hm__split_add(sp, hm__wire_change_size(&m->ctl_req.changes[k])))
+			counts_push(parts, 0);
+		parts->v[parts->n - 1]++;
+	}
+}
+
+/*
+ * Validates the whole request (msgs are taken; first, if not NULL, is msgs[0] already decoded)
+ * as one table batch, encoding it into a batch at the same time, and on success numbers it and
+ * queues it for the journal. parts says how the batch is cut into published parts. A change
+ * the table refuses aborts everything and is answered with its index and a reason.
+ */
+static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], nng_msg **msgs,
+		     uint32_t n, const struct counts *parts, const struct hm_msg *first)
+{
+	struct hm__batch_builder bb = {0};
+	struct hm_table_info info;
+	struct hm__batch *b = NULL;
+	struct pending *p;
+	char reason[HM_PROTO_MAX_REASON];
+	uint64_t total = 0, seq = o->head_seq + 1, ts = hm_wall_ms(), t0 = hm_mono_ns();
+	uint32_t bad = UINT32_MAX;
+	int e = 0;
+
+	if (parts->n == 0) {
+		reply_error(o, idx, id, HM_EUSAGE, UINT32_MAX, "the request holds no changes");
+		goto out;
+	}
+	for (int attempt = 0;; attempt++) {
+		bool encode_failed = false;
+
+		total = 0;
+		hm_require(hm_table_begin(o->table) == 0);
+		e = hm__batch_begin(&bb, o->epoch, seq, ts, parts->v, parts->n);
+		for (uint32_t i = 0; i < n && e == 0; i++) {
+			struct hm_msg dm;
+			const struct hm_msg *m = &dm;
+
+			if (i == 0 && first != NULL && attempt == 0)
+				m = first;
+			else
+				hm_require(hm_proto_decode(o->dec, nng_msg_body(msgs[i]),
+							   nng_msg_len(msgs[i]), &dm) == 0);
+			for (uint32_t k = 0; k < m->ctl_req.nchanges; k++, total++) {
+				const struct hm_change *c = &m->ctl_req.changes[k];
+				char desc[400];
+
+				if ((e = hm_table_apply(o->table, c)) != 0) {
+					if (e == HM_EFULL)
+						break;
+					change_desc(c, desc, sizeof(desc));
+					bad = total > UINT32_MAX - 1 ? UINT32_MAX : (uint32_t)total;
+					snprintf(reason, sizeof(reason),
+						 "change %" PRIu64 " (%s): %s", total, desc,
+						 hm_strerror(e));
+					break;
+				}
+				if ((e = hm__batch_add(&bb, c)) != 0) {
+					encode_failed = true;
+					snprintf(reason, sizeof(reason),
+						 "cannot encode the batch: %s", hm_strerror(e));
+					break;
+				}
+			}
+		}
+		if (e == 0)
+			break;
+		hm_table_abort(o->table);
+		hm__batch_builder_fini(&bb);
+		if (e == HM_EFULL && !encode_failed && attempt < 40) {
+			if ((e = grow_for(o, msgs, n, attempt)) == 0)
+				continue;
+			snprintf(reason, sizeof(reason), "the routing table cannot grow: %s",
+				 hm_strerror(e));
+		}
+		reply_error(o, idx, id, e, bad, "%s", reason);
+		goto out;
+	}
+	if ((e = hm_table_commit(o->table, o->epoch, seq)) != 0) {
+		hm__batch_builder_fini(&bb);
+		reply_error(o, idx, id, e, UINT32_MAX, "cannot commit: %s", hm_strerror(e));
+		goto out;
+	}
+	hm_table_writer_info(o->table, &info);
+	/* The table has moved: from here on the batch must reach the journal or the process
+	 * must die (a restart recovers what is durable). */
+	hm_require(hm__batch_end(&bb, id, info.digest, info.apps, info.domains, info.dynos, &b) ==
+		   0);
+	o->head_seq = seq;
+	o->batches++;
+	o->changes += total;
+	if (total >= 100000)
+		hm_log(HM_LOG_INFO, "origin",
+		       "seq %" PRIu64 ": %" PRIu64
+		       " changes in %u part(s), %zu bytes; validated and "
+		       "encoded in %" PRIu64 " ms",
+		       seq, total, b->nparts, b->rec_len, (hm_mono_ns() - t0) / 1000000);
+	hm__reqcache_put(o->reqs, id, seq);
+	p = calloc(1, sizeof(*p));
+	hm_require(p != NULL);
+	p->b = b;
+	p->queued_ns = hm_mono_ns();
+	hm__journal_append(o->journal, b, &p->pos);
+	add_waiter(p, idx, id);
+	if (o->pend_tail != NULL)
+		o->pend_tail->next = p;
+	else
+		o->pend_head = p;
+	o->pend_tail = p;
+out:
+	free_msgs(msgs, n);
+	free(msgs);
+}
+
+static struct staged *staged_find(struct origin *o, const uint8_t id[16], struct staged ***link)
+{
+	struct staged **pp = &o->staged;
+
+	for (; *pp != NULL; pp = &(*pp)->next)
+		if (memcmp((*pp)->req_id, id, 16) == 0) {
+			if (link != NULL)
+				*link = pp;
+			return *pp;
+		}
+	return NULL;
+}
+
+static void staged_drop(struct origin *o, struct staged **link)
+{
+	struct staged *st = *link;
+
+	*link = st->next;
+	o->staged_bytes -= st->bytes;
+	free_msgs(st->msgs, st->have);
+	free(st->msgs);
+	free(st->parts.v);
+	free(st);
+}
+
+static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
+{
+	static const uint8_t zero_id[16];
+	struct hm_proto_error derr;
+	struct hm_msg m;
+	struct staged *st, **link = NULL;
+	const uint8_t *id;
+	uint64_t seq;
+	uint32_t part, nparts;
+	int e;
+
+	if (o->stopping) {
+		/* Not answered: the client's REQ resends it to the restarted origin. */
+		nng_msg_free(msg);
+		return;
+	}
+	if ((e = hm_proto_decode(o->dec, nng_msg_body(msg), nng_msg_len(msg), &m)) != 0) {
+		hm_proto_decode_error(o->dec, &derr);
+		o->bad_requests++;
+		if (o->bad_requests <= 10 || o->bad_requests % 1000 == 0)
+			hm_log(HM_LOG_WARNING, "origin",
+			       "rejected an undecodable control request (%zu bytes): %s",
+			       nng_msg_len(msg), hm_strerror(e));
+		nng_msg_free(msg);
+		id = derr.has_req_id ? derr.req_id : zero_id;
+		if (derr.change != UINT32_MAX)
+			reply_error(o, idx, id, e, derr.change,
+				    "undecodable request: change %u: %s", derr.change,
+				    hm_strerror(e));
+		else
+			reply_error(o, idx, id, e, UINT32_MAX, "undecodable request: %s",
+				    hm_strerror(e));
+		return;
+	}
+	if (m.type != HM_MSG_CTL_REQ) {
+		o->bad_requests++;
+		nng_msg_free(msg);
+		reply_error(o, idx, zero_id, HM_EUNKNOWN, UINT32_MAX,
+			    "not a control request (message type %u)", m.type);
+		return;
+	}
+	id = m.ctl_req.req_id;
+	part = m.ctl_req.part;
+	nparts = m.ctl_req.nparts;
+	if (hm__reqcache_get(o->reqs, id, &seq)) {
+		struct pending *p;
+
+		o->resent++;
+		if (seq <= o->published_seq) {
+			reply_ack(o, idx, id, seq);
+		} else if ((p = pending_find(o, seq)) != NULL) {
+			add_waiter(p, idx, id);
+		} else {
+			/* Cannot happen: every seq above published_seq is pending. */
+			reply_error(o, idx, id, -EAGAIN, UINT32_MAX, "try again");
+		}
+		nng_msg_free(msg);
+		return;
+	}
+	if (nparts == 1) {
+		nng_msg **one = malloc(sizeof(*one));
+		struct hm__splitter sp;
+		struct counts parts = {0};
+
+		hm_require(one != NULL);
+		one[0] = msg;
+		hm__split_init(&sp, HM__PUB_PART_BYTES, HM_PROTO_MAX_CHANGES);
+		split_changes(&sp, &parts, &m);
+		sequence(o, idx, id, one, 1, &parts, &m);
+		free(parts.v);
+		return;
+	}
+	st = staged_find(o, id, &link);
+	if (st == NULL && part == 0) {
+		st = calloc(1, sizeof(*st));
+		hm_require(st != NULL);
+		memcpy(st->req_id, id, 16);
+		st->nparts = nparts;
+		hm__split_init(&st->split, HM__PUB_PART_BYTES, HM_PROTO_MAX_CHANGES);
+		st->msgs = calloc(nparts, sizeof(*st->msgs));
+		hm_require(st->msgs != NULL);
+		st->next = o->staged;
+		o->staged = st;
+		link = &o->staged;
+	}
+	if (st == NULL) {
+		reply_error(o, idx, id, HM_EGAP, UINT32_MAX,
+			    "part %u of %u arrived without the parts before it (the origin may "
+			    "have restarted): send the request again from part 0",
+			    part, nparts);
+		nng_msg_free(msg);
+		return;
+	}
+	if (st->nparts != nparts || part > st->have) {
+		reply_error(o, idx, id, HM_EGAP, UINT32_MAX,
+			    "part %u of %u does not follow the %u parts received: send the request "
+			    "again from part 0",
+			    part, nparts, st->have);
+		staged_drop(o, link);
+		nng_msg_free(msg);
+		return;
+	}
+	st->last_ms = hm_mono_ms();
+	if (part < st->have) {
+		/* A resend of a part already held. */
+		nng_msg_free(msg);
+		reply_staged(o, idx, id);
+		return;
+	}
+	if (o->staged_bytes + nng_msg_len(msg) > (uint64_t)o->cfg->max_request) {
+		reply_error(o, idx, id, HM_ETOOBIG, UINT32_MAX,
+			    "multi-part requests in progress would exceed --max-request (%" PRId64
+			    " bytes)",
+			    o->cfg->max_request);
+		staged_drop(o, link);
+		nng_msg_free(msg);
+		return;
+	}
+	st->msgs[st->have++] = msg;
+	st->bytes += nng_msg_len(msg);
+	o->staged_bytes += nng_msg_len(msg);
+	split_changes(&st->split, &st->parts, &m);
+	if (st->have < st->nparts) {
+		reply_staged(o, idx, id);
+		return;
+	}
+	/* The last part: the whole request is validated as one batch. */
+	{
+		nng_msg **msgs = st->msgs;
+		uint32_t n = st->have;
+		struct counts parts = st->parts;
+
+		st->msgs = NULL;
+		st->have = 0;
+		st->parts.v = NULL;
+		o->staged_bytes -= st->bytes;
+		st->bytes = 0;
+		staged_drop(o, link);
+		sequence(o, idx, id, msgs, n, &parts, NULL);
+		free(parts.v);
+	}
+}
+
+/* ---- Durable: publish and answer ----------------------------------------------------------- */
+
+static void begin_close(struct origin *o);
+
+static void publish_batch(struct origin *o, const struct hm__batch *b)
+{
+	for (uint32_t i = 0; i < b->nparts; i++) {
+		nng_msg *m;
+
+		if (nng_msg_alloc(&m, b->part_len[i]) != 0) {
+			o->dropped_pub++;
+			continue;
+		}
+		memcpy(nng_msg_body(m), hm__batch_part(b, i), b->part_len[i]);
+		if (nng_sendmsg(o->pub_sock, m, NNG_FLAG_NONBLOCK) != 0) {
+			nng_msg_free(m);
+			o->dropped_pub++;
+		}
+	}
+}
+
+static void handle_durable(struct origin *o)
+{
+	uint64_t durable = hm__journal_durable(o->journal);
+
+	while (o->pend_head != NULL && o->pend_head->b->seq <= durable) {
+		struct pending *p = o->pend_head;
+		struct waiter *w, *next;
+
+		o->pend_head = p->next;
+		if (o->pend_head == NULL)
+			o->pend_tail = NULL;
+		if (p->b->rec_len >= (8u << 20))
+			hm_log(HM_LOG_INFO, "origin",
+			       "seq %" PRIu64 ": durable %" PRIu64 " ms after "
+			       "validation",
+			       p->b->seq, (hm_mono_ns() - p->queued_ns) / 1000000);
+		if (o->pub_open)
+			publish_batch(o, p->b);
+		hm__syncsrv_publish(o->ss, p->b, &p->pos);
+		o->published_seq = p->b->seq;
+		memcpy(o->published_digest, p->b->digest, 16);
+		o->pub_apps = p->b->apps;
+		o->pub_domains = p->b->domains;
+		o->pub_dynos = p->b->dynos;
+		for (w = p->waiters; w != NULL; w = next) {
+			next = w->next;
+			reply_ack(o, w->ctl, w->req_id, p->b->seq);
+			free(w);
+		}
+		hm__batch_unref(p->b);
+		free(p);
+	}
+	if (o->stopping && o->pend_head == NULL)
+		begin_close(o);
+}
+
+/* ---- Mail from other threads -------------------------------------------------------------- */
+
+static void on_mail(void *ctx, struct hm__mail *m)
+{
+	struct origin *o = ctx;
+
+	if (m->kind == MAIL_CTL)
+		handle_ctl(o, m->idx, m->ptr);
+	else if (m->kind == MAIL_DURABLE && o->journal != NULL)
+		handle_durable(o);
+	hm__mail_free(m);
+}
+
+static void discard_mail(struct hm__mail *m)
+{
+	if (m->kind == MAIL_CTL && m->ptr != NULL)
+		nng_msg_free(m->ptr);
+}
+
+static void on_journal_durable(void *ctx)
+{
+	struct origin *o = ctx;
+
+	hm__mailbox_post(&o->mb, MAIL_DURABLE, 0, 0, 0, NULL);
+}
+
+/* nng thread: a control context finished a receive or a send. */
+static void ctl_cb(void *arg)
+{
+	struct ctl *c = arg;
+	int rv = nng_aio_result(c->aio);
+
+	if (c->state == CTL_SEND) {
+		if (rv != 0)
+			nng_msg_free(nng_aio_get_msg(c->aio));
+		c->state = CTL_RECV;
+		if (rv == NNG_ECLOSED || atomic_load(&c->o->closing_nng))
+			return;
+		nng_ctx_recv(c->ctx, c->aio);
+		return;
+	}
+	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
+		return;
+	if (rv != 0) {
+		if (!atomic_load(&c->o->closing_nng))
+			nng_ctx_recv(c->ctx, c->aio);
+		return;
+	}
+	c->state = CTL_BUSY;
+	hm__mailbox_post(&c->o->mb, MAIL_CTL, 0, c->idx, 0, nng_aio_get_msg(c->aio));
+}
+
+/* ---- Timers: heartbeat, maintenance, compaction -------------------------------------------- */
+
+static void send_heartbeat(struct origin *o)
+{
+	struct hm_pbuf pb = {0};
+	nng_msg *m;
+
+	if (!o->pub_open)
+		return;
+	if (hm_proto_encode_heartbeat(&pb, o->epoch, o->published_seq, hm_wall_ms(),
+				      o->published_digest) == 0 &&
+	    nng_msg_alloc(&m, pb.len) == 0) {
+		memcpy(nng_msg_body(m), pb.data, pb.len);
+		if (nng_sendmsg(o->pub_sock, m, NNG_FLAG_NONBLOCK) != 0)
+			nng_msg_free(m);
+	}
+	hm_pbuf_fini(&pb);
+	o->last_hb_ms = hm_mono_ms();
+}
+
+static void on_heartbeat(uv_timer_t *t)
+{
+	send_heartbeat(t->data);
+}
+
+static void drop_old_snapshots(struct origin *o, uint64_t keep_id)
+{
+	uint64_t *seqs, *ids;
+	int n = hm__snap_list(o->cfg->data, &seqs, &ids);
+	char path[PATH_MAX];
+
+	for (int i = 0; i < n; i++) {
+		if (ids[i] == keep_id)
+			continue;
+		hm__snap_path(o->cfg->data, seqs[i], ids[i], path, sizeof(path));
+		unlink(path); /* the sync server keeps a descriptor while edges fetch it */
+	}
+	if (n > 0) {
+		free(seqs);
+		free(ids);
+	}
+}
+
+/* A new snapshot is in place: serve it, forget what it covers. */
+static int install_snapshot(struct origin *o, const char *path)
+{
+	struct hm__snapfile *s;
+	int e, dropped;
+
+	if ((e = hm__snap_open(&s, path, false)) != 0)
+		return e;
+	o->snapshot_seq = hm__snap_info(s)->seq;
+	hm__syncsrv_snapshot(o->ss, s);
+	drop_old_snapshots(o, hm__snap_info(s)->snap_id);
+	dropped = hm__journal_drop_covered(o->cfg->data, o->snapshot_seq);
+	hm_log(HM_LOG_INFO, "origin",
+	       "snapshot at seq %" PRIu64 " in place (%u chunks); %d journal segment(s) dropped",
+	       o->snapshot_seq, hm__snap_info(s)->nchunks, dropped > 0 ? dropped : 0);
+	return 0;
+}
+
+static void start_compaction(struct origin *o)
+{
+	uint64_t snap_id = 0;
+	pid_t parent = getpid(), pid;
+
+	while (snap_id == 0)
+		hm_random_bytes(&snap_id, sizeof(snap_id));
+	/* Every batch after the snapshot's seq goes to a new segment, so the older segments hold
+	 * only what the snapshot covers and can be deleted once it is in place. */
+	hm__journal_roll(o->journal, o->head_seq + 1);
+	o->journal_at_snapshot = hm__journal_bytes(o->journal);
+	pid = fork();
+	if (pid < 0) {
+		hm_log(HM_LOG_ERR, "origin", "cannot fork for compaction: %s", strerror(errno));
+		o->compact_after_ms = hm_mono_ms() + COMPACT_RETRY_MS;
+		return;
+	}
+	if (pid == 0) {
+		char path[PATH_MAX], err[PATH_MAX + 256];
+		int e;
+
+		/* The child sees the table frozen at this instant (copy-on-write). It dies with its
+		 * parent, so no snapshot can appear after the parent has gone. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (getppid() != parent)
+			_exit(1);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
+		e = hm__snap_write(o->cfg->data, o->table, snap_id, o->reqs, path, sizeof(path),
+				   err, sizeof(err));
+		if (e != 0)
+			hm_log(HM_LOG_ERR, "origin", "compaction: %s", err);
+		_exit(e == 0 ? 0 : 1);
+	}
+	o->child = pid;
+	o->child_seq = o->head_seq;
+	o->child_snap_id = snap_id;
+	hm_log(HM_LOG_INFO, "origin", "compaction started at seq %" PRIu64 " (pid %ld)",
+	       o->head_seq, (long)pid);
+}
+
+static void on_sigchld(uv_signal_t *s, int signum)
+{
+	struct origin *o = s->data;
+	char path[PATH_MAX];
+	int status, e;
+
+	(void)signum;
+	if (o->child <= 0 || waitpid(o->child, &status, WNOHANG) != o->child)
+		return;
+	o->child = 0;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "compaction at seq %" PRIu64 " failed (status %d)",
+		       o->child_seq, status);
+		o->compact_after_ms = hm_mono_ms() + COMPACT_RETRY_MS;
+		return;
+	}
+	hm__snap_path(o->cfg->data, o->child_seq, o->child_snap_id, path, sizeof(path));
+	if ((e = install_snapshot(o, path)) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "cannot open the new snapshot %s: %s", path,
+		       hm_strerror(e));
+		o->compact_after_ms = hm_mono_ms() + COMPACT_RETRY_MS;
+	}
+}
+
+static void on_maint(uv_timer_t *t)
+{
+	struct origin *o = t->data;
+	struct staged **pp = &o->staged;
+	uint64_t now = hm_mono_ms();
+
+	while (*pp != NULL) {
+		if (now - (*pp)->last_ms >= STAGED_IDLE_MS) {
+			hm_log(HM_LOG_WARNING, "origin",
+			       "dropping a multi-part request idle for %d s (%u of %u parts)",
+			       STAGED_IDLE_MS / 1000, (*pp)->have, (*pp)->nparts);
+			staged_drop(o, pp);
+		} else {
+			pp = &(*pp)->next;
+		}
+	}
+	hm__syncsrv_tick(o->ss);
+	if (o->child == 0 && !o->stopping && now >= o->compact_after_ms &&
+	    hm__journal_bytes(o->journal) - o->journal_at_snapshot >=
+		(uint64_t)o->cfg->compact_after &&
+	    o->head_seq > o->snapshot_seq)
+		start_compaction(o);
+}
+
+/* ---- Admin ---------------------------------------------------------------------------------- */
+
+static void admin_status(void *ctx, struct hm__jsonw *w)
+{
+	struct origin *o = ctx;
+	struct hm__syncsrv_stats ss;
+	char hex[33];
+
+	hm__syncsrv_stats(o->ss, &ss);
+	hm__jw_kcstr(w, "role", "origin");
+	hm__jw_kcstr(w, "node", o->node);
+	hm__jw_kcstr(w, "state", o->stopping ? "stopping" : "serving");
+	hm__jw_khex64(w, "epoch", o->epoch);
+	hm__jw_ku64(w, "seq", o->published_seq);
+	hm__jw_ku64(w, "origin_seq", o->published_seq);
+	hm__jw_ku64(w, "head_seq", o->head_seq);
+	hm__jw_ku64(w, "apps", o->pub_apps);
+	hm__jw_ku64(w, "domains", o->pub_domains);
+	hm__jw_ku64(w, "dynos", o->pub_dynos);
+	hm_digest_hex(o->published_digest, hex);
+	hm__jw_kcstr(w, "digest", hex);
+	hm__jw_kbool(w, "stale", false);
+	hm__jw_key(w, "last_heartbeat_ms");
+	if (o->last_hb_ms != 0)
+		hm__jw_u64(w, hm_mono_ms() - o->last_hb_ms);
+	else
+		hm__jw_null(w);
+	hm__jw_ku64(w, "batches", o->batches);
+	hm__jw_ku64(w, "changes", o->changes);
+	hm__jw_ku64(w, "fsyncs", o->journal != NULL ? hm__journal_fsyncs(o->journal) : 0);
+	hm__jw_ku64(w, "rejected", o->rejected);
+	hm__jw_ku64(w, "resent", o->resent);
+	hm__jw_ku64(w, "bad_requests", o->bad_requests);
+	hm__jw_ku64(w, "snapshot_seq", ss.snapshot_seq);
+	hm__jw_kbool(w, "compacting", o->child > 0);
+	hm__jw_ku64(w, "journal_bytes",
+		    o->journal != NULL ? hm__journal_bytes(o->journal) - o->journal_at_snapshot
+				       : 0);
+	hm__jw_ku64(w, "ring_batches", ss.ring_batches);
+	hm__jw_ku64(w, "catchups", ss.catchups);
+	hm__jw_ku64(w, "catchup_parts", ss.catchup_parts);
+	hm__jw_ku64(w, "journal_reads", ss.journal_reads);
+	hm__jw_ku64(w, "snapshots_sent", ss.snapshots_sent);
+	hm__jw_ku64(w, "snapshot_chunks", ss.chunks);
+	hm__jw_ku64(w, "bad_sync_requests", ss.bad_requests);
+	hm__jw_ku64(w, "listener_restarts", o->ls != NULL ? hm__listeners_restarts(o->ls) : 0);
+	hm__jw_ku64(w, "staged_bytes", o->staged_bytes);
+}
+
+static void admin_dump_head(void *ctx, struct hm__jsonw *w)
+{
+	struct origin *o = ctx;
+	struct hm_table_info info;
+	char hex[33];
+
+	hm_table_writer_info(o->table, &info);
+	hm__jw_kcstr(w, "role", "origin");
+	hm__jw_kcstr(w, "node", o->node);
+	hm__jw_khex64(w, "epoch", o->epoch);
+	hm__jw_ku64(w, "seq", info.seq);
+	hm_digest_hex(info.digest, hex);
+	hm__jw_kcstr(w, "digest", hex);
+}
+
+static const struct hm_table_writer *admin_table(void *ctx)
+{
+	return ((struct origin *)ctx)->table;
+}
+
+static const struct hm__admin_ops admin_ops = {
+    .status = admin_status,
+    .dump_head = admin_dump_head,
+    .table = admin_table,
+};
+
+/* ---- Start-up: data directory, recovery ---------------------------------------------------- */
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+	size_t n = strlen(path);
+
+	if (n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, n + 1);
+	for (char *p = buf + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) != 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) != 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), e = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (fsync(fd) != 0)
+		e = -errno;
+	close(fd);
+	return e;
+}
+
+/* Reads DIR/epoch, or creates it for a fresh directory. */
+static int load_epoch(struct origin *o)
+{
+	const char *dir = o->cfg->data;
+	char path[PATH_MAX], tmp[PATH_MAX], text[64];
+	uint64_t *a = NULL, *b = NULL, *c = NULL;
+	int fd, n, nj, ns;
+	ssize_t r;
+
+	snprintf(path, sizeof(path), "%s/epoch", dir);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+		r = read(fd, text, sizeof(text) - 1);
+		close(fd);
+		if (r < 16 || hm_unhex(text, 16, &o->epoch, 8) != 0) {
+			hm_log(HM_LOG_ERR, "origin", "%s is not 16 hex digits", path);
+			return HM_ECORRUPT;
+		}
+		/* hm_unhex wrote the bytes big-endian-first; read them back as a number. */
+		{
+			uint8_t *p = (uint8_t *)&o->epoch;
+			uint64_t v = 0;
+
+			for (int i = 0; i < 8; i++)
+				v = v << 8 | p[i];
+			o->epoch = v;
+		}
+		if (o->epoch == 0) {
+			hm_log(HM_LOG_ERR, "origin", "%s holds epoch 0", path);
+			return HM_ECORRUPT;
+		}
+		return 0;
+	}
+	if (errno != ENOENT) {
+		hm_log(HM_LOG_ERR, "origin", "cannot read %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	nj = hm__journal_list(dir, &a);
+	ns = hm__snap_list(dir, &b, &c);
+	free(a);
+	free(b);
+	free(c);
+	if (nj > 0 || ns > 0) {
+		hm_log(HM_LOG_ERR, "origin", "%s has a journal or snapshots but no epoch file",
+		       dir);
+		return HM_ECORRUPT;
+	}
+	while (o->epoch == 0)
+		hm_random_bytes(&o->epoch, sizeof(o->epoch));
+	n = snprintf(text, sizeof(text), "%016" PRIx64 "\n", o->epoch);
+	snprintf(tmp, sizeof(tmp), "%s/epoch.tmp", dir);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640)) < 0 ||
+	    write(fd, text, (size_t)n) != n || fsync(fd) != 0 || close(fd) != 0 ||
+	    rename(tmp, path) != 0 || fsync_dir(dir) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "cannot create %s: %s", path, strerror(errno));
+		return -EIO;
+	}
+	hm_log(HM_LOG_NOTICE, "origin", "new data directory %s: epoch %016" PRIx64, dir, o->epoch);
+	return 0;
+}
+
+static void reqs_from_snapshot(void *ctx, const uint8_t id[16], uint64_t seq)
+{
+	hm__reqcache_put(ctx, id, seq);
+}
+
+/* Loads the newest usable snapshot (*loaded, *seq), or leaves an empty table at (epoch, 0). */
+static int load_snapshot(struct origin *o, bool *loaded, uint64_t *seq)
+{
+	uint64_t *seqs, *ids;
+	int n = hm__snap_list(o->cfg->data, &seqs, &ids), e = 0;
+	char path[PATH_MAX];
+
+	*seq = 0;
+	*loaded = false;
+	if (n < 0) {
+		hm_log(HM_LOG_ERR, "origin", "cannot list %s: %s", o->cfg->data, strerror(-n));
+		return n;
+	}
+	for (int i = 0; i < n; i++) {
+		struct hm__snapfile *s;
+
+		hm__snap_path(o->cfg->data, seqs[i], ids[i], path, sizeof(path));
+		if ((e = hm__snap_open(&s, path, true)) != 0) {
+			hm_log(HM_LOG_WARNING, "origin", "skipping snapshot %s: %s", path,
+			       hm_strerror(e));
+			continue;
+		}
+		if (hm__snap_info(s)->epoch != o->epoch) {
+			hm_log(HM_LOG_WARNING, "origin", "skipping snapshot %s: another epoch",
+			       path);
+			hm__snap_close(s);
+			continue;
+		}
+		e = hm__snap_load(s, o->table, o->dec);
+		if (e != 0) {
+			hm_log(HM_LOG_WARNING, "origin", "skipping snapshot %s: %s", path,
+			       hm_strerror(e));
+			hm__snap_close(s);
+			hm_table_writer_close(o->table);
+			o->table = NULL;
+			if ((e = hm_table_writer_open(&o->table, NULL, NULL, 0, 0)) != 0)
+				break;
+			continue;
+		}
+		hm__snap_reqs(s, reqs_from_snapshot, o->reqs);
+		*loaded = true;
+		*seq = hm__snap_info(s)->seq;
+		o->snapshot_seq = *seq;
+		hm__syncsrv_snapshot(o->ss, s);
+		hm_log(HM_LOG_INFO, "origin", "loaded snapshot %s (seq %" PRIu64 ")", path, *seq);
+		break;
+	}
+	free(seqs);
+	free(ids);
+	if (e != 0 && o->table == NULL)
+		return e;
+	if (!*loaded) {
+		/* No snapshot: the empty state, stamped with the epoch. */
+		hm_require(hm_table_begin(o->table) == 0);
+		if ((e = hm_table_commit(o->table, o->epoch, 0)) != 0)
+			return e;
+	}
+	return 0;
+}
+
+/* Journal replay: one recovered batch. */
+static int replay_batch(void *ctx, struct hm__batch *b, const struct hm__jpos *pos)
+{
+	struct origin *o = ctx;
+	struct hm_table_info info;
+	int e = 0;
+
+	for (int attempt = 0;; attempt++) {
+		hm_require(hm_table_begin(o->table) == 0);
+		for (uint32_t i = 0; i < b->nparts && e == 0; i++) {
+			struct hm_msg m;
+
+			e = hm_proto_decode(o->dec, hm__batch_part(b, i), b->part_len[i], &m);
+			if (e == 0 && (m.type != HM_MSG_BATCH || m.batch.epoch != o->epoch ||
+				       m.batch.b.seq != b->seq || m.batch.b.part != i ||
+				       m.batch.b.nparts != b->nparts))
+				e = HM_ECORRUPT;
+			for (uint32_t k = 0; e == 0 && k < m.batch.b.nchanges; k++)
+				e = hm_table_apply(o->table, &m.batch.b.changes[k]);
+		}
+		if (e == HM_EFULL && attempt < 40) {
+			struct hm__need need = {0};
+			struct hm_table_info info;
+			struct hm_table_caps min;
+
+			hm_table_abort(o->table);
+			e = 0;
+			for (uint32_t i = 0; i < b->nparts && attempt == 0; i++) {
+				struct hm_msg m;
+
+				hm_require(hm_proto_decode(o->dec, hm__batch_part(b, i),
+							   b->part_len[i], &m) == 0);
+				for (uint32_t k = 0; k < m.batch.b.nchanges; k++)
+					hm__need_add(&need, &m.batch.b.changes[k]);
+			}
+			hm_table_writer_info(o->table, &info);
+			hm__need_caps(&info, &need, &min);
+			if ((e = hm_table_grow(o->table, attempt == 0 ? &min : NULL)) != 0)
+				break;
+			continue;
+		}
+		break;
+	}
+	if (e != 0) {
+		hm_table_abort(o->table);
+		hm__batch_unref(b);
+		return e;
+	}
+	if ((e = hm_table_commit(o->table, o->epoch, b->seq)) != 0) {
+		hm__batch_unref(b);
+		return e;
+	}
+	hm_table_writer_info(o->table, &info);
+	if (memcmp(info.digest, b->digest, 16) != 0 || info.apps != b->apps ||
+	    info.domains != b->domains || info.dynos != b->dynos) {
+		hm__batch_unref(b);
+		return HM_EDIGEST;
+	}
+	hm__reqcache_put(o->reqs, b->req_id, b->seq);
+	hm__syncsrv_publish(o->ss, b, pos);
+	hm__batch_unref(b);
+	return 0;
+}
+
+static int recover(struct origin *o)
+{
+	struct hm__jrecover r = {0};
+	struct hm_table_info info;
+	uint64_t snap_seq;
+	bool loaded;
+	int e;
+
+	if ((e = load_snapshot(o, &loaded, &snap_seq)) != 0)
+		return e;
+	r.epoch = o->epoch;
+	r.after_seq = snap_seq;
+	r.batch = replay_batch;
+	r.ctx = o;
+	if ((e = hm__journal_recover(o->cfg->data, &r)) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "journal recovery failed: %s", r.err);
+		return e;
+	}
+	hm_table_writer_info(o->table, &info);
+	o->head_seq = o->published_seq = info.seq;
+	memcpy(o->published_digest, info.digest, 16);
+	o->pub_apps = info.apps;
+	o->pub_domains = info.domains;
+	o->pub_dynos = info.dynos;
+	if (r.records > 0 || r.truncated > 0 || snap_seq > 0)
+		hm_log(HM_LOG_NOTICE, "origin",
+		       "recovered epoch %016" PRIx64 " seq %" PRIu64 " (snapshot %" PRIu64
+		       ", %" PRIu64 " journal records, %" PRIu64 " torn bytes truncated)",
+		       o->epoch, o->head_seq, snap_seq, r.records, r.truncated);
+	o->journal_at_snapshot = 0;
+	if (!loaded) {
+		/* No snapshot yet (a fresh directory): write one now, so there always is one to
+		 * serve. It holds whatever the journal replay produced. */
+		char path[PATH_MAX], err[PATH_MAX + 256];
+		uint64_t snap_id = 0;
+
+		while (snap_id == 0)
+			hm_random_bytes(&snap_id, sizeof(snap_id));
+		if ((e = hm__snap_write(o->cfg->data, o->table, snap_id, o->reqs, path,
+					sizeof(path), err, sizeof(err))) != 0) {
+			hm_log(HM_LOG_ERR, "origin", "cannot write the first snapshot: %s", err);
+			return e;
+		}
+		if ((e = install_snapshot(o, path)) != 0)
+			return e;
+	} else {
+		hm__journal_drop_covered(o->cfg->data, o->snapshot_seq);
+	}
+	return 0;
+}
+
+/* ---- Shutdown -------------------------------------------------------------------------------- */
+
+static void close_handle(uv_handle_t *h)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static void final_close(uv_timer_t *t)
+{
+	struct origin *o = t->data;
+
+	/* Everything acknowledged is durable and answered: only closing and freeing remain. */
+	hm__journal_stop(o->journal);
+	o->journal = NULL;
+	hm__exit_deadline(3000, "origin");
+	if (o->ls != NULL)
+		hm__listeners_stop(o->ls);
+	/* No operation may be in flight on a socket nng_close() reaps: closing a REP socket with
+	 * receives pending on its contexts is where nng 1.5.2 hangs (#1543). So: no new receives,
+	 * stop the ones pending, close the contexts, then the sockets. */
+	atomic_store(&o->closing_nng, true);
+	hm__shutdown_step("stopping the control contexts");
+	for (int i = 0; i < NCTL; i++)
+		if (o->ctls[i].aio != NULL)
+			nng_aio_stop(o->ctls[i].aio);
+	for (int i = 0; i < NCTL; i++)
+		if (o->ctls[i].aio != NULL)
+			nng_ctx_close(o->ctls[i].ctx);
+	hm__shutdown_step("stopping the sync threads");
+	if (o->ss != NULL)
+		hm__syncsrv_stop(o->ss);
+	hm__shutdown_step("closing the control socket");
+	if (o->ctl_open) {
+		nng_close(o->ctl_sock);
+		o->ctl_open = false;
+	}
+	hm__shutdown_step("closing the publish socket");
+	if (o->pub_open) {
+		nng_close(o->pub_sock);
+		o->pub_open = false;
+	}
+	hm__shutdown_step("closing the sync socket");
+	if (o->sync_open) {
+		nng_close(o->sync_sock);
+		o->sync_open = false;
+	}
+	hm__shutdown_step("closing");
+	if (o->child > 0) {
+		kill(o->child, SIGKILL);
+		waitpid(o->child, NULL, 0);
+		o->child = 0;
+	}
+	hm__admin_stop(o->admin);
+	o->admin = NULL;
+	hm__mailbox_close(&o->mb);
+	close_handle((uv_handle_t *)&o->sigterm);
+	close_handle((uv_handle_t *)&o->sigint);
+	close_handle((uv_handle_t *)&o->sigchld);
+	/* Once libuv lets go of them, a second SIGTERM must not kill the process mid-cleanup. */
+	signal(SIGTERM, SIG_IGN);
+	signal(SIGINT, SIG_IGN);
+	close_handle((uv_handle_t *)&o->hb_timer);
+	close_handle((uv_handle_t *)&o->maint_timer);
+	close_handle((uv_handle_t *)&o->linger_timer);
+}
+
+/* Everything acknowledged is answered: give the replies a moment to leave, then close. */
+static void begin_close(struct origin *o)
+{
+	if (o->closing)
+		return;
+	o->closing = true;
+	uv_timer_start(&o->linger_timer, final_close, LINGER_MS, 0);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+	struct origin *o = s->data;
+
+	if (o->stopping)
+		return;
+	hm_log(HM_LOG_NOTICE, "origin", "%s: finishing %s and stopping",
+	       signum == SIGTERM ? "SIGTERM" : "SIGINT",
+	       o->pend_head != NULL ? "the pending fsyncs" : "up");
+	o->stopping = true;
+	hm_sd_notify("STOPPING=1\nSTATUS=finishing pending fsyncs and answers");
+	uv_timer_stop(&o->hb_timer);
+	uv_timer_stop(&o->maint_timer);
+	if (o->pend_head == NULL)
+		begin_close(o);
+}
+
+/* ---- Run ------------------------------------------------------------------------------------- */
+
+static int open_sockets(struct origin *o)
+{
+	const struct hm__origin_cfg *cfg = o->cfg;
+	char err[512];
+	int rv;
+
+	if ((rv = nng_rep0_open(&o->ctl_sock)) == 0) {
+		o->ctl_open = true;
+		if ((rv = nng_pub0_open(&o->pub_sock)) == 0) {
+			o->pub_open = true;
+			if ((rv = nng_rep0_open(&o->sync_sock)) == 0)
+				o->sync_open = true;
+		}
+	}
+	if (rv != 0) {
+		hm_log(HM_LOG_ERR, "origin", "cannot open nng sockets: %s", nng_strerror(rv));
+		return hm__nng_err(rv);
+	}
+	if ((rv = hm__nng_socket_opts(o->ctl_sock, false)) != 0 ||
+	    (rv = hm__nng_socket_opts(o->pub_sock, true)) != 0 ||
+	    (rv = hm__nng_socket_opts(o->sync_sock, false)) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "cannot set socket options: %s", hm_strerror(rv));
+		return rv;
+	}
+	if ((rv = hm__listeners_new(&o->ls, !cfg->no_watchdog)) != 0)
+		return rv;
+	if ((rv = hm__listeners_add(o->ls, o->ctl_sock, cfg->control, HM__PEER_REQ, "control", err,
+				    sizeof(err))) != 0 ||
+	    (rv = hm__listeners_add(o->ls, o->pub_sock, cfg->publish, HM__PEER_SUB, "publish", err,
+				    sizeof(err))) != 0 ||
+	    (rv = hm__listeners_add(o->ls, o->sync_sock, cfg->sync, HM__PEER_REQ, "sync", err,
+				    sizeof(err))) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "%s", err);
+		return rv;
+	}
+	for (uint32_t i = 0; i < NCTL; i++) {
+		struct ctl *c = &o->ctls[i];
+
+		c->o = o;
+		c->idx = i;
+		if ((rv = nng_aio_alloc(&c->aio, ctl_cb, c)) != 0 ||
+		    (rv = nng_ctx_open(&c->ctx, o->ctl_sock)) != 0) {
+			hm_log(HM_LOG_ERR, "origin", "cannot open control contexts: %s",
+			       nng_strerror(rv));
+			return hm__nng_err(rv);
+		}
+	}
+	if ((rv = hm__listeners_start(o->ls)) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "cannot start the listener watchdog: %s",
+		       strerror(-rv));
+		return rv;
+	}
+	if ((rv = hm__syncsrv_start(o->ss, o->sync_sock, 2)) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "cannot start the sync server: %s", hm_strerror(rv));
+		return rv;
+	}
+	for (uint32_t i = 0; i < NCTL; i++) {
+		o->ctls[i].state = CTL_RECV;
+		nng_ctx_recv(o->ctls[i].ctx, o->ctls[i].aio);
+	}
+	return 0;
+}
+
+static int setup(struct origin *o)
+{
+	const struct hm__origin_cfg *cfg = o->cfg;
+	struct hm__journal_cfg jc = {0};
+	char path[PATH_MAX], err[PATH_MAX + 256];
+	int e;
+
+	if ((e = mkdir_p(cfg->data, 0750)) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "cannot create %s: %s", cfg->data, strerror(-e));
+		return e;
+	}
+	snprintf(path, sizeof(path), "%s/lock", cfg->data);
+	if ((o->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) < 0) {
+		hm_log(HM_LOG_ERR, "origin", "cannot open %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (flock(o->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "%s is in use by another origin", cfg->data);
+		return -EBUSY;
+	}
+	if ((e = load_epoch(o)) != 0)
+		return e;
+	if ((e = hm_table_writer_open(&o->table, NULL, NULL, 0, 0)) != 0 ||
+	    (e = hm_proto_decoder_new(&o->dec)) != 0 ||
+	    (e = hm__reqcache_new(&o->reqs, REQCACHE_SIZE)) != 0 ||
+	    (e = hm__syncsrv_new(&o->ss, cfg->data, o->epoch, (uint64_t)cfg->ring)) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "cannot start: %s", hm_strerror(e));
+		return e;
+	}
+	if ((e = recover(o)) != 0)
+		return e;
+	jc.dir = cfg->data;
+	jc.epoch = o->epoch;
+	jc.segment_bytes = (uint64_t)cfg->segment;
+	jc.durable = on_journal_durable;
+	jc.ctx = o;
+	if ((e = hm__journal_start(&o->journal, &jc, o->head_seq + 1, err, sizeof(err))) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "%s", err);
+		return e;
+	}
+	if ((e = open_sockets(o)) != 0)
+		return e;
+	/* The admin socket last: when it answers, everything else is up (tests and scripts use it
+	 * as the readiness signal). */
+	if ((e = hm__admin_start(&o->admin, &o->loop, cfg->admin, &admin_ops, o, err,
+				 sizeof(err))) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "%s", err);
+		return e;
+	}
+	uv_signal_start(&o->sigterm, on_signal, SIGTERM);
+	uv_signal_start(&o->sigint, on_signal, SIGINT);
+	uv_signal_start(&o->sigchld, on_sigchld, SIGCHLD);
+	uv_timer_start(&o->hb_timer, on_heartbeat, 0, (uint64_t)cfg->heartbeat);
+	uv_timer_start(&o->maint_timer, on_maint, 1000, 1000);
+	return 0;
+}
+
+int hm__origin_run(const struct hm__origin_cfg *cfg)
+{
+	struct origin *o = calloc(1, sizeof(*o));
+	int e, code;
+
+	if (o == NULL)
+		return 1;
+	o->cfg = cfg;
+	o->lock_fd = -1;
+	o->child = 0;
+	snprintf(o->node, sizeof(o->node), "%s", cfg->node);
+	uv_loop_init(&o->loop);
+	hm_require(hm__mailbox_init(&o->mb, &o->loop, on_mail, discard_mail, o) == 0);
+	uv_timer_init(&o->loop, &o->hb_timer);
+	uv_timer_init(&o->loop, &o->maint_timer);
+	uv_timer_init(&o->loop, &o->linger_timer);
+	o->hb_timer.data = o->maint_timer.data = o->linger_timer.data = o;
+	uv_signal_init(&o->loop, &o->sigterm);
+	uv_signal_init(&o->loop, &o->sigint);
+	uv_signal_init(&o->loop, &o->sigchld);
+	o->sigterm.data = o->sigint.data = o->sigchld.data = o;
+	e = setup(o);
+	if (e == 0) {
+		char st[200];
+
+		hm_log(HM_LOG_NOTICE, "origin",
+		       "serving epoch %016" PRIx64 " at seq %" PRIu64
+		       ": control %s, publish %s, sync %s, admin %s",
+		       o->epoch, o->head_seq, cfg->control, cfg->publish, cfg->sync, cfg->admin);
+		/* systemd (Type=notify): the journal is replayed and every socket listens. */
+		snprintf(st, sizeof(st),
+			 "READY=1\nSTATUS=serving epoch %016" PRIx64 " from seq %" PRIu64, o->epoch,
+			 o->head_seq);
+		hm_sd_notify(st);
+		uv_run(&o->loop, UV_RUN_DEFAULT);
+		code = o->exit_code;
+	} else {
+		code = 1;
+		o->stopping = true;
+		o->closing = true;
+		final_close(&o->linger_timer);
+		uv_run(&o->loop, UV_RUN_DEFAULT);
+	}
+	/* Every nng socket is closed and every aio stopped: now nothing calls back. */
+	hm__journal_stop(o->journal); /* already stopped unless start-up failed */
+	for (int i = 0; i < NCTL; i++)
+		if (o->ctls[i].aio != NULL)
+			nng_aio_free(o->ctls[i].aio);
+	hm__syncsrv_free(o->ss);
+	hm__listeners_free(o->ls);
+	while (o->staged != NULL)
+		staged_drop(o, &o->staged);
+	while (o->pend_head != NULL) {
+		struct pending *p = o->pend_head;
+
+		o->pend_head = p->next;
+		while (p->waiters != NULL) {
+			struct waiter *w = p->waiters;
+
+			p->waiters = w->next;
+			free(w);
+		}
+		hm__batch_unref(p->b);
+		free(p);
+	}
+	hm__reqcache_free(o->reqs);
+	hm_table_writer_close(o->table);
+	hm_proto_decoder_free(o->dec);
+	hm__mailbox_fini(&o->mb);
+	if (uv_loop_close(&o->loop) != 0)
+		hm_log(HM_LOG_WARNING, "origin", "libuv loop not empty at exit");
+	if (o->lock_fd >= 0)
+		close(o->lock_fd);
+	if (code == 0)
+		hm_log(HM_LOG_NOTICE, "origin", "stopped at seq %" PRIu64, o->published_seq);
+	free(o);
+	return code;
+}

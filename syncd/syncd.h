@@ -1,0 +1,31 @@
+/*
+ * What hermod-syncd's main.c shares with its two roles (folder-private).
+ */
+#ifndef HM_SYNCD_SYNCD_H
+#define HM_SYNCD_SYNCD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct hm__origin_cfg {
+	char *control, *publish, *sync, *data, *admin, *node, *log_level;
+	int64_t compact_after; /* bytes of journal since the last snapshot before compacting */
+	int64_t ring;	       /* bytes of recent batches kept in memory for catch-up */
+	int64_t heartbeat;     /* ms */
+	int64_t max_request;   /* bytes of one multi-part control request */
+	int64_t segment;       /* bytes of a journal segment */
+	bool no_watchdog;      /* test hook: disable the #1518 listener watchdog */
+};
+
+struct hm__edge_cfg {
+	char *publish, *sync, *table, *admin, *node, *log_level;
+	int64_t stale_after; /* ms without a heartbeat before status says stale */
+	int64_t table_max;   /* bytes the table file may grow to (0: no limit) */
+	int64_t timeout;     /* ms to wait for a sync reply */
+};
+
+/* Run a role until SIGTERM/SIGINT; return the process exit status. */
+int hm__origin_run(const struct hm__origin_cfg *cfg);
+int hm__edge_run(const struct hm__edge_cfg *cfg);
+
+#endif

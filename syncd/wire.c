@@ -1,0 +1,38 @@
+/*
+ * Size bounds for msgpack: a change is an array (1-byte header, up to 5 elements) of an op
+ * (positive fixint), strings (at most 3 bytes of header each), booleans and small integers
+ * (1 byte each, 2 for a uint8 over 127). An address is sent as text, at most
+ * HM_ADDR_STR_MAX bytes.
+ */
+#include "syncd/wire.h"
+
+#include "proto/proto.h"
+
+size_t hm__wire_change_size(const struct hm_change *c)
+{
+	return 16 + 3 + (size_t)c->app_len + 3 + (size_t)c->name_len + 3 + HM_ADDR_STR_MAX;
+}
+
+void hm__split_init(struct hm__splitter *s, size_t limit_bytes, uint32_t limit_changes)
+{
+	s->limit_bytes = limit_bytes;
+	s->limit_changes = limit_changes;
+	s->bytes = 0;
+	s->n = 0;
+	s->nparts = 0;
+}
+
+bool hm__split_add(struct hm__splitter *s, size_t bytes)
+{
+	bool start =
+	    s->nparts == 0 || s->n >= s->limit_changes || s->bytes + bytes > s->limit_bytes;
+
+	if (start) {
+		s->nparts++;
+		s->n = 0;
+		s->bytes = 0;
+	}
+	s->n++;
+	s->bytes += bytes;
+	return start;
+}

@@ -1,0 +1,125 @@
+"""The admin socket of every syncd (issue 3, ../shared/CONTRACT.md): a Unix stream socket, mode
+0600, parent directory created; one request per line, one JSON object per line back, several
+requests per connection, usable with socat; errors as {"error": ...}; a stale socket file is
+replaced, a live one is not taken over; dump streams a large state to a slow reader without
+holding up the edge.
+"""
+
+import json
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import time
+
+import hermod_test as ht
+from hermod_test import T, check, eq
+from syncd_util import Edge, Origin, wait_converged
+
+
+def converse(path, data, timeout=None):
+    """Sends data, half-closes, returns every line received until the server closes."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout or T(5))
+    s.connect(path)
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+    buf = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        buf += d
+    s.close()
+    return [json.loads(x) for x in buf.decode().splitlines()]
+
+
+def test_socket_file_and_protocol(env):
+    o = Origin(env)
+    admin = env.path("run/hermod/deep/edge.sock")
+    e = Edge(env, o, admin=admin)
+    mode = os.stat(admin).st_mode
+    check(stat.S_ISSOCK(mode), "a socket")
+    eq(stat.S_IMODE(mode), 0o600, "socket mode")
+    o.ctl("app", "put", "a")
+    wait_converged(o, [e])
+    answers = converse(admin, b"status\n\n  lookup   nowhere.example  \r\nfrobnicate\ndump\nstatus")
+    eq(len(answers), 5, "one answer per request line, blank lines ignored: %s" % answers)
+    eq(answers[0]["role"], "edge", "status")
+    eq(answers[1], {"error": "no app for this host"}, "lookup of an unknown host")
+    check("unknown command" in answers[2]["error"], answers[2])
+    eq([a["app"] for a in answers[3]["apps"]], ["a"], "dump")
+    eq(answers[4]["seq"], answers[0]["seq"], "a last request without a newline is answered")
+    check("error" in converse(admin, b"lookup\n")[0], "lookup without a host")
+    # An overlong line is refused and the connection closed.
+    ans = converse(admin, b"lookup " + b"x" * 10000 + b"\n")
+    check(len(ans) == 1 and "longer" in ans[0]["error"], ans)
+    if shutil.which("socat"):
+        p = subprocess.run("echo status | socat - UNIX:%s" % admin, shell=True,
+                           stdout=subprocess.PIPE, timeout=T(10))
+        eq(json.loads(p.stdout)["role"], "edge", "echo status | socat - UNIX:...")
+    # The origin's admin socket speaks the same.
+    eq(converse(o.admin, b"status\n")[0]["role"], "origin", "origin status")
+
+
+def test_stale_and_live_socket_files(env):
+    o = Origin(env)
+    path = env.path("stale.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(path)
+    s.close()  # the file stays: what a SIGKILLed syncd leaves behind
+    Edge(env, o, admin=path)
+    eq(ht.admin_request(path, "status")["role"], "edge", "stale socket file replaced")
+    p = subprocess.run([ht.binary("hermod-syncd"), "edge", "--publish", o.publish, "--sync",
+                        o.sync, "--table", env.path("other.table"), "--admin", path],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=T(10))
+    check(p.returncode not in (0, None), "a second syncd must not take over a live socket")
+    check(b"another process" in p.stderr, p.stderr)
+    eq(ht.admin_request(path, "status")["role"], "edge", "the first one still answers")
+    open(env.path("plain"), "w").close()
+    p = subprocess.run([ht.binary("hermod-syncd"), "edge", "--publish", o.publish, "--sync",
+                        o.sync, "--table", env.path("third.table"), "--admin", env.path("plain")],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=T(10))
+    check(p.returncode not in (0, None) and b"not a socket" in p.stderr,
+          "a regular file at the admin path is not removed: %r" % p.stderr)
+
+
+def test_dump_streams_to_a_slow_reader(env):
+    o = Origin(env)
+    e = Edge(env, o)
+    n = 50000
+    ch = [{"op": "app.put", "app": "big"}]
+    ch += [{"op": "dyno.put", "app": "big", "dyno": "web.%d" % i,
+            "addr": "10.%d.%d.%d:80" % (i >> 16, i >> 8 & 255, i & 255)} for i in range(n)]
+    o.apply(ch, timeout=T(60))
+    wait_converged(o, [e])
+    seq0 = e.status()["seq"]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(e.admin)
+    s.sendall(b"dump\n")
+    first = s.recv(1024)
+    check(first.startswith(b'{"role":"edge"'), first[:80])
+    # While the reader stalls, the edge keeps applying changes and answering others.
+    t0 = time.monotonic()
+    for k in range(5):
+        o.ctl("dyno", "put", "big", "new.%d" % k, "10.200.0.%d:80" % (k + 1))
+    wait_converged(o, [e])
+    check(time.monotonic() - t0 < T(5), "the edge was held up by a stalled dump reader")
+    buf = first
+    s.settimeout(T(20))
+    while not buf.endswith(b"\n"):
+        d = s.recv(1 << 20)
+        if not d:
+            break
+        buf += d
+    s.close()
+    d = json.loads(buf)
+    eq(d["seq"], seq0, "the dump is one consistent state, at the seq it started at")
+    eq(len(d["dynos"]), n, "every dyno in the dump")
+    eq(len(set(x["name"] for x in d["dynos"])), n, "no dyno twice")
+
+
+if __name__ == "__main__":
+    ht.run(globals())
