@@ -17,7 +17,9 @@ Needs root and iproute2 (ip netns, ip link).
 
 import os
 import re
+import signal
 import subprocess
+import time
 
 PREFIX = "hmt"
 
@@ -39,11 +41,31 @@ def available():
         return False
 
 
+def kill_namespace_pids(ns, timeout=5.0):
+    """SIGKILLs every process still running in namespace ns and waits (up to timeout s) for them
+    to be gone, so that deleting the namespace really frees it (a process left inside keeps the
+    namespace, its veth and its addresses alive)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = [int(p) for p in _ip("netns", "pids", ns, check=False).stdout.split()
+                if p.isdigit()]
+        if not pids or time.monotonic() > deadline:
+            return pids
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.02)
+
+
 def sweep_leftovers():
-    """Removes namespaces and bridges of earlier runs whose process is gone."""
+    """Removes namespaces and bridges of earlier runs whose process is gone (killing whatever
+    those runs left running inside them)."""
     for line in _ip("netns", "list", check=False).stdout.splitlines():
         m = re.match(rf"({PREFIX}(\d+)-\S+)", line)
         if m and not os.path.exists(f"/proc/{m.group(2)}"):
+            kill_namespace_pids(m.group(1))
             _ip("netns", "del", m.group(1), check=False)
     for line in _ip("-o", "link", "show", "type", "bridge", check=False).stdout.splitlines():
         m = re.search(rf"\d+: ({PREFIX}(\d+)br)[:@]", line)
@@ -109,7 +131,9 @@ class Network:
 
     def close(self):
         for node in self.nodes:
-            # Processes still running in the namespace keep it alive; the test kills them first.
+            # Processes still running in the namespace would keep it alive: the test stops its
+            # processes first (checking how they exit); whatever is left is killed here.
+            kill_namespace_pids(node.ns)
             _ip("netns", "del", node.ns, check=False)
         _ip("link", "del", self.bridge, check=False)
         self.nodes = []

@@ -1,0 +1,343 @@
+#!/usr/bin/env python3
+"""A local hermod cluster in the foreground: what `./deploy/dev up` runs after building.
+
+Starts, on loopback: one origin; two edge nodes, each an edge syncd with its own table and a
+router on its own port; three sample dynos (tests/integration/dyno.py in "hello" mode). Publishes
+an app with two domains, prints the commands to try, then streams the routers' access logs until
+Ctrl-C (or SIGTERM), which stops everything it started and removes its temporary files.
+
+Ports (all on 127.0.0.1): syncd control/publish/sync --base, --base+1, --base+2 (7400-7402);
+routers --router-port and the next one (8081, 8082); their metrics --metrics-port and the next
+one (9181, 9182); dynos --dyno-port and the next two (5001-5003).
+"""
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BANNER_READY = "hermod is up"
+
+
+def port_free(port):
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def wait_port(port, timeout, proc=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def admin(sock, cmd, timeout=1.0):
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(timeout)
+        s.connect(sock)
+        s.sendall(cmd.encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return json.loads(data)
+
+
+def shown(path):
+    """A path as the user should type it: relative if under the current directory."""
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else path
+
+
+class Cluster:
+    def __init__(self, args):
+        self.build = os.path.abspath(args.build)
+        base = args.base
+        self.router_ports = [args.router_port, args.router_port + 1]
+        self.metrics_ports = [args.metrics_port, args.metrics_port + 1]
+        self.dyno_ports = [args.dyno_port + i for i in range(3)]
+        self.syncd_ports = [base, base + 1, base + 2]
+        self.work = tempfile.mkdtemp(prefix="hermod-dev.")
+        self.procs = []
+        self.syncd = os.path.join(self.build, "syncd", "hermod-syncd")
+        self.ctl = os.path.join(self.build, "syncd", "hermodctl")
+        self.router = os.path.join(self.build, "router", "hermod-router")
+        self.control = f"tcp://127.0.0.1:{base}"
+        self.publish = f"tcp://127.0.0.1:{base + 1}"
+        self.sync = f"tcp://127.0.0.1:{base + 2}"
+        self.nodes = []
+
+    def log_path(self, name):
+        return os.path.join(self.work, name + ".log")
+
+    def start(self, name, argv, stdout=None):
+        """Starts argv in a session of its own (a terminal's Ctrl-C reaches this script only; it
+        then stops the children in order). Logs go to WORK/NAME.log; stdout=PIPE keeps stdout
+        (a router's access log) for the console."""
+        log = open(self.log_path(name), "wb")
+        try:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL,
+                                 stdout=stdout if stdout is not None else log,
+                                 stderr=log, start_new_session=True)
+        finally:
+            log.close()
+        p.hermod_name = name
+        self.procs.append(p)
+        return p
+
+    def hermodctl(self, *args, stdin=None):
+        r = subprocess.run([self.ctl, "--control", self.control, *args], input=stdin,
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError(f"hermodctl {' '.join(args)}: {r.stderr.strip()}")
+        return r.stdout.strip()
+
+    def up(self):
+        for prog in (self.syncd, self.ctl, self.router):
+            if not os.access(prog, os.X_OK):
+                raise RuntimeError(f"{prog} is not built (--build {self.build})")
+        for port in self.syncd_ports + self.router_ports + self.metrics_ports + self.dyno_ports:
+            if not port_free(port):
+                raise RuntimeError(f"port {port} is in use: stop what uses it, or choose other "
+                                   "ports (--base, --router-port, --metrics-port, --dyno-port)")
+        secret = os.path.join(self.work, "affinity.secret")
+        with open(secret, "w") as f:
+            f.write(os.urandom(32).hex() + "\n")
+        os.chmod(secret, 0o600)
+        origin = self.start("origin", [
+            self.syncd, "origin", "--control", self.control, "--publish", self.publish,
+            "--sync", self.sync, "--data", os.path.join(self.work, "origin"),
+            "--admin", os.path.join(self.work, "origin.sock"), "--node", "origin"])
+        for i in (1, 2):
+            node = {"name": f"node{i}", "port": self.router_ports[i - 1],
+                    "metrics": self.metrics_ports[i - 1],
+                    "table": os.path.join(self.work, f"node{i}.table"),
+                    "admin": os.path.join(self.work, f"node{i}.sock")}
+            self.nodes.append(node)
+            node["edge"] = self.start(f"edge{i}", [
+                self.syncd, "edge", "--publish", self.publish, "--sync", self.sync,
+                "--table", node["table"], "--admin", node["admin"], "--node", node["name"]])
+            node["router"] = self.start(f"router{i}", [
+                self.router, "--table", node["table"],
+                "--listen", f"127.0.0.1:{node['port']}", "--workers", "2",
+                "--metrics", f"127.0.0.1:{node['metrics']}",
+                "--affinity-secret-file", secret], stdout=subprocess.PIPE)
+        dyno = os.path.join(ROOT, "tests", "integration", "dyno.py")
+        self.dynos = []
+        for i, port in enumerate(self.dyno_ports, 1):
+            self.dynos.append(self.start(f"web.{i}", [
+                sys.executable, dyno, "--host", "127.0.0.1", "--port", str(port),
+                "--name", f"web.{i}", "--mode", "hello"]))
+        for p, port in ([(d, port) for d, port in zip(self.dynos, self.dyno_ports)] +
+                        [(n["router"], n["port"]) for n in self.nodes] +
+                        [(n["router"], n["metrics"]) for n in self.nodes]):
+            if not wait_port(port, 15, p):
+                raise RuntimeError(f"{p.hermod_name} does not listen on {port}: see "
+                                   f"{self.log_path(p.hermod_name)}")
+        if origin.poll() is not None:
+            raise RuntimeError(f"the origin exited: see {self.log_path('origin')}")
+        batch = {"changes": [
+            {"op": "app.put", "app": "demo"},
+            {"op": "domain.put", "domain": "demo.example.com", "app": "demo"},
+            {"op": "domain.put", "domain": "*.demo.example.com", "app": "demo"},
+        ] + [{"op": "dyno.put", "app": "demo", "dyno": f"web.{i}", "addr": f"127.0.0.1:{port}",
+              "state": "up"} for i, port in enumerate(self.dyno_ports, 1)]}
+        deadline = time.time() + 15
+        while True:
+            try:
+                seq = json.loads(self.hermodctl("--json", "apply", "-",
+                                                stdin=json.dumps(batch)))["seq"]
+                break
+            except RuntimeError:
+                if time.time() > deadline or origin.poll() is not None:
+                    raise
+                time.sleep(0.2)
+        # Both edges must have applied it before we say "try this".
+        deadline = time.time() + 15
+        for node in self.nodes:
+            while True:
+                try:
+                    if admin(node["admin"], "status").get("seq", 0) >= seq:
+                        break
+                except (OSError, ValueError):
+                    pass
+                if time.time() > deadline:
+                    raise RuntimeError(f"{node['name']} did not get the sample app: see "
+                                       f"{self.work}/edge*.log")
+                time.sleep(0.05)
+        return seq
+
+    def banner(self, seq):
+        ctl = shlex.quote(shown(self.ctl))
+        c = f"--control {self.control}"
+        n1, n2 = self.nodes
+        a1, a2 = n1["admin"], n2["admin"]
+        u1, u2 = f"http://127.0.0.1:{n1['port']}", f"http://127.0.0.1:{n2['port']}"
+        jar = os.path.join(self.work, "cookies")
+        d2 = f"127.0.0.1:{self.dyno_ports[1]}"
+        dynos = ", ".join(f"web.{i} 127.0.0.1:{p}" for i, p in enumerate(self.dyno_ports, 1))
+        print(f"""
+{BANNER_READY} (state at seq {seq}); work dir {self.work}
+  origin   control {self.control}  publish {self.publish}  sync {self.sync}
+           admin {self.work}/origin.sock  logs {self.work}/*.log
+  node1    router {u1}  metrics http://127.0.0.1:{n1['metrics']}/metrics  admin {a1}
+  node2    router {u2}  metrics http://127.0.0.1:{n2['metrics']}/metrics  admin {a2}
+  dynos    {dynos} (app "demo": demo.example.com, *.demo.example.com)
+
+Try:
+  curl -i -H 'Host: demo.example.com' {u1}/
+  curl -i -H 'Host: api.demo.example.com' {u2}/    # the wildcard domain, on node2
+  curl -i -H 'Host: nope.example.com' {u1}/    # 404, No such app
+  {ctl} --admin {a1} status
+  {ctl} --admin {a2} lookup api.demo.example.com
+  curl -s http://127.0.0.1:{n1['metrics']}/metrics    # Prometheus metrics of node1's router
+
+Session affinity (a signed cookie sends a client to the same dyno on every node):
+  {ctl} {c} app put demo --affinity on
+  curl -s -c {jar} -b {jar} -H 'Host: demo.example.com' {u1}/
+  curl -s -c {jar} -b {jar} -H 'Host: demo.example.com' {u2}/
+  {ctl} {c} app put demo --affinity off
+
+A dyno going down (routers stop sending it requests as soon as the edges have the change,
+within milliseconds), and coming back:
+  {ctl} {c} dyno put demo web.2 {d2} --state down
+  for i in 1 2 3 4 5 6; do curl -s -H 'Host: demo.example.com' {u1}/; done
+  {ctl} {c} dyno put demo web.2 {d2} --state up
+
+Maintenance mode (503, code H80 in the access log), and back:
+  {ctl} {c} app put demo --maintenance on
+  curl -i -H 'Host: demo.example.com' {u2}/
+  {ctl} {c} app put demo --maintenance off
+
+Access logs follow (node1/node2). Ctrl-C stops everything and removes {self.work}.
+""", flush=True)
+
+    def follow_logs(self):
+        def pump(node):
+            for line in node["router"].stdout:
+                sys.stdout.write(f"{node['name']} | {line.decode(errors='replace')}")
+                sys.stdout.flush()
+        for node in self.nodes:
+            threading.Thread(target=pump, args=(node,), daemon=True).start()
+
+    def watch(self):
+        while True:
+            for p in self.procs:
+                if p.poll() is not None:
+                    print(f"{p.hermod_name} exited with {p.returncode}; see "
+                          f"{self.log_path(p.hermod_name)}", file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+
+    def tails(self, n=8):
+        """The last lines of every log, for a failure (the work dir is removed after)."""
+        for p in self.procs:
+            try:
+                with open(self.log_path(p.hermod_name), "rb") as f:
+                    lines = f.read().decode(errors="replace").splitlines()[-n:]
+            except OSError:
+                continue
+            if lines:
+                print(f"--- {p.hermod_name}.log (last lines)\n" +
+                      "\n".join("  " + ln for ln in lines), file=sys.stderr)
+
+    def down(self):
+        """SIGTERM to each program in reverse start order (dynos, routers, edges, origin); what
+        has not exited 10 s later is killed. Returns the names of programs that did not exit
+        cleanly."""
+        unclean = []
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.time() + 10
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                unclean.append(f"{p.hermod_name} (killed)")
+            try:
+                os.killpg(p.pid, signal.SIGKILL)  # anything left in its group (router workers)
+            except (ProcessLookupError, PermissionError):
+                pass
+            p.wait()
+            if p.returncode not in (0, -signal.SIGTERM) and f"{p.hermod_name} (killed)" \
+                    not in unclean:
+                unclean.append(f"{p.hermod_name} (exit {p.returncode})")
+        if unclean:
+            self.tails(40)
+        shutil.rmtree(self.work, ignore_errors=True)
+        return unclean
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"),
+                    help="the meson build directory (default: build/)")
+    ap.add_argument("--base", type=int, default=7400,
+                    help="first of the three syncd ports: control, publish, sync (7400)")
+    ap.add_argument("--router-port", type=int, default=8081,
+                    help="node1's router port; node2's is the next one (8081)")
+    ap.add_argument("--metrics-port", type=int, default=9181,
+                    help="node1's router metrics port; node2's is the next one (9181)")
+    ap.add_argument("--dyno-port", type=int, default=5001,
+                    help="first of the three dyno ports (5001)")
+    args = ap.parse_args()
+    cluster = Cluster(args)
+    # Ctrl-C, SIGTERM and SIGHUP (terminal closed) stop the cluster. SIGINT is set explicitly:
+    # a shell starts background jobs with it ignored, and Python keeps it so.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGHUP, lambda *_: sys.exit(0))
+    rc = 0
+    try:
+        seq = cluster.up()
+        cluster.banner(seq)
+        cluster.follow_logs()
+        rc = cluster.watch()
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as e:
+        print(f"cluster: {e}", file=sys.stderr)
+        rc = 1
+    finally:
+        if rc:
+            cluster.tails()
+        # A second Ctrl-C or SIGTERM while stopping must not leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        print("\nstopping", file=sys.stderr, flush=True)
+        unclean = cluster.down()
+        if unclean:
+            print("cluster: did not stop cleanly: " + ", ".join(unclean), file=sys.stderr)
+            rc = rc or 1
+        print(f"stopped; removed {cluster.work}", file=sys.stderr, flush=True)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

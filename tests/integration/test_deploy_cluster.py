@@ -1,0 +1,227 @@
+"""`./deploy/dev up` end to end (issue 5): deploy/cluster.py with the real programs.
+
+Runs `deploy/cluster.py --build $HERMOD_BUILD` (on free loopback ports) as a user would, waits for
+its banner, runs the curl and hermodctl commands the banner prints (curl's requests are made with
+http.client, following the printed flags: -H, -c/-b cookie jar, -i), checks what each one should
+show (200 from a dyno, the wildcard, the 404, status/lookup, metrics, session affinity across the
+two nodes, a dyno going down and back, maintenance mode), then sends SIGINT and checks that every
+process it started is gone, its ports are free and its work dir is removed.
+"""
+
+import http.client
+import os
+import random
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+
+import hermod_test as ht
+from hermod_test import T, check, eq, fail, timeout, wait_for
+
+CLUSTER_PY = os.path.join(ht.SRC_ROOT, "deploy", "cluster.py")
+
+
+def free_run(n, lo=20000, hi=32000):
+    """A first port of n consecutive ports that are free now (below the ephemeral range)."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(lo, hi - n)
+        ok = True
+        for port in range(base, base + n):
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    fail("no run of %d free ports" % n)
+
+
+def descendants(pid):
+    out, todo = [], [pid]
+    while todo:
+        kids = ht.proc_children(todo.pop())
+        out += kids
+        todo += kids
+    return out
+
+
+def cmdline(pid):
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return None
+
+
+class Curl:
+    """The subset of curl the banner uses: -i, -s, -H 'Name: value', -c/-b JAR, one URL."""
+
+    def __init__(self):
+        self.jars = {}  # path -> {name: value}
+
+    def run(self, argv):
+        headers, url, jar_in, jar_out = [], None, None, None
+        it = iter(argv[1:])
+        for a in it:
+            if a in ("-i", "-s", "-si", "-is"):
+                continue
+            if a == "-H":
+                k, _, v = next(it).partition(":")
+                headers.append((k.strip(), v.strip()))
+            elif a == "-b":
+                jar_in = next(it)
+            elif a == "-c":
+                jar_out = next(it)
+            elif a.startswith("http://"):
+                url = a
+            else:
+                fail("the banner's curl uses an option this test does not know: %r" % a)
+        u = urllib.parse.urlsplit(url)
+        if jar_in and self.jars.get(jar_in):
+            headers.append(("Cookie", "; ".join("%s=%s" % kv for kv in
+                                                self.jars[jar_in].items())))
+        c = http.client.HTTPConnection(u.hostname, u.port, timeout=T(10))
+        try:
+            c.putrequest("GET", u.path or "/", skip_host=any(k.lower() == "host"
+                                                             for k, _ in headers))
+            for k, v in headers:
+                c.putheader(k, v)
+            c.endheaders()
+            r = c.getresponse()
+            body = r.read()
+        finally:
+            c.close()
+        if jar_out:
+            jar = self.jars.setdefault(jar_out, {})
+            for k, v in r.getheaders():
+                if k.lower() == "set-cookie":
+                    name, _, rest = v.partition("=")
+                    jar[name.strip()] = rest.split(";", 1)[0]
+        return r.status, dict((k.lower(), v) for k, v in r.getheaders()), body
+
+
+def banner_commands(text):
+    """The commands of the banner, in order: (kind, argv, repeat, line)."""
+    out = []
+    for line in text.splitlines():
+        s = line.strip()
+        m = re.match(r"^for i in ([\d ]+); do (.*); done$", s)
+        repeat = 1
+        if m:
+            repeat, s = len(m.group(1).split()), m.group(2)
+        if not (s.startswith("curl ") or re.match(r"^\S*hermodctl ", s)):
+            continue
+        argv = shlex.split(s, comments=True)
+        out.append(("curl" if argv[0] == "curl" else "ctl", argv, repeat, line))
+    return out
+
+
+@timeout(150)
+def test_dev_up_end_to_end(env):
+    # One run of 10 free ports: syncd 3, routers 2, metrics 2, dynos 3.
+    base = free_run(10)
+    router, metrics, dynos = base + 3, base + 5, base + 7
+    p = env.start("cluster.py", [sys.executable, CLUSTER_PY, "--build", ht.BUILD,
+                                 "--base", base, "--router-port", router,
+                                 "--metrics-port", metrics, "--dyno-port", dynos])
+    t0 = time.monotonic()
+    wait_for(lambda: "Ctrl-C stops everything" in p.stdout() or
+             (not p.alive() and fail("cluster.py exited (%s):\n%s" % (p.returncode, p.tail(60)))),
+             T(60), "cluster.py's banner")
+    say_up = time.monotonic() - t0
+    out = p.stdout()
+    m = re.search(r"work dir (\S+)", out)
+    check(m, "the banner names its work dir: %r" % out[:500])
+    work = m.group(1)
+    check(os.path.isdir(work), "work dir %s exists while the cluster runs" % work)
+    pids = {pid: cmdline(pid) for pid in descendants(p.pid)}
+    progs = " ".join(pids.values())
+    for what in ("hermod-syncd origin", "hermod-syncd edge", "hermod-router", "dyno.py"):
+        check(what in progs, "cluster.py runs no %s: %s" % (what, sorted(pids.values())))
+    eq(progs.count("hermod-syncd edge"), 2, "edge syncds")
+
+    cmds = banner_commands(out)
+    curl = Curl()
+    results = []
+    for kind, argv, repeat, line in cmds:
+        for _ in range(repeat):
+            if kind == "curl":
+                results.append((line, curl.run(argv)))
+            else:
+                r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   timeout=T(30), cwd=env.tmpdir)
+                check(r.returncode == 0, "banner command failed (%d): %s\n%s" % (
+                    r.returncode, line.strip(), r.stderr.decode(errors="replace")))
+                results.append((line, (r.stdout.decode(errors="replace"),)))
+    print("# dev up: banner after %.1f s; ran its %d commands (%d runs)" % (
+        say_up, len(cmds), len(results)), flush=True)
+
+    def find(pattern, nth=0):
+        hits = [res for line, res in results if re.search(pattern, line)]
+        check(len(hits) > nth, "the banner has no command matching %r" % pattern)
+        return hits[nth]
+
+    st, hd, body = find(r"Host: demo\.example\.com' http://127\.0\.0\.1:%d/$" % router)
+    eq(st, 200, "curl demo.example.com on node1")
+    check(re.match(rb"hello from web\.[123]\n", body), "body from a dyno: %r" % body)
+    st, _, _ = find(r"Host: api\.demo\.example\.com")
+    eq(st, 200, "the wildcard domain on node2")
+    st, _, _ = find(r"Host: nope\.example\.com")
+    eq(st, 404, "an unknown host")
+    status = find(r"--admin \S+ status")[0]
+    check(re.search(r"role\s+edge", status) and re.search(r"stale\s+false", status),
+          "hermodctl status of node1: %r" % status[:500])
+    check("demo" in find(r"lookup api\.demo\.example\.com")[0], "lookup names the app")
+    st, _, body = find(r"/metrics")
+    eq(st, 200, "metrics")
+    check(b"hermod_requests_total" in body, "metrics text: %r" % body[:300])
+
+    # Session affinity: the first request gets a cookie, the second (other node) the same dyno.
+    a1 = find(r"-c \S+ -b \S+ .*:%d/" % router)
+    a2 = find(r"-c \S+ -b \S+ .*:%d/" % (router + 1))
+    eq(a1[0], 200, "affinity request on node1")
+    check("hermod-session-affinity" in a1[1].get("set-cookie", ""),
+          "node1 must set the affinity cookie: %r" % a1[1])
+    eq(a2[0], 200, "affinity request on node2")
+    eq(a2[1].get("x-dyno"), a1[1].get("x-dyno"), "dyno on node2 with node1's affinity cookie")
+
+    # A dyno down: none of the six requests in the loop reach web.2.
+    loop = [res for line, res in results if line.strip().startswith("for i in")]
+    eq(len(loop), 6, "requests of the banner's loop")
+    for st, hd, body in loop:
+        eq(st, 200, "status while web.2 is down")
+        check(hd.get("x-dyno") != "web.2", "a request reached web.2 while it was down")
+    st, _, _ = find(r"^  curl -i -H 'Host: demo\.example\.com' http://127\.0\.0\.1:%d/$" %
+                    (router + 1))
+    eq(st, 503, "maintenance mode")
+    # The access logs are streamed to the console.
+    wait_for(lambda: re.search(r"node[12] \| at=info .*status=200", p.stdout()), T(5),
+             "access-log lines on cluster.py's output")
+
+    # Ctrl-C.
+    p.expected_exit = True
+    p.send_signal(signal.SIGINT)
+    rc = p.wait(T(30))
+    check(rc is not None, "cluster.py did not exit within %.0f s of SIGINT" % T(30))
+    eq(rc, 0, "cluster.py's exit status after SIGINT (stderr: %r)" % p.stderr()[-2000:])
+    check(not os.path.exists(work), "the work dir %s must be removed" % work)
+    left = [(pid, cmd) for pid, cmd in pids.items() if cmdline(pid) == cmd and cmd]
+    check(not left, "processes left running after SIGINT: %s" % left)
+    for port in list(range(base, base + 3)) + [router, router + 1, metrics, metrics + 1] + \
+            list(range(dynos, dynos + 3)):
+        check(not ht.port_open(port), "port %d still accepts after SIGINT" % port)
+    check("stopped; removed" in p.stderr(), "cluster.py says it stopped: %r" % p.stderr()[-500:])
+    print("# dev up: %d processes started, all gone after SIGINT; work dir removed" % len(pids),
+          flush=True)
+
+
+if __name__ == "__main__":
+    ht.run(globals())
