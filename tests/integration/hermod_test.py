@@ -71,6 +71,10 @@ _BINARIES = {
 }
 
 
+LSAN_SUPPRESSIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                 "sanitizer", "lsan.supp")
+
+
 def binary(name, required=True):
     """Path of a built program: hermod-syncd, hermodctl, hermod-router, or a test tool (built
     in tests/tools/, e.g. hm-tablectl). Fails the test if required and missing, else None."""
@@ -265,6 +269,10 @@ class Process:
         # Sanitizer reports must reach stderr (the log we scan) and make the process fail.
         penv.setdefault("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1:print_summary=1")
         penv.setdefault("UBSAN_OPTIONS", "halt_on_error=1:print_stacktrace=1:print_summary=1")
+        if SANITIZED:
+            # Known leaks inside libraries (each documented in the file), for every process.
+            penv.setdefault("LSAN_OPTIONS", "suppressions=%s:print_suppressions=0" %
+                            LSAN_SUPPRESSIONS)
         if extra_env:
             penv.update(extra_env)
         self._out = open(self.stdout_path, "wb")

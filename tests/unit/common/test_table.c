@@ -608,9 +608,10 @@ END_TEST
 
 /*
  * Stress: every batch b rewrites app "s" so that one lookup can tell whether everything it read
- * came from one batch: n_up = b % 7 + 1, every dyno's port = 10000 + b % 50000, balance = b & 1,
- * maintenance = (b >> 1) & 1, and app "t" (another host) is created on odd batches and removed
- * on even ones. Two reader processes check every lookup; versions must never go backwards.
+ * came from one batch. With m = b % 50000 (the port carries it): every dyno's port = 10000 + m,
+ * n_up = m % 7 + 1, balance = m & 1, maintenance = (m >> 1) & 1; app "t" (another host) is
+ * created on odd batches and removed on even ones. Two reader processes check every lookup;
+ * versions must never go backwards.
  */
 #define STRESS_DYNOS 8
 
@@ -658,12 +659,14 @@ static int stress_apply(struct hm_table_writer *w, uint32_t b)
 	struct hm_change cs[STRESS_DYNOS + 4];
 	size_t n = 0;
 
-	cs[n++] = app_put("s", (b >> 1) & 1, 0, (uint8_t)(b & 1));
+	uint32_t m = b % 50000;
+
+	cs[n++] = app_put("s", (m >> 1) & 1, 0, (uint8_t)(m & 1));
 	for (int i = 0; i < STRESS_DYNOS; i++) {
 		snprintf(names[i], sizeof(names[i]), "web.%d", i);
-		snprintf(addrs[i], sizeof(addrs[i]), "127.0.0.%d:%u", i + 1, 10000 + b % 50000);
+		snprintf(addrs[i], sizeof(addrs[i]), "127.0.0.%d:%u", i + 1, 10000 + m);
 		cs[n++] = dyno_put("s", names[i], addrs[i],
-				   (uint32_t)i < b % 7 + 1 ? HM_DYNO_UP : HM_DYNO_DOWN);
+				   (uint32_t)i < m % 7 + 1 ? HM_DYNO_UP : HM_DYNO_DOWN);
 	}
 	if (b & 1) {
 		cs[n++] = app_put("t", 0, 0, 0);
