@@ -923,11 +923,37 @@ static int touch(struct hm_table_writer *w, const struct copy *c, const void *p,
 			return e_;                                                                 \
 	} while (0)
 
-/* Copies every dirty line from copy `from` to copy `to`, and forgets them. */
+/*
+ * Copies every dirty line from copy `from` to copy `to`, and forgets them. A small batch walks
+ * its list of lines; a large one (a snapshot load, a growth rebuild) scans the bitmap in address
+ * order instead, so that neighbouring lines become one large memcpy rather than a million small
+ * ones in the order they were written.
+ */
 static void sync_lines(struct hm_table_writer *w, unsigned from, unsigned to)
 {
 	uint8_t *src = w->base + w->lay.copy_off[from], *dst = w->base + w->lay.copy_off[to];
+	uint64_t nlines = w->lay.copy_bytes / LINE;
 
+	if (w->ndirty > nlines / 32) {
+		for (uint64_t l = 0; l < nlines;) {
+			uint64_t run = 0;
+
+			if (w->dirty_bits[l >> 3] == 0 && (l & 7) == 0) {
+				l += 8;
+				continue;
+			}
+			while (l + run < nlines &&
+			       (w->dirty_bits[(l + run) >> 3] & (1u << ((l + run) & 7)))) {
+				w->dirty_bits[(l + run) >> 3] &= (uint8_t)~(1u << ((l + run) & 7));
+				run++;
+			}
+			if (run > 0)
+				memcpy(dst + l * LINE, src + l * LINE, run * LINE);
+			l += run + 1;
+		}
+		w->ndirty = 0;
+		return;
+	}
 	for (size_t i = 0; i < w->ndirty;) {
 		uint64_t l = w->dirty[i], run = 1;
 

@@ -248,9 +248,14 @@ def _least_conn_with_one_busy(env, n):
     busy = hm.wait_for(lambda: [d for d in (d1, d2) if any(
         q["target"] == hold for q in d.requests())], T(3), "the slow request to arrive")[0]
     idle = d2 if busy is d1 else d1
+    hold_conn = [q["conn"] for q in busy.requests() if q["target"] == hold][0]
     seen = collections.Counter(dyno_of(router)[0] for _ in range(n))
-    check(busy.open_connections() >= 1 and not any(
-        q["target"] == hold for q in idle.requests()), "the slow request ended too early")
+    # The premise: the slow request was in flight on the busy dyno for the whole measurement.
+    ended = [e for e in busy.closes() if e["conn"] == hold_conn]
+    check(not ended, "the slow request's connection to %s closed during the measurement (%s); "
+          "router log: %s" % (busy.name, ended[0]["why"] if ended else "", router.logs()[-3:]))
+    check(not any(q["target"] == hold for q in idle.requests()),
+          "the slow request was retried on %s" % idle.name)
     return busy, idle, seen
 
 
