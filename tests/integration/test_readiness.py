@@ -68,5 +68,52 @@ def test_router_reload_reports_reloading_then_ready(env):
     r.stop()
 
 
+def test_edge_ready_when_caught_up_or_serving_a_resumed_table(env):
+    from syncd_util import Edge, Origin
+    ns = NotifySocket(env)
+    o = Origin(env, proc_env={"NOTIFY_SOCKET": ns.path})
+    lines = ns.expect("READY=1", T(10))
+    check(hm.admin_ready(o.admin), "the origin said READY=1 before its admin socket answers")
+    check(any(l.startswith("STATUS=serving") for l in lines), "origin READY status: %r" % lines)
+    seq = o.apply([{"op": "app.put", "app": "a"}, {"op": "domain.put", "domain": "a.test",
+                                                    "app": "a"}])
+
+    # An edge is ready once it is current with the origin.
+    e = Edge(env, o, wait=False, proc_env={"NOTIFY_SOCKET": ns.path})
+    ns.expect("READY=1", T(10))
+    eq(e.status()["seq"], seq, "the edge's seq when it said READY=1")
+    e.proc.stop()
+    o.stop()
+
+    # Restarted while the origin is down: its table is a complete version that routers can
+    # serve, so it says READY=1 once it knows the origin is out of reach (stale), not never.
+    e.start(wait=False)
+    lines = ns.expect("READY=1", T(10))
+    check(any("stale" in l for l in lines if l.startswith("STATUS=")),
+          "READY without saying it is stale: %r" % lines)
+    st = e.status()
+    check(st["stale"] and st["seq"] == seq, "edge status when ready without the origin: %r" % st)
+    e.proc.stop()
+
+
+def test_edge_without_table_waits_for_the_origin(env):
+    from syncd_util import Edge, Origin
+    ns = NotifySocket(env)
+    o = Origin(env)
+    o.stop()
+    e = Edge(env, o, proc_env={"NOTIFY_SOCKET": ns.path})
+    ns.sock.settimeout(T(5))
+    try:
+        msg = ns.sock.recv(4096).decode()
+        check("READY=1" not in msg.split("\n"),
+              "an edge with no table and no origin said READY=1: %r" % msg)
+    except socket.timeout:
+        pass
+    o.start()
+    ns.expect("READY=1", T(15))
+    e.proc.stop()
+    o.stop()
+
+
 if __name__ == "__main__":
     hm.run(globals())
