@@ -76,16 +76,19 @@ static void build(const char *path, uint32_t napps, uint32_t dynos_per_app)
 		c.app_len = (uint8_t)snprintf(app, sizeof(app), "app-%u", a);
 		apply(w, &c);
 		for (int d = 0; d < 2; d++) {
-			struct hm_change dc = {.op = HM_OP_DOMAIN_PUT, .app = app, .app_len = c.app_len,
-					       .name = host};
+			struct hm_change dc = {
+			    .op = HM_OP_DOMAIN_PUT, .app = app, .app_len = c.app_len, .name = host};
 
-			dc.name_len = (uint16_t)snprintf(host, sizeof(host), "%s.app-%u.example.com",
-							 d ? "www" : "api", a);
+			dc.name_len = (uint16_t)snprintf(
+			    host, sizeof(host), "%s.app-%u.example.com", d ? "www" : "api", a);
 			apply(w, &dc);
 		}
 		for (uint32_t y = 0; y < dynos_per_app; y++) {
-			struct hm_change yc = {.op = HM_OP_DYNO_PUT, .app = app, .app_len = c.app_len,
-					       .name = dyno, .state = HM_DYNO_UP};
+			struct hm_change yc = {.op = HM_OP_DYNO_PUT,
+					       .app = app,
+					       .app_len = c.app_len,
+					       .name = dyno,
+					       .state = HM_DYNO_UP};
 
 			yc.name_len = (uint16_t)snprintf(dyno, sizeof(dyno), "web.%u", y + 1);
 			yc.addr.family = 4;
@@ -187,7 +190,9 @@ static void changes_per_second(const char *path, uint32_t batch_size, double sec
 		for (uint32_t i = 0; i < batch_size; i++, n++) {
 			uint32_t a = (uint32_t)(rng() % 100000);
 			char app[32];
-			struct hm_change c = {.op = HM_OP_DYNO_PUT, .app = app, .name = dyno,
+			struct hm_change c = {.op = HM_OP_DYNO_PUT,
+					      .app = app,
+					      .name = dyno,
 					      .state = (uint8_t)(1 + rng() % 4)};
 
 			c.app_len = (uint8_t)snprintf(app, sizeof(app), "app-%u", a);
@@ -254,8 +259,10 @@ int main(int argc, char **argv)
 	uint64_t without = file_bytes(100000, 200000, 1, 64 << 20);
 	double per = (double)(with - without) / 1e6;
 	printf("file bytes per dyno (two copies, hash, counters): %.1f; excluding inline names "
-	       "(2 x 28 B): %.1f\n", per, per - 56);
-	printf("(per-app dyno arrays live in the heap: 4 B per dyno per copy, up to 2x for growth)\n");
+	       "(2 x 28 B): %.1f\n",
+	       per, per - 56);
+	printf(
+	    "(per-app dyno arrays live in the heap: 4 B per dyno per copy, up to 2x for growth)\n");
 	unlink(small);
 	unlink(large);
 	return 0;

@@ -15,7 +15,7 @@
 #include "common/errors.h"
 
 #define ELEMENT_MAX (1u << 20)
-#define CHUNK 65536
+#define CHUNK	    65536
 
 enum state { START, FIRST, MIDDLE, END, DONE, FAILED };
 
@@ -64,7 +64,7 @@ size_t hm_batch_reader_count(const struct hm_batch_reader *r)
 }
 
 static int fail(struct hm_batch_reader *r, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 static int fail(struct hm_batch_reader *r, int code, const char *fmt, ...)
 {
@@ -217,27 +217,27 @@ static const struct {
 	const char *name;
 	unsigned bit;
 } fields[] = {
-	{"op", F_OP},       {"app", F_APP},     {"domain", F_DOMAIN},     {"dyno", F_DYNO},
-	{"addr", F_ADDR},   {"state", F_STATE}, {"maintenance", F_MAINT}, {"affinity", F_AFF},
-	{"balance", F_BALANCE},
+    {"op", F_OP},	    {"app", F_APP},	{"domain", F_DOMAIN},	  {"dyno", F_DYNO},
+    {"addr", F_ADDR},	    {"state", F_STATE}, {"maintenance", F_MAINT}, {"affinity", F_AFF},
+    {"balance", F_BALANCE},
 };
 
 /* For each op: fields it takes, and fields it needs. */
 static const unsigned allowed[] = {
-	[HM_OP_APP_PUT] = F_OP | F_APP | F_MAINT | F_AFF | F_BALANCE,
-	[HM_OP_APP_RM] = F_OP | F_APP,
-	[HM_OP_DOMAIN_PUT] = F_OP | F_DOMAIN | F_APP,
-	[HM_OP_DOMAIN_RM] = F_OP | F_DOMAIN,
-	[HM_OP_DYNO_PUT] = F_OP | F_APP | F_DYNO | F_ADDR | F_STATE,
-	[HM_OP_DYNO_RM] = F_OP | F_APP | F_DYNO,
+    [HM_OP_APP_PUT] = F_OP | F_APP | F_MAINT | F_AFF | F_BALANCE,
+    [HM_OP_APP_RM] = F_OP | F_APP,
+    [HM_OP_DOMAIN_PUT] = F_OP | F_DOMAIN | F_APP,
+    [HM_OP_DOMAIN_RM] = F_OP | F_DOMAIN,
+    [HM_OP_DYNO_PUT] = F_OP | F_APP | F_DYNO | F_ADDR | F_STATE,
+    [HM_OP_DYNO_RM] = F_OP | F_APP | F_DYNO,
 };
 static const unsigned required[] = {
-	[HM_OP_APP_PUT] = F_OP | F_APP,
-	[HM_OP_APP_RM] = F_OP | F_APP,
-	[HM_OP_DOMAIN_PUT] = F_OP | F_DOMAIN | F_APP,
-	[HM_OP_DOMAIN_RM] = F_OP | F_DOMAIN,
-	[HM_OP_DYNO_PUT] = F_OP | F_APP | F_DYNO | F_ADDR,
-	[HM_OP_DYNO_RM] = F_OP | F_APP | F_DYNO,
+    [HM_OP_APP_PUT] = F_OP | F_APP,
+    [HM_OP_APP_RM] = F_OP | F_APP,
+    [HM_OP_DOMAIN_PUT] = F_OP | F_DOMAIN | F_APP,
+    [HM_OP_DOMAIN_RM] = F_OP | F_DOMAIN,
+    [HM_OP_DYNO_PUT] = F_OP | F_APP | F_DYNO | F_ADDR,
+    [HM_OP_DYNO_RM] = F_OP | F_APP | F_DYNO,
 };
 
 #define FAIL(code, ...)                                                                            \
@@ -260,8 +260,9 @@ int hm_change_from_json(const void *object, struct hm_change *c, char *err, size
 	if (!cJSON_IsString(op))
 		FAIL(HM_EJSON, "\"op\" is missing or not a string");
 	if (hm_op_parse(op->valuestring, strlen(op->valuestring), &c->op) != 0)
-		FAIL(HM_EOP, "\"op\": unknown operation \"%.40s\" (app.put, app.rm, domain.put, "
-			     "domain.rm, dyno.put, dyno.rm)",
+		FAIL(HM_EOP,
+		     "\"op\": unknown operation \"%.40s\" (app.put, app.rm, domain.put, "
+		     "domain.rm, dyno.put, dyno.rm)",
 		     op->valuestring);
 	cJSON_ArrayForEach(item, o)
 	{
@@ -316,7 +317,8 @@ int hm_change_from_json(const void *object, struct hm_change *c, char *err, size
 			break;
 		case F_STATE:
 			if ((e = hm_dyno_state_parse(v, n, &c->state)) != 0)
-				FAIL(e, "\"state\": \"%.40s\" is not up, starting, crashed or down", v);
+				FAIL(e, "\"state\": \"%.40s\" is not up, starting, crashed or down",
+				     v);
 			break;
 		case F_BALANCE:
 			if ((e = hm_balance_parse(v, n, &c->balance)) != 0)
@@ -327,7 +329,8 @@ int hm_change_from_json(const void *object, struct hm_change *c, char *err, size
 	if ((seen & required[c->op]) != required[c->op]) {
 		for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
 			if ((required[c->op] & fields[i].bit) && !(seen & fields[i].bit))
-				FAIL(HM_EJSON, "\"%s\" needs \"%s\"", hm_op_name(c->op), fields[i].name);
+				FAIL(HM_EJSON, "\"%s\" needs \"%s\"", hm_op_name(c->op),
+				     fields[i].name);
 	}
 	return hm_change_check(c);
 }

@@ -12,49 +12,49 @@
 
 /* XX(name, value, message) */
 #define HM_ERRNO_MAP(XX)                                                                           \
-	/* wire protocol (proto/) */                                                                \
-	XX(ETRUNC, -5001, "message truncated")                                                      \
-	XX(ETYPE, -5002, "field has the wrong type")                                                \
-	XX(ERANGE, -5003, "field out of range")                                                     \
-	XX(ETOOBIG, -5004, "message or field too large")                                            \
-	XX(EUNKNOWN, -5005, "unknown message type")                                                 \
-	XX(EVERSION, -5006, "message from a newer schema version")                                  \
-	XX(ETRAILING, -5007, "trailing bytes after message")                                        \
-	XX(EARITY, -5008, "wrong number of fields")                                                 \
-	/* names and addresses (common/model.c) */                                                  \
-	XX(EAPPNAME, -5020, "invalid app name")                                                     \
-	XX(EDYNONAME, -5021, "invalid dyno name")                                                   \
-	XX(EHOSTNAME, -5022, "invalid hostname")                                                    \
+	/* wire protocol (proto/) */                                                               \
+	XX(ETRUNC, -5001, "message truncated")                                                     \
+	XX(ETYPE, -5002, "field has the wrong type")                                               \
+	XX(ERANGE, -5003, "field out of range")                                                    \
+	XX(ETOOBIG, -5004, "message or field too large")                                           \
+	XX(EUNKNOWN, -5005, "unknown message type")                                                \
+	XX(EVERSION, -5006, "message from a newer schema version")                                 \
+	XX(ETRAILING, -5007, "trailing bytes after message")                                       \
+	XX(EARITY, -5008, "wrong number of fields")                                                \
+	/* names and addresses (common/model.c) */                                                 \
+	XX(EAPPNAME, -5020, "invalid app name")                                                    \
+	XX(EDYNONAME, -5021, "invalid dyno name")                                                  \
+	XX(EHOSTNAME, -5022, "invalid hostname")                                                   \
 	XX(EADDR, -5023, "invalid dyno address (want IPv4:PORT or [IPv6]:PORT)")                   \
-	XX(ESTATE, -5024, "invalid dyno state")                                                     \
-	XX(EBALANCE, -5025, "invalid balance mode")                                                 \
-	XX(EOP, -5026, "invalid change operation")                                                  \
-	/* routing state (common/table.c) */                                                        \
-	XX(ENOAPP, -5040, "no such app")                                                            \
-	XX(ENODOMAIN, -5041, "no such domain")                                                      \
-	XX(ENODYNO, -5042, "no such dyno")                                                          \
-	XX(EFULL, -5043, "routing table is full")                                                   \
-	XX(EBADTABLE, -5044, "routing table file is invalid")                                       \
-	XX(ENOTABLE, -5045, "no routing table yet")                                                 \
-	XX(ENOHOST, -5046, "no app for this host")                                                  \
-	XX(EBUSYTABLE, -5047, "routing table is changing too fast to read")                         \
-	/* state synchronization (syncd/) */                                                        \
-	XX(EEPOCH, -5060, "epoch mismatch")                                                         \
-	XX(EGAP, -5061, "sequence gap")                                                             \
-	XX(EDIGEST, -5062, "digest mismatch")                                                       \
-	XX(ECORRUPT, -5063, "record checksum mismatch")                                             \
-	XX(ENNG, -5064, "messaging library error")                                                  \
-	XX(ESNAPSHOT, -5065, "snapshot no longer available")                                        \
-	/* configuration and input (common/opts.c, hermodctl) */                                    \
-	XX(EOPTION, -5080, "invalid option")                                                        \
-	XX(EJSON, -5081, "invalid JSON")                                                            \
+	XX(ESTATE, -5024, "invalid dyno state")                                                    \
+	XX(EBALANCE, -5025, "invalid balance mode")                                                \
+	XX(EOP, -5026, "invalid change operation")                                                 \
+	/* routing state (common/table.c) */                                                       \
+	XX(ENOAPP, -5040, "no such app")                                                           \
+	XX(ENODOMAIN, -5041, "no such domain")                                                     \
+	XX(ENODYNO, -5042, "no such dyno")                                                         \
+	XX(EFULL, -5043, "routing table is full")                                                  \
+	XX(EBADTABLE, -5044, "routing table file is invalid")                                      \
+	XX(ENOTABLE, -5045, "no routing table yet")                                                \
+	XX(ENOHOST, -5046, "no app for this host")                                                 \
+	XX(EBUSYTABLE, -5047, "routing table is changing too fast to read")                        \
+	/* state synchronization (syncd/) */                                                       \
+	XX(EEPOCH, -5060, "epoch mismatch")                                                        \
+	XX(EGAP, -5061, "sequence gap")                                                            \
+	XX(EDIGEST, -5062, "digest mismatch")                                                      \
+	XX(ECORRUPT, -5063, "record checksum mismatch")                                            \
+	XX(ENNG, -5064, "messaging library error")                                                 \
+	XX(ESNAPSHOT, -5065, "snapshot no longer available")                                       \
+	/* configuration and input (common/opts.c, hermodctl) */                                   \
+	XX(EOPTION, -5080, "invalid option")                                                       \
+	XX(EJSON, -5081, "invalid JSON")                                                           \
 	XX(EUSAGE, -5082, "invalid usage")
 
 enum hm_errno {
 #define HM_ERRNO_ENUM(name, value, msg) HM_##name = (value),
 	HM_ERRNO_MAP(HM_ERRNO_ENUM)
 #undef HM_ERRNO_ENUM
-	HM_ERRNO_MIN_ = -5000
+	    HM_ERRNO_MIN_ = -5000
 };
 
 /*

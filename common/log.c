@@ -17,8 +17,8 @@ static atomic_int log_level = HM_LOG_INFO;
 static atomic_int log_fd = 2;
 
 static const char *const level_names[] = {
-	[HM_LOG_ERR] = "err",         [HM_LOG_WARNING] = "warning", [HM_LOG_NOTICE] = "notice",
-	[HM_LOG_INFO] = "info",       [HM_LOG_DEBUG] = "debug",
+    [HM_LOG_ERR] = "err",   [HM_LOG_WARNING] = "warning", [HM_LOG_NOTICE] = "notice",
+    [HM_LOG_INFO] = "info", [HM_LOG_DEBUG] = "debug",
 };
 
 void hm_log_set_ident(const char *ident)
@@ -65,8 +65,9 @@ void hm_log(enum hm_log_level level, const char *group, const char *fmt, ...)
 		return;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	r = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%ld] %s %s: ",
-		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+	r = snprintf(line, sizeof(line),
+		     "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s[%ld] %s %s: ", tm.tm_year + 1900,
+		     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
 		     ts.tv_nsec / 1000000, log_ident, (long)getpid(), group,
 		     level >= HM_LOG_ERR && level <= HM_LOG_DEBUG ? level_names[level] : "?");
 	n = r > 0 ? (size_t)r : 0;

@@ -35,6 +35,6 @@ void hm_log_set_fd(int fd);
 
 /* Writes one line: "2026-11-27T03:18:06.123Z hermod-syncd[42] edge info: message". */
 void hm_log(enum hm_log_level level, const char *group, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 #endif

@@ -206,21 +206,21 @@ size_t hm_addr_format(const struct hm_addr *addr, char *out)
 }
 
 static const char *const state_names[] = {
-	[HM_DYNO_UP] = "up",
-	[HM_DYNO_STARTING] = "starting",
-	[HM_DYNO_CRASHED] = "crashed",
-	[HM_DYNO_DOWN] = "down",
+    [HM_DYNO_UP] = "up",
+    [HM_DYNO_STARTING] = "starting",
+    [HM_DYNO_CRASHED] = "crashed",
+    [HM_DYNO_DOWN] = "down",
 };
 
 static const char *const balance_names[] = {
-	[HM_BALANCE_RANDOM] = "random",
-	[HM_BALANCE_LEAST_CONN] = "least-conn",
+    [HM_BALANCE_RANDOM] = "random",
+    [HM_BALANCE_LEAST_CONN] = "least-conn",
 };
 
 static const char *const op_names[] = {
-	[HM_OP_APP_PUT] = "app.put",       [HM_OP_APP_RM] = "app.rm",
-	[HM_OP_DOMAIN_PUT] = "domain.put", [HM_OP_DOMAIN_RM] = "domain.rm",
-	[HM_OP_DYNO_PUT] = "dyno.put",     [HM_OP_DYNO_RM] = "dyno.rm",
+    [HM_OP_APP_PUT] = "app.put",       [HM_OP_APP_RM] = "app.rm",
+    [HM_OP_DOMAIN_PUT] = "domain.put", [HM_OP_DOMAIN_RM] = "domain.rm",
+    [HM_OP_DYNO_PUT] = "dyno.put",     [HM_OP_DYNO_RM] = "dyno.rm",
 };
 
 static int name_index(const char *const *names, unsigned first, unsigned last, const char *s,

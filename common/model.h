@@ -19,9 +19,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HM_APP_NAME_MAX 63
+#define HM_APP_NAME_MAX	 63
 #define HM_DYNO_NAME_MAX 63
-#define HM_HOST_MAX 253
+#define HM_HOST_MAX	 253
 /* "[" 39 "]:" 5 */
 #define HM_ADDR_STR_MAX 48
 
@@ -70,22 +70,23 @@ struct hm_addr {
  *   HM_OP_DYNO_RM    app name  dyno name          -
  */
 struct hm_change {
-	uint8_t op;          /* enum hm_op */
-	uint8_t state;       /* enum hm_dyno_state */
-	uint8_t balance;     /* enum hm_balance */
+	uint8_t op;	 /* enum hm_op */
+	uint8_t state;	 /* enum hm_dyno_state */
+	uint8_t balance; /* enum hm_balance */
 	bool maintenance;
 	bool affinity;
 	uint8_t app_len;
 	uint16_t name_len;
-	const char *app;     /* borrowed */
-	const char *name;    /* borrowed */
+	const char *app;  /* borrowed */
+	const char *name; /* borrowed */
 	struct hm_addr addr;
 };
 
 /* Name checks: 0 if valid, else HM_EAPPNAME / HM_EDYNONAME / HM_EHOSTNAME. */
 int hm_app_name_check(const char *s, size_t n);
 int hm_dyno_name_check(const char *s, size_t n);
-/* wildcard_ok: accept "*.NAME". Mixed case and one trailing dot are accepted (see hm_host_canon). */
+/* wildcard_ok: accept "*.NAME". Mixed case and one trailing dot are accepted (see hm_host_canon).
+ */
 int hm_hostname_check(const char *s, size_t n, bool wildcard_ok);
 
 /*
@@ -114,7 +115,7 @@ const char *hm_dyno_state_name(unsigned state);
 int hm_dyno_state_parse(const char *s, size_t n, uint8_t *out);
 const char *hm_balance_name(unsigned balance);
 int hm_balance_parse(const char *s, size_t n, uint8_t *out);
-const char *hm_op_name(unsigned op);    /* "app.put", ...; NULL if unknown */
+const char *hm_op_name(unsigned op); /* "app.put", ...; NULL if unknown */
 int hm_op_parse(const char *s, size_t n, uint8_t *out);
 
 /*

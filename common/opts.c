@@ -14,7 +14,8 @@
 
 #include "common/errors.h"
 
-static void fail(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void fail(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static void fail(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -76,7 +77,8 @@ int hm_parse_duration_ms(const char *s, int64_t *out)
 
 int hm_parse_size(const char *s, int64_t *out)
 {
-	static const char *const units[] = {"k", "K", "KiB", "m", "M", "MiB", "g", "G", "GiB", NULL};
+	static const char *const units[] = {"k",   "K", "KiB", "m",   "M",
+					    "MiB", "g", "G",   "GiB", NULL};
 	static const int64_t mult[] = {1 << 10, 1 << 10, 1 << 10, 1 << 20, 1 << 20,
 				       1 << 20, 1 << 30, 1 << 30, 1 << 30};
 
@@ -158,8 +160,8 @@ static const struct hm_opt *find(const struct hm_opt *table, const char *name, s
 static int bounded(const struct hm_opt *o, int64_t v, const char *value, char *err, size_t errlen)
 {
 	if ((o->min != 0 || o->max != 0) && (v < o->min || v > o->max)) {
-		fail(err, errlen, "--%s: '%s' is out of range (%" PRId64 " to %" PRId64 "%s)", o->name,
-		     value, o->min, o->max, o->type == HM_OPT_DURATION ? " ms" : "");
+		fail(err, errlen, "--%s: '%s' is out of range (%" PRId64 " to %" PRId64 "%s)",
+		     o->name, value, o->min, o->max, o->type == HM_OPT_DURATION ? " ms" : "");
 		return HM_EOPTION;
 	}
 	return 0;
@@ -189,7 +191,8 @@ static int set_value(const struct hm_opt *o, void *cfg, const char *value, const
 
 		end = parse_digits(neg ? s + 1 : s, &v);
 		if (end == NULL || *end != '\0') {
-			fail(err, errlen, "--%s%s: '%s' is not a whole number", o->name, where, value);
+			fail(err, errlen, "--%s%s: '%s' is not a whole number", o->name, where,
+			     value);
 			return HM_EOPTION;
 		}
 		if (neg)
@@ -283,13 +286,14 @@ static int load_config(const struct hm_opt *table, void *cfg, const char *path, 
 			value = item->valuestring;
 		} else if (cJSON_IsBool(item) && o->type == HM_OPT_BOOL) {
 			value = cJSON_IsTrue(item) ? "true" : "false";
-		} else if (cJSON_IsNumber(item) && o->type != HM_OPT_BOOL && o->type != HM_OPT_STR &&
-			   o->type != HM_OPT_ENUM && item->valuedouble == (double)(int64_t)item->valuedouble) {
+		} else if (cJSON_IsNumber(item) && o->type != HM_OPT_BOOL &&
+			   o->type != HM_OPT_STR && o->type != HM_OPT_ENUM &&
+			   item->valuedouble == (double)(int64_t)item->valuedouble) {
 			snprintf(num, sizeof(num), "%" PRId64, (int64_t)item->valuedouble);
 			value = num;
 		} else {
-			fail(err, errlen, "--config: \"%s\" in %s has the wrong JSON type", item->string,
-			     path);
+			fail(err, errlen, "--config: \"%s\" in %s has the wrong JSON type",
+			     item->string, path);
 			r = HM_EOPTION;
 			break;
 		}
@@ -385,7 +389,8 @@ int hm_opts_parse(const struct hm_opt *table, void *cfg, int argc, char **argv, 
 		} else if (i + 1 < argc) {
 			value = argv[++i];
 		} else {
-			fail(err, errlen, "--%s needs a value (%s)", o->name, o->arg ? o->arg : "VALUE");
+			fail(err, errlen, "--%s needs a value (%s)", o->name,
+			     o->arg ? o->arg : "VALUE");
 			return HM_EOPTION;
 		}
 		if ((r = set_value(o, cfg, value, "", err, errlen)) != 0)

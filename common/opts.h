@@ -17,31 +17,34 @@
 #include <stdio.h>
 
 enum hm_opt_type {
-	HM_OPT_STR,      /* char * (owned: freed by hm_opts_free) */
-	HM_OPT_INT,      /* int64_t in [min, max] */
-	HM_OPT_BOOL,     /* bool */
+	HM_OPT_STR,	 /* char * (owned: freed by hm_opts_free) */
+	HM_OPT_INT,	 /* int64_t in [min, max] */
+	HM_OPT_BOOL,	 /* bool */
 	HM_OPT_DURATION, /* int64_t milliseconds in [min, max]: "250ms", "5s", "2m", "1h", or a
 			    bare number of milliseconds */
-	HM_OPT_SIZE,     /* int64_t bytes in [min, max]: "512", "64k", "8KiB", "4M", "1GiB" */
-	HM_OPT_ENUM,     /* int: index of the value in choices */
+	HM_OPT_SIZE,	 /* int64_t bytes in [min, max]: "512", "64k", "8KiB", "4M", "1GiB" */
+	HM_OPT_ENUM,	 /* int: index of the value in choices */
 };
 
 struct hm_opt {
-	const char *name;            /* "listen": the flag is --listen, the config key "listen" */
+	const char *name; /* "listen": the flag is --listen, the config key "listen" */
 	enum hm_opt_type type;
-	size_t offset;               /* offsetof(config struct, field) */
-	const char *def;             /* default, written as a flag value would be; NULL: none */
-	int64_t min, max;            /* bounds for INT, DURATION, SIZE (min = max = 0: none) */
-	const char *const *choices;  /* ENUM: NULL-terminated list of accepted values */
-	const char *env;             /* environment variable that overrides def, or NULL */
-	const char *arg;             /* placeholder in --help ("URL", "PATH"); NULL for BOOL */
-	const char *help;            /* one line */
+	size_t offset;		    /* offsetof(config struct, field) */
+	const char *def;	    /* default, written as a flag value would be; NULL: none */
+	int64_t min, max;	    /* bounds for INT, DURATION, SIZE (min = max = 0: none) */
+	const char *const *choices; /* ENUM: NULL-terminated list of accepted values */
+	const char *env;	    /* environment variable that overrides def, or NULL */
+	const char *arg;	    /* placeholder in --help ("URL", "PATH"); NULL for BOOL */
+	const char *help;	    /* one line */
 	/* STR only: extra check of the value; returns 0 or writes a reason to err and returns <0 */
 	int (*check)(const char *value, char *err, size_t errlen);
 };
 
 /* A table ends with an entry whose name is NULL. */
-#define HM_OPT_END {.name = NULL}
+#define HM_OPT_END                                                                                 \
+	{                                                                                          \
+		.name = NULL                                                                       \
+	}
 
 #define HM_OPTS_HELP 1 /* hm_opts_parse() saw --help or -h */
 

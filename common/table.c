@@ -32,32 +32,32 @@
 #include "common/hash.h"
 #include "common/util.h"
 
-#define TABLE_MAGIC 0x31454c4254444d48ull /* "HMDTBLE1" little-endian */
-#define TABLE_LAYOUT 1u
-#define HDR_BYTES 4096u
-#define PAGE 4096u
-#define LINE 64u
-#define PUB_RETIRED (1ull << 63)
+#define TABLE_MAGIC    0x31454c4254444d48ull /* "HMDTBLE1" little-endian */
+#define TABLE_LAYOUT   1u
+#define HDR_BYTES      4096u
+#define PAGE	       4096u
+#define LINE	       64u
+#define PUB_RETIRED    (1ull << 63)
 #define PUB_VERSION(p) ((p) & ~PUB_RETIRED)
 
-#define DOMAIN_INLINE 44
-#define DYNO_INLINE 28
-#define HEAP_MIN 16u      /* smallest heap block; offsets below it mean "none" */
-#define HEAP_CLASSES 29   /* 16 B << 0 .. 16 B << 28 (4 GiB) */
-#define READ_RETRIES 1000 /* versions a reader tries before giving up (HM_EBUSYTABLE) */
+#define DOMAIN_INLINE	44
+#define DYNO_INLINE	28
+#define HEAP_MIN	16u  /* smallest heap block; offsets below it mean "none" */
+#define HEAP_CLASSES	29   /* 16 B << 0 .. 16 B << 28 (4 GiB) */
+#define READ_RETRIES	1000 /* versions a reader tries before giving up (HM_EBUSYTABLE) */
 #define REOPEN_EVERY_NS 50000000ull
 
 /* Capacity limits keep every index in 32 bits and every size computation in 64. */
-#define CAP_APPS_MAX (1u << 24)
+#define CAP_APPS_MAX	(1u << 24)
 #define CAP_DOMAINS_MAX (1u << 26)
-#define CAP_DYNOS_MAX (1u << 27)
-#define CAP_HEAP_MAX 0xfffff000ull
+#define CAP_DYNOS_MAX	(1u << 27)
+#define CAP_HEAP_MAX	0xfffff000ull
 
 /* Fixed seeds: the digest must be equal on every node for equal state. */
 #define DIGEST_SEED0 0x68657264676d6f64ull
 #define DIGEST_SEED1 0x1f83d9abfb41bd6bull
-#define WILD_SALT 0x9e3779b97f4a7c15ull
-#define DYNO_SALT 0xc2b2ae3d27d4eb4full
+#define WILD_SALT    0x9e3779b97f4a7c15ull
+#define DYNO_SALT    0xc2b2ae3d27d4eb4full
 
 struct file_hdr {
 	uint64_t magic;
@@ -104,9 +104,9 @@ struct copy_hdr {
 struct rec_app {
 	uint8_t used, name_len, maintenance, affinity;
 	uint8_t balance, pad[3];
-	uint32_t dynos;    /* heap offset of uint32[dyno_cap], or 0: the array is inl[] */
+	uint32_t dynos; /* heap offset of uint32[dyno_cap], or 0: the array is inl[] */
 	uint32_t dyno_cap;
-	uint32_t n[5];     /* [0] all dynos, [state] dynos in that state */
+	uint32_t n[5];			/* [0] all dynos, [state] dynos in that state */
 	uint32_t inl[APP_INLINE_DYNOS]; /* the dyno array: [up | starting | crashed | down] */
 	char name[HM_APP_NAME_MAX + 1];
 	uint32_t domain_head; /* first domain (index + 1); free-list link when unused */
@@ -187,7 +187,7 @@ struct hm_table_reader {
 };
 
 struct hm_table_writer {
-	char *path;     /* NULL: private memory */
+	char *path;	/* NULL: private memory */
 	char *tmp_path; /* the file's name until it is installed */
 	int lock_fd;
 	uint8_t *base;
@@ -341,7 +341,8 @@ static int64_t find_app(const struct copy *c, const char *name, size_t n, uint32
 		if (s.tag == tag && s.idx <= c->lay->cap_apps) {
 			const struct rec_app *a = &c->apps[s.idx - 1];
 
-			if (a->name_len == n && n <= HM_APP_NAME_MAX && memcmp(a->name, name, n) == 0) {
+			if (a->name_len == n && n <= HM_APP_NAME_MAX &&
+			    memcmp(a->name, name, n) == 0) {
 				*idx = s.idx - 1;
 				return i;
 			}
@@ -365,8 +366,8 @@ static int64_t find_domain(const struct copy *c, const char *key, size_t n, bool
 			const struct rec_domain *d = &c->domains[s.idx - 1];
 			const char *dn;
 
-			if (d->name_len == n && d->wildcard == wild && (dn = domain_name(c, d)) != NULL &&
-			    memcmp(dn, key, n) == 0) {
+			if (d->name_len == n && d->wildcard == wild &&
+			    (dn = domain_name(c, d)) != NULL && memcmp(dn, key, n) == 0) {
 				*idx = s.idx - 1;
 				return i;
 			}
@@ -417,7 +418,8 @@ static int64_t resolve_app(const struct copy *c, const char *key, size_t n)
 			dot = memchr(p, '.', (size_t)(end - p));
 			if (dot == NULL || dot + 1 >= end)
 				return -1;
-			if ((pos = find_domain(c, dot + 1, (size_t)(end - dot - 1), true, &di)) >= 0)
+			if ((pos = find_domain(c, dot + 1, (size_t)(end - dot - 1), true, &di)) >=
+			    0)
 				break;
 		}
 	}
@@ -770,7 +772,7 @@ static bool skipped(const struct hm_pick *pick, const struct rec_dyno *y, uint32
 
 /* One random up, not skipped dyno index other than `not`, or UINT32_MAX. */
 static uint32_t pick_random(const struct copy *c, const uint32_t *arr, uint32_t n_up,
-			    const struct hm_pick *pick, uint64_t *rnd, uint32_t not)
+			    const struct hm_pick *pick, uint64_t *rnd, uint32_t not )
 {
 	uint32_t start;
 
@@ -778,7 +780,7 @@ static uint32_t pick_random(const struct copy *c, const uint32_t *arr, uint32_t 
 		uint32_t y = arr[*rnd % n_up];
 
 		*rnd = mix64(*rnd + 0x9e3779b97f4a7c15ull);
-		if (y != not && y < c->lay->cap_dynos && !skipped(pick, &c->dynos[y], y))
+		if (y != not &&y < c->lay->cap_dynos && !skipped(pick, &c->dynos[y], y))
 			return y;
 	}
 	/* Most are skipped (or there are few): scan once from a random start. */
@@ -786,7 +788,7 @@ static uint32_t pick_random(const struct copy *c, const uint32_t *arr, uint32_t 
 	for (uint32_t k = 0; k < n_up; k++) {
 		uint32_t y = arr[(start + k) % n_up];
 
-		if (y != not && y < c->lay->cap_dynos && !skipped(pick, &c->dynos[y], y))
+		if (y != not &&y < c->lay->cap_dynos && !skipped(pick, &c->dynos[y], y))
 			return y;
 	}
 	return UINT32_MAX;
@@ -844,8 +846,8 @@ static int route_copy(struct hm_table_map *m, const struct copy *c, const char *
 		return 0;
 	}
 	y = pick_random(c, arr, out->n_up, pick, &rnd, UINT32_MAX);
-	if (y != UINT32_MAX && a->balance == HM_BALANCE_LEAST_CONN && out->n_up > 1 &&
-	    m != NULL && m->counters != NULL) {
+	if (y != UINT32_MAX && a->balance == HM_BALANCE_LEAST_CONN && out->n_up > 1 && m != NULL &&
+	    m->counters != NULL) {
 		/* Power of two choices: the less loaded of two different random up dynos. */
 		uint32_t y2 = pick_random(c, arr, out->n_up, pick, &rnd, y);
 
@@ -884,7 +886,9 @@ int32_t hm_table_inflight_get(const struct hm_table_map *m, uint32_t slot)
 
 static unsigned batch_copy(const struct hm_table_writer *w)
 {
-	return (unsigned)(PUB_VERSION(atomic_load_explicit(&w->hdr->pub, memory_order_relaxed)) + 1) & 1;
+	return (unsigned)(PUB_VERSION(atomic_load_explicit(&w->hdr->pub, memory_order_relaxed)) +
+			  1) &
+	       1;
 }
 
 static unsigned pub_copy(const struct hm_table_writer *w)
@@ -944,7 +948,7 @@ static void sync_lines(struct hm_table_writer *w, unsigned from, unsigned to)
 			}
 			while (l + run < nlines &&
 			       (w->dirty_bits[(l + run) >> 3] & (1u << ((l + run) & 7)))) {
-				w->dirty_bits[(l + run) >> 3] &= (uint8_t)~(1u << ((l + run) & 7));
+				w->dirty_bits[(l + run) >> 3] &= (uint8_t) ~(1u << ((l + run) & 7));
 				run++;
 			}
 			if (run > 0)
@@ -957,11 +961,11 @@ static void sync_lines(struct hm_table_writer *w, unsigned from, unsigned to)
 	for (size_t i = 0; i < w->ndirty;) {
 		uint64_t l = w->dirty[i], run = 1;
 
-		w->dirty_bits[l >> 3] &= (uint8_t)~(1u << (l & 7));
+		w->dirty_bits[l >> 3] &= (uint8_t) ~(1u << (l & 7));
 		while (i + run < w->ndirty && w->dirty[i + run] == l + run) {
 			uint64_t k = l + run;
 
-			w->dirty_bits[k >> 3] &= (uint8_t)~(1u << (k & 7));
+			w->dirty_bits[k >> 3] &= (uint8_t) ~(1u << (k & 7));
 			run++;
 		}
 		memcpy(dst + l * LINE, src + l * LINE, run * LINE);
@@ -1580,7 +1584,8 @@ static int writer_create(struct hm_table_writer *w, const struct hm_table_caps *
 	int fd = -1, e;
 
 	hm_random_bytes(&seed, sizeof(seed));
-	if ((e = layout_compute(&w->lay, caps->apps, caps->domains, caps->dynos, caps->heap, seed)) != 0)
+	if ((e = layout_compute(&w->lay, caps->apps, caps->domains, caps->dynos, caps->heap,
+				seed)) != 0)
 		return e;
 	if (w->max_bytes != 0 && w->lay.file_bytes > w->max_bytes)
 		return HM_EFULL;
@@ -1704,7 +1709,8 @@ static void sweep_tmp(const char *path)
 		if (strncmp(de->d_name, prefix, plen) != 0)
 			continue;
 		pid = strtol(de->d_name + plen, NULL, 10);
-		if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 && errno == ESRCH) {
+		if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 &&
+		    errno == ESRCH) {
 			snprintf(full, sizeof(full), "%s/%s", dirname, de->d_name);
 			unlink(full);
 		}
@@ -1779,13 +1785,15 @@ static int install(struct hm_table_writer *w)
 	}
 	w->installed = true;
 	if (old >= 0) {
-		struct file_hdr *h = mmap(NULL, HDR_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, old, 0);
+		struct file_hdr *h =
+		    mmap(NULL, HDR_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, old, 0);
 		struct stat st;
 
 		if (h != MAP_FAILED) {
 			if (fstat(old, &st) == 0 && st.st_size >= (off_t)HDR_BYTES &&
 			    h->magic == TABLE_MAGIC)
-				atomic_fetch_or_explicit(&h->pub, PUB_RETIRED, memory_order_release);
+				atomic_fetch_or_explicit(&h->pub, PUB_RETIRED,
+							 memory_order_release);
 			munmap(h, HDR_BYTES);
 		}
 		close(old);
@@ -2026,8 +2034,8 @@ static int verify_copy(const struct hm_table_writer *w, const struct copy *c)
 		/* lengths first: the digest hashes names through fixed-size buffers */
 		if (name == NULL || dm->name_len > HM_HOST_MAX || dm->app >= c->h->top_apps ||
 		    !c->apps[dm->app].used ||
-		    (pos = find_domain(c, name, dm->name_len, dm->wildcard, &idx)) < 0 || idx != i ||
-		    c->domain_hash[pos].aux != dm->app)
+		    (pos = find_domain(c, name, dm->name_len, dm->wildcard, &idx)) < 0 ||
+		    idx != i || c->domain_hash[pos].aux != dm->app)
 			return HM_EBADTABLE;
 		d = domain_digest(c, dm);
 		dig[0] += d.lane[0];

@@ -31,21 +31,21 @@ struct hm_table_caps {
 
 /* What a table (the published version of a map, or a writer's) holds. */
 struct hm_table_info {
-	uint64_t version;   /* publish counter: changes on every commit */
-	uint64_t epoch;     /* sync position of this version */
+	uint64_t version; /* publish counter: changes on every commit */
+	uint64_t epoch;	  /* sync position of this version */
 	uint64_t seq;
 	uint64_t commit_ms; /* wall-clock ms of the commit that made this version */
 	uint32_t apps, domains, dynos;
 	uint8_t digest[HM_DIGEST_LEN];
 	struct hm_table_caps caps;
 	uint64_t file_bytes;
-	uint64_t file_id;   /* random per file; changes when the file is replaced */
+	uint64_t file_id; /* random per file; changes when the file is replaced */
 };
 
 /* ---- Reading (router workers) ---------------------------------------------------------- */
 
 struct hm_table_reader; /* follows the table file at a path */
-struct hm_table_map;    /* one mapping of one file (refcounted within the process) */
+struct hm_table_map;	/* one mapping of one file (refcounted within the process) */
 
 /*
  * Creates a reader for the table at path. The file need not exist yet. Returns 0 or -ENOMEM.
@@ -100,18 +100,18 @@ struct hm_pick {
 
 /* The result of a routing query, copied out of shared memory. */
 struct hm_route {
-	uint64_t version;   /* publish counter of the version this came from */
+	uint64_t version; /* publish counter of the version this came from */
 	char app[HM_APP_NAME_MAX + 1];
 	bool maintenance;
-	bool affinity;      /* the app has session affinity on */
-	uint8_t balance;    /* enum hm_balance */
-	uint32_t n_dynos;   /* all dynos of the app, by state: */
+	bool affinity;	  /* the app has session affinity on */
+	uint8_t balance;  /* enum hm_balance */
+	uint32_t n_dynos; /* all dynos of the app, by state: */
 	uint32_t n_up, n_starting, n_crashed, n_down;
-	bool has_dyno;      /* a dyno was chosen (n_up > 0 and not every up dyno was skipped) */
-	bool affinity_hit;  /* the chosen dyno is the affinity dyno asked for */
+	bool has_dyno;	   /* a dyno was chosen (n_up > 0 and not every up dyno was skipped) */
+	bool affinity_hit; /* the chosen dyno is the affinity dyno asked for */
 	char dyno[HM_DYNO_NAME_MAX + 1];
 	struct hm_addr addr;
-	uint32_t slot;      /* the dyno's slot: index of its in-flight counter in this map */
+	uint32_t slot; /* the dyno's slot: index of its in-flight counter in this map */
 };
 
 /*

@@ -8,8 +8,8 @@
 #include <stdint.h>
 
 #define HM_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
-#define HM_MIN(a, b) ((a) < (b) ? (a) : (b))
-#define HM_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define HM_MIN(a, b)	 ((a) < (b) ? (a) : (b))
+#define HM_MAX(a, b)	 ((a) > (b) ? (a) : (b))
 
 /* Aborts with a message in every build: for broken invariants, never for bad input. */
 #define hm_require(cond)                                                                           \

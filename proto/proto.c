@@ -33,24 +33,15 @@
 
 /* Elements of each message array and of each change array, by type and op. */
 static const uint8_t msg_arity[] = {
-	[HM_MSG_BATCH] = 8,
-	[HM_MSG_HEARTBEAT] = 6,
-	[HM_MSG_CATCHUP_REQ] = 5,
-	[HM_MSG_CATCHUP_REP] = 7,
-	[HM_MSG_SNAPSHOT_REQ] = 4,
-	[HM_MSG_SNAPSHOT_REP] = 12,
-	[HM_MSG_CTL_REQ] = 6,
-	[HM_MSG_CTL_REP] = 9,
+    [HM_MSG_BATCH] = 8,	      [HM_MSG_HEARTBEAT] = 6,	 [HM_MSG_CATCHUP_REQ] = 5,
+    [HM_MSG_CATCHUP_REP] = 7, [HM_MSG_SNAPSHOT_REQ] = 4, [HM_MSG_SNAPSHOT_REP] = 12,
+    [HM_MSG_CTL_REQ] = 6,     [HM_MSG_CTL_REP] = 9,
 };
 #define MSG_TYPE_MAX HM_MSG_CTL_REP
 
 static const uint8_t change_arity[] = {
-	[HM_OP_APP_PUT] = 5,
-	[HM_OP_APP_RM] = 2,
-	[HM_OP_DOMAIN_PUT] = 3,
-	[HM_OP_DOMAIN_RM] = 2,
-	[HM_OP_DYNO_PUT] = 5,
-	[HM_OP_DYNO_RM] = 3,
+    [HM_OP_APP_PUT] = 5,   [HM_OP_APP_RM] = 2,	 [HM_OP_DOMAIN_PUT] = 3,
+    [HM_OP_DOMAIN_RM] = 2, [HM_OP_DYNO_PUT] = 5, [HM_OP_DYNO_RM] = 3,
 };
 
 /* The longest hostname string the grammar can accept: "*." + HM_HOST_MAX + ".". Longer ones are

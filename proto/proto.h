@@ -33,11 +33,11 @@
 #define HM_PROTO_VERSION 1
 
 /* Bounds. A receiver sets NNG_OPT_RECVMAXSZ to HM_PROTO_MAX_MSG. */
-#define HM_PROTO_MAX_MSG (4u << 20)   /* bytes in one message */
-#define HM_PROTO_MAX_CHANGES 16384u   /* changes in one message (batch part, chunk, ctl part) */
-#define HM_PROTO_MAX_PARTS 65536u     /* parts of one batch: 1 G changes */
-#define HM_PROTO_MAX_BATCHES 4096u    /* batch parts in one catch-up reply */
-#define HM_PROTO_MAX_REASON 1024u     /* bytes of an error reason */
+#define HM_PROTO_MAX_MSG     (4u << 20) /* bytes in one message */
+#define HM_PROTO_MAX_CHANGES 16384u	/* changes in one message (batch part, chunk, ctl part) */
+#define HM_PROTO_MAX_PARTS   65536u	/* parts of one batch: 1 G changes */
+#define HM_PROTO_MAX_BATCHES 4096u	/* batch parts in one catch-up reply */
+#define HM_PROTO_MAX_REASON  1024u	/* bytes of an error reason */
 /*
  * Bytes of one message's encoded changes (the elements of its change array). The headroom under
  * HM_PROTO_MAX_MSG holds any head around them, so the changes of a CTL_REQ part always fit one
@@ -47,14 +47,14 @@
 #define HM_PROTO_MAX_LIST (HM_PROTO_MAX_MSG - 4096u)
 
 enum hm_msg_type {
-	HM_MSG_BATCH = 1,        /* origin -> edges (PUB), and inside catch-up replies */
-	HM_MSG_HEARTBEAT = 2,    /* origin -> edges (PUB), every second */
-	HM_MSG_CATCHUP_REQ = 3,  /* edge -> origin (sync REQ) */
-	HM_MSG_CATCHUP_REP = 4,  /* origin -> edge */
+	HM_MSG_BATCH = 1,	 /* origin -> edges (PUB), and inside catch-up replies */
+	HM_MSG_HEARTBEAT = 2,	 /* origin -> edges (PUB), every second */
+	HM_MSG_CATCHUP_REQ = 3,	 /* edge -> origin (sync REQ) */
+	HM_MSG_CATCHUP_REP = 4,	 /* origin -> edge */
 	HM_MSG_SNAPSHOT_REQ = 5, /* edge -> origin (sync REQ) */
 	HM_MSG_SNAPSHOT_REP = 6, /* origin -> edge */
-	HM_MSG_CTL_REQ = 7,      /* hermodctl -> origin (control REQ) */
-	HM_MSG_CTL_REP = 8,      /* origin -> hermodctl */
+	HM_MSG_CTL_REQ = 7,	 /* hermodctl -> origin (control REQ) */
+	HM_MSG_CTL_REP = 8,	 /* origin -> hermodctl */
 };
 
 /*
@@ -63,7 +63,7 @@ enum hm_msg_type {
  */
 struct hm_batch_part {
 	uint64_t seq;
-	uint64_t ts_ms;          /* wall-clock ms when the origin accepted the batch */
+	uint64_t ts_ms; /* wall-clock ms when the origin accepted the batch */
 	uint32_t part;
 	uint32_t nparts;
 	uint32_t nchanges;
@@ -72,19 +72,20 @@ struct hm_batch_part {
 };
 
 enum hm_catchup_status {
-	HM_CATCHUP_OK = 0,       /* parts follow (possibly none: the edge is up to date) */
-	HM_CATCHUP_SNAPSHOT = 1, /* the origin no longer holds what follows after_seq: take a snapshot */
-	HM_CATCHUP_EPOCH = 2,    /* the edge's epoch is not the origin's: take a snapshot */
+	HM_CATCHUP_OK = 0, /* parts follow (possibly none: the edge is up to date) */
+	HM_CATCHUP_SNAPSHOT =
+	    1, /* the origin no longer holds what follows after_seq: take a snapshot */
+	HM_CATCHUP_EPOCH = 2, /* the edge's epoch is not the origin's: take a snapshot */
 };
 
 enum hm_ctl_status {
-	HM_CTL_ACK = 0,    /* the whole request is durable as (epoch, seq) */
+	HM_CTL_ACK = 0,	   /* the whole request is durable as (epoch, seq) */
 	HM_CTL_STAGED = 1, /* a part of a multi-part request was received; send the next */
 	HM_CTL_ERROR = 2,  /* rejected: code, reason and index say why; nothing changed */
 };
 
 struct hm_msg {
-	uint8_t type;     /* enum hm_msg_type */
+	uint8_t type;	  /* enum hm_msg_type */
 	uint32_t version; /* HM_PROTO_VERSION for everything this build decodes */
 	union {
 		struct {
@@ -93,20 +94,20 @@ struct hm_msg {
 		} batch;
 		struct {
 			uint64_t epoch;
-			uint64_t seq;   /* last batch the origin made durable */
+			uint64_t seq; /* last batch the origin made durable */
 			uint64_t ts_ms;
 			uint8_t digest[16]; /* of the origin's state at seq */
 		} heartbeat;
 		struct {
-			uint64_t epoch;     /* the edge's epoch (0 if it has none) */
+			uint64_t epoch;	    /* the edge's epoch (0 if it has none) */
 			uint64_t after_seq; /* the edge holds every batch <= after_seq */
 			uint32_t from_part; /* and parts < from_part of batch after_seq + 1 */
 		} catchup_req;
 		struct {
-			uint64_t epoch;    /* the origin's */
+			uint64_t epoch;	   /* the origin's */
 			uint64_t head_seq; /* the origin's last seq when it answered */
-			uint8_t status;    /* enum hm_catchup_status */
-			bool more;         /* parts remain after these: ask again */
+			uint8_t status;	   /* enum hm_catchup_status */
+			bool more;	   /* parts remain after these: ask again */
 			uint32_t nparts;
 			struct hm_batch_part *parts; /* in order; owned by the decoder */
 		} catchup_rep;
@@ -116,17 +117,19 @@ struct hm_msg {
 		} snapshot_req;
 		struct {
 			uint64_t epoch;
-			uint64_t seq;      /* the snapshot is the whole state at this seq */
+			uint64_t seq; /* the snapshot is the whole state at this seq */
 			uint64_t snap_id;
 			uint32_t chunk;
 			uint32_t nchunks;
-			uint32_t apps, domains, dynos; /* totals in the whole snapshot (for sizing) */
+			uint32_t apps, domains,
+			    dynos;	    /* totals in the whole snapshot (for sizing) */
 			uint8_t digest[16]; /* of the whole state at seq */
 			uint32_t nchanges;
 			struct hm_change *changes; /* put changes only; owned by the decoder */
 		} snapshot_rep;
 		struct {
-			uint8_t req_id[16]; /* random per request: retries are answered, not re-applied */
+			uint8_t req_id[16]; /* random per request: retries are answered, not
+					       re-applied */
 			uint32_t part;
 			uint32_t nparts;
 			uint32_t nchanges;
@@ -134,12 +137,12 @@ struct hm_msg {
 		} ctl_req;
 		struct {
 			uint8_t req_id[16];
-			uint8_t status;  /* enum hm_ctl_status */
-			uint64_t epoch;  /* ACK: where the request was made durable */
+			uint8_t status; /* enum hm_ctl_status */
+			uint64_t epoch; /* ACK: where the request was made durable */
 			uint64_t seq;
-			int32_t code;    /* ERROR: an hm_errno or negative errno */
-			uint32_t index;  /* ERROR: index of the offending change in the request, or
-					    UINT32_MAX if no single change is at fault */
+			int32_t code;	/* ERROR: an hm_errno or negative errno */
+			uint32_t index; /* ERROR: index of the offending change in the request, or
+					   UINT32_MAX if no single change is at fault */
 			const char *reason; /* ERROR: human-readable, borrowed from the input, not
 					       NUL-terminated, bytes unchecked: escape to print */
 			uint32_t reason_len;
@@ -168,7 +171,7 @@ int hm_proto_decode(struct hm_proto_decoder *d, const void *buf, size_t len, str
  * count failures by type. Meaningless after a successful decode.
  */
 struct hm_proto_error {
-	uint8_t type;    /* the message type if the head was read and the type is known, else 0 */
+	uint8_t type;	 /* the message type if the head was read and the type is known, else 0 */
 	bool has_req_id; /* CTL_REQ, CTL_REP: req_id was read before the failure */
 	uint8_t req_id[16];
 	uint32_t change; /* BATCH, SNAPSHOT_REP, CTL_REQ: index in the message's change array of
@@ -194,14 +197,14 @@ struct hm_pbuf {
 	size_t cap;
 	/* Private to proto.c: the message being built by hm_proto_begin_* and hm_proto_add_*. */
 	struct {
-		size_t start;      /* offset of the message in data */
-		size_t list;       /* offset of the first change of the current change array */
-		uint64_t epoch;    /* catch-up reply: the reply's epoch and head_seq */
+		size_t start;	/* offset of the message in data */
+		size_t list;	/* offset of the first change of the current change array */
+		uint64_t epoch; /* catch-up reply: the reply's epoch and head_seq */
 		uint64_t head_seq;
 		uint64_t prev_seq; /* catch-up reply: the last part added */
 		uint32_t prev_part, prev_nparts;
-		uint32_t left;     /* items still to add */
-		uint8_t kind;      /* what hm_proto_add_* may add */
+		uint32_t left; /* items still to add */
+		uint8_t kind;  /* what hm_proto_add_* may add */
 		bool have_prev;
 	} build;
 };
@@ -254,8 +257,8 @@ int hm_proto_encode_ctl_error(struct hm_pbuf *b, const uint8_t req_id[16], int32
  * snapshot returns HM_EOP for a change that is not a put. A failed add removes the whole message
  * being built from b; further adds return HM_EARITY.
  */
-int hm_proto_begin_catchup_rep(struct hm_pbuf *b, uint64_t epoch, uint64_t head_seq,
-			       uint8_t status, bool more, uint32_t nparts);
+int hm_proto_begin_catchup_rep(struct hm_pbuf *b, uint64_t epoch, uint64_t head_seq, uint8_t status,
+			       bool more, uint32_t nparts);
 int hm_proto_add_catchup_part(struct hm_pbuf *b, const struct hm_batch_part *p);
 int hm_proto_add_catchup_raw(struct hm_pbuf *b, const void *batch_msg, size_t len);
 

@@ -552,8 +552,8 @@ static void notify_state(void)
 		return;
 	if (!ready && ready_workers() >= nworkers_wanted) {
 		ready = true;
-		snprintf(msg, sizeof(msg), "READY=1\nSTATUS=serving on %s with %u workers", cfg.listen,
-			 nworkers_wanted);
+		snprintf(msg, sizeof(msg), "READY=1\nSTATUS=serving on %s with %u workers",
+			 cfg.listen, nworkers_wanted);
 		hm_sd_notify(msg);
 	}
 	if (!rolling && (nroll > 0 || roll_new >= 0)) {

@@ -1085,8 +1085,9 @@ static void on_tick(uv_timer_t *t)
 	e->stale = stale;
 	if (!e->ready && stale && e->applied > 0) {
 		/* The origin is out of reach at start, but the resumed table is a complete version:
-		 * routers serve it (as they would if the edge had stopped), so let them start rather
-		 * than hold the node back until the origin answers. A node without a table waits. */
+		 * routers serve it (as they would if the edge had stopped), so let them start
+		 * rather than hold the node back until the origin answers. A node without a table
+		 * waits. */
 		char st[160];
 
 		snprintf(st, sizeof(st),
@@ -1096,7 +1097,8 @@ static void on_tick(uv_timer_t *t)
 		hm_sd_notify(st);
 		e->ready = true;
 		hm_log(HM_LOG_WARNING, "edge",
-		       "origin not reachable: ready with the resumed table at seq %" PRIu64, e->applied);
+		       "origin not reachable: ready with the resumed table at seq %" PRIu64,
+		       e->applied);
 	}
 	/* A connection that carries nothing for long may be half-open (no TCP keepalive on the
 	 * far side): dial again. */

@@ -25,9 +25,13 @@ struct cfg {
 };
 
 static const struct hm_opt options[] = {
-	{.name = "table", .type = HM_OPT_STR, .offset = offsetof(struct cfg, table),
-	 .def = "/dev/shm/hermod.table", .arg = "PATH", .help = "the table file"},
-	HM_OPT_END,
+    {.name = "table",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct cfg, table),
+     .def = "/dev/shm/hermod.table",
+     .arg = "PATH",
+     .help = "the table file"},
+    HM_OPT_END,
 };
 
 /* A change with its own copies of its strings. */
@@ -133,7 +137,8 @@ static int dump_one(void *ctx, const struct hm_change *c)
 	default:
 		hm_addr_format(&c->addr, addr);
 		printf(",\"app\":\"%.*s\",\"dyno\":\"%.*s\",\"addr\":\"%s\",\"state\":\"%s\"}",
-		       c->app_len, c->app, c->name_len, c->name, addr, hm_dyno_state_name(c->state));
+		       c->app_len, c->app, c->name_len, c->name, addr,
+		       hm_dyno_state_name(c->state));
 	}
 	return 0;
 }
@@ -163,10 +168,11 @@ int main(int argc, char **argv)
 		} else if (pos[0][0] == 'i') {
 			hm_table_writer_info(w, &info);
 			hm_digest_hex(info.digest, hex);
-			printf("{\"epoch\":%llu,\"seq\":%llu,\"apps\":%u,\"domains\":%u,\"dynos\":%u,"
-			       "\"digest\":\"%s\",\"file_bytes\":%llu}\n",
-			       (unsigned long long)info.epoch, (unsigned long long)info.seq, info.apps,
-			       info.domains, info.dynos, hex, (unsigned long long)info.file_bytes);
+			printf(
+			    "{\"epoch\":%llu,\"seq\":%llu,\"apps\":%u,\"domains\":%u,\"dynos\":%u,"
+			    "\"digest\":\"%s\",\"file_bytes\":%llu}\n",
+			    (unsigned long long)info.epoch, (unsigned long long)info.seq, info.apps,
+			    info.domains, info.dynos, hex, (unsigned long long)info.file_bytes);
 			hm_table_writer_close(w);
 		} else {
 			printf("{\"changes\": [");

@@ -30,12 +30,12 @@ static int read_all(const char *text, size_t *count, char *err, size_t errlen)
 START_TEST(valid_file)
 {
 	const char *text =
-		" { \"changes\" :\n[ {\"op\":\"app.put\",\"app\":\"a\",\"maintenance\":true,"
-		"\"balance\":\"least-conn\"},\n"
-		"{\"op\":\"domain.put\",\"domain\":\"*.A.com\",\"app\":\"a\"},"
-		"{\"app\":\"a\",\"op\":\"dyno.put\",\"dyno\":\"web.1\",\"addr\":\"[::1]:80\"},"
-		"{\"op\":\"dyno.rm\",\"app\":\"a\",\"dyno\":\"web.1\"},"
-		"{\"op\":\"domain.rm\",\"domain\":\"x.com\"},{\"op\":\"app.rm\",\"app\":\"a\"} ] }\n";
+	    " { \"changes\" :\n[ {\"op\":\"app.put\",\"app\":\"a\",\"maintenance\":true,"
+	    "\"balance\":\"least-conn\"},\n"
+	    "{\"op\":\"domain.put\",\"domain\":\"*.A.com\",\"app\":\"a\"},"
+	    "{\"app\":\"a\",\"op\":\"dyno.put\",\"dyno\":\"web.1\",\"addr\":\"[::1]:80\"},"
+	    "{\"op\":\"dyno.rm\",\"app\":\"a\",\"dyno\":\"web.1\"},"
+	    "{\"op\":\"domain.rm\",\"domain\":\"x.com\"},{\"op\":\"app.rm\",\"app\":\"a\"} ] }\n";
 	FILE *f = fmemopen((void *)text, strlen(text), "r");
 	struct hm_batch_reader *r;
 	struct hm_change c;
@@ -71,11 +71,12 @@ START_TEST(empty_and_large)
 	/* 200k changes stream through the 64 KiB buffer, elements straddling refills */
 	len += (size_t)sprintf(big + len, "{\"changes\":[");
 	for (int i = 0; i < 200000; i++)
-		len += (size_t)sprintf(big + len,
-				       "%s{\"op\":\"dyno.put\",\"app\":\"app-%d\",\"dyno\":\"web.%d\","
-				       "\"addr\":\"10.%d.%d.%d:%d\",\"state\":\"starting\"}",
-				       i ? ",\n" : "", i % 1000, i, i >> 16 & 255, i >> 8 & 255,
-				       i & 255, 1 + i % 65535);
+		len +=
+		    (size_t)sprintf(big + len,
+				    "%s{\"op\":\"dyno.put\",\"app\":\"app-%d\",\"dyno\":\"web.%d\","
+				    "\"addr\":\"10.%d.%d.%d:%d\",\"state\":\"starting\"}",
+				    i ? ",\n" : "", i % 1000, i, i >> 16 & 255, i >> 8 & 255,
+				    i & 255, 1 + i % 65535);
 	len += (size_t)sprintf(big + len, "]}");
 	ck_assert_uint_lt(len, cap);
 	ck_assert_int_eq(read_all(big, &n, err, sizeof(err)), 0);
@@ -91,38 +92,41 @@ START_TEST(errors)
 		int code;
 		const char *msg;
 	} cases[] = {
-		{"", HM_EJSON, "{\"changes\""},
-		{"[]", HM_EJSON, "{\"changes\""},
-		{"{\"change\":[]}", HM_EJSON, "{\"changes\""},
-		{"{\"changes\":[1]}", HM_EJSON, "change 0: not a JSON object"},
-		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\"}", HM_EJSON, "after change 0"},
-		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\"}]", HM_EJSON, "after the changes"},
-		{"{\"changes\":[]} x", HM_EJSON, "after the changes"},
-		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\"", HM_EJSON, "ends inside"},
-		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\",}]}", HM_EJSON, "invalid JSON"},
-		{"{\"changes\":[{\"app\":\"a\"}]}", HM_EJSON, "\"op\" is missing"},
-		{"{\"changes\":[{\"op\":\"app.putt\",\"app\":\"a\"}]}", HM_EOP, "unknown operation"},
-		{"{\"changes\":[{\"op\":\"app.put\"}]}", HM_EJSON, "needs \"app\""},
-		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"A\"}]}", HM_EAPPNAME, "\"app\""},
-		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\",\"dyno\":\"web.1\"}]}", HM_EJSON,
-		 "does not take \"dyno\""},
-		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\",\"colour\":1}]}", HM_EJSON,
-		 "unknown field \"colour\""},
-		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\",\"maintenance\":\"on\"}]}", HM_EJSON,
-		 "true or false"},
-		{"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\",\"balance\":\"rr\"}]}", HM_EBALANCE,
-		 "\"balance\""},
-		{"{\"changes\":[{\"op\":\"domain.put\",\"domain\":\"a..com\",\"app\":\"a\"}]}",
-		 HM_EHOSTNAME, "\"domain\""},
-		{"{\"changes\":[{\"op\":\"dyno.put\",\"app\":\"a\",\"dyno\":\"web\",\"addr\":\"1.1.1.1:1\"}]}",
-		 HM_EDYNONAME, "\"dyno\""},
-		{"{\"changes\":[{\"op\":\"dyno.put\",\"app\":\"a\",\"dyno\":\"web.1\",\"addr\":\"x:1\"}]}",
-		 HM_EADDR, "\"addr\""},
-		{"{\"changes\":[{\"op\":\"dyno.put\",\"app\":\"a\",\"dyno\":\"web.1\",\"addr\":\"1.1.1.1:1\","
-		 "\"state\":\"sleeping\"}]}",
-		 HM_ESTATE, "\"state\""},
-		{"{\"changes\":[{\"op\":\"app.rm\",\"app\":\"a\"},{\"op\":\"app.rm\",\"app\":7}]}", HM_EJSON,
-		 "change 1: \"app\" must be a string"},
+	    {"", HM_EJSON, "{\"changes\""},
+	    {"[]", HM_EJSON, "{\"changes\""},
+	    {"{\"change\":[]}", HM_EJSON, "{\"changes\""},
+	    {"{\"changes\":[1]}", HM_EJSON, "change 0: not a JSON object"},
+	    {"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\"}", HM_EJSON, "after change 0"},
+	    {"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\"}]", HM_EJSON, "after the changes"},
+	    {"{\"changes\":[]} x", HM_EJSON, "after the changes"},
+	    {"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\"", HM_EJSON, "ends inside"},
+	    {"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\",}]}", HM_EJSON, "invalid JSON"},
+	    {"{\"changes\":[{\"app\":\"a\"}]}", HM_EJSON, "\"op\" is missing"},
+	    {"{\"changes\":[{\"op\":\"app.putt\",\"app\":\"a\"}]}", HM_EOP, "unknown operation"},
+	    {"{\"changes\":[{\"op\":\"app.put\"}]}", HM_EJSON, "needs \"app\""},
+	    {"{\"changes\":[{\"op\":\"app.put\",\"app\":\"A\"}]}", HM_EAPPNAME, "\"app\""},
+	    {"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\",\"dyno\":\"web.1\"}]}", HM_EJSON,
+	     "does not take \"dyno\""},
+	    {"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\",\"colour\":1}]}", HM_EJSON,
+	     "unknown field \"colour\""},
+	    {"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\",\"maintenance\":\"on\"}]}", HM_EJSON,
+	     "true or false"},
+	    {"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\",\"balance\":\"rr\"}]}", HM_EBALANCE,
+	     "\"balance\""},
+	    {"{\"changes\":[{\"op\":\"domain.put\",\"domain\":\"a..com\",\"app\":\"a\"}]}",
+	     HM_EHOSTNAME, "\"domain\""},
+	    {"{\"changes\":[{\"op\":\"dyno.put\",\"app\":\"a\",\"dyno\":\"web\",\"addr\":\"1.1.1.1:"
+	     "1\"}]}",
+	     HM_EDYNONAME, "\"dyno\""},
+	    {"{\"changes\":[{\"op\":\"dyno.put\",\"app\":\"a\",\"dyno\":\"web.1\",\"addr\":\"x:1\"}"
+	     "]}",
+	     HM_EADDR, "\"addr\""},
+	    {"{\"changes\":[{\"op\":\"dyno.put\",\"app\":\"a\",\"dyno\":\"web.1\",\"addr\":\"1.1.1."
+	     "1:1\","
+	     "\"state\":\"sleeping\"}]}",
+	     HM_ESTATE, "\"state\""},
+	    {"{\"changes\":[{\"op\":\"app.rm\",\"app\":\"a\"},{\"op\":\"app.rm\",\"app\":7}]}",
+	     HM_EJSON, "change 1: \"app\" must be a string"},
 	};
 	char err[256];
 	size_t n;
@@ -132,8 +136,8 @@ START_TEST(errors)
 
 		ck_assert_msg(e == cases[i].code, "case %zu: got %d (%s), want %d", i, e, err,
 			      cases[i].code);
-		ck_assert_msg(strstr(err, cases[i].msg) != NULL, "case %zu: message '%s' lacks '%s'",
-			      i, err, cases[i].msg);
+		ck_assert_msg(strstr(err, cases[i].msg) != NULL,
+			      "case %zu: message '%s' lacks '%s'", i, err, cases[i].msg);
 	}
 }
 END_TEST

@@ -12,8 +12,12 @@ START_TEST(app_names)
 {
 	ck_assert_int_eq(hm_app_name_check(S("a")), 0);
 	ck_assert_int_eq(hm_app_name_check(S("my-app-2")), 0);
-	ck_assert_int_eq(hm_app_name_check(S("a23456789012345678901234567890123456789012345678901234567890123")), 0);
-	ck_assert_int_eq(hm_app_name_check(S("a234567890123456789012345678901234567890123456789012345678901234")), HM_EAPPNAME);
+	ck_assert_int_eq(
+	    hm_app_name_check(S("a23456789012345678901234567890123456789012345678901234567890123")),
+	    0);
+	ck_assert_int_eq(hm_app_name_check(
+			     S("a234567890123456789012345678901234567890123456789012345678901234")),
+			 HM_EAPPNAME);
 	ck_assert_int_eq(hm_app_name_check(S("")), HM_EAPPNAME);
 	ck_assert_int_eq(hm_app_name_check(S("1app")), HM_EAPPNAME);
 	ck_assert_int_eq(hm_app_name_check(S("App")), HM_EAPPNAME);
@@ -117,8 +121,12 @@ END_TEST
 
 START_TEST(changes)
 {
-	struct hm_change c = {.op = HM_OP_DYNO_PUT, .app = "app", .app_len = 3, .name = "web.1",
-			      .name_len = 5, .state = HM_DYNO_UP};
+	struct hm_change c = {.op = HM_OP_DYNO_PUT,
+			      .app = "app",
+			      .app_len = 3,
+			      .name = "web.1",
+			      .name_len = 5,
+			      .state = HM_DYNO_UP};
 
 	ck_assert_int_eq(hm_change_check(&c), HM_EADDR);
 	hm_addr_parse(S("127.0.0.1:80"), &c.addr);

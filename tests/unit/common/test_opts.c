@@ -22,19 +22,47 @@ struct cfg {
 static const char *const balances[] = {"random", "least-conn", NULL};
 
 static const struct hm_opt table[] = {
-	{.name = "listen", .type = HM_OPT_STR, .offset = offsetof(struct cfg, listen),
-	 .def = "0.0.0.0:8080", .arg = "HOST:PORT", .help = "where to listen",
-	 .check = hm_opt_check_hostport, .env = "HM_TEST_LISTEN"},
-	{.name = "workers", .type = HM_OPT_INT, .offset = offsetof(struct cfg, workers), .def = "2",
-	 .min = 1, .max = 64, .arg = "N", .help = "worker processes"},
-	{.name = "json", .type = HM_OPT_BOOL, .offset = offsetof(struct cfg, json), .help = "JSON"},
-	{.name = "timeout", .type = HM_OPT_DURATION, .offset = offsetof(struct cfg, timeout_ms),
-	 .def = "5s", .min = 1, .max = 3600000, .arg = "DURATION", .help = "timeout"},
-	{.name = "buf", .type = HM_OPT_SIZE, .offset = offsetof(struct cfg, buf), .def = "64KiB",
-	 .min = 1024, .max = 1 << 30, .arg = "SIZE", .help = "buffer"},
-	{.name = "balance", .type = HM_OPT_ENUM, .offset = offsetof(struct cfg, balance),
-	 .def = "random", .choices = balances, .arg = "MODE", .help = "balance"},
-	HM_OPT_END,
+    {.name = "listen",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct cfg, listen),
+     .def = "0.0.0.0:8080",
+     .arg = "HOST:PORT",
+     .help = "where to listen",
+     .check = hm_opt_check_hostport,
+     .env = "HM_TEST_LISTEN"},
+    {.name = "workers",
+     .type = HM_OPT_INT,
+     .offset = offsetof(struct cfg, workers),
+     .def = "2",
+     .min = 1,
+     .max = 64,
+     .arg = "N",
+     .help = "worker processes"},
+    {.name = "json", .type = HM_OPT_BOOL, .offset = offsetof(struct cfg, json), .help = "JSON"},
+    {.name = "timeout",
+     .type = HM_OPT_DURATION,
+     .offset = offsetof(struct cfg, timeout_ms),
+     .def = "5s",
+     .min = 1,
+     .max = 3600000,
+     .arg = "DURATION",
+     .help = "timeout"},
+    {.name = "buf",
+     .type = HM_OPT_SIZE,
+     .offset = offsetof(struct cfg, buf),
+     .def = "64KiB",
+     .min = 1024,
+     .max = 1 << 30,
+     .arg = "SIZE",
+     .help = "buffer"},
+    {.name = "balance",
+     .type = HM_OPT_ENUM,
+     .offset = offsetof(struct cfg, balance),
+     .def = "random",
+     .choices = balances,
+     .arg = "MODE",
+     .help = "balance"},
+    HM_OPT_END,
 };
 
 static int parse(struct cfg *c, char **pos, int *npos, char *err, int argc, char **argv)
@@ -48,8 +76,8 @@ START_TEST(defaults_and_flags)
 	struct cfg c;
 	char err[256], *pos[16];
 	int npos;
-	char *argv[] = {"prog", "edge", "--workers", "4", "--json", "--timeout=250ms", "--buf", "8MiB",
-			"--balance", "least-conn", "extra", NULL};
+	char *argv[] = {"prog",	 "edge", "--workers", "4",	    "--json", "--timeout=250ms",
+			"--buf", "8MiB", "--balance", "least-conn", "extra",  NULL};
 
 	unsetenv("HM_TEST_LISTEN");
 	ck_assert_int_eq(parse(&c, pos, &npos, err, 11, argv), 0);
@@ -164,8 +192,8 @@ START_TEST(config_errors)
 	char err[256], *pos[16], cfgarg[64];
 	int npos;
 	char *argv[] = {"prog", "--config", cfgarg, NULL};
-	const char *bad[] = {"{\"unknown\": 1}", "{\"workers\": \"many\"}", "[1,2]", "{\"json\": 1}",
-			     "{\"workers\": 1.5}", "not json"};
+	const char *bad[] = {"{\"unknown\": 1}", "{\"workers\": \"many\"}", "[1,2]",
+			     "{\"json\": 1}",	 "{\"workers\": 1.5}",	    "not json"};
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		const char *p = write_tmp(bad[i]);

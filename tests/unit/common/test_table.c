@@ -42,8 +42,12 @@ static void teardown(void)
 
 static struct hm_change app_put(const char *app, bool maint, bool aff, uint8_t bal)
 {
-	struct hm_change c = {.op = HM_OP_APP_PUT, .app = app, .app_len = (uint8_t)strlen(app),
-			      .maintenance = maint, .affinity = aff, .balance = bal};
+	struct hm_change c = {.op = HM_OP_APP_PUT,
+			      .app = app,
+			      .app_len = (uint8_t)strlen(app),
+			      .maintenance = maint,
+			      .affinity = aff,
+			      .balance = bal};
 	return c;
 }
 
@@ -55,29 +59,40 @@ static struct hm_change app_rm(const char *app)
 
 static struct hm_change domain_put(const char *host, const char *app)
 {
-	struct hm_change c = {.op = HM_OP_DOMAIN_PUT, .app = app, .app_len = (uint8_t)strlen(app),
-			      .name = host, .name_len = (uint16_t)strlen(host)};
+	struct hm_change c = {.op = HM_OP_DOMAIN_PUT,
+			      .app = app,
+			      .app_len = (uint8_t)strlen(app),
+			      .name = host,
+			      .name_len = (uint16_t)strlen(host)};
 	return c;
 }
 
 static struct hm_change domain_rm(const char *host)
 {
-	struct hm_change c = {.op = HM_OP_DOMAIN_RM, .name = host, .name_len = (uint16_t)strlen(host)};
+	struct hm_change c = {
+	    .op = HM_OP_DOMAIN_RM, .name = host, .name_len = (uint16_t)strlen(host)};
 	return c;
 }
 
 static struct hm_change dyno_put(const char *app, const char *dyno, const char *addr, uint8_t st)
 {
-	struct hm_change c = {.op = HM_OP_DYNO_PUT, .app = app, .app_len = (uint8_t)strlen(app),
-			      .name = dyno, .name_len = (uint16_t)strlen(dyno), .state = st};
+	struct hm_change c = {.op = HM_OP_DYNO_PUT,
+			      .app = app,
+			      .app_len = (uint8_t)strlen(app),
+			      .name = dyno,
+			      .name_len = (uint16_t)strlen(dyno),
+			      .state = st};
 	ck_assert_int_eq(hm_addr_parse(addr, strlen(addr), &c.addr), 0);
 	return c;
 }
 
 static struct hm_change dyno_rm(const char *app, const char *dyno)
 {
-	struct hm_change c = {.op = HM_OP_DYNO_RM, .app = app, .app_len = (uint8_t)strlen(app),
-			      .name = dyno, .name_len = (uint16_t)strlen(dyno)};
+	struct hm_change c = {.op = HM_OP_DYNO_RM,
+			      .app = app,
+			      .app_len = (uint8_t)strlen(app),
+			      .name = dyno,
+			      .name_len = (uint16_t)strlen(dyno)};
 	return c;
 }
 
@@ -159,7 +174,8 @@ START_TEST(lookup_rules)
 	ck_assert_str_eq(app_of(r, "v1.api.example.com"), "narrow");
 	ck_assert_str_eq(app_of(r, "x.v1.api.example.com"), "narrow");
 	ck_assert_str_eq(app_of(r, "api.example.com"), "wide");
-	ck_assert_str_eq(app_of(r, "example.com"), "ENOHOST"); /* a wildcard does not match its apex */
+	ck_assert_str_eq(app_of(r, "example.com"),
+			 "ENOHOST"); /* a wildcard does not match its apex */
 	ck_assert_str_eq(app_of(r, "other.example.org"), "other");
 	ck_assert_str_eq(app_of(r, "OTHER.example.org:443"), "other");
 	ck_assert_str_eq(app_of(r, "nope.example.net"), "ENOHOST");
@@ -184,7 +200,8 @@ START_TEST(operations_and_errors)
 	ck_assert_int_eq(hm_table_writer_open(&w, path, NULL, 0, 0), 0);
 	ck_assert_int_eq(hm_table_reader_new(&r, path), 0);
 	ck_assert_int_eq(BATCH(w, 1, domain_put("a.com", "ghost")), HM_ENOAPP);
-	ck_assert_int_eq(BATCH(w, 1, dyno_put("ghost", "web.1", "127.0.0.1:1", HM_DYNO_UP)), HM_ENOAPP);
+	ck_assert_int_eq(BATCH(w, 1, dyno_put("ghost", "web.1", "127.0.0.1:1", HM_DYNO_UP)),
+			 HM_ENOAPP);
 	ck_assert_int_eq(BATCH(w, 1, app_rm("ghost")), HM_ENOAPP);
 	ck_assert_int_eq(BATCH(w, 1, domain_rm("a.com")), HM_ENODOMAIN);
 	ck_assert_int_eq(BATCH(w, 1, app_put("a", 0, 0, 0), dyno_rm("a", "web.1")), HM_ENODYNO);
@@ -192,16 +209,15 @@ START_TEST(operations_and_errors)
 	ck_assert_ptr_null(hm_table_reader_map(r)); /* nothing was ever committed */
 	usleep(60000);
 
-	ck_assert_int_eq(BATCH(w, 1, app_put("a", 0, 0, 0), app_put("b", 1, 1, HM_BALANCE_LEAST_CONN),
-			       domain_put("a.com", "a"), domain_put("b.com", "b"),
-			       domain_put("*.b.com", "b"),
-			       dyno_put("a", "web.1", "10.0.0.1:5000", HM_DYNO_UP),
-			       dyno_put("a", "web.2", "10.0.0.2:5000", HM_DYNO_STARTING),
-			       dyno_put("a", "web.3", "[::1]:5000", HM_DYNO_CRASHED),
-			       dyno_put("a", "worker-with-a-really-long-name.12", "10.0.0.4:5000",
-					HM_DYNO_DOWN),
-			       dyno_put("b", "web.1", "10.0.1.1:5000", HM_DYNO_UP)),
-			 0);
+	ck_assert_int_eq(
+	    BATCH(w, 1, app_put("a", 0, 0, 0), app_put("b", 1, 1, HM_BALANCE_LEAST_CONN),
+		  domain_put("a.com", "a"), domain_put("b.com", "b"), domain_put("*.b.com", "b"),
+		  dyno_put("a", "web.1", "10.0.0.1:5000", HM_DYNO_UP),
+		  dyno_put("a", "web.2", "10.0.0.2:5000", HM_DYNO_STARTING),
+		  dyno_put("a", "web.3", "[::1]:5000", HM_DYNO_CRASHED),
+		  dyno_put("a", "worker-with-a-really-long-name.12", "10.0.0.4:5000", HM_DYNO_DOWN),
+		  dyno_put("b", "web.1", "10.0.1.1:5000", HM_DYNO_UP)),
+	    0);
 	hm_table_writer_info(w, &info);
 	ck_assert_uint_eq(info.apps, 2);
 	ck_assert_uint_eq(info.domains, 3);
@@ -234,9 +250,9 @@ START_TEST(operations_and_errors)
 	hm_table_writer_info(w, &info);
 	uint8_t before[HM_DIGEST_LEN];
 	memcpy(before, info.digest, sizeof(before));
-	ck_assert_int_eq(BATCH(w, 3, dyno_rm("a", "web.2"), app_put("c", 0, 0, 0),
-			       domain_rm("zzz.com")),
-			 HM_ENODOMAIN);
+	ck_assert_int_eq(
+	    BATCH(w, 3, dyno_rm("a", "web.2"), app_put("c", 0, 0, 0), domain_rm("zzz.com")),
+	    HM_ENODOMAIN);
 	ck_assert_int_eq(hm_table_verify(w), 0);
 	hm_table_writer_info(w, &info);
 	ck_assert_mem_eq(info.digest, before, sizeof(before));
@@ -378,7 +394,8 @@ START_TEST(growth_and_limits)
 		struct hm_change cs[3];
 
 		snprintf(app, sizeof(app), "a%d", i);
-		snprintf(host, sizeof(host), "host-with-a-long-name-to-use-the-heap-%d.example.com", i);
+		snprintf(host, sizeof(host), "host-with-a-long-name-to-use-the-heap-%d.example.com",
+			 i);
 		snprintf(dyno, sizeof(dyno), "web.%d", i);
 		snprintf(addr, sizeof(addr), "10.1.%d.%d:80", i / 256, i % 256);
 		cs[0] = app_put(app, 0, 0, 0);
@@ -392,7 +409,8 @@ START_TEST(growth_and_limits)
 	ck_assert_uint_ge(info.caps.dynos, 300);
 	ck_assert_uint_eq(info.seq, 301);
 	/* the reader followed the replaced files; the old map stays valid while referenced */
-	ck_assert_int_eq(route(r, "host-with-a-long-name-to-use-the-heap-300.example.com", NULL, &out), 0);
+	ck_assert_int_eq(
+	    route(r, "host-with-a-long-name-to-use-the-heap-300.example.com", NULL, &out), 0);
 	ck_assert_str_eq(out.app, "a300");
 	ck_assert_int_eq(route(r, "a0.com", NULL, &out), 0);
 	ck_assert_uint_eq(out.n_up, 300);
@@ -646,7 +664,8 @@ static int stress_reader(double seconds)
 		}
 		lookups++;
 	}
-	fprintf(stderr, "reader %d: %llu consistent lookups\n", getpid(), (unsigned long long)lookups);
+	fprintf(stderr, "reader %d: %llu consistent lookups\n", getpid(),
+		(unsigned long long)lookups);
 	hm_table_reader_free(r);
 	return lookups > 1000 ? 0 : 14;
 }
@@ -726,8 +745,8 @@ END_TEST
  */
 START_TEST(writer_killed_mid_update)
 {
-	volatile uint32_t *reported = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
-					   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	volatile uint32_t *reported =
+	    mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	struct hm_table_writer *w;
 	struct hm_table_reader *r;
 	struct hm_route out;
@@ -766,8 +785,8 @@ START_TEST(writer_killed_mid_update)
 		ck_assert_int_eq(hm_table_reader_check(r), 0);
 		ck_assert_int_eq(route(r, "s.com", NULL, &out), 0);
 		b = out.addr.port - 10000u;
-		ck_assert_msg(b == *reported || b == *reported + 1, "table at %u, writer said %u", b,
-			      *reported);
+		ck_assert_msg(b == *reported || b == *reported + 1, "table at %u, writer said %u",
+			      b, *reported);
 		ck_assert_uint_eq(out.n_up, b % 7 + 1);
 		*reported = b;
 		/* the next writer resumes the same file from the published version */
