@@ -153,12 +153,30 @@ static bool simple_string(struct hm_batch_reader *r, char *out, size_t outlen)
 	return true;
 }
 
+bool hm_json_extent_feed(struct hm_json_extent *x, char c)
+{
+	if (x->in_str) {
+		if (x->esc)
+			x->esc = false;
+		else if (c == '\\')
+			x->esc = true;
+		else if (c == '"')
+			x->in_str = false;
+	} else if (c == '"') {
+		x->in_str = true;
+	} else if (c == '{' || c == '[') {
+		x->depth++;
+	} else if (c == '}' || c == ']') {
+		return --x->depth == 0;
+	}
+	return false;
+}
+
 /* Finds the end of the JSON value starting at pos; parses it into r->cur. */
 static int element(struct hm_batch_reader *r)
 {
 	size_t start = r->pos, i = r->pos;
-	int depth = 0;
-	bool in_str = false, esc = false;
+	struct hm_json_extent x = {0};
 	const char *end;
 
 	if (peek(r) != '{')
@@ -175,23 +193,8 @@ static int element(struct hm_batch_reader *r)
 			i = start + off;
 			continue;
 		}
-		char c = r->buf[i++];
-
-		if (in_str) {
-			if (esc)
-				esc = false;
-			else if (c == '\\')
-				esc = true;
-			else if (c == '"')
-				in_str = false;
-		} else if (c == '"') {
-			in_str = true;
-		} else if (c == '{' || c == '[') {
-			depth++;
-		} else if (c == '}' || c == ']') {
-			if (--depth == 0)
-				break;
-		}
+		if (hm_json_extent_feed(&x, r->buf[i++]))
+			break;
 	}
 	cJSON_Delete(r->cur);
 	r->cur = cJSON_ParseWithLengthOpts(r->buf + start, i - start, &end, 0);

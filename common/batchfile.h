@@ -15,6 +15,7 @@
 #ifndef HM_COMMON_BATCHFILE_H
 #define HM_COMMON_BATCHFILE_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "common/model.h"
@@ -44,5 +45,19 @@ size_t hm_batch_reader_count(const struct hm_batch_reader *r);
  * field in err. Used by hm_batch_reader_next and by programs that get change objects elsewhere.
  */
 int hm_change_from_json(const void *object, struct hm_change *c, char *err, size_t errlen);
+
+/*
+ * Finds where a JSON value ends, one byte at a time, without parsing it: for readers that cut a
+ * stream into values before handing each one to cJSON. Zero-initialise; feed every byte of the
+ * value from its first; depth and in_str say where the scanner is.
+ */
+struct hm_json_extent {
+	int depth;
+	bool in_str;
+	bool esc;
+};
+
+/* Feeds one byte; returns true when it closes the outermost object or array. */
+bool hm_json_extent_feed(struct hm_json_extent *x, char c);
 
 #endif

@@ -24,6 +24,10 @@ uint64_t hm_mono_ms(void);
 uint64_t hm_mono_ns(void);
 uint64_t hm_wall_ms(void);
 
+/* Writes all n bytes to fd (a blocking fd), retrying short writes and EINTR. Returns 0 or a
+ * negative errno. */
+int hm_write_all(int fd, const void *buf, size_t n);
+
 /* Fills buf with n bytes from getrandom(2). Returns 0 or a negative errno. */
 int hm_random_bytes(void *buf, size_t n);
 

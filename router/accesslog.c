@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/util.h"
+
 static char *put(char *o, const char *s, size_t n)
 {
 	memcpy(o, s, n);
@@ -206,22 +208,6 @@ int hm__router_alog_reopen(struct hm__router_alog *l)
 	return 0;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 int hm__router_alog_flush(struct hm__router_alog *l)
 {
 	const char *p = l->buf, *end = l->buf + l->len;
@@ -247,7 +233,7 @@ int hm__router_alog_flush(struct hm__router_alog *l)
 			}
 			n = k;
 		}
-		r = write_all(l->fd, p, n);
+		r = hm_write_all(l->fd, p, n);
 		if (r != 0)
 			break;
 		p += n;

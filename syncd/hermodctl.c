@@ -757,33 +757,21 @@ static int admin_connect(void)
 /* Reads one JSON value (an object or array element) into out: bounded by depth tracking. */
 static int rd_value(struct reader *r, struct hm__buf *out)
 {
-	int depth = 0, c;
-	bool in_str = false, esc = false;
+	struct hm_json_extent x = {0};
+	int c;
 
 	hm__buf_reset(out);
 	for (;;) {
 		c = rd_peek(r);
 		if (c < 0)
 			return -1;
-		if (!in_str && depth == 0 && (c == ',' || c == '}' || c == ']') && out->len > 0)
+		/* A scalar ends where the enclosing object or array goes on. */
+		if (!x.in_str && x.depth == 0 && (c == ',' || c == '}' || c == ']') && out->len > 0)
 			break;
 		rd_next(r);
 		hm__buf_add(out, &(char){(char)c}, 1);
-		if (in_str) {
-			if (esc)
-				esc = false;
-			else if (c == '\\')
-				esc = true;
-			else if (c == '"')
-				in_str = false;
-		} else if (c == '"') {
-			in_str = true;
-		} else if (c == '{' || c == '[') {
-			depth++;
-		} else if (c == '}' || c == ']') {
-			if (--depth == 0)
-				break;
-		}
+		if (hm_json_extent_feed(&x, (char)c))
+			break;
 	}
 	hm__buf_add(out, "", 1);
 	return out->oom ? -1 : 0;

@@ -89,24 +89,6 @@ static void seg_header(uint8_t h[HM__JSEG_HEAD], uint64_t epoch, uint64_t first)
 	hm__put_le32(h + 60, hm_crc32c(0, h, 60));
 }
 
-static int write_all(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-
-	while (n > 0) {
-		ssize_t w = write(fd, c, n);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		c += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 /* Creates segment first (an empty one of that name is replaced), header written and synced. */
 static int seg_create(const char *dir, uint64_t epoch, uint64_t first, int *fd_out)
 {
@@ -125,7 +107,7 @@ static int seg_create(const char *dir, uint64_t epoch, uint64_t first, int *fd_o
 	if (fd < 0)
 		return -errno;
 	seg_header(h, epoch, first);
-	if ((e = write_all(fd, h, sizeof(h))) != 0 || (fdatasync(fd) != 0 && (e = -errno))) {
+	if ((e = hm_write_all(fd, h, sizeof(h))) != 0 || (fdatasync(fd) != 0 && (e = -errno))) {
 		close(fd);
 		unlink(path);
 		return e;

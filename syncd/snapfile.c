@@ -55,24 +55,6 @@ struct writer {
 	int err;
 };
 
-static int write_all(int fd, const void *p, size_t n)
-{
-	const char *c = p;
-
-	while (n > 0) {
-		ssize_t w = write(fd, c, n);
-
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		c += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 static int count_cb(void *ctx, const struct hm_change *c)
 {
 	struct writer *wr = ctx;
@@ -94,7 +76,7 @@ static int count_cb(void *ctx, const struct hm_change *c)
 
 static int flush_chunk(struct writer *wr)
 {
-	int e = write_all(wr->fd, wr->pb.data, wr->pb.len);
+	int e = hm_write_all(wr->fd, wr->pb.data, wr->pb.len);
 
 	if (e != 0)
 		return e;
@@ -175,7 +157,7 @@ int hm__snap_write(const char *dir, const struct hm_table_writer *w, uint64_t sn
 	memcpy(wr.head.digest, info.digest, 16);
 	wr.pos = SNAP_HEAD;
 	memset(h, 0, sizeof(h));
-	if ((e = write_all(wr.fd, h, sizeof(h))) != 0) {
+	if ((e = hm_write_all(wr.fd, h, sizeof(h))) != 0) {
 		snprintf(err, errlen, "writing %s: %s", tmp, strerror(-e));
 		goto fail;
 	}
@@ -220,8 +202,8 @@ int hm__snap_write(const char *dir, const struct hm_table_writer *w, uint64_t sn
 	hm__put_le64(h + 88, index_off);
 	hm__put_le64(h + 96, req_off);
 	hm__put_le32(h + 124, hm_crc32c(0, h, 124));
-	if ((e = write_all(wr.fd, wr.index.data, wr.index.len)) != 0 ||
-	    (e = write_all(wr.fd, reqs.data, reqs.len)) != 0 ||
+	if ((e = hm_write_all(wr.fd, wr.index.data, wr.index.len)) != 0 ||
+	    (e = hm_write_all(wr.fd, reqs.data, reqs.len)) != 0 ||
 	    (pwrite(wr.fd, h, sizeof(h), 0) != (ssize_t)sizeof(h) && (e = errno ? -errno : -EIO)) ||
 	    (fsync(wr.fd) != 0 && (e = -errno))) {
 		snprintf(err, errlen, "writing %s: %s", tmp, strerror(-e));
