@@ -1029,6 +1029,14 @@ static void resp_done(struct hm__router_xchg *x)
 	x->resp_done = true;
 	if (x->t_send_ns != 0)
 		hm__router_hist_observe(&w->slot->c.service, (uv_hrtime() - x->t_send_ns) / 1000);
+	/*
+	 * The dyno has sent all of its answer: for least-connections it is no longer busy with this
+	 * request, however long the client takes to read it. Where the end of the response reaches
+	 * the client in the same step, the count is released before those bytes are written: a
+	 * client that has read its response may already be asking another worker for the next one,
+	 * and must not find this dyno still counted.
+	 */
+	inflight_release(x);
 	maybe_finish(x);
 }
 
@@ -1104,6 +1112,8 @@ static bool on_resp_head(struct hm__router_xchg *x)
 	x->hold_c = x->rhead->data;
 	x->hold_c_len = (uint32_t)len;
 	if (x->plan.tunnel || x->resp.state == HM__MSG_DONE) {
+		if (!x->plan.tunnel)
+			inflight_release(x); /* before the client can see the end: see resp_done */
 		if (client_write(x, NULL, 0) != 0)
 			return false;
 		if (x->plan.tunnel)
@@ -1181,6 +1191,9 @@ static void resp_pump(struct hm__router_xchg *x)
 			    x->resp.dechunk ? u->in->data + x->resp.out_off : u->in->data + from;
 			uint32_t n = x->resp.dechunk ? x->resp.out_len : used;
 
+			if (ev == HM__EV_DONE)
+				inflight_release(
+				    x); /* before the client can see the end: see resp_done */
 			if ((n > 0 || x->hold_c_len > 0) && client_write(x, out, n) != 0)
 				return;
 		}
