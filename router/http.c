@@ -482,6 +482,120 @@ static const llhttp_settings_t settings = {
     .on_chunk_complete = on_chunk_complete,
 };
 
+/* ---- chunked framing ---------------------------------------------------------------------- */
+
+/*
+ * llhttp built without LLHTTP_STRICT_MODE takes any byte for the LF ending a chunk-size line or
+ * a chunked body, and any two bytes for the CRLF after chunk data: "3\r\nabcXX" is one chunk
+ * to it, and "0\r\n\rX" a complete body. A peer that reads those bytes strictly would frame
+ * them differently, so the line ends of a chunked body are checked here, on the bytes llhttp is
+ * about to parse; llhttp checks everything else (sizes, extensions, trailer fields).
+ */
+enum {
+	CK_SIZE0 = 0, /* first byte of a chunk-size line */
+	CK_SIZE,      /* more hex digits */
+	CK_EXT,	      /* extensions, up to CR */
+	CK_SIZE_LF,
+	CK_DATA,
+	CK_DATA_CR,
+	CK_DATA_LF,
+	CK_TRAILER0, /* first byte of a trailer line, or the CR of the last line */
+	CK_TRAILER,
+	CK_TRAILER_LF,
+	CK_END_LF,
+	CK_DONE,
+};
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	c = lower(c);
+	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+static bool chunk_lines_ok(struct hm__router_msg *m, const char *s, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && m->ck != CK_DONE) {
+		char c = s[i];
+		int d;
+
+		switch (m->ck) {
+		case CK_SIZE0:
+		case CK_SIZE:
+			d = hexval(c);
+			if (d >= 0) {
+				if (m->ck_left >> 60 != 0)
+					return false; /* llhttp refuses it too */
+				m->ck_left = m->ck_left << 4 | (uint64_t)d;
+				m->ck = CK_SIZE;
+				break;
+			}
+			if (m->ck == CK_SIZE0)
+				return false;
+			m->ck = CK_EXT;
+			continue; /* c again, as an extension byte */
+		case CK_EXT:
+			if (c == '\n')
+				return false;
+			if (c == '\r')
+				m->ck = CK_SIZE_LF;
+			break;
+		case CK_SIZE_LF:
+			if (c != '\n')
+				return false;
+			m->ck = m->ck_left == 0 ? CK_TRAILER0 : CK_DATA;
+			break;
+		case CK_DATA:
+			if (n - i < m->ck_left) {
+				m->ck_left -= n - i;
+				return true;
+			}
+			i += m->ck_left;
+			m->ck_left = 0;
+			m->ck = CK_DATA_CR;
+			continue;
+		case CK_DATA_CR:
+			if (c != '\r')
+				return false;
+			m->ck = CK_DATA_LF;
+			break;
+		case CK_DATA_LF:
+			if (c != '\n')
+				return false;
+			m->ck = CK_SIZE0;
+			break;
+		case CK_TRAILER0:
+			if (c == '\n' || c == ' ' || c == '\t')
+				return false; /* bare LF, obs-fold */
+			m->ck = c == '\r' ? CK_END_LF : CK_TRAILER;
+			break;
+		case CK_TRAILER:
+			if (c == '\n')
+				return false;
+			if (c == '\r')
+				m->ck = CK_TRAILER_LF;
+			break;
+		case CK_TRAILER_LF:
+			if (c != '\n')
+				return false;
+			m->ck = CK_TRAILER0;
+			break;
+		case CK_END_LF:
+			if (c != '\n')
+				return false;
+			m->ck = CK_DONE;
+			break;
+		default:
+			return false;
+		}
+		i++;
+	}
+	return true;
+}
+
 /* ---- driving llhttp ---------------------------------------------------------------------- */
 
 void hm__router_msg_init(struct hm__router_msg *m, llhttp_type_t type,
@@ -584,6 +698,13 @@ int hm__router_msg_execute(struct hm__router_msg *m, char *buf, uint32_t off, ui
 		return HM__EV_ERROR;
 	if (m->state == HM__MSG_DONE)
 		return HM__EV_DONE;
+	if (m->state == HM__MSG_BODY && (m->p.flags & F_CHUNKED) &&
+	    !chunk_lines_ok(m, buf + o, len)) {
+		m->status = m->lim->status;
+		m->why = "bad line end in chunked body";
+		m->state = HM__MSG_ERROR;
+		return HM__EV_ERROR;
+	}
 	if (m->state == HM__MSG_HEAD && m->p.type == HTTP_REQUEST && o == m->start) {
 		/* Up to 5 empty lines may precede a request line (Vegur); a bare LF may not. */
 		while (o < end && o == m->start && (buf[o] == '\r' || buf[o] == '\n')) {
@@ -696,7 +817,11 @@ int hm__router_msg_finish(struct hm__router_msg *m)
 
 /* ---- checks shared by both directions ---------------------------------------------------- */
 
-/* Every LF ends a CRLF and no line starts with whitespace (obs-fold). */
+/*
+ * Every LF ends a CRLF, every CR starts one, and no line starts with whitespace (obs-fold).
+ * llhttp built without LLHTTP_STRICT_MODE takes a CR followed by any byte for a line end after
+ * a status line and at the end of a head ("\r\n\rX"), so a bare CR is looked for here.
+ */
 static bool line_endings_ok(const struct hm__router_msg *m)
 {
 	const char *b = m->base, *p = b + m->start, *end = b + m->head_end;
@@ -708,6 +833,9 @@ static bool line_endings_ok(const struct hm__router_msg *m)
 		if (p < end && (*p == ' ' || *p == '\t'))
 			return false;
 	}
+	for (p = b + m->start; (p = memchr(p, '\r', (size_t)(end - p))) != NULL; p += 2)
+		if (p + 1 == end || p[1] != '\n')
+			return false;
 	return true;
 }
 
@@ -847,7 +975,7 @@ int hm__router_req_check(struct hm__router_msg *m, struct hm__router_req *rq, co
 		return 400;
 	}
 	if (!line_endings_ok(m)) {
-		*why = "bare LF or obs-fold";
+		*why = "bare CR or LF, or obs-fold";
 		return 400;
 	}
 	if ((r = target(m, rq, why)) != 0)
@@ -925,10 +1053,16 @@ int hm__router_req_check(struct hm__router_msg *m, struct hm__router_req *rq, co
 	rq->content_length = rq->chunked ? 0 : m->cl_value;
 	rq->has_body = rq->chunked || rq->content_length > 0;
 	rq->keep_alive = m->p.http_minor == 1 ? !ct.close : ct.keep_alive && !ct.close;
+	/* Transfer-Encoding with Content-Length, or in HTTP/1.0: the framing is suspect (someone
+	 * before us may have read it the other way), so the connection ends with this request
+	 * (RFC 9112, 6.1). */
+	if (te_seen && (m->cl_seen || m->p.http_minor == 0))
+		rq->keep_alive = false;
 	rq->upgrade = ct.upgrade && upgrade_hdr && m->p.http_minor == 1 && !rq->has_body;
 	if (rq->upgrade)
 		rq->keep_alive = false;
-	if (!rq->has_body)
+	/* An HTTP/1.0 client knows no 1xx: its expectation is ignored (RFC 9110, 10.1.1). */
+	if (!rq->has_body || m->p.http_minor == 0)
 		rq->expect_continue = false;
 	return 0;
 }
@@ -936,8 +1070,9 @@ int hm__router_req_check(struct hm__router_msg *m, struct hm__router_req *rq, co
 size_t hm__router_req_write_bound(const struct hm__router_msg *m)
 {
 	/* The request line only shrinks; joined X-Forwarded-For and Via values lose at least the
-	 * header names they had; added headers with the largest id and numbers fit in 1 KiB. */
-	return (size_t)(m->head_end - m->start) + 1024;
+	 * header names they had; a header line grows by one byte at most ("a:b" is written
+	 * "a: b"); added headers with the largest id and numbers fit in 1 KiB. */
+	return (size_t)(m->head_end - m->start) + m->nhdr + 1024;
 }
 
 static char *join_values(char *o, const struct hm__router_msg *m, uint8_t id, bool *any)
@@ -1065,7 +1200,7 @@ int hm__router_resp_check(struct hm__router_msg *m, struct hm__router_resp *rs, 
 		return 502;
 	}
 	if (!line_endings_ok(m)) {
-		*why = "bare LF or obs-fold in response";
+		*why = "bare CR or LF, or obs-fold in response";
 		return 502;
 	}
 	connection_tokens(m, &ct);
@@ -1115,7 +1250,9 @@ void hm__router_resp_plan(const struct hm__router_msg *m, const struct hm__route
 size_t hm__router_resp_write_bound(const struct hm__router_msg *m,
 				   const struct hm__router_resp_ctx *ctx)
 {
-	return (size_t)(m->head_end - m->start) + 256 + ctx->set_cookie_len;
+	/* As for requests: one byte more per header line at most, then the reason phrase, Via,
+	 * Connection and the cookie's header. */
+	return (size_t)(m->head_end - m->start) + m->nhdr + 256 + ctx->set_cookie_len;
 }
 
 static const char *reason_for(int status)

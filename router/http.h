@@ -111,9 +111,11 @@ struct hm__router_msg {
 	bool line_done;
 	bool version_seen;
 	bool cl_seen;
-	bool dechunk;	 /* body: compact chunk payloads in place (set by the caller) */
-	bool rechunk;	 /* body: re-encode chunks into rbuf without extensions */
-	bool keep_alive; /* at DONE: llhttp's verdict on the connection */
+	bool dechunk;	  /* body: compact chunk payloads in place (set by the caller) */
+	bool rechunk;	  /* body: re-encode chunks into rbuf without extensions */
+	bool keep_alive;  /* at DONE: llhttp's verdict on the connection */
+	uint8_t ck;	  /* chunked body: where the line-end check is (http.c) */
+	uint64_t ck_left; /* chunked body: data bytes left in the chunk, or its size so far */
 	uint64_t cl_value;
 	uint64_t body_bytes;	   /* payload bytes parsed so far (after de-chunking) */
 	uint32_t out_off, out_len; /* dechunk: payload compacted by the last execute */

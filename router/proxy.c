@@ -749,7 +749,8 @@ static void attempt_failed(struct hm__router_xchg *x, int kind)
 	x->attempts++;
 	x->last_fail = (uint8_t)kind;
 	inflight_release(x);
-	if (x->attempts >= w->cfg->attempts)
+	/* After a retry the request goes out again, from c->in: only if it is all there. */
+	if (x->attempts >= w->cfg->attempts || (x->qhead != NULL && !x->replay_ok))
 		fail(x, kind == FAIL_TIMEOUT ? HM__CODE_H19 : HM__CODE_H21, 0);
 	else
 		route(x);
@@ -1095,6 +1096,11 @@ static bool on_resp_head(struct hm__router_xchg *x)
 		ctx.set_cookie = ctx.set_cookie_len > 0 ? cookie : NULL;
 	}
 	hm__router_resp_plan(&x->resp, &x->rs, &ctx, &x->plan);
+	/* A response that announces a body it must not have (HEAD, 204, 304): a dyno that sends the
+	 * body anyway, a moment later, would have it taken for the answer to the next request on
+	 * this connection (another client's, from the pool). So the connection is not reused. */
+	if (x->resp.state == HM__MSG_DONE && (x->rs.chunked || x->rs.content_length > 0))
+		x->rs.dyno_close = true;
 	x->rhead = hm__router_buf_get(w, (uint32_t)hm__router_resp_write_bound(&x->resp, &ctx));
 	if (x->rhead == NULL) {
 		fail(x, HM__CODE_H99, 0);
@@ -1208,6 +1214,26 @@ static void resp_pump(struct hm__router_xchg *x)
 		upstream_flow(x->u);
 }
 
+/*
+ * A request that may go to the dyno twice: repeating it is harmless (RFC 9110, 9.2.2). A dyno
+ * that closes without answering may have read and acted on the request, so only these are sent
+ * again (RFC 9112, 9.3.1: a proxy must not retry non-idempotent requests).
+ */
+static bool idempotent(uint8_t method)
+{
+	switch (method) {
+	case HTTP_GET:
+	case HTTP_HEAD:
+	case HTTP_OPTIONS:
+	case HTTP_TRACE:
+	case HTTP_PUT:
+	case HTTP_DELETE:
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* The dyno closed (EOF), reset, or a write to it failed. */
 static void upstream_gone(struct hm__router_xchg *x, int err)
 {
@@ -1230,7 +1256,7 @@ static void upstream_gone(struct hm__router_xchg *x, int err)
 		return;
 	}
 	if (!x->resp_started && !u->got_bytes) {
-		if (u->reused && !x->retried && x->replay_ok) {
+		if (u->reused && !x->retried && x->replay_ok && idempotent(x->rq.method)) {
 			/* The pooled connection was closed by the dyno before we used it: once more
 			 * on a fresh connection (same dyno, same request). */
 			x->retried = true;
@@ -1564,8 +1590,9 @@ static void client_flow(struct hm__router_client *c)
 			keep = c->in_off;
 		else if (x->qhead == NULL)
 			keep = x->req.start; /* the head is still needed */
-		else if (x->replay_ok && !x->resp_started && x->u != NULL && x->u->reused)
-			keep = x->body_start;
+		else if (x->replay_ok && !x->resp_started && x->u != NULL &&
+			 (x->u->reused || !x->u->connected))
+			keep = x->body_start; /* a stale or failed connection sends it again */
 		else
 			keep = c->in_off;
 		if (keep == 0 && c->in_len == c->in->cap && x != NULL && x->qhead != NULL &&

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/util.h"
 #include "router/http.h"
 #include "tests/unit/hm_check.h"
 
@@ -751,6 +752,170 @@ START_TEST(helpers)
 }
 END_TEST
 
+/* ---- adversarial cases (each failed before its fix) ------------------------------------- */
+
+/*
+ * Heads whose header lines have no space after the colon grow by one byte per line when
+ * rewritten ("a:b" becomes "a: b"). The write bounds must allow for it: the router sizes its
+ * buffer with them and writes without further checks. The output goes to a buffer twice the
+ * bound so that a wrong bound fails the assertion rather than corrupting memory.
+ */
+START_TEST(rewrite_within_bound_without_spaces)
+{
+	size_t cap = 1000 * 20 + 64, len, bound, n;
+	char *raw = xmalloc(cap), *out;
+	struct parsed p;
+	struct hm__router_req rq;
+	const char *why;
+
+	len = (size_t)sprintf(raw, "GET / HTTP/1.1\r\nHost:a\r\n");
+	for (int i = 0; i < 998; i++)
+		len += (size_t)sprintf(raw + len, "h%03d:vvvvvvvvvv\r\n", i);
+	len += (size_t)sprintf(raw + len, "\r\n");
+	ck_assert_int_eq(parse(&p, HTTP_REQUEST, raw, len, 0), HM__EV_HEAD);
+	ck_assert_int_eq(hm__router_req_check(&p.m, &rq, &why), 0);
+	bound = hm__router_req_write_bound(&p.m) + fwd.peer_len + fwd.request_id_len;
+	out = xmalloc(2 * bound);
+	n = hm__router_req_write(&p.m, &rq, &fwd, out, bound);
+	ck_assert_uint_gt(n, 0);
+	ck_assert_uint_le(n, bound);
+	free(out);
+	done(&p);
+
+	/* A response with 9000 such lines and no reason phrase. */
+	free(raw);
+	cap = 9000 * 12 + 64;
+	raw = xmalloc(cap);
+	len = (size_t)sprintf(raw, "HTTP/1.1 431\r\n");
+	for (int i = 0; i < 9000; i++)
+		len += (size_t)sprintf(raw + len, "h%04d:v\r\n", i);
+	len += (size_t)sprintf(raw + len, "Content-Length:0\r\n\r\n");
+	{
+		struct hm__router_resp rs;
+		struct hm__router_resp_ctx ctx = {.client_minor = 1, .keep_alive = true};
+		struct hm__router_resp_plan plan;
+
+		ck_assert_int_eq(parse(&p, HTTP_RESPONSE, raw, len, 0), HM__EV_HEAD);
+		ck_assert_int_eq(hm__router_resp_check(&p.m, &rs, &why), 0);
+		hm__router_resp_plan(&p.m, &rs, &ctx, &plan);
+		bound = hm__router_resp_write_bound(&p.m, &ctx);
+		out = xmalloc(2 * bound);
+		n = hm__router_resp_write(&p.m, &rs, &ctx, &plan, out, bound);
+		ck_assert_uint_gt(n, 0);
+		ck_assert_uint_le(n, bound);
+		free(out);
+		done(&p);
+	}
+	free(raw);
+}
+END_TEST
+
+/* The body of a chunked message parsed in pieces of step bytes: its final event. */
+static int chunked_body_event(const char *raw, llhttp_type_t type, size_t step)
+{
+	struct parsed p;
+	char rbuf[256];
+	uint32_t off;
+	int ev = HM__EV_MORE;
+
+	ck_assert_int_eq(parse(&p, type, raw, strlen(raw), 0), HM__EV_HEAD);
+	off = p.used;
+	if (type == HTTP_REQUEST) {
+		p.m.rechunk = true;
+		p.m.rbuf = rbuf;
+		p.m.rcap = sizeof(rbuf);
+	}
+	while (ev == HM__EV_MORE && off < p.len) {
+		uint32_t n = (uint32_t)HM_MIN(p.len - off, step), used;
+
+		ev = hm__router_msg_execute(&p.m, p.buf, off, n, &used);
+		off += used;
+	}
+	done(&p);
+	return ev;
+}
+
+START_TEST(chunked_line_ends_strict)
+{
+	/* llhttp (not built strict) takes any byte for these LFs and any two for the CRLF after
+	 * chunk data; each of these would be framed differently by a strict reader. */
+	static const char *const bad[] = {
+	    "3\r\nabcXX0\r\n\r\n",	      /* no CRLF after the data */
+	    "3\r\nabc\rX0\r\n\r\n",	      /* CR and something else */
+	    "3\rXabc\r\n0\r\n\r\n",	      /* chunk-size line */
+	    "3;a=b\rXabc\r\n0\r\n\r\n",	      /* ... after an extension */
+	    "0\r\n\rXGET / HTTP/1.1\r\n\r\n", /* end of the body */
+	    "0\r\nX: y\rZ\r\n\r\n",	      /* trailer line */
+	    "0\r\nX: y\r\n z\r\n\r\n",	      /* obs-fold in the trailers */
+	    "3\nabc\r\n0\r\n\r\n",	      /* bare LF */
+	};
+	static const char *const good[] = {
+	    "3;a=b\r\nabc\r\nA\r\n0123456789\r\n0\r\nX: y\r\n\r\n",
+	    "0\r\n\r\n",
+	};
+	char raw[256];
+
+	for (size_t step = 1; step <= 64; step += step < 4 ? 1 : 30) {
+		for (size_t i = 0; i < HM_ARRAY_SIZE(bad); i++) {
+			sprintf(
+			    raw,
+			    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n%s",
+			    bad[i]);
+			ck_assert_msg(chunked_body_event(raw, HTTP_REQUEST, step) == HM__EV_ERROR,
+				      "request body %zu accepted (step %zu)", i, step);
+			sprintf(raw, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%s",
+				bad[i]);
+			ck_assert_msg(chunked_body_event(raw, HTTP_RESPONSE, step) == HM__EV_ERROR,
+				      "response body %zu accepted (step %zu)", i, step);
+		}
+		for (size_t i = 0; i < HM_ARRAY_SIZE(good); i++) {
+			sprintf(
+			    raw,
+			    "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n%s",
+			    good[i]);
+			ck_assert_int_eq(chunked_body_event(raw, HTTP_REQUEST, step), HM__EV_DONE);
+			sprintf(raw, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%s",
+				good[i]);
+			ck_assert_int_eq(chunked_body_event(raw, HTTP_RESPONSE, step), HM__EV_DONE);
+		}
+	}
+}
+END_TEST
+
+START_TEST(head_bare_cr)
+{
+	/* llhttp ends a head at "\r\n\r" and any byte, and a status line at CR and any byte. */
+	ck_assert_int_eq(REQ("GET / HTTP/1.1\r\nHost: a\r\n\rX"), 400);
+	ck_assert_int_eq(resp_status("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\rX"), 502);
+	ck_assert_int_eq(resp_status("HTTP/1.1 200 OK\rXContent-Length: 0\r\n\r\n"), 502);
+	ck_assert_int_eq(resp_status("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"), 0);
+}
+END_TEST
+
+START_TEST(suspect_framing_closes)
+{
+	struct hm__router_req rq;
+	const char clte[] = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
+			    "Transfer-Encoding: chunked\r\n\r\n";
+	const char te10[] = "POST / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n"
+			    "Transfer-Encoding: chunked\r\n\r\n";
+	const char te11[] = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+	const char ex10[] = "POST / HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n"
+			    "Expect: 100-continue\r\nContent-Length: 1\r\n\r\n";
+
+	/* RFC 9112, 6.1: the connection closes after such a request. */
+	ck_assert_int_eq(req_status(clte, sizeof(clte) - 1, &rq), 0);
+	ck_assert(rq.chunked && !rq.keep_alive);
+	ck_assert_int_eq(req_status(te10, sizeof(te10) - 1, &rq), 0);
+	ck_assert(rq.chunked && !rq.keep_alive);
+	ck_assert_int_eq(req_status(te11, sizeof(te11) - 1, &rq), 0);
+	ck_assert(rq.chunked && rq.keep_alive);
+	/* RFC 9110, 10.1.1: an HTTP/1.0 client's 100-continue is ignored. */
+	ck_assert_int_eq(req_status(ex10, sizeof(ex10) - 1, &rq), 0);
+	ck_assert(!rq.expect_continue && rq.keep_alive);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("router/http");
@@ -778,6 +943,10 @@ static Suite *suite(void)
 	tcase_add_test(tc, response_rewrite);
 	tcase_add_test(tc, error_responses);
 	tcase_add_test(tc, helpers);
+	tcase_add_test(tc, rewrite_within_bound_without_spaces);
+	tcase_add_test(tc, chunked_line_ends_strict);
+	tcase_add_test(tc, head_bare_cr);
+	tcase_add_test(tc, suspect_framing_closes);
 	tcase_set_timeout(tc, 30);
 	suite_add_tcase(s, tc);
 	return s;
