@@ -17,6 +17,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +63,8 @@ struct hm__journal {
 	/* writer side */
 	int fd;
 	int dirfd;
+	uint64_t groups;	/* groups of records written */
+	uint64_t kill_at_group; /* test builds: see test_kill_point() */
 };
 
 void hm__journal_path(const char *dir, uint64_t first, char *buf, size_t len)
@@ -141,6 +144,23 @@ static void writev_all(struct hm__journal *j, struct iovec *iov, int n)
 	}
 }
 
+#ifdef HM_TEST_HOOKS
+/*
+ * Test builds: HM_TEST_KILL_AT=journal-fsync:N makes the writer SIGKILL its own process just
+ * before the fdatasync() of its Nth group of records (counted from 1): the records are written,
+ * in the page cache, not yet on disk and not acknowledged (a crash at that exact point).
+ */
+static uint64_t test_kill_at_group(void)
+{
+	const char *v = getenv("HM_TEST_KILL_AT");
+	unsigned long long n;
+
+	if (v == NULL || sscanf(v, "journal-fsync:%llu", &n) != 1)
+		return 0;
+	return n;
+}
+#endif
+
 static void *writer_main(void *arg)
 {
 	struct hm__journal *j = arg;
@@ -192,6 +212,10 @@ static void *writer_main(void *arg)
 			wrote = true;
 		}
 		writev_all(j, iov, niov);
+#ifdef HM_TEST_HOOKS
+		if (wrote && ++j->groups == j->kill_at_group)
+			raise(SIGKILL);
+#endif
 		if (wrote && fdatasync(j->fd) != 0)
 			fatal("fdatasync", "(journal segment)", errno);
 		if (dirsync && fsync(j->dirfd) != 0)
@@ -227,6 +251,9 @@ int hm__journal_start(struct hm__journal **out, const struct hm__journal_cfg *cf
 	j->durable_cb = cfg->durable;
 	j->ctx = cfg->ctx;
 	j->fd = -1;
+#ifdef HM_TEST_HOOKS
+	j->kill_at_group = test_kill_at_group();
+#endif
 	j->dirfd = open(cfg->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (j->dirfd < 0) {
 		e = -errno;
@@ -534,6 +561,39 @@ static int recover_segment(const char *dir, uint64_t first, bool last, uint64_t 
 	return e;
 }
 
+/*
+ * Makes what recovery found durable: the records a killed origin wrote but never fsynced are in
+ * the page cache, where recovery reads them, and from here on they count as durable (answered,
+ * published). So every remaining segment is fdatasynced (a no-op for those already synced) and
+ * the directory fsynced (a segment created or a snapshot renamed in place just before the
+ * crash, a truncation or an unlink of recovery's own), before anything is served.
+ */
+static int sync_recovered(const char *dir, const uint64_t *firsts, int from, int n,
+			  struct hm__jrecover *r)
+{
+	char path[PATH_MAX];
+	int fd, e = 0;
+
+	for (int i = from; i <= n && e == 0; i++) {
+		if (i < n)
+			hm__journal_path(dir, firsts[i], path, sizeof(path));
+		else
+			snprintf(path, sizeof(path), "%s", dir);
+		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+			if (errno == ENOENT && i < n)
+				continue; /* an empty segment recovery removed */
+			e = -errno;
+		} else {
+			if ((i < n ? fdatasync(fd) : fsync(fd)) != 0)
+				e = -errno;
+			close(fd);
+		}
+		if (e != 0)
+			snprintf(r->err, sizeof(r->err), "cannot sync %s: %s", path, strerror(-e));
+	}
+	return e;
+}
+
 int hm__journal_recover(const char *dir, struct hm__jrecover *r)
 {
 	uint64_t *firsts, prev;
@@ -559,8 +619,10 @@ int hm__journal_recover(const char *dir, struct hm__jrecover *r)
 		return HM_ECORRUPT;
 	}
 	prev = i < n ? firsts[i] - 1 : r->after_seq;
-	for (; i < n && e == 0; i++)
-		e = recover_segment(dir, firsts[i], i == n - 1, &prev, r);
+	for (int k = i; k < n && e == 0; k++)
+		e = recover_segment(dir, firsts[k], k == n - 1, &prev, r);
+	if (e == 0)
+		e = sync_recovered(dir, firsts, i, n, r);
 	free(firsts);
 	if (e == 0 && prev > r->last_seq)
 		r->last_seq = prev;

@@ -8,6 +8,7 @@
 #include "syncd/nngx.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
@@ -71,6 +72,39 @@ int hm__nng_socket_opts(nng_socket s, bool pub)
 	if (rv == 0 && pub)
 		rv = nng_socket_set_int(s, NNG_OPT_SENDBUF, 8192);
 	return hm__nng_err(rv);
+}
+
+void hm__rep_send(nng_ctx ctx, nng_aio *aio, nng_msg *reply)
+{
+	nng_aio_set_msg(aio, reply);
+	nng_aio_set_timeout(aio, HM__REP_SEND_TIMEOUT_MS);
+	nng_ctx_send(ctx, aio);
+}
+
+void hm__rep_recv(nng_ctx ctx, nng_aio *aio)
+{
+	nng_aio_set_timeout(aio, NNG_DURATION_INFINITE);
+	nng_ctx_recv(ctx, aio);
+}
+
+void hm__rep_sent(nng_aio *aio, int rv, nng_pipe pipe, const char *what)
+{
+	static _Atomic uint64_t dropped;
+	uint64_t n;
+
+	if (rv == 0)
+		return;
+	nng_msg_free(nng_aio_get_msg(aio));
+	nng_aio_set_msg(aio, NULL);
+	if (rv != NNG_ETIMEDOUT)
+		return;
+	nng_pipe_close(pipe);
+	n = atomic_fetch_add(&dropped, 1) + 1;
+	if (n <= 10 || n % 1000 == 0)
+		hm_log(HM_LOG_WARNING, "nng",
+		       "%s: closed a connection that does not read its replies (%" PRIu64
+		       " so far)",
+		       what, n);
 }
 
 int hm__nng_dial(nng_socket s, const char *url, nng_dialer *out)

@@ -31,6 +31,24 @@ int hm__nng_socket_opts(nng_socket s, bool pub);
  * keepalive where the transport has it. Returns 0 or a converted error (bad URL). */
 int hm__nng_dial(nng_socket s, const char *url, nng_dialer *out);
 
+/*
+ * Replies on REP contexts. nng's REP hands a reply to its peer's connection at once if that
+ * connection is idle, and otherwise queues the context behind the replies still being written
+ * there. A peer that sends requests and never reads the answers would so hold every context of
+ * the socket, for every other peer, for as long as it stays connected. So a reply is sent with
+ * a deadline (hm__rep_send), which only a reply queued behind unread ones can miss, and a reply
+ * that misses it closes its peer's connection (hm__rep_sent): the contexts queued there are
+ * released, and a real REQ peer reconnects and resends. A context's receives have no deadline
+ * (hm__rep_recv).
+ */
+#define HM__REP_SEND_TIMEOUT_MS 2000
+
+void hm__rep_send(nng_ctx ctx, nng_aio *aio, nng_msg *reply);
+void hm__rep_recv(nng_ctx ctx, nng_aio *aio);
+/* Call from the aio callback of a send with its result rv (the message is freed on failure);
+ * pipe is the request's (nng_msg_get_pipe), what names the socket for the log. */
+void hm__rep_sent(nng_aio *aio, int rv, nng_pipe pipe, const char *what);
+
 /* An hm_opt check for URLs: something nng can parse, with a transport hermod supports. */
 int hm__nng_url_check(const char *value, char *err, size_t errlen);
 

@@ -52,6 +52,11 @@
 #define STAGED_IDLE_MS	 60000
 #define LINGER_MS	 150
 #define COMPACT_RETRY_MS 60000
+/* What a staged request holds besides its parts' bytes (its struct and tables, nng's message
+ * headers), charged against --max-request too: otherwise a peer sending many tiny first parts
+ * would hold far more memory than --max-request allows. Measured at about half of this. */
+#define STAGED_REQUEST_COST 1024
+#define STAGED_PART_COST    256
 
 enum mail_kind { MAIL_CTL = 1, MAIL_DURABLE = 2 };
 
@@ -62,6 +67,7 @@ struct ctl {
 	uint32_t idx;
 	nng_ctx ctx;
 	nng_aio *aio;
+	nng_pipe pipe; /* the request's connection */
 	enum ctl_state state;
 };
 
@@ -74,8 +80,8 @@ struct counts {
 struct staged {
 	struct staged *next;
 	uint8_t req_id[16];
-	uint32_t nparts, have;
-	nng_msg **msgs; /* owned, have entries */
+	uint32_t nparts, have, cap;
+	nng_msg **msgs; /* owned, have entries (grown as parts come: nparts is the peer's word) */
 	size_t bytes;
 	uint64_t last_ms;
 	struct hm__splitter split; /* how the changes so far are cut into published parts */
@@ -154,13 +160,12 @@ static void ctl_send(struct origin *o, uint32_t idx, struct hm_pbuf *pb)
 	if (nng_msg_alloc(&m, pb->len) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "out of memory answering a control request");
 		c->state = CTL_RECV;
-		nng_ctx_recv(c->ctx, c->aio);
+		hm__rep_recv(c->ctx, c->aio);
 		return;
 	}
 	memcpy(nng_msg_body(m), pb->data, pb->len);
 	c->state = CTL_SEND;
-	nng_aio_set_msg(c->aio, m);
-	nng_ctx_send(c->ctx, c->aio);
+	hm__rep_send(c->ctx, c->aio, m);
 }
 
 static void reply_ack(struct origin *o, uint32_t idx, const uint8_t id[16], uint64_t seq)
@@ -441,7 +446,7 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 	struct hm_msg m;
 	struct staged *st, **link = NULL;
 	const uint8_t *id;
-	uint64_t seq;
+	uint64_t seq, cost;
 	uint32_t part, nparts;
 	int e;
 
@@ -513,8 +518,6 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 		memcpy(st->req_id, id, 16);
 		st->nparts = nparts;
 		hm__split_init(&st->split, HM__PUB_PART_BYTES, HM_PROTO_MAX_CHANGES);
-		st->msgs = calloc(nparts, sizeof(*st->msgs));
-		hm_require(st->msgs != NULL);
 		st->next = o->staged;
 		o->staged = st;
 		link = &o->staged;
@@ -543,7 +546,8 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 		reply_staged(o, idx, id);
 		return;
 	}
-	if (o->staged_bytes + nng_msg_len(msg) > (uint64_t)o->cfg->max_request) {
+	cost = nng_msg_len(msg) + STAGED_PART_COST + (st->have == 0 ? STAGED_REQUEST_COST : 0);
+	if (o->staged_bytes + cost > (uint64_t)o->cfg->max_request) {
 		reply_error(o, idx, id, HM_ETOOBIG, UINT32_MAX,
 			    "multi-part requests in progress would exceed --max-request (%" PRId64
 			    " bytes)",
@@ -552,9 +556,17 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 		nng_msg_free(msg);
 		return;
 	}
+	if (st->have == st->cap) {
+		uint32_t cap = st->cap ? HM_MIN(st->cap * 2, st->nparts) : HM_MIN(8u, st->nparts);
+		nng_msg **msgs = realloc(st->msgs, cap * sizeof(*msgs));
+
+		hm_require(msgs != NULL);
+		st->msgs = msgs;
+		st->cap = cap;
+	}
 	st->msgs[st->have++] = msg;
-	st->bytes += nng_msg_len(msg);
-	o->staged_bytes += nng_msg_len(msg);
+	st->bytes += cost;
+	o->staged_bytes += cost;
 	split_changes(&st->split, &st->parts, &m);
 	if (st->have < st->nparts) {
 		reply_staged(o, idx, id);
@@ -667,22 +679,22 @@ static void ctl_cb(void *arg)
 	int rv = nng_aio_result(c->aio);
 
 	if (c->state == CTL_SEND) {
-		if (rv != 0)
-			nng_msg_free(nng_aio_get_msg(c->aio));
+		hm__rep_sent(c->aio, rv, c->pipe, "control");
 		c->state = CTL_RECV;
 		if (rv == NNG_ECLOSED || atomic_load(&c->o->closing_nng))
 			return;
-		nng_ctx_recv(c->ctx, c->aio);
+		hm__rep_recv(c->ctx, c->aio);
 		return;
 	}
 	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
 		return;
 	if (rv != 0) {
 		if (!atomic_load(&c->o->closing_nng))
-			nng_ctx_recv(c->ctx, c->aio);
+			hm__rep_recv(c->ctx, c->aio);
 		return;
 	}
 	c->state = CTL_BUSY;
+	c->pipe = nng_msg_get_pipe(nng_aio_get_msg(c->aio));
 	hm__mailbox_post(&c->o->mb, MAIL_CTL, 0, c->idx, 0, nng_aio_get_msg(c->aio));
 }
 
@@ -1339,7 +1351,7 @@ static int open_sockets(struct origin *o)
 	}
 	for (uint32_t i = 0; i < NCTL; i++) {
 		o->ctls[i].state = CTL_RECV;
-		nng_ctx_recv(o->ctls[i].ctx, o->ctls[i].aio);
+		hm__rep_recv(o->ctls[i].ctx, o->ctls[i].aio);
 	}
 	return 0;
 }

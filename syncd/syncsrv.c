@@ -30,6 +30,7 @@ struct sctx {
 	struct hm__syncsrv *ss;
 	nng_ctx ctx;
 	nng_aio *aio;
+	nng_pipe pipe; /* the request's connection */
 	bool open;
 	bool sending;
 };
@@ -452,10 +453,9 @@ static void *worker_main(void *arg)
 		nng_msg_free(w->msg);
 		if (rep != NULL) {
 			w->c->sending = true;
-			nng_aio_set_msg(w->c->aio, rep);
-			nng_ctx_send(w->c->ctx, w->c->aio);
+			hm__rep_send(w->c->ctx, w->c->aio, rep);
 		} else if (!atomic_load(&ss->closing)) {
-			nng_ctx_recv(w->c->ctx, w->c->aio);
+			hm__rep_recv(w->c->ctx, w->c->aio);
 		}
 		free(w);
 	}
@@ -472,28 +472,28 @@ static void ctx_cb(void *arg)
 
 	if (c->sending) {
 		c->sending = false;
-		if (rv != 0)
-			nng_msg_free(nng_aio_get_msg(c->aio));
+		hm__rep_sent(c->aio, rv, c->pipe, "sync");
 		if (rv == NNG_ECLOSED || atomic_load(&ss->closing))
 			return;
-		nng_ctx_recv(c->ctx, c->aio);
+		hm__rep_recv(c->ctx, c->aio);
 		return;
 	}
 	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
 		return;
 	if (rv != 0) {
 		if (!atomic_load(&ss->closing))
-			nng_ctx_recv(c->ctx, c->aio);
+			hm__rep_recv(c->ctx, c->aio);
 		return;
 	}
 	if ((w = malloc(sizeof(*w))) == NULL) {
 		nng_msg_free(nng_aio_get_msg(c->aio));
-		nng_ctx_recv(c->ctx, c->aio);
+		hm__rep_recv(c->ctx, c->aio);
 		return;
 	}
 	w->next = NULL;
 	w->c = c;
 	w->msg = nng_aio_get_msg(c->aio);
+	c->pipe = nng_msg_get_pipe(w->msg);
 	pthread_mutex_lock(&ss->wmu);
 	if (ss->wtail != NULL)
 		ss->wtail->next = w;
@@ -525,7 +525,7 @@ int hm__syncsrv_start(struct hm__syncsrv *ss, nng_socket sock, int nthreads)
 			return -rv;
 		}
 	for (int i = 0; i < NCTX; i++)
-		nng_ctx_recv(ss->ctxs[i].ctx, ss->ctxs[i].aio);
+		hm__rep_recv(ss->ctxs[i].ctx, ss->ctxs[i].aio);
 	return 0;
 }
 
