@@ -666,11 +666,14 @@ static void live_msg(struct edge *e, nng_msg *msg)
 		} else if (res == HM__ASM_GAP) {
 			free_part(po); /* mr is ours alone again */
 			free(mr);
-			if (e->draining && m.batch.b.seq > e->catchup_head + 1) {
+			if (e->draining && m.batch.b.seq > e->catchup_head) {
 				/* Not following what the catch-up just brought: either something
 				 * was lost after it, or the message is from before the origin went
-				 * back (a restored data directory). Keeping it could make catch-ups
-				 * loop; dropping it is safe (a catch-up fetches what exists). */
+				 * back (a restored data directory), or it is a part the origin did
+				 * not have when it answered (seq head + 1 with its predecessors
+				 * missing). Keeping it makes catch-ups loop (at once, for as long
+				 * as the origin publishes nothing); dropping it is safe (a
+				 * catch-up fetches what exists). */
 				nng_msg_free(msg);
 				e->buffer_drops++;
 				start_catchup(e);

@@ -175,6 +175,11 @@ void hm__syncsrv_snapshot(struct hm__syncsrv *ss, struct hm__snapfile *s)
 		ss->retired = ss->current;
 	}
 	ss->current = r;
+	/* Nothing published through us yet (a restart that found no journal record after its
+	 * snapshot): the snapshot is the head. Left at 0, every edge at that seq would be told
+	 * SNAPSHOT, load it, ask again and be told SNAPSHOT again, without end. */
+	if (ss->ring_n == 0 && ss->index_n == 0 && seq > ss->published)
+		ss->published = seq;
 	/* Positions at or before the snapshot are never needed again. */
 	while (ss->index_n > 0 && ss->index_first <= seq) {
 		ss->index_first++;
