@@ -213,11 +213,36 @@ static uint32_t off_of(struct hm__router_msg *m, const char *at)
 	return (uint32_t)(at - m->base);
 }
 
-/* The request/status line ends where the first header name starts (or the head ends). */
+/*
+ * The request/status line as far as it has arrived in [start, end): up to its CR or LF, or all
+ * of it. Empty lines before a status line (llhttp skips them) count towards it. Only
+ * lim->line + 1 bytes are looked at, which is enough to tell whether it is too long.
+ */
+static uint32_t line_so_far(const struct hm__router_msg *m, uint32_t end)
+{
+	const char *s = m->base + m->start;
+	uint32_t n = end - m->start, i;
+	bool text = false;
+
+	if (n > m->lim->line + 1u)
+		n = m->lim->line + 1u;
+	for (i = 0; i < n; i++) {
+		if (s[i] != '\r' && s[i] != '\n')
+			text = true;
+		else if (text)
+			break;
+	}
+	return i;
+}
+
+/*
+ * The request/status line ends where the first header name starts (or the head ends), at its
+ * CR or LF: llhttp takes a bare LF after a request line, so the line is not next - start - 2.
+ */
 static int line_end(struct hm__router_msg *m, uint32_t next)
 {
 	m->line_done = true;
-	m->line_len = next - m->start - 2;
+	m->line_len = line_so_far(m, next);
 	if (m->line_len > m->lim->line)
 		return fail(m, m->lim->line_status, "request or status line too long");
 	return 0;
@@ -291,7 +316,12 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 	struct hm__router_hdr *h;
 
 	if (m->state != HM__MSG_HEAD) {
-		/* Trailers: relayed raw, re-encoded, or dropped (de-chunking); never collected. */
+		/* Trailers: relayed raw, re-encoded, or dropped (de-chunking); never collected, so
+		 * their names are checked here, span by span, as on_header_field_complete checks a
+		 * head's (llhttp, not built strict, takes "a b" for a name). */
+		for (size_t i = 0; i < n; i++)
+			if (!is_tchar((unsigned char)at[i]))
+				return fail(m, m->lim->status, "invalid trailer name");
 		if (m->rechunk)
 			rput(m, at, n);
 		return 0;
@@ -489,7 +519,8 @@ static const llhttp_settings_t settings = {
  * a chunked body, and any two bytes for the CRLF after chunk data: "3\r\nabcXX" is one chunk
  * to it, and "0\r\n\rX" a complete body. A peer that reads those bytes strictly would frame
  * them differently, so the line ends of a chunked body are checked here, on the bytes llhttp is
- * about to parse; llhttp checks everything else (sizes, extensions, trailer fields).
+ * about to parse; llhttp checks everything else (sizes, extensions, trailer fields) but the
+ * characters of trailer names, which on_header_field does.
  */
 enum {
 	CK_SIZE0 = 0, /* first byte of a chunk-size line */
@@ -568,8 +599,8 @@ static bool chunk_lines_ok(struct hm__router_msg *m, const char *s, size_t n)
 			m->ck = CK_SIZE0;
 			break;
 		case CK_TRAILER0:
-			if (c == '\n' || c == ' ' || c == '\t')
-				return false; /* bare LF, obs-fold */
+			if (c == '\n' || c == ' ' || c == '\t' || c == ':')
+				return false; /* bare LF, obs-fold, no name (llhttp takes ": v") */
 			m->ck = c == '\r' ? CK_END_LF : CK_TRAILER;
 			break;
 		case CK_TRAILER:
@@ -670,11 +701,20 @@ void hm__router_msg_skip_body(struct hm__router_msg *m, bool skip)
 
 static int error_event(struct hm__router_msg *m, llhttp_errno_t err)
 {
-	if (err != HPE_USER) {
+	/* A callback that failed has said why; llhttp reports it as HPE_USER from a span
+	 * callback but as HPE_CB_* from the others. */
+	if (m->why == NULL) {
 		m->why = llhttp_get_error_reason(&m->p);
 		if (m->why == NULL)
 			m->why = llhttp_errno_name(err);
-		if (err == HPE_INVALID_VERSION && m->p.type == HTTP_REQUEST)
+		/* llhttp reports a span only when it ends or the buffer does: a line already over
+		 * its limit before the byte llhttp refuses is too long however the bytes came. */
+		if (m->state == HM__MSG_HEAD && !m->line_done &&
+		    line_so_far(m, (uint32_t)(llhttp_get_error_pos(&m->p) - m->base)) >
+			m->lim->line) {
+			m->why = "request or status line too long";
+			m->status = m->lim->line_status;
+		} else if (err == HPE_INVALID_VERSION && m->p.type == HTTP_REQUEST)
 			m->status = 505;
 		else
 			m->status = m->lim->status;
@@ -698,8 +738,7 @@ int hm__router_msg_execute(struct hm__router_msg *m, char *buf, uint32_t off, ui
 		return HM__EV_ERROR;
 	if (m->state == HM__MSG_DONE)
 		return HM__EV_DONE;
-	if (m->state == HM__MSG_BODY && (m->p.flags & F_CHUNKED) &&
-	    !chunk_lines_ok(m, buf + o, len)) {
+	if (m->state == HM__MSG_BODY && m->chunked && !chunk_lines_ok(m, buf + o, len)) {
 		m->status = m->lim->status;
 		m->why = "bad line end in chunked body";
 		m->state = HM__MSG_ERROR;
@@ -736,7 +775,8 @@ int hm__router_msg_execute(struct hm__router_msg *m, char *buf, uint32_t off, ui
 		if (m->state == HM__MSG_HEAD) {
 			uint32_t bytes = end - m->start;
 
-			if (!m->line_done && bytes > m->lim->line + 2u) {
+			/* The line only: a head without headers may end in a CRLF and a CR. */
+			if (!m->line_done && line_so_far(m, end) > m->lim->line) {
 				m->status = m->lim->line_status;
 				m->why = "request or status line too long";
 				m->state = HM__MSG_ERROR;
@@ -772,6 +812,7 @@ int hm__router_msg_execute(struct hm__router_msg *m, char *buf, uint32_t off, ui
 	}
 	llhttp_resume(&m->p);
 	m->state = HM__MSG_BODY;
+	m->chunked = (m->p.flags & F_CHUNKED) != 0;
 	if (m->p.upgrade && m->p.type == HTTP_REQUEST &&
 	    !((m->p.flags & F_CHUNKED) || m->p.content_length > 0)) {
 		/* The rest of the stream belongs to the upgraded protocol. */
@@ -1187,7 +1228,7 @@ size_t hm__router_req_write(const struct hm__router_msg *m, const struct hm__rou
 int hm__router_resp_check(struct hm__router_msg *m, struct hm__router_resp *rs, const char **why)
 {
 	struct conn_tokens ct;
-	bool upgrade_hdr = false;
+	bool upgrade_hdr = false, te_chunked = false;
 
 	memset(rs, 0, sizeof(*rs));
 	rs->status = m->p.status_code;
@@ -1204,10 +1245,25 @@ int hm__router_resp_check(struct hm__router_msg *m, struct hm__router_resp *rs, 
 		return 502;
 	}
 	connection_tokens(m, &ct);
-	for (uint16_t i = 0; i < m->nhdr; i++)
-		if (m->hdr[i].id == HM__HDR_UPGRADE)
+	for (uint16_t i = 0; i < m->nhdr; i++) {
+		const struct hm__router_hdr *h = &m->hdr[i];
+		const char *tok;
+		size_t pos = 0, tn;
+
+		if (h->id == HM__HDR_UPGRADE)
 			upgrade_hdr = true;
+		if (h->id != HM__HDR_TRANSFER_ENCODING)
+			continue;
+		while (hm__router_list_next(m->base + h->value_off, h->value_len, &pos, &tok, &tn))
+			te_chunked = hm__router_eq_lit(tok, tn, "chunked");
+	}
 	rs->chunked = (m->p.flags & F_CHUNKED) != 0;
+	/* llhttp takes "chunked<TAB>" for a coding other than chunked (a body up to the close);
+	 * the client gets the value trimmed, and would read chunks. */
+	if (rs->chunked != te_chunked) {
+		*why = "Transfer-Encoding read two ways";
+		return 502;
+	}
 	rs->has_cl = m->cl_seen && !rs->chunked;
 	rs->content_length = m->cl_value;
 	rs->dyno_close = ct.close || (m->p.http_minor == 0 && !ct.keep_alive);

@@ -114,6 +114,7 @@ struct hm__router_msg {
 	bool dechunk;	  /* body: compact chunk payloads in place (set by the caller) */
 	bool rechunk;	  /* body: re-encode chunks into rbuf without extensions */
 	bool keep_alive;  /* at DONE: llhttp's verdict on the connection */
+	bool chunked;	  /* body: chunked, as the head said (a trailer can change llhttp's flag) */
 	uint8_t ck;	  /* chunked body: where the line-end check is (http.c) */
 	uint64_t ck_left; /* chunked body: data bytes left in the chunk, or its size so far */
 	uint64_t cl_value;
