@@ -4,6 +4,7 @@
 #include "common/util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/random.h>
@@ -55,6 +56,18 @@ int hm_write_all(int fd, const void *buf, size_t n)
 	return 0;
 }
 
+int hm_fsync_path(const char *path, bool data_only)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), e = 0;
+
+	if (fd < 0)
+		return -errno;
+	if ((data_only ? fdatasync(fd) : fsync(fd)) != 0)
+		e = -errno;
+	close(fd);
+	return e;
+}
+
 int hm_random_bytes(void *buf, size_t n)
 {
 	unsigned char *p = buf;
@@ -85,7 +98,7 @@ void hm_hex(const void *data, size_t n, char *out)
 	out[2 * n] = '\0';
 }
 
-static int hexval(char c)
+int hm_hexval(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -103,7 +116,7 @@ int hm_unhex(const char *s, size_t slen, void *out, size_t n)
 	if (slen != 2 * n)
 		return -EINVAL;
 	for (size_t i = 0; i < n; i++) {
-		int hi = hexval(s[2 * i]), lo = hexval(s[2 * i + 1]);
+		int hi = hm_hexval(s[2 * i]), lo = hm_hexval(s[2 * i + 1]);
 
 		if (hi < 0 || lo < 0)
 			return -EINVAL;

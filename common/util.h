@@ -4,6 +4,7 @@
 #ifndef HM_COMMON_UTIL_H
 #define HM_COMMON_UTIL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,11 +29,18 @@ uint64_t hm_wall_ms(void);
  * negative errno. */
 int hm_write_all(int fd, const void *buf, size_t n);
 
+/* Opens path (a file or a directory) and fsyncs it, or fdatasyncs it if data_only. Returns 0 or
+ * a negative errno (of the open or of the sync). */
+int hm_fsync_path(const char *path, bool data_only);
+
 /* Fills buf with n bytes from getrandom(2). Returns 0 or a negative errno. */
 int hm_random_bytes(void *buf, size_t n);
 
 /* Writes 2n lowercase hex digits and a NUL to out. */
 void hm_hex(const void *data, size_t n, char *out);
+
+/* The value of one hex digit (either case), or -1. */
+int hm_hexval(char c);
 
 /* Parses exactly 2n hex digits from s into out. Returns 0 or -EINVAL. */
 int hm_unhex(const char *s, size_t slen, void *out, size_t n);

@@ -537,14 +537,6 @@ enum {
 	CK_DONE,
 };
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	c = lower(c);
-	return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 static bool chunk_lines_ok(struct hm__router_msg *m, const char *s, size_t n)
 {
 	size_t i = 0;
@@ -556,7 +548,7 @@ static bool chunk_lines_ok(struct hm__router_msg *m, const char *s, size_t n)
 		switch (m->ck) {
 		case CK_SIZE0:
 		case CK_SIZE:
-			d = hexval(c);
+			d = hm_hexval(c);
 			if (d >= 0) {
 				if (m->ck_left >> 60 != 0)
 					return false; /* llhttp refuses it too */

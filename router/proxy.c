@@ -1591,7 +1591,7 @@ static void client_flow(struct hm__router_client *c)
 		else if (x->qhead == NULL)
 			keep = x->req.start; /* the head is still needed */
 		else if (x->replay_ok && !x->resp_started && x->u != NULL &&
-			 (x->u->reused || !x->u->connected))
+			 ((x->u->reused && idempotent(x->rq.method)) || !x->u->connected))
 			keep = x->body_start; /* a stale or failed connection sends it again */
 		else
 			keep = c->in_off;

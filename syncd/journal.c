@@ -572,25 +572,17 @@ static int sync_recovered(const char *dir, const uint64_t *firsts, int from, int
 			  struct hm__jrecover *r)
 {
 	char path[PATH_MAX];
-	int fd, e = 0;
+	int e = 0;
 
-	for (int i = from; i <= n && e == 0; i++) {
-		if (i < n)
-			hm__journal_path(dir, firsts[i], path, sizeof(path));
-		else
-			snprintf(path, sizeof(path), "%s", dir);
-		if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
-			if (errno == ENOENT && i < n)
-				continue; /* an empty segment recovery removed */
-			e = -errno;
-		} else {
-			if ((i < n ? fdatasync(fd) : fsync(fd)) != 0)
-				e = -errno;
-			close(fd);
-		}
-		if (e != 0)
-			snprintf(r->err, sizeof(r->err), "cannot sync %s: %s", path, strerror(-e));
+	for (int i = from; i < n && e == 0; i++) {
+		hm__journal_path(dir, firsts[i], path, sizeof(path));
+		if ((e = hm_fsync_path(path, true)) == -ENOENT)
+			e = 0; /* an empty segment recovery removed */
 	}
+	if (e == 0 && (e = hm_fsync_path(dir, false)) != 0)
+		snprintf(path, sizeof(path), "%s", dir);
+	if (e != 0)
+		snprintf(r->err, sizeof(r->err), "cannot sync %s: %s", path, strerror(-e));
 	return e;
 }
 

@@ -946,18 +946,6 @@ static int mkdir_p(const char *path, mode_t mode)
 	return 0;
 }
 
-static int fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), e = 0;
-
-	if (fd < 0)
-		return -errno;
-	if (fsync(fd) != 0)
-		e = -errno;
-	close(fd);
-	return e;
-}
-
 /* Reads DIR/epoch, or creates it for a fresh directory. */
 static int load_epoch(struct origin *o)
 {
@@ -1010,7 +998,7 @@ static int load_epoch(struct origin *o)
 	snprintf(tmp, sizeof(tmp), "%s/epoch.tmp", dir);
 	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640)) < 0 ||
 	    write(fd, text, (size_t)n) != n || fsync(fd) != 0 || close(fd) != 0 ||
-	    rename(tmp, path) != 0 || fsync_dir(dir) != 0) {
+	    rename(tmp, path) != 0 || hm_fsync_path(dir, false) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot create %s: %s", path, strerror(errno));
 		return -EIO;
 	}

@@ -130,7 +130,7 @@ int hm__snap_write(const char *dir, const struct hm_table_writer *w, uint64_t sn
 	uint8_t h[SNAP_HEAD];
 	uint64_t index_off, req_off;
 	uint32_t nreq = rc != NULL ? hm__reqcache_count(rc) : 0;
-	int e, dfd;
+	int e;
 
 	memset(&wr, 0, sizeof(wr));
 	hm_table_writer_info(w, &info);
@@ -216,12 +216,7 @@ int hm__snap_write(const char *dir, const struct hm_table_writer *w, uint64_t sn
 		snprintf(err, errlen, "renaming %s: %s", tmp, strerror(-e));
 		goto fail;
 	}
-	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) >= 0) {
-		if (fsync(dfd) != 0)
-			e = -errno;
-		close(dfd);
-	}
-	if (e != 0) {
+	if ((e = hm_fsync_path(dir, false)) != 0) {
 		snprintf(err, errlen, "fsync of %s: %s", dir, strerror(-e));
 		goto fail;
 	}
