@@ -16,7 +16,8 @@
  *   ID grant TTL                  ID keepalive LEASE      ID revoke LEASE
  *   ID watch KEY END REV          (events as {"id","ev":[...]}; then a final error, if any)
  *   ID unwatch WATCH-ID           ID current
- *   ID bench N [KEY]              (N CAS txns one after another: latency p50/p99/max in us)
+ *   ID bench N [KEY [VALUE]]      (N CAS txns, one after another, each putting VALUE (64
+ *                                 bytes by default) to KEY: latency p50/p99/max in us)
  * Result: {"id":ID,"err":0|code,"errname":"...","msg":"...","rev":R,...}. EOF on stdin: stop
  * the watches, close the client (pending requests answer ECANCELED), exit 0.
  */
@@ -178,8 +179,8 @@ static void on_event(void *arg, int err, const struct hm__etcd_header *h,
 
 struct bench {
 	char *id;
-	uint8_t *key;
-	size_t key_len;
+	uint8_t *key, *value;
+	size_t key_len, value_len;
 	uint32_t n, done;
 	int64_t mod;
 	uint64_t t0;
@@ -209,6 +210,7 @@ static void bench_end(struct bench *b, int err, const char *msg)
 	fflush(stdout);
 	free(b->id);
 	free(b->key);
+	free(b->value);
 	free(b->lat);
 	free(b);
 }
@@ -232,18 +234,19 @@ static void bench_cb(void *arg, int err, const struct hm__etcd_result *r)
 
 static void bench_next(struct bench *b)
 {
-	static const char value[64] = "a small value, the size of a head pointer";
 	struct hm__etcd_cmp cmp = {.key = b->key,
 				   .key_len = b->key_len,
 				   .target = HM__ETCD_MOD,
 				   .result = HM__ETCD_EQUAL,
 				   .number = b->mod};
-	struct hm__etcd_op put = {
-	    .kind = HM__ETCD_PUT, .key = b->key, .key_len = b->key_len, .value = value};
+	struct hm__etcd_op put = {.kind = HM__ETCD_PUT,
+				  .key = b->key,
+				  .key_len = b->key_len,
+				  .value = b->value,
+				  .value_len = b->value_len};
 	struct hm__etcd_txn t = {.cmp = &cmp, .ncmp = 1, .success = &put, .nsuccess = 1};
 	int e;
 
-	put.value_len = sizeof(value);
 	b->t0 = hm_mono_ns();
 	if ((e = hm__etcd_txn(client, &t, bench_cb, b)) != 0)
 		bench_end(b, e, "cannot start");
@@ -396,11 +399,13 @@ static void command(char *s)
 			b->n = (uint32_t)strtoul(w[2], NULL, 10);
 			b->lat = calloc(b->n ? b->n : 1, sizeof(*b->lat));
 			b->key = arg_bytes(n > 3 ? w[3] : "bench", &b->key_len);
+			b->value = arg_bytes(n > 4 ? w[4] : "@64", &b->value_len);
 			e = hm__etcd_range(client, b->key, b->key_len, NULL, bench_start, b);
 			if (e != 0) {
 				b->id = NULL;
 				free(b->lat);
 				free(b->key);
+				free(b->value);
 				free(b);
 			}
 		}
