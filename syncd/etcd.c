@@ -126,8 +126,7 @@ struct hm__etcd {
 	int handles; /* open libuv handles; the struct is freed when the last one closes */
 };
 
-/* ---- Error conversion -------------------------------------------------------------------------
- */
+/* ---- Error conversion ------------------------------------------------------------------------ */
 
 int hm__etcd_grpc_err(int code, const char *message)
 {
@@ -197,7 +196,7 @@ static int curl_err(CURLcode rc)
 	}
 }
 
-/* ---- JSON: building requests ---------------------------------------------------------------- */
+/* ---- JSON: building requests ----------------------------------------------------------------- */
 
 static void j_raw(struct hm__buf *b, const char *s)
 {
@@ -352,7 +351,7 @@ static int j_txn(struct hm__buf *b, const struct hm__etcd_txn *t)
 	return 0;
 }
 
-/* ---- JSON: reading responses ---------------------------------------------------------------- */
+/* ---- JSON: reading responses ----------------------------------------------------------------- */
 
 /* A 64-bit integer the gateway wrote as a string (or a number); 0 when absent. */
 static int64_t jnum(const cJSON *o, const char *name)
@@ -596,8 +595,7 @@ static int parse_ok(enum req_kind kind, const cJSON *j, struct parsed *p)
 	}
 }
 
-/* ---- libcurl on libuv --------------------------------------------------------------------------
- */
+/* ---- libcurl on libuv ------------------------------------------------------------------------ */
 
 static void dispatch(struct hm__etcd *c);
 static void finish_close(struct hm__etcd *c);
@@ -715,8 +713,7 @@ static int on_curl_timer(CURLM *multi, long ms, void *userp)
 	return 0;
 }
 
-/* ---- Requests ----------------------------------------------------------------------------------
- */
+/* ---- Requests -------------------------------------------------------------------------------- */
 
 static void req_unlink(struct hm__etcd *c, struct req *r)
 {
@@ -862,17 +859,18 @@ static bool retry(struct req *r)
 {
 	struct hm__etcd *c = r->c;
 	uint64_t now = hm_mono_ms(), delay = 0;
+	uint32_t fails = r->fails + 1;
 
 	if (r->pinned || c->closed)
 		return false;
-	r->fails++;
-	move_on(c, r->ep);
-	r->ep = (r->ep + 1) % c->neps;
-	if (r->fails >= c->neps)
-		delay = HM_MIN((uint64_t)BACKOFF_FIRST_MS << HM_MIN(r->fails / c->neps - 1, 5u),
+	if (fails >= c->neps)
+		delay = HM_MIN((uint64_t)BACKOFF_FIRST_MS << HM_MIN(fails / c->neps - 1, 5u),
 			       (uint64_t)BACKOFF_MAX_MS);
 	if (r->kind != RQ_WATCH && now + delay >= r->deadline)
-		return false;
+		return false; /* r->ep stays the endpoint that failed last */
+	r->fails = fails;
+	move_on(c, r->ep);
+	r->ep = (r->ep + 1) % c->neps;
 	if (delay == 0 && attempt(r) == 0)
 		return true;
 	r->parked = true;
@@ -1019,8 +1017,7 @@ static void on_retry(uv_timer_t *t)
 	schedule_retry(c);
 }
 
-/* ---- Watches ------------------------------------------------------------------------------------
- */
+/* ---- Watches --------------------------------------------------------------------------------- */
 
 enum { W_CONTINUE, W_RESUMED, W_ENDED, W_FREED };
 
@@ -1095,6 +1092,7 @@ static int watch_resume(struct hm__etcd_watch *w)
 		r->in_multi = false;
 	}
 	w->resumes++;
+	hm__buf_reset(&r->resp); /* what is left of the broken stream */
 	watch_body(w);
 	if (r->body.oom) {
 		watch_fail(w, -ENOMEM, 0);
@@ -1260,7 +1258,7 @@ static void drain_watches(struct hm__etcd *c)
 	}
 }
 
-/* ---- Collecting what libcurl finished ------------------------------------------------------- */
+/* ---- Collecting what libcurl finished -------------------------------------------------------- */
 
 static void dispatch(struct hm__etcd *c)
 {
@@ -1297,8 +1295,7 @@ static void finish_close(struct hm__etcd *c)
 	uv_close((uv_handle_t *)&c->retry, handle_closed);
 }
 
-/* ---- The client
- * ---------------------------------------------------------------------------------- */
+/* ---- The client ------------------------------------------------------------------------------ */
 
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc;
@@ -1318,7 +1315,7 @@ static int parse_endpoints(struct hm__etcd *c, const char *list, char *err, size
 	}
 	while (*p != '\0') {
 		const char *end = strchr(p, ',');
-		size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+		size_t len = end != NULL ? (size_t)(end - p) : strlen(p), n = len;
 		size_t scheme = strncmp(p, "http://", 7) == 0	 ? 7
 				: strncmp(p, "https://", 8) == 0 ? 8
 								 : 0;
@@ -1339,7 +1336,7 @@ static int parse_endpoints(struct hm__etcd *c, const char *list, char *err, size
 		if ((c->eps[c->neps] = strndup(p, n)) == NULL)
 			return -ENOMEM;
 		c->neps++;
-		p += end != NULL ? (size_t)(end - p) + 1 : n;
+		p += end != NULL ? len + 1 : len;
 		if (end != NULL && *p == '\0') {
 			snprintf(err, errlen, "etcd endpoint list ends with a comma");
 			return -EINVAL;
@@ -1367,6 +1364,8 @@ int hm__etcd_new(struct hm__etcd **out, uv_loop_t *loop, const struct hm__etcd_c
 	int e;
 
 	*out = NULL;
+	if (errlen > 0)
+		err[0] = '\0';
 	if (c == NULL)
 		return -ENOMEM;
 	c->loop = loop;

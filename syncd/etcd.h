@@ -20,7 +20,9 @@
  *  - a write (put, delete, txn, compaction, lease grant and revoke, defragment) that failed after
  *    it was sent is NOT retried: its outcome is unknown, and only the caller knows how to find
  *    out (docs/store-etcd.md: a CAS txn is sent again and its compare tells). The endpoint moves
- *    all the same, so the caller's retry goes elsewhere.
+ *    all the same, so the caller's retry goes elsewhere. So a write that ends in -ETIMEDOUT,
+ *    -ECONNRESET, -EAGAIN (etcd's "request timed out", "leader changed") or HM_EETCD may have
+ *    been applied; one that ends in any other code was not.
  * After every endpoint has failed once, attempts wait 100 ms, doubling to 2 s. Requests to one
  * given member (status, defragment) never move.
  *
@@ -229,8 +231,7 @@ void hm__etcd_watch_stop(struct hm__etcd_watch *w);
 /* How many times the stream was resumed (broken streams, moved endpoints). */
 uint64_t hm__etcd_watch_resumes(const struct hm__etcd_watch *w);
 
-/* ---- Exposed for unit tests --------------------------------------------------------------------
- */
+/* ---- Exposed for unit tests ------------------------------------------------------------------ */
 
 /* An etcd gateway error (gRPC code and message) as a hermod error code. */
 int hm__etcd_grpc_err(int code, const char *message);

@@ -206,6 +206,47 @@ def test_failover_when_a_member_dies(env):
              "the event after the leader died")
 
 
+@timeout(120)
+def test_member_without_a_leader(env):
+    c = eu.EtcdCluster(env, 3)
+    t = eu.EtcdTool(env, [c.endpoints[2]], timeout_ms=3000)
+    wid = t.watch("q/", "q0", t.ok("get", "q/")["rev"] + 1)
+    t.ok("put", "q/1", "before")
+    c.kill(0)
+    c.kill(1)
+    # Member 2 has lost its quorum. Until it notices (if it was the leader, until CheckQuorum
+    # makes it step down), a write may be proposed and time out: its outcome is unknown, and
+    # it may be committed when the quorum returns. Once it knows, every request (they all ask
+    # for a leader) is refused at once with "no leader": never proposed, never applied.
+    attempts, unknown = [], []
+
+    def refused():
+        key = "q/2-%d" % len(attempts)
+        r = t.call("put", key, "during")
+        attempts.append(key)
+        if r["errname"] == "EAGAIN":
+            return r
+        eq(r["errname"], "ETIMEDOUT", "a write before the member noticed")
+        unknown.append(key)
+        return None
+    r = wait_for(refused, T(40), "member 2 to notice it has no leader", interval=0)
+    check("no leader" in r["msg"], "etcd's reason: %r" % r["msg"])
+    eq(t.call("get", "q/1")["errname"], "EAGAIN", "a linearizable read without a leader")
+    # Quorum back: writes go through, and the watch, resumed meanwhile, delivers what follows.
+    c.restart(0)
+    t.ok("put", "q/3", "after")
+    evs = wait_for(lambda: any(e["kv"]["key"] == "q/3" for e in t.events(wid)) and
+                   t.events(wid), T(20), "the event after the outage")
+    keys = [e["kv"]["key"] for e in evs]
+    eq(keys[0], "q/1", "the event before")
+    eq(keys[-1], "q/3", "the event after")
+    eq(len(keys), len(set(keys)), "no event twice")
+    check(set(keys[1:-1]) <= set(unknown),
+          "only writes of unknown outcome may have been applied: %r (unknown: %r, refused: "
+          "%r)" % (keys, unknown, attempts[len(unknown):]))
+    eq(t.final(wid), None, "the watch never gave up")
+
+
 def test_unreachable_endpoints_fail_over(env):
     c = eu.EtcdCluster(env, 1)
     refusing = "http://127.0.0.1:%d" % ht.free_port()

@@ -175,7 +175,7 @@ static void on_event(void *arg, int err, const struct hm__etcd_header *h,
 	fflush(stdout);
 }
 
-/* ---- bench: CAS txns one after another on one key ----------------------------------------- */
+/* ---- bench: CAS txns one after another on one key -------------------------------------------- */
 
 struct bench {
 	char *id;

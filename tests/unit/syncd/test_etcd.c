@@ -69,7 +69,7 @@ START_TEST(config_is_checked)
 		ck_assert(strstr(err, "/nonexistent/ca.pem") != NULL);
 	}
 	{
-		struct hm__etcd_cfg cfg = {.endpoints = "http://127.0.0.1:1/,https://[::1]:2"};
+		struct hm__etcd_cfg cfg = {.endpoints = "http://127.0.0.1:1/,https://[::1]:2//"};
 
 		ck_assert_int_eq(hm__etcd_new(&c, &loop, &cfg, err, sizeof(err)), 0);
 		ck_assert_uint_eq(hm__etcd_nendpoints(c), 2);
