@@ -232,6 +232,10 @@ def test_member_without_a_leader(env):
     r = wait_for(refused, T(40), "member 2 to notice it has no leader", interval=0)
     check("no leader" in r["msg"], "etcd's reason: %r" % r["msg"])
     eq(t.call("get", "q/1")["errname"], "EAGAIN", "a linearizable read without a leader")
+    # The watch asked for a leader too: the member ends its stream rather than leave it silent,
+    # and the client keeps resuming it.
+    wait_for(lambda: t.ok("resumes", wid)["resumes"] >= 1, T(30),
+             "the leaderless member to end the watch stream", interval=0.2)
     # Quorum back: writes go through, and the watch, resumed meanwhile, delivers what follows.
     c.restart(0)
     t.ok("put", "q/3", "after")

@@ -15,7 +15,7 @@
  *   ID compact REV                ID status EP            ID defrag EP
  *   ID grant TTL                  ID keepalive LEASE      ID revoke LEASE
  *   ID watch KEY END REV          (events as {"id","ev":[...]}; then a final error, if any)
- *   ID unwatch WATCH-ID           ID current
+ *   ID unwatch WATCH-ID           ID resumes WATCH-ID     ID current
  *   ID bench N [KEY [VALUE]]      (N CAS txns, one after another, each putting VALUE (64
  *                                 bytes by default) to KEY: latency p50/p99/max in us)
  * Result: {"id":ID,"err":0|code,"errname":"...","msg":"...","rev":R,...}. EOF on stdin: stop
@@ -383,6 +383,16 @@ static void command(char *s)
 				watches[i].w = NULL;
 			}
 		fail_now(id, 0, "");
+		free(id);
+	} else if (strcmp(w[1], "resumes") == 0 && n >= 3) {
+		uint64_t resumes = 0;
+
+		for (int i = 0; i < MAX_WATCH; i++)
+			if (watches[i].w != NULL && strcmp(watches[i].id, w[2]) == 0)
+				resumes = hm__etcd_watch_resumes(watches[i].w);
+		print_head(id, 0, "", 0);
+		printf(",\"resumes\":%" PRIu64 "}\n", resumes);
+		fflush(stdout);
 		free(id);
 	} else if (strcmp(w[1], "current") == 0) {
 		print_head(id, 0, "", hm__etcd_current(client));
