@@ -45,6 +45,10 @@
 	XX(ECORRUPT, -5063, "record checksum mismatch")                                            \
 	XX(ENNG, -5064, "messaging library error")                                                 \
 	XX(ESNAPSHOT, -5065, "snapshot no longer available")                                       \
+	/* etcd (syncd/etcd.c) */                                                                  \
+	XX(ECOMPACTED, -5100, "etcd revision compacted")                                           \
+	XX(EETCD, -5101, "etcd refused the request")                                               \
+	XX(EETCDTLS, -5102, "TLS with etcd failed (certificate or handshake)")                     \
 	/* configuration and input (common/opts.c, hermodctl) */                                   \
 	XX(EOPTION, -5080, "invalid option")                                                       \
 	XX(EJSON, -5081, "invalid JSON")                                                           \

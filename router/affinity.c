@@ -7,6 +7,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "common/base64.h"
+
 #define MAC_LEN 32
 #define MAC_B64 43 /* base64url of 32 bytes, unpadded */
 #define DOMAIN	"hermod-affinity-v1"
@@ -52,33 +54,6 @@ static size_t put_u64(char *o, uint64_t v)
 	return k;
 }
 
-static void b64url(const uint8_t *in, size_t n, char *out)
-{
-	static const char t[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-	size_t i, o = 0;
-
-	for (i = 0; i + 2 < n; i += 3) {
-		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-
-		out[o++] = t[v >> 18];
-		out[o++] = t[(v >> 12) & 63];
-		out[o++] = t[(v >> 6) & 63];
-		out[o++] = t[v & 63];
-	}
-	if (n - i == 2) {
-		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-
-		out[o++] = t[v >> 18];
-		out[o++] = t[(v >> 12) & 63];
-		out[o++] = t[(v >> 6) & 63];
-	} else if (n - i == 1) {
-		uint32_t v = (uint32_t)in[i] << 16;
-
-		out[o++] = t[v >> 18];
-		out[o++] = t[(v >> 12) & 63];
-	}
-}
-
 /* mac over the canonical message; expiry as the decimal digits that appear in the cookie. */
 static int mac(struct hm__router_affinity *a, const char *app, size_t app_len, const char *dyno,
 	       size_t dyno_len, const char *exp, size_t exp_len, char out[MAC_B64])
@@ -96,7 +71,7 @@ static int mac(struct hm__router_affinity *a, const char *app, size_t app_len, c
 	    mbedtls_md_hmac_update(&a->md, (const unsigned char *)exp, exp_len) ||
 	    mbedtls_md_hmac_finish(&a->md, m) != 0)
 		return -EINVAL;
-	b64url(m, MAC_LEN, out);
+	hm_b64_encode(m, MAC_LEN, out, HM_B64_URL | HM_B64_NOPAD);
 	return 0;
 }
 

@@ -48,6 +48,18 @@ static int verify(struct hm__router_affinity *ctx, const char *app, const char *
 	return hm__router_affinity_verify(ctx, app, cookie, strlen(cookie), now, dyno);
 }
 
+/* The MAC is what the header says, byte for byte (computed independently, with Python's hmac
+ * and base64.urlsafe_b64encode): routers of different builds must agree on it. */
+START_TEST(known_answer)
+{
+	char line[HM__AFFINITY_SET_COOKIE_MAX + 1], v[256];
+	size_t n = hm__router_affinity_set_cookie(&a, "app", "web.12", NOW + 86400, line);
+
+	value_of(line, n, v);
+	ck_assert_str_eq(v, "1700086400.web.12.rlr00S_j9DCF0z2yj1kPlWhyHFABz_z8URSVaZTVbYY");
+}
+END_TEST
+
 START_TEST(round_trip_across_routers)
 {
 	char line[HM__AFFINITY_SET_COOKIE_MAX + 1], v[256], dyno[HM_DYNO_NAME_MAX + 1];
@@ -121,6 +133,7 @@ static Suite *suite(void)
 	TCase *tc = tcase_create("affinity");
 
 	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, known_answer);
 	tcase_add_test(tc, round_trip_across_routers);
 	tcase_add_test(tc, refusals);
 	tcase_add_test(tc, cookie_find);
