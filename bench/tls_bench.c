@@ -51,7 +51,7 @@ static void die(const char *what)
 	exit(1);
 }
 
-/* ---- counting the server's heap calls ---- */
+/* ---- counting the server's heap calls -------------------------------------------------------- */
 
 /* OpenSSL's heap calls made by the server (while `counting`): counted, and their live bytes
  * tracked (a 16-byte header holds each block's size and whether the server made it). */
@@ -127,7 +127,7 @@ static void off(void)
 	counting = 0;
 }
 
-/* ---- certificates ---- */
+/* ---- certificates ---------------------------------------------------------------------------- */
 
 static EVP_PKEY *key;
 static X509 *cert;
@@ -217,7 +217,7 @@ static void put(struct hm_certstore_writer *w, const char *name, uint64_t seq)
 		die("store commit");
 }
 
-/* ---- the client ---- */
+/* ---- the client ------------------------------------------------------------------------------ */
 
 static SSL_CTX *client_ctx;
 static SSL_SESSION *sessions[8], *session; /* per server; the current server's */
@@ -248,7 +248,7 @@ static void client_setup(int version)
 	session = NULL;
 }
 
-/* ---- the servers, behind one interface ---- */
+/* ---- the servers, behind one interface ------------------------------------------------------- */
 
 struct server {
 	const char *name;
@@ -552,7 +552,7 @@ static void run(const struct server *servers, unsigned ns, int version, bool res
 	*ratio_q3 = ratios[(3 * rounds) / 4];
 }
 
-/* ---- the crypto alone ---- */
+/* ---- the crypto alone ------------------------------------------------------------------------ */
 
 static double crypto_floor_us(double seconds, double *sign_us, double *kx_us)
 {

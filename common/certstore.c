@@ -188,7 +188,7 @@ struct hm_certstore_writer {
 	struct vec pending_free;   /* blocks the open batch stopped using (freed at commit) */
 };
 
-/* ---- Small helpers -------------------------------------------------------------------------- */
+/* ---- Small helpers --------------------------------------------------------------------------- */
 
 static uint64_t align_up(uint64_t v, uint64_t a)
 {
@@ -294,8 +294,7 @@ static void copy_view(struct copy *c, uint8_t *file_base, const struct layout *l
 	c->heap = file_base + l->heap_off;
 }
 
-/* ---- Lookups (shared by readers and the writer; every read bounds-checked) --------------------
- */
+/* ---- Lookups (shared by readers and the writer; every read bounds-checked) ------------------- */
 
 static bool blob_ok(const struct copy *c, const struct rec_cert *e)
 {
@@ -372,8 +371,7 @@ static int64_t select_entry(const struct copy *c, const char *key, size_t n, uin
 	return d - 1;
 }
 
-/* ---- Digest ------------------------------------------------------------------------------------
- */
+/* ---- Digest ---------------------------------------------------------------------------------- */
 
 struct dsum {
 	uint64_t lane[2];
@@ -422,8 +420,7 @@ void hm_certstore_digest_add(uint8_t out[HM_CERTSTORE_DIGEST_LEN],
 	}
 }
 
-/* ---- Reading ------------------------------------------------------------------------------------
- */
+/* ---- Reading --------------------------------------------------------------------------------- */
 
 /* The file's owner must be us or root, and nobody else may have any access: it holds keys. */
 static int file_acceptable(const struct stat *st)
@@ -711,8 +708,7 @@ int hm_certstore_ticket_keys(struct hm_certstore_map *m, struct hm_ticket_key *k
 	return (int)a.n;
 }
 
-/* ---- Writing: regions of the batch copy --------------------------------------------------------
- */
+/* ---- Writing: regions of the batch copy ------------------------------------------------------ */
 
 static unsigned pub_copy(const struct hm_certstore_writer *w)
 {
@@ -763,8 +759,7 @@ static void sync_regions(struct hm_certstore_writer *w, unsigned from, unsigned 
 	w->dirty_all = false;
 }
 
-/* ---- Writing: the heap ------------------------------------------------------------------------
- */
+/* ---- Writing: the heap ----------------------------------------------------------------------- */
 
 /* Units of the class that holds `units` (rounded up), and the class index. */
 static unsigned class_up(uint64_t units, uint64_t *size)
@@ -862,8 +857,7 @@ static void heap_release(struct hm_certstore_writer *w, struct block b)
 	(void)vec_push(&w->free[class_down(b.cap / UNIT, &size)], &b, sizeof(b));
 }
 
-/* ---- Writing: entries ---------------------------------------------------------------------------
- */
+/* ---- Writing: entries ------------------------------------------------------------------------ */
 
 static int set_default(struct hm_certstore_writer *w, struct copy *c, uint32_t v)
 {
@@ -1098,8 +1092,7 @@ int hm_certstore_set_ticket_keys(struct hm_certstore_writer *w, const struct hm_
 	return 0;
 }
 
-/* ---- Writing: batches -------------------------------------------------------------------------
- */
+/* ---- Writing: batches ------------------------------------------------------------------------ */
 
 int hm_certstore_begin(struct hm_certstore_writer *w)
 {
@@ -1181,8 +1174,7 @@ void hm_certstore_abort(struct hm_certstore_writer *w)
 	w->in_batch = false;
 }
 
-/* ---- Writing: files
- * ------------------------------------------------------------------------------ */
+/* ---- Writing: files -------------------------------------------------------------------------- */
 
 static void sfile_unmap(struct sfile *f)
 {
@@ -1315,7 +1307,8 @@ static int rebuild_heap(struct hm_certstore_writer *w)
 		if (c.e[i].used && (e = vec_push(&live, &b, sizeof(b))) != 0)
 			goto out;
 	}
-	qsort(live.v, live.n, sizeof(struct block), block_cmp);
+	if (live.n > 1)
+		qsort(live.v, live.n, sizeof(struct block), block_cmp);
 	for (size_t i = 0; i < live.n; i++) {
 		uint64_t end = ((struct block *)live.v)[i].off;
 
@@ -1453,8 +1446,7 @@ void hm_certstore_writer_close(struct hm_certstore_writer *w)
 	free(w);
 }
 
-/* ---- Writing: growth
- * ------------------------------------------------------------------------------ */
+/* ---- Writing: growth ------------------------------------------------------------------------- */
 
 struct grow_arg {
 	struct hm_certstore_writer *w;
@@ -1625,8 +1617,7 @@ int hm_certstore_resolve(const struct hm_certstore_writer *w, const char *key, s
 	return 0;
 }
 
-/* ---- Verification ------------------------------------------------------------------------------
- */
+/* ---- Verification ---------------------------------------------------------------------------- */
 
 static int verify_copy(const struct hm_certstore_writer *w, const struct copy *c, bool blobs)
 {
@@ -1688,7 +1679,8 @@ static int verify_copy(const struct hm_certstore_writer *w, const struct copy *c
 		}
 	}
 	/* Blobs do not overlap. */
-	qsort(live.v, live.n, sizeof(struct block), block_cmp);
+	if (live.n > 1)
+		qsort(live.v, live.n, sizeof(struct block), block_cmp);
 	for (size_t i = 1; i < live.n; i++) {
 		const struct block *b = live.v;
 

@@ -126,7 +126,7 @@ int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t
 	return 0;
 }
 
-/* ---- Follower ---- */
+/* ---- Follower -------------------------------------------------------------------------------- */
 
 int hm_pubfile_follower_init(struct hm_pubfile_follower *f, const char *path,
 			     hm_pubfile_open_cb open, hm_pubfile_unref_cb unref)

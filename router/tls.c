@@ -100,11 +100,11 @@ struct hm_tls_conn {
 	uint8_t fail;  /* enum hm_tls_fail, once */
 	uint8_t match; /* enum hm_cert_kind */
 	bool established, resumed;
+	bool broken; /* a fatal error: the connection is good for nothing but closing */
 	char sni[HM_HOST_MAX + 1];
 };
 
-/* ---- Output buffers ----------------------------------------------------------------------------
- */
+/* ---- Output buffers -------------------------------------------------------------------------- */
 
 static uint8_t *buf_get(struct hm_tls_ctx *t)
 {
@@ -119,8 +119,9 @@ static void buf_put(struct hm_tls_ctx *t, uint8_t *b)
 		free(b);
 }
 
-/* ---- The BIO
- * -------------------------------------------------------------------------------------- */
+static void set_fail(struct hm_tls_conn *c, unsigned reason);
+
+/* ---- The BIO --------------------------------------------------------------------------------- */
 
 static int bio_write(BIO *b, const char *data, int n)
 {
@@ -128,8 +129,10 @@ static int bio_write(BIO *b, const char *data, int n)
 	uint32_t room;
 
 	BIO_clear_retry_flags(b);
-	if (c->out == NULL && (c->out = buf_get(c->t)) == NULL)
+	if (c->out == NULL && (c->out = buf_get(c->t)) == NULL) {
+		set_fail(c, HM_TLS_FAIL_INTERNAL);
 		return -1;
+	}
 	room = OUT_BUF - c->out_end;
 	if (room == 0) {
 		/* Full: OpenSSL keeps the rest of its record and writes it when called again. */
@@ -174,8 +177,7 @@ static int bio_create(BIO *b)
 	return 1;
 }
 
-/* ---- Failures ----------------------------------------------------------------------------------
- */
+/* ---- Failures -------------------------------------------------------------------------------- */
 
 static void set_fail(struct hm_tls_conn *c, unsigned reason)
 {
@@ -329,8 +331,7 @@ static void cache_insert(struct hm_tls_ctx *t, const uint8_t *id, SSL_CTX *ctx)
 	t->stats.cached = t->n;
 }
 
-/* ---- Contexts
- * ------------------------------------------------------------------------------------ */
+/* ---- Contexts -------------------------------------------------------------------------------- */
 
 static int on_alpn(SSL *s, const unsigned char **out, unsigned char *outlen,
 		   const unsigned char *in, unsigned inlen, void *arg)
@@ -668,8 +669,7 @@ const struct hm_tls_stats *hm_tls_ctx_stats(const struct hm_tls_ctx *t)
 	return &t->stats;
 }
 
-/* ---- Connections ------------------------------------------------------------------------------
- */
+/* ---- Connections ----------------------------------------------------------------------------- */
 
 int hm_tls_conn_new(struct hm_tls_conn **out, struct hm_tls_ctx *t)
 {
@@ -723,6 +723,7 @@ static int handshake(struct hm_tls_conn *c)
 	if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE)
 		return 0;
 	classify(c, err);
+	c->broken = true;
 	return -EPROTO;
 }
 
@@ -733,7 +734,7 @@ int hm_tls_conn_recv(struct hm_tls_conn *c, const void *in, size_t in_len, size_
 
 	*out_len = 0;
 	*in_used = 0;
-	if (c->fail != HM_TLS_FAIL_NONE)
+	if (c->broken || c->fail != HM_TLS_FAIL_NONE)
 		return -EPROTO;
 	c->in = in;
 	c->in_len = in_len;
@@ -755,6 +756,7 @@ int hm_tls_conn_recv(struct hm_tls_conn *c, const void *in, size_t in_len, size_
 			break;
 		}
 		ERR_clear_error();
+		c->broken = true;
 		rc = -EPROTO;
 		break;
 	}
@@ -770,7 +772,7 @@ int hm_tls_conn_send(struct hm_tls_conn *c, const void *plain, size_t n)
 	size_t w = 0;
 	int r, err;
 
-	if (c->fail != HM_TLS_FAIL_NONE)
+	if (c->broken || c->fail != HM_TLS_FAIL_NONE)
 		return -EPROTO;
 	if (!c->established)
 		return -ENOTCONN;
@@ -782,6 +784,7 @@ int hm_tls_conn_send(struct hm_tls_conn *c, const void *plain, size_t n)
 	if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ)
 		return 0;
 	ERR_clear_error();
+	c->broken = true;
 	return -EPROTO;
 }
 
@@ -809,13 +812,17 @@ void hm_tls_conn_out_done(struct hm_tls_conn *c, size_t n)
 
 int hm_tls_conn_close_notify(struct hm_tls_conn *c)
 {
-	if (!c->established || c->fail != HM_TLS_FAIL_NONE)
+	int r;
+
+	if (!c->established || c->broken || c->fail != HM_TLS_FAIL_NONE)
 		return 0;
-	if (SSL_shutdown(c->ssl) < 0) {
-		ERR_clear_error();
-		return -EPROTO;
-	}
-	return 0;
+	if ((r = SSL_shutdown(c->ssl)) >= 0)
+		return 0;
+	if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_WRITE)
+		return -EAGAIN; /* the output is full: write it, then call again */
+	ERR_clear_error();
+	c->broken = true;
+	return -EPROTO;
 }
 
 void hm_tls_conn_peer_closed(struct hm_tls_conn *c)

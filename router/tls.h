@@ -122,7 +122,8 @@ int hm_tls_conn_recv(struct hm_tls_conn *c, const void *in, size_t in_len, size_
  * Encrypts up to n bytes of plaintext into the connection's output. Returns how many bytes were
  * taken: all of them, fewer, or 0 when the output is full (write hm_tls_conn_out() and call
  * again with the bytes not taken, starting with the same first byte); or -ENOTCONN (handshake
- * not finished), -EPROTO (failed). No allocation beyond OpenSSL's own.
+ * not finished), -EPROTO (failed; every later call fails too). No allocation beyond OpenSSL's
+ * own.
  */
 int hm_tls_conn_send(struct hm_tls_conn *c, const void *plain, size_t n);
 
@@ -138,7 +139,10 @@ size_t hm_tls_conn_out(struct hm_tls_conn *c, const uint8_t **p);
  * context's pool (an idle connection holds no output buffer). */
 void hm_tls_conn_out_done(struct hm_tls_conn *c, size_t n);
 
-/* Queues close_notify (write hm_tls_conn_out() afterwards). Returns 0 or -EPROTO. */
+/* Queues close_notify (write hm_tls_conn_out() afterwards). Call it once every hm_tls_conn_send()
+ * has been taken in full (none is waiting to be called again). Returns 0 (also when there is no
+ * established connection to close), -EAGAIN (the output is full: write it and call again), or
+ * -EPROTO. */
 int hm_tls_conn_close_notify(struct hm_tls_conn *c);
 
 /* The socket reached end of file: a handshake in progress counts as failed (eof). */

@@ -130,7 +130,7 @@ static bool looks_like_der(const void *p, size_t n)
 	return n > 0 && ((const unsigned char *)p)[0] == 0x30;
 }
 
-/* ---- Parsing ------------------------------------------------------------------------------- */
+/* ---- Parsing --------------------------------------------------------------------------------- */
 
 static int parse_chain(struct hm_certcheck *c, const void *pem, size_t n, STACK_OF(X509) * chain)
 {
@@ -325,7 +325,7 @@ static int check_strength(struct hm_certcheck *c, STACK_OF(X509) * chain)
 	return 0;
 }
 
-/* ---- Names ---------------------------------------------------------------------------------- */
+/* ---- Names ----------------------------------------------------------------------------------- */
 
 static bool valid_dns_name(const char *s, size_t n)
 {
@@ -408,8 +408,7 @@ static int check_coverage(struct hm_certcheck *c, const char *name, uint8_t kind
 		      "the certificate does not cover %s: its names are %s", name, list);
 }
 
-/* ---- Output -----------------------------------------------------------------------------------
- */
+/* ---- Output ---------------------------------------------------------------------------------- */
 
 static int bio_take(BIO *bio, char **out, size_t *len)
 {
@@ -476,8 +475,7 @@ int hm_certcheck_entry_id(const void *cert, size_t cert_len, const void *key, si
 	return ok ? 0 : -ENOMEM;
 }
 
-/* ---- The check ----------------------------------------------------------------------------------
- */
+/* ---- The check ------------------------------------------------------------------------------- */
 
 static void warn(struct hm_certcheck *c, unsigned bit, const char *fmt, ...)
 {

@@ -905,6 +905,36 @@ START_TEST(close_notify_both_ways)
 	ck_assert_int_eq(SSL_get_error(cl.ssl, r), SSL_ERROR_ZERO_RETURN);
 	hm_tls_conn_free(c);
 	client_fini(&cl);
+	/* The server closes with its output full: -EAGAIN until it has been written. Two TLS 1.3
+	 * records (AES-128-GCM: 22 bytes of overhead each) leave 10 bytes of the 32 KiB output,
+	 * fewer than the 24 of a close_notify record. */
+	client_init(&cl, TLS1_3_VERSION, TLS1_3_VERSION, "a.example.com", NULL, 0);
+	ck_assert_int_eq(hm_tls_conn_new(&c, e.t), 0);
+	ck_assert_int_eq(handshake(&cl, c), 0);
+	{
+		static char big[16384 + 16330], got[sizeof(big)];
+		size_t back = 0;
+
+		memset(big, 'z', sizeof(big));
+		ck_assert_int_eq(hm_tls_conn_send(c, big, 16384), 16384);
+		ck_assert_int_eq(hm_tls_conn_send(c, big + 16384, 16330), 16330);
+		ck_assert_uint_eq(hm_tls_conn_out(c, &p), 32768 - 10);
+		ck_assert_int_eq(hm_tls_conn_close_notify(c), -EAGAIN);
+		n = hm_tls_conn_out(c, &p);
+		BIO_write(cl.rb, p, (int)n);
+		hm_tls_conn_out_done(c, n);
+		ck_assert_int_eq(hm_tls_conn_close_notify(c), 0);
+		n = hm_tls_conn_out(c, &p);
+		ck_assert_uint_gt(n, 0);
+		BIO_write(cl.rb, p, (int)n);
+		hm_tls_conn_out_done(c, n);
+		while ((r = SSL_read(cl.ssl, got + back, (int)(sizeof(got) - back))) > 0)
+			back += (size_t)r;
+		ck_assert_uint_eq(back, sizeof(big));
+		ck_assert_int_eq(SSL_get_error(cl.ssl, r), SSL_ERROR_ZERO_RETURN);
+	}
+	hm_tls_conn_free(c);
+	client_fini(&cl);
 	/* the client closes */
 	client_init(&cl, TLS1_2_VERSION, TLS1_3_VERSION, "a.example.com", NULL, 0);
 	ck_assert_int_eq(hm_tls_conn_new(&c, e.t), 0);
@@ -913,6 +943,43 @@ START_TEST(close_notify_both_ways)
 	ck_assert_int_eq(to_server(&cl, c, 65536, NULL, NULL, 0), HM_TLS_CLOSED);
 	(void)used;
 	(void)plen;
+	hm_tls_conn_free(c);
+	client_fini(&cl);
+	engine_fini(&e);
+	hm_certstore_writer_close(w);
+}
+END_TEST
+
+/* A record that fails its authentication after the handshake: the connection is dead, and
+ * stays dead for every later call. */
+START_TEST(a_broken_connection_stays_broken)
+{
+	struct hm_certstore_writer *w = store(path);
+	struct engine e;
+	struct client cl;
+	struct hm_tls_conn *c;
+	char buf[4096], plain[64];
+	size_t used, plen;
+	int n;
+
+	put_cert(w, "default", "default", "DNS:a.example.com", "ec256");
+	engine_init(&e, path, NULL);
+	client_init(&cl, TLS1_2_VERSION, TLS1_3_VERSION, "a.example.com", NULL, 0);
+	ck_assert_int_eq(hm_tls_conn_new(&c, e.t), 0);
+	ck_assert_int_eq(handshake(&cl, c), 0);
+	ck_assert_int_eq(SSL_write(cl.ssl, "hello", 5), 5);
+	n = BIO_read(cl.wb, buf, sizeof(buf));
+	ck_assert_int_gt(n, 10);
+	buf[n - 1] ^= 0x01; /* the authentication tag */
+	ck_assert_int_eq(hm_tls_conn_recv(c, buf, (size_t)n, &used, plain, sizeof(plain), &plen),
+			 -EPROTO);
+	ck_assert_uint_eq(plen, 0);
+	ck_assert_int_eq(hm_tls_conn_recv(c, NULL, 0, &used, plain, sizeof(plain), &plen), -EPROTO);
+	ck_assert_int_eq(hm_tls_conn_send(c, "x", 1), -EPROTO);
+	ck_assert_int_eq(hm_tls_conn_close_notify(c), 0);
+	/* not a handshake failure: nothing counted as one */
+	ck_assert_uint_eq(hm_tls_conn_fail(c), HM_TLS_FAIL_NONE);
+	ck_assert_uint_eq(hm_tls_ctx_stats(e.t)->fail[HM_TLS_FAIL_BAD_MESSAGE], 0);
 	hm_tls_conn_free(c);
 	client_fini(&cl);
 	engine_fini(&e);
@@ -941,6 +1008,7 @@ static Suite *make_suite(void)
 	tcase_add_test(tc, the_cache_is_bounded);
 	tcase_add_test(tc, a_store_that_appears_later);
 	tcase_add_test(tc, close_notify_both_ways);
+	tcase_add_test(tc, a_broken_connection_stays_broken);
 	suite_add_tcase(s, tc);
 	return s;
 }
