@@ -1,0 +1,207 @@
+/*
+ * Published files: the writer's lock, temporary names, the sweep of dead writers' files, the
+ * install-and-retire step, and the reader's follower (pubfile.h says why each exists).
+ */
+#include "common/pubfile.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+#define REOPEN_EVERY_NS 50000000ull
+
+int hm_pubfile_lock(const char *path)
+{
+	size_t len = strlen(path) + 8;
+	char *p = malloc(len);
+	int fd;
+
+	if (p == NULL)
+		return -ENOMEM;
+	snprintf(p, len, "%s.lock", path);
+	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	free(p);
+	if (fd < 0)
+		return -errno;
+	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
+
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+char *hm_pubfile_tmp_path(const char *path)
+{
+	size_t len = strlen(path) + 40;
+	char *p = malloc(len);
+	uint32_t rnd = 0;
+
+	if (p == NULL)
+		return NULL;
+	hm_random_bytes(&rnd, sizeof(rnd));
+	snprintf(p, len, "%s.new.%ld.%08x", path, (long)getpid(), rnd);
+	return p;
+}
+
+void hm_pubfile_sweep(const char *path)
+{
+	const char *slash = strrchr(path, '/'), *base = slash != NULL ? slash + 1 : path;
+	char dir[4096], prefix[512];
+	size_t plen, dlen = slash != NULL ? (size_t)(slash - path) : 0;
+	struct dirent *de;
+	DIR *d;
+
+	if (dlen >= sizeof(dir))
+		return;
+	if (slash == NULL)
+		strcpy(dir, ".");
+	else if (dlen == 0)
+		strcpy(dir, "/");
+	else {
+		memcpy(dir, path, dlen);
+		dir[dlen] = '\0';
+	}
+	plen = (size_t)snprintf(prefix, sizeof(prefix), "%s.new.", base);
+	if (plen >= sizeof(prefix) || (d = opendir(dir)) == NULL)
+		return;
+	while ((de = readdir(d)) != NULL) {
+		char full[4600];
+		long pid;
+
+		if (strncmp(de->d_name, prefix, plen) != 0)
+			continue;
+		pid = strtol(de->d_name + plen, NULL, 10);
+		if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 &&
+		    errno == ESRCH) {
+			snprintf(full, sizeof(full), "%s/%s", dir, de->d_name);
+			unlink(full);
+		}
+	}
+	closedir(d);
+}
+
+int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t pub_off,
+		       int (*acceptable)(const struct stat *st))
+{
+	int old = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+	size_t len = pub_off + sizeof(uint64_t);
+	struct stat st;
+
+	if (rename(tmp, path) != 0) {
+		int e = -errno;
+
+		if (old >= 0)
+			close(old);
+		return e;
+	}
+	if (old < 0)
+		return 0;
+	if (fstat(old, &st) == 0 && (acceptable == NULL || acceptable(&st) == 0) &&
+	    st.st_size >= (off_t)len) {
+		uint8_t *h = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, old, 0);
+
+		if (h != MAP_FAILED) {
+			uint64_t m;
+
+			memcpy(&m, h, sizeof(m));
+			if (m == magic)
+				atomic_fetch_or_explicit((_Atomic uint64_t *)(h + pub_off),
+							 HM_PUBFILE_RETIRED, memory_order_release);
+			munmap(h, len);
+		}
+	}
+	close(old);
+	return 0;
+}
+
+/* ---- Follower -------------------------------------------------------------------------------- */
+
+int hm_pubfile_follower_init(struct hm_pubfile_follower *f, const char *path,
+			     hm_pubfile_open_cb open, hm_pubfile_unref_cb unref)
+{
+	memset(f, 0, sizeof(*f));
+	if ((f->path = strdup(path)) == NULL)
+		return -ENOMEM;
+	f->open = open;
+	f->unref = unref;
+	return 0;
+}
+
+static void follower_set(struct hm_pubfile_follower *f, void *map, const _Atomic uint64_t *pub,
+			 const struct stat *st)
+{
+	if (f->cur != NULL)
+		f->unref(f->cur);
+	f->cur = map;
+	f->pub = pub;
+	f->dev = st != NULL ? st->st_dev : 0;
+	f->ino = st != NULL ? st->st_ino : 0;
+}
+
+void hm_pubfile_follower_fini(struct hm_pubfile_follower *f)
+{
+	follower_set(f, NULL, NULL, NULL);
+	free(f->path);
+	f->path = NULL;
+}
+
+/* Opens the path if it holds another file than the current map: 1 if switched, 0, or error. */
+static int reopen(struct hm_pubfile_follower *f)
+{
+	const _Atomic uint64_t *pub;
+	struct stat st;
+	void *map;
+	int e = f->open(f->path, &map, &pub, &st);
+
+	f->last_error = e;
+	if (e != 0)
+		return e;
+	if (f->cur != NULL && f->dev == st.st_dev && f->ino == st.st_ino) {
+		f->unref(map);
+		return 0;
+	}
+	follower_set(f, map, pub, &st);
+	f->next_try_ns = 0;
+	return 1;
+}
+
+static uint64_t coarse_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void *hm__pubfile_follower_reopen(struct hm_pubfile_follower *f)
+{
+	if (f->next_try_ns == 0 || coarse_ns() >= f->next_try_ns) {
+		if (reopen(f) != 1)
+			f->next_try_ns = coarse_ns() + REOPEN_EVERY_NS;
+	}
+	return f->cur;
+}
+
+int hm_pubfile_follower_check(struct hm_pubfile_follower *f)
+{
+	struct stat st;
+
+	if (stat(f->path, &st) != 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (f->cur != NULL && f->dev == st.st_dev && f->ino == st.st_ino &&
+	    !(atomic_load_explicit(f->pub, memory_order_relaxed) & HM_PUBFILE_RETIRED))
+		return 0;
+	return reopen(f);
+}

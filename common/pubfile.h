@@ -1,0 +1,106 @@
+/*
+ * Files that one process publishes and many processes map: the life-cycle the node's
+ * certificate store uses (docs/tls.md, section 2), the one docs/table.md describes for the
+ * routing table. A writer holds an flock on PATH.lock, builds a new file under a temporary name
+ * next to PATH, installs it with rename(2) and then sets a RETIRED bit in the old file's
+ * publish word; readers follow the path: one atomic load of their file's publish word while
+ * nothing changed, a re-open when it is retired, and (a stat(2) about once a second) a re-open
+ * when the path's inode changed under them (a writer that died before retiring).
+ *
+ * The file format is the caller's, except two things every such file has: a 64-bit magic at
+ * offset 0 and the publish word (version in bits 0..62, RETIRED in bit 63) at a fixed offset.
+ *
+ * Threads: a follower belongs to one thread at a time; the writer functions are thread-safe.
+ */
+#ifndef HM_COMMON_PUBFILE_H
+#define HM_COMMON_PUBFILE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/stat.h>
+
+#define HM_PUBFILE_RETIRED    (1ull << 63)
+#define HM_PUBFILE_VERSION(p) ((p) & ~HM_PUBFILE_RETIRED)
+
+/* ---- Writer side ---- */
+
+/* Takes the exclusive lock of path (PATH.lock, created 0600). Returns the lock's descriptor
+ * (close it to release; it dies with the process), -EBUSY if another process holds it, or a
+ * negative errno. */
+int hm_pubfile_lock(const char *path);
+
+/* A fresh temporary name next to path, "PATH.new.<pid>.<random>" (malloc'd; NULL: no memory). */
+char *hm_pubfile_tmp_path(const char *path);
+
+/* Removes the temporary files of writers of path that died before installing them (their pid
+ * is gone). Call with the lock held: no other writer of path runs then. */
+void hm_pubfile_sweep(const char *path);
+
+/*
+ * Renames tmp over path, then retires the file that was at path: if it starts with magic, its
+ * publish word at pub_off gets HM_PUBFILE_RETIRED (release), so its readers re-open the path.
+ * acceptable (may be NULL) vets the old file first (a file someone else planted there is
+ * replaced, not written to). Returns 0 or the negative errno of the rename (nothing changed).
+ */
+int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t pub_off,
+		       int (*acceptable)(const struct stat *st));
+
+/* ---- Reader side ---- */
+
+/*
+ * Opens the file at path for a follower: on success stores the caller's map object in *map,
+ * the address of its publish word in *pub, and the file's fstat in *st. Returns 0 or a negative
+ * error.
+ */
+typedef int (*hm_pubfile_open_cb)(const char *path, void **map, const _Atomic uint64_t **pub,
+				  struct stat *st);
+/* Drops the follower's reference to a map made by the open callback. */
+typedef void (*hm_pubfile_unref_cb)(void *map);
+
+struct hm_pubfile_follower {
+	char *path;		     /* owned */
+	void *cur;		     /* the current map (the caller's type), or NULL */
+	const _Atomic uint64_t *pub; /* cur's publish word */
+	dev_t dev;		     /* cur's file */
+	ino_t ino;
+	uint64_t next_try_ns; /* when to try the path again after a failure */
+	int last_error;	      /* of the last failed open, 0 if none */
+	hm_pubfile_open_cb open;
+	hm_pubfile_unref_cb unref;
+};
+
+/* Follows path (copied). The file need not exist yet. Returns 0 or -ENOMEM. */
+int hm_pubfile_follower_init(struct hm_pubfile_follower *f, const char *path,
+			     hm_pubfile_open_cb open, hm_pubfile_unref_cb unref);
+
+/* Drops the current map. */
+void hm_pubfile_follower_fini(struct hm_pubfile_follower *f);
+
+/* The slow path of hm_pubfile_follower_map(). */
+void *hm__pubfile_follower_reopen(struct hm_pubfile_follower *f);
+
+/*
+ * The current map (borrowed: valid until the next call on f), or NULL if no acceptable file
+ * exists at the path. One atomic load while the file is not retired; when it is (or there is
+ * none) the path is opened again at once, and after a failure at most every 50 ms, so no
+ * syscall is made per call. Until a replacement opens, a retired map stays the last good one.
+ */
+static inline void *hm_pubfile_follower_map(struct hm_pubfile_follower *f)
+{
+	if (f->cur != NULL &&
+	    !(atomic_load_explicit(f->pub, memory_order_relaxed) & HM_PUBFILE_RETIRED))
+		return f->cur;
+	return hm__pubfile_follower_reopen(f);
+}
+
+/*
+ * Compares the path with the current map by stat(2): maps a file that appeared, re-maps one
+ * whose inode changed or that was retired. Call about once a second. Returns 1 if the current
+ * map changed, 0 if not, or the negative error of opening the file at the path (the current
+ * map, if any, stays).
+ */
+int hm_pubfile_follower_check(struct hm_pubfile_follower *f);
+
+#endif
