@@ -1615,8 +1615,7 @@ static void client_flow(struct hm__router_client *c)
 			if (x != NULL) {
 				if (x->qhead == NULL) {
 					hm__router_msg_shift(&x->req, keep);
-					if (x->rq.target_len > 0)
-						x->rq.target_off -= keep;
+					hm__router_req_shift(&x->rq, keep);
 				}
 				x->body_start = x->body_start >= keep ? x->body_start - keep : 0;
 				x->req.base = c->in->data;
