@@ -38,6 +38,17 @@ enum phase {
 	X_TUNNEL,   /* after 101: bytes both ways */
 };
 
+/*
+ * The request's way to the dyno, alongside the response's (the two directions overlap: a dyno
+ * may answer before it has the whole upload).
+ */
+enum upload {
+	UP_SENDING = 0, /* request bytes go to the dyno as the client sends them */
+	UP_SENT,	/* the request's last byte was handed to the dyno */
+	UP_REFUSED,	/* a write to the dyno failed: nothing more goes to it, and what it sent
+			 * before (an early answer, say) is still read; its read side decides */
+};
+
 enum { FAIL_REFUSED = 1, FAIL_TIMEOUT = 2 };
 
 #define LINGER_MS     2000
@@ -691,6 +702,7 @@ static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 }
 
 static void upstream_gone(struct hm__router_xchg *x, int err);
+static void upload_refused(struct hm__router_xchg *x, int err);
 
 static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
@@ -870,7 +882,7 @@ static int upstream_write(struct hm__router_xchg *x, const char *data, size_t n)
 		b[k++] = uv_buf_init((char *)data, (unsigned)n);
 	r = stream_writev(x->c->w, (uv_stream_t *)&u->tcp, b, k, u, false);
 	if (r != 0)
-		upstream_gone(x, r);
+		upload_refused(x, r);
 	return r;
 }
 
@@ -878,7 +890,7 @@ static void req_sent(struct hm__router_xchg *x)
 {
 	struct hm__router_client *c = x->c;
 
-	x->req_sent = true;
+	x->upload = UP_SENT;
 	x->t_req_done = now_ms(c->w);
 	if (!x->resp_started)
 		arm(c, x->t_req_done + (uint64_t)c->w->cfg->first_byte_timeout);
@@ -959,7 +971,7 @@ static void upstream_ready(struct hm__router_xchg *x)
 		return;
 	if (x->hold_u_len > 0 && upstream_write(x, NULL, 0) != 0)
 		return;
-	if (x->req.state == HM__MSG_DONE && !x->req_sent)
+	if (x->req.state == HM__MSG_DONE && x->upload == UP_SENDING)
 		req_sent(x);
 	if (c->x == x)
 		client_flow(c);
@@ -970,7 +982,7 @@ static void req_pump(struct hm__router_xchg *x)
 {
 	struct hm__router_client *c = x->c;
 
-	while (x->req.state == HM__MSG_BODY && c->in_off < c->in_len) {
+	while (x->req.state == HM__MSG_BODY && x->upload == UP_SENDING && c->in_off < c->in_len) {
 		uint32_t from = c->in_off, len = c->in_len - from, used;
 		int ev;
 
@@ -1260,6 +1272,7 @@ static void upstream_gone(struct hm__router_xchg *x, int err)
 			/* The pooled connection was closed by the dyno before we used it: once more
 			 * on a fresh connection (same dyno, same request). */
 			x->retried = true;
+			x->upload = UP_SENDING;
 			u->x = NULL;
 			x->u = NULL;
 			hm__router_upstream_close(u);
@@ -1279,6 +1292,25 @@ static void upstream_gone(struct hm__router_xchg *x, int err)
 		fail(x, HM__CODE_H13, 0);
 	else
 		fail(x, HM__CODE_H18, 0);
+}
+
+/*
+ * A write to the dyno failed: it closed or reset the connection, perhaps right after answering
+ * early (a 413 for an upload it will not read). Its answer may already be in the receive queue,
+ * so this is not the end of the exchange: nothing more goes to the dyno, the client's bytes
+ * wait (its buffer fills, so it is read no further), and the dyno's read side decides, as it
+ * always does: the answer is relayed, or its EOF or reset without one is H13 (upstream_gone).
+ */
+static void upload_refused(struct hm__router_xchg *x, int err)
+{
+	struct hm__router_upstream *u = x->u;
+
+	if (x->tunnel || u == NULL || u->eof) {
+		upstream_gone(x, err);
+		return;
+	}
+	x->upload = UP_REFUSED;
+	upstream_flow(u);
 }
 
 /* ---- tunnels ---------------------------------------------------------------------------- */
@@ -1326,9 +1358,10 @@ static void maybe_finish(struct hm__router_xchg *x)
 	keep = !x->plan.close && x->rq.keep_alive && x->req.state == HM__MSG_DONE && !w->draining &&
 	       !c->eof && c->state == C_OPEN;
 	if (u != NULL) {
-		bool reuse = x->resp.keep_alive && !x->rs.dyno_close &&
-			     x->req.state == HM__MSG_DONE && u->in_off == u->in_len &&
-			     u->wpending == 0 && !u->closing;
+		/* Never a connection whose request did not go out whole: the dyno would read the
+		 * next request as the rest of this one. */
+		bool reuse = x->resp.keep_alive && !x->rs.dyno_close && x->upload == UP_SENT &&
+			     u->in_off == u->in_len && u->wpending == 0 && !u->closing;
 
 		x->u = NULL;
 		u->x = NULL;
@@ -1724,7 +1757,7 @@ static void on_write(uv_write_t *req, int status)
 		if (x == NULL)
 			return;
 		if (status != 0) {
-			upstream_gone(x, status);
+			upload_refused(x, status);
 			return;
 		}
 		x->last_io = now_ms(u->w);
@@ -1802,7 +1835,7 @@ static void on_client_timer(uv_timer_t *t)
 		break;
 	case X_PROXY:
 	default:
-		if (x->req_sent && !x->resp_started) {
+		if (x->upload == UP_SENT && !x->resp_started) {
 			due = x->t_req_done + (uint64_t)cfg->first_byte_timeout;
 			if (now >= due) {
 				fail(x, HM__CODE_H12, 0);
@@ -1816,7 +1849,7 @@ static void on_client_timer(uv_timer_t *t)
 			 * answering or not reading is H15. */
 			bool client_stalled =
 			    c->wpending > 0 ||
-			    (!x->req_sent && !(x->u != NULL && x->u->wpending > 0));
+			    (x->upload == UP_SENDING && !(x->u != NULL && x->u->wpending > 0));
 
 			fail(x, client_stalled ? HM__CODE_H28 : HM__CODE_H15,
 			     client_stalled ? 499 : 0);

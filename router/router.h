@@ -161,7 +161,7 @@ struct hm__router_xchg {
 	uint8_t last_fail; /* 0, FAIL_REFUSED or FAIL_TIMEOUT (proxy.c) */
 	uint8_t code;	   /* enum hm__router_code of the outcome */
 	bool use_skiplist;
-	bool req_sent;	   /* the request's last byte was handed to the dyno */
+	uint8_t upload;	   /* enum upload in proxy.c: where the request body stands */
 	bool resp_started; /* a response byte came from the dyno */
 	bool head_sent;	   /* a response head went to the client */
 	bool resp_done;
