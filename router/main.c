@@ -10,12 +10,14 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -82,6 +84,13 @@ static const struct hm_opt options[] = {
 	 .help = "largest response head (else 502 H25)"},
 	{.name = "backlog", .type = HM_OPT_INT, .offset = OFF(backlog), .def = "4096", .min = 1,
 	 .max = 1 << 20, .arg = "N", .help = "listen(2) backlog"},
+	{.name = "max-connections", .type = HM_OPT_INT, .offset = OFF(max_connections),
+	 .def = "0", .min = 0, .max = 1 << 26, .arg = "N",
+	 .help = "client connections per router, shared evenly by the workers; at the limit a "
+		 "worker stops accepting (0: from the file-descriptor limit)"},
+	{.name = "head-budget", .type = HM_OPT_SIZE, .offset = OFF(head_budget), .def = "32MiB",
+	 .min = 1 << 20, .max = 1ll << 34, .arg = "SIZE",
+	 .help = "memory per worker for heads larger than 16 KiB (beyond it: 400)"},
 	HM_OPT_END,
 };
 /* clang-format on */
@@ -183,6 +192,8 @@ static int listen_on(const char *hostport, int backlog, uint16_t *port_out)
 		return r;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* Inherited by every accepted socket: no setsockopt per connection. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, backlog) != 0) {
 		r = -errno;
 		close(fd);
@@ -192,6 +203,56 @@ static int listen_on(const char *hostport, int backlog, uint16_t *port_out)
 	freeaddrinfo(ai);
 	*port_out = port;
 	return fd;
+}
+
+/* ---- file descriptors --------------------------------------------------------------------- */
+
+/* Descriptors a worker needs besides its connections: stdio, the loop's epoll, eventfd and
+ * signal pipe, the listener, log files, the table while it is opened. */
+#define FD_RESERVE 64
+
+/*
+ * Sizes the workers' connection limits from the file-descriptor limit, which each worker has
+ * for itself. The soft limit is raised to the hard one first (as HAProxy does). A client
+ * connection may hold a dyno connection, and the pool holds idle ones: each worker accepts at
+ * most (NOFILE - FD_RESERVE - pool) / 2 clients by default, with the pool cut to a quarter of
+ * what is left if it would take more. --max-connections N is shared evenly instead; a value
+ * the limit cannot hold is kept, with a warning (running out is then handled: accepting
+ * pauses, a connect is H99).
+ */
+static void plan_fds(uint32_t nworkers)
+{
+	struct rlimit rl;
+	uint64_t usable, per, pool;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		rl.rlim_cur = rl.rlim_max = 1024;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t want = rl.rlim_max == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_max;
+
+		rl.rlim_cur = want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	usable = rl.rlim_cur > 2 * FD_RESERVE ? (uint64_t)rl.rlim_cur - FD_RESERVE : FD_RESERVE;
+	pool = HM_MIN((uint64_t)cfg.pool_max, usable / 4);
+	if (cfg.max_connections == 0) {
+		cfg.pool_max = (int64_t)pool;
+		per = (usable - pool) / 2;
+	} else {
+		per = ((uint64_t)cfg.max_connections + nworkers - 1) / nworkers;
+		if (2 * per + (uint64_t)cfg.pool_max > usable)
+			hm_log(
+			    HM_LOG_WARNING, "router",
+			    "--max-connections %lld needs about %llu file descriptors per worker "
+			    "(pool included); the limit is %llu",
+			    (long long)cfg.max_connections,
+			    (unsigned long long)(2 * per + (uint64_t)cfg.pool_max + FD_RESERVE),
+			    (unsigned long long)rl.rlim_cur);
+	}
+	cfg.worker_max_clients = (uint32_t)HM_MIN(per, UINT32_MAX);
+	if (cfg.worker_max_clients == 0)
+		cfg.worker_max_clients = 1;
 }
 
 /* ---- workers ---------------------------------------------------------------------------- */
@@ -688,6 +749,7 @@ int main(int argc, char **argv)
 	if (nworkers_wanted == 0)
 		nworkers_wanted = 1;
 
+	plan_fds(nworkers_wanted);
 	r = listen_on(cfg.listen, (int)cfg.backlog, &cfg.port);
 	if (r < 0) {
 		hm_log(HM_LOG_ERR, "router", "cannot listen on %s: %s", cfg.listen, hm_strerror(r));
@@ -722,8 +784,9 @@ int main(int argc, char **argv)
 		return 1;
 	master_pid = getpid();
 	hm_table_reader_check(reader);
-	hm_log(HM_LOG_INFO, "router", "listening on %s with %u workers, table %s", cfg.listen,
-	       nworkers_wanted, cfg.table);
+	hm_log(HM_LOG_INFO, "router",
+	       "listening on %s with %u workers (%u connections each), table %s", cfg.listen,
+	       nworkers_wanted, cfg.worker_max_clients, cfg.table);
 	pending_spawns = nworkers_wanted;
 	r = run();
 	hm_log(HM_LOG_INFO, "router", "stopped");

@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/errors.h"
 #include "common/log.h"
@@ -84,6 +85,11 @@ static uint64_t now_ms(struct hm__router_worker *w)
 
 #define FREE_BUFS_MAX 512
 
+/*
+ * Standard buffers are bounded by the connections (at most a few per connection, and
+ * --max-connections); larger ones, for heads that outgrow 16 KiB, come out of the worker's
+ * --head-budget, so that many slow large heads cannot take the worker's memory.
+ */
 struct hm__router_buf *hm__router_buf_get(struct hm__router_worker *w, uint32_t min)
 {
 	struct hm__router_buf *b;
@@ -95,9 +101,14 @@ struct hm__router_buf *hm__router_buf_get(struct hm__router_worker *w, uint32_t 
 		w->nfree_bufs--;
 		return b;
 	}
+	if (cap > HM__BUF_SIZE && w->big_bytes + cap > (uint64_t)w->cfg->head_budget)
+		return NULL;
 	b = malloc(sizeof(*b) + cap);
-	if (b != NULL)
-		b->cap = cap;
+	if (b == NULL)
+		return NULL;
+	b->cap = cap;
+	if (cap > HM__BUF_SIZE)
+		w->big_bytes += cap;
 	return b;
 }
 
@@ -111,6 +122,8 @@ void hm__router_buf_put(struct hm__router_worker *w, struct hm__router_buf *b)
 		w->nfree_bufs++;
 		return;
 	}
+	if (b->cap > HM__BUF_SIZE)
+		w->big_bytes -= b->cap;
 	free(b);
 }
 
@@ -810,6 +823,13 @@ static int addr_to_sockaddr(const struct hm_addr *a, struct sockaddr_storage *ss
 	return -EINVAL;
 }
 
+/* A connect that failed on this side: no descriptor, no memory, no local port. */
+static bool local_exhaustion(int r)
+{
+	return r == UV_EMFILE || r == UV_ENFILE || r == UV_ENOBUFS || r == UV_ENOMEM ||
+	       r == UV_EADDRNOTAVAIL;
+}
+
 /* Connects to the routed dyno, or takes an idle connection to it from the pool (not when
  * fresh: the retry after a stale pooled connection). */
 static void attempt(struct hm__router_xchg *x, bool fresh)
@@ -854,6 +874,15 @@ static void attempt(struct hm__router_xchg *x, bool fresh)
 	r = addr_to_sockaddr(&x->route.addr, &ss);
 	if (r == 0)
 		r = uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&ss, on_connect);
+	/* Out of descriptors: an idle pooled connection gives one back (closed at once). */
+	while (local_exhaustion(r) && hm__router_pool_evict(w))
+		r = uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&ss, on_connect);
+	if (local_exhaustion(r)) {
+		/* The router's fault, not the dyno's: no H21, no skip-list entry. */
+		hm__router_worker_fd_exhausted(w, "connecting to a dyno", r);
+		fail(x, HM__CODE_H99, 0);
+		return;
+	}
 	if (r != 0) {
 		attempt_failed(x, FAIL_REFUSED);
 		return;
@@ -1143,6 +1172,8 @@ static bool on_resp_head(struct hm__router_xchg *x)
 	return true;
 }
 
+/* Doubles a full head buffer, up to max. Returns 0, -ENOBUFS (max reached), -ENOSPC (the
+ * head budget is spent) or -ENOMEM. */
 static int grow_buf(struct hm__router_worker *w, struct hm__router_buf **bp, uint32_t len,
 		    uint32_t max)
 {
@@ -1153,6 +1184,8 @@ static int grow_buf(struct hm__router_worker *w, struct hm__router_buf **bp, uin
 		return -ENOBUFS;
 	if (cap > max)
 		cap = max;
+	if (w->big_bytes + cap > (uint64_t)w->cfg->head_budget)
+		return -ENOSPC;
 	nb = hm__router_buf_get(w, cap);
 	if (nb == NULL)
 		return -ENOMEM;
@@ -1403,7 +1436,7 @@ static void on_client_closed(uv_handle_t *h)
 	hm__gauge_add(&w->slot->c.conns_open, -1);
 	c->next_free = w->free_clients;
 	w->free_clients = c;
-	hm__router_worker_check_drained(w);
+	hm__router_worker_client_closed(w);
 }
 
 static void client_close(struct hm__router_client *c)
@@ -1538,11 +1571,20 @@ static void head_pump(struct hm__router_xchg *x)
 	c->in_off += used;
 	if (ev == HM__EV_MORE) {
 		if (c->in_len == c->in->cap &&
-		    grow_buf(w, &c->in, c->in_len, (uint32_t)w->cfg->max_head + 1024) != 0) {
+		    (r = grow_buf(w, &c->in, c->in_len, (uint32_t)w->cfg->max_head + 1024)) != 0) {
+			/* Over --max-head, or over the worker's budget for large heads: both 400,
+			 * as HAProxy answers a head larger than its buffer. */
+			if (r == -ENOSPC) {
+				hm__ctr_add(&w->slot->c.head_refused, 1);
+				hm_log(HM_LOG_DEBUG, "router",
+				       "head from %s refused: head budget spent (%llu bytes)",
+				       c->peer, (unsigned long long)w->big_bytes);
+			}
 			capture_log_fields(x, false);
 			fail_desc(x, HM__CODE_H26, 400, NULL);
+			return;
 		}
-		x->req.base = c->in != NULL ? c->in->data : NULL;
+		x->req.base = c->in->data;
 		return;
 	}
 	if (ev == HM__EV_ERROR) {
@@ -1862,19 +1904,14 @@ static void on_client_timer(uv_timer_t *t)
 
 /* ---- accepting -------------------------------------------------------------------------- */
 
-static void peer_text(struct hm__router_client *c)
+static void peer_text(struct hm__router_client *c, const struct sockaddr *sa)
 {
-	struct sockaddr_storage ss;
-	int len = sizeof(ss);
 	char buf[INET6_ADDRSTRLEN] = "";
 
-	c->peer_len = 0;
-	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
-		return;
-	if (ss.ss_family == AF_INET) {
-		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, sizeof(buf));
-	} else if (ss.ss_family == AF_INET6) {
-		const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+	if (sa->sa_family == AF_INET) {
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf, sizeof(buf));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
 
 		if (IN6_IS_ADDR_V4MAPPED(a))
 			inet_ntop(AF_INET, &a->s6_addr[12], buf, sizeof(buf));
@@ -1886,18 +1923,19 @@ static void peer_text(struct hm__router_client *c)
 	c->peer[c->peer_len] = '\0';
 }
 
-void hm__router_on_connection(uv_stream_t *listener, int status)
+int hm__router_client_open(struct hm__router_worker *w, int fd, const struct sockaddr *peer,
+			   socklen_t peer_len)
 {
-	struct hm__router_worker *w = listener->data;
-	struct hm__router_client *c;
+	struct hm__router_client *c = w->free_clients;
+	int r;
 
-	if (status != 0 || w->draining)
-		return;
-	c = w->free_clients;
+	(void)peer_len;
 	if (c != NULL)
 		w->free_clients = c->next_free;
-	else if ((c = malloc(sizeof(*c))) == NULL)
-		return;
+	else if ((c = malloc(sizeof(*c))) == NULL) {
+		close(fd);
+		return -ENOMEM;
+	}
 	memset(c, 0, sizeof(*c));
 	c->w = w;
 	uv_tcp_init(&w->loop, &c->tcp);
@@ -1906,20 +1944,22 @@ void hm__router_on_connection(uv_stream_t *listener, int status)
 	hm__list_push(&w->clients, &c->link);
 	w->nclients++;
 	hm__gauge_add(&w->slot->c.conns_open, 1);
-	if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+	r = uv_tcp_open(&c->tcp, fd);
+	if (r != 0) {
+		close(fd);
 		c->state = C_CLOSING;
 		uv_close((uv_handle_t *)&c->tcp, on_client_closed);
-		return;
+		return r;
 	}
 	uv_timer_init(&w->loop, &c->timer);
 	c->timer.data = c;
 	c->handles = 2;
 	hm__ctr_add(&w->slot->c.conns_total, 1);
-	uv_tcp_nodelay(&c->tcp, 1);
-	peer_text(c);
+	peer_text(c, peer);
 	c->idle_since = now_ms(w);
 	arm(c, c->idle_since + (uint64_t)w->cfg->keepalive_timeout);
 	client_flow(c);
+	return 0;
 }
 
 /* ---- draining --------------------------------------------------------------------------- */

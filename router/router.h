@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include "common/model.h"
@@ -45,9 +46,12 @@ struct hm__router_config {
 	int64_t max_head;
 	int64_t max_response_head;
 	int64_t backlog;
+	int64_t max_connections; /* per router; 0: derived from the file-descriptor limit */
+	int64_t head_budget;	 /* bytes per worker for buffers beyond the standard size */
 	/* Derived by main.c before forking. */
 	uint16_t port; /* the listening port (X-Forwarded-Port) */
 	int listen_fd;
+	uint32_t worker_max_clients; /* each worker's share of max_connections */
 	uint8_t *secret; /* affinity secret (owned) */
 	size_t secret_len;
 };
@@ -226,8 +230,14 @@ struct hm__router_skip {
 
 struct hm__router_worker {
 	uv_loop_t loop;
-	uv_tcp_t listener;
-	uv_timer_t tick; /* 1 s: table check */
+	uv_poll_t acceptor;	 /* the shared listening socket (worker.c accepts) */
+	uv_timer_t accept_retry; /* out of descriptors: accepting resumes after a pause */
+	int listen_fd;		 /* -1 once closed (draining) */
+	bool accepting;		 /* the acceptor is polled */
+	bool accept_backoff;	 /* accept failed for lack of descriptors: wait for the timer */
+	uint32_t max_clients;	 /* this worker's share of --max-connections */
+	uint64_t big_bytes;	 /* buffers beyond HM__BUF_SIZE, against cfg->head_budget */
+	uv_timer_t tick;	 /* 1 s: table check */
 	uv_timer_t log_timer;
 	uv_timer_t drain_timer;
 	uv_signal_t sig_term, sig_int, sig_hup;
@@ -270,13 +280,22 @@ void hm__router_worker_log(struct hm__router_worker *w, const struct hm__router_
  * none. Sets *file_id to the map's file id. NULL: no table. */
 struct hm_table_map *hm__router_worker_map(struct hm__router_worker *w, uint64_t *file_id);
 
-/* Called when a client closes while draining: exits the loop when the last one is gone. */
-void hm__router_worker_check_drained(struct hm__router_worker *w);
+/* A client connection closed (its handles are closed): accepting resumes if it paused at the
+ * limit; while draining, exits the loop when the last one is gone. */
+void hm__router_worker_client_closed(struct hm__router_worker *w);
+
+/* Counts a failure to get a descriptor (EMFILE, ENFILE...) in the metrics and logs it, at most
+ * once a second. what says where ("accept", "connect"); err is a libuv or negative errno. */
+void hm__router_worker_fd_exhausted(struct hm__router_worker *w, const char *what, int err);
 
 /* ---- proxy.c ------------------------------------------------------------------------------- */
 
-/* The listener's connection callback. */
-void hm__router_on_connection(uv_stream_t *listener, int status);
+/*
+ * Takes an accepted, non-blocking socket as a new client connection (peer: its address from
+ * accept4). Returns 0, or a negative errno after which fd is closed.
+ */
+int hm__router_client_open(struct hm__router_worker *w, int fd, const struct sockaddr *peer,
+			   socklen_t peer_len);
 
 /* Draining started: idle clients get the short grace period. */
 void hm__router_clients_drain(struct hm__router_worker *w);
@@ -299,6 +318,9 @@ struct hm__router_upstream *hm__router_pool_take(struct hm__router_worker *w,
 void hm__router_pool_put(struct hm__router_worker *w, struct hm__router_upstream *u);
 /* Unlinks a pooled connection (it closed or sent bytes). */
 void hm__router_pool_remove(struct hm__router_worker *w, struct hm__router_upstream *u);
+/* Closes the least recently used idle connection (its descriptor is free at once). Returns
+ * false if the pool is empty. */
+bool hm__router_pool_evict(struct hm__router_worker *w);
 /* Closes every pooled connection. */
 void hm__router_pool_close_all(struct hm__router_worker *w);
 

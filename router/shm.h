@@ -43,6 +43,10 @@ struct hm__router_counters {
 	uint64_t pool_new;
 	uint64_t conns_total;
 	uint64_t log_dropped;
+	uint64_t accept_paused; /* times accepting paused at the worker's connection limit */
+	uint64_t fd_exhausted;	/* accept or connect failures for lack of descriptors */
+	uint64_t head_refused;	/* heads refused because the head memory budget was spent */
+	uint64_t max_conns;	/* the worker's connection limit (a constant, summed) */
 	int64_t inflight;   /* gauge */
 	int64_t conns_open; /* gauge */
 };

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/errors.h"
@@ -100,10 +101,115 @@ static _Noreturn void finish(struct hm__router_worker *w)
 	exit(0);
 }
 
-void hm__router_worker_check_drained(struct hm__router_worker *w)
+static void check_drained(struct hm__router_worker *w)
 {
 	if (w->draining && w->nclients == 0)
 		finish(w);
+}
+
+/* ---- accepting -------------------------------------------------------------------------- */
+
+/*
+ * The worker accepts from the listening socket it shares with the other workers, with its own
+ * accept4() instead of libuv's listener, for two reasons. At its share of --max-connections it
+ * stops polling the socket, so further clients wait in the kernel's backlog (another worker
+ * may take them) instead of being accepted and refused; it resumes when one of its connections
+ * closes. And when the process is out of descriptors, libuv would accept with a reserved one
+ * and close at once (a reset for every client); here accepting pauses for ACCEPT_RETRY_MS and
+ * the clients wait. accept4 also gives the peer's address and the flags the socket needs, and
+ * TCP_NODELAY comes from the listener: no system call per connection beyond the accept.
+ */
+#define ACCEPT_BATCH	 64
+#define ACCEPT_RETRY_MS	 100
+#define FD_LOG_EVERY_MS	 1000
+
+static void on_acceptable(uv_poll_t *p, int status, int events);
+
+static void accept_stop(struct hm__router_worker *w)
+{
+	if (w->accepting) {
+		uv_poll_stop(&w->acceptor);
+		w->accepting = false;
+	}
+}
+
+static void accept_start(struct hm__router_worker *w)
+{
+	if (w->accepting || w->accept_backoff || w->draining || w->nclients >= w->max_clients)
+		return;
+	if (uv_poll_start(&w->acceptor, UV_READABLE, on_acceptable) == 0)
+		w->accepting = true;
+}
+
+static void on_accept_retry(uv_timer_t *t)
+{
+	struct hm__router_worker *w = hm__container_of(t, struct hm__router_worker, accept_retry);
+
+	w->accept_backoff = false;
+	accept_start(w);
+}
+
+void hm__router_worker_fd_exhausted(struct hm__router_worker *w, const char *what, int err)
+{
+	static uint64_t last_log;
+	uint64_t now = uv_now(&w->loop);
+
+	hm__ctr_add(&w->slot->c.fd_exhausted, 1);
+	if (last_log == 0 || now - last_log >= FD_LOG_EVERY_MS) {
+		last_log = now;
+		hm_log(HM_LOG_ERR, "router", "%s: %s (%u client connections open)", what,
+		       hm_strerror(err), w->nclients);
+	}
+}
+
+static void on_acceptable(uv_poll_t *p, int status, int events)
+{
+	struct hm__router_worker *w = hm__container_of(p, struct hm__router_worker, acceptor);
+
+	(void)status;
+	(void)events;
+	for (int i = 0; i < ACCEPT_BATCH; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		int fd;
+
+		if (w->nclients >= w->max_clients) {
+			accept_stop(w);
+			hm__ctr_add(&w->slot->c.accept_paused, 1);
+			return;
+		}
+		fd = accept4(w->listen_fd, (struct sockaddr *)&ss, &len,
+			     SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			hm__router_client_open(w, fd, (struct sockaddr *)&ss, len);
+			continue;
+		}
+		switch (errno) {
+		case EMFILE:
+		case ENFILE:
+		case ENOBUFS:
+		case ENOMEM:
+			/* The client stays in the backlog; one that closes or the timer lets it in. */
+			hm__router_worker_fd_exhausted(w, "accept", -errno);
+			accept_stop(w);
+			w->accept_backoff = true;
+			uv_timer_start(&w->accept_retry, on_accept_retry, ACCEPT_RETRY_MS, 0);
+			return;
+		case EINTR:
+		case ECONNABORTED:
+		case EPROTO:
+		case EPERM:
+			continue; /* that connection is gone, not the listener */
+		default:
+			return; /* EAGAIN: another worker took it, or none left */
+		}
+	}
+}
+
+void hm__router_worker_client_closed(struct hm__router_worker *w)
+{
+	accept_start(w);
+	check_drained(w);
 }
 
 static void on_drain_deadline(uv_timer_t *t)
@@ -122,11 +228,15 @@ static void drain(struct hm__router_worker *w)
 	w->draining = true;
 	__atomic_store_n(&w->slot->ready, 0, __ATOMIC_RELEASE);
 	/* The master keeps the socket open, so connections waiting in it go to other workers. */
-	uv_close((uv_handle_t *)&w->listener, NULL);
+	accept_stop(w);
+	uv_timer_stop(&w->accept_retry);
+	uv_close((uv_handle_t *)&w->acceptor, NULL);
+	close(w->listen_fd);
+	w->listen_fd = -1;
 	uv_timer_start(&w->drain_timer, on_drain_deadline, (uint64_t)w->cfg->drain_timeout, 0);
 	hm__router_pool_close_all(w);
 	hm__router_clients_drain(w);
-	hm__router_worker_check_drained(w);
+	check_drained(w);
 }
 
 static void reopen_log(const struct hm__router_config *cfg)
@@ -208,16 +318,18 @@ _Noreturn void hm__router_worker_main(const struct hm__router_config *cfg,
 	signal(SIGUSR2, SIG_IGN); /* the master's business */
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	uv_tcp_init(&w->loop, &w->listener);
-	w->listener.data = w;
-	r = uv_tcp_open(&w->listener, cfg->listen_fd);
+	w->listen_fd = cfg->listen_fd;
+	w->max_clients = cfg->worker_max_clients;
+	__atomic_store_n(&slot->c.max_conns, w->max_clients, __ATOMIC_RELAXED);
+	uv_timer_init(&w->loop, &w->accept_retry);
+	r = uv_poll_init(&w->loop, &w->acceptor, w->listen_fd);
 	if (r == 0)
-		r = uv_listen((uv_stream_t *)&w->listener, (int)cfg->backlog,
-			      hm__router_on_connection);
+		r = uv_poll_start(&w->acceptor, UV_READABLE, on_acceptable);
 	if (r != 0) {
 		hm_log(HM_LOG_ERR, "router", "listening: %s", uv_strerror(r));
 		exit(1);
 	}
+	w->accepting = true;
 	__atomic_store_n(&slot->ready, 1, __ATOMIC_RELEASE);
 	uv_run(&w->loop, UV_RUN_DEFAULT);
 	finish(w);
