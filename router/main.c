@@ -121,7 +121,6 @@ static uint32_t pending_spawns; /* replacements to fork */
 static uint64_t spawn_at;	/* mono ms: not before (crash-loop brake) */
 static uint64_t restarts;
 static struct hm__router_counters retired;
-static struct hm_table_reader *reader;
 static bool stopping;
 static uint64_t stop_deadline;
 static int sfd = -1, mfd = -1;
@@ -257,12 +256,49 @@ static void plan_fds(uint32_t nworkers)
 
 /* ---- workers ---------------------------------------------------------------------------- */
 
+/*
+ * A slot for a new worker: a free one, else one whose dead worker's ledger no live worker has
+ * claimed yet; the new worker then drains that ledger itself before it accepts (shm.h).
+ */
 static int free_slot(void)
 {
 	for (uint32_t i = 0; i < shm->nslots; i++)
-		if (recs[i].pid == 0)
+		if (recs[i].pid == 0 && __atomic_load_n(&shm->slot[i].ledger_state,
+							__ATOMIC_ACQUIRE) == HM__LEDGER_OWNED)
 			return (int)i;
+	for (uint32_t i = 0; i < shm->nslots; i++) {
+		uint32_t want = HM__LEDGER_ORPHAN;
+
+		if (recs[i].pid == 0 &&
+		    __atomic_compare_exchange_n(&shm->slot[i].ledger_state, &want, HM__LEDGER_OWNED,
+						false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+			return (int)i;
+	}
 	return -1;
+}
+
+/* A new worker's slot: counters, pid, flags and table view cleared; the ledger is empty, or an
+ * orphan's that the worker drains. */
+static void slot_prepare(struct hm__router_slot *s)
+{
+	__atomic_store_n(&s->pid, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->ready, 0, __ATOMIC_RELAXED);
+	memset(&s->table, 0, sizeof(s->table));
+	memset(&s->c, 0, sizeof(s->c));
+}
+
+/* A worker is gone: its ledger is left for a live worker to subtract from the table (the
+ * master never touches the table: a truncated file must not be able to kill it). */
+static bool slot_orphan(struct hm__router_slot *s)
+{
+	if (!hm__router_ledger_pending(s)) {
+		memset(s->ledger, 0, sizeof(s->ledger));
+		s->ledger_lost = 0;
+		__atomic_store_n(&s->ledger_state, HM__LEDGER_OWNED, __ATOMIC_RELEASE);
+		return false;
+	}
+	__atomic_store_n(&s->ledger_state, HM__LEDGER_ORPHAN, __ATOMIC_RELEASE);
+	return true;
 }
 
 static uint32_t live_workers(bool count_retiring)
@@ -282,7 +318,7 @@ static int spawn(void)
 
 	if (i < 0)
 		return -ENOSPC;
-	memset(&shm->slot[i], 0, sizeof(shm->slot[i]));
+	slot_prepare(&shm->slot[i]);
 	pid = fork();
 	if (pid < 0)
 		return -errno;
@@ -296,9 +332,8 @@ static int spawn(void)
 		for (int k = 0; k < MCLIENTS; k++)
 			if (mclients[k].fd > 0)
 				close(mclients[k].fd);
-		hm_table_reader_free(reader);
 		__atomic_store_n(&shm->slot[i].pid, (int32_t)getpid(), __ATOMIC_RELAXED);
-		hm__router_worker_main(&cfg, &shm->slot[i]);
+		hm__router_worker_main(&cfg, shm, (uint32_t)i);
 	}
 	recs[i].pid = pid;
 	recs[i].started = hm_mono_ms();
@@ -307,40 +342,17 @@ static int spawn(void)
 	return i;
 }
 
-struct ledger_ctx {
-	struct hm_table_map *map;
-	uint64_t file_id;
-	int64_t fixed;
-};
-
-static void ledger_entry(void *arg, uint64_t file_id, uint32_t slot, int32_t count)
-{
-	struct ledger_ctx *l = arg;
-
-	if (l->map != NULL && file_id == l->file_id) {
-		hm_table_inflight_add(l->map, slot, -count);
-		l->fixed += count;
-	}
-}
-
-/* A worker is gone: keep its counters, take back its in-flight counts, free its slot. */
+/* A worker is gone: keep its counters, leave its in-flight ledger to a live worker, free its
+ * slot. */
 static void reap_slot(uint32_t i, int status)
 {
 	struct hm__router_slot *s = &shm->slot[i];
-	struct ledger_ctx l = {0};
-	struct hm_table_info info;
-	bool retiring = recs[i].retiring;
+	bool retiring = recs[i].retiring, orphan;
 	uint64_t lived = hm_mono_ms() - recs[i].started;
 
 	hm__router_counters_add(&retired, &s->c, false);
-	hm_table_reader_check(reader);
-	l.map = hm_table_reader_map(reader);
-	if (l.map != NULL) {
-		hm_table_map_info(l.map, &info);
-		l.file_id = info.file_id;
-	}
-	hm__router_ledger_drain(s, ledger_entry, &l);
 	memset(&s->c, 0, sizeof(s->c));
+	orphan = slot_orphan(s);
 	__atomic_store_n(&s->ready, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->pid, 0, __ATOMIC_RELAXED);
 	if (WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0) || !retiring)
@@ -348,7 +360,8 @@ static void reap_slot(uint32_t i, int status)
 		       "worker %d %s %d after %llu ms%s", (int)recs[i].pid,
 		       WIFSIGNALED(status) ? "killed by signal" : "exited with",
 		       WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
-		       (unsigned long long)lived, l.fixed ? ", in-flight counts returned" : "");
+		       (unsigned long long)lived,
+		       orphan ? ", its in-flight counts left for a live worker to return" : "");
 	recs[i].pid = 0;
 	if (!stopping && !retiring) {
 		pending_spawns++;
@@ -453,11 +466,27 @@ static void roll_step(void)
 
 /* ---- /metrics --------------------------------------------------------------------------- */
 
+/* The table's figures for /metrics, as the live workers see it (the master does not map it). */
+static void table_metrics(struct hm__router_metrics_extra *x)
+{
+	const struct hm__router_table_seen *seen[HM__ROUTER_MAX_SLOTS];
+	struct hm__router_table_seen t;
+	size_t n = 0;
+	uint64_t now = hm_wall_ms();
+
+	for (uint32_t i = 0; i < shm->nslots && n < HM__ROUTER_MAX_SLOTS; i++)
+		if (recs[i].pid != 0)
+			seen[n++] = &shm->slot[i].table;
+	hm__router_table_newest(seen, n, &t);
+	x->table_present = t.present != 0;
+	x->table_version = t.version;
+	x->table_age_s = t.present && now > t.commit_ms ? (double)(now - t.commit_ms) / 1000.0 : 0;
+}
+
 static void render_metrics(struct mclient *m)
 {
 	struct hm__router_counters sum = retired;
 	struct hm__router_metrics_extra x = {0};
-	struct hm_table_map *map;
 	size_t cap = 65536, n;
 	char *body = malloc(cap), head[256];
 	int hl;
@@ -465,16 +494,7 @@ static void render_metrics(struct mclient *m)
 	for (uint32_t i = 0; i < shm->nslots; i++)
 		if (recs[i].pid != 0)
 			hm__router_counters_add(&sum, &shm->slot[i].c, true);
-	map = hm_table_reader_map(reader);
-	if (map != NULL) {
-		struct hm_table_info info;
-		uint64_t now = hm_wall_ms();
-
-		hm_table_map_info(map, &info);
-		x.table_present = true;
-		x.table_version = info.version;
-		x.table_age_s = now > info.commit_ms ? (double)(now - info.commit_ms) / 1000.0 : 0;
-	}
+	table_metrics(&x);
 	x.workers = live_workers(true);
 	x.worker_restarts = restarts;
 	n = body != NULL ? hm__router_metrics_render(&sum, &x, body, cap) : 0;
@@ -628,8 +648,6 @@ static void notify_state(void)
 
 static int run(void)
 {
-	uint64_t last_check = 0;
-
 	for (;;) {
 		struct pollfd pfd[2 + MCLIENTS];
 		int n = 0, timeout = 1000, idx[MCLIENTS];
@@ -655,10 +673,6 @@ static int run(void)
 			pending_spawns = nworkers_wanted - live_workers(false);
 		if (!stopping && (nroll > 0 || roll_new >= 0))
 			roll_step();
-		if (now - last_check >= 1000) {
-			hm_table_reader_check(reader);
-			last_check = now;
-		}
 		notify_state();
 		if (pending_spawns > 0 || roll_new >= 0 || ready_workers() < nworkers_wanted)
 			timeout = 20;
@@ -771,7 +785,7 @@ int main(int argc, char **argv)
 	r = hm__router_shm_new(&shm, 2 * nworkers_wanted + 2);
 	if (r == 0) {
 		recs = calloc(shm->nslots, sizeof(*recs));
-		r = recs != NULL ? hm_table_reader_new(&reader, cfg.table) : -ENOMEM;
+		r = recs != NULL ? 0 : -ENOMEM;
 	}
 	if (r != 0) {
 		hm_log(HM_LOG_ERR, "router", "start-up: %s", hm_strerror(r));
@@ -783,7 +797,6 @@ int main(int argc, char **argv)
 	if (sfd < 0)
 		return 1;
 	master_pid = getpid();
-	hm_table_reader_check(reader);
 	hm_log(HM_LOG_INFO, "router",
 	       "listening on %s with %u workers (%u connections each), table %s", cfg.listen,
 	       nworkers_wanted, cfg.worker_max_clients, cfg.table);

@@ -52,7 +52,7 @@ struct hm__router_config {
 	uint16_t port; /* the listening port (X-Forwarded-Port) */
 	int listen_fd;
 	uint32_t worker_max_clients; /* each worker's share of max_connections */
-	uint8_t *secret; /* affinity secret (owned) */
+	uint8_t *secret;	     /* affinity secret (owned) */
 	size_t secret_len;
 };
 
@@ -242,7 +242,9 @@ struct hm__router_worker {
 	uv_timer_t drain_timer;
 	uv_signal_t sig_term, sig_int, sig_hup;
 	const struct hm__router_config *cfg;
-	struct hm__router_slot *slot; /* shared counters and ledger */
+	struct hm__router_shm *shm;   /* every worker's slot (orphaned ledgers are drained) */
+	struct hm__router_slot *slot; /* this worker's: shared counters and ledger */
+	uint64_t bad_maps_seen;	      /* hm_table_bad_maps() when last looked at */
 	struct hm_table_reader *reader;
 	struct hm_table_map *cached_map; /* referenced; file_id below is its */
 	uint64_t cached_file_id;
@@ -269,9 +271,9 @@ struct hm__router_worker {
 
 /* ---- worker.c ------------------------------------------------------------------------------ */
 
-/* Runs a worker in this (forked) process: never returns. slot is this worker's shared slot. */
+/* Runs a worker in this (forked) process: never returns. It uses shm->slot[index]. */
 _Noreturn void hm__router_worker_main(const struct hm__router_config *cfg,
-				      struct hm__router_slot *slot);
+				      struct hm__router_shm *shm, uint32_t index);
 
 /* Appends a line to the access log, scheduling a batched write. */
 void hm__router_worker_log(struct hm__router_worker *w, const struct hm__router_logrec *r);

@@ -111,6 +111,45 @@ void hm__router_ledger_drain(struct hm__router_slot *s,
 	s->ledger_lost = 0;
 }
 
+bool hm__router_ledger_pending(const struct hm__router_slot *s)
+{
+	for (uint32_t i = 0; i < HM__LEDGER_N; i++)
+		if (s->ledger[i].slot1 != 0 &&
+		    __atomic_load_n(&s->ledger[i].count, __ATOMIC_RELAXED) != 0)
+			return true;
+	return false;
+}
+
+bool hm__router_ledger_claim(struct hm__router_slot *s)
+{
+	uint32_t want = HM__LEDGER_ORPHAN;
+
+	return __atomic_compare_exchange_n(&s->ledger_state, &want, HM__LEDGER_DRAINING, false,
+					   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+
+void hm__router_ledger_release(struct hm__router_slot *s)
+{
+	__atomic_store_n(&s->ledger_state, HM__LEDGER_OWNED, __ATOMIC_RELEASE);
+}
+
+void hm__router_table_newest(const struct hm__router_table_seen *const *seen, size_t n,
+			     struct hm__router_table_seen *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (size_t i = 0; i < n; i++) {
+		struct hm__router_table_seen t = {
+		    .version = __atomic_load_n(&seen[i]->version, __ATOMIC_RELAXED),
+		    .commit_ms = __atomic_load_n(&seen[i]->commit_ms, __ATOMIC_RELAXED),
+		    .present = __atomic_load_n(&seen[i]->present, __ATOMIC_RELAXED),
+		};
+
+		if (t.present && (!out->present || t.commit_ms > out->commit_ms ||
+				  (t.commit_ms == out->commit_ms && t.version > out->version)))
+			*out = t;
+	}
+}
+
 static uint64_t ld(const uint64_t *p)
 {
 	return __atomic_load_n(p, __ATOMIC_RELAXED);
@@ -140,6 +179,7 @@ void hm__router_counters_add(struct hm__router_counters *acc, const struct hm__r
 	acc->accept_paused += ld(&c->accept_paused);
 	acc->fd_exhausted += ld(&c->fd_exhausted);
 	acc->head_refused += ld(&c->head_refused);
+	acc->table_bad += ld(&c->table_bad);
 	if (with_gauges) {
 		acc->inflight += __atomic_load_n(&c->inflight, __ATOMIC_RELAXED);
 		acc->conns_open += __atomic_load_n(&c->conns_open, __ATOMIC_RELAXED);
@@ -252,6 +292,10 @@ size_t hm__router_metrics_render(const struct hm__router_counters *c,
 	     "# HELP hermod_table_age_seconds Time since the routing table last changed.\n"
 	     "# TYPE hermod_table_age_seconds gauge\nhermod_table_age_seconds %.3f\n",
 	     x->table_age_s);
+	single(&o, "counter", "hermod_table_faults_total",
+	       "Table mappings found truncated in place under a worker (the worker lives on, "
+	       "answering 503 H99, until a valid table is at the path).",
+	       c->table_bad);
 	single(&o, "gauge", "hermod_workers", "Worker processes running.", x->workers);
 	single(&o, "counter", "hermod_worker_restarts_total", "Workers replaced after exiting.",
 	       x->worker_restarts);

@@ -84,6 +84,84 @@ struct hm_table_map *hm__router_worker_map(struct hm__router_worker *w, uint64_t
 	return m;
 }
 
+/* ---- the table ---------------------------------------------------------------------------- */
+
+/*
+ * A table file truncated in place (same inode) makes a read of its mapping fault. The handler
+ * asks the table module whether the address is a table's; if so the mapping is now zero pages,
+ * the read completes and fails its validation (the request gets H99), and the tick below logs
+ * and counts it. Any other SIGBUS is a real crash: the default action.
+ */
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	if (!hm_table_fault(si->si_addr)) {
+		signal(sig, SIG_DFL);
+		raise(sig);
+	}
+}
+
+struct ledger_ctx {
+	struct hm_table_map *map;
+	uint64_t file_id;
+};
+
+static void ledger_entry(void *arg, uint64_t file_id, uint32_t slot, int32_t count)
+{
+	struct ledger_ctx *l = arg;
+
+	/* Counts in another file died with it (replaced, or no longer mapped). */
+	if (l->map != NULL && file_id == l->file_id)
+		hm_table_inflight_add(l->map, slot, -count);
+}
+
+/* Subtracts a dead worker's ledger (a claimed orphan, or the one this worker's slot came with)
+ * from the current table, and clears it. */
+static void drain_ledger(struct hm__router_worker *w, struct hm__router_slot *s)
+{
+	struct ledger_ctx l = {0};
+
+	l.map = hm__router_worker_map(w, &l.file_id);
+	hm__router_ledger_drain(s, ledger_entry, &l);
+}
+
+static void drain_orphans(struct hm__router_worker *w)
+{
+	for (uint32_t i = 0; i < w->shm->nslots; i++) {
+		struct hm__router_slot *s = &w->shm->slot[i];
+
+		if (s == w->slot ||
+		    __atomic_load_n(&s->ledger_state, __ATOMIC_RELAXED) != HM__LEDGER_ORPHAN ||
+		    !hm__router_ledger_claim(s))
+			continue;
+		drain_ledger(w, s);
+		hm__router_ledger_release(s);
+	}
+}
+
+/* What this worker sees of the table, for the master's /metrics. */
+static void publish_table(struct hm__router_worker *w)
+{
+	struct hm__router_table_seen *t = &w->slot->table;
+	uint64_t file_id, bad = hm_table_bad_maps();
+	struct hm_table_map *m = hm__router_worker_map(w, &file_id);
+	struct hm_table_info info;
+
+	if (bad != w->bad_maps_seen) {
+		hm__ctr_add(&w->slot->c.table_bad, bad - w->bad_maps_seen);
+		w->bad_maps_seen = bad;
+		hm_log(HM_LOG_ERR, "router",
+		       "table %s shrank under its mapping (truncated in place): answering 503 H99 "
+		       "until a valid table is there",
+		       w->cfg->table);
+	}
+	if (m != NULL)
+		hm_table_map_info(m, &info);
+	__atomic_store_n(&t->version, m != NULL ? info.version : 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&t->commit_ms, m != NULL ? info.commit_ms : 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&t->present, m != NULL && info.file_id != 0, __ATOMIC_RELAXED);
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	struct hm__router_worker *w = hm__container_of(t, struct hm__router_worker, tick);
@@ -92,6 +170,8 @@ static void on_tick(uv_timer_t *t)
 	w->table_checked = uv_now(&w->loop);
 	if (r < 0)
 		hm_log(HM_LOG_DEBUG, "router", "table %s: %s", w->cfg->table, hm_strerror(r));
+	publish_table(w);
+	drain_orphans(w);
 }
 
 static _Noreturn void finish(struct hm__router_worker *w)
@@ -119,9 +199,9 @@ static void check_drained(struct hm__router_worker *w)
  * the clients wait. accept4 also gives the peer's address and the flags the socket needs, and
  * TCP_NODELAY comes from the listener: no system call per connection beyond the accept.
  */
-#define ACCEPT_BATCH	 64
-#define ACCEPT_RETRY_MS	 100
-#define FD_LOG_EVERY_MS	 1000
+#define ACCEPT_BATCH	64
+#define ACCEPT_RETRY_MS 100
+#define FD_LOG_EVERY_MS 1000
 
 static void on_acceptable(uv_poll_t *p, int status, int events);
 
@@ -189,7 +269,8 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
 		case ENFILE:
 		case ENOBUFS:
 		case ENOMEM:
-			/* The client stays in the backlog; one that closes or the timer lets it in. */
+			/* The client stays in the backlog; one that closes or the timer lets it in.
+			 */
 			hm__router_worker_fd_exhausted(w, "accept", -errno);
 			accept_stop(w);
 			w->accept_backoff = true;
@@ -269,10 +350,12 @@ static void on_signal(uv_signal_t *s, int signum)
 }
 
 _Noreturn void hm__router_worker_main(const struct hm__router_config *cfg,
-				      struct hm__router_slot *slot)
+				      struct hm__router_shm *shm, uint32_t index)
 {
 	struct hm__router_worker *w = &worker;
+	struct hm__router_slot *slot = &shm->slot[index];
 	const char *alog = cfg->access_log;
+	struct sigaction sa = {0};
 	sigset_t none;
 	int r;
 
@@ -284,9 +367,14 @@ _Noreturn void hm__router_worker_main(const struct hm__router_config *cfg,
 		hm_log(HM_LOG_ERR, "router", "no kernel randomness");
 		exit(1);
 	}
+	sa.sa_sigaction = on_sigbus;
+	sa.sa_flags = SA_SIGINFO;
+	sigaction(SIGBUS, &sa, NULL);
 	memset(w, 0, sizeof(*w));
 	w->cfg = cfg;
+	w->shm = shm;
 	w->slot = slot;
+	w->bad_maps_seen = hm_table_bad_maps();
 	hm__list_init(&w->clients);
 	hm__router_limits_request(&w->req_lim, (uint32_t)cfg->max_head);
 	hm__router_limits_response(&w->resp_lim, (uint32_t)cfg->max_response_head);
@@ -304,6 +392,11 @@ _Noreturn void hm__router_worker_main(const struct hm__router_config *cfg,
 		exit(1);
 	}
 	hm_table_reader_check(w->reader);
+	/* A slot handed over with a dead worker's ledger: returned before any request counts. */
+	if (__atomic_load_n(&slot->ledger_state, __ATOMIC_ACQUIRE) == HM__LEDGER_OWNED &&
+	    hm__router_ledger_pending(slot))
+		drain_ledger(w, slot);
+	publish_table(w);
 	uv_timer_init(&w->loop, &w->tick);
 	uv_timer_start(&w->tick, on_tick, 1000, 1000);
 	uv_timer_init(&w->loop, &w->log_timer);

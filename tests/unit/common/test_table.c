@@ -827,6 +827,107 @@ START_TEST(writer_killed_mid_update)
 }
 END_TEST
 
+/* ---- a file truncated under its readers (issue 9) ------------------------------------------ */
+
+static void on_sigbus(int sig, siginfo_t *si, void *uc)
+{
+	(void)uc;
+	if (!hm_table_fault(si->si_addr)) {
+		signal(sig, SIG_DFL);
+		raise(sig);
+	}
+}
+
+static char *slurp(const char *p, size_t *n)
+{
+	FILE *f = fopen(p, "rb");
+	char *buf;
+	long len;
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fseek(f, 0, SEEK_END), 0);
+	len = ftell(f);
+	rewind(f);
+	buf = malloc((size_t)len);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_uint_eq(fread(buf, 1, (size_t)len, f), (size_t)len);
+	fclose(f);
+	*n = (size_t)len;
+	return buf;
+}
+
+/* Writes data back over the same file (same inode), as an operator restoring it would. */
+static void restore_in_place(const char *data, size_t n)
+{
+	FILE *f = fopen(path, "r+b");
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fwrite(data, 1, n, f), n);
+	fclose(f);
+}
+
+START_TEST(truncated_under_readers)
+{
+	struct sigaction sa = {0}, old;
+	struct hm_table_writer *w;
+	struct hm_table_reader *r;
+	struct hm_route out;
+	struct stat st;
+	uint64_t bad0 = hm_table_bad_maps();
+	size_t n;
+	char *saved;
+
+	sa.sa_sigaction = on_sigbus;
+	sa.sa_flags = SA_SIGINFO;
+	ck_assert_int_eq(sigaction(SIGBUS, &sa, &old), 0);
+	ck_assert_int_eq(hm_table_writer_open(&w, path, NULL, 0, 0), 0);
+	ck_assert_int_eq(BATCH(w, 1, app_put("a", 0, 0, 0), domain_put("a.com", "a"),
+			       dyno_put("a", "web.1", "127.0.0.1:5000", HM_DYNO_UP)),
+			 0);
+	hm_table_writer_close(w);
+	saved = slurp(path, &n);
+	ck_assert_int_eq(stat(path, &st), 0);
+	ck_assert_int_eq(hm_table_reader_new(&r, path), 0);
+	ck_assert_int_eq(hm_table_reader_check(r), 1);
+	ck_assert_int_eq(route(r, "a.com", NULL, &out), 0);
+
+	/* Truncated behind the reader's back: the next read faults, and fails instead of dying. */
+	ck_assert_int_eq(truncate(path, 4096), 0);
+	{
+		struct hm_table_map *m = hm_table_reader_map(r);
+
+		ck_assert_ptr_nonnull(m);
+		ck_assert_int_eq(hm_table_route(m, "a.com", 5, NULL, &out), HM_EBADTABLE);
+		hm_table_inflight_add(m, 0, 1); /* the counters are zero pages too */
+	}
+	ck_assert_uint_eq(hm_table_bad_maps(), bad0 + 1);
+	ck_assert_ptr_null(hm_table_reader_map(r));
+	ck_assert_int_lt(hm_table_reader_check(r), 0); /* still too short to map */
+	ck_assert_ptr_null(hm_table_reader_map(r));
+
+	/* Written back in place (same inode): mapped again. */
+	restore_in_place(saved, n);
+	ck_assert_int_eq(hm_table_reader_check(r), 1);
+	ck_assert_int_eq(route(r, "a.com", NULL, &out), 0);
+	ck_assert(out.has_dyno);
+
+	/* Truncated again: the periodic check sees it first, before any read could fault. */
+	ck_assert_int_eq(truncate(path, 8192), 0);
+	ck_assert_int_lt(hm_table_reader_check(r), 0);
+	ck_assert_uint_eq(hm_table_bad_maps(), bad0 + 2);
+	ck_assert_ptr_null(hm_table_reader_map(r));
+	restore_in_place(saved, n);
+	ck_assert_int_eq(hm_table_reader_check(r), 1);
+	ck_assert_int_eq(route(r, "a.com", NULL, &out), 0);
+
+	/* A fault anywhere else is not the table's. */
+	ck_assert(!hm_table_fault(&st));
+	hm_table_reader_free(r);
+	free(saved);
+	sigaction(SIGBUS, &old, NULL);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
 	Suite *s = suite_create("table");
@@ -844,6 +945,7 @@ static Suite *make_suite(void)
 	tcase_add_test(tc, picking);
 	tcase_add_test(tc, multiprocess_stress);
 	tcase_add_test(tc, writer_killed_mid_update);
+	tcase_add_test(tc, truncated_under_readers);
 	suite_add_tcase(s, tc);
 	return s;
 }
