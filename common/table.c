@@ -1684,8 +1684,10 @@ static int writer_create(struct hm_table_writer *w, const struct hm_table_caps *
 		fd = open(w->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
 		if (fd < 0)
 			return -errno;
-		if (ftruncate(fd, (off_t)w->lay.file_bytes) != 0) {
-			e = -errno;
+		/* Every block now: a sparse file on a full file system would make a later write
+		 * through the mapping fault (SIGBUS) instead of this returning -ENOSPC. */
+		if ((e = posix_fallocate(fd, 0, (off_t)w->lay.file_bytes)) != 0) {
+			e = -e;
 			goto fail;
 		}
 	}
