@@ -205,9 +205,11 @@ struct hm__router_xchg {
 	uint8_t request_id_len;
 	char request_id[201];
 	char aff_dyno[HM_DYNO_NAME_MAX + 1];
+	uint8_t aff_value_len;
 	char tried_dyno[HM_DYNO_NAME_MAX + 1]; /* the last dyno a connect failed to */
 	char path[HM__LOG_PATH_MAX];
 	char fwd[HM__LOG_FWD_MAX];
+	char aff_value[HM__AFFINITY_VALUE_MAX]; /* the affinity cookie's value, as sent */
 };
 
 /* Idle keep-alive connections to dynos, per worker (pool.c). */
