@@ -1040,7 +1040,7 @@ class Router(Process):
     (underscores turn into dashes); a flag the router does not document fails the test."""
 
     def __init__(self, env, name="router", table=None, workers=1, metrics=False, port=None,
-                 wait=True, extra_args=(), nofile=None, **flags):
+                 wait=True, extra_args=(), nofile=None, extra_env=None, **flags):
         self.port = port or free_port()
         self.table = table or env.table
         self.metrics_port = free_port() if metrics else None
@@ -1055,7 +1055,7 @@ class Router(Process):
                 fail("hermod-router has no --%s flag (needed by this test)" % flag)
             argv += ["--" + flag, str(v)]
         argv += list(extra_args)
-        super().__init__(env, name, argv, nofile=nofile)
+        super().__init__(env, name, argv, extra_env=extra_env, nofile=nofile)
         self.nworkers = workers
         self.shared = False  # set for a router shared by several tests (see mark())
         self._log_pos = 0
