@@ -306,7 +306,10 @@ void hm__router_clients_drain(struct hm__router_worker *w);
 /* The drain deadline passed: every client is closed now (in-flight requests logged H24). */
 void hm__router_clients_abort(struct hm__router_worker *w);
 
+/* A buffer of at least min bytes: a standard one (HM__BUF_SIZE) from the free list, or a
+ * larger one counted against cfg->head_budget. NULL if there is no memory or no budget left. */
 struct hm__router_buf *hm__router_buf_get(struct hm__router_worker *w, uint32_t min);
+/* Gives a buffer back (NULL is fine). */
 void hm__router_buf_put(struct hm__router_worker *w, struct hm__router_buf *b);
 
 /* Closes a dyno connection (not pooled, not owned any more); freed in its close callback. */

@@ -197,7 +197,7 @@ static void check_drained(struct hm__router_worker *w)
  * closes. And when the process is out of descriptors, libuv would accept with a reserved one
  * and close at once (a reset for every client); here accepting pauses for ACCEPT_RETRY_MS and
  * the clients wait. accept4 also gives the peer's address and the flags the socket needs, and
- * TCP_NODELAY comes from the listener: no system call per connection beyond the accept.
+ * TCP_NODELAY comes from the listener: no getpeername or setsockopt per connection.
  */
 #define ACCEPT_BATCH	64
 #define ACCEPT_RETRY_MS 100
