@@ -235,8 +235,7 @@ struct hm__router_worker {
 	uv_poll_t acceptor;	 /* the shared listening socket (worker.c accepts) */
 	uv_timer_t accept_retry; /* out of descriptors: accepting resumes after a pause */
 	int listen_fd;		 /* -1 once closed (draining) */
-	bool accepting;		 /* the acceptor is polled */
-	bool accept_backoff;	 /* accept failed for lack of descriptors: wait for the timer */
+	uint8_t accept;		 /* enum accept_state in worker.c */
 	uint32_t max_clients;	 /* this worker's share of --max-connections */
 	uint64_t big_bytes;	 /* buffers beyond HM__BUF_SIZE, against cfg->head_budget */
 	uv_timer_t tick;	 /* 1 s: table check */

@@ -203,30 +203,42 @@ static void check_drained(struct hm__router_worker *w)
 #define ACCEPT_RETRY_MS 100
 #define FD_LOG_EVERY_MS 1000
 
-static void on_acceptable(uv_poll_t *p, int status, int events);
+enum accept_state {
+	ACCEPT_POLLING = 0, /* the listener is polled */
+	ACCEPT_FULL,	    /* at max_clients: resumes when a connection closes */
+	ACCEPT_BACKOFF,	    /* out of descriptors: resumes when accept_retry fires */
+	ACCEPT_CLOSED,	    /* draining: never again */
+};
 
-static void accept_stop(struct hm__router_worker *w)
+static void on_acceptable(uv_poll_t *p, int status, int events);
+static void on_accept_retry(uv_timer_t *t);
+
+/* Moves to state: polls the listener in ACCEPT_POLLING only. */
+static void accept_set(struct hm__router_worker *w, enum accept_state state)
 {
-	if (w->accepting) {
+	if (w->accept == ACCEPT_POLLING && state != ACCEPT_POLLING)
 		uv_poll_stop(&w->acceptor);
-		w->accepting = false;
-	}
+	else if (w->accept != ACCEPT_POLLING && state == ACCEPT_POLLING &&
+		 uv_poll_start(&w->acceptor, UV_READABLE, on_acceptable) != 0)
+		state = ACCEPT_BACKOFF; /* cannot happen on a valid fd; retried by the timer */
+	w->accept = (uint8_t)state;
+	if (state == ACCEPT_BACKOFF)
+		uv_timer_start(&w->accept_retry, on_accept_retry, ACCEPT_RETRY_MS, 0);
 }
 
-static void accept_start(struct hm__router_worker *w)
+/* Room for a client again: polling resumes (not while backing off or draining). */
+static void accept_room(struct hm__router_worker *w)
 {
-	if (w->accepting || w->accept_backoff || w->draining || w->nclients >= w->max_clients)
-		return;
-	if (uv_poll_start(&w->acceptor, UV_READABLE, on_acceptable) == 0)
-		w->accepting = true;
+	if (w->accept == ACCEPT_FULL && w->nclients < w->max_clients)
+		accept_set(w, ACCEPT_POLLING);
 }
 
 static void on_accept_retry(uv_timer_t *t)
 {
 	struct hm__router_worker *w = hm__container_of(t, struct hm__router_worker, accept_retry);
 
-	w->accept_backoff = false;
-	accept_start(w);
+	if (w->accept == ACCEPT_BACKOFF)
+		accept_set(w, w->nclients < w->max_clients ? ACCEPT_POLLING : ACCEPT_FULL);
 }
 
 void hm__router_worker_fd_exhausted(struct hm__router_worker *w, const char *what, int err)
@@ -254,7 +266,7 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
 		int fd;
 
 		if (w->nclients >= w->max_clients) {
-			accept_stop(w);
+			accept_set(w, ACCEPT_FULL);
 			hm__ctr_add(&w->slot->c.accept_paused, 1);
 			return;
 		}
@@ -272,9 +284,7 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
 			/* The client stays in the backlog; one that closes or the timer lets it in.
 			 */
 			hm__router_worker_fd_exhausted(w, "accept", -errno);
-			accept_stop(w);
-			w->accept_backoff = true;
-			uv_timer_start(&w->accept_retry, on_accept_retry, ACCEPT_RETRY_MS, 0);
+			accept_set(w, ACCEPT_BACKOFF);
 			return;
 		case EINTR:
 		case ECONNABORTED:
@@ -289,7 +299,7 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
 
 void hm__router_worker_client_closed(struct hm__router_worker *w)
 {
-	accept_start(w);
+	accept_room(w);
 	check_drained(w);
 }
 
@@ -309,7 +319,7 @@ static void drain(struct hm__router_worker *w)
 	w->draining = true;
 	__atomic_store_n(&w->slot->ready, 0, __ATOMIC_RELEASE);
 	/* The master keeps the socket open, so connections waiting in it go to other workers. */
-	accept_stop(w);
+	accept_set(w, ACCEPT_CLOSED);
 	uv_timer_stop(&w->accept_retry);
 	uv_close((uv_handle_t *)&w->acceptor, NULL);
 	close(w->listen_fd);
@@ -422,7 +432,7 @@ _Noreturn void hm__router_worker_main(const struct hm__router_config *cfg,
 		hm_log(HM_LOG_ERR, "router", "listening: %s", uv_strerror(r));
 		exit(1);
 	}
-	w->accepting = true;
+	w->accept = ACCEPT_POLLING;
 	__atomic_store_n(&slot->ready, 1, __ATOMIC_RELEASE);
 	uv_run(&w->loop, UV_RUN_DEFAULT);
 	finish(w);
