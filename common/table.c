@@ -169,7 +169,9 @@ struct copy {
 
 struct hm_table_map {
 	int refs;
-	bool current; /* still the reader's current map */
+	bool current;	  /* still the reader's current map */
+	volatile int bad; /* the file shrank under the mapping: now zero pages (map_fault) */
+	int fault_slot;	  /* index in the fault registry, -1 if not registered */
 	struct file_hdr *hdr;
 	uint8_t *base;
 	size_t data_bytes;
@@ -528,8 +530,77 @@ void hm_digest_hex(const uint8_t digest[HM_DIGEST_LEN], char out[2 * HM_DIGEST_L
 
 /* ---- Reading ----------------------------------------------------------------------------- */
 
+/*
+ * A file truncated in place (same inode) leaves its mappings pointing past its end: a read
+ * there raises SIGBUS. Every map of this process is listed here so that the process's SIGBUS
+ * handler can find the one a fault is in (hm_table_fault) and replace it with zero pages; the
+ * read then completes, the map is bad, and validated reads fail instead of the process dying.
+ * The registry is written by map_open and map_free only, never while a table read (the only
+ * place a fault comes from) is in progress on the same thread.
+ */
+#define FAULT_SLOTS 64
+
+static struct {
+	struct hm_table_map *volatile m;
+} fault_reg[FAULT_SLOTS];
+static volatile uint64_t bad_maps;
+
+/* Replaces m's mappings with anonymous zero pages (async-signal-safe). */
+static void map_zero(struct hm_table_map *m)
+{
+	if (m->bad)
+		return;
+	m->bad = 1;
+	if (m->base != NULL)
+		mmap(m->base, m->data_bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
+		     0);
+	if (m->counters != NULL)
+		mmap((void *)m->counters, m->counters_bytes, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	__atomic_add_fetch(&bad_maps, 1, __ATOMIC_RELAXED);
+}
+
+static bool in_range(const void *a, const void *base, size_t n)
+{
+	return base != NULL && (const char *)a >= (const char *)base &&
+	       (const char *)a < (const char *)base + n;
+}
+
+bool hm_table_fault(const void *addr)
+{
+	for (int i = 0; i < FAULT_SLOTS; i++) {
+		struct hm_table_map *m = fault_reg[i].m;
+
+		if (m != NULL && (in_range(addr, m->base, m->data_bytes) ||
+				  in_range(addr, (const void *)m->counters, m->counters_bytes))) {
+			map_zero(m);
+			return true;
+		}
+	}
+	return false;
+}
+
+uint64_t hm_table_bad_maps(void)
+{
+	return __atomic_load_n(&bad_maps, __ATOMIC_RELAXED);
+}
+
+static void fault_register(struct hm_table_map *m)
+{
+	m->fault_slot = -1;
+	for (int i = 0; i < FAULT_SLOTS; i++) {
+		if (fault_reg[i].m == NULL) {
+			fault_reg[i].m = m;
+			m->fault_slot = i;
+			return;
+		}
+	}
+}
+
 static void map_free(struct hm_table_map *m)
 {
+	if (m->fault_slot >= 0)
+		fault_reg[m->fault_slot].m = NULL;
 	if (m->base != NULL)
 		munmap(m->base, m->data_bytes);
 	if (m->counters != NULL)
@@ -557,6 +628,7 @@ static int map_open(const char *path, struct hm_table_map **out)
 		close(fd);
 		return -ENOMEM;
 	}
+	m->fault_slot = -1;
 	if (fstat(fd, &st) != 0 || st.st_size < (off_t)HDR_BYTES ||
 	    pread(fd, &hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr)) {
 		r = HM_EBADTABLE;
@@ -586,6 +658,7 @@ static int map_open(const char *path, struct hm_table_map **out)
 	m->ino = st.st_ino;
 	m->refs = 1;
 	m->current = true;
+	fault_register(m);
 	*out = m;
 	return 0;
 fail:
@@ -643,7 +716,9 @@ static int reader_reopen(struct hm_table_reader *r)
 
 	if (e != 0)
 		return e;
-	if (r->cur != NULL && r->cur->dev == m->dev && r->cur->ino == m->ino) {
+	/* The same file: nothing new, unless the current map went bad (a file truncated and
+	 * written again in place is valid again, and mapped afresh). */
+	if (r->cur != NULL && !r->cur->bad && r->cur->dev == m->dev && r->cur->ino == m->ino) {
 		map_free(m);
 		return 0;
 	}
@@ -664,16 +739,17 @@ struct hm_table_map *hm_table_reader_map(struct hm_table_reader *r)
 {
 	struct hm_table_map *m = r->cur;
 
-	if (m != NULL && !(atomic_load_explicit(&m->hdr->pub, memory_order_relaxed) & PUB_RETIRED))
+	if (m != NULL && !m->bad &&
+	    !(atomic_load_explicit(&m->hdr->pub, memory_order_relaxed) & PUB_RETIRED))
 		return m;
-	/* No table yet, or ours was replaced: open the path now, and after a failure at most every
-	 * 50 ms (no syscall per request). Until a replacement opens, a retired map is still the
-	 * last good version. */
+	/* No table yet, or ours was replaced or went bad: open the path now, and after a failure
+	 * at most every 50 ms (no syscall per request). Until a replacement opens, a retired map
+	 * is still the last good version; a bad one is none. */
 	if (r->next_try_ns == 0 || coarse_ns() >= r->next_try_ns) {
 		if (reader_reopen(r) != 1)
 			r->next_try_ns = coarse_ns() + REOPEN_EVERY_NS;
 	}
-	return r->cur;
+	return r->cur != NULL && !r->cur->bad ? r->cur : NULL;
 }
 
 int hm_table_reader_check(struct hm_table_reader *r)
@@ -682,7 +758,12 @@ int hm_table_reader_check(struct hm_table_reader *r)
 
 	if (stat(r->path, &st) != 0)
 		return errno == ENOENT ? 0 : -errno;
+	/* Truncated in place: let go of the pages before a read faults on them. */
 	if (r->cur != NULL && r->cur->dev == st.st_dev && r->cur->ino == st.st_ino &&
+	    (uint64_t)st.st_size < r->cur->lay.file_bytes)
+		map_zero(r->cur);
+	if (r->cur != NULL && !r->cur->bad && r->cur->dev == st.st_dev &&
+	    r->cur->ino == st.st_ino &&
 	    !(atomic_load_explicit(&r->cur->hdr->pub, memory_order_relaxed) & PUB_RETIRED))
 		return 0;
 	return reader_reopen(r);
@@ -702,6 +783,8 @@ uint64_t hm_table_map_version(const struct hm_table_map *m)
 		copy_view(&c, (m)->base, &(m)->lay, (unsigned)v);                                  \
 		body;                                                                              \
 		atomic_thread_fence(memory_order_acquire);                                         \
+		if ((m)->bad)                                                                      \
+			return HM_EBADTABLE; /* what was read came from zero pages */              \
 		if (PUB_VERSION(atomic_load_explicit(&(m)->hdr->pub, memory_order_relaxed)) == v)  \
 			break;                                                                     \
 	}
@@ -1601,8 +1684,10 @@ static int writer_create(struct hm_table_writer *w, const struct hm_table_caps *
 		fd = open(w->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
 		if (fd < 0)
 			return -errno;
-		if (ftruncate(fd, (off_t)w->lay.file_bytes) != 0) {
-			e = -errno;
+		/* Every block now: a sparse file on a full file system would make a later write
+		 * through the mapping fault (SIGBUS) instead of this returning -ENOSPC. */
+		if ((e = posix_fallocate(fd, 0, (off_t)w->lay.file_bytes)) != 0) {
+			e = -e;
 			goto fail;
 		}
 	}

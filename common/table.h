@@ -65,11 +65,25 @@ struct hm_table_map *hm_table_reader_map(struct hm_table_reader *r);
 
 /*
  * Checks the path with stat(2): maps a table that appeared, and re-maps one whose inode changed
- * (a file replaced without being retired, e.g. by a writer that died). Call about once a second,
- * not per request. Returns 1 if the current map changed, 0 if not, or a negative error (the old
- * map, if any, stays current).
+ * (a file replaced without being retired, e.g. by a writer that died); a file shorter than its
+ * mapping (truncated in place) makes the map bad before a read faults on it. Call about once a
+ * second, not per request. Returns 1 if the current map changed, 0 if not, or a negative error
+ * (the old map, if any, stays current).
  */
 int hm_table_reader_check(struct hm_table_reader *r);
+
+/*
+ * For the process's SIGBUS handler (async-signal-safe): if addr lies in a table mapping of this
+ * process, the file was truncated under it; the mapping is replaced by zero pages and marked
+ * bad, so the faulting read completes and the validated read it belongs to fails
+ * (HM_EBADTABLE). hm_table_reader_map() then returns NULL until a valid file is at the path
+ * (the same file written back in place counts). Returns false if addr is not a table's.
+ */
+bool hm_table_fault(const void *addr);
+
+/* Maps of this process found bad so far (by a fault, or by hm_table_reader_check() seeing the
+ * file shorter than its mapping). */
+uint64_t hm_table_bad_maps(void);
 
 /* Process-local references: a map stays mapped while referenced, even after it is replaced. */
 void hm_table_map_ref(struct hm_table_map *m);

@@ -9,8 +9,9 @@
  *     router allocates stays within it (a canary follows), and parses again with the same
  *     method, target, Host, request id and framing; the same for responses;
  *   - an accepted chunked request body re-chunked (as proxy.c relays it) decodes, under the
- *     strict decoder below, to the payload llhttp reported, and no execute call writes more
- *     than its input plus HM__RECHUNK_SLACK.
+ *     strict decoder below, to the payload llhttp reported, carries no trailer the contract
+ *     drops, and no execute call writes more than its input plus HM__RECHUNK_SLACK;
+ *   - an absolute-form request is rewritten with its authority as the Host.
  * Input: a flags byte (direction, tight limits, the response's context), a seed byte for the
  * split points, then the bytes as they come off the wire.
  */
@@ -245,10 +246,16 @@ static void check_req_rewrite(const struct hm__router_msg *m, const struct hm__r
 	} else {
 		require(span_eq(out + rq2.target_off, rq2.target_len, t, tn));
 	}
+	/* The Host the dyno gets: the absolute form's authority, else the client's Host. */
 	h = &m->hdr[rq->host];
 	h2 = &m2.hdr[rq2.host];
-	require(
-	    span_eq(out + h2->value_off, trimmed(&m2, h2), m->base + h->value_off, trimmed(m, h)));
+	require(rq2.authority_len == 0);
+	if (rq->authority_len > 0)
+		require(span_eq(out + h2->value_off, trimmed(&m2, h2), m->base + rq->authority_off,
+				rq->authority_len));
+	else
+		require(span_eq(out + h2->value_off, trimmed(&m2, h2), m->base + h->value_off,
+				trimmed(m, h)));
 	require(rq2.key_len == rq->key_len && strcmp(rq2.key, rq->key) == 0);
 	/* The framing the dyno sees is the one the router parsed. */
 	require(rq2.chunked == rq->chunked && rq2.has_body == rq->has_body);
@@ -380,6 +387,11 @@ static bool unchunk(const uint8_t *s, size_t n, struct buf *out)
 		}
 		if (name == 0 || i == n)
 			return false;
+		/* No field that frames, routes or belongs to a connection survives in a trailer. */
+		if (hm__router_hdr_flags[hm__router_hdr_classify((const char *)s + i - name,
+								 name)] &
+		    HM__HF_NOT_TRAILER)
+			return false;
 		i++;
 		while (i < n && s[i] != '\r' && s[i] != '\n')
 			i++;
@@ -421,6 +433,7 @@ static void add_req(struct buf *t, const struct hm__router_req *rq)
 	add_u64(t, rq->content_length);
 	add_u64(t, (uint64_t)(uint32_t)rq->host << 32 | (uint32_t)rq->request_id);
 	add_u64(t, (uint64_t)rq->target_off << 32 | rq->target_len);
+	add_u64(t, (uint64_t)rq->authority_off << 32 | rq->authority_len);
 	add(t, rq->key, rq->key_len);
 }
 

@@ -21,12 +21,29 @@
 /* "hermod-session-affinity=" + 20 digits + "." + dyno + "." + 43 + attributes */
 #define HM__AFFINITY_SET_COOKIE_MAX 192
 
+/* The longest cookie value a verify accepts: expiry (19 digits), '.', dyno, '.', MAC. */
+#define HM__AFFINITY_VALUE_MAX (19 + 1 + HM_DYNO_NAME_MAX + 1 + 43)
+#define HM__AFFINITY_CACHE_N   256 /* power of two */
+
+/* A cookie value verified for an app with the current key (affinity.c). */
+struct hm__router_affinity_hit {
+	uint64_t hash; /* 0: empty */
+	uint64_t expiry;
+	uint8_t app_len, value_len, dyno_off, dyno_len;
+	char app[HM_APP_NAME_MAX + 1];
+	char value[HM__AFFINITY_VALUE_MAX];
+};
+
 struct hm__router_affinity {
 	mbedtls_md_context_t md;
 	bool ready;
+	uint64_t cache_seed; /* derived from the key: clients cannot aim at cache slots */
+	uint64_t cache_hits; /* verifies answered from the cache */
+	struct hm__router_affinity_hit cache[HM__AFFINITY_CACHE_N];
 };
 
-/* Keys the context with secret (borrowed for the call). Returns 0 or -ENOMEM / -EINVAL. */
+/* Keys the context with secret (borrowed for the call) and empties the verify cache: a value
+ * verified with another key proves nothing. Returns 0 or -ENOMEM / -EINVAL. */
 int hm__router_affinity_init(struct hm__router_affinity *a, const void *secret, size_t len);
 void hm__router_affinity_fini(struct hm__router_affinity *a);
 
@@ -43,9 +60,18 @@ size_t hm__router_affinity_set_cookie(struct hm__router_affinity *a, const char 
  * for app at time now (unix seconds). On success copies the dyno name, NUL-terminated, to dyno
  * (HM_DYNO_NAME_MAX + 1 bytes) and returns its length. Returns -ENOENT (no cookie), -EINVAL
  * (malformed or bad signature) or -ETIMEDOUT (expired).
+ *
+ * A browser sends the same cookie with every request, so values verified recently are kept
+ * (HM__AFFINITY_CACHE_N, by a hash keyed from the secret): a value found there, byte for byte
+ * (compared in constant time) and for the same app, is as good as its HMAC, and its expiry is
+ * checked against now all the same. Failures are not kept.
  */
 int hm__router_affinity_verify(struct hm__router_affinity *a, const char *app, const char *cookie,
 			       size_t len, uint64_t now, char *dyno);
+
+/* The same for the cookie's value alone (its "<expiry>.<dyno>.<mac>", found already). */
+int hm__router_affinity_verify_value(struct hm__router_affinity *a, const char *app,
+				     const char *value, size_t len, uint64_t now, char *dyno);
 
 /* Finds cookie name=value in a Cookie header value. Returns true and the value span if found. */
 bool hm__router_cookie_find(const char *hdr, size_t len, const char *name, size_t name_len,

@@ -9,6 +9,7 @@
  */
 #include "router/http.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,9 +149,42 @@ static const struct known known[] = {
 	K("total-route-time", HM__HDR_TOTAL_ROUTE_TIME),
 	K("cookie", HM__HDR_COOKIE),
 	K("set-cookie", HM__HDR_SET_COOKIE),
+	K("trailer", HM__HDR_TRAILER),
 };
 /* clang-format on */
 #undef K
+
+#define HOP  (HM__HF_HOP | HM__HF_NOT_TRAILER)
+#define REQ  HM__HF_REQ_OWN
+#define RESP HM__HF_RESP_OWN
+#define NT   HM__HF_NOT_TRAILER
+
+const uint8_t hm__router_hdr_flags[HM__HDR_COUNT] = {
+    [HM__HDR_HOST] = NT,
+    [HM__HDR_CONTENT_LENGTH] = NT,
+    [HM__HDR_TRANSFER_ENCODING] = NT,
+    [HM__HDR_CONNECTION] = HOP,
+    [HM__HDR_KEEP_ALIVE] = HOP,
+    [HM__HDR_PROXY_CONNECTION] = HOP,
+    [HM__HDR_TE] = HOP,
+    [HM__HDR_PROXY_AUTHORIZATION] = HOP,
+    [HM__HDR_UPGRADE] = NT, /* kept only for a tunnel, in both directions */
+    [HM__HDR_EXPECT] = REQ, /* the router answers 100-continue itself */
+    [HM__HDR_X_FORWARDED_FOR] = REQ,
+    [HM__HDR_X_FORWARDED_PROTO] = REQ,
+    [HM__HDR_X_FORWARDED_PORT] = REQ,
+    [HM__HDR_X_REQUEST_ID] = REQ,
+    [HM__HDR_X_REQUEST_START] = REQ,
+    [HM__HDR_VIA] = REQ | RESP,
+    [HM__HDR_CONNECT_TIME] = REQ,
+    [HM__HDR_TOTAL_ROUTE_TIME] = REQ,
+    [HM__HDR_TRAILER] = NT,
+};
+
+#undef HOP
+#undef REQ
+#undef RESP
+#undef NT
 
 uint8_t hm__router_hdr_classify(const char *name, size_t n)
 {
@@ -257,6 +291,62 @@ static void rput(struct hm__router_msg *m, const char *s, size_t n)
 	m->rlen += (uint32_t)n;
 }
 
+/*
+ * Request trailers lose the fields that frame, route or belong to one connection
+ * (hm__router_hdr_flags, HM__HF_NOT_TRAILER): re-encoded without them, and never taken to
+ * reframe the body whatever the mode. A trailer name may arrive in several spans, so its start
+ * is held until it is known: every name to drop fits in tr_name, a longer one is written out
+ * as it comes.
+ */
+enum { TR_NAME = 0, TR_KEEP, TR_DROP };
+
+static void trailer_name(struct hm__router_msg *m, const char *at, size_t n)
+{
+	if (m->tr == TR_NAME && m->tr_len + n <= sizeof(m->tr_name)) {
+		memcpy(m->tr_name + m->tr_len, at, n);
+		m->tr_len = (uint8_t)(m->tr_len + n);
+		return;
+	}
+	if (m->tr == TR_NAME) {
+		if (m->rechunk)
+			rput(m, m->tr_name, m->tr_len);
+		m->tr = TR_KEEP;
+	}
+	if (m->rechunk)
+		rput(m, at, n);
+}
+
+static void trailer_name_done(struct hm__router_msg *m)
+{
+	if (m->tr == TR_NAME) {
+		uint8_t id = hm__router_hdr_classify(m->tr_name, m->tr_len);
+
+		if (m->p.type == HTTP_REQUEST && (hm__router_hdr_flags[id] & HM__HF_NOT_TRAILER)) {
+			m->tr = TR_DROP;
+			/* llhttp refuses a second "chunked" coding and clears its flag for another:
+			 * the flag is restored when the value is complete. */
+			if (id == HM__HDR_TRANSFER_ENCODING)
+				m->p.flags &= (uint16_t)~F_CHUNKED;
+			return;
+		}
+		if (m->rechunk)
+			rput(m, m->tr_name, m->tr_len);
+		m->tr = TR_KEEP;
+	}
+	if (m->rechunk)
+		rput(m, ":", 1);
+}
+
+static void trailer_done(struct hm__router_msg *m)
+{
+	if (m->rechunk && m->tr != TR_DROP)
+		rput(m, "\r\n", 2);
+	if (m->tr == TR_DROP && m->chunked)
+		m->p.flags |= F_CHUNKED;
+	m->tr = TR_NAME;
+	m->tr_len = 0;
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t n)
 {
 	struct hm__router_msg *m = msg_of(p);
@@ -322,8 +412,7 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 		for (size_t i = 0; i < n; i++)
 			if (!is_tchar((unsigned char)at[i]))
 				return fail(m, m->lim->status, "invalid trailer name");
-		if (m->rechunk)
-			rput(m, at, n);
+		trailer_name(m, at, n);
 		return 0;
 	}
 	if (m->in != 1) {
@@ -350,8 +439,7 @@ static int on_header_field_complete(llhttp_t *p)
 	struct hm__router_hdr *h;
 
 	if (m->state != HM__MSG_HEAD) {
-		if (m->rechunk)
-			rput(m, ":", 1);
+		trailer_name_done(m);
 		return 0;
 	}
 	h = &m->hdr[m->nhdr];
@@ -375,7 +463,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
 	struct hm__router_hdr *h;
 
 	if (m->state != HM__MSG_HEAD) {
-		if (m->rechunk)
+		if (m->rechunk && m->tr != TR_DROP)
 			rput(m, at, n);
 		return 0;
 	}
@@ -402,8 +490,7 @@ static int on_header_value_complete(llhttp_t *p)
 	struct hm__router_hdr *h;
 
 	if (m->state != HM__MSG_HEAD) {
-		if (m->rechunk)
-			rput(m, "\r\n", 2);
+		trailer_done(m);
 		return 0;
 	}
 	h = &m->hdr[m->nhdr];
@@ -932,14 +1019,6 @@ static bool upgrade_valid(const char *v, size_t n)
 	return any;
 }
 
-static bool coding_known(const char *t, size_t n)
-{
-	return hm__router_eq_lit(t, n, "chunked") || hm__router_eq_lit(t, n, "gzip") ||
-	       hm__router_eq_lit(t, n, "x-gzip") || hm__router_eq_lit(t, n, "deflate") ||
-	       hm__router_eq_lit(t, n, "compress") || hm__router_eq_lit(t, n, "x-compress") ||
-	       hm__router_eq_lit(t, n, "identity");
-}
-
 bool hm__router_request_id_valid(const char *s, size_t n)
 {
 	if (n < 20 || n > 200)
@@ -956,20 +1035,85 @@ bool hm__router_request_id_valid(const char *s, size_t n)
 
 /* ---- requests ---------------------------------------------------------------------------- */
 
+static bool is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+bool hm__router_host_valid(const char *s, size_t n)
+{
+	size_t i = 0, port;
+	uint32_t v = 0;
+
+	if (n > 0 && s[0] == '[') {
+		/* IP-literal: IPv6 only (an IPvFuture has no address the router could use). */
+		char lit[INET6_ADDRSTRLEN];
+		struct in6_addr a;
+		const char *close = memchr(s, ']', n);
+		size_t ln = close != NULL ? (size_t)(close - s) - 1 : 0;
+
+		if (ln == 0 || ln >= sizeof(lit))
+			return false;
+		memcpy(lit, s + 1, ln);
+		lit[ln] = '\0';
+		if (inet_pton(AF_INET6, lit, &a) != 1)
+			return false;
+		i = ln + 2;
+	} else {
+		while (i < n && (is_digit(s[i]) || (lower(s[i]) >= 'a' && lower(s[i]) <= 'z') ||
+				 s[i] == '-' || s[i] == '.' || s[i] == '_'))
+			i++;
+		if (i == 0)
+			return false;
+	}
+	if (i == n)
+		return true;
+	if (s[i] != ':')
+		return false;
+	port = n - i - 1;
+	if (port > 5)
+		return false;
+	for (i++; i < n; i++) {
+		if (!is_digit(s[i]))
+			return false;
+		v = v * 10 + (uint32_t)(s[i] - '0');
+	}
+	return v <= 65535;
+}
+
+/*
+ * The request target: visible ASCII only (RFC 9112, 3.2: a raw TAB, DEL or byte above 0x7e is
+ * no part of any form), then origin form, "*", or absolute form, whose authority is noted.
+ */
 static int target(struct hm__router_msg *m, struct hm__router_req *rq, const char **why)
 {
 	const char *u = m->base + m->url_off, *hash;
 	uint32_t n = m->url_len, skip = 0;
 
+	for (uint32_t i = 0; i < n; i++) {
+		if ((unsigned char)u[i] <= 0x20 || (unsigned char)u[i] >= 0x7f) {
+			*why = "request target not visible ASCII";
+			return 400;
+		}
+	}
 	hash = memchr(u, '#', n);
 	if (hash != NULL)
 		n = (uint32_t)(hash - u);
 	if (n >= 7 && (hm__router_eq_lit(u, 7, "http://") ||
 		       (n >= 8 && hm__router_eq_lit(u, 8, "https://")))) {
-		/* Absolute form: the Host header decides; the dyno gets the origin form. */
-		skip = lower(u[4]) == 's' ? 8 : 7;
+		/* Absolute form: the authority routes and is the Host the dyno gets (RFC 9112,
+		 * 3.2.2); the dyno gets the origin form. */
+		uint32_t a = lower(u[4]) == 's' ? 8 : 7;
+
+		skip = a;
 		while (skip < n && u[skip] != '/' && u[skip] != '?')
 			skip++;
+		if (!hm__router_host_valid(u + a, skip - a)) {
+			*why = "invalid authority in the request target";
+			return 400;
+		}
+		rq->authority_off = m->url_off + a;
+		rq->authority_len = skip - a;
 		rq->target_off = m->url_off + skip;
 		rq->target_len = n - skip;
 		return 0;
@@ -1016,8 +1160,8 @@ int hm__router_req_check(struct hm__router_msg *m, struct hm__router_req *rq, co
 	connection_tokens(m, &ct);
 	for (uint16_t i = 0; i < m->nhdr; i++) {
 		struct hm__router_hdr *h = &m->hdr[i];
-		const char *v = m->base + h->value_off, *tok;
-		size_t n = hm__router_trim(v, h->value_len), pos = 0, tn;
+		const char *v = m->base + h->value_off;
+		size_t n = hm__router_trim(v, h->value_len);
 
 		switch (h->id) {
 		case HM__HDR_HOST:
@@ -1025,17 +1169,13 @@ int hm__router_req_check(struct hm__router_msg *m, struct hm__router_req *rq, co
 			rq->host = i;
 			break;
 		case HM__HDR_TRANSFER_ENCODING:
-			te_seen = true;
-			if (n == 0) {
-				*why = "empty Transfer-Encoding";
+			/* Exactly "chunked", once: any other coding is one the dyno would have to
+			 * undo, and a list is where parsers disagree. */
+			if (te_seen || !hm__router_eq_lit(v, n, "chunked")) {
+				*why = "Transfer-Encoding other than chunked";
 				return 400;
 			}
-			while (hm__router_list_next(v, n, &pos, &tok, &tn)) {
-				if (!coding_known(tok, tn)) {
-					*why = "unknown Transfer-Encoding";
-					return 400;
-				}
-			}
+			te_seen = true;
 			break;
 		case HM__HDR_EXPECT:
 			if (n == 0)
@@ -1066,8 +1206,17 @@ int hm__router_req_check(struct hm__router_msg *m, struct hm__router_req *rq, co
 		const struct hm__router_hdr *h = &m->hdr[rq->host];
 		const char *v = m->base + h->value_off;
 		size_t n = hm__router_trim(v, h->value_len);
-		int k = n == 0 ? -EINVAL : hm_host_key(v, n, rq->key);
+		int k;
 
+		if (!hm__router_host_valid(v, n)) {
+			*why = "invalid Host";
+			return 400;
+		}
+		if (rq->authority_len > 0) {
+			v = m->base + rq->authority_off;
+			n = rq->authority_len;
+		}
+		k = hm_host_key(v, n, rq->key);
 		if (k < 0) {
 			*why = "invalid Host";
 			return 400;
@@ -1079,8 +1228,9 @@ int hm__router_req_check(struct hm__router_msg *m, struct hm__router_req *rq, co
 		return 400;
 	}
 	rq->chunked = (m->p.flags & F_CHUNKED) != 0;
-	if (te_seen && !rq->chunked) {
-		*why = "Transfer-Encoding without chunked last";
+	if (te_seen != rq->chunked) {
+		*why =
+		    "Transfer-Encoding read two ways"; /* llhttp takes "chunked<TAB>" otherwise */
 		return 400;
 	}
 	rq->content_length = rq->chunked ? 0 : m->cl_value;
@@ -1155,23 +1305,15 @@ size_t hm__router_req_write(const struct hm__router_msg *m, const struct hm__rou
 	for (uint16_t i = 0; i < m->nhdr; i++) {
 		const struct hm__router_hdr *h = &m->hdr[i];
 
-		if (h->drop)
+		if (h->drop || (hm__router_hdr_flags[h->id] & (HM__HF_HOP | HM__HF_REQ_OWN)))
 			continue;
 		switch (h->id) {
-		case HM__HDR_CONNECTION:
-		case HM__HDR_KEEP_ALIVE:
-		case HM__HDR_PROXY_CONNECTION:
-		case HM__HDR_TE:
-		case HM__HDR_PROXY_AUTHORIZATION:
-		case HM__HDR_EXPECT:
-		case HM__HDR_X_FORWARDED_FOR:
-		case HM__HDR_X_FORWARDED_PROTO:
-		case HM__HDR_X_FORWARDED_PORT:
-		case HM__HDR_X_REQUEST_ID:
-		case HM__HDR_X_REQUEST_START:
-		case HM__HDR_VIA:
-		case HM__HDR_CONNECT_TIME:
-		case HM__HDR_TOTAL_ROUTE_TIME:
+		case HM__HDR_HOST:
+			if (rq->authority_len == 0)
+				break;
+			o = PUT_LIT(o, "Host: ");
+			o = put(o, m->base + rq->authority_off, rq->authority_len);
+			o = PUT_LIT(o, "\r\n");
 			continue;
 		case HM__HDR_UPGRADE:
 			if (!rq->upgrade)
@@ -1414,16 +1556,9 @@ size_t hm__router_resp_write(const struct hm__router_msg *m, const struct hm__ro
 	for (uint16_t i = 0; i < m->nhdr; i++) {
 		const struct hm__router_hdr *h = &m->hdr[i];
 
-		if (h->drop)
+		if (h->drop || (hm__router_hdr_flags[h->id] & (HM__HF_HOP | HM__HF_RESP_OWN)))
 			continue;
 		switch (h->id) {
-		case HM__HDR_CONNECTION:
-		case HM__HDR_KEEP_ALIVE:
-		case HM__HDR_PROXY_CONNECTION:
-		case HM__HDR_TE:
-		case HM__HDR_PROXY_AUTHORIZATION:
-		case HM__HDR_VIA:
-			continue;
 		case HM__HDR_UPGRADE:
 			if (!plan->tunnel)
 				continue;

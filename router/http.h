@@ -43,10 +43,24 @@ enum hm__router_hdr_id {
 	HM__HDR_TOTAL_ROUTE_TIME,
 	HM__HDR_COOKIE,
 	HM__HDR_SET_COOKIE,
+	HM__HDR_TRAILER,
+	HM__HDR_COUNT
 };
 
 /* Classifies a header name (any case). */
 uint8_t hm__router_hdr_classify(const char *name, size_t n);
+
+/* What the router does with a header, by id: the policy is data (hm__router_hdr_flags), not
+ * switches spread over the rewriting code (h2o's token table keeps such flags per token). */
+enum hm__router_hdr_flag {
+	HM__HF_HOP = 1 << 0,	     /* hop-by-hop: never forwarded, either way */
+	HM__HF_REQ_OWN = 1 << 1,     /* toward the dyno: answered or written by the router */
+	HM__HF_RESP_OWN = 1 << 2,    /* toward the client: written by the router */
+	HM__HF_NOT_TRAILER = 1 << 3, /* dropped from request trailers (RFC 9110, 6.5.1) */
+};
+
+/* Flags of each enum hm__router_hdr_id. */
+extern const uint8_t hm__router_hdr_flags[HM__HDR_COUNT];
 
 /* One header line: offsets into the message's buffer. */
 struct hm__router_hdr {
@@ -118,6 +132,9 @@ struct hm__router_msg {
 	uint8_t ck;	  /* chunked body: where the line-end check is (http.c) */
 	uint64_t ck_left; /* chunked body: data bytes left in the chunk, or its size so far */
 	uint64_t cl_value;
+	uint8_t tr;		   /* rechunk: where a trailer line is (http.c) */
+	uint8_t tr_len;		   /* rechunk: bytes of the trailer name held in tr_name */
+	char tr_name[20];	   /* rechunk: a trailer name's start, until it is known */
 	uint64_t body_bytes;	   /* payload bytes parsed so far (after de-chunking) */
 	uint32_t out_off, out_len; /* dechunk: payload compacted by the last execute */
 	char *rbuf;		   /* rechunk: output buffer (borrowed) */
@@ -188,17 +205,36 @@ struct hm__router_req {
 	int32_t host;			 /* index of the Host header */
 	int32_t request_id;		 /* index of a valid X-Request-Id, or -1 */
 	uint32_t target_off, target_len; /* what to send as request target (origin form) */
+	uint32_t authority_off;		 /* absolute form: its authority, the Host to send */
+	uint32_t authority_len;		 /* 0: origin form (the Host header is sent) */
 	uint16_t key_len;
 	char key[HM_HOST_MAX + 1]; /* lookup key from Host (hm_host_key) */
 };
 
 /*
- * Checks a complete request head against the contract (version, method, Host, Content-Length,
- * Transfer-Encoding, Expect, Upgrade, line endings, header names) and fills rq. Marks headers
- * named by Connection as dropped. Returns 0, or the HTTP status to answer (400, 417, 505) with
- * *why set to a short static reason.
+ * Checks a complete request head against the contract (version, method, target, Host,
+ * Content-Length, Transfer-Encoding, Expect, Upgrade, line endings, header names) and fills rq.
+ * An absolute-form target's authority routes the request (rq->key) and replaces the Host sent
+ * to the dyno. Marks headers named by Connection as dropped. Returns 0, or the HTTP status to
+ * answer (400, 417, 505) with *why set to a short static reason.
  */
 int hm__router_req_check(struct hm__router_msg *m, struct hm__router_req *rq, const char **why);
+
+/* The bytes rq's offsets refer to moved delta bytes down (see hm__router_msg_shift). */
+static inline void hm__router_req_shift(struct hm__router_req *rq, uint32_t delta)
+{
+	if (rq->target_len > 0)
+		rq->target_off -= delta;
+	if (rq->authority_len > 0)
+		rq->authority_off -= delta;
+}
+
+/*
+ * True if s[0..n) is a valid Host value or authority, "host[:port]" (RFC 9110, 7.2; RFC 3986,
+ * 3.2.2): a reg-name of letters, digits, '-', '.', '_' (which covers IPv4), or a bracketed IPv6
+ * literal; a port of at most 5 digits, at most 65535, possibly empty. No userinfo, no path.
+ */
+bool hm__router_host_valid(const char *s, size_t n);
 
 /* What the router adds to a request on its way to a dyno. Strings borrowed. */
 struct hm__router_fwd {

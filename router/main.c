@@ -10,12 +10,14 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -82,6 +84,13 @@ static const struct hm_opt options[] = {
 	 .help = "largest response head (else 502 H25)"},
 	{.name = "backlog", .type = HM_OPT_INT, .offset = OFF(backlog), .def = "4096", .min = 1,
 	 .max = 1 << 20, .arg = "N", .help = "listen(2) backlog"},
+	{.name = "max-connections", .type = HM_OPT_INT, .offset = OFF(max_connections),
+	 .def = "0", .min = 0, .max = 1 << 26, .arg = "N",
+	 .help = "client connections per router, shared evenly by the workers; at the limit a "
+		 "worker stops accepting (0: from the file-descriptor limit)"},
+	{.name = "head-budget", .type = HM_OPT_SIZE, .offset = OFF(head_budget), .def = "32MiB",
+	 .min = 1 << 20, .max = 1ll << 34, .arg = "SIZE",
+	 .help = "memory per worker for heads larger than 16 KiB (beyond it: 400)"},
 	HM_OPT_END,
 };
 /* clang-format on */
@@ -112,7 +121,6 @@ static uint32_t pending_spawns; /* replacements to fork */
 static uint64_t spawn_at;	/* mono ms: not before (crash-loop brake) */
 static uint64_t restarts;
 static struct hm__router_counters retired;
-static struct hm_table_reader *reader;
 static bool stopping;
 static uint64_t stop_deadline;
 static int sfd = -1, mfd = -1;
@@ -183,6 +191,8 @@ static int listen_on(const char *hostport, int backlog, uint16_t *port_out)
 		return r;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* Inherited by every accepted socket: no setsockopt per connection. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, backlog) != 0) {
 		r = -errno;
 		close(fd);
@@ -194,14 +204,101 @@ static int listen_on(const char *hostport, int backlog, uint16_t *port_out)
 	return fd;
 }
 
+/* ---- file descriptors --------------------------------------------------------------------- */
+
+/* Descriptors a worker needs besides its connections: stdio, the loop's epoll, eventfd and
+ * signal pipe, the listener, log files, the table while it is opened. */
+#define FD_RESERVE 64
+
+/*
+ * Sizes the workers' connection limits from the file-descriptor limit, which each worker has
+ * for itself. The soft limit is raised to the hard one first (as HAProxy does). A client
+ * connection may hold a dyno connection, and the pool holds idle ones: each worker accepts at
+ * most (NOFILE - FD_RESERVE - pool) / 2 clients by default, with the pool cut to a quarter of
+ * what is left if it would take more. --max-connections N is shared evenly instead; a value
+ * the limit cannot hold is kept, with a warning (running out is then handled: accepting
+ * pauses, a connect is H99).
+ */
+static void plan_fds(uint32_t nworkers)
+{
+	struct rlimit rl;
+	uint64_t usable, per, pool;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		rl.rlim_cur = rl.rlim_max = 1024;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t want = rl.rlim_max == RLIM_INFINITY ? (rlim_t)1 << 20 : rl.rlim_max;
+
+		rl.rlim_cur = want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	usable = rl.rlim_cur > 2 * FD_RESERVE ? (uint64_t)rl.rlim_cur - FD_RESERVE : FD_RESERVE;
+	pool = HM_MIN((uint64_t)cfg.pool_max, usable / 4);
+	if (cfg.max_connections == 0) {
+		cfg.pool_max = (int64_t)pool;
+		per = (usable - pool) / 2;
+	} else {
+		per = ((uint64_t)cfg.max_connections + nworkers - 1) / nworkers;
+		if (2 * per + (uint64_t)cfg.pool_max > usable)
+			hm_log(
+			    HM_LOG_WARNING, "router",
+			    "--max-connections %lld needs about %llu file descriptors per worker "
+			    "(pool included); the limit is %llu",
+			    (long long)cfg.max_connections,
+			    (unsigned long long)(2 * per + (uint64_t)cfg.pool_max + FD_RESERVE),
+			    (unsigned long long)rl.rlim_cur);
+	}
+	cfg.worker_max_clients = (uint32_t)HM_MIN(per, UINT32_MAX);
+	if (cfg.worker_max_clients == 0)
+		cfg.worker_max_clients = 1;
+}
+
 /* ---- workers ---------------------------------------------------------------------------- */
 
+/*
+ * A slot for a new worker: a free one, else one whose dead worker's ledger no live worker has
+ * claimed yet; the new worker then drains that ledger itself before it accepts (shm.h).
+ */
 static int free_slot(void)
 {
 	for (uint32_t i = 0; i < shm->nslots; i++)
-		if (recs[i].pid == 0)
+		if (recs[i].pid == 0 && __atomic_load_n(&shm->slot[i].ledger_state,
+							__ATOMIC_ACQUIRE) == HM__LEDGER_OWNED)
 			return (int)i;
+	for (uint32_t i = 0; i < shm->nslots; i++) {
+		uint32_t want = HM__LEDGER_ORPHAN;
+
+		if (recs[i].pid == 0 &&
+		    __atomic_compare_exchange_n(&shm->slot[i].ledger_state, &want, HM__LEDGER_OWNED,
+						false, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+			return (int)i;
+	}
 	return -1;
+}
+
+/* A new worker's slot: counters, pid, flags and table view cleared; the ledger is empty, or an
+ * orphan's that the worker drains. */
+static void slot_prepare(struct hm__router_slot *s)
+{
+	__atomic_store_n(&s->pid, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&s->ready, 0, __ATOMIC_RELAXED);
+	memset(&s->table, 0, sizeof(s->table));
+	memset(&s->c, 0, sizeof(s->c));
+}
+
+/* A worker is gone: its ledger is left for a live worker to subtract from the table (the
+ * master never touches the table: a truncated file must not be able to kill it). */
+static bool slot_orphan(struct hm__router_slot *s)
+{
+	if (!hm__router_ledger_pending(s)) {
+		memset(s->ledger, 0, sizeof(s->ledger));
+		s->ledger_lost = 0;
+		__atomic_store_n(&s->ledger_state, HM__LEDGER_OWNED, __ATOMIC_RELEASE);
+		return false;
+	}
+	__atomic_store_n(&s->ledger_state, HM__LEDGER_ORPHAN, __ATOMIC_RELEASE);
+	return true;
 }
 
 static uint32_t live_workers(bool count_retiring)
@@ -221,7 +318,7 @@ static int spawn(void)
 
 	if (i < 0)
 		return -ENOSPC;
-	memset(&shm->slot[i], 0, sizeof(shm->slot[i]));
+	slot_prepare(&shm->slot[i]);
 	pid = fork();
 	if (pid < 0)
 		return -errno;
@@ -235,9 +332,8 @@ static int spawn(void)
 		for (int k = 0; k < MCLIENTS; k++)
 			if (mclients[k].fd > 0)
 				close(mclients[k].fd);
-		hm_table_reader_free(reader);
 		__atomic_store_n(&shm->slot[i].pid, (int32_t)getpid(), __ATOMIC_RELAXED);
-		hm__router_worker_main(&cfg, &shm->slot[i]);
+		hm__router_worker_main(&cfg, shm, (uint32_t)i);
 	}
 	recs[i].pid = pid;
 	recs[i].started = hm_mono_ms();
@@ -246,40 +342,17 @@ static int spawn(void)
 	return i;
 }
 
-struct ledger_ctx {
-	struct hm_table_map *map;
-	uint64_t file_id;
-	int64_t fixed;
-};
-
-static void ledger_entry(void *arg, uint64_t file_id, uint32_t slot, int32_t count)
-{
-	struct ledger_ctx *l = arg;
-
-	if (l->map != NULL && file_id == l->file_id) {
-		hm_table_inflight_add(l->map, slot, -count);
-		l->fixed += count;
-	}
-}
-
-/* A worker is gone: keep its counters, take back its in-flight counts, free its slot. */
+/* A worker is gone: keep its counters, leave its in-flight ledger to a live worker, free its
+ * slot. */
 static void reap_slot(uint32_t i, int status)
 {
 	struct hm__router_slot *s = &shm->slot[i];
-	struct ledger_ctx l = {0};
-	struct hm_table_info info;
-	bool retiring = recs[i].retiring;
+	bool retiring = recs[i].retiring, orphan;
 	uint64_t lived = hm_mono_ms() - recs[i].started;
 
 	hm__router_counters_add(&retired, &s->c, false);
-	hm_table_reader_check(reader);
-	l.map = hm_table_reader_map(reader);
-	if (l.map != NULL) {
-		hm_table_map_info(l.map, &info);
-		l.file_id = info.file_id;
-	}
-	hm__router_ledger_drain(s, ledger_entry, &l);
 	memset(&s->c, 0, sizeof(s->c));
+	orphan = slot_orphan(s);
 	__atomic_store_n(&s->ready, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&s->pid, 0, __ATOMIC_RELAXED);
 	if (WIFSIGNALED(status) || (WIFEXITED(status) && WEXITSTATUS(status) != 0) || !retiring)
@@ -287,7 +360,8 @@ static void reap_slot(uint32_t i, int status)
 		       "worker %d %s %d after %llu ms%s", (int)recs[i].pid,
 		       WIFSIGNALED(status) ? "killed by signal" : "exited with",
 		       WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status),
-		       (unsigned long long)lived, l.fixed ? ", in-flight counts returned" : "");
+		       (unsigned long long)lived,
+		       orphan ? ", its in-flight counts left for a live worker to return" : "");
 	recs[i].pid = 0;
 	if (!stopping && !retiring) {
 		pending_spawns++;
@@ -392,11 +466,27 @@ static void roll_step(void)
 
 /* ---- /metrics --------------------------------------------------------------------------- */
 
+/* The table's figures for /metrics, as the live workers see it (the master does not map it). */
+static void table_metrics(struct hm__router_metrics_extra *x)
+{
+	const struct hm__router_table_seen *seen[HM__ROUTER_MAX_SLOTS];
+	struct hm__router_table_seen t;
+	size_t n = 0;
+	uint64_t now = hm_wall_ms();
+
+	for (uint32_t i = 0; i < shm->nslots && n < HM__ROUTER_MAX_SLOTS; i++)
+		if (recs[i].pid != 0)
+			seen[n++] = &shm->slot[i].table;
+	hm__router_table_newest(seen, n, &t);
+	x->table_present = t.present != 0;
+	x->table_version = t.version;
+	x->table_age_s = t.present && now > t.commit_ms ? (double)(now - t.commit_ms) / 1000.0 : 0;
+}
+
 static void render_metrics(struct mclient *m)
 {
 	struct hm__router_counters sum = retired;
 	struct hm__router_metrics_extra x = {0};
-	struct hm_table_map *map;
 	size_t cap = 65536, n;
 	char *body = malloc(cap), head[256];
 	int hl;
@@ -404,16 +494,7 @@ static void render_metrics(struct mclient *m)
 	for (uint32_t i = 0; i < shm->nslots; i++)
 		if (recs[i].pid != 0)
 			hm__router_counters_add(&sum, &shm->slot[i].c, true);
-	map = hm_table_reader_map(reader);
-	if (map != NULL) {
-		struct hm_table_info info;
-		uint64_t now = hm_wall_ms();
-
-		hm_table_map_info(map, &info);
-		x.table_present = true;
-		x.table_version = info.version;
-		x.table_age_s = now > info.commit_ms ? (double)(now - info.commit_ms) / 1000.0 : 0;
-	}
+	table_metrics(&x);
 	x.workers = live_workers(true);
 	x.worker_restarts = restarts;
 	n = body != NULL ? hm__router_metrics_render(&sum, &x, body, cap) : 0;
@@ -567,8 +648,6 @@ static void notify_state(void)
 
 static int run(void)
 {
-	uint64_t last_check = 0;
-
 	for (;;) {
 		struct pollfd pfd[2 + MCLIENTS];
 		int n = 0, timeout = 1000, idx[MCLIENTS];
@@ -594,10 +673,6 @@ static int run(void)
 			pending_spawns = nworkers_wanted - live_workers(false);
 		if (!stopping && (nroll > 0 || roll_new >= 0))
 			roll_step();
-		if (now - last_check >= 1000) {
-			hm_table_reader_check(reader);
-			last_check = now;
-		}
 		notify_state();
 		if (pending_spawns > 0 || roll_new >= 0 || ready_workers() < nworkers_wanted)
 			timeout = 20;
@@ -688,6 +763,7 @@ int main(int argc, char **argv)
 	if (nworkers_wanted == 0)
 		nworkers_wanted = 1;
 
+	plan_fds(nworkers_wanted);
 	r = listen_on(cfg.listen, (int)cfg.backlog, &cfg.port);
 	if (r < 0) {
 		hm_log(HM_LOG_ERR, "router", "cannot listen on %s: %s", cfg.listen, hm_strerror(r));
@@ -709,7 +785,7 @@ int main(int argc, char **argv)
 	r = hm__router_shm_new(&shm, 2 * nworkers_wanted + 2);
 	if (r == 0) {
 		recs = calloc(shm->nslots, sizeof(*recs));
-		r = recs != NULL ? hm_table_reader_new(&reader, cfg.table) : -ENOMEM;
+		r = recs != NULL ? 0 : -ENOMEM;
 	}
 	if (r != 0) {
 		hm_log(HM_LOG_ERR, "router", "start-up: %s", hm_strerror(r));
@@ -721,9 +797,9 @@ int main(int argc, char **argv)
 	if (sfd < 0)
 		return 1;
 	master_pid = getpid();
-	hm_table_reader_check(reader);
-	hm_log(HM_LOG_INFO, "router", "listening on %s with %u workers, table %s", cfg.listen,
-	       nworkers_wanted, cfg.table);
+	hm_log(HM_LOG_INFO, "router",
+	       "listening on %s with %u workers (%u connections each), table %s", cfg.listen,
+	       nworkers_wanted, cfg.worker_max_clients, cfg.table);
 	pending_spawns = nworkers_wanted;
 	r = run();
 	hm_log(HM_LOG_INFO, "router", "stopped");

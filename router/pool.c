@@ -145,6 +145,19 @@ void hm__router_pool_remove(struct hm__router_worker *w, struct hm__router_upstr
 		unlink_conn(&w->pool, u);
 }
 
+bool hm__router_pool_evict(struct hm__router_worker *w)
+{
+	struct hm__router_pool *p = &w->pool;
+	struct hm__router_upstream *u;
+
+	if (hm__list_empty(&p->lru))
+		return false;
+	u = hm__container_of(p->lru.prev, struct hm__router_upstream, lru);
+	unlink_conn(p, u);
+	hm__router_upstream_close(u);
+	return true;
+}
+
 void hm__router_pool_close_all(struct hm__router_worker *w)
 {
 	struct hm__router_pool *p = &w->pool;

@@ -16,6 +16,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/errors.h"
 #include "common/log.h"
@@ -36,6 +37,17 @@ enum phase {
 	X_CONNECT,  /* connecting to a dyno */
 	X_PROXY,    /* request and response flowing */
 	X_TUNNEL,   /* after 101: bytes both ways */
+};
+
+/*
+ * The request's way to the dyno, alongside the response's (the two directions overlap: a dyno
+ * may answer before it has the whole upload).
+ */
+enum upload {
+	UP_SENDING = 0, /* request bytes go to the dyno as the client sends them */
+	UP_SENT,	/* the request's last byte was handed to the dyno */
+	UP_REFUSED,	/* a write to the dyno failed: nothing more goes to it, and what it sent
+			 * before (an early answer, say) is still read; its read side decides */
 };
 
 enum { FAIL_REFUSED = 1, FAIL_TIMEOUT = 2 };
@@ -73,6 +85,11 @@ static uint64_t now_ms(struct hm__router_worker *w)
 
 #define FREE_BUFS_MAX 512
 
+/*
+ * Standard buffers are bounded by the connections (at most a few per connection, and
+ * --max-connections); larger ones, for heads that outgrow 16 KiB, come out of the worker's
+ * --head-budget, so that many slow large heads cannot take the worker's memory.
+ */
 struct hm__router_buf *hm__router_buf_get(struct hm__router_worker *w, uint32_t min)
 {
 	struct hm__router_buf *b;
@@ -84,9 +101,14 @@ struct hm__router_buf *hm__router_buf_get(struct hm__router_worker *w, uint32_t 
 		w->nfree_bufs--;
 		return b;
 	}
+	if (cap > HM__BUF_SIZE && w->big_bytes + cap > (uint64_t)w->cfg->head_budget)
+		return NULL;
 	b = malloc(sizeof(*b) + cap);
-	if (b != NULL)
-		b->cap = cap;
+	if (b == NULL)
+		return NULL;
+	b->cap = cap;
+	if (cap > HM__BUF_SIZE)
+		w->big_bytes += cap;
 	return b;
 }
 
@@ -100,6 +122,8 @@ void hm__router_buf_put(struct hm__router_worker *w, struct hm__router_buf *b)
 		w->nfree_bufs++;
 		return;
 	}
+	if (b->cap > HM__BUF_SIZE)
+		w->big_bytes -= b->cap;
 	free(b);
 }
 
@@ -509,12 +533,15 @@ static void skip_add(struct hm__router_worker *w, const struct hm_addr *addr)
 	w->skip[i].until = until;
 }
 
-/* The dyno name in an affinity cookie value "<expiry>.<dyno>.<mac>", unverified. */
+/* The affinity cookie of the first Cookie header that has one: its value is kept for
+ * cookie_verify (the head may move before routing), and the dyno it names, unverified, steers
+ * the table's choice. */
 static void cookie_dyno(struct hm__router_xchg *x)
 {
 	struct hm__router_msg *m = &x->req;
 
 	x->aff_dyno[0] = '\0';
+	x->aff_value_len = 0;
 	for (uint16_t i = 0; i < m->nhdr; i++) {
 		const struct hm__router_hdr *h = &m->hdr[i];
 		const char *v, *d1, *d2;
@@ -525,11 +552,15 @@ static void cookie_dyno(struct hm__router_xchg *x)
 					    HM__AFFINITY_COOKIE, sizeof(HM__AFFINITY_COOKIE) - 1,
 					    &v, &vl))
 			continue;
+		if (vl > sizeof(x->aff_value))
+			return; /* longer than any valid value */
 		d1 = memchr(v, '.', vl);
 		d2 = memrchr(v, '.', vl);
 		if (d1 != NULL && d2 > d1 + 1 && (size_t)(d2 - d1 - 1) <= HM_DYNO_NAME_MAX) {
 			memcpy(x->aff_dyno, d1 + 1, (size_t)(d2 - d1 - 1));
 			x->aff_dyno[d2 - d1 - 1] = '\0';
+			memcpy(x->aff_value, v, vl);
+			x->aff_value_len = (uint8_t)vl;
 		}
 		return;
 	}
@@ -538,22 +569,14 @@ static void cookie_dyno(struct hm__router_xchg *x)
 static bool cookie_verify(struct hm__router_xchg *x)
 {
 	struct hm__router_worker *w = x->c->w;
-	struct hm__router_msg *m = &x->req;
 	char dyno[HM_DYNO_NAME_MAX + 1];
+	int r;
 
-	for (uint16_t i = 0; i < m->nhdr; i++) {
-		const struct hm__router_hdr *h = &m->hdr[i];
-		int r;
-
-		if (h->id != HM__HDR_COOKIE)
-			continue;
-		r = hm__router_affinity_verify(&w->aff, x->route.app, m->base + h->value_off,
-					       h->value_len, hm_wall_ms() / 1000, dyno);
-		if (r == -ENOENT)
-			continue;
-		return r > 0 && strcmp(dyno, x->aff_dyno) == 0;
-	}
-	return false;
+	if (x->aff_value_len == 0)
+		return false;
+	r = hm__router_affinity_verify_value(&w->aff, x->route.app, x->aff_value, x->aff_value_len,
+					     hm_wall_ms() / 1000, dyno);
+	return r > 0 && strcmp(dyno, x->aff_dyno) == 0;
 }
 
 static void bootwait(struct hm__router_xchg *x)
@@ -691,6 +714,7 @@ static void up_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 }
 
 static void upstream_gone(struct hm__router_xchg *x, int err);
+static void upload_refused(struct hm__router_xchg *x, int err);
 
 static void up_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
@@ -798,6 +822,13 @@ static int addr_to_sockaddr(const struct hm_addr *a, struct sockaddr_storage *ss
 	return -EINVAL;
 }
 
+/* A connect that failed on this side: no descriptor, no memory, no local port. */
+static bool local_exhaustion(int r)
+{
+	return r == UV_EMFILE || r == UV_ENFILE || r == UV_ENOBUFS || r == UV_ENOMEM ||
+	       r == UV_EADDRNOTAVAIL;
+}
+
 /* Connects to the routed dyno, or takes an idle connection to it from the pool (not when
  * fresh: the retry after a stale pooled connection). */
 static void attempt(struct hm__router_xchg *x, bool fresh)
@@ -842,6 +873,15 @@ static void attempt(struct hm__router_xchg *x, bool fresh)
 	r = addr_to_sockaddr(&x->route.addr, &ss);
 	if (r == 0)
 		r = uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&ss, on_connect);
+	/* Out of descriptors: an idle pooled connection gives one back (closed at once). */
+	while (local_exhaustion(r) && hm__router_pool_evict(w))
+		r = uv_tcp_connect(&u->creq, &u->tcp, (const struct sockaddr *)&ss, on_connect);
+	if (local_exhaustion(r)) {
+		/* The router's fault, not the dyno's: no H21, no skip-list entry. */
+		hm__router_worker_fd_exhausted(w, "connecting to a dyno", r);
+		fail(x, HM__CODE_H99, 0);
+		return;
+	}
 	if (r != 0) {
 		attempt_failed(x, FAIL_REFUSED);
 		return;
@@ -870,7 +910,7 @@ static int upstream_write(struct hm__router_xchg *x, const char *data, size_t n)
 		b[k++] = uv_buf_init((char *)data, (unsigned)n);
 	r = stream_writev(x->c->w, (uv_stream_t *)&u->tcp, b, k, u, false);
 	if (r != 0)
-		upstream_gone(x, r);
+		upload_refused(x, r);
 	return r;
 }
 
@@ -878,7 +918,7 @@ static void req_sent(struct hm__router_xchg *x)
 {
 	struct hm__router_client *c = x->c;
 
-	x->req_sent = true;
+	x->upload = UP_SENT;
 	x->t_req_done = now_ms(c->w);
 	if (!x->resp_started)
 		arm(c, x->t_req_done + (uint64_t)c->w->cfg->first_byte_timeout);
@@ -959,7 +999,7 @@ static void upstream_ready(struct hm__router_xchg *x)
 		return;
 	if (x->hold_u_len > 0 && upstream_write(x, NULL, 0) != 0)
 		return;
-	if (x->req.state == HM__MSG_DONE && !x->req_sent)
+	if (x->req.state == HM__MSG_DONE && x->upload == UP_SENDING)
 		req_sent(x);
 	if (c->x == x)
 		client_flow(c);
@@ -970,7 +1010,7 @@ static void req_pump(struct hm__router_xchg *x)
 {
 	struct hm__router_client *c = x->c;
 
-	while (x->req.state == HM__MSG_BODY && c->in_off < c->in_len) {
+	while (x->req.state == HM__MSG_BODY && x->upload == UP_SENDING && c->in_off < c->in_len) {
 		uint32_t from = c->in_off, len = c->in_len - from, used;
 		int ev;
 
@@ -1131,6 +1171,8 @@ static bool on_resp_head(struct hm__router_xchg *x)
 	return true;
 }
 
+/* Doubles a full head buffer, up to max. Returns 0, -ENOBUFS (max reached), -ENOSPC (the
+ * head budget is spent) or -ENOMEM. */
 static int grow_buf(struct hm__router_worker *w, struct hm__router_buf **bp, uint32_t len,
 		    uint32_t max)
 {
@@ -1141,6 +1183,8 @@ static int grow_buf(struct hm__router_worker *w, struct hm__router_buf **bp, uin
 		return -ENOBUFS;
 	if (cap > max)
 		cap = max;
+	if (w->big_bytes + cap > (uint64_t)w->cfg->head_budget)
+		return -ENOSPC;
 	nb = hm__router_buf_get(w, cap);
 	if (nb == NULL)
 		return -ENOMEM;
@@ -1260,6 +1304,7 @@ static void upstream_gone(struct hm__router_xchg *x, int err)
 			/* The pooled connection was closed by the dyno before we used it: once more
 			 * on a fresh connection (same dyno, same request). */
 			x->retried = true;
+			x->upload = UP_SENDING;
 			u->x = NULL;
 			x->u = NULL;
 			hm__router_upstream_close(u);
@@ -1279,6 +1324,25 @@ static void upstream_gone(struct hm__router_xchg *x, int err)
 		fail(x, HM__CODE_H13, 0);
 	else
 		fail(x, HM__CODE_H18, 0);
+}
+
+/*
+ * A write to the dyno failed: it closed or reset the connection, perhaps right after answering
+ * early (a 413 for an upload it will not read). Its answer may already be in the receive queue,
+ * so this is not the end of the exchange: nothing more goes to the dyno, the client's bytes
+ * wait (its buffer fills, so it is read no further), and the dyno's read side decides, as it
+ * always does: the answer is relayed, or its EOF or reset without one is H13 (upstream_gone).
+ */
+static void upload_refused(struct hm__router_xchg *x, int err)
+{
+	struct hm__router_upstream *u = x->u;
+
+	if (x->tunnel || u == NULL || u->eof) {
+		upstream_gone(x, err);
+		return;
+	}
+	x->upload = UP_REFUSED;
+	upstream_flow(u);
 }
 
 /* ---- tunnels ---------------------------------------------------------------------------- */
@@ -1319,16 +1383,18 @@ static void maybe_finish(struct hm__router_xchg *x)
 	struct hm__router_client *c = x->c;
 	struct hm__router_worker *w = c->w;
 	struct hm__router_upstream *u = x->u;
-	bool keep;
+	bool keep, all_read;
 
 	if (!x->resp_done || c->wpending > 0)
 		return;
 	keep = !x->plan.close && x->rq.keep_alive && x->req.state == HM__MSG_DONE && !w->draining &&
 	       !c->eof && c->state == C_OPEN;
+	all_read = x->req.state == HM__MSG_DONE && (c->in == NULL || c->in_off == c->in_len);
 	if (u != NULL) {
-		bool reuse = x->resp.keep_alive && !x->rs.dyno_close &&
-			     x->req.state == HM__MSG_DONE && u->in_off == u->in_len &&
-			     u->wpending == 0 && !u->closing;
+		/* Never a connection whose request did not go out whole: the dyno would read the
+		 * next request as the rest of this one. */
+		bool reuse = x->resp.keep_alive && !x->rs.dyno_close && x->upload == UP_SENT &&
+			     u->in_off == u->in_len && u->wpending == 0 && !u->closing;
 
 		x->u = NULL;
 		u->x = NULL;
@@ -1344,6 +1410,13 @@ static void maybe_finish(struct hm__router_xchg *x)
 	}
 	log_xchg(x, NULL);
 	xchg_free(x);
+	if (!keep && all_read) {
+		/* Everything the client sent was read and answered, and the answer is with the
+		 * kernel (it still goes out, then the FIN): no lingering close, as nginx skips it
+		 * when nothing more is expected. Saves a shutdown, a read and a wake-up. */
+		client_close(c);
+		return;
+	}
 	if (!keep) {
 		client_end(c);
 		return;
@@ -1370,7 +1443,7 @@ static void on_client_closed(uv_handle_t *h)
 	hm__gauge_add(&w->slot->c.conns_open, -1);
 	c->next_free = w->free_clients;
 	w->free_clients = c;
-	hm__router_worker_check_drained(w);
+	hm__router_worker_client_closed(w);
 }
 
 static void client_close(struct hm__router_client *c)
@@ -1505,11 +1578,20 @@ static void head_pump(struct hm__router_xchg *x)
 	c->in_off += used;
 	if (ev == HM__EV_MORE) {
 		if (c->in_len == c->in->cap &&
-		    grow_buf(w, &c->in, c->in_len, (uint32_t)w->cfg->max_head + 1024) != 0) {
+		    (r = grow_buf(w, &c->in, c->in_len, (uint32_t)w->cfg->max_head + 1024)) != 0) {
+			/* Over --max-head, or over the worker's budget for large heads: both 400,
+			 * as HAProxy answers a head larger than its buffer. */
+			if (r == -ENOSPC) {
+				hm__ctr_add(&w->slot->c.head_refused, 1);
+				hm_log(HM_LOG_DEBUG, "router",
+				       "head from %s refused: head budget spent (%llu bytes)",
+				       c->peer, (unsigned long long)w->big_bytes);
+			}
 			capture_log_fields(x, false);
 			fail_desc(x, HM__CODE_H26, 400, NULL);
+			return;
 		}
-		x->req.base = c->in != NULL ? c->in->data : NULL;
+		x->req.base = c->in->data;
 		return;
 	}
 	if (ev == HM__EV_ERROR) {
@@ -1615,8 +1697,7 @@ static void client_flow(struct hm__router_client *c)
 			if (x != NULL) {
 				if (x->qhead == NULL) {
 					hm__router_msg_shift(&x->req, keep);
-					if (x->rq.target_len > 0)
-						x->rq.target_off -= keep;
+					hm__router_req_shift(&x->rq, keep);
 				}
 				x->body_start = x->body_start >= keep ? x->body_start - keep : 0;
 				x->req.base = c->in->data;
@@ -1725,7 +1806,7 @@ static void on_write(uv_write_t *req, int status)
 		if (x == NULL)
 			return;
 		if (status != 0) {
-			upstream_gone(x, status);
+			upload_refused(x, status);
 			return;
 		}
 		x->last_io = now_ms(u->w);
@@ -1803,7 +1884,7 @@ static void on_client_timer(uv_timer_t *t)
 		break;
 	case X_PROXY:
 	default:
-		if (x->req_sent && !x->resp_started) {
+		if (x->upload == UP_SENT && !x->resp_started) {
 			due = x->t_req_done + (uint64_t)cfg->first_byte_timeout;
 			if (now >= due) {
 				fail(x, HM__CODE_H12, 0);
@@ -1817,7 +1898,7 @@ static void on_client_timer(uv_timer_t *t)
 			 * answering or not reading is H15. */
 			bool client_stalled =
 			    c->wpending > 0 ||
-			    (!x->req_sent && !(x->u != NULL && x->u->wpending > 0));
+			    (x->upload == UP_SENDING && !(x->u != NULL && x->u->wpending > 0));
 
 			fail(x, client_stalled ? HM__CODE_H28 : HM__CODE_H15,
 			     client_stalled ? 499 : 0);
@@ -1830,19 +1911,14 @@ static void on_client_timer(uv_timer_t *t)
 
 /* ---- accepting -------------------------------------------------------------------------- */
 
-static void peer_text(struct hm__router_client *c)
+static void peer_text(struct hm__router_client *c, const struct sockaddr *sa)
 {
-	struct sockaddr_storage ss;
-	int len = sizeof(ss);
 	char buf[INET6_ADDRSTRLEN] = "";
 
-	c->peer_len = 0;
-	if (uv_tcp_getpeername(&c->tcp, (struct sockaddr *)&ss, &len) != 0)
-		return;
-	if (ss.ss_family == AF_INET) {
-		inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, buf, sizeof(buf));
-	} else if (ss.ss_family == AF_INET6) {
-		const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+	if (sa->sa_family == AF_INET) {
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, buf, sizeof(buf));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
 
 		if (IN6_IS_ADDR_V4MAPPED(a))
 			inet_ntop(AF_INET, &a->s6_addr[12], buf, sizeof(buf));
@@ -1854,18 +1930,19 @@ static void peer_text(struct hm__router_client *c)
 	c->peer[c->peer_len] = '\0';
 }
 
-void hm__router_on_connection(uv_stream_t *listener, int status)
+int hm__router_client_open(struct hm__router_worker *w, int fd, const struct sockaddr *peer,
+			   socklen_t peer_len)
 {
-	struct hm__router_worker *w = listener->data;
-	struct hm__router_client *c;
+	struct hm__router_client *c = w->free_clients;
+	int r;
 
-	if (status != 0 || w->draining)
-		return;
-	c = w->free_clients;
+	(void)peer_len;
 	if (c != NULL)
 		w->free_clients = c->next_free;
-	else if ((c = malloc(sizeof(*c))) == NULL)
-		return;
+	else if ((c = malloc(sizeof(*c))) == NULL) {
+		close(fd);
+		return -ENOMEM;
+	}
 	memset(c, 0, sizeof(*c));
 	c->w = w;
 	uv_tcp_init(&w->loop, &c->tcp);
@@ -1874,20 +1951,22 @@ void hm__router_on_connection(uv_stream_t *listener, int status)
 	hm__list_push(&w->clients, &c->link);
 	w->nclients++;
 	hm__gauge_add(&w->slot->c.conns_open, 1);
-	if (uv_accept(listener, (uv_stream_t *)&c->tcp) != 0) {
+	r = uv_tcp_open(&c->tcp, fd);
+	if (r != 0) {
+		close(fd);
 		c->state = C_CLOSING;
 		uv_close((uv_handle_t *)&c->tcp, on_client_closed);
-		return;
+		return r;
 	}
 	uv_timer_init(&w->loop, &c->timer);
 	c->timer.data = c;
 	c->handles = 2;
 	hm__ctr_add(&w->slot->c.conns_total, 1);
-	uv_tcp_nodelay(&c->tcp, 1);
-	peer_text(c);
+	peer_text(c, peer);
 	c->idle_since = now_ms(w);
 	arm(c, c->idle_since + (uint64_t)w->cfg->keepalive_timeout);
 	client_flow(c);
+	return 0;
 }
 
 /* ---- draining --------------------------------------------------------------------------- */

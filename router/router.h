@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include "common/model.h"
@@ -45,10 +46,13 @@ struct hm__router_config {
 	int64_t max_head;
 	int64_t max_response_head;
 	int64_t backlog;
+	int64_t max_connections; /* per router; 0: derived from the file-descriptor limit */
+	int64_t head_budget;	 /* bytes per worker for buffers beyond the standard size */
 	/* Derived by main.c before forking. */
 	uint16_t port; /* the listening port (X-Forwarded-Port) */
 	int listen_fd;
-	uint8_t *secret; /* affinity secret (owned) */
+	uint32_t worker_max_clients; /* each worker's share of max_connections */
+	uint8_t *secret;	     /* affinity secret (owned) */
 	size_t secret_len;
 };
 
@@ -161,7 +165,7 @@ struct hm__router_xchg {
 	uint8_t last_fail; /* 0, FAIL_REFUSED or FAIL_TIMEOUT (proxy.c) */
 	uint8_t code;	   /* enum hm__router_code of the outcome */
 	bool use_skiplist;
-	bool req_sent;	   /* the request's last byte was handed to the dyno */
+	uint8_t upload;	   /* enum upload in proxy.c: where the request body stands */
 	bool resp_started; /* a response byte came from the dyno */
 	bool head_sent;	   /* a response head went to the client */
 	bool resp_done;
@@ -201,9 +205,11 @@ struct hm__router_xchg {
 	uint8_t request_id_len;
 	char request_id[201];
 	char aff_dyno[HM_DYNO_NAME_MAX + 1];
+	uint8_t aff_value_len;
 	char tried_dyno[HM_DYNO_NAME_MAX + 1]; /* the last dyno a connect failed to */
 	char path[HM__LOG_PATH_MAX];
 	char fwd[HM__LOG_FWD_MAX];
+	char aff_value[HM__AFFINITY_VALUE_MAX]; /* the affinity cookie's value, as sent */
 };
 
 /* Idle keep-alive connections to dynos, per worker (pool.c). */
@@ -226,13 +232,20 @@ struct hm__router_skip {
 
 struct hm__router_worker {
 	uv_loop_t loop;
-	uv_tcp_t listener;
-	uv_timer_t tick; /* 1 s: table check */
+	uv_poll_t acceptor;	 /* the shared listening socket (worker.c accepts) */
+	uv_timer_t accept_retry; /* out of descriptors: accepting resumes after a pause */
+	int listen_fd;		 /* -1 once closed (draining) */
+	uint8_t accept;		 /* enum accept_state in worker.c */
+	uint32_t max_clients;	 /* this worker's share of --max-connections */
+	uint64_t big_bytes;	 /* buffers beyond HM__BUF_SIZE, against cfg->head_budget */
+	uv_timer_t tick;	 /* 1 s: table check */
 	uv_timer_t log_timer;
 	uv_timer_t drain_timer;
 	uv_signal_t sig_term, sig_int, sig_hup;
 	const struct hm__router_config *cfg;
-	struct hm__router_slot *slot; /* shared counters and ledger */
+	struct hm__router_shm *shm;   /* every worker's slot (orphaned ledgers are drained) */
+	struct hm__router_slot *slot; /* this worker's: shared counters and ledger */
+	uint64_t bad_maps_seen;	      /* hm_table_bad_maps() when last looked at */
 	struct hm_table_reader *reader;
 	struct hm_table_map *cached_map; /* referenced; file_id below is its */
 	uint64_t cached_file_id;
@@ -259,9 +272,9 @@ struct hm__router_worker {
 
 /* ---- worker.c ------------------------------------------------------------------------------ */
 
-/* Runs a worker in this (forked) process: never returns. slot is this worker's shared slot. */
+/* Runs a worker in this (forked) process: never returns. It uses shm->slot[index]. */
 _Noreturn void hm__router_worker_main(const struct hm__router_config *cfg,
-				      struct hm__router_slot *slot);
+				      struct hm__router_shm *shm, uint32_t index);
 
 /* Appends a line to the access log, scheduling a batched write. */
 void hm__router_worker_log(struct hm__router_worker *w, const struct hm__router_logrec *r);
@@ -270,20 +283,32 @@ void hm__router_worker_log(struct hm__router_worker *w, const struct hm__router_
  * none. Sets *file_id to the map's file id. NULL: no table. */
 struct hm_table_map *hm__router_worker_map(struct hm__router_worker *w, uint64_t *file_id);
 
-/* Called when a client closes while draining: exits the loop when the last one is gone. */
-void hm__router_worker_check_drained(struct hm__router_worker *w);
+/* A client connection closed (its handles are closed): accepting resumes if it paused at the
+ * limit; while draining, exits the loop when the last one is gone. */
+void hm__router_worker_client_closed(struct hm__router_worker *w);
+
+/* Counts a failure to get a descriptor (EMFILE, ENFILE...) in the metrics and logs it, at most
+ * once a second. what says where ("accept", "connect"); err is a libuv or negative errno. */
+void hm__router_worker_fd_exhausted(struct hm__router_worker *w, const char *what, int err);
 
 /* ---- proxy.c ------------------------------------------------------------------------------- */
 
-/* The listener's connection callback. */
-void hm__router_on_connection(uv_stream_t *listener, int status);
+/*
+ * Takes an accepted, non-blocking socket as a new client connection (peer: its address from
+ * accept4). Returns 0, or a negative errno after which fd is closed.
+ */
+int hm__router_client_open(struct hm__router_worker *w, int fd, const struct sockaddr *peer,
+			   socklen_t peer_len);
 
 /* Draining started: idle clients get the short grace period. */
 void hm__router_clients_drain(struct hm__router_worker *w);
 /* The drain deadline passed: every client is closed now (in-flight requests logged H24). */
 void hm__router_clients_abort(struct hm__router_worker *w);
 
+/* A buffer of at least min bytes: a standard one (HM__BUF_SIZE) from the free list, or a
+ * larger one counted against cfg->head_budget. NULL if there is no memory or no budget left. */
 struct hm__router_buf *hm__router_buf_get(struct hm__router_worker *w, uint32_t min);
+/* Gives a buffer back (NULL is fine). */
 void hm__router_buf_put(struct hm__router_worker *w, struct hm__router_buf *b);
 
 /* Closes a dyno connection (not pooled, not owned any more); freed in its close callback. */
@@ -299,6 +324,9 @@ struct hm__router_upstream *hm__router_pool_take(struct hm__router_worker *w,
 void hm__router_pool_put(struct hm__router_worker *w, struct hm__router_upstream *u);
 /* Unlinks a pooled connection (it closed or sent bytes). */
 void hm__router_pool_remove(struct hm__router_worker *w, struct hm__router_upstream *u);
+/* Closes the least recently used idle connection (its descriptor is free at once). Returns
+ * false if the pool is empty. */
+bool hm__router_pool_evict(struct hm__router_worker *w);
 /* Closes every pooled connection. */
 void hm__router_pool_close_all(struct hm__router_worker *w);
 

@@ -111,6 +111,45 @@ void hm__router_ledger_drain(struct hm__router_slot *s,
 	s->ledger_lost = 0;
 }
 
+bool hm__router_ledger_pending(const struct hm__router_slot *s)
+{
+	for (uint32_t i = 0; i < HM__LEDGER_N; i++)
+		if (s->ledger[i].slot1 != 0 &&
+		    __atomic_load_n(&s->ledger[i].count, __ATOMIC_RELAXED) != 0)
+			return true;
+	return false;
+}
+
+bool hm__router_ledger_claim(struct hm__router_slot *s)
+{
+	uint32_t want = HM__LEDGER_ORPHAN;
+
+	return __atomic_compare_exchange_n(&s->ledger_state, &want, HM__LEDGER_DRAINING, false,
+					   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED);
+}
+
+void hm__router_ledger_release(struct hm__router_slot *s)
+{
+	__atomic_store_n(&s->ledger_state, HM__LEDGER_OWNED, __ATOMIC_RELEASE);
+}
+
+void hm__router_table_newest(const struct hm__router_table_seen *const *seen, size_t n,
+			     struct hm__router_table_seen *out)
+{
+	memset(out, 0, sizeof(*out));
+	for (size_t i = 0; i < n; i++) {
+		struct hm__router_table_seen t = {
+		    .version = __atomic_load_n(&seen[i]->version, __ATOMIC_RELAXED),
+		    .commit_ms = __atomic_load_n(&seen[i]->commit_ms, __ATOMIC_RELAXED),
+		    .present = __atomic_load_n(&seen[i]->present, __ATOMIC_RELAXED),
+		};
+
+		if (t.present && (!out->present || t.commit_ms > out->commit_ms ||
+				  (t.commit_ms == out->commit_ms && t.version > out->version)))
+			*out = t;
+	}
+}
+
 static uint64_t ld(const uint64_t *p)
 {
 	return __atomic_load_n(p, __ATOMIC_RELAXED);
@@ -137,9 +176,14 @@ void hm__router_counters_add(struct hm__router_counters *acc, const struct hm__r
 	acc->pool_new += ld(&c->pool_new);
 	acc->conns_total += ld(&c->conns_total);
 	acc->log_dropped += ld(&c->log_dropped);
+	acc->accept_paused += ld(&c->accept_paused);
+	acc->fd_exhausted += ld(&c->fd_exhausted);
+	acc->head_refused += ld(&c->head_refused);
+	acc->table_bad += ld(&c->table_bad);
 	if (with_gauges) {
 		acc->inflight += __atomic_load_n(&c->inflight, __ATOMIC_RELAXED);
 		acc->conns_open += __atomic_load_n(&c->conns_open, __ATOMIC_RELAXED);
+		acc->max_conns += ld(&c->max_conns);
 	}
 }
 
@@ -186,6 +230,13 @@ static void hist_render(struct out *o, const char *name, const char *help,
 	     (unsigned long long)h->count);
 }
 
+/* One metric family with a single sample. */
+static void single(struct out *o, const char *type, const char *name, const char *help,
+		   unsigned long long v)
+{
+	outf(o, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name, v);
+}
+
 size_t hm__router_metrics_render(const struct hm__router_counters *c,
 				 const struct hm__router_metrics_extra *x, char *out, size_t cap)
 {
@@ -210,11 +261,19 @@ size_t hm__router_metrics_render(const struct hm__router_counters *c,
 	     "# HELP hermod_client_connections Open client connections.\n"
 	     "# TYPE hermod_client_connections gauge\nhermod_client_connections %lld\n",
 	     (long long)c->conns_open);
-	outf(&o,
-	     "# HELP hermod_client_connections_total Client connections accepted.\n"
-	     "# TYPE hermod_client_connections_total counter\n"
-	     "hermod_client_connections_total %llu\n",
-	     (unsigned long long)c->conns_total);
+	single(&o, "gauge", "hermod_max_client_connections",
+	       "The workers' connection limits, summed.", c->max_conns);
+	single(&o, "counter", "hermod_accept_paused_total",
+	       "Times a worker stopped accepting at its connection limit.", c->accept_paused);
+	single(&o, "counter", "hermod_fd_exhausted_total",
+	       "Accepts and dyno connects that failed for lack of file descriptors (the dyno is "
+	       "not blamed).",
+	       c->fd_exhausted);
+	single(&o, "counter", "hermod_head_budget_refused_total",
+	       "Request heads refused (400) because the worker's head memory budget was spent.",
+	       c->head_refused);
+	single(&o, "counter", "hermod_client_connections_total", "Client connections accepted.",
+	       c->conns_total);
 	hist_render(&o, "hermod_dyno_connect_seconds", "Time to connect to a dyno.", &c->connect);
 	hist_render(&o, "hermod_dyno_service_seconds",
 		    "Time from sending a request to a dyno to the end of its response.",
@@ -225,30 +284,22 @@ size_t hm__router_metrics_render(const struct hm__router_counters *c,
 	     "hermod_pool_connections_total{result=\"reused\"} %llu\n"
 	     "hermod_pool_connections_total{result=\"new\"} %llu\n",
 	     (unsigned long long)c->pool_reused, (unsigned long long)c->pool_new);
-	outf(&o,
-	     "# HELP hermod_table_present Whether a routing table is mapped.\n"
-	     "# TYPE hermod_table_present gauge\nhermod_table_present %d\n",
-	     x->table_present ? 1 : 0);
-	outf(&o,
-	     "# HELP hermod_table_version Publish counter of the routing table.\n"
-	     "# TYPE hermod_table_version gauge\nhermod_table_version %llu\n",
-	     (unsigned long long)x->table_version);
+	single(&o, "gauge", "hermod_table_present", "Whether a routing table is mapped.",
+	       x->table_present ? 1 : 0);
+	single(&o, "gauge", "hermod_table_version", "Publish counter of the routing table.",
+	       x->table_version);
 	outf(&o,
 	     "# HELP hermod_table_age_seconds Time since the routing table last changed.\n"
 	     "# TYPE hermod_table_age_seconds gauge\nhermod_table_age_seconds %.3f\n",
 	     x->table_age_s);
-	outf(&o,
-	     "# HELP hermod_workers Worker processes running.\n"
-	     "# TYPE hermod_workers gauge\nhermod_workers %u\n",
-	     x->workers);
-	outf(&o,
-	     "# HELP hermod_worker_restarts_total Workers replaced after exiting.\n"
-	     "# TYPE hermod_worker_restarts_total counter\nhermod_worker_restarts_total %llu\n",
-	     (unsigned long long)x->worker_restarts);
-	outf(&o,
-	     "# HELP hermod_access_log_dropped_lines_total Access-log lines lost to write "
-	     "errors.\n# TYPE hermod_access_log_dropped_lines_total counter\n"
-	     "hermod_access_log_dropped_lines_total %llu\n",
-	     (unsigned long long)c->log_dropped);
+	single(&o, "counter", "hermod_table_faults_total",
+	       "Table mappings found truncated in place under a worker (the worker lives on, "
+	       "answering 503 H99, until a valid table is at the path).",
+	       c->table_bad);
+	single(&o, "gauge", "hermod_workers", "Worker processes running.", x->workers);
+	single(&o, "counter", "hermod_worker_restarts_total", "Workers replaced after exiting.",
+	       x->worker_restarts);
+	single(&o, "counter", "hermod_access_log_dropped_lines_total",
+	       "Access-log lines lost to write errors.", c->log_dropped);
 	return o.full ? 0 : o.len;
 }

@@ -145,6 +145,8 @@ struct edge {
 
 	uint64_t catchups, snapshots, skipped_invalid, skipped_version, digest_mismatches;
 	uint64_t batches_applied, buffer_drops, sync_errors;
+	int table_error;       /* the last failure to write the table (0 once a commit works) */
+	uint64_t table_errors; /* such failures so far */
 	bool stopping;
 };
 
@@ -183,6 +185,19 @@ static bool rate_ok(uint64_t n)
 	return n <= 10 || n % 1000 == 0;
 }
 
+/*
+ * Writing the table failed (no space to grow it or make a new file, say): the last published
+ * version stays at the path for the routers, the error is logged and shown in status, and the
+ * caller falls back to a full resync, retried with backoff until the table can be written.
+ */
+static void table_failed(struct edge *e, const char *what, uint64_t seq, int err)
+{
+	e->table_error = err;
+	e->table_errors++;
+	hm_log(HM_LOG_ERR, "edge", "%s %" PRIu64 ": %s; the table stays at seq %" PRIu64, what, seq,
+	       hm_strerror(err), e->applied);
+}
+
 static void remember(struct edge *e)
 {
 	struct hm_table_info info;
@@ -196,6 +211,13 @@ static void remember(struct edge *e)
 	memcpy(e->digest, info.digest, 16);
 	e->history[info.seq % HISTORY].seq = info.seq;
 	memcpy(e->history[info.seq % HISTORY].digest, info.digest, 16);
+}
+
+/* A version was committed: writing the table works again. */
+static void committed(struct edge *e)
+{
+	remember(e);
+	e->table_error = 0;
 }
 
 static void set_state(struct edge *e, enum edge_state s)
@@ -438,7 +460,7 @@ static int apply_assembled(struct edge *e)
 		return r;
 	}
 	hm__asm_reset(&e->as);
-	remember(e);
+	committed(e);
 	e->batches_applied++;
 	return 0;
 }
@@ -475,7 +497,7 @@ static int apply_direct(struct edge *e, uint64_t epoch, const struct hm_batch_pa
 	}
 	if ((r = hm_table_commit(e->w, epoch, bp->seq)) != 0)
 		return r;
-	remember(e);
+	committed(e);
 	e->batches_applied++;
 	return 0;
 }
@@ -489,8 +511,7 @@ static bool try_direct(struct edge *e, uint64_t epoch, const struct hm_batch_par
 	if (bp->nparts != 1 || bp->seq != e->applied + 1 || e->as.have != 0)
 		return false;
 	if ((err = apply_direct(e, epoch, bp)) != 0) {
-		hm_log(HM_LOG_ERR, "edge", "cannot apply batch %" PRIu64 ": %s", bp->seq,
-		       hm_strerror(err));
+		table_failed(e, "cannot apply batch", bp->seq, err);
 		start_snapshot(e, "a batch could not be applied");
 	}
 	return true;
@@ -505,8 +526,7 @@ static enum hm__asm_result offer(struct edge *e, uint64_t seq, uint32_t part, ui
 	int err;
 
 	if (r == HM__ASM_COMPLETE && (err = apply_assembled(e)) != 0) {
-		hm_log(HM_LOG_ERR, "edge", "cannot apply batch %" PRIu64 ": %s", seq,
-		       hm_strerror(err));
+		table_failed(e, "cannot apply batch", seq, err);
 		start_snapshot(e, "a batch could not be applied");
 	}
 	return r;
@@ -845,8 +865,8 @@ static void on_snapshot_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m
 		err = hm_table_writer_open(&e->snap.fresh, e->cfg->table, &caps, 0,
 					   (uint64_t)e->cfg->table_max);
 		if (err != 0) {
-			hm_log(HM_LOG_ERR, "edge", "cannot create a table for the snapshot: %s",
-			       hm_strerror(err));
+			table_failed(e, "cannot create a table for the snapshot at seq", r->seq,
+				     err);
 			if (table_open(e) != 0)
 				exit(1);
 			nng_msg_free(msg);
@@ -897,8 +917,8 @@ static void on_snapshot_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m
 		return;
 	/* All chunks in: publish the new file in one step. */
 	if ((err = hm_table_commit(e->snap.fresh, e->snap.epoch, e->snap.seq)) != 0) {
-		hm_log(HM_LOG_ERR, "edge", "cannot install the snapshot's table: %s",
-		       hm_strerror(err));
+		table_failed(e, "cannot install the table of the snapshot at seq", e->snap.seq,
+			     err);
 		snap_abort(e);
 		retry_later(e);
 		return;
@@ -908,7 +928,7 @@ static void on_snapshot_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m
 	e->snap.loading = false;
 	e->snap.grow = 0;
 	memset(e->history, 0, sizeof(e->history));
-	remember(e);
+	committed(e);
 	e->snapshots++;
 	if (memcmp(e->digest, e->snap.digest, 16) != 0 || e->apps != e->snap.apps ||
 	    e->domains != e->snap.domains || e->dynos != e->snap.dynos) {
@@ -1211,6 +1231,12 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "buffered", e->buffered);
 	hm__jw_ku64(w, "buffer_drops", e->buffer_drops);
 	hm__jw_ku64(w, "sync_errors", e->sync_errors);
+	hm__jw_key(w, "table_error");
+	if (e->table_error != 0)
+		hm__jw_cstr(w, hm_strerror(e->table_error));
+	else
+		hm__jw_null(w);
+	hm__jw_ku64(w, "table_errors", e->table_errors);
 }
 
 static void admin_dump_head(void *ctx, struct hm__jsonw *w)

@@ -45,6 +45,11 @@ response; otherwise it keeps the connection open as HTTP/1.1 allows.
   /sink                 reads the body, answers JSON {"len", "sha256", "conn"}.
   /slow-sink            reads the body at ?rate=BYTES per second, then answers as /sink.
   /pause-sink           reads nothing for ?secs=S seconds, then answers as /sink.
+  /early/CODE           answers CODE ("early\n", Content-Length) before the request body is
+                        read: at once, or after ?after=N body bytes; then ?then=close (default)
+                        closes at once (unread bytes make it a reset), ?then=read reads the rest
+                        of the body and serves the connection on, ?then=stall holds it without
+                        reading. Connection: close is sent unless then=read.
   /ka-close-second      answers; the next request on the same connection is read and the
                         connection closed without an answer (a stale pooled connection).
   /idle-close           answers, then closes the connection after ?after=S s without a request.
@@ -360,7 +365,7 @@ class Dyno:
         fn = getattr(self, "do_" + what.replace("-", "_"), None)
         if fn is None:
             fn = self.do_echo
-        if what not in ("sink", "slow-sink", "pause-sink", "upgrade", "never", "close"):
+        if what not in ("sink", "slow-sink", "pause-sink", "upgrade", "never", "close", "early"):
             _read_body(r, req)
         res = fn(s, r, req, ctx, n, q, args, std, close)
         return (not close) if res is None else res
@@ -612,6 +617,42 @@ class Dyno:
     def do_pause_sink(self, s, r, req, ctx, n, q, args, std, close):
         self.sleep(float(q.get("secs", ["2"])[0]))
         self._sink(s, r, req, ctx, n, q, std, close)
+
+    def do_early(self, s, r, req, ctx, n, q, args, std, close):
+        code = int(args[0]) if args else 413
+        after = int(q.get("after", ["0"])[0])
+        then = q.get("then", ["close"])[0]
+        seen = [0]
+
+        def answer():
+            self._event(ev="early", conn=ctx["conn"], req=n, after=seen[0])
+            self._send(s, code, std + [("Content-Length", "6")], b"early\n",
+                       close=then != "read")
+
+        class Answered(Exception):
+            pass
+
+        def consume(d):
+            before = seen[0]
+            seen[0] += len(d)
+            if 0 < after and before < after <= seen[0]:
+                answer()
+                if then != "read":
+                    raise Answered()
+        try:
+            if after == 0:
+                answer()
+                if then != "read":
+                    raise Answered()
+            _read_body(r, req, consume)
+        except Answered:
+            pass
+        if then == "read":
+            return None
+        if then == "stall":
+            s.settimeout(None)
+            self.stopped.wait()
+        return False
 
     def do_ka_close_second(self, s, r, req, ctx, n, q, args, std, close):
         ctx["flags"].add("ka-close-second")

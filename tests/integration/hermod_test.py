@@ -7,7 +7,8 @@ down even when a test fails. The pieces:
   Binaries      binary("hermod-router") finds a program under $HERMOD_BUILD (set by meson).
   Timing        SLOW is 3 in a sanitizer build (1 otherwise); T(seconds) scales a timeout by it.
                 wait_for(pred, timeout, what) polls until pred() is truthy.
-  Processes     env.start(name, argv) -> Process: logs in files, stop() sends SIGTERM and asserts
+  Processes     env.start(name, argv[, nofile=N]) -> Process (nofile: its RLIMIT_NOFILE, soft
+                and hard): logs in files, stop() sends SIGTERM and asserts
                 exit 0, kill() sends SIGKILL; at teardown a process that died on its own or whose
                 log holds a sanitizer report fails the test.
   Routing state env.routing() -> a Routing backend: "cluster" (hermod-syncd origin + edge,
@@ -259,7 +260,7 @@ def proc_rss_kib(pid):
 class Process:
     """A program started by a test; stdout and stderr go to files in the test's temp dir."""
 
-    def __init__(self, env, name, argv, extra_env=None, cwd=None):
+    def __init__(self, env, name, argv, extra_env=None, cwd=None, nofile=None):
         self.env = env
         self.name = name
         self.argv = [str(a) for a in argv]
@@ -277,10 +278,14 @@ class Process:
             penv.update(extra_env)
         self._out = open(self.stdout_path, "wb")
         self._err = open(self.stderr_path, "wb")
+        def limits():
+            if nofile is not None:
+                import resource
+                resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         try:
             self.popen = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._out,
                                           stderr=self._err, env=penv, cwd=cwd or env.tmpdir,
-                                          start_new_session=True)
+                                          start_new_session=True, preexec_fn=limits)
         except OSError as e:
             fail("cannot start %s (%s): %s" % (name, self.argv[0], e))
         self.pid = self.popen.pid
@@ -650,8 +655,10 @@ class Conn:
             return False
         if self.buf:
             return True
-        r, _, _ = select.select([self.sock], [], [], wait)
-        if not r:
+        # poll, not select: a test may hold more than FD_SETSIZE sockets.
+        p = select.poll()
+        p.register(self.sock, select.POLLIN)
+        if not p.poll(wait * 1000):
             return True
         try:
             d = self.sock.recv(65536, socket.MSG_PEEK)
@@ -1033,7 +1040,7 @@ class Router(Process):
     (underscores turn into dashes); a flag the router does not document fails the test."""
 
     def __init__(self, env, name="router", table=None, workers=1, metrics=False, port=None,
-                 wait=True, extra_args=(), **flags):
+                 wait=True, extra_args=(), nofile=None, extra_env=None, **flags):
         self.port = port or free_port()
         self.table = table or env.table
         self.metrics_port = free_port() if metrics else None
@@ -1048,7 +1055,7 @@ class Router(Process):
                 fail("hermod-router has no --%s flag (needed by this test)" % flag)
             argv += ["--" + flag, str(v)]
         argv += list(extra_args)
-        super().__init__(env, name, argv)
+        super().__init__(env, name, argv, extra_env=extra_env, nofile=nofile)
         self.nworkers = workers
         self.shared = False  # set for a router shared by several tests (see mark())
         self._log_pos = 0
@@ -1135,6 +1142,15 @@ class Router(Process):
         r = http_get(self.metrics_port, "/metrics", "127.0.0.1:%d" % self.metrics_port)
         eq(r.status, 200, "GET /metrics status")
         return r.body.decode("utf-8", "replace")
+
+    def metric(self, name, labels=None):
+        """The value of one sample of /metrics (labels: its exact label text, e.g.
+        'code="H99"'), or None if there is no such sample."""
+        for line in self.metrics().splitlines():
+            m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$", line)
+            if m and m.group(1) == name and (labels is None or m.group(2) == labels):
+                return float(m.group(3))
+        return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -233,27 +233,25 @@ def test_large_request_body_chunked(env):
 
 
 def test_response_streamed_not_buffered(env):
+    # The dyno sends 10 of the 100 bytes it announced and then holds the connection: the
+    # client gets those 10 only if the router relays what it has (no timing involved).
     router, d = setup(env)
     with hm.Conn(router.port) as c:
-        t0 = time.monotonic()
-        c.send(request_bytes("GET", "/slow?chunks=5&size=10&delay=0.4", HOST))
+        c.send(request_bytes("GET", "/stall-mid-body", HOST))
         head = c.read_head()
         eq(head.status, 200, "status")
-        first = c.read_some(T(5))
-        dt = time.monotonic() - t0
-        check(first and dt < 1.6,
-              "first body bytes arrived only after %.2fs (the dyno sent them at 0.4s and the "
-              "last at 2.0s): the body is buffered, not streamed" % dt)
+        eq(head.header("content-length"), "100", "Content-Length")
+        first = c.read_exact(10, T(5))
+        eq(first, b"x" * 10, "the body bytes the dyno sent before it stalled")
 
 
 def test_head_response_has_no_body(env):
     router, d = setup(env)
     with hm.Conn(router.port) as c:
-        t0 = time.monotonic()
-        r = c.request("HEAD", "/bytes/5000", HOST, timeout=T(3))
+        # A router waiting for a body here would answer only at its 55 s idle timeout.
+        r = c.request("HEAD", "/bytes/5000", HOST, timeout=T(5))
         eq(r.status, 200, "status")
         eq(r.header("Content-Length"), "5000", "Content-Length of the HEAD response")
-        check(time.monotonic() - t0 < T(1), "HEAD response took %.2fs" % (time.monotonic() - t0))
         r2 = c.request("GET", "/echo/after-head", HOST)
         eq(hm.echo_of(r2)["target"], "/echo/after-head", "next request after a HEAD")
 
@@ -262,13 +260,11 @@ def test_204_and_304_do_not_wait_for_a_body(env):
     router, d = setup(env)
     for code in (204, 304):
         with hm.Conn(router.port) as c:
-            t0 = time.monotonic()
-            # The dyno announces a Content-Length but sends no body, as it may for 304.
-            r = c.request("GET", "/status/%d?cl=50" % code, HOST, timeout=T(3))
-            dt = time.monotonic() - t0
+            # The dyno announces a Content-Length but sends no body, as it may for 304; a
+            # router waiting for one would answer only at its 55 s idle timeout.
+            r = c.request("GET", "/status/%d?cl=50" % code, HOST, timeout=T(5))
             eq(r.status, code, "status")
             eq(r.body, b"", "body of a %d" % code)
-            check(dt < T(1), "%d response took %.2fs" % (code, dt))
             r2 = c.request("GET", "/echo/after", HOST)
             eq(hm.echo_of(r2)["target"], "/echo/after", "next request after a %d" % code)
 

@@ -135,6 +135,18 @@ def test_host_twice_different_is_400(env, fx):
     reject(router, d, req(headers=[("Host", "other.test")]))
 
 
+def test_host_must_be_host_and_port(env, fx):
+    """Each of these routed to app.test and reached the dyno verbatim before issue 9
+    (password-reset links and cache keys are built from Host)."""
+    router, d = fx
+    for host in ("app.test:@x", 'app.test:"><x', "app.test: x", "app.test:80:80",
+                 "app.test:8o", "app.test:123456", "user@app.test", "app.test/x", "[::1"):
+        reject(router, d, req(host=None, headers=["Host: " + host]))
+    for host in ("app.test:8080", "APP.test.", "app.test:"):
+        e = accept(router, req(host=host))
+        eq(hm.hdr(e["headers"], "Host"), [host], "Host at the dyno")
+
+
 def test_http10_without_host_is_400(env, fx):
     router, d = fx
     reject(router, d, req(host=None, version="HTTP/1.0"))
@@ -151,12 +163,27 @@ def test_http10_with_host_accepted(env, fx):
               "an HTTP/1.0 request without keep-alive must end with the connection closed")
 
 
-def test_absolute_uri_host_header_decides(env, fx):
-    router, d = fx
-    e = accept(router, req(target="http://elsewhere.test/echo?q=1"))
-    eq(hm.hdr(e["headers"], "Host"), [HOST], "Host at the dyno")
-    check(e["target"] in ("/echo?q=1", "http://elsewhere.test/echo?q=1"),
-          "target at the dyno: %r" % e["target"])
+def test_absolute_form_authority_routes_and_becomes_host(env):
+    """RFC 9112, 3.2.2: the authority of an absolute-form target decides, and is the Host the
+    dyno gets (before issue 9 the Host header routed, and went to the dyno unchanged)."""
+    r, (a,) = env.simple("a", "a.test", router=False)
+    b = env.dyno("web.1")
+    env.routing().app("b", ["b.test"], [(b.name, b.addr)])
+    router = env.router()
+    e = accept(router, req(target="http://B.test:8080/echo?q=1", host="a.test"))
+    eq(e["dyno"], "web.1", "dyno")
+    eq(len(a.requests()), 0, "requests that reached a.test's dyno")
+    eq(len(b.requests()), 1, "requests that reached b.test's dyno")
+    eq(hm.hdr(e["headers"], "Host"), ["B.test:8080"], "Host at the dyno")
+    eq(e["target"], "/echo?q=1", "target at the dyno (origin form)")
+    ll = router.wait_log(path="/echo?q=1")
+    eq(ll.get("host"), "b.test", "host= in the log")
+    # the authority obeys the Host grammar; userinfo is refused (RFC 9110, 4.2.4)
+    for t in ("http://user@b.test/echo", "http://b.test:@x/echo", "http:///echo",
+              "http://b.test:80:80/echo"):
+        reject(router, b, req(target=t, host="a.test"))
+    # and the Host header is still required (RFC 9112, 3.2)
+    reject(router, b, req(target="http://b.test/echo", host=None))
 
 
 def test_fragment_dropped(env, fx):
@@ -246,6 +273,18 @@ def test_transfer_encoding_wins_over_content_length(env, fx):
        "requests that reached the dyno (only the first may)")
 
 
+def test_transfer_encoding_other_than_chunked_is_400(env, fx):
+    """Only "chunked", once (issue 9: "identity, chunked" used to be forwarded)."""
+    router, d = fx
+    body = hm.chunked("abc")
+    for te in ("identity, chunked", "gzip, chunked", "chunked, chunked", "chunked,"):
+        reject(router, d, req(method="POST", headers=["Transfer-Encoding: " + te], body=body))
+    reject(router, d, req(method="POST", headers=["Transfer-Encoding: chunked",
+                                                  "Transfer-Encoding: chunked"], body=body))
+    e = accept(router, req(method="POST", headers=["Transfer-Encoding:  ChunKed "], body=body))
+    eq(e["body"], "abc", "body at the dyno")
+
+
 def test_unknown_transfer_encoding_is_400(env, fx):
     router, d = fx
     reject(router, d, req(method="POST", headers=["Transfer-Encoding: foo"], body=b"abc",
@@ -266,6 +305,26 @@ def test_chunked_request_body_forwarded(env, fx):
     check("name=val" not in e["raw_body"],
           "chunk extensions must be dropped (REFERENCE), dyno got %r" % e["raw_body"])
     eq([v for k, v in e["trailers"] if k.lower() == "x-trailer"], ["t1"], "trailer at the dyno")
+
+
+def test_request_trailers_filtered(env, fx):
+    """Trailers reach the dyno, but never one that frames, routes or belongs to the connection
+    (issue 9: Content-Length and Host trailers used to reach it)."""
+    router, d = fx
+    dropped = [("Content-Length", "5"), ("Host", "evil.test"), ("Trailer", "X-Keep"),
+               ("Transfer-Encoding", "chunked"), ("Connection", "close"), ("Keep-Alive", "1"),
+               ("TE", "trailers"), ("Proxy-Authorization", "Basic x"), ("Upgrade", "h2c"),
+               ("Proxy-Connection", "x")]
+    body = hm.chunked("abc", trailers=[("X-Keep", "1")] + dropped + [("Server-Timing", "db")])
+    e = accept(router, req(method="POST", headers=["Transfer-Encoding: chunked"], body=body))
+    eq(e["body"], "abc", "body at the dyno")
+    eq(e["trailers"], [["X-Keep", "1"], ["Server-Timing", "db"]], "trailers at the dyno")
+
+
+def test_request_target_visible_ascii_only(env, fx):
+    router, d = fx
+    for t in (b"/echo/a\tb", b"/echo/a\x7f", b"/echo/caf\xc3\xa9", b"/echo/\x80"):
+        reject(router, d, b"GET " + t + b" HTTP/1.1\r\nHost: app.test\r\n\r\n")
 
 
 def test_bad_chunk_size_is_400(env, fx):

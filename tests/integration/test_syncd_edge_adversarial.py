@@ -7,8 +7,15 @@
 * A batch part at head + 1 that the origin never published (its predecessors missing: a corrupt
   or forged message) must not make the edge ask for catch-ups in a tight loop for as long as the
   origin publishes nothing.
+* A full file system under the table (issue 9): growing the table needs a new, larger file. The
+  writer used to create it sparse, and its first write through the mapping killed the edge with
+  SIGBUS; now the file's blocks are allocated up front (posix_fallocate), growing fails with
+  ENOSPC, the last published version stays at the path, the error shows in status, and the edge
+  catches up once there is room.
 """
 
+import os
+import subprocess
 import time
 
 import hermod_test as ht
@@ -74,6 +81,47 @@ def test_bogus_part_at_head_does_not_spin_catchups(env):
     o.apply([{"op": "app.put", "app": "b"}])
     wait_converged(o, [e])
     eq(e.status()["digest_mismatches"], 0, "digest mismatches")
+
+
+def test_full_file_system_under_the_table(env):
+    mnt = env.path("fs")
+    os.makedirs(mnt)
+    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if p.returncode != 0:
+        print("# skipped: cannot mount a tmpfs here (root needed): %s" %
+              p.stdout.decode(errors="replace").strip(), flush=True)
+        return
+    env.defer(lambda: subprocess.run(["umount", "-l", mnt], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL))
+    o = Origin(env)
+    e = Edge(env, o, table=os.path.join(mnt, "table"))
+    o.apply([{"op": "app.put", "app": "a"},
+             {"op": "domain.put", "domain": "a.example.com", "app": "a"}])
+    wait_converged(o, [e])
+    before = e.status()
+    eq(before["table_error"], None, "table_error while there is room")
+    # Fill the file system, leaving less than a larger table needs.
+    st = os.statvfs(mnt)
+    filler = os.path.join(mnt, "filler")
+    with open(filler, "wb") as f:
+        f.write(b"\0" * (st.f_bavail * st.f_frsize - 16 * 1024))
+    # 1,100 apps do not fit the 1,024 of a new table: the edge must grow it.
+    o.apply([{"op": "app.put", "app": "g%d" % i} for i in range(1100)])
+    wait_for(lambda: e.status()["table_error"] is not None, T(10),
+             "the edge to report that it cannot write the table")
+    st = e.status()
+    check("space" in st["table_error"], "table_error: %r" % st["table_error"])
+    check(st["table_errors"] >= 1, "table_errors: %r" % st["table_errors"])
+    check(e.proc.alive(), "the edge died")
+    eq(st["seq"], before["seq"], "seq the edge reports")
+    eq(e.peek()["seq"], before["seq"], "seq of the table at the path (the last published one)")
+    eq(e.peek()["apps"], 1, "apps in the table at the path")
+    # Room again: the edge gets there on its own.
+    os.unlink(filler)
+    wait_converged(o, [e], T(30), "the edge once there is room again")
+    eq(e.status()["table_error"], None, "table_error once written")
+    eq(e.peek()["apps"], 1101, "apps in the table at the path")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 /*
  * hm-tablepeek: prints what a router would see in a routing table file, as one JSON line:
- * {"epoch":"hex","seq":N,"apps":N,"domains":N,"dynos":N,"digest":"hex","version":N}. It maps the
+ * {"epoch":"hex","seq":N,"apps":N,"domains":N,"dynos":N,"digest":"hex","version":N,
+ * "inflight":N} (inflight: the sum of the in-flight counters of every dyno slot). It maps the
  * file read-only through the reader API (hm_table_reader_*), so it can look at a table an edge
  * is writing (hm-tablectl would need the writer's lock). Exit 1 if there is no valid table.
  *
@@ -17,6 +18,7 @@ int main(int argc, char **argv)
 	struct hm_table_map *m;
 	struct hm_table_info info;
 	char hex[2 * HM_DIGEST_LEN + 1];
+	int64_t inflight = 0;
 
 	if (argc != 2) {
 		fprintf(stderr, "usage: hm-tablepeek PATH\n");
@@ -32,9 +34,12 @@ int main(int argc, char **argv)
 	}
 	hm_table_map_info(m, &info);
 	hm_digest_hex(info.digest, hex);
+	for (uint32_t i = 0; i < info.caps.dynos; i++)
+		inflight += hm_table_inflight_get(m, i);
 	printf("{\"epoch\":\"%016" PRIx64 "\",\"seq\":%" PRIu64 ",\"apps\":%u,\"domains\":%u,"
-	       "\"dynos\":%u,\"digest\":\"%s\",\"version\":%" PRIu64 "}\n",
-	       info.epoch, info.seq, info.apps, info.domains, info.dynos, hex, info.version);
+	       "\"dynos\":%u,\"digest\":\"%s\",\"version\":%" PRIu64 ",\"inflight\":%" PRId64 "}\n",
+	       info.epoch, info.seq, info.apps, info.domains, info.dynos, hex, info.version,
+	       inflight);
 	hm_table_reader_free(r);
 	return 0;
 }

@@ -110,6 +110,54 @@ START_TEST(refusals)
 }
 END_TEST
 
+/* Verified values are cached: a hit is as safe as a verify (issue 9). */
+START_TEST(verify_cache)
+{
+	char line[HM__AFFINITY_SET_COOKIE_MAX + 1], v[256], bad[256], dyno[HM_DYNO_NAME_MAX + 1];
+	size_t n = hm__router_affinity_set_cookie(&a, "app", "web.7", NOW + 600, line);
+	uint64_t hits = a.cache_hits;
+
+	value_of(line, n, v);
+	ck_assert_int_eq(verify(&a, "app", v, NOW, dyno), 5);
+	ck_assert_uint_eq(a.cache_hits, hits);
+	/* The same value again: from the cache, same answer. */
+	ck_assert_int_eq(verify(&a, "app", v, NOW + 1, dyno), 5);
+	ck_assert_str_eq(dyno, "web.7");
+	ck_assert_uint_eq(a.cache_hits, hits + 1);
+	/* Keyed on the app: the cached value proves nothing for another. */
+	ck_assert_int_eq(verify(&a, "app2", v, NOW, dyno), -EINVAL);
+	/* Keyed on the whole value: any change is a miss, and refused. */
+	for (size_t i = 0; i < strlen(v); i++) {
+		strcpy(bad, v);
+		bad[i] = bad[i] == 'A' ? 'B' : 'A';
+		ck_assert_int_lt(verify(&a, "app", bad, NOW, dyno), 0);
+	}
+	strcpy(bad, v);
+	strcat(bad, "A");
+	ck_assert_int_eq(verify(&a, "app", bad, NOW, dyno), -EINVAL);
+	/* Expiry is checked on a hit as on a verify. */
+	hits = a.cache_hits;
+	ck_assert_int_eq(verify(&a, "app", v, NOW + 600, dyno), -ETIMEDOUT);
+	ck_assert_uint_eq(a.cache_hits, hits + 1);
+	ck_assert_int_eq(verify(&a, "app", v, NOW + 599, dyno), 5);
+	/* A new key empties the cache: a value verified with the old one is refused. */
+	hm__router_affinity_fini(&a);
+	ck_assert_int_eq(hm__router_affinity_init(&a, "rotated-secret", 14), 0);
+	ck_assert_int_eq(verify(&a, "app", v, NOW, dyno), -EINVAL);
+	/* Many values: each still verifies (collisions only evict). */
+	for (int i = 0; i < 3 * HM__AFFINITY_CACHE_N; i++) {
+		char d[16];
+
+		snprintf(d, sizeof(d), "web.%d", i);
+		n = hm__router_affinity_set_cookie(&a, "app", d, NOW + 600, line);
+		value_of(line, n, v);
+		ck_assert_int_eq(verify(&a, "app", v, NOW, dyno), (int)strlen(d));
+		ck_assert_int_eq(verify(&a, "app", v, NOW, dyno), (int)strlen(d));
+		ck_assert_str_eq(dyno, d);
+	}
+}
+END_TEST
+
 START_TEST(cookie_find)
 {
 	const char *v;
@@ -136,6 +184,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, known_answer);
 	tcase_add_test(tc, round_trip_across_routers);
 	tcase_add_test(tc, refusals);
+	tcase_add_test(tc, verify_cache);
 	tcase_add_test(tc, cookie_find);
 	suite_add_tcase(s, tc);
 	return s;
