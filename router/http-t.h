@@ -88,9 +88,22 @@ struct hm__router_msg {
 	uint32_t out_off, out_len; /* dechunk: payload compacted by the last execute */
 	char *rbuf;		   /* rechunk: output buffer (borrowed) */
 	uint32_t rcap, rlen;	   /* its size; bytes the last execute wrote there */
-	uint16_t status;	   /* at ERROR: the HTTP status to answer (400, 414, 502, ...) */
-	const char *why;	   /* at ERROR: a short static reason */
+	char *tbuf;	     /* trailers collected as "name:value\n" lines (borrowed), or NULL */
+	uint32_t tcap, tlen; /* its size; bytes collected */
+	uint32_t tfield;     /* where the trailer field being collected starts in tbuf */
+	bool tnew;	     /* the next trailer name span starts a field */
+	bool tdrop;	     /* the field being collected did not fit: it is dropped */
+	uint16_t status;     /* at ERROR: the HTTP status to answer (400, 414, 502, ...) */
+	const char *why;     /* at ERROR: a short static reason */
 	struct hm__router_hdr inline_hdr[HM__ROUTER_HDR_INLINE];
+};
+
+/* A header field as name and value spans (trailers handed on, borrowed). */
+struct hm__router_field {
+	const char *name;
+	size_t name_len;
+	const char *value;
+	size_t value_len;
 };
 
 /* ---- requests ---------------------------------------------------------------------------- */
@@ -152,9 +165,10 @@ struct hm__router_resp_ctx {
 };
 
 struct hm__router_resp_plan {
-	uint8_t body; /* enum hm__router_body */
-	bool close;   /* close the client connection after this response */
-	bool tunnel;  /* 101: the connections become a byte pipe */
+	uint8_t body;  /* enum hm__router_body */
+	bool close;    /* close the client connection after this response */
+	bool tunnel;   /* 101: the connections become a byte pipe */
+	bool trailers; /* de-chunking: the client protocol takes the trailer fields apart */
 };
 
 #endif

@@ -231,6 +231,40 @@ static void trailer_done(struct hm__router_msg *m)
 	m->tr_len = 0;
 }
 
+/*
+ * Trailer collection (m->tbuf, set by the caller once the head is parsed): each field as a
+ * "name:value\n" line, so that a protocol that carries trailers apart from the body (HTTP/2)
+ * can be given them. A field that does not fit what is left of tbuf is dropped whole.
+ */
+static void tput(struct hm__router_msg *m, const char *s, size_t n)
+{
+	if (m->tdrop)
+		return;
+	if (m->tcap - m->tlen < n) {
+		m->tdrop = true;
+		m->tlen = m->tfield;
+		return;
+	}
+	memcpy(m->tbuf + m->tlen, s, n);
+	m->tlen += (uint32_t)n;
+}
+
+static void tname(struct hm__router_msg *m, const char *at, size_t n)
+{
+	if (m->tnew) {
+		m->tnew = false;
+		m->tfield = m->tlen;
+		m->tdrop = false;
+	}
+	tput(m, at, n);
+}
+
+static void tfield_end(struct hm__router_msg *m)
+{
+	tput(m, "\n", 1);
+	m->tnew = true;
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t n)
 {
 	struct hm__router_msg *m = msg_of(p);
@@ -297,6 +331,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t n)
 			if (!is_tchar((unsigned char)at[i]))
 				return fail(m, m->lim->status, "invalid trailer name");
 		trailer_name(m, at, n);
+		if (m->tbuf != NULL)
+			tname(m, at, n);
 		return 0;
 	}
 	if (m->in != 1) {
@@ -324,6 +360,8 @@ static int on_header_field_complete(llhttp_t *p)
 
 	if (m->state != HM__MSG_HEAD) {
 		trailer_name_done(m);
+		if (m->tbuf != NULL)
+			tput(m, ":", 1);
 		return 0;
 	}
 	h = &m->hdr[m->nhdr];
@@ -349,6 +387,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t n)
 	if (m->state != HM__MSG_HEAD) {
 		if (m->rechunk && m->tr != TR_DROP)
 			rput(m, at, n);
+		if (m->tbuf != NULL)
+			tput(m, at, n);
 		return 0;
 	}
 	h = &m->hdr[m->nhdr];
@@ -375,6 +415,8 @@ static int on_header_value_complete(llhttp_t *p)
 
 	if (m->state != HM__MSG_HEAD) {
 		trailer_done(m);
+		if (m->tbuf != NULL)
+			tfield_end(m);
 		return 0;
 	}
 	h = &m->hdr[m->nhdr];
@@ -817,4 +859,33 @@ int hm__router_msg_finish(struct hm__router_msg *m)
 	m->keep_alive = false;
 	m->state = HM__MSG_DONE;
 	return HM__EV_DONE;
+}
+
+void hm__router_msg_collect_trailers(struct hm__router_msg *m, char *buf, uint32_t cap)
+{
+	m->tbuf = buf;
+	m->tcap = cap;
+	m->tlen = 0;
+	m->tnew = true;
+	m->tdrop = false;
+}
+
+size_t hm__router_msg_trailers(const struct hm__router_msg *m, struct hm__router_field *out,
+			       size_t cap)
+{
+	const char *p = m->tbuf, *end = m->tbuf + m->tlen;
+	size_t n = 0;
+
+	while (p != NULL && p < end && n < cap) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *colon = memchr(p, ':', (size_t)(nl - p));
+
+		out[n].name = p;
+		out[n].name_len = (size_t)(colon - p);
+		out[n].value = colon + 1;
+		out[n].value_len = hm__router_trim(colon + 1, (size_t)(nl - colon - 1));
+		n++;
+		p = nl + 1;
+	}
+	return n;
 }

@@ -64,6 +64,19 @@ int hm__router_msg_finish(struct hm__router_msg *m);
 void hm__router_msg_skip_body(struct hm__router_msg *m, bool skip);
 
 /*
+ * Collects the trailer fields of the body being parsed into buf (cap bytes, borrowed until the
+ * message is done with), for a caller that hands trailers on apart from the body: call it once the
+ * head is parsed (after hm__router_msg_reset, which forgets it). A field that does not fit what is
+ * left of buf is dropped whole; the body is parsed as without it.
+ */
+void hm__router_msg_collect_trailers(struct hm__router_msg *m, char *buf, uint32_t cap);
+
+/* The trailer fields collected so far, in order, at most cap of them into out (spans into the
+ * collection buffer; values trimmed). Returns how many. */
+size_t hm__router_msg_trailers(const struct hm__router_msg *m, struct hm__router_field *out,
+			       size_t cap);
+
+/*
  * The bytes from offset delta on moved to the start of the buffer (compaction): every offset of
  * m is lowered by delta. Offsets below delta must not be needed any more.
  */
