@@ -256,7 +256,8 @@ int hm__router_h2_stream_respond(struct hm__router_h2_stream *s, struct hm__rout
  * Queues n bytes at p (the payload, de-chunked) to go out as DATA, zero-copy: p must stay valid
  * until release(arg, p, n) runs, which happens exactly once, when the last byte has been written
  * by the transport or the span was dropped (stream reset or connection ended), possibly after
- * the stream was closed or released. Returns 0, -ENOBUFS (8 spans queued: retry after a
+ * the stream was closed or released. release may be NULL for memory that outlives the
+ * connection (static bytes). Returns 0, -ENOBUFS (8 spans queued: retry after a
  * release), -EPIPE (stream closed), -EINVAL (no response head, or the body was ended); on error
  * release is not called.
  */
