@@ -2055,6 +2055,168 @@ START_TEST(test_no_heap_calls_when_warm)
 }
 END_TEST
 
+/* ==== the exchange's side of the contract ================================================== */
+
+START_TEST(test_wakeup_once_outside_calls)
+{
+	struct peer *p = peer_new(false);
+
+	mode.respond = false;
+	raw_start(p, true);
+	raw_req(p, 1, NGHTTP2_FLAG_END_STREAM, get_nv);
+	raw_req(p, 3, NGHTTP2_FLAG_END_STREAM, get_nv);
+	pump(p);
+	ck_assert_int_eq(wakeups, 0); /* all of that happened inside engine calls */
+	ck_assert_int_eq(respond_now(&fxs[0]), 0);
+	ck_assert_int_eq(wakeups, 1);
+	ck_assert(hm__router_h2_conn_want_write(p->c));
+	ck_assert_int_eq(respond_now(&fxs[1]), 0);
+	ck_assert_int_eq(wakeups, 1); /* once until the output is taken */
+	pump(p);
+	ck_assert(fxs[0].closed && fxs[1].closed);
+	ck_assert_int_eq(wakeups, 1);
+	peer_free(p);
+}
+END_TEST
+
+START_TEST(test_release_before_close)
+{
+	struct peer *p = peer_new(false);
+	const char *post[] = {":method", "POST",       ":scheme",	"http", ":path",
+			      "/",	 ":authority", "a.example.com", NULL};
+
+	mode.respond = false;
+	raw_start(p, true);
+	raw_req(p, 1, 0, post);
+	/* The exchange gives up (say the dyno could not be reached and it did not answer). */
+	hm__router_h2_stream_release(fxs[0].s);
+	fxs[0].s = NULL;
+	pump(p);
+	ck_assert_int_eq(rst(p, 1), NGHTTP2_CANCEL);
+	ck_assert(!fxs[0].closed); /* no callback after release */
+	/* DATA the client had in flight is consumed, and the slot is free again. */
+	raw_frame(p, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 1, "abc", 3);
+	raw_req(p, 3, NGHTTP2_FLAG_END_STREAM, get_nv);
+	ck_assert_int_eq(nfx, 2);
+	ck_assert_int_eq(goaway(p), -1);
+	peer_free(p);
+}
+END_TEST
+
+START_TEST(test_exchange_reset_after_head)
+{
+	struct peer *p = peer_new(true);
+	struct hm__router_h2_stream *s;
+	int32_t sid;
+
+	mode.respond = false;
+	sid = request(p, "GET", "/", NULL, NULL);
+	run(p);
+	s = fxs[0].s;
+	set_response("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n", NULL);
+	ck_assert_int_eq(hm__router_h2_stream_respond(s, &R.m, &R.rs, NULL), 0);
+	ck_assert_int_eq(hm__router_h2_stream_respond(s, &R.m, &R.rs, NULL), -EINVAL);
+	ck_assert_int_eq(hm__router_h2_stream_error(s, 502), -EINVAL);
+	ck_assert_int_eq(hm__router_h2_stream_continue(s), -EINVAL);
+	ck_assert_int_eq(hm__router_h2_stream_send(s, "abc", 3, on_release, NULL), 0);
+	run(p);
+	/* The dyno goes silent mid-body (H15): the status cannot change, the stream fails. */
+	ck_assert_int_eq(hm__router_h2_stream_reset(s, HM__H2_INTERNAL_ERROR), 0);
+	run(p);
+	ck_assert(cresp_of(p, sid)->closed);
+	ck_assert_uint_eq(cresp_of(p, sid)->code, NGHTTP2_INTERNAL_ERROR);
+	ck_assert_str_eq(cresp_of(p, sid)->body, "abc");
+	ck_assert(fxs[0].closed);
+	ck_assert_int_eq(fxs[0].why_closed, HM__H2_CLOSE_ERROR);
+	ck_assert_uint_eq(fxs[0].code, HM__H2_INTERNAL_ERROR);
+	ck_assert_int_eq(released_spans, 1);
+	peer_free(p);
+}
+END_TEST
+
+START_TEST(test_closed_stream_refuses_submissions)
+{
+	struct peer *p = peer_new(false);
+	struct hm__router_h2_stream *s;
+	struct hm__router_resp rs101;
+
+	mode.respond = false;
+	mode.release = false;
+	raw_start(p, true);
+	raw_req(p, 1, NGHTTP2_FLAG_END_STREAM, get_nv);
+	s = fxs[0].s;
+	rs101 = R.rs;
+	rs101.status = 101;
+	ck_assert_int_eq(hm__router_h2_stream_respond(s, &R.m, &rs101, NULL), -EINVAL);
+	ck_assert_int_eq(hm__router_h2_stream_send(s, "x", 1, on_release, NULL), -EINVAL);
+	ck_assert_int_eq(hm__router_h2_stream_end(s, NULL, 0), -EINVAL);
+	raw_rst(p, 1, NGHTTP2_CANCEL);
+	ck_assert(fxs[0].closed);
+	ck_assert_int_eq(fxs[0].why_closed, HM__H2_CLOSE_RESET);
+	ck_assert_int_eq(hm__router_h2_stream_respond(s, &R.m, &R.rs, NULL), -EPIPE);
+	ck_assert_int_eq(hm__router_h2_stream_error(s, 503), -EPIPE);
+	ck_assert_int_eq(hm__router_h2_stream_send(s, "x", 1, on_release, NULL), -EPIPE);
+	ck_assert_int_eq(hm__router_h2_stream_reset(s, HM__H2_CANCEL), -EPIPE);
+	ck_assert_int_eq(hm__router_h2_stream_continue(s), -EPIPE);
+	ck_assert_int_eq(released_spans, 0);
+	/* The head stays readable until the exchange lets go. */
+	ck_assert_uint_eq(hm__router_h2_stream_msg(s)->head_end, fxs[0].head_len);
+	ck_assert(memcmp(hm__router_h2_stream_msg(s)->base, fxs[0].head, fxs[0].head_len) == 0);
+	hm__router_h2_stream_release(s);
+	peer_free(p);
+}
+END_TEST
+
+/* The connection may go before an exchange lets go of its stream: the memory waits. */
+START_TEST(test_conn_freed_before_release)
+{
+	struct peer *p = peer_new(false);
+	struct hm__router_h2_stream *s;
+
+	mode.respond = false;
+	mode.release = false;
+	raw_start(p, true);
+	raw_req(p, 1, NGHTTP2_FLAG_END_STREAM, get_nv);
+	s = fxs[0].s;
+	hm__router_h2_conn_free(p->c);
+	p->c = NULL;
+	ck_assert(fxs[0].closed);
+	ck_assert_int_eq(fxs[0].why_closed, HM__H2_CLOSE_CONN);
+	ck_assert_int_eq(hm__router_h2_stream_respond(s, &R.m, &R.rs, NULL), -EPIPE);
+	ck_assert_uint_gt(hm__router_h2_stream_msg(s)->head_end, 0);
+	hm__router_h2_stream_release(s); /* the last reference: everything goes now */
+	peer_free(p);
+}
+END_TEST
+
+START_TEST(test_request_trailer_limits)
+{
+	struct peer *p = peer_new(false);
+	const char *post[] = {":method", "POST",       ":scheme",	"http", ":path",
+			      "/",	 ":authority", "a.example.com", NULL};
+	static char big[8200];
+	const char *trl[] = {"x-big", big, NULL};
+	uint8_t blk[9000];
+	size_t n;
+
+	memset(big, 'v', sizeof(big) - 1);
+	mode.respond = false;
+	raw_start(p, true);
+	raw_req(p, 1, 0, post);
+	raw_frame(p, NGHTTP2_DATA, 0, 1, "abc", 3);
+	n = hpack(p, trl, blk, sizeof(blk));
+	raw_frame(p, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 1, blk,
+		  n);
+	pump(p);
+	ck_assert_int_eq(rst(p, 1), NGHTTP2_PROTOCOL_ERROR);
+	ck_assert(fxs[0].closed);
+	ck_assert_int_eq(fxs[0].why_closed, HM__H2_CLOSE_ERROR);
+	ck_assert(!fxs[0].body_done);
+	ck_assert_int_eq(goaway(p), -1);
+	peer_free(p);
+}
+END_TEST
+
 static Suite *h2_suite(void)
 {
 	Suite *s = suite_create("h2");
@@ -2120,6 +2282,16 @@ static Suite *h2_suite(void)
 	tcase_add_test(tc, test_drain);
 	tcase_add_test(tc, test_bad_preface_and_sniff);
 	tcase_add_test(tc, test_no_heap_calls_when_warm);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("exchange");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_wakeup_once_outside_calls);
+	tcase_add_test(tc, test_release_before_close);
+	tcase_add_test(tc, test_exchange_reset_after_head);
+	tcase_add_test(tc, test_closed_stream_refuses_submissions);
+	tcase_add_test(tc, test_conn_freed_before_release);
+	tcase_add_test(tc, test_request_trailer_limits);
 	suite_add_tcase(s, tc);
 	return s;
 }
