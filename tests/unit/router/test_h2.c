@@ -706,6 +706,8 @@ static size_t hpack(struct peer *p, const char **nvs, uint8_t *out, size_t cap)
 	return (size_t)r;
 }
 
+static const char *post_nv[] = {":method", "POST",	 ":scheme",	  "http", ":path",
+				"/",	   ":authority", "a.example.com", NULL};
 static const char *get_nv[] = {":method", "GET",	":scheme",	 "https", ":path",
 			       "/",	  ":authority", "a.example.com", NULL};
 
@@ -885,8 +887,6 @@ END_TEST
 START_TEST(test_chunked_peek_consume_in_pieces)
 {
 	struct peer *p = peer_new(false);
-	const char *post[] = {":method", "POST",       ":scheme",	"http", ":path",
-			      "/",	 ":authority", "a.example.com", NULL};
 	struct hm__router_h2_stream *s;
 	struct iovec iov[8];
 	char got[256];
@@ -895,7 +895,7 @@ START_TEST(test_chunked_peek_consume_in_pieces)
 
 	mode.respond = mode.read_body = false;
 	raw_start(p, true);
-	raw_req(p, 1, 0, post);
+	raw_req(p, 1, 0, post_nv);
 	raw_frame(p, NGHTTP2_DATA, 0, 1, "0123456789", 10);
 	raw_frame(p, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 1, "abcdef", 6);
 	s = fxs[0].s;
@@ -1309,8 +1309,6 @@ END_TEST
 START_TEST(test_dropped_bodies_return_window)
 {
 	struct peer *p = peer_new(false);
-	const char *post[] = {":method", "POST",       ":scheme",	"http", ":path",
-			      "/",	 ":authority", "a.example.com", NULL};
 	static char chunk[16384];
 	int32_t sid;
 
@@ -1319,7 +1317,7 @@ START_TEST(test_dropped_bodies_return_window)
 	raw_start(p, true);
 	/* 24 streams x 48 KiB = 1.1 MiB, more than the 1 MiB connection window. */
 	for (sid = 1; sid < 49; sid += 2) {
-		raw_req(p, sid, 0, post);
+		raw_req(p, sid, 0, post_nv);
 		for (int i = 0; i < 3; i++)
 			raw_frame(p, NGHTTP2_DATA, 0, sid, chunk, sizeof(chunk));
 		ck_assert_int_eq(p->recv_rc, 0);
@@ -1425,21 +1423,19 @@ END_TEST
 START_TEST(test_max_concurrent_streams)
 {
 	struct peer *p = peer_new(false);
-	const char *post[] = {":method", "POST",       ":scheme",	"http", ":path",
-			      "/",	 ":authority", "a.example.com", NULL};
 
 	mode.respond = false;
 	/* Before the client acknowledged our SETTINGS: the 129th stream is refused. */
 	raw_start(p, false);
 	for (int32_t sid = 1; sid <= 257; sid += 2)
-		raw_req(p, sid, 0, post);
+		raw_req(p, sid, 0, post_nv);
 	pump(p);
 	ck_assert_int_eq(nfx, 128);
 	ck_assert_int_eq(rst(p, 257), NGHTTP2_REFUSED_STREAM);
 	ck_assert_int_eq(goaway(p), -1);
 	/* After it: a protocol error on the connection. */
 	raw_frame(p, NGHTTP2_SETTINGS, NGHTTP2_FLAG_ACK, 0, NULL, 0);
-	raw_req(p, 259, 0, post);
+	raw_req(p, 259, 0, post_nv);
 	pump(p);
 	ck_assert_int_eq(goaway(p), NGHTTP2_PROTOCOL_ERROR);
 	ck_assert(hm__router_h2_conn_done(p->c));
@@ -1455,29 +1451,27 @@ END_TEST
 START_TEST(test_unreleased_streams_hold_slots)
 {
 	struct peer *p = peer_new(false);
-	const char *post[] = {":method", "POST",       ":scheme",	"http", ":path",
-			      "/",	 ":authority", "a.example.com", NULL};
 	int32_t sid;
 
 	mode.respond = false;
 	mode.release = false;
 	raw_start(p, true);
 	for (sid = 1; sid <= 255; sid += 2) {
-		raw_req(p, sid, 0, post);
+		raw_req(p, sid, 0, post_nv);
 		raw_rst(p, sid, NGHTTP2_CANCEL);
 	}
 	ck_assert_int_eq(nfx, 128);
 	ck_assert(fxs[127].closed);
 	ck_assert_int_eq(fxs[127].why_closed, HM__H2_CLOSE_RESET);
-	raw_req(p, 257, 0, post);
+	raw_req(p, 257, 0, post_nv);
 	pump(p);
 	ck_assert_int_eq(nfx, 128);
 	ck_assert_int_eq(rst(p, 257), NGHTTP2_REFUSED_STREAM);
 	ck_assert_uint_eq(hm__router_h2_ctx_stats(ctx)->refused, 1);
 	/* One exchange finishes cancelling: one new stream fits. */
 	hm__router_h2_stream_release(fxs[0].s);
-	raw_req(p, 259, 0, post);
-	raw_req(p, 261, 0, post);
+	raw_req(p, 259, 0, post_nv);
+	raw_req(p, 261, 0, post_nv);
 	pump(p);
 	ck_assert_int_eq(nfx, 129);
 	ck_assert_int_eq(fxs[128].id, 259);
@@ -2082,12 +2076,10 @@ END_TEST
 START_TEST(test_release_before_close)
 {
 	struct peer *p = peer_new(false);
-	const char *post[] = {":method", "POST",       ":scheme",	"http", ":path",
-			      "/",	 ":authority", "a.example.com", NULL};
 
 	mode.respond = false;
 	raw_start(p, true);
-	raw_req(p, 1, 0, post);
+	raw_req(p, 1, 0, post_nv);
 	/* The exchange gives up (say the dyno could not be reached and it did not answer). */
 	hm__router_h2_stream_release(fxs[0].s);
 	fxs[0].s = NULL;
@@ -2192,8 +2184,6 @@ END_TEST
 START_TEST(test_request_trailer_limits)
 {
 	struct peer *p = peer_new(false);
-	const char *post[] = {":method", "POST",       ":scheme",	"http", ":path",
-			      "/",	 ":authority", "a.example.com", NULL};
 	static char big[8200];
 	const char *trl[] = {"x-big", big, NULL};
 	uint8_t blk[9000];
@@ -2202,7 +2192,7 @@ START_TEST(test_request_trailer_limits)
 	memset(big, 'v', sizeof(big) - 1);
 	mode.respond = false;
 	raw_start(p, true);
-	raw_req(p, 1, 0, post);
+	raw_req(p, 1, 0, post_nv);
 	raw_frame(p, NGHTTP2_DATA, 0, 1, "abc", 3);
 	n = hpack(p, trl, blk, sizeof(blk));
 	raw_frame(p, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 1, blk,
