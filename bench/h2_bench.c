@@ -15,8 +15,9 @@
  * (:method GET, :scheme, :authority, :path, accept, accept-encoding, user-agent) HPACK-encoded
  * once per connection: after the first, every request is the same few indexed bytes with a new
  * stream id, as a real client's are. The client opens its windows wide at the start, so
- * WINDOW_UPDATEs do not count. Reported: requests/s on one core, CPU ns per request, and heap
- * calls per request in the measured phase (the engine's own count of allocations its slab
+ * WINDOW_UPDATEs do not count. Reported: requests/s on one core, CPU ns per request, the
+ * engine's memory per idle connection and per stream in flight, and heap calls per
+ * request in the measured phase (the engine's own count of allocations its slab
  * passed to malloc; with malloc_count.so preloaded, every malloc/calloc/realloc/free of the
  * process).
  */
@@ -46,7 +47,8 @@ static char resp_buf[] = "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Mon, 01 Jan 
 			 "GMT\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n"
 			 "Connection: keep-alive\r\n\r\n";
 static const char body[] = "Hello, world\n";
-static uint64_t answered;
+static uint64_t answered, stream_bytes;
+static struct hm__router_h2_ctx *ctx;
 
 static void die(const char *what)
 {
@@ -190,8 +192,14 @@ static void run(struct bconn *bs, int nc, uint64_t total)
 			uint32_t want = b->done;
 
 			b->done = 0;
+			uint64_t before = hm__router_h2_ctx_stats(ctx)->bytes, d;
+
 			if (want > 0)
 				refill(b, want, 0);
+			/* The memory the new streams hold until their responses are written. */
+			d = hm__router_h2_ctx_stats(ctx)->bytes - before;
+			if (want > 0 && d / want > stream_bytes)
+				stream_bytes = d / want;
 			drain_output(b, 0);
 		}
 	}
@@ -245,11 +253,10 @@ static long long heap_calls(const char *path)
 int main(int argc, char **argv)
 {
 	struct hm__router_h2_config cfg;
-	struct hm__router_h2_ctx *ctx;
 	struct bconn *bs;
 	int nc = 50;
 	uint32_t m = 10;
-	uint64_t n = 500000, warm = 50000, slab0;
+	uint64_t n = 500000, warm = 50000, slab0, idle_bytes;
 	char counts[64];
 	long long h0, h1;
 	double w0, c0, w1, c1;
@@ -293,6 +300,7 @@ int main(int argc, char **argv)
 		start(&bs[i], 0);
 		bs[i].done = m;
 	}
+	idle_bytes = hm__router_h2_ctx_stats(ctx)->bytes;
 	run(bs, nc, warm);
 	slab0 = hm__router_h2_ctx_stats(ctx)->heap_allocs;
 	h0 = heap_calls(counts);
@@ -308,6 +316,9 @@ int main(int argc, char **argv)
 	       (c1 - c0) * 1e9 / (double)n);
 	printf("  slab misses (heap allocations by the engine and nghttp2) per request: %.4f\n",
 	       (double)(hm__router_h2_ctx_stats(ctx)->heap_allocs - slab0) / (double)n);
+	printf("  memory: %.1f KiB per idle connection (after the prefaces), %.1f KiB per stream "
+	       "in flight (at most)\n",
+	       (double)idle_bytes / nc / 1024, (double)stream_bytes / 1024);
 	if (h0 >= 0 && h1 >= 0)
 		printf("  heap calls of the whole process per request (malloc_count): %.4f\n",
 		       (double)(h1 - h0) / (double)n);

@@ -79,12 +79,14 @@ struct hm__router_h2_conn {
 	uint64_t last_idle; /* last moment something was going on (input, a stream freed) */
 	uint64_t last_out;  /* last write progress, or the start of the pending batch */
 	uint64_t drain_at;  /* DRAINING: when to send the final GOAWAY */
-	uint8_t *ctl;	    /* control buffer of the batch (slab; NULL between batches) */
+	/* The batch (docs/h2.md, "Output"): one slab block, held only while a batch exists, with
+	 * the control buffer and then the segment array. */
+	uint8_t *ctl;
+	struct hm__h2_seg *seg; /* [HM__H2_SEGS], inside the same block */
 	uint32_t ctl_len;
 	uint32_t nseg, niov, seg_pos; /* segments, iovec segments, first unwritten */
 	size_t seg_off;		      /* bytes of seg[seg_pos] written */
 	size_t batch_bytes;
-	struct hm__h2_seg seg[HM__H2_SEGS];
 };
 
 enum hm__h2_body_mode {

@@ -43,6 +43,8 @@ int hm__router_h2_sniff(const void *buf, size_t n)
 {
 	size_t k = n < sizeof(preface) ? n : sizeof(preface);
 
+	if (n == 0)
+		return -EAGAIN;
 	if (memcmp(buf, preface, k) != 0)
 		return 0;
 	return k == sizeof(preface) ? 1 : -EAGAIN;
@@ -462,10 +464,12 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
 	(void)ng;
 	if (s == NULL)
 		return 0;
-	if (s->code == 0)
+	/* A code already set is the exchange's or the engine's own reset, counted where made. */
+	if (s->code == 0) {
 		s->code = code;
-	if (code != NGHTTP2_NO_ERROR && !s->client_rst && s->rs != HM__H2_RS_DONE)
-		s->c->ctx->st.stream_errors++;
+		if (code != NGHTTP2_NO_ERROR && !s->client_rst && s->rs != HM__H2_RS_DONE)
+			s->c->ctx->st.stream_errors++;
+	}
 	stream_detach(s, close_why(s));
 	return 0;
 }
@@ -746,6 +750,7 @@ void hm__router_h2_ctx_free(struct hm__router_h2_ctx *ctx)
 const struct hm__router_h2_stats *hm__router_h2_ctx_stats(struct hm__router_h2_ctx *ctx)
 {
 	ctx->st.heap_allocs = ctx->slab.heap_allocs;
+	ctx->st.bytes = ctx->slab.live_bytes;
 	return &ctx->st;
 }
 
@@ -762,7 +767,7 @@ int hm__router_h2_conn_new(struct hm__router_h2_ctx *ctx, void *data, uint64_t n
 	c = hm__router_slab_alloc(&ctx->slab, sizeof(*c));
 	if (c == NULL)
 		return -ENOMEM;
-	memset(c, 0, offsetof(struct hm__router_h2_conn, seg));
+	memset(c, 0, sizeof(*c));
 	c->ctx = ctx;
 	c->data = data;
 	c->pre_left = HM__H2_PREFACE_LEN;
@@ -856,14 +861,17 @@ static void produce(struct hm__router_h2_conn *c)
 	c->batch_bytes = 0;
 	c->ctl_len = 0;
 	c->batch_ng = false;
-	if (c->state == HM__H2_DEAD || c->shut || c->ng == NULL)
+	if (c->state == HM__H2_DEAD || c->shut || c->ng == NULL ||
+	    !nghttp2_session_want_write(c->ng))
 		return;
 	if (c->ctl == NULL) {
-		c->ctl = hm__router_slab_alloc(&c->ctx->slab, HM__H2_CTL);
+		c->ctl = hm__router_slab_alloc(
+		    &c->ctx->slab, HM__H2_CTL + HM__H2_SEGS * sizeof(struct hm__h2_seg));
 		if (c->ctl == NULL) {
 			go_dead(c);
 			return;
 		}
+		c->seg = (struct hm__h2_seg *)(void *)(c->ctl + HM__H2_CTL);
 	}
 	while (c->niov < HM__H2_BATCH_IOV - 1 && c->batch_bytes < HM__H2_BATCH_BYTES) {
 		const uint8_t *d;
@@ -888,33 +896,6 @@ static void produce(struct hm__router_h2_conn *c)
 	}
 }
 
-int hm__router_h2_conn_output(struct hm__router_h2_conn *c, struct iovec *iov, int cap,
-			      uint64_t now)
-{
-	int k = 0;
-
-	c->woken = false;
-	if (c->state == HM__H2_DEAD || c->shut)
-		return 0;
-	enter(c);
-	c->now = now;
-	if (!batch_pending(c)) {
-		produce(c);
-		c->last_out = now; /* the send timeout counts from here */
-	}
-	for (uint32_t i = c->seg_pos; i < c->nseg && k < cap; i++) {
-		size_t off = i == c->seg_pos ? c->seg_off : 0;
-
-		if (c->seg[i].n == off)
-			continue;
-		iov[k].iov_base = (void *)(uintptr_t)(c->seg[i].p + off);
-		iov[k].iov_len = c->seg[i].n - off;
-		k++;
-	}
-	leave(c);
-	return c->state == HM__H2_DEAD ? 0 : k;
-}
-
 /* Runs the releases of the written segments; ends the batch when all are written. */
 static void advance(struct hm__router_h2_conn *c, size_t n)
 {
@@ -931,12 +912,43 @@ static void advance(struct hm__router_h2_conn *c, size_t n)
 		if (g->release != NULL)
 			g->release(g->arg, g->rp, g->rn);
 	}
-	if (c->seg_pos == c->nseg && c->nseg > 0) {
+	if (c->seg_pos == c->nseg && c->ctl != NULL) {
+		/* An idle connection holds no batch memory. */
 		c->nseg = c->niov = c->seg_pos = 0;
 		c->ctl_len = 0;
 		hm__router_slab_free(&c->ctx->slab, c->ctl);
 		c->ctl = NULL;
+		c->seg = NULL;
 	}
+}
+
+int hm__router_h2_conn_output(struct hm__router_h2_conn *c, struct iovec *iov, int cap,
+			      uint64_t now)
+{
+	int k = 0;
+
+	c->woken = false;
+	if (c->state == HM__H2_DEAD || c->shut)
+		return 0;
+	enter(c);
+	c->now = now;
+	if (!batch_pending(c)) {
+		produce(c);
+		c->last_out = now; /* the send timeout counts from here */
+		if (c->nseg == 0)
+			advance(c, 0); /* nothing to write: no batch memory either */
+	}
+	for (uint32_t i = c->seg_pos; i < c->nseg && k < cap; i++) {
+		size_t off = i == c->seg_pos ? c->seg_off : 0;
+
+		if (c->seg[i].n == off)
+			continue;
+		iov[k].iov_base = (void *)(uintptr_t)(c->seg[i].p + off);
+		iov[k].iov_len = c->seg[i].n - off;
+		k++;
+	}
+	leave(c);
+	return c->state == HM__H2_DEAD ? 0 : k;
 }
 
 void hm__router_h2_conn_sent(struct hm__router_h2_conn *c, size_t n, uint64_t now)
@@ -1062,10 +1074,6 @@ void hm__router_h2_conn_free(struct hm__router_h2_conn *c)
 	hm__router_h2_conn_shutdown(c, c->why != 0 ? c->why : HM__H2_CLOSE_CONN);
 	/* The transport has let go of the last batch: its spans are free. */
 	advance(c, SIZE_MAX);
-	if (c->ctl != NULL) {
-		hm__router_slab_free(&c->ctx->slab, c->ctl);
-		c->ctl = NULL;
-	}
 	nghttp2_session_del(c->ng);
 	c->ng = NULL;
 	c->freeing = true;
@@ -1166,9 +1174,12 @@ void hm__router_h2_stream_release(struct hm__router_h2_stream *s)
 		/* A response not yet complete will never be: cancel it. A complete one goes on;
 		 * its stream is freed when nghttp2 closes it. */
 		s->discard = true;
-		if (s->rs < HM__H2_RS_ENDED)
+		if (s->rs < HM__H2_RS_ENDED) {
+			if (s->code == 0)
+				s->code = NGHTTP2_CANCEL;
 			nghttp2_submit_rst_stream(s->c->ng, NGHTTP2_FLAG_NONE, s->id,
 						  NGHTTP2_CANCEL);
+		}
 		hm__h2_wake(s->c);
 	}
 	maybe_free(s);

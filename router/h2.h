@@ -103,6 +103,7 @@ struct hm__router_h2_stats {
 	uint64_t goaway[HM__H2_ERROR_CODES]; /* GOAWAYs sent, by error code */
 	uint64_t timeouts;		     /* connections ended by the send or head timeout */
 	uint64_t heap_allocs;		     /* allocations that reached malloc (slab misses) */
+	uint64_t bytes;			     /* memory held now (engine and nghttp2), in bytes */
 };
 
 /*
@@ -113,7 +114,7 @@ int hm__router_h2_ctx_new(struct hm__router_h2_ctx **out, const struct hm__route
 			  const struct hm__router_h2_ops *ops);
 /* Frees the context. Every connection must have been freed. */
 void hm__router_h2_ctx_free(struct hm__router_h2_ctx *ctx);
-/* Counters (the heap_allocs field is refreshed by the call). */
+/* Counters (heap_allocs and bytes are refreshed by the call). */
 const struct hm__router_h2_stats *hm__router_h2_ctx_stats(struct hm__router_h2_ctx *ctx);
 
 /* ---- connections ----------------------------------------------------------------------------- */

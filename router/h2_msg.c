@@ -29,10 +29,8 @@ static void fail(struct hm__router_h2_stream *s, int status, const char *why)
 	}
 }
 
-static bool eq(const uint8_t *s, size_t n, const char *lit)
-{
-	return hm__router_eq_lit((const char *)s, n, lit);
-}
+/* HTTP/2 field names are lowercase (nghttp2 refuses others): an exact comparison will do. */
+#define IS(name, n, lit) ((n) == sizeof(lit) - 1 && memcmp((name), (lit), sizeof(lit) - 1) == 0)
 
 static bool eq_nocase(const char *a, size_t an, const char *b, size_t bn)
 {
@@ -95,7 +93,7 @@ static bool room(struct hm__router_slab *sl, char **buf, uint32_t len, uint32_t 
 
 static bool head_room(struct hm__router_h2_stream *s, size_t n)
 {
-	if (room(slab_of(s), &s->head, s->head_len, &s->head_cap, n, 4096))
+	if (room(slab_of(s), &s->head, s->head_len, &s->head_cap, n, 1024))
 		return true;
 	fail(s, 400, "out of memory for the head");
 	return false;
@@ -170,13 +168,13 @@ static void pseudo(struct hm__router_h2_stream *s, const uint8_t *name, size_t n
 {
 	int i;
 
-	if (eq(name, nlen, ":method"))
+	if (IS(name, nlen, ":method"))
 		i = HM__H2_PS_METHOD;
-	else if (eq(name, nlen, ":path"))
+	else if (IS(name, nlen, ":path"))
 		i = HM__H2_PS_PATH;
-	else if (eq(name, nlen, ":scheme"))
+	else if (IS(name, nlen, ":scheme"))
 		i = HM__H2_PS_SCHEME;
-	else if (eq(name, nlen, ":authority"))
+	else if (IS(name, nlen, ":authority"))
 		i = HM__H2_PS_AUTHORITY;
 	else
 		return; /* nghttp2 refuses any other */
@@ -218,18 +216,18 @@ void hm__h2_req_field(struct hm__router_h2_stream *s, const uint8_t *name, size_
 	}
 	if (!s->line_done && !request_line(s))
 		return;
-	if (eq(name, nlen, "cookie")) {
+	if (IS(name, nlen, "cookie")) {
 		cookie(s, value, vlen);
 		return;
 	}
-	if (eq(name, nlen, "host") && s->ps_len[HM__H2_PS_AUTHORITY] > 0) {
+	if (IS(name, nlen, "host") && s->ps_len[HM__H2_PS_AUTHORITY] > 0) {
 		/* RFC 9113 8.3.1: one authority, written once. */
 		if (!eq_nocase((const char *)value, vlen, s->head + s->ps_off[HM__H2_PS_AUTHORITY],
 			       s->ps_len[HM__H2_PS_AUTHORITY]))
 			fail(s, 400, "host differs from :authority");
 		return;
 	}
-	if (eq(name, nlen, "content-length"))
+	if (IS(name, nlen, "content-length"))
 		s->has_cl = true;
 	if (head_room(s, nlen + vlen + 4))
 		put_field(s, name, nlen, value, vlen);
@@ -319,6 +317,7 @@ void hm__h2_req_trailer(struct hm__router_h2_stream *s, const uint8_t *name, siz
 	if (nlen > lim->name || vlen > lim->value ||
 	    (size_t)s->tr_len + nlen + vlen + 6 > HM__H2_TRAILERS ||
 	    !room(slab_of(s), &s->tr, s->tr_len, &s->tr_cap, nlen + vlen + 4 + 3, 1024)) {
+		s->c->ctx->st.stream_errors++;
 		hm__h2_glitch(s->c);
 		hm__router_h2_stream_reset(s, HM__H2_PROTOCOL_ERROR);
 		return;

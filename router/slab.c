@@ -18,18 +18,23 @@ struct blk {
 
 _Static_assert(sizeof(struct blk) == HDR, "block header is 16 bytes");
 
-static int class_of(size_t n)
-{
-	int c = 0;
-
-	while (((size_t)1 << (c + HM__SLAB_MIN_SHIFT)) < n)
-		c++;
-	return c;
-}
-
+/* Class c holds 2^(5 + c/2) bytes, or one and a half times that for odd c. */
 static size_t class_size(int c)
 {
-	return (size_t)1 << (c + HM__SLAB_MIN_SHIFT);
+	return (size_t)(c & 1 ? 48 : 32) << (c >> 1);
+}
+
+/* The smallest class for n bytes, 0 < n <= 256 KiB. */
+static int class_of(size_t n)
+{
+	int b;
+
+	if (n <= 32)
+		return 0;
+	b = 63 - __builtin_clzll((unsigned long long)(n - 1)); /* 2^b < n <= 2^(b+1) */
+	if (n <= (size_t)3 << (b - 1))
+		return 2 * (b - HM__SLAB_MIN_SHIFT) + 1;
+	return 2 * (b + 1 - HM__SLAB_MIN_SHIFT);
 }
 
 static struct blk *blk_of(const void *p)
@@ -76,15 +81,17 @@ void *hm__router_slab_alloc(struct hm__router_slab *s, size_t n)
 		b->cls = LARGE_MARK;
 		b->size = n;
 		s->live++;
+		s->live_bytes += n;
 		return (char *)b + HDR;
 	}
-	c = class_of(n == 0 ? 1 : n);
+	c = class_of(n);
 	if (s->free[c] != NULL) {
 		void *p = s->free[c];
 
 		s->free[c] = *(void **)p;
 		s->nfree[c]--;
 		s->live++;
+		s->live_bytes += class_size(c);
 		return p;
 	}
 	b = malloc(HDR + class_size(c));
@@ -94,6 +101,7 @@ void *hm__router_slab_alloc(struct hm__router_slab *s, size_t n)
 	b->cls = (uint32_t)c;
 	b->size = class_size(c);
 	s->live++;
+	s->live_bytes += b->size;
 	return (char *)b + HDR;
 }
 
@@ -117,6 +125,7 @@ void hm__router_slab_free(struct hm__router_slab *s, void *p)
 		return;
 	b = blk_of(p);
 	s->live--;
+	s->live_bytes -= b->size;
 	if (b->cls == LARGE_MARK || s->nfree[b->cls] >= s->keep[b->cls]) {
 		free(b);
 		s->heap_frees++;

@@ -3,8 +3,9 @@
  * advance but whose churn must not reach malloc per request (nghttp2's sessions, streams, frames
  * and HPACK entries through nghttp2_mem; the HTTP/2 engine's stream objects and buffers).
  *
- * Blocks come in power-of-two classes from 32 B to 256 KiB of usable space (a request is rounded
- * up to its class). A freed block goes onto its class's list and the next request of that class
+ * Blocks come in classes from 32 B to 256 KiB of usable space, powers of two and the halfway
+ * points between them (32, 48, 64, 96, ...: a request is rounded up to its class, wasting at most
+ * a third). A freed block goes onto its class's list and the next request of that class
  * takes it back; each class keeps at most `keep` bytes of idle blocks and hands the rest back to
  * malloc, so a burst does not pin its peak memory forever. Requests above 256 KiB go straight to
  * malloc. Every block carries a 16-byte header naming its class, so free() and realloc() need no
@@ -20,7 +21,7 @@
 
 #define HM__SLAB_MIN_SHIFT 5  /* 32 B */
 #define HM__SLAB_MAX_SHIFT 18 /* 256 KiB */
-#define HM__SLAB_CLASSES   (HM__SLAB_MAX_SHIFT - HM__SLAB_MIN_SHIFT + 1)
+#define HM__SLAB_CLASSES   (2 * (HM__SLAB_MAX_SHIFT - HM__SLAB_MIN_SHIFT) + 1)
 
 struct hm__router_slab {
 	void *free[HM__SLAB_CLASSES]; /* idle blocks, linked through their first word */
@@ -29,6 +30,7 @@ struct hm__router_slab {
 	uint64_t heap_allocs;		 /* calls that reached malloc or realloc */
 	uint64_t heap_frees;		 /* calls that reached free */
 	uint64_t live;			 /* blocks handed out and not freed */
+	uint64_t live_bytes;		 /* their usable bytes */
 };
 
 /* Prepares an empty slab keeping up to keep_bytes of idle blocks per class (at least 4). */

@@ -16,16 +16,16 @@ START_TEST(test_classes_and_reuse)
 	a = hm__router_slab_alloc(&s, 1);
 	ck_assert_uint_eq(hm__router_slab_usable(a), 32);
 	b = hm__router_slab_alloc(&s, 33);
-	ck_assert_uint_eq(hm__router_slab_usable(b), 64);
+	ck_assert_uint_eq(hm__router_slab_usable(b), 48);
 	c = hm__router_slab_alloc(&s, 65535);
 	ck_assert_uint_eq(hm__router_slab_usable(c), 65536);
 	ck_assert_uint_eq(((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) & 15, 0);
 	ck_assert_uint_eq(s.heap_allocs, 3);
 	ck_assert_uint_eq(s.live, 3);
+	ck_assert_uint_eq(s.live_bytes, 32 + 48 + 65536);
 	hm__router_slab_free(&s, b);
 	/* Same class: the same block, no heap call. */
 	ck_assert_ptr_eq(hm__router_slab_alloc(&s, 40), b);
-	ck_assert_uint_eq(s.heap_allocs, 3);
 	hm__router_slab_free(&s, a);
 	hm__router_slab_free(&s, b);
 	hm__router_slab_free(&s, c);
@@ -33,6 +33,26 @@ START_TEST(test_classes_and_reuse)
 	ck_assert_uint_eq(s.heap_frees, 0);
 	hm__router_slab_fini(&s);
 	ck_assert_uint_eq(s.heap_frees, 3);
+}
+END_TEST
+
+/* Every size lands in the smallest class that holds it: not in one whose next smaller class
+ * would do (3/4 of a power of two, 2/3 of a halfway class). */
+START_TEST(test_every_size_in_its_class)
+{
+	struct hm__router_slab s;
+
+	hm__router_slab_init(&s, 1 << 20);
+	for (size_t n = 1; n <= 256 << 10; n += n / 7 + 1) {
+		void *q = hm__router_slab_alloc(&s, n);
+		size_t u = hm__router_slab_usable(q);
+
+		ck_assert_uint_ge(u, n);
+		ck_assert(u == 32 || (u & (u - 1)) != 0 || n > u / 4 * 3);
+		ck_assert((u & (u - 1)) == 0 || n > u / 3 * 2);
+		hm__router_slab_free(&s, q);
+	}
+	hm__router_slab_fini(&s);
 }
 END_TEST
 
@@ -73,7 +93,7 @@ START_TEST(test_large_and_realloc)
 	ck_assert_ptr_eq(hm__router_slab_realloc(&s, p, 120), p); /* still fits its class */
 	q = hm__router_slab_realloc(&s, p, 5000);
 	ck_assert_str_eq(q, "hello");
-	ck_assert_uint_eq(hm__router_slab_usable(q), 8192);
+	ck_assert_uint_eq(hm__router_slab_usable(q), 6144);
 	q = hm__router_slab_realloc(&s, q, 400000);
 	ck_assert_str_eq(q, "hello");
 	ck_assert_ptr_null(hm__router_slab_realloc(&s, q, 0));
@@ -84,6 +104,7 @@ START_TEST(test_large_and_realloc)
 	hm__router_slab_free(&s, p);
 	hm__router_slab_free(&s, NULL);
 	ck_assert_uint_eq(s.live, 0);
+	ck_assert_uint_eq(s.live_bytes, 0);
 	hm__router_slab_fini(&s);
 }
 END_TEST
@@ -94,6 +115,7 @@ static Suite *slab_suite(void)
 	TCase *tc = tcase_create("slab");
 
 	tcase_add_test(tc, test_classes_and_reuse);
+	tcase_add_test(tc, test_every_size_in_its_class);
 	tcase_add_test(tc, test_keep_bound);
 	tcase_add_test(tc, test_large_and_realloc);
 	suite_add_tcase(s, tc);
