@@ -77,7 +77,7 @@ struct hm__router_h2_ops {
 	 */
 	void (*request)(struct hm__router_h2_stream *s);
 	/* More request body can be peeked, or the body is complete (hm__router_h2_stream_body_*).
-	 */
+	 * May be NULL for an exchange that polls. */
 	void (*body)(struct hm__router_h2_stream *s);
 	/*
 	 * The stream ended (enum hm__router_h2_close). Called once, for delivered streams not yet
@@ -129,11 +129,14 @@ void *hm__router_h2_conn_data(const struct hm__router_h2_conn *c);
 
 /*
  * Feeds n bytes read from the client. Runs the callbacks. Returns 0, or:
- *  -EPROTO     the client broke the protocol or abused it; a GOAWAY may be queued: write what
- *              hm__router_h2_conn_output() gives, then close (hm__router_h2_conn_done());
- *  -ECONNRESET no HTTP/2 (bad preface) or the client floods without reading: close now;
+ *  -EPROTO     the engine ended the connection for abuse (glitches, CONTINUATION flood): a
+ *              GOAWAY is queued; write what hm__router_h2_conn_output() gives, then close
+ *              (hm__router_h2_conn_done());
+ *  -ECONNRESET no HTTP/2 (bad preface), a client that floods without reading, a fatal nghttp2
+ *              error: close now (hm__router_h2_conn_dead());
  *  -ENOMEM.
- * Bytes given after the connection stopped reading are ignored.
+ * A protocol error nghttp2 finds itself returns 0: its GOAWAY is in the output, and done() says
+ * when to close. Bytes given after the connection stopped reading are ignored.
  */
 int hm__router_h2_conn_recv(struct hm__router_h2_conn *c, const void *buf, size_t n, uint64_t now);
 
@@ -241,13 +244,13 @@ struct hm__router_h2_resp_opts {
 int hm__router_h2_stream_continue(struct hm__router_h2_stream *s);
 
 /*
- * Submits the response head from the dyno's parsed head m (checked into rs by
- * hm__router_resp_check()): hop-by-hop fields, Transfer-Encoding and (for chunked responses)
- * Content-Length dropped, Via appended, o->set_cookie added. Header names are lowercased in
- * place in m's buffer; nothing of m is referenced after the call. Returns 1 when the response
- * has no body and is complete (HEAD, 204, 304, or m already complete), 0 when the body follows
- * (hm__router_h2_stream_send, then hm__router_h2_stream_end), or -EPIPE (stream closed),
- * -EINVAL (101, or a response already submitted), -ENOMEM.
+ * Submits the response head from the dyno's parsed head m, as it is at HM__EV_HEAD (checked into
+ * rs by hm__router_resp_check()): hop-by-hop fields, Transfer-Encoding and (for chunked
+ * responses) Content-Length dropped, Via appended, o->set_cookie added (o may be NULL). Header
+ * names are lowercased in place in m's buffer; nothing of m is referenced after the call. Returns 1
+ * when the response has no body and is complete (HEAD, 204, 304, or m already complete), 0 when the
+ * body follows (hm__router_h2_stream_send, then hm__router_h2_stream_end), or -EPIPE (stream
+ * closed), -EINVAL (101, or a response already submitted), -ENOMEM.
  */
 int hm__router_h2_stream_respond(struct hm__router_h2_stream *s, struct hm__router_msg *m,
 				 const struct hm__router_resp *rs,

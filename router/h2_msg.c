@@ -335,7 +335,8 @@ void hm__h2_req_trailer(struct hm__router_h2_stream *s, const uint8_t *name, siz
 
 static void notify_body(struct hm__router_h2_stream *s)
 {
-	if (!s->delivered || s->released || s->notified || s->discard)
+	if (!s->delivered || s->released || s->notified || s->discard ||
+	    s->c->ctx->ops.body == NULL)
 		return;
 	s->hold++;
 	s->c->ctx->ops.body(s);
