@@ -2207,6 +2207,30 @@ START_TEST(test_request_trailer_limits)
 }
 END_TEST
 
+/* An exchange may poll the body instead of being told (ops->body NULL). */
+START_TEST(test_body_callback_optional)
+{
+	struct hm__router_h2_ops o = ops;
+	struct peer *p;
+	struct iovec iov[4];
+
+	o.body = NULL;
+	mode.respond = false;
+	mode.read_body = false;
+	ck_assert_int_eq(hm__router_h2_ctx_new(&ctx, &cfg, &o), 0);
+	p = peer_new(false);
+	raw_start(p, true);
+	raw_req(p, 1, 0, post_nv);
+	raw_frame(p, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 1, "abc", 3);
+	ck_assert_int_eq(p->recv_rc, 0);
+	/* No length: chunked, "3\r\n" "abc" "\r\n" "0\r\n\r\n". */
+	ck_assert_int_eq(hm__router_h2_stream_body_peek(fxs[0].s, iov, 4), 4);
+	ck_assert_uint_eq(iov[1].iov_len, 3);
+	ck_assert(memcmp(iov[1].iov_base, "abc", 3) == 0);
+	peer_free(p);
+}
+END_TEST
+
 static Suite *h2_suite(void)
 {
 	Suite *s = suite_create("h2");
@@ -2282,6 +2306,7 @@ static Suite *h2_suite(void)
 	tcase_add_test(tc, test_closed_stream_refuses_submissions);
 	tcase_add_test(tc, test_conn_freed_before_release);
 	tcase_add_test(tc, test_request_trailer_limits);
+	tcase_add_test(tc, test_body_callback_optional);
 	suite_add_tcase(s, tc);
 	return s;
 }
