@@ -1,9 +1,10 @@
 /*
- * The HTTP/2 engine's insides, shared by its two files and by nothing else: h2.c is the
- * connection (nghttp2 session and callbacks, input scanning and glitches, output batches, spans,
- * timeouts, stream lifetimes); h2_msg.c is the HTTP meaning of a stream (the request written and
- * checked as HTTP/1.1, its body as HTTP/1.1 body bytes, the response head and trailers as
- * HTTP/2 fields). The API and its contract are in h2.h; the design is docs/h2.md.
+ * The HTTP/2 engine's insides, shared by its three files and by nothing else: h2.c is the
+ * connection (nghttp2 session and its input callbacks, input scanning and glitches, timeouts,
+ * stream lifetimes); h2_out.c its output (batches of frames, zero-copy response bodies, span
+ * releases); h2_msg.c the HTTP meaning of a stream (the request written and checked as
+ * HTTP/1.1, its body as HTTP/1.1 body bytes, the response head and trailers as HTTP/2 fields).
+ * The API and its contract are in h2.h; the design is docs/h2.md.
  */
 #ifndef HM_ROUTER_H2_T_H
 #define HM_ROUTER_H2_T_H
@@ -177,16 +178,41 @@ struct hm__router_h2_stream {
 	struct hm__router_req rq;
 };
 
-/* ---- h2.c, for h2_msg.c ---------------------------------------------------------------------- */
+/* The stream nghttp2 has for id, or NULL (not ours, refused, or detached). */
+static inline struct hm__router_h2_stream *hm__h2_stream_of(struct hm__router_h2_conn *c,
+							    int32_t id)
+{
+	return c->ng != NULL ? nghttp2_session_get_stream_user_data(c->ng, id) : NULL;
+}
 
+/* ---- h2.c, for the other two ----------------------------------------------------------------- */
+
+/* An engine call starts / ends (callbacks may nest them); the outermost end settles a
+ * terminated session's streams. */
+void hm__h2_enter(struct hm__router_h2_conn *c);
+void hm__h2_leave(struct hm__router_h2_conn *c);
 /* Counts a glitch; returns true if that emptied the bucket (the connection is terminating). */
 bool hm__h2_glitch(struct hm__router_h2_conn *c);
+/* n WINDOW_UPDATEs the client may send for nothing (capped: credit cannot be banked). */
+void hm__h2_credit(struct hm__router_h2_conn *c, uint32_t n);
 /* Output may be available outside an engine call: wake the caller once. */
 void hm__h2_wake(struct hm__router_h2_conn *c);
 /* Gives the client n more bytes of window on s (request body bytes consumed or dropped). */
 void hm__h2_consume(struct hm__router_h2_stream *s, size_t n);
-/* The data provider of response bodies. */
+
+/* ---- h2_out.c, for the other two ------------------------------------------------------------- */
+
+/* The data provider of response bodies, and nghttp2's send_data callback. */
 extern const nghttp2_data_provider hm__h2_provider;
+int hm__h2_send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *framehd, size_t length,
+		     nghttp2_data_source *src, void *ud);
+/* A batch is out and not yet all written. */
+bool hm__h2_batch_pending(const struct hm__router_h2_conn *c);
+/* n more bytes of the batch were written: runs the releases they complete; frees the batch's
+ * memory when it is all written. */
+void hm__h2_advance(struct hm__router_h2_conn *c, size_t n);
+/* A span leaves its stream unsent: released now, or after the batch holding its first bytes. */
+void hm__h2_span_drop(struct hm__router_h2_conn *c, struct hm__h2_span *sp);
 
 /* ---- h2_msg.c, for h2.c ---------------------------------------------------------------------- */
 

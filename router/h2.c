@@ -52,19 +52,14 @@ int hm__router_h2_sniff(const void *buf, size_t n)
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
-static struct hm__router_h2_stream *stream_of(struct hm__router_h2_conn *c, int32_t id)
-{
-	return c->ng != NULL ? nghttp2_session_get_stream_user_data(c->ng, id) : NULL;
-}
+static void settle(struct hm__router_h2_conn *c);
 
-static void enter(struct hm__router_h2_conn *c)
+void hm__h2_enter(struct hm__router_h2_conn *c)
 {
 	c->busy++;
 }
 
-static void settle(struct hm__router_h2_conn *c);
-
-static void leave(struct hm__router_h2_conn *c)
+void hm__h2_leave(struct hm__router_h2_conn *c)
 {
 	if (c->busy == 1)
 		settle(c);
@@ -77,11 +72,6 @@ void hm__h2_wake(struct hm__router_h2_conn *c)
 		return;
 	c->woken = true;
 	c->ctx->ops.wakeup(c);
-}
-
-static bool batch_pending(const struct hm__router_h2_conn *c)
-{
-	return c->seg_pos < c->nseg;
 }
 
 /* ---- glitches -------------------------------------------------------------------------------- */
@@ -133,8 +123,7 @@ bool hm__h2_glitch(struct hm__router_h2_conn *c)
 	return true;
 }
 
-/* n WINDOW_UPDATEs the client may send for nothing (capped: credit cannot be banked). */
-static void credit(struct hm__router_h2_conn *c, uint32_t n)
+void hm__h2_credit(struct hm__router_h2_conn *c, uint32_t n)
 {
 	c->wu_credit += n;
 	if (c->wu_credit > 4 * c->ctx->cfg.max_streams)
@@ -234,23 +223,6 @@ static void maybe_free(struct hm__router_h2_stream *s)
 		stream_free(s);
 }
 
-/* A span leaves the stream: release it now, or when the batch holding its framed bytes has
- * been written (a zero-length segment at the batch's end). */
-static void span_drop(struct hm__router_h2_conn *c, struct hm__h2_span *sp)
-{
-	if (sp->release == NULL)
-		return;
-	if (sp->off > 0 && batch_pending(c)) {
-		/* The array has room: a batch's span segments stop at HM__H2_BATCH_IOV, and there
-		 * is at most one partly framed span per stream, all of them in it. */
-		hm_require(c->nseg < HM__H2_SEGS);
-		c->seg[c->nseg++] = (struct hm__h2_seg){
-		    .release = sp->release, .arg = sp->arg, .rp = sp->p, .rn = sp->n};
-		return;
-	}
-	sp->release(sp->arg, sp->p, sp->n);
-}
-
 /*
  * nghttp2 is done with s (or the session is going): drop what the engine holds for it, tell the
  * exchange, free it if nobody else holds it.
@@ -280,7 +252,7 @@ static void stream_detach(struct hm__router_h2_stream *s, int why)
 
 		s->sp_head = (uint8_t)((s->sp_head + 1) % HM__H2_SPANS);
 		s->sp_n--;
-		span_drop(c, &sp);
+		hm__h2_span_drop(c, &sp);
 	}
 	if (s->rtr != NULL) {
 		hm__router_slab_free(&c->ctx->slab, s->rtr);
@@ -326,7 +298,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
 
 	if (f->hd.type != NGHTTP2_HEADERS || f->headers.cat != NGHTTP2_HCAT_REQUEST)
 		return 0;
-	credit(c, 1);
+	hm__h2_credit(c, 1);
 	if (c->term)
 		return 0;
 	if (c->nslots >= c->ctx->cfg.max_streams) {
@@ -357,7 +329,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
 static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
 		     const uint8_t *value, size_t vlen, uint8_t flags, void *ud)
 {
-	struct hm__router_h2_stream *s = stream_of(ud, f->hd.stream_id);
+	struct hm__router_h2_stream *s = hm__h2_stream_of(ud, f->hd.stream_id);
 
 	(void)ng;
 	(void)flags;
@@ -374,7 +346,7 @@ static int on_invalid_header(nghttp2_session *ng, const nghttp2_frame *f, const 
 			     size_t nlen, const uint8_t *value, size_t vlen, uint8_t flags,
 			     void *ud)
 {
-	struct hm__router_h2_stream *s = stream_of(ud, f->hd.stream_id);
+	struct hm__router_h2_stream *s = hm__h2_stream_of(ud, f->hd.stream_id);
 
 	(void)ng;
 	(void)name;
@@ -413,7 +385,7 @@ static void deliver(struct hm__router_h2_conn *c, struct hm__router_h2_stream *s
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
 	struct hm__router_h2_conn *c = ud;
-	struct hm__router_h2_stream *s = stream_of(c, f->hd.stream_id);
+	struct hm__router_h2_stream *s = hm__h2_stream_of(c, f->hd.stream_id);
 	bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
 
 	(void)ng;
@@ -446,7 +418,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
 			 size_t len, void *ud)
 {
-	struct hm__router_h2_stream *s = stream_of(ud, id);
+	struct hm__router_h2_stream *s = hm__h2_stream_of(ud, id);
 	size_t drop = len;
 
 	(void)flags;
@@ -459,7 +431,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
 
 static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void *ud)
 {
-	struct hm__router_h2_stream *s = stream_of(ud, id);
+	struct hm__router_h2_stream *s = hm__h2_stream_of(ud, id);
 
 	(void)ng;
 	if (s == NULL)
@@ -482,7 +454,7 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 	switch (f->hd.type) {
 	case NGHTTP2_HEADERS:
 	case NGHTTP2_DATA:
-		s = stream_of(c, f->hd.stream_id);
+		s = hm__h2_stream_of(c, f->hd.stream_id);
 		if (s == NULL || !(f->hd.flags & NGHTTP2_FLAG_END_STREAM))
 			break;
 		s->rs = HM__H2_RS_DONE;
@@ -531,126 +503,6 @@ static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int err
 	(void)f;
 	(void)err;
 	hm__h2_glitch(c);
-	return 0;
-}
-
-/* ---- response body: data provider and zero-copy DATA ----------------------------------------- */
-
-static size_t unframed(const struct hm__router_h2_stream *s)
-{
-	size_t n = 0;
-
-	for (uint8_t i = 0; i < s->sp_n; i++) {
-		const struct hm__h2_span *sp = &s->sp[(s->sp_head + i) % HM__H2_SPANS];
-
-		n += sp->n - sp->off;
-	}
-	return n;
-}
-
-static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
-			 uint32_t *flags, nghttp2_data_source *src, void *ud)
-{
-	struct hm__router_h2_stream *s = stream_of(ud, id);
-	size_t avail, n;
-
-	(void)buf;
-	(void)src;
-	if (s == NULL)
-		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	avail = unframed(s);
-	n = avail < length ? avail : length;
-	if (n == avail && s->rs == HM__H2_RS_ENDED) {
-		*flags |= NGHTTP2_DATA_FLAG_EOF;
-		if (s->rtr != NULL) {
-			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-			if (nghttp2_submit_trailer(ng, id, s->rtr, s->nrtr) != 0)
-				return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-			hm__router_slab_free(&s->c->ctx->slab, s->rtr);
-			s->rtr = NULL;
-		}
-	} else if (n == 0) {
-		s->deferred = true;
-		return NGHTTP2_ERR_DEFERRED;
-	}
-	if (n > 0)
-		*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-	return (ssize_t)n;
-}
-
-const nghttp2_data_provider hm__h2_provider = {.source = {.ptr = NULL}, .read_callback = read_body};
-
-/* Appends to the batch; control bytes next to each other become one segment. */
-static void seg_add(struct hm__router_h2_conn *c, const uint8_t *p, size_t n,
-		    const struct hm__h2_span *sp)
-{
-	struct hm__h2_seg *last = c->nseg > 0 ? &c->seg[c->nseg - 1] : NULL;
-
-	if (sp == NULL && last != NULL && last->release == NULL && last->p + last->n == p &&
-	    p >= c->ctl && p < c->ctl + HM__H2_CTL) {
-		last->n += n;
-		return;
-	}
-	c->seg[c->nseg++] = (struct hm__h2_seg){
-	    .p = p,
-	    .n = n,
-	    .release = sp != NULL ? sp->release : NULL,
-	    .arg = sp != NULL ? sp->arg : NULL,
-	    .rp = sp != NULL ? sp->p : NULL,
-	    .rn = sp != NULL ? sp->n : 0,
-	};
-	c->niov++;
-}
-
-static void ctl_put(struct hm__router_h2_conn *c, const uint8_t *p, size_t n)
-{
-	uint8_t *d = c->ctl + c->ctl_len;
-
-	memcpy(d, p, n);
-	c->ctl_len += (uint32_t)n;
-	seg_add(c, d, n, NULL);
-}
-
-static int send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *framehd, size_t length,
-		     nghttp2_data_source *src, void *ud)
-{
-	struct hm__router_h2_conn *c = ud;
-	struct hm__router_h2_stream *s = stream_of(c, f->hd.stream_id);
-	size_t left = length, need = 1;
-
-	(void)ng;
-	(void)src;
-	if (s == NULL)
-		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
-	for (uint8_t i = 0; i < s->sp_n && left > 0; i++) {
-		const struct hm__h2_span *sp = &s->sp[(s->sp_head + i) % HM__H2_SPANS];
-		size_t k = sp->n - sp->off;
-
-		need++;
-		left -= k < left ? k : left;
-	}
-	if (left > 0)
-		return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* cannot happen: read_body counted */
-	if (c->niov + need > HM__H2_BATCH_IOV || HM__H2_CTL - c->ctl_len < 9 ||
-	    c->batch_bytes >= HM__H2_BATCH_BYTES)
-		return NGHTTP2_ERR_WOULDBLOCK;
-	ctl_put(c, framehd, 9);
-	for (left = length; left > 0;) {
-		struct hm__h2_span *sp = &s->sp[s->sp_head];
-		size_t k = sp->n - sp->off < left ? sp->n - sp->off : left;
-
-		sp->off += k;
-		left -= k;
-		seg_add(c, sp->p + sp->off - k, k, sp->off == sp->n ? sp : NULL);
-		if (sp->off == sp->n) {
-			s->sp_head = (uint8_t)((s->sp_head + 1) % HM__H2_SPANS);
-			s->sp_n--;
-		}
-	}
-	s->body_bytes += length;
-	c->batch_bytes += 9 + length;
-	/* The client may give the window back for the stream and for the connection. */
-	credit(c, 2);
 	return 0;
 }
 
@@ -716,7 +568,7 @@ int hm__router_h2_ctx_new(struct hm__router_h2_ctx **out, const struct hm__route
 	nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
 	nghttp2_session_callbacks_set_on_frame_not_send_callback(cb, on_frame_not_send);
 	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame);
-	nghttp2_session_callbacks_set_send_data_callback(cb, send_data);
+	nghttp2_session_callbacks_set_send_data_callback(cb, hm__h2_send_data);
 	/* Window updates follow the dyno's progress (hm__router_h2_stream_body_consume). */
 	nghttp2_option_set_no_auto_window_update(ctx->opt, 1);
 	nghttp2_option_set_no_closed_streams(ctx->opt, 1);
@@ -820,7 +672,7 @@ int hm__router_h2_conn_recv(struct hm__router_h2_conn *c, const void *buf, size_
 	c->last_in = now;
 	c->last_idle = now;
 	refill(c, now);
-	enter(c);
+	hm__h2_enter(c);
 	while (n > 0 && !c->term && c->state != HM__H2_DEAD) {
 		size_t k = scan(c, p, n);
 		ssize_t r = k > 0 ? nghttp2_session_mem_recv(c->ng, p, k) : 0;
@@ -849,128 +701,20 @@ int hm__router_h2_conn_recv(struct hm__router_h2_conn *c, const void *buf, size_
 		c->term = true;
 		c->why = HM__H2_CLOSE_CONN;
 	}
-	leave(c);
+	hm__h2_leave(c);
 	return err;
-}
-
-/* Fills the next batch (docs/h2.md, "Output"). */
-static void produce(struct hm__router_h2_conn *c)
-{
-	c->nseg = c->niov = c->seg_pos = 0;
-	c->seg_off = 0;
-	c->batch_bytes = 0;
-	c->ctl_len = 0;
-	c->batch_ng = false;
-	if (c->state == HM__H2_DEAD || c->shut || c->ng == NULL ||
-	    !nghttp2_session_want_write(c->ng))
-		return;
-	if (c->ctl == NULL) {
-		c->ctl = hm__router_slab_alloc(
-		    &c->ctx->slab, HM__H2_CTL + HM__H2_SEGS * sizeof(struct hm__h2_seg));
-		if (c->ctl == NULL) {
-			go_dead(c);
-			return;
-		}
-		c->seg = (struct hm__h2_seg *)(void *)(c->ctl + HM__H2_CTL);
-	}
-	while (c->niov < HM__H2_BATCH_IOV - 1 && c->batch_bytes < HM__H2_BATCH_BYTES) {
-		const uint8_t *d;
-		ssize_t k = nghttp2_session_mem_send(c->ng, &d);
-
-		if (k < 0) {
-			go_dead(c);
-			break;
-		}
-		if (k == 0)
-			break;
-		c->batch_bytes += (size_t)k;
-		if ((size_t)k <= HM__H2_CTL - c->ctl_len) {
-			ctl_put(c, d, (size_t)k);
-			continue;
-		}
-		/* nghttp2 keeps these bytes until its next mem_send, which waits for the batch to
-		 * be written. */
-		seg_add(c, d, (size_t)k, NULL);
-		c->batch_ng = true;
-		break;
-	}
-}
-
-/* Runs the releases of the written segments; ends the batch when all are written. */
-static void advance(struct hm__router_h2_conn *c, size_t n)
-{
-	while (c->seg_pos < c->nseg) {
-		struct hm__h2_seg *g = &c->seg[c->seg_pos];
-		size_t k = g->n - c->seg_off < n ? g->n - c->seg_off : n;
-
-		c->seg_off += k;
-		n -= k;
-		if (c->seg_off < g->n)
-			break;
-		c->seg_pos++;
-		c->seg_off = 0;
-		if (g->release != NULL)
-			g->release(g->arg, g->rp, g->rn);
-	}
-	if (c->seg_pos == c->nseg && c->ctl != NULL) {
-		/* An idle connection holds no batch memory. */
-		c->nseg = c->niov = c->seg_pos = 0;
-		c->ctl_len = 0;
-		hm__router_slab_free(&c->ctx->slab, c->ctl);
-		c->ctl = NULL;
-		c->seg = NULL;
-	}
-}
-
-int hm__router_h2_conn_output(struct hm__router_h2_conn *c, struct iovec *iov, int cap,
-			      uint64_t now)
-{
-	int k = 0;
-
-	c->woken = false;
-	if (c->state == HM__H2_DEAD || c->shut)
-		return 0;
-	enter(c);
-	c->now = now;
-	if (!batch_pending(c)) {
-		produce(c);
-		c->last_out = now; /* the send timeout counts from here */
-		if (c->nseg == 0)
-			advance(c, 0); /* nothing to write: no batch memory either */
-	}
-	for (uint32_t i = c->seg_pos; i < c->nseg && k < cap; i++) {
-		size_t off = i == c->seg_pos ? c->seg_off : 0;
-
-		if (c->seg[i].n == off)
-			continue;
-		iov[k].iov_base = (void *)(uintptr_t)(c->seg[i].p + off);
-		iov[k].iov_len = c->seg[i].n - off;
-		k++;
-	}
-	leave(c);
-	return c->state == HM__H2_DEAD ? 0 : k;
-}
-
-void hm__router_h2_conn_sent(struct hm__router_h2_conn *c, size_t n, uint64_t now)
-{
-	c->now = now;
-	if (n > 0)
-		c->last_out = now;
-	enter(c);
-	advance(c, n);
-	leave(c);
 }
 
 bool hm__router_h2_conn_want_read(const struct hm__router_h2_conn *c)
 {
-	return c->state != HM__H2_DEAD && !c->term && !c->shut && !batch_pending(c) &&
+	return c->state != HM__H2_DEAD && !c->term && !c->shut && !hm__h2_batch_pending(c) &&
 	       nghttp2_session_want_read(c->ng);
 }
 
 bool hm__router_h2_conn_want_write(const struct hm__router_h2_conn *c)
 {
 	return c->state != HM__H2_DEAD && !c->shut &&
-	       (batch_pending(c) || nghttp2_session_want_write(c->ng));
+	       (hm__h2_batch_pending(c) || nghttp2_session_want_write(c->ng));
 }
 
 bool hm__router_h2_conn_dead(const struct hm__router_h2_conn *c)
@@ -982,7 +726,7 @@ bool hm__router_h2_conn_done(const struct hm__router_h2_conn *c)
 {
 	if (hm__router_h2_conn_dead(c))
 		return true;
-	return !batch_pending(c) && !nghttp2_session_want_write(c->ng) &&
+	return !hm__h2_batch_pending(c) && !nghttp2_session_want_write(c->ng) &&
 	       (!nghttp2_session_want_read(c->ng) || c->term);
 }
 
@@ -998,13 +742,13 @@ uint64_t hm__router_h2_conn_deadline(const struct hm__router_h2_conn *c)
 
 	if (hm__router_h2_conn_dead(c))
 		return d;
-	if (batch_pending(c))
+	if (hm__h2_batch_pending(c))
 		d = HM_MIN(d, after(c->last_out, cfg->send_timeout_ms));
 	if (c->term)
 		return d;
 	if (c->block_open)
 		d = HM_MIN(d, after(c->last_in, cfg->head_timeout_ms));
-	if (c->state == HM__H2_OPEN && c->nslots == 0 && !batch_pending(c))
+	if (c->state == HM__H2_OPEN && c->nslots == 0 && !hm__h2_batch_pending(c))
 		d = HM_MIN(d, after(c->last_idle, cfg->idle_timeout_ms));
 	if (c->state == HM__H2_DRAINING)
 		d = HM_MIN(d, c->drain_at);
@@ -1018,8 +762,8 @@ void hm__router_h2_conn_tick(struct hm__router_h2_conn *c, uint64_t now)
 	if (hm__router_h2_conn_dead(c))
 		return;
 	c->now = now;
-	enter(c);
-	if (batch_pending(c) && now >= after(c->last_out, cfg->send_timeout_ms)) {
+	hm__h2_enter(c);
+	if (hm__h2_batch_pending(c) && now >= after(c->last_out, cfg->send_timeout_ms)) {
 		/* The client does not read: nothing more can reach it. */
 		c->ctx->st.timeouts++;
 		go_dead(c);
@@ -1028,12 +772,12 @@ void hm__router_h2_conn_tick(struct hm__router_h2_conn *c, uint64_t now)
 	} else if (!c->term && c->block_open && now >= after(c->last_in, cfg->head_timeout_ms)) {
 		c->ctx->st.timeouts++;
 		terminate(c, NGHTTP2_NO_ERROR, HM__H2_CLOSE_TIMEOUT);
-	} else if ((c->state == HM__H2_OPEN && c->nslots == 0 && !batch_pending(c) &&
+	} else if ((c->state == HM__H2_OPEN && c->nslots == 0 && !hm__h2_batch_pending(c) &&
 		    now >= after(c->last_idle, cfg->idle_timeout_ms)) ||
 		   (c->state == HM__H2_DRAINING && now >= c->drain_at)) {
 		goaway(c, nghttp2_session_get_last_proc_stream_id(c->ng), NGHTTP2_NO_ERROR);
 	}
-	leave(c);
+	hm__h2_leave(c);
 }
 
 void hm__router_h2_conn_drain(struct hm__router_h2_conn *c, uint64_t now)
@@ -1053,11 +797,11 @@ void hm__router_h2_conn_shutdown(struct hm__router_h2_conn *c, int why)
 		return;
 	c->shut = true;
 	c->state = HM__H2_DEAD;
-	enter(c);
+	hm__h2_enter(c);
 	while (c->streams != NULL)
 		stream_detach(c->streams, why);
 	c->term = c->term_done = true;
-	leave(c);
+	hm__h2_leave(c);
 }
 
 static void conn_release_memory(struct hm__router_h2_conn *c)
@@ -1073,7 +817,7 @@ void hm__router_h2_conn_free(struct hm__router_h2_conn *c)
 	hm_require(c->busy == 0);
 	hm__router_h2_conn_shutdown(c, c->why != 0 ? c->why : HM__H2_CLOSE_CONN);
 	/* The transport has let go of the last batch: its spans are free. */
-	advance(c, SIZE_MAX);
+	hm__h2_advance(c, SIZE_MAX);
 	nghttp2_session_del(c->ng);
 	c->ng = NULL;
 	c->freeing = true;
@@ -1124,33 +868,6 @@ uint32_t hm__router_h2_stream_code(const struct hm__router_h2_stream *s)
 uint64_t hm__router_h2_stream_body_bytes(const struct hm__router_h2_stream *s)
 {
 	return s->body_bytes;
-}
-
-int hm__router_h2_stream_send(struct hm__router_h2_stream *s, const void *p, size_t n,
-			      hm__router_h2_release_cb release, void *arg)
-{
-	struct hm__router_h2_conn *c = s->c;
-
-	if (!s->attached)
-		return -EPIPE;
-	if (s->rs != HM__H2_RS_BODY)
-		return -EINVAL;
-	if (s->sp_n == HM__H2_SPANS)
-		return -ENOBUFS;
-	if (n == 0) {
-		if (release != NULL)
-			release(arg, p, n);
-		return 0;
-	}
-	s->sp[(s->sp_head + s->sp_n) % HM__H2_SPANS] =
-	    (struct hm__h2_span){.p = p, .n = n, .release = release, .arg = arg};
-	s->sp_n++;
-	if (s->deferred) {
-		s->deferred = false;
-		nghttp2_session_resume_data(c->ng, s->id);
-	}
-	hm__h2_wake(c);
-	return 0;
 }
 
 int hm__router_h2_stream_reset(struct hm__router_h2_stream *s, uint32_t code)
