@@ -75,7 +75,7 @@ static struct {
 	bool end; /* end the body at once */
 } R;
 
-static int released_spans;
+static int released_spans, sent_spans;
 static size_t released_bytes;
 
 static void on_release(void *arg, const void *p, size_t n)
@@ -126,6 +126,7 @@ static int respond_now(struct fx *f)
 
 		ck_assert_int_eq(hm__router_h2_stream_send(f->s, R.body + a, b - a, on_release, f),
 				 0);
+		sent_spans++;
 	}
 	if (R.end)
 		ck_assert_int_eq(hm__router_h2_stream_end(f->s, NULL, 0), 0);
@@ -228,7 +229,7 @@ static void setup(void)
 	mode.continue100 = false;
 	set_response("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Dyno: yes\r\n\r\n", "hello");
 	nfx = 0;
-	released_spans = 0;
+	released_spans = sent_spans = 0;
 	released_bytes = 0;
 	wakeups = 0;
 }
@@ -298,14 +299,25 @@ struct peer {
 	nghttp2_hd_inflater *infl;
 	nghttp2_hd_deflater *defl;
 	nghttp2_session *cl;  /* the client session, or NULL for raw frames */
-	struct cresp *cr;     /* [CRESP_MAX], by (stream id - 1) / 2 */
+	struct cresp *cr;     /* client session only: [CRESP_MAX], by (stream id - 1) / 2 */
 	uint32_t goaway_recv; /* client session: GOAWAY error code seen + 1 */
 };
 
 static void parse_out(struct peer *p);
 
+/* Bytes recorded instead of fed (to build the mutation test's traffic). */
+static uint8_t *rec;
+static size_t rec_len;
+static bool recording;
+
 static void feed(struct peer *p, const void *d, size_t n)
 {
+	if (recording) {
+		rec = xrealloc(rec, rec_len + n);
+		memcpy(rec + rec_len, d, n);
+		rec_len += n;
+		return;
+	}
 	p->recv_rc = hm__router_h2_conn_recv(p->c, d, n, p->now);
 }
 
@@ -419,8 +431,10 @@ static void parse_out(struct peer *p)
 	}
 	if (p->cl != NULL && off > 0)
 		ck_assert_int_eq(nghttp2_session_mem_recv(p->cl, p->out, off), (ssize_t)off);
-	memmove(p->out, p->out + off, p->out_len - off);
-	p->out_len -= off;
+	if (off > 0) {
+		memmove(p->out, p->out + off, p->out_len - off);
+		p->out_len -= off;
+	}
 }
 
 /* The error code of the last GOAWAY the engine sent, or -1. */
@@ -553,11 +567,11 @@ static struct peer *peer_new(bool client)
 	ck_assert_int_eq(hm__router_h2_conn_new(ctx, p, 0, &p->c), 0);
 	ck_assert_int_eq(nghttp2_hd_inflate_new(&p->infl), 0);
 	ck_assert_int_eq(nghttp2_hd_deflate_new(&p->defl, 4096), 0);
-	p->cr = calloc(CRESP_MAX, sizeof(*p->cr));
-	ck_assert_ptr_nonnull(p->cr);
 	if (client) {
 		nghttp2_session_callbacks *cb;
 
+		p->cr = calloc(CRESP_MAX, sizeof(*p->cr));
+		ck_assert_ptr_nonnull(p->cr);
 		nghttp2_session_callbacks_new(&cb);
 		nghttp2_session_callbacks_set_on_header_callback(cb, cl_on_header);
 		nghttp2_session_callbacks_set_on_frame_recv_callback(cb, cl_on_frame);
@@ -580,7 +594,7 @@ static void peer_free(struct peer *p)
 	free(p->fr);
 	free(p->out);
 	free(p->blk);
-	for (int i = 0; i < CRESP_MAX; i++)
+	for (int i = 0; p->cr != NULL && i < CRESP_MAX; i++)
 		free(p->cr[i].body);
 	free(p->cr);
 	nghttp2_hd_inflate_del(p->infl);
@@ -2231,6 +2245,147 @@ START_TEST(test_body_callback_optional)
 }
 END_TEST
 
+/* ==== mutated traffic ======================================================================== */
+
+/* A deterministic generator (the test must give the same verdict on every run). */
+static uint32_t lcg(uint32_t *x)
+{
+	*x = *x * 1664525u + 1013904223u;
+	return *x >> 8;
+}
+
+/* Valid traffic touching most of the engine: requests with and without bodies, a chunked upload
+ * with trailers, a header block split in CONTINUATIONs, resets, pings, window updates. */
+static void record_traffic(void)
+{
+	struct peer *p = peer_new(false);
+	const char *cl[] = {":method",	  "PUT",	   ":scheme",	     "https", ":path", "/p",
+			    ":authority", "a.example.com", "content-length", "300",   NULL};
+	const char *trl[] = {"x-sum", "1", NULL};
+	const char *big[] = {":method",	   "GET",
+			     ":scheme",	   "https",
+			     ":path",	   "/big",
+			     ":authority", "a.example.com",
+			     "cookie",	   "a=1",
+			     "cookie",	   "b=2",
+			     "x-pad",	   "0123456789012345678901234567890123456789",
+			     NULL};
+	static char body[300];
+	uint8_t blk[512];
+	size_t n;
+
+	memset(body, 'b', sizeof(body));
+	rec_len = 0;
+	recording = true;
+	raw_start(p, true);
+	raw_req(p, 1, NGHTTP2_FLAG_END_STREAM, get_nv);
+	raw_req(p, 3, 0, cl);
+	raw_frame(p, NGHTTP2_DATA, 0, 3, body, 100);
+	raw_frame(p, NGHTTP2_DATA, NGHTTP2_FLAG_END_STREAM, 3, body, 200);
+	raw_req(p, 5, 0, post_nv);
+	raw_frame(p, NGHTTP2_DATA, 0, 5, body, 50);
+	n = hpack(p, trl, blk, sizeof(blk));
+	raw_frame(p, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_HEADERS | NGHTTP2_FLAG_END_STREAM, 5, blk,
+		  n);
+	n = hpack(p, big, blk, sizeof(blk));
+	raw_frame(p, NGHTTP2_HEADERS, NGHTTP2_FLAG_END_STREAM, 7, blk, n / 2);
+	raw_frame(p, NGHTTP2_CONTINUATION, NGHTTP2_FLAG_END_HEADERS, 7, blk + n / 2, n - n / 2);
+	raw_req(p, 9, 0, post_nv);
+	raw_rst(p, 9, NGHTTP2_CANCEL);
+	raw_frame(p, NGHTTP2_PING, 0, 0, "12345678", 8);
+	raw_window_update(p, 0, 100000);
+	raw_req(p, 11, NGHTTP2_FLAG_END_STREAM, get_nv);
+	raw_window_update(p, 11, 1000);
+	recording = false;
+	peer_free(p);
+	fx_reset();
+}
+
+static size_t mutate(uint8_t *b, size_t n, size_t cap, uint32_t *x)
+{
+	int k = 1 + (int)(lcg(x) % 8);
+
+	while (k-- > 0 && n > 0) {
+		size_t at = lcg(x) % n, len = 1 + lcg(x) % 16;
+
+		switch (lcg(x) % 6) {
+		case 0: /* flip a bit */
+			b[at] ^= (uint8_t)(1u << (lcg(x) % 8));
+			break;
+		case 1: /* a random byte */
+			b[at] = (uint8_t)lcg(x);
+			break;
+		case 2: /* delete */
+			len = len > n - at ? n - at : len;
+			memmove(b + at, b + at + len, n - at - len);
+			n -= len;
+			break;
+		case 3: /* insert random bytes */
+			len = len > cap - n ? cap - n : len;
+			memmove(b + at + len, b + at, n - at);
+			for (size_t i = 0; i < len; i++)
+				b[at + i] = (uint8_t)lcg(x);
+			n += len;
+			break;
+		case 4: /* repeat a piece */
+			len = len > n - at ? n - at : len;
+			len = len > cap - n ? cap - n : len;
+			memmove(b + at + len, b + at, n - at);
+			n += len;
+			break;
+		default: /* cut the end */
+			n = at;
+			break;
+		}
+	}
+	return n;
+}
+
+START_TEST(test_mutated_traffic)
+{
+	static uint8_t buf[8192];
+	uint32_t x = 12345;
+
+	record_traffic();
+	ck_assert_uint_gt(rec_len, 200);
+	ck_assert_uint_lt(rec_len, sizeof(buf) / 2);
+	for (int round = 0; round < 3000; round++) {
+		struct peer *p = peer_new(false);
+		size_t n, off = 0;
+
+		memcpy(buf, rec, rec_len);
+		/* The preface stays intact in most rounds, so the frames get parsed. */
+		n = round % 10 == 0 ? mutate(buf, rec_len, sizeof(buf), &x)
+				    : 24 + mutate(buf + 24, rec_len - 24, sizeof(buf) - 24, &x);
+		p->write_limit = lcg(&x) % 4 == 0 ? 1 + lcg(&x) % 200 : 0;
+		while (off < n && !hm__router_h2_conn_dead(p->c)) {
+			size_t k = 1 + lcg(&x) % 300;
+
+			k = k > n - off ? n - off : k;
+			feed(p, buf + off, k);
+			ck_assert(p->recv_rc == 0 || p->recv_rc == -EPROTO ||
+				  p->recv_rc == -ECONNRESET);
+			off += k;
+			p->now += lcg(&x) % 1000;
+			if (hm__router_h2_conn_want_write(p->c))
+				pump(p);
+			if (lcg(&x) % 8 == 0)
+				hm__router_h2_conn_tick(p->c, p->now);
+		}
+		p->now += 120000; /* every timeout there is */
+		hm__router_h2_conn_tick(p->c, p->now);
+		pump(p);
+		peer_free(p);
+		/* Every span went back exactly once, every byte to the slab. */
+		ck_assert_int_eq(released_spans, sent_spans);
+		ck_assert_uint_eq(hm__router_h2_ctx_stats(ctx)->bytes, 0);
+		fx_reset();
+	}
+	free(rec);
+	rec = NULL;
+}
+END_TEST
+
 static Suite *h2_suite(void)
 {
 	Suite *s = suite_create("h2");
@@ -2307,6 +2462,12 @@ static Suite *h2_suite(void)
 	tcase_add_test(tc, test_conn_freed_before_release);
 	tcase_add_test(tc, test_request_trailer_limits);
 	tcase_add_test(tc, test_body_callback_optional);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("mutations");
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_mutated_traffic);
 	suite_add_tcase(s, tc);
 	return s;
 }
