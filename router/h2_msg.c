@@ -126,14 +126,19 @@ static bool request_line(struct hm__router_h2_stream *s)
 	uint32_t *off = s->ps_off, *len = s->ps_len, raw = s->head_len, n;
 	const char *m;
 
+	if (len[HM__H2_PS_METHOD] == 0) {
+		/* nghttp2 resets such a stream before it ends; nothing to write (and no buffer when
+		 * no pseudo-header came at all). */
+		fail(s, 400, "missing pseudo-header");
+		return false;
+	}
 	m = s->head + off[HM__H2_PS_METHOD];
 	s->head_method = len[HM__H2_PS_METHOD] == 4 && memcmp(m, "HEAD", 4) == 0;
 	if (len[HM__H2_PS_METHOD] == 7 && memcmp(m, "CONNECT", 7) == 0) {
 		fail(s, 400, "CONNECT");
 		return false;
 	}
-	if (len[HM__H2_PS_METHOD] == 0 || len[HM__H2_PS_PATH] == 0) {
-		/* nghttp2 resets such a stream before it ends; nothing to write. */
+	if (len[HM__H2_PS_PATH] == 0) {
 		fail(s, 400, "missing pseudo-header");
 		return false;
 	}

@@ -1056,6 +1056,9 @@ START_TEST(test_protocol_errors_reset)
 			    ":authority", "a.example.com", "te",      "gzip", NULL};
 	const char *late[] = {":method", "GET", ":scheme",    "http",	       "x-a", "1",
 			      ":path",	 "/",	":authority", "a.example.com", NULL};
+	/* A regular field first: nothing to build a request line from (found by fuzzing). */
+	const char *first[] = {"x-a",	"1", ":method",	   "GET",	    ":scheme", "http",
+			       ":path", "/", ":authority", "a.example.com", NULL};
 
 	raw_start(p, true);
 	raw_req(p, 1, NGHTTP2_FLAG_END_STREAM, conn);
@@ -1063,17 +1066,18 @@ START_TEST(test_protocol_errors_reset)
 	raw_req(p, 5, NGHTTP2_FLAG_END_STREAM, nopath);
 	raw_req(p, 7, NGHTTP2_FLAG_END_STREAM, te);
 	raw_req(p, 9, NGHTTP2_FLAG_END_STREAM, late);
+	raw_req(p, 11, NGHTTP2_FLAG_END_STREAM, first);
 	pump(p);
 	ck_assert_int_eq(nfx, 0);
-	for (int32_t sid = 1; sid <= 9; sid += 2)
+	for (int32_t sid = 1; sid <= 11; sid += 2)
 		ck_assert_int_eq(rst(p, sid), NGHTTP2_PROTOCOL_ERROR);
-	ck_assert_uint_eq(hm__router_h2_ctx_stats(ctx)->stream_errors, 5);
-	ck_assert_uint_ge(hm__router_h2_ctx_stats(ctx)->glitches, 5);
+	ck_assert_uint_eq(hm__router_h2_ctx_stats(ctx)->stream_errors, 6);
+	ck_assert_uint_ge(hm__router_h2_ctx_stats(ctx)->glitches, 6);
 	/* The connection still serves. */
-	raw_req(p, 11, NGHTTP2_FLAG_END_STREAM, get_nv);
+	raw_req(p, 13, NGHTTP2_FLAG_END_STREAM, get_nv);
 	pump(p);
 	ck_assert_int_eq(nfx, 1);
-	ck_assert_str_eq(headers_of(p, 11, 0)->status, "200");
+	ck_assert_str_eq(headers_of(p, 13, 0)->status, "200");
 	ck_assert_int_eq(goaway(p), -1);
 	peer_free(p);
 }
