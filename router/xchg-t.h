@@ -88,8 +88,8 @@ struct hm__router_client_ops {
 	 * (raw for a Content-Length, chunked otherwise, trailers included): fills up to cap spans
 	 * (cap >= 3) and returns how many, and *fl (enum hm__router_body_flag). The spans stay
 	 * where they are until the next body_consume(); a span already given may come back longer
-	 * with more bytes. Returns -EPROTO if the body is malformed (the exchange answers 400 H26).
-	 * In a tunnel: every byte the client sent.
+	 * with more bytes. Returns -EPROTO if the body is malformed (the exchange answers 400 H26)
+	 * or -ENOMEM (503 H99). In a tunnel: every byte the client sent.
 	 */
 	int (*body_peek)(void *cs, uv_buf_t *b, unsigned cap, unsigned *fl);
 	/* The first n bytes of what body_peek gives are no longer needed (written to the dyno and

@@ -600,7 +600,7 @@ static void up_connected(void *owner, int status)
 
 /* ---- the request, toward the dyno -------------------------------------------------------- */
 
-static void up_gone(void *owner, int err);
+static bool dyno_gone(struct hm__router_xchg *x);
 
 /* The dyno connection is usable: its head is written (once per exchange) and goes out with the
  * first body bytes, or the whole request again after a stale pooled connection. */
@@ -638,7 +638,7 @@ static void ready(struct hm__router_xchg *x)
 		}
 	}
 	if (hm__router_upstream_begin(&x->up, rq->method == HTTP_HEAD) != 0) {
-		up_gone(x, UV_EPIPE);
+		dyno_gone(x);
 		return;
 	}
 	pump_request(x);
@@ -659,15 +659,14 @@ static void req_sent(struct hm__router_xchg *x)
  * early (a 413 for an upload it will not read). Its answer may already be in the receive queue,
  * so this is not the end of the exchange: nothing more goes to the dyno, the client's bytes
  * wait (its buffer fills, so it is read no further), and the dyno's read side decides, as it
- * always does: the answer is relayed, or its EOF or reset without one is H13 (up_gone).
- * Returns false if the exchange ended.
+ * always does: the answer is relayed, or its EOF or reset without one is H13 (dyno_gone).
+ * Returns false if the caller must stop (see dyno_gone).
  */
 static bool upload_refused(struct hm__router_xchg *x, int err)
 {
-	if (x->state == HM__XS_TUNNEL || x->up.conn == NULL || hm__router_upstream_eof(&x->up)) {
-		up_gone(x, err);
-		return false;
-	}
+	(void)err;
+	if (x->state == HM__XS_TUNNEL || x->up.conn == NULL || hm__router_upstream_eof(&x->up))
+		return dyno_gone(x);
 	x->flags |= HM__XF_REQ_REFUSED;
 	return true;
 }
@@ -712,7 +711,10 @@ static bool pump_request(struct hm__router_xchg *x)
 		if (open) {
 			n = x->ops->body_peek(x->cs, b, x->up.hold > 0 ? 3 : 4, &fl);
 			if (n < 0) {
-				fail_desc(x, HM__CODE_H26, 400, NULL);
+				if (n == -EPROTO)
+					fail_desc(x, HM__CODE_H26, 400, NULL);
+				else
+					fail(x, HM__CODE_H99, 0); /* no buffer for it */
 				return false;
 			}
 			if (fl & HM__BODY_FULL)
@@ -957,25 +959,24 @@ static void tunnel_end(struct hm__router_xchg *x, bool dyno_closed)
 		ops->abort(cs);
 }
 
-/* The dyno closed (EOF), reset, or the connection could not be used. */
-static void up_gone(void *owner, int err)
+/* The dyno closed (EOF), reset, or the connection could not be used. Returns false if the
+ * caller must stop: the exchange ended, or started over on another connection. */
+static bool dyno_gone(struct hm__router_xchg *x)
 {
-	struct hm__router_xchg *x = owner;
-
-	(void)err;
 	if (x->state == HM__XS_TUNNEL) {
 		/* Whatever the dyno sent goes out first (the client may still be writing from the
 		 * connection's buffer, so it stays open until then); then both close. */
 		x->flags |= HM__XF_DYNO_EOF;
-		if (!(x->flags & HM__XF_OUT_BUSY))
-			tunnel_end(x, true);
-		return;
+		if (x->flags & HM__XF_OUT_BUSY)
+			return true;
+		tunnel_end(x, true);
+		return false;
 	}
 	if (x->state == HM__XS_DONE) {
 		/* Closed after a complete response: not reusable. finish() closes it once the
 		 * client has what refers to its buffer. */
 		x->up.rs.dyno_close = true;
-		return;
+		return true;
 	}
 	if (!(x->flags & HM__XF_RESP_STARTED) && !(x->up.flags & HM__UPF_GOT_BYTES)) {
 		if ((x->up.flags & HM__UPF_REUSED) && !(x->flags & HM__XF_RETRIED) &&
@@ -986,12 +987,19 @@ static void up_gone(void *owner, int err)
 					      ~(HM__XF_REQ_SENT | HM__XF_REQ_REFUSED));
 			hm__router_upstream_drop(&x->up);
 			attempt(x, true);
-			return;
+			return false; /* it goes on, but not with this connection's caller */
 		}
 		fail(x, HM__CODE_H13, 0);
-		return;
+		return false;
 	}
 	fail(x, x->state < HM__XS_RECV ? HM__CODE_H13 : HM__CODE_H18, 0);
+	return false;
+}
+
+static void up_gone(void *owner, int err)
+{
+	(void)err;
+	dyno_gone(owner);
 }
 
 static void up_bad(void *owner, const char *why)
