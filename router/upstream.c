@@ -128,7 +128,7 @@ static void flow(struct hm__router_upstream *up)
 	uint32_t keep;
 	bool want, head;
 
-	if (dc == NULL || (dc->flags & HM__DC_CLOSING))
+	if (dc == NULL || (dc->flags & (HM__DC_CLOSING | HM__DC_CONNECTED)) != HM__DC_CONNECTED)
 		return;
 	if (dc->in != NULL && !(up->flags & HM__UPF_HELD)) {
 		head = up->resp.state == HM__MSG_HEAD && !(up->flags & HM__UPF_TUNNEL);

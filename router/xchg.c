@@ -939,7 +939,7 @@ void hm__router_xchg_sent(struct hm__router_xchg *x)
 			finish(x);
 		return;
 	}
-	if (!(x->flags & HM__XF_OUT_BUSY))
+	if (!(x->flags & HM__XF_OUT_BUSY) && x->state >= HM__XS_SEND)
 		hm__router_upstream_released(&x->up);
 }
 
