@@ -1,6 +1,6 @@
 /*
  * A worker's shared services (see ctx.h): the table view, the batched access log, connection
- * accounting.
+ * accounting, the skip list of dynos that failed to connect.
  *
  * The table view keeps the map it last returned referenced, so that its address cannot come
  * back as another map's and the file id can be cached: per request the view costs one atomic
@@ -168,4 +168,44 @@ void hm__router_ctx_fd_exhausted(struct hm__router_ctx *ctx, const char *what, i
 		hm_log(HM_LOG_ERR, "router", "%s: %s (%u client connections open)", what,
 		       hm_strerror(err), ctx->nconns);
 	}
+}
+
+void hm__router_ctx_skip(struct hm__router_ctx *ctx, const struct hm_addr *addr)
+{
+	uint64_t now = uv_now(ctx->loop), until = now + (uint64_t)ctx->cfg->skip_time;
+	uint32_t i, oldest = 0;
+
+	/* Drop expired entries while looking. */
+	for (i = 0; i < ctx->nskip;) {
+		if (ctx->skip[i].until <= now) {
+			ctx->skip[i] = ctx->skip[--ctx->nskip];
+			continue;
+		}
+		if (hm__router_addr_eq(&ctx->skip[i].addr, addr)) {
+			ctx->skip[i].until = until;
+			return;
+		}
+		if (ctx->skip[i].until < ctx->skip[oldest].until)
+			oldest = i;
+		i++;
+	}
+	if (ctx->nskip == HM__SKIP_MAX)
+		i = oldest;
+	else
+		i = ctx->nskip++;
+	ctx->skip[i].addr = *addr;
+	ctx->skip[i].until = until;
+}
+
+bool hm__router_ctx_skipped(const struct hm__router_ctx *ctx, const struct hm_addr *addr)
+{
+	uint64_t now;
+
+	if (ctx->nskip == 0)
+		return false;
+	now = uv_now(ctx->loop);
+	for (uint32_t i = 0; i < ctx->nskip; i++)
+		if (ctx->skip[i].until > now && hm__router_addr_eq(&ctx->skip[i].addr, addr))
+			return true;
+	return false;
 }

@@ -39,6 +39,12 @@ void hm__router_ctx_conn_add(struct hm__router_ctx *ctx, struct hm__router_conn 
 /* A client connection closed (its handles are closed): unlinked, and ctx->conn_closed runs. */
 void hm__router_ctx_conn_del(struct hm__router_ctx *ctx, struct hm__router_conn *c);
 
+/* This worker avoids addr for --skip-time (a connect to it was refused or timed out). The list
+ * holds HM__SKIP_MAX addresses; the one that expires first makes room. */
+void hm__router_ctx_skip(struct hm__router_ctx *ctx, const struct hm_addr *addr);
+/* addr is in the skip list and not expired. */
+bool hm__router_ctx_skipped(const struct hm__router_ctx *ctx, const struct hm_addr *addr);
+
 /* Counts a failure to get a descriptor (EMFILE, ENFILE...) in the metrics and logs it, at most
  * once a second. what says where ("accept", "connecting to a dyno"); err is a libuv or negative
  * errno. */

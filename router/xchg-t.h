@@ -166,7 +166,7 @@ struct hm__router_xchg {
 	uint8_t peer_len;
 	uint16_t port;
 	struct hm__router_upstream up; /* toward the dyno */
-	/* Everything from here to path is per-request state, zeroed when the exchange starts. */
+	/* Everything from here to lr is per-request state, zeroed when the exchange starts. */
 	uint8_t state;	    /* enum hm__router_xchg_state */
 	uint8_t code;	    /* enum hm__router_code of the outcome */
 	uint8_t attempts;   /* connects that failed */
@@ -192,16 +192,11 @@ struct hm__router_xchg {
 	uint64_t last_io;      /* loop ms: last progress on the client's side */
 	uint64_t start_ms;     /* wall ms, X-Request-Start */
 	int64_t connect_ms;    /* -1: none */
-	const char *method;
-	uint16_t path_len, fwd_len;
-	uint8_t request_id_len;
 	uint8_t aff_value_len;
-	char request_id[201];
 	char aff_dyno[HM_DYNO_NAME_MAX + 1];
 	char tried_dyno[HM_DYNO_NAME_MAX + 1]; /* the last dyno a connect failed to */
-	/* The log line's text fields (filled as the exchange starts). */
-	char path[HM__LOG_PATH_MAX];
-	char fwd[HM__LOG_FWD_MAX];
+	/* Filled as the exchange starts, not zeroed. */
+	struct hm__router_logreq lr;		/* the log line's text fields */
 	char aff_value[HM__AFFINITY_VALUE_MAX]; /* the affinity cookie's value, as sent */
 };
 

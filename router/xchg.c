@@ -100,73 +100,6 @@ static void inflight_release(struct hm__router_xchg *x)
 
 /* ---- the access log --------------------------------------------------------------------- */
 
-/* The text fields of a log line, known once the head is parsed (or as much of them as a bad
- * head allows): method, path, request id (the client's valid one, else a new UUID), and fwd,
- * the X-Forwarded-For the dyno sees. */
-struct log_fields {
-	const char *method;
-	char *path;
-	uint16_t path_len;
-	char *fwd;
-	uint16_t fwd_len;
-	char *request_id;
-	uint8_t request_id_len;
-};
-
-static void log_fields(struct log_fields *lf, const struct hm__router_msg *m,
-		       const struct hm__router_req *rq, bool checked, const char *peer,
-		       size_t peer_len)
-{
-	const char *path = m->base + (checked ? rq->target_off : m->url_off);
-	size_t n = checked ? rq->target_len : m->url_len, fl = 0;
-	bool any = false;
-
-	lf->method = NULL;
-	if (m->url_len > 0 || m->line_done)
-		lf->method = llhttp_method_name((llhttp_method_t)m->p.method);
-	n = HM_MIN(n, (size_t)HM__LOG_PATH_MAX);
-	if (n > 0)
-		memcpy(lf->path, path, n);
-	lf->path_len = (uint16_t)n;
-	lf->request_id_len = 0;
-	if (checked && rq->request_id >= 0) {
-		const struct hm__router_hdr *h = &m->hdr[rq->request_id];
-		size_t l = hm__router_trim(m->base + h->value_off, h->value_len);
-
-		memcpy(lf->request_id, m->base + h->value_off, l);
-		lf->request_id_len = (uint8_t)l;
-	} else if (hm__router_uuid4(lf->request_id) == 0) {
-		lf->request_id_len = HM__ROUTER_UUID_LEN;
-	}
-	if (checked) {
-		for (uint16_t i = 0; i < m->nhdr && fl < HM__LOG_FWD_MAX; i++) {
-			const struct hm__router_hdr *h = &m->hdr[i];
-			size_t l;
-
-			if (h->id != HM__HDR_X_FORWARDED_FOR || h->drop)
-				continue;
-			l = hm__router_trim(m->base + h->value_off, h->value_len);
-			if (l == 0)
-				continue;
-			if (any && fl + 2 <= HM__LOG_FWD_MAX) {
-				memcpy(lf->fwd + fl, ", ", 2);
-				fl += 2;
-			}
-			l = HM_MIN(l, HM__LOG_FWD_MAX - fl);
-			memcpy(lf->fwd + fl, m->base + h->value_off, l);
-			fl += l;
-			any = true;
-		}
-	}
-	if (any && fl + 2 <= HM__LOG_FWD_MAX) {
-		memcpy(lf->fwd + fl, ", ", 2);
-		fl += 2;
-	}
-	n = HM_MIN(peer_len, HM__LOG_FWD_MAX - fl);
-	memcpy(lf->fwd + fl, peer, n);
-	lf->fwd_len = (uint16_t)(fl + n);
-}
-
 static void log_write(struct hm__router_ctx *ctx, struct hm__router_logrec *r,
 		      enum hm__router_code code, const char *desc)
 {
@@ -191,19 +124,19 @@ static void log_xchg(struct hm__router_xchg *x, const char *desc, bool head_out)
 	if (x->flags & HM__XF_LOGGED)
 		return;
 	x->flags |= HM__XF_LOGGED;
-	r.method = x->method;
-	if (x->path_len > 0 || x->method != NULL) {
-		r.path = x->path;
-		r.path_len = x->path_len;
+	r.method = x->lr.method;
+	if (x->lr.path_len > 0 || x->lr.method != NULL) {
+		r.path = x->lr.path;
+		r.path_len = x->lr.path_len;
 	}
 	if (x->rq->key_len > 0) {
 		r.host = x->rq->key;
 		r.host_len = x->rq->key_len;
 	}
-	r.request_id = x->request_id;
-	r.request_id_len = x->request_id_len;
-	r.fwd = x->fwd;
-	r.fwd_len = x->fwd_len;
+	r.request_id = x->lr.request_id;
+	r.request_id_len = x->lr.request_id_len;
+	r.fwd = x->lr.fwd;
+	r.fwd_len = x->lr.fwd_len;
 	if (x->route.has_dyno)
 		r.dyno = x->route.dyno;
 	else if (x->tried_dyno[0] != '\0')
@@ -219,20 +152,19 @@ void hm__router_xchg_reject(struct hm__router_ctx *ctx, const struct hm__router_
 			    const char *peer, size_t peer_len, enum hm__router_code code,
 			    int status)
 {
-	char path[HM__LOG_PATH_MAX], fwd[HM__LOG_FWD_MAX], rid[HM__ROUTER_UUID_LEN + 1];
-	struct log_fields lf = {.path = path, .fwd = fwd, .request_id = rid};
+	struct hm__router_logreq lr;
 	struct hm__router_logrec r = {0};
 
-	log_fields(&lf, m, NULL, false, peer, peer_len);
-	r.method = lf.method;
-	if (lf.path_len > 0 || lf.method != NULL) {
-		r.path = lf.path;
-		r.path_len = lf.path_len;
+	hm__router_log_capture(&lr, m, NULL, peer, peer_len);
+	r.method = lr.method;
+	if (lr.path_len > 0 || lr.method != NULL) {
+		r.path = lr.path;
+		r.path_len = lr.path_len;
 	}
-	r.request_id = lf.request_id;
-	r.request_id_len = lf.request_id_len;
-	r.fwd = lf.fwd;
-	r.fwd_len = lf.fwd_len;
+	r.request_id = lr.request_id;
+	r.request_id_len = lr.request_id_len;
+	r.fwd = lr.fwd;
+	r.fwd_len = lr.fwd_len;
 	r.connect_ms = -1;
 	r.service_ms = -1;
 	r.status = status;
@@ -307,10 +239,8 @@ void hm__router_xchg_start(struct hm__router_xchg *x, const struct hm__router_cl
 			   void *cs, const struct hm__router_msg *req,
 			   const struct hm__router_req *rq, const struct hm__router_client_info *ci)
 {
-	struct log_fields lf = {.path = x->path, .fwd = x->fwd, .request_id = x->request_id};
-
 	memset(&x->state, 0,
-	       offsetof(struct hm__router_xchg, path) - offsetof(struct hm__router_xchg, state));
+	       offsetof(struct hm__router_xchg, lr) - offsetof(struct hm__router_xchg, state));
 	x->ops = ops;
 	x->cs = cs;
 	x->req = req;
@@ -322,11 +252,7 @@ void hm__router_xchg_start(struct hm__router_xchg *x, const struct hm__router_cl
 	x->last_io = now_ms(x);
 	x->connect_ms = -1;
 	hm__gauge_add(&x->ctx->slot->c.inflight, 1);
-	log_fields(&lf, req, rq, true, ci->peer, ci->peer_len);
-	x->method = lf.method;
-	x->path_len = lf.path_len;
-	x->fwd_len = lf.fwd_len;
-	x->request_id_len = lf.request_id_len;
+	hm__router_log_capture(&x->lr, req, rq, ci->peer, ci->peer_len);
 	x->t_head_ns = uv_hrtime();
 	x->start_ms = hm_wall_ms();
 	cookie_dyno(x);
@@ -379,48 +305,12 @@ static void fail(struct hm__router_xchg *x, enum hm__router_code code, int statu
 static bool skip_cb(void *arg, const struct hm_addr *addr, uint32_t slot)
 {
 	struct hm__router_xchg *x = arg;
-	struct hm__router_ctx *ctx = x->ctx;
-	uint64_t now;
 
 	(void)slot;
 	for (uint8_t i = 0; i < x->ntried; i++)
 		if (hm__router_addr_eq(&x->tried[i], addr))
 			return true;
-	if (!(x->flags & HM__XF_SKIPLIST) || ctx->nskip == 0)
-		return false;
-	now = now_ms(x);
-	for (uint32_t i = 0; i < ctx->nskip; i++)
-		if (ctx->skip[i].until > now && hm__router_addr_eq(&ctx->skip[i].addr, addr))
-			return true;
-	return false;
-}
-
-/* This worker avoids addr for --skip-time. */
-static void skip_add(struct hm__router_ctx *ctx, const struct hm_addr *addr)
-{
-	uint64_t now = uv_now(ctx->loop), until = now + (uint64_t)ctx->cfg->skip_time;
-	uint32_t i, oldest = 0;
-
-	/* Drop expired entries while looking. */
-	for (i = 0; i < ctx->nskip;) {
-		if (ctx->skip[i].until <= now) {
-			ctx->skip[i] = ctx->skip[--ctx->nskip];
-			continue;
-		}
-		if (hm__router_addr_eq(&ctx->skip[i].addr, addr)) {
-			ctx->skip[i].until = until;
-			return;
-		}
-		if (ctx->skip[i].until < ctx->skip[oldest].until)
-			oldest = i;
-		i++;
-	}
-	if (ctx->nskip == HM__SKIP_MAX)
-		i = oldest;
-	else
-		i = ctx->nskip++;
-	ctx->skip[i].addr = *addr;
-	ctx->skip[i].until = until;
+	return (x->flags & HM__XF_SKIPLIST) && hm__router_ctx_skipped(x->ctx, addr);
 }
 
 static bool cookie_verify(struct hm__router_xchg *x)
@@ -538,7 +428,7 @@ static void route(struct hm__router_xchg *x)
 static void attempt_failed(struct hm__router_xchg *x, int kind)
 {
 	hm__router_upstream_drop(&x->up);
-	skip_add(x->ctx, &x->route.addr);
+	hm__router_ctx_skip(x->ctx, &x->route.addr);
 	memcpy(x->tried_dyno, x->route.dyno, sizeof(x->tried_dyno));
 	if (x->ntried < HM_ARRAY_SIZE(x->tried))
 		x->tried[x->ntried++] = x->route.addr;
@@ -619,8 +509,8 @@ static void ready(struct hm__router_xchg *x)
 		    .peer_len = x->peer_len,
 		    .port = x->port,
 		    .start_ms = x->start_ms,
-		    .request_id = x->request_id,
-		    .request_id_len = x->request_id_len,
+		    .request_id = x->lr.request_id,
+		    .request_id_len = x->lr.request_id_len,
 		    .connect_ms = x->connect_ms > 0 ? (uint64_t)x->connect_ms : 0,
 		    .route_ms = (x->t_send_ns - x->t_head_ns) / 1000000,
 		};
