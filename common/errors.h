@@ -29,6 +29,7 @@
 	XX(ESTATE, -5024, "invalid dyno state")                                                    \
 	XX(EBALANCE, -5025, "invalid balance mode")                                                \
 	XX(EOP, -5026, "invalid change operation")                                                 \
+	XX(ECONTROL, -5027, "holds NUL or a control character")                                    \
 	/* routing state (common/table.c) */                                                       \
 	XX(ENOAPP, -5040, "no such app")                                                           \
 	XX(ENODOMAIN, -5041, "no such domain")                                                     \

@@ -27,6 +27,20 @@ static char to_lower(char c)
 	return c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c;
 }
 
+long hm_ctl_scan(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c < 0x20 || c == 0x7f)
+			return (long)i;
+		if (c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
+		    (unsigned char)s[i + 1] <= 0x9f)
+			return (long)i;
+	}
+	return -1;
+}
+
 int hm_app_name_check(const char *s, size_t n)
 {
 	if (n == 0 || n > HM_APP_NAME_MAX || !is_lower(s[0]))
@@ -281,6 +295,10 @@ int hm_change_check(const struct hm_change *c)
 {
 	int r;
 
+	/* Before the grammar, so that the reason names what is wrong with the string. */
+	if ((c->app != NULL && hm_ctl_scan(c->app, c->app_len) >= 0) ||
+	    (c->name != NULL && hm_ctl_scan(c->name, c->name_len) >= 0))
+		return HM_ECONTROL;
 	switch (c->op) {
 	case HM_OP_APP_PUT:
 		if (c->balance > HM_BALANCE_MAX)

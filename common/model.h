@@ -82,6 +82,13 @@ struct hm_change {
 	struct hm_addr addr;
 };
 
+/*
+ * Index of the first control character in s[0..n): a C0 control (U+0000-U+001F, NUL included),
+ * DEL, or a C1 control encoded in UTF-8 (U+0080-U+009F, bytes C2 80..C2 9F); -1 if none.
+ * Terminals act on these and a NUL cuts a C string, so no name may hold one (HM_ECONTROL).
+ */
+long hm_ctl_scan(const char *s, size_t n);
+
 /* Name checks: 0 if valid, else HM_EAPPNAME / HM_EDYNONAME / HM_EHOSTNAME. */
 int hm_app_name_check(const char *s, size_t n);
 int hm_dyno_name_check(const char *s, size_t n);
@@ -120,7 +127,8 @@ int hm_op_parse(const char *s, size_t n, uint8_t *out);
 
 /*
  * Checks every field an op uses: the op itself, names, state, balance, address family and port.
- * Returns 0 or the first error found (HM_EOP, HM_EAPPNAME, ...). Does not check that referenced
+ * Returns 0 or the first error found (HM_EOP, HM_ECONTROL for a control character in any name,
+ * HM_EAPPNAME, ...). Does not check that referenced
  * objects exist: that is the table's job.
  */
 int hm_change_check(const struct hm_change *c);

@@ -146,6 +146,64 @@ static const char synopsis[] =
 
 static struct cfg cfg;
 
+/* ---- Output: nothing a server, a file or an argument holds may drive the terminal -------- */
+
+/*
+ * Writes s[0..n) to f with every control character (hm_ctl_scan's set: C0, DEL, C1 in UTF-8)
+ * written as \xNN, or as \u00NN where json (which keeps JSON text valid).
+ */
+static void put_esc(FILE *f, const char *s, size_t n, bool json)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		long k = hm_ctl_scan(s + i, n - i);
+		size_t run = k < 0 ? n - i : (size_t)k;
+		unsigned c;
+
+		fwrite(s + i, 1, run, f);
+		i += run;
+		if (i == n)
+			break;
+		c = (unsigned char)s[i];
+		if (c == 0xc2) /* a C1 control: its second byte is the code point */
+			c = (unsigned char)s[++i];
+		fprintf(f, json ? "\\u%04x" : "\\x%02x", c);
+		i++;
+	}
+}
+
+/* printf into a buffer, then put_esc: every message hermodctl writes goes through this. */
+static void vprint_esc(FILE *f, const char *fmt, va_list ap)
+{
+	char buf[4096];
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+
+	size_t len;
+
+	if (n < 0)
+		return;
+	len = HM_MIN((size_t)n, sizeof(buf) - 1);
+	/* The line's own end is the format's; any other newline came from an argument. */
+	if (len > 0 && buf[len - 1] == '\n') {
+		put_esc(f, buf, len - 1, false);
+		fputc('\n', f);
+		return;
+	}
+	put_esc(f, buf, len, false);
+}
+
+static void print_esc(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void print_esc(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vprint_esc(stdout, fmt, ap);
+	va_end(ap);
+}
+
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static int usage_error(const char *fmt, ...)
@@ -154,7 +212,7 @@ static int usage_error(const char *fmt, ...)
 
 	fprintf(stderr, "hermodctl: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vprint_esc(stderr, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, " (see hermodctl --help)\n");
 	return EXIT_USAGE;
@@ -168,7 +226,7 @@ static int fail(int code, const char *fmt, ...)
 
 	fprintf(stderr, "hermodctl: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vprint_esc(stderr, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "\n");
 	return code;
@@ -177,8 +235,8 @@ static int fail(int code, const char *fmt, ...)
 /* Prints a JSON object built by fn to stdout (for --json). */
 static void print_json(struct hm__buf *b)
 {
-	hm__buf_add(b, "\n", 1);
-	fwrite(b->data, 1, b->len, stdout);
+	put_esc(stdout, b->data, b->len, true);
+	putchar('\n');
 	hm__buf_fini(b);
 }
 
@@ -292,14 +350,12 @@ static int await_answer(struct client *c, struct answer *a)
 	a->code = r.ctl_rep.code;
 	a->index = r.ctl_rep.index;
 	{
-		/* The reason is raw bytes from the network: keep printable ASCII only. */
+		/* Raw bytes from the network, escaped wherever they are printed; a NUL would end
+		 * the string early, so it becomes a space here. */
 		uint32_t n = HM_MIN(r.ctl_rep.reason_len, (uint32_t)HM_PROTO_MAX_REASON);
 
-		for (uint32_t i = 0; i < n; i++) {
-			char ch = r.ctl_rep.reason[i];
-
-			a->reason[i] = ch >= 0x20 && ch < 0x7f ? ch : '?';
-		}
+		for (uint32_t i = 0; i < n; i++)
+			a->reason[i] = r.ctl_rep.reason[i] != '\0' ? r.ctl_rep.reason[i] : ' ';
 		a->reason[n] = '\0';
 	}
 	nng_msg_free(rep);
@@ -800,13 +856,13 @@ static const char *jbool(const cJSON *o, const char *key)
 static void print_row(const char *section, const cJSON *o)
 {
 	if (strcmp(section, "apps") == 0)
-		printf("%-32s %-11s %-8s %s\n", jstr(o, "app"), jbool(o, "maintenance"),
-		       jbool(o, "affinity"), jstr(o, "balance"));
+		print_esc("%-32s %-11s %-8s %s\n", jstr(o, "app"), jbool(o, "maintenance"),
+			  jbool(o, "affinity"), jstr(o, "balance"));
 	else if (strcmp(section, "domains") == 0)
-		printf("%-48s %s\n", jstr(o, "domain"), jstr(o, "app"));
+		print_esc("%-48s %s\n", jstr(o, "domain"), jstr(o, "app"));
 	else if (strcmp(section, "dynos") == 0)
-		printf("%-24s %-16s %-24s %s\n", jstr(o, "app"), jstr(o, "name"), jstr(o, "addr"),
-		       jstr(o, "state"));
+		print_esc("%-24s %-16s %-24s %s\n", jstr(o, "app"), jstr(o, "name"),
+			  jstr(o, "addr"), jstr(o, "state"));
 }
 
 static void print_header(const char *section)
@@ -879,9 +935,9 @@ static int print_dump(struct reader *r)
 			cJSON *o = cJSON_Parse(v.data);
 
 			if (o != NULL && cJSON_IsString(o))
-				printf("%-8s %s\n", key, o->valuestring);
+				print_esc("%-8s %s\n", key, o->valuestring);
 			else
-				printf("%-8s %s\n", key, v.data);
+				print_esc("%-8s %s\n", key, v.data);
 			cJSON_Delete(o);
 		}
 	}
@@ -901,7 +957,7 @@ static int print_status(const cJSON *o)
 	{
 		char *v = cJSON_IsString(it) ? NULL : cJSON_PrintUnformatted(it);
 
-		printf("%-20s %s\n", it->string, v != NULL ? v : it->valuestring);
+		print_esc("%-20s %s\n", it->string, v != NULL ? v : it->valuestring);
 		free(v);
 	}
 	return EXIT_OK;
@@ -911,14 +967,14 @@ static int print_lookup(const cJSON *o)
 {
 	const cJSON *d, *dynos = cJSON_GetObjectItemCaseSensitive(o, "dynos");
 
-	printf("host         %s\n", jstr(o, "host"));
-	printf("app          %s\n", jstr(o, "app"));
-	printf("maintenance  %s\n", jbool(o, "maintenance"));
-	printf("affinity     %s\n", jbool(o, "affinity"));
-	printf("balance      %s\n", jstr(o, "balance"));
+	print_esc("host         %s\n", jstr(o, "host"));
+	print_esc("app          %s\n", jstr(o, "app"));
+	print_esc("maintenance  %s\n", jbool(o, "maintenance"));
+	print_esc("affinity     %s\n", jbool(o, "affinity"));
+	print_esc("balance      %s\n", jstr(o, "balance"));
 	printf("\n%-16s %-24s %s\n", "DYNO", "ADDR", "STATE");
 	cJSON_ArrayForEach(d, dynos)
-	    printf("%-16s %-24s %s\n", jstr(d, "name"), jstr(d, "addr"), jstr(d, "state"));
+	    print_esc("%-16s %-24s %s\n", jstr(d, "name"), jstr(d, "addr"), jstr(d, "state"));
 	return EXIT_OK;
 }
 
@@ -949,19 +1005,32 @@ static int cmd_admin(const char *cmd, const char *arg)
 
 		rd_value(r, &v);
 		o = v.data != NULL ? cJSON_Parse(v.data) : NULL;
-		if (cfg.json && v.data != NULL)
-			printf("%s\n", v.data);
+		if (cfg.json && v.data != NULL) {
+			put_esc(stdout, v.data, strlen(v.data), true);
+			putchar('\n');
+		}
 		code = fail(EXIT_REJECTED, "%s", o != NULL ? jstr(o, "error") : "error");
 		cJSON_Delete(o);
 		hm__buf_fini(&v);
 		goto out;
 	}
 	if (cfg.json) {
-		/* Copied through as it arrives: a dump is never held whole. */
+		/* Copied through as it arrives (a dump is never held whole), control characters
+		 * escaped: the server's JSON has none outside escapes, so valid JSON is unchanged.
+		 */
 		while ((c = rd_next(r)) >= 0) {
-			putchar(c);
-			if (c == '\n')
+			if (c == '\n') {
+				putchar(c);
 				break;
+			}
+			if (c == 0xc2 && rd_peek(r) >= 0x80 && rd_peek(r) <= 0x9f) {
+				printf("\\u%04x", rd_next(r));
+				continue;
+			}
+			if (c < 0x20 || c == 0x7f)
+				printf("\\u%04x", c);
+			else
+				putchar(c);
 		}
 		if (c != '\n')
 			code =
@@ -1027,8 +1096,14 @@ int main(int argc, char **argv)
 		code = npos != 1 ? usage_error("'%s' takes no arguments", pos[0])
 				 : cmd_admin(pos[0], NULL);
 	} else if (strcmp(pos[0], "lookup") == 0) {
-		code = npos != 2 ? usage_error("'lookup' takes one HOST")
-				 : cmd_admin("lookup", pos[1]);
+		if (npos != 2)
+			code = usage_error("'lookup' takes one HOST");
+		else if (hm_ctl_scan(pos[1], strlen(pos[1])) >= 0)
+			/* It would end the admin request's line and start another. */
+			code =
+			    usage_error("'lookup': HOST \"%s\" holds a control character", pos[1]);
+		else
+			code = cmd_admin("lookup", pos[1]);
 	} else {
 		code = usage_error("unknown command '%s'", pos[0]);
 	}

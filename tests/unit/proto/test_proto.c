@@ -1948,7 +1948,7 @@ static bool known_code(int rc)
 	static const int codes[] = {HM_ETRUNC,	 HM_ETYPE,     HM_ERANGE,    HM_ETOOBIG,
 				    HM_EUNKNOWN, HM_EVERSION,  HM_ETRAILING, HM_EARITY,
 				    HM_EAPPNAME, HM_EDYNONAME, HM_EHOSTNAME, HM_EADDR,
-				    HM_ESTATE,	 HM_EBALANCE,  HM_EOP};
+				    HM_ESTATE,	 HM_EBALANCE,  HM_EOP,	     HM_ECONTROL};
 
 	for (size_t i = 0; i < NELEM(codes); i++)
 		if (rc == codes[i])
