@@ -1250,8 +1250,8 @@ static int setup(struct edge *e)
 
 	if ((rv = table_open(e)) != 0)
 		return rv;
-	if ((rv = hm__admin_start(&e->admin, &e->loop, cfg->admin, &admin_ops, e, err,
-				  sizeof(err))) != 0) {
+	if ((rv = hm__admin_start(&e->admin, &e->loop, cfg->admin, (uint64_t)cfg->admin_idle,
+				  &admin_ops, e, err, sizeof(err))) != 0) {
 		hm_log(HM_LOG_ERR, "edge", "%s", err);
 		return rv;
 	}

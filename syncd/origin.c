@@ -1388,8 +1388,8 @@ static int setup(struct origin *o)
 		return e;
 	/* The admin socket last: when it answers, everything else is up (tests and scripts use it
 	 * as the readiness signal). */
-	if ((e = hm__admin_start(&o->admin, &o->loop, cfg->admin, &admin_ops, o, err,
-				 sizeof(err))) != 0) {
+	if ((e = hm__admin_start(&o->admin, &o->loop, cfg->admin, (uint64_t)cfg->admin_idle,
+				 &admin_ops, o, err, sizeof(err))) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "%s", err);
 		return e;
 	}

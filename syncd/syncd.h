@@ -14,6 +14,7 @@ struct hm__origin_cfg {
 	int64_t heartbeat;     /* ms */
 	int64_t max_request;   /* bytes of one multi-part control request */
 	int64_t segment;       /* bytes of a journal segment */
+	int64_t admin_idle;    /* ms an admin connection may stay silent */
 	bool no_watchdog;      /* test hook: disable the #1518 listener watchdog */
 };
 
@@ -22,6 +23,7 @@ struct hm__edge_cfg {
 	int64_t stale_after; /* ms without a heartbeat before status says stale */
 	int64_t table_max;   /* bytes the table file may grow to (0: no limit) */
 	int64_t timeout;     /* ms to wait for a sync reply */
+	int64_t admin_idle;  /* ms an admin connection may stay silent */
 };
 
 /* Run a role until SIGTERM/SIGINT; return the process exit status. */
