@@ -39,6 +39,7 @@
 	XX(ENOTABLE, -5045, "no routing table yet")                                                \
 	XX(ENOHOST, -5046, "no app for this host")                                                 \
 	XX(EBUSYTABLE, -5047, "routing table is changing too fast to read")                        \
+	XX(EUNTRUSTED, -5048, "file is not owned by this user or root, or others may write it")    \
 	/* state synchronization (syncd/) */                                                       \
 	XX(EEPOCH, -5060, "epoch mismatch")                                                        \
 	XX(EGAP, -5061, "sequence gap")                                                            \

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "common/errors.h"
+#include "common/filesec.h"
 #include "common/hash.h"
 #include "common/util.h"
 
@@ -526,6 +527,23 @@ void hm_digest_hex(const uint8_t digest[HM_DIGEST_LEN], char out[2 * HM_DIGEST_L
 	hm_hex(digest, HM_DIGEST_LEN, out);
 }
 
+/* ---- Files and trust ------------------------------------------------------------------- */
+
+/* A table file is used only if this process's uid or root owns it and nobody else may write it
+ * (filesec.h): a file someone else made could route anything anywhere. */
+static int table_fd_trusted(int fd)
+{
+	char why[160];
+
+	return hm_file_trusted(fd, why, sizeof(why));
+}
+
+/* Files this writer creates get their mode whatever the umask. */
+static int table_fd_own(int fd, mode_t mode)
+{
+	return fchmod(fd, mode) == 0 ? 0 : -errno;
+}
+
 /* ---- Reading ----------------------------------------------------------------------------- */
 
 static void map_free(struct hm_table_map *m)
@@ -552,6 +570,10 @@ static int map_open(const char *path, struct hm_table_map **out)
 	}
 	if (fd < 0)
 		return -errno;
+	if ((r = table_fd_trusted(fd)) != 0) {
+		close(fd);
+		return r;
+	}
 	m = calloc(1, sizeof(*m));
 	if (m == NULL) {
 		close(fd);
@@ -1598,9 +1620,11 @@ static int writer_create(struct hm_table_writer *w, const struct hm_table_caps *
 		if ((w->tmp_path = malloc(len)) == NULL)
 			return -ENOMEM;
 		snprintf(w->tmp_path, len, "%s.new.%ld.%08x", w->path, (long)getpid(), rnd);
-		fd = open(w->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
+		fd = open(w->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, HM_TABLE_MODE);
 		if (fd < 0)
 			return -errno;
+		if ((e = table_fd_own(fd, HM_TABLE_MODE)) != 0)
+			goto fail;
 		if (ftruncate(fd, (off_t)w->lay.file_bytes) != 0) {
 			e = -errno;
 			goto fail;
@@ -1635,6 +1659,10 @@ static int writer_resume(struct hm_table_writer *w)
 
 	if (fd < 0)
 		return -errno;
+	if ((e = table_fd_trusted(fd)) != 0) {
+		close(fd);
+		return e;
+	}
 	if (fstat(fd, &st) != 0 || st.st_size < (off_t)HDR_BYTES ||
 	    pread(fd, &hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
 	    (atomic_load(&hdr.pub) & PUB_RETIRED) ||
@@ -1661,15 +1689,19 @@ static int lock_path(struct hm_table_writer *w)
 {
 	size_t len = strlen(w->path) + 8;
 	char *p = malloc(len);
-	int fd;
+	int fd, e;
 
 	if (p == NULL)
 		return -ENOMEM;
 	snprintf(p, len, "%s.lock", w->path);
-	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, HM_LOCK_MODE);
 	free(p);
 	if (fd < 0)
 		return -errno;
+	if ((e = table_fd_trusted(fd)) != 0) {
+		close(fd); /* someone else's lock file could be held forever by its owner */
+		return e;
+	}
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
 		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
 

@@ -49,7 +49,8 @@ struct hm_table_map;	/* one mapping of one file (refcounted within the process) 
 
 /*
  * Creates a reader for the table at path. The file need not exist yet. Returns 0 or -ENOMEM.
- * The reader copies path.
+ * The reader copies path. A file at path that is not owned by this uid or root, or that its
+ * group or others may write, is never mapped (hm_table_reader_check() says HM_EUNTRUSTED).
  */
 int hm_table_reader_new(struct hm_table_reader **out, const char *path);
 
@@ -150,9 +151,11 @@ struct hm_table_writer;
  *            with its first commit, so readers never see it half-loaded.
  *  max_bytes growth stops at this file size (0: no limit); hm_table_grow() then fails HM_EFULL.
  * Returns 0, HM_EBADTABLE (path exists but is not a table and RESUME was asked: it is not
- * touched; or caps are out of range), -EBUSY (another writer holds the path), or a negative
- * errno. The version counter (hm_table_info.version) starts again in every new file; file_id
- * tells files apart.
+ * touched; or caps are out of range), HM_EUNTRUSTED (the file at path, or PATH.lock, is not
+ * owned by this uid or root, or its group or others may write it: common/filesec.h), -EBUSY
+ * (another writer holds the path), or a negative errno. New files are created mode 0640. The
+ * version counter (hm_table_info.version) starts again in every new file; file_id tells files
+ * apart.
  */
 int hm_table_writer_open(struct hm_table_writer **out, const char *path,
 			 const struct hm_table_caps *caps, unsigned flags, uint64_t max_bytes);

@@ -43,7 +43,7 @@ static const char *const log_levels[] = {"err", "warning", "notice", "info", "de
 	 .max = 24 * 3600 * 1000, .arg = "DURATION", .help = h}
 
 static const struct hm_opt options[] = {
-	{.name = "table", .type = HM_OPT_STR, .offset = OFF(table), .def = "/dev/shm/hermod.table",
+	{.name = "table", .type = HM_OPT_STR, .offset = OFF(table), .def = "/run/hermod/hermod.table",
 	 .arg = "PATH", .help = "the node's routing table (written by hermod-syncd edge)"},
 	{.name = "listen", .type = HM_OPT_STR, .offset = OFF(listen), .def = "0.0.0.0:8080",
 	 .arg = "HOST:PORT", .help = "where clients connect", .check = hm_opt_check_hostport},

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/errors.h"
+#include "common/filesec.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "router/rand.h"
@@ -89,8 +90,24 @@ static void on_tick(uv_timer_t *t)
 	int r = hm_table_reader_check(w->reader);
 
 	w->table_checked = uv_now(&w->loop);
-	if (r < 0)
+	if (r == HM_EUNTRUSTED) {
+		/* Someone else's file at the table's path is never served (filesec.h): say so
+		 * loudly, once a minute, since every request meanwhile is 503 H99. */
+		static uint64_t last_ms;
+		char why[160] = "";
+		uint64_t now = uv_now(&w->loop);
+
+		if (last_ms == 0 || now - last_ms >= 60000) {
+			last_ms = now;
+			hm_path_trusted(w->cfg->table, why, sizeof(why));
+			hm_log(HM_LOG_ERR, "router",
+			       "refusing the routing table %s: %s; requests get 503 H99 until the "
+			       "edge writes one",
+			       w->cfg->table, why);
+		}
+	} else if (r < 0) {
 		hm_log(HM_LOG_DEBUG, "router", "table %s: %s", w->cfg->table, hm_strerror(r));
+	}
 }
 
 static _Noreturn void finish(struct hm__router_worker *w)

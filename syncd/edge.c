@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/sub.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -24,9 +25,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <uv.h>
 
 #include "common/errors.h"
+#include "common/filesec.h"
 #include "common/log.h"
 #include "common/sdnotify.h"
 #include "common/table.h"
@@ -218,10 +221,27 @@ static int table_open(struct edge *e)
 		r = hm_table_writer_open(&e->w, e->cfg->table, NULL, 0,
 					 (uint64_t)e->cfg->table_max);
 	}
+	if (r == HM_EUNTRUSTED) {
+		char why[160] = "", lock[PATH_MAX];
+		const char *bad = e->cfg->table;
+
+		/* The attack this stops: another local user made the file first, with routes of
+		 * their own. It is not ours to resume, replace or delete. */
+		snprintf(lock, sizeof(lock), "%s.lock", e->cfg->table);
+		if (hm_path_trusted(bad, why, sizeof(why)) != HM_EUNTRUSTED) {
+			bad = lock;
+			hm_path_trusted(bad, why, sizeof(why));
+		}
+		hm_log(HM_LOG_ERR, "edge",
+		       "refusing the routing table: %s is %s; remove it or choose another --table",
+		       bad, why);
+	}
 	if (r != 0) {
 		e->w = NULL;
-		hm_log(HM_LOG_ERR, "edge", "cannot open the routing table %s: %s", e->cfg->table,
-		       r == -EBUSY ? "another process writes it" : hm_strerror(r));
+		if (r != HM_EUNTRUSTED)
+			hm_log(HM_LOG_ERR, "edge", "cannot open the routing table %s: %s",
+			       e->cfg->table,
+			       r == -EBUSY ? "another process writes it" : hm_strerror(r));
 		return r;
 	}
 	memset(e->history, 0, sizeof(e->history));
@@ -1245,9 +1265,19 @@ static const struct hm__admin_ops admin_ops = {
 static int setup(struct edge *e)
 {
 	const struct hm__edge_cfg *cfg = e->cfg;
-	char err[512];
+	char err[512], dir[PATH_MAX];
+	const char *slash = strrchr(cfg->table, '/');
 	int rv;
 
+	/* The table's directory (/run/hermod under systemd): made if missing, for the service's
+	 * user and group only. */
+	if (slash != NULL && slash != cfg->table && (size_t)(slash - cfg->table) < sizeof(dir)) {
+		memcpy(dir, cfg->table, (size_t)(slash - cfg->table));
+		dir[slash - cfg->table] = '\0';
+		if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+			hm_log(HM_LOG_WARNING, "edge", "cannot create %s: %s", dir,
+			       strerror(errno));
+	}
 	if ((rv = table_open(e)) != 0)
 		return rv;
 	if ((rv = hm__admin_start(&e->admin, &e->loop, cfg->admin, (uint64_t)cfg->admin_idle,

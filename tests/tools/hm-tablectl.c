@@ -28,7 +28,7 @@ static const struct hm_opt options[] = {
     {.name = "table",
      .type = HM_OPT_STR,
      .offset = offsetof(struct cfg, table),
-     .def = "/dev/shm/hermod.table",
+     .def = "/run/hermod/hermod.table",
      .arg = "PATH",
      .help = "the table file"},
     HM_OPT_END,
