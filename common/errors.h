@@ -47,6 +47,7 @@
 	XX(ECORRUPT, -5063, "record checksum mismatch")                                            \
 	XX(ENNG, -5064, "messaging library error")                                                 \
 	XX(ESNAPSHOT, -5065, "snapshot no longer available")                                       \
+	XX(ETLS, -5066, "TLS certificate or handshake failure")                                    \
 	/* configuration and input (common/opts.c, hermodctl) */                                   \
 	XX(EOPTION, -5080, "invalid option")                                                       \
 	XX(EJSON, -5081, "invalid JSON")                                                           \

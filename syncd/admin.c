@@ -25,6 +25,7 @@
 #include "common/log.h"
 #include "common/model.h"
 #include "common/util.h"
+#include "syncd/tlscfg.h"
 
 #define LINE_MAX_BYTES 4096
 #define DUMP_SLICE     (256u << 10)
@@ -768,4 +769,16 @@ void hm__admin_stop(struct hm__admin *a)
 		conn_close(a->conns);
 	uv_close((uv_handle_t *)&a->idle, on_server_closed);
 	uv_close((uv_handle_t *)&a->server, on_server_closed);
+}
+
+void hm__admin_tls_status(struct hm__jsonw *w, const struct hm__tls_state *st)
+{
+	hm__jw_kbool(w, "tls", st->cur != NULL);
+	hm__jw_key(w, "tls_not_after");
+	if (st->cur != NULL)
+		hm__jw_u64(w, (uint64_t)hm__tls_not_after(st->cur));
+	else
+		hm__jw_null(w);
+	hm__jw_ku64(w, "tls_reloads", st->reloads);
+	hm__jw_ku64(w, "tls_reload_errors", st->errors);
 }

@@ -40,6 +40,12 @@ struct hm__admin;
 int hm__admin_start(struct hm__admin **out, uv_loop_t *loop, const char *path, uint64_t idle_ms,
 		    const struct hm__admin_ops *ops, void *ctx, char *err, size_t errlen);
 
+struct hm__tls_state;
+
+/* Writes the status fields every role has about TLS: tls, tls_not_after (unix seconds or null),
+ * tls_reloads, tls_reload_errors. */
+void hm__admin_tls_status(struct hm__jsonw *w, const struct hm__tls_state *st);
+
 /* Closes the socket and every connection, removes the socket file. The memory is freed once
  * libuv has closed the handles (run the loop). */
 void hm__admin_stop(struct hm__admin *a);

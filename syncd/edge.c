@@ -41,6 +41,7 @@
 #include "syncd/mailbox.h"
 #include "syncd/nngx.h"
 #include "syncd/syncd.h"
+#include "syncd/tlscfg.h"
 
 #define TICK_MS		 250
 #define BACKOFF_MIN_MS	 100
@@ -78,7 +79,7 @@ struct edge {
 	char node[256];
 	uv_loop_t loop;
 	struct hm__mailbox mb;
-	uv_signal_t sigterm, sigint;
+	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t tick, retry;
 
 	struct hm_table_writer *w; /* NULL only while re-opening */
@@ -127,7 +128,7 @@ struct edge {
 	/* the subscription */
 	nng_socket sub;
 	bool sub_open;
-	nng_dialer sub_d;
+	nng_dialer sub_d, req_d;
 	nng_aio *sub_aio;
 	atomic_bool sub_stop; /* shutdown: no receive after a receive */
 	bool sub_connected;
@@ -145,6 +146,9 @@ struct edge {
 	bool stale_warned;
 	bool ready; /* READY=1 was sent */
 	struct hm__admin *admin;
+
+	struct hm__tls_state tls; /* the certificates in use; .cur NULL without TLS */
+	uint64_t tls_failures_seen;
 
 	uint64_t catchups, snapshots, skipped_invalid, skipped_version, digest_mismatches;
 	uint64_t batches_applied, buffer_drops, sync_errors;
@@ -1083,6 +1087,75 @@ static void sub_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 			 (uint64_t)nng_pipe_id(p), NULL);
 }
 
+/* ---- Dialing ------------------------------------------------------------------------------ */
+
+/* Dials url from s, with the certificates in use when it is tls+tcp://. */
+static int dial(struct edge *e, nng_socket s, const char *url, nng_dialer *out)
+{
+	nng_tls_config *tls = NULL;
+	bool named = true;
+	int rv;
+
+	if (hm__tls_url(url) && (rv = hm__tls_dialer_config(e->tls.cur, url, &tls, &named)) != 0)
+		return rv;
+	if (!named)
+		hm_log(HM_LOG_NOTICE, "edge",
+		       "%s names the origin by address: its certificate's chain and serverAuth "
+		       "usage are checked, no name (docs/security.md)",
+		       url);
+	rv = hm__nng_dial(s, url, tls, out);
+	if (tls != NULL)
+		nng_tls_config_free(tls);
+	return rv;
+}
+
+/* Gives both dialers a configuration made from t (SIGHUP). */
+static int apply_tls(void *ctx, struct hm__tls *t)
+{
+	struct edge *e = ctx;
+	const struct {
+		nng_dialer d;
+		const char *url;
+	} ds[] = {{e->sub_d, e->cfg->publish}, {e->req_d, e->cfg->sync}};
+	int rv = 0;
+
+	for (size_t i = 0; i < HM_ARRAY_SIZE(ds) && rv == 0; i++) {
+		nng_tls_config *c;
+		bool named;
+
+		if (!hm__tls_url(ds[i].url))
+			continue;
+		if ((rv = hm__tls_dialer_config(t, ds[i].url, &c, &named)) != 0)
+			break;
+		rv = hm__nng_err(nng_dialer_set_ptr(ds[i].d, NNG_OPT_TLS_CONFIG, c));
+		nng_tls_config_free(c);
+	}
+	return rv;
+}
+
+/*
+ * SIGHUP: the certificate files are read again, and both dialers get configurations made from
+ * them: the next connection uses them, the established ones are kept. Files that do not load
+ * change nothing.
+ */
+static void on_sighup(uv_signal_t *sig, int signum)
+{
+	struct edge *e = sig->data;
+
+	(void)signum;
+	if (!e->stopping)
+		hm__tls_reload(&e->tls, e->cfg->tls_cert, e->cfg->tls_ca, NULL, apply_tls, e,
+			       "edge");
+}
+
+/* TLS handshakes with the origin that failed, on both dialers (nng's "auth" statistic). */
+static uint64_t tls_failures(struct edge *e)
+{
+	if (e->tls.cur == NULL)
+		return 0;
+	return hm__nng_dialer_stat(e->sub_d, "auth") + hm__nng_dialer_stat(e->req_d, "auth");
+}
+
 /* ---- Timers and signals ------------------------------------------------------------------- */
 
 static void on_tick(uv_timer_t *t)
@@ -1132,9 +1205,22 @@ static void on_tick(uv_timer_t *t)
 		       "dialing again",
 		       e->cfg->publish, quiet);
 		nng_dialer_close(e->sub_d);
-		if (hm__nng_dial(e->sub, e->cfg->publish, &e->sub_d) != 0)
+		if (dial(e, e->sub, e->cfg->publish, &e->sub_d) != 0)
 			hm_log(HM_LOG_ERR, "edge", "cannot dial %s", e->cfg->publish);
 		e->last_redial_ms = now;
+	}
+	if (e->tls.cur != NULL && now / 1000 != (now - TICK_MS) / 1000) {
+		/* Once a second: a handshake refused by the origin, or an origin whose certificate
+		 * is not trusted here, only shows in nng's statistics. */
+		uint64_t n = tls_failures(e);
+
+		if (n > e->tls_failures_seen)
+			hm_log(HM_LOG_WARNING, "edge",
+			       "%" PRIu64 " TLS handshake(s) with the origin failed (%" PRIu64
+			       " in all): check that each side's certificate chains to the other's "
+			       "--tls-ca, is valid now, and names the origin as in %s",
+			       n - e->tls_failures_seen, n, e->cfg->publish);
+		e->tls_failures_seen = n;
 	}
 }
 
@@ -1177,6 +1263,7 @@ static void shutdown_edge(struct edge *e)
 	hm__mailbox_close(&e->mb);
 	close_handle((uv_handle_t *)&e->sigterm);
 	close_handle((uv_handle_t *)&e->sigint);
+	close_handle((uv_handle_t *)&e->sighup);
 	/* Once libuv lets go of them, a second SIGTERM must not kill the process mid-cleanup. */
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
@@ -1221,6 +1308,22 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	else
 		hm__jw_null(w);
 	hm__jw_kbool(w, "subscribed", e->sub_connected);
+	/* One origin for now (several come with the etcd store): its URLs and what was heard. */
+	hm__jw_key(w, "origins");
+	hm__jw_arr(w);
+	hm__jw_obj(w);
+	hm__jw_kcstr(w, "url", e->cfg->publish);
+	hm__jw_kcstr(w, "sync", e->cfg->sync);
+	hm__jw_kbool(w, "connected", e->sub_connected);
+	hm__jw_key(w, "last_heartbeat_ms");
+	if (e->last_hb_ms != 0)
+		hm__jw_u64(w, hm_mono_ms() - e->last_hb_ms);
+	else
+		hm__jw_null(w);
+	hm__jw_obj_end(w);
+	hm__jw_arr_end(w);
+	hm__admin_tls_status(w, &e->tls);
+	hm__jw_ku64(w, "tls_handshake_failures", tls_failures(e));
 	hm__jw_kcstr(w, "table", e->cfg->table);
 	hm__jw_ku64(w, "batches_applied", e->batches_applied);
 	hm__jw_ku64(w, "catchups", e->catchups);
@@ -1307,8 +1410,8 @@ static int setup(struct edge *e)
 	    (rv = nng_aio_alloc(&e->sub_aio, sub_cb, e)) != 0 ||
 	    (rv = nng_aio_alloc(&e->req_aio, req_cb, e)) != 0)
 		return hm__nng_err(rv);
-	if ((rv = hm__nng_dial(e->sub, cfg->publish, &e->sub_d)) != 0 ||
-	    (rv = hm__nng_dial(e->req, cfg->sync, NULL)) != 0) {
+	if ((rv = dial(e, e->sub, cfg->publish, &e->sub_d)) != 0 ||
+	    (rv = dial(e, e->req, cfg->sync, &e->req_d)) != 0) {
 		hm_log(HM_LOG_ERR, "edge", "cannot dial %s / %s: %s", cfg->publish, cfg->sync,
 		       hm_strerror(rv));
 		return rv;
@@ -1317,6 +1420,7 @@ static int setup(struct edge *e)
 	nng_recv_aio(e->sub, e->sub_aio);
 	uv_signal_start(&e->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&e->sigint, on_signal, SIGINT);
+	uv_signal_start(&e->sighup, on_sighup, SIGHUP);
 	uv_timer_start(&e->tick, on_tick, TICK_MS, TICK_MS);
 	return 0;
 }
@@ -1332,11 +1436,14 @@ int hm__edge_run(const struct hm__edge_cfg *cfg)
 	snprintf(e->node, sizeof(e->node), "%s", cfg->node);
 	uv_loop_init(&e->loop);
 	hm_require(hm__mailbox_init(&e->mb, &e->loop, on_mail, discard_mail, e) == 0);
+	uv_signal_init(&e->loop, &e->sighup);
 	uv_signal_init(&e->loop, &e->sigterm);
 	uv_signal_init(&e->loop, &e->sigint);
 	uv_timer_init(&e->loop, &e->tick);
 	uv_timer_init(&e->loop, &e->retry);
-	e->sigterm.data = e->sigint.data = e->tick.data = e->retry.data = e;
+	e->sigterm.data = e->sigint.data = e->sighup.data = e->tick.data = e->retry.data = e;
+	if ((e->tls.cur = cfg->tls) != NULL)
+		hm__tls_ref(e->tls.cur);
 	hm__asm_init(&e->as, free_part);
 	hm_require(hm_proto_decoder_new(&e->dec_in) == 0 &&
 		   hm_proto_decoder_new(&e->dec_apply) == 0);
@@ -1366,6 +1473,7 @@ int hm__edge_run(const struct hm__edge_cfg *cfg)
 	hm__mailbox_fini(&e->mb);
 	if (uv_loop_close(&e->loop) != 0)
 		hm_log(HM_LOG_WARNING, "edge", "libuv loop not empty at exit");
+	hm__tls_unref(e->tls.cur);
 	if (code == 0)
 		hm_log(HM_LOG_NOTICE, "edge", "stopped");
 	free(e);

@@ -43,6 +43,7 @@
 #include "syncd/buf.h"
 #include "syncd/jsonw.h"
 #include "syncd/nngx.h"
+#include "syncd/tlscfg.h"
 #include "syncd/wire.h"
 
 #define EXIT_OK		 0
@@ -53,6 +54,8 @@
 struct cfg {
 	char *control;
 	char *admin;
+	char *tls_cert, *tls_ca;
+	bool insecure_plaintext;
 	bool json;
 	int64_t timeout;
 	int64_t reply_timeout;
@@ -72,11 +75,29 @@ static const struct hm_opt options[] = {
     {.name = "control",
      .type = HM_OPT_STR,
      .offset = offsetof(struct cfg, control),
-     .def = "tcp://127.0.0.1:7400",
+     .def = "ipc:///run/hermod/control.sock",
      .env = "HERMOD_CONTROL",
      .arg = "URL",
      .check = check_url,
      .help = "the origin's control socket ($HERMOD_CONTROL)"},
+    {.name = "tls-cert",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct cfg, tls_cert),
+     .env = "HERMOD_TLS_CERT",
+     .arg = "FILE",
+     .help = "PEM: a control-plane certificate chain and its key, for tls+tcp:// "
+	     "($HERMOD_TLS_CERT)"},
+    {.name = "tls-ca",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct cfg, tls_ca),
+     .env = "HERMOD_TLS_CA",
+     .arg = "FILE",
+     .help = "PEM: the CA the origin's certificate chains to ($HERMOD_TLS_CA)"},
+    {.name = "insecure-plaintext",
+     .type = HM_OPT_BOOL,
+     .offset = offsetof(struct cfg, insecure_plaintext),
+     .def = "false",
+     .help = "allow a plaintext tcp:// control URL that is not loopback"},
     {.name = "admin",
      .type = HM_OPT_STR,
      .offset = offsetof(struct cfg, admin),
@@ -133,7 +154,8 @@ static const struct hm_opt options[] = {
 };
 
 static const char synopsis[] =
-    "hermodctl [--control URL] [--json] app put NAME [--maintenance on|off] [--affinity on|off] "
+    "hermodctl [--control URL] [--tls-cert FILE --tls-ca FILE] [--json] app put NAME "
+    "[--maintenance on|off] [--affinity on|off] "
     "[--balance random|least-conn]\n"
     "       hermodctl [--control URL] app rm NAME\n"
     "       hermodctl [--control URL] domain put HOSTNAME APP | domain rm HOSTNAME\n"
@@ -258,28 +280,79 @@ struct client {
 	uint8_t req_id[16];
 };
 
+/* The contract's rules for the control URL, then the certificates: EXIT_OK or EXIT_USAGE. */
+static int control_tls(nng_tls_config **tls)
+{
+	struct hm__tls *t = NULL;
+	char err[512];
+	bool named;
+	int e;
+
+	*tls = NULL;
+	if ((cfg.tls_cert == NULL) != (cfg.tls_ca == NULL))
+		return usage_error("--tls-cert and --tls-ca go together");
+	if (hm__nng_url_policy("control", cfg.control, cfg.tls_cert != NULL, cfg.insecure_plaintext,
+			       err, sizeof(err)) != 0)
+		return usage_error("%s", err);
+	if (!hm__tls_url(cfg.control))
+		return EXIT_OK;
+	if (hm__tls_load(&t, cfg.tls_cert, cfg.tls_ca, NULL, err, sizeof(err)) != 0)
+		return usage_error("%s", err);
+	e = hm__tls_dialer_config(t, cfg.control, tls, &named);
+	hm__tls_unref(t);
+	if (e != 0)
+		return fail(EXIT_USAGE, "cannot configure TLS: %s", hm_strerror(e));
+	return EXIT_OK;
+}
+
 static int client_open(struct client *c)
 {
-	uint64_t deadline;
+	nng_tls_config *tls;
+	nng_dialer d;
+	uint64_t deadline, next_check = 0;
+	bool is_tls;
 	int rv;
 
-	if ((rv = nng_req0_open(&c->s)) != 0)
+	if ((rv = control_tls(&tls)) != EXIT_OK)
+		return rv;
+	is_tls = tls != NULL;
+	if ((rv = nng_req0_open(&c->s)) != 0) {
+		if (tls != NULL)
+			nng_tls_config_free(tls);
 		return fail(EXIT_UNREACHABLE, "cannot open a socket: %s", nng_strerror(rv));
+	}
 	c->open = true;
 	hm__nng_socket_opts(c->s, false);
 	nng_socket_set_ms(c->s, NNG_OPT_SENDTIMEO, (nng_duration)cfg.timeout);
 	nng_socket_set_ms(c->s, NNG_OPT_RECVTIMEO, (nng_duration)cfg.reply_timeout);
 	nng_pipe_notify(c->s, NNG_PIPE_EV_ADD_POST, ctl_pipe_cb, NULL);
 	nng_pipe_notify(c->s, NNG_PIPE_EV_REM_POST, ctl_pipe_cb, NULL);
-	if ((rv = hm__nng_dial(c->s, cfg.control, NULL)) != 0)
+	rv = hm__nng_dial(c->s, cfg.control, tls, &d);
+	if (tls != NULL)
+		nng_tls_config_free(tls);
+	if (rv != 0)
 		return fail(EXIT_USAGE, "cannot dial %s: %s", cfg.control, hm_strerror(rv));
 	deadline = hm_mono_ms() + (uint64_t)cfg.timeout;
 	while (atomic_load(&ctl_pipes) <= 0) {
-		if (hm_mono_ms() >= deadline)
+		uint64_t now = hm_mono_ms();
+
+		if (now >= deadline)
 			return fail(EXIT_UNREACHABLE,
 				    "cannot reach the origin at %s within %" PRId64
 				    " ms (is hermod-syncd origin running?)",
 				    cfg.control, cfg.timeout);
+		/* A refused handshake will not succeed by waiting: say so at once. */
+		if (is_tls && now >= next_check) {
+			next_check = now + 50;
+			if (hm__nng_dialer_stat(d, "auth") > 0)
+				return fail(
+				    EXIT_UNREACHABLE,
+				    "the TLS handshake with the origin at %s failed: check "
+				    "that --tls-cert chains to the origin's --control-ca, that "
+				    "--tls-ca is the CA of the origin's certificate, that both "
+				    "are valid now, and that the URL names the origin",
+				    cfg.control);
+		}
 		struct timespec ts = {0, 5 * 1000 * 1000};
 
 		nanosleep(&ts, NULL);

@@ -7,6 +7,7 @@
  */
 #include "syncd/nngx.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
@@ -25,6 +26,7 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "proto/proto.h"
+#include "syncd/tlscfg.h"
 
 #define WATCH_EVERY_MS	 250
 #define PROBE_IDLE_MS	 500 /* probe a listener that added no pipe for this long */
@@ -107,7 +109,7 @@ void hm__rep_sent(nng_aio *aio, int rv, nng_pipe pipe, const char *what)
 		       what, n);
 }
 
-int hm__nng_dial(nng_socket s, const char *url, nng_dialer *out)
+int hm__nng_dial(nng_socket s, const char *url, nng_tls_config *tls, nng_dialer *out)
 {
 	nng_dialer d;
 	int rv;
@@ -118,6 +120,10 @@ int hm__nng_dial(nng_socket s, const char *url, nng_dialer *out)
 	nng_dialer_set_ms(d, NNG_OPT_RECONNMAXT, 2000);
 	nng_dialer_set_size(d, NNG_OPT_RECVMAXSZ, HM_PROTO_MAX_MSG);
 	nng_dialer_set_bool(d, NNG_OPT_TCP_KEEPALIVE, true); /* ENOTSUP on ipc: fine */
+	if (tls != NULL && (rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, tls)) != 0) {
+		nng_dialer_close(d);
+		return hm__nng_err(rv);
+	}
 	if ((rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK)) != 0) {
 		nng_dialer_close(d);
 		return hm__nng_err(rv);
@@ -148,6 +154,85 @@ int hm__nng_url_check(const char *value, char *err, size_t errlen)
 		return -EINVAL;
 	}
 	return 0;
+}
+
+static uint64_t stat_of(nng_stat *root, nng_stat *obj, const char *name)
+{
+	nng_stat *st = obj != NULL ? nng_stat_find(obj, name) : NULL;
+
+	(void)root;
+	return st != NULL ? nng_stat_value(st) : 0;
+}
+
+uint64_t hm__nng_dialer_stat(nng_dialer d, const char *name)
+{
+	nng_stat *all;
+	uint64_t v;
+
+	if (nng_stats_get(&all) != 0)
+		return 0;
+	v = stat_of(all, nng_stat_find_dialer(all, d), name);
+	nng_stats_free(all);
+	return v;
+}
+
+/* ---- Address policy --------------------------------------------------------------------------
+ */
+
+static bool addr_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+	if (sa->sa_family == AF_INET6) {
+		const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+
+		return IN6_IS_ADDR_LOOPBACK(a) ||
+		       (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+	}
+	return false;
+}
+
+/* True if every address host resolves to is a loopback address (a wildcard is not). */
+static bool host_loopback(const char *host)
+{
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res = NULL, *ai;
+	bool all = true;
+
+	if (host[0] == '\0' || strcmp(host, "*") == 0)
+		return false;
+	if (getaddrinfo(host, NULL, &hints, &res) != 0 || res == NULL)
+		return false;
+	for (ai = res; ai != NULL; ai = ai->ai_next)
+		all = all && addr_loopback(ai->ai_addr);
+	freeaddrinfo(res);
+	return all;
+}
+
+int hm__nng_url_policy(const char *what, const char *url, bool tls, bool insecure, char *err,
+		       size_t errlen)
+{
+	nng_url *u;
+	bool plain_tcp;
+	int e = 0;
+
+	if (nng_url_parse(&u, url) != 0) {
+		snprintf(err, errlen, "--%s: '%s' is not an nng URL", what, url);
+		return -EINVAL;
+	}
+	plain_tcp = strncmp(u->u_scheme, "tcp", 3) == 0;
+	if (hm__tls_url(url) && !tls) {
+		snprintf(err, errlen, "--%s: %s needs --tls-cert and --tls-ca (mutual TLS)", what,
+			 url);
+		e = -EINVAL;
+	} else if (plain_tcp && !insecure && !host_loopback(u->u_hostname)) {
+		snprintf(err, errlen,
+			 "--%s: %s is plaintext on an address that is not loopback: use tls+tcp:// "
+			 "(with --tls-cert and --tls-ca), or --insecure-plaintext",
+			 what, url);
+		e = -EINVAL;
+	}
+	nng_url_free(u);
+	return e;
 }
 
 struct deadline {
@@ -210,9 +295,12 @@ struct lentry {
 	struct lentry *next;
 	struct hm__listeners *ls;
 	nng_socket sock;
+	pthread_mutex_t mu; /* guards l, tls and tls_gen between the watchdog and the loop */
 	nng_listener l;
 	bool listening;
-	char *url; /* owned */
+	nng_tls_config *tls; /* one hold; NULL for plaintext */
+	uint64_t tls_gen;    /* bumped by every hm__listeners_set_tls */
+	char *url;	     /* owned */
 	char name[24];
 	enum hm__peer peer;
 	_Atomic uint64_t last_add_ms; /* written by nng threads */
@@ -264,11 +352,11 @@ static int probe_target(struct lentry *e)
 			e->family = AF_UNIX;
 			rv = 0;
 		}
-	} else if (strncmp(u->u_scheme, "tcp", 3) == 0) {
+	} else if (strncmp(u->u_scheme, "tcp", 3) == 0 || strncmp(u->u_scheme, "tls+tcp", 7) == 0) {
+		const char *v = u->u_scheme + strlen(u->u_scheme) - 1;
+
 		host = u->u_hostname;
-		hints.ai_family = strcmp(u->u_scheme, "tcp6") == 0   ? AF_INET6
-				  : strcmp(u->u_scheme, "tcp4") == 0 ? AF_INET
-								     : AF_UNSPEC;
+		hints.ai_family = *v == '6' ? AF_INET6 : *v == '4' ? AF_INET : AF_UNSPEC;
 		if (host[0] == '\0' || strcmp(host, "*") == 0 || strcmp(host, "0.0.0.0") == 0)
 			host = "127.0.0.1";
 		else if (strcmp(host, "::") == 0)
@@ -283,7 +371,7 @@ static int probe_target(struct lentry *e)
 		if (res != NULL)
 			freeaddrinfo(res);
 	} else {
-		rv = -ENOTSUP; /* tls+tcp: a plain probe cannot do the TLS handshake */
+		rv = -ENOTSUP;
 	}
 	nng_url_free(u);
 	return rv;
@@ -317,6 +405,7 @@ static bool probe(struct lentry *e)
 	int fd, err = 0;
 	bool alive = false;
 	socklen_t el = sizeof(err);
+	struct hm__tls_probe *tp = NULL;
 
 	hdr[4] = (uint8_t)(peer_proto[e->peer] >> 8);
 	hdr[5] = (uint8_t)peer_proto[e->peer];
@@ -327,8 +416,17 @@ static bool probe(struct lentry *e)
 	    (errno != EINPROGRESS || !wait_fd(fd, POLLOUT, deadline) ||
 	     getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0))
 		goto out;
-	if (send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL) != (ssize_t)sizeof(hdr))
+	if (e->tls != NULL) {
+		/* Read without the lock: only this thread and hm__listeners_add set e->tls to
+		 * non-NULL, and whether it is NULL never changes. */
+		if (hm__tls_probe_open(&tp, fd, deadline) != 0 ||
+		    hm__tls_probe_write(tp, hdr, sizeof(hdr), deadline) != 0 ||
+		    hm__tls_probe_read(tp, got, sizeof(got), deadline) != 0)
+			goto out;
+		n = sizeof(got);
+	} else if (send(fd, hdr, sizeof(hdr), MSG_NOSIGNAL) != (ssize_t)sizeof(hdr)) {
 		goto out;
+	}
 	while (n < sizeof(got)) {
 		ssize_t r;
 
@@ -352,24 +450,42 @@ static bool probe(struct lentry *e)
 		nanosleep(&ts, NULL);
 	}
 out:
+	hm__tls_probe_close(tp);
 	close(fd);
 	return alive;
 }
 
 static int entry_listen(struct lentry *e)
 {
+	nng_tls_config *tls = NULL;
+	nng_listener l;
+	uint64_t gen;
 	int rv;
 
-	if ((rv = nng_listener_create(&e->l, e->sock, e->url)) != 0)
-		return rv;
-	nng_listener_set_size(e->l, NNG_OPT_RECVMAXSZ, HM_PROTO_MAX_MSG);
-	if ((rv = nng_listener_start(e->l, 0)) != 0) {
-		nng_listener_close(e->l);
-		return rv;
+	pthread_mutex_lock(&e->mu);
+	if ((tls = e->tls) != NULL)
+		nng_tls_config_hold(tls);
+	gen = e->tls_gen;
+	pthread_mutex_unlock(&e->mu);
+	if ((rv = nng_listener_create(&l, e->sock, e->url)) != 0)
+		goto out;
+	nng_listener_set_size(l, NNG_OPT_RECVMAXSZ, HM_PROTO_MAX_MSG);
+	if ((tls != NULL && (rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, tls)) != 0) ||
+	    (rv = nng_listener_start(l, 0)) != 0) {
+		nng_listener_close(l);
+		goto out;
 	}
-	atomic_store(&e->lid, (uint32_t)nng_listener_id(e->l));
+	pthread_mutex_lock(&e->mu);
+	e->l = l;
+	if (e->tls_gen != gen) /* a reload came meanwhile: the listener gets the new one too */
+		nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, e->tls);
+	pthread_mutex_unlock(&e->mu);
+	atomic_store(&e->lid, (uint32_t)nng_listener_id(l));
 	e->listening = true;
-	return 0;
+out:
+	if (tls != NULL)
+		nng_tls_config_free(tls);
+	return rv;
 }
 
 static void relisten(struct lentry *e)
@@ -467,7 +583,7 @@ int hm__listeners_start(struct hm__listeners *ls)
 }
 
 int hm__listeners_add(struct hm__listeners *ls, nng_socket s, const char *url, enum hm__peer peer,
-		      const char *name, char *err, size_t errlen)
+		      const char *name, nng_tls_config *tls, char *err, size_t errlen)
 {
 	struct lentry *e = calloc(1, sizeof(*e));
 	int rv;
@@ -476,6 +592,11 @@ int hm__listeners_add(struct hm__listeners *ls, nng_socket s, const char *url, e
 		free(e);
 		snprintf(err, errlen, "out of memory");
 		return -ENOMEM;
+	}
+	pthread_mutex_init(&e->mu, NULL);
+	if (tls != NULL) {
+		nng_tls_config_hold(tls);
+		e->tls = tls;
 	}
 	e->ls = ls;
 	e->sock = s;
@@ -487,6 +608,9 @@ int hm__listeners_add(struct hm__listeners *ls, nng_socket s, const char *url, e
 	if ((rv = nng_pipe_notify(s, NNG_PIPE_EV_ADD_POST, on_pipe, e)) != 0 ||
 	    (rv = entry_listen(e)) != 0) {
 		snprintf(err, errlen, "cannot listen on %s (%s): %s", url, name, nng_strerror(rv));
+		if (e->tls != NULL)
+			nng_tls_config_free(e->tls);
+		pthread_mutex_destroy(&e->mu);
 		free(e->url);
 		free(e);
 		return hm__nng_err(rv);
@@ -502,6 +626,56 @@ int hm__listeners_add(struct hm__listeners *ls, nng_socket s, const char *url, e
 uint64_t hm__listeners_restarts(const struct hm__listeners *ls)
 {
 	return atomic_load(&((struct hm__listeners *)ls)->restarts);
+}
+
+int hm__listeners_set_tls(struct hm__listeners *ls, nng_socket s, nng_tls_config *tls)
+{
+	int rv = 0;
+
+	for (struct lentry *e = ls->list; e != NULL; e = e->next) {
+		if (nng_socket_id(e->sock) != nng_socket_id(s) || e->tls == NULL)
+			continue;
+		nng_tls_config_hold(tls);
+		pthread_mutex_lock(&e->mu);
+		nng_tls_config_free(e->tls);
+		e->tls = tls;
+		e->tls_gen++;
+		/* A listener the watchdog is closing just refuses the option: its successor takes
+		 * the new configuration in entry_listen(). */
+		rv = nng_listener_set_ptr(e->l, NNG_OPT_TLS_CONFIG, tls);
+		pthread_mutex_unlock(&e->mu);
+		/* nng 1.5.2 makes each listener's next TLS connection, with the configuration of
+		 * the moment, as soon as the previous one is accepted: one connection after a
+		 * reload would still present the old certificate. A probe uses that one up now
+		 * (a few ms; at most PROBE_TIMEOUT_MS if the listener is broken). */
+		if (e->family != 0 && !probe(e))
+			hm_log(HM_LOG_WARNING, "nng",
+			       "%s: no probe went through after the reload; the next connection "
+			       "may still get the previous certificate",
+			       e->name);
+	}
+	return rv == NNG_ECLOSED || rv == NNG_ENOENT ? 0 : hm__nng_err(rv);
+}
+
+uint64_t hm__listeners_tls_refused(struct hm__listeners *ls)
+{
+	nng_stat *all;
+	uint64_t n = 0;
+
+	if (ls == NULL || nng_stats_get(&all) != 0)
+		return 0;
+	for (struct lentry *e = ls->list; e != NULL; e = e->next) {
+		nng_listener l;
+
+		if (e->tls == NULL)
+			continue;
+		pthread_mutex_lock(&e->mu);
+		l = e->l;
+		pthread_mutex_unlock(&e->mu);
+		n += stat_of(all, nng_stat_find_listener(all, l), "auth");
+	}
+	nng_stats_free(all);
+	return n;
 }
 
 void hm__listeners_stop(struct hm__listeners *ls)
@@ -530,6 +704,9 @@ void hm__listeners_free(struct hm__listeners *ls)
 		return;
 	for (e = ls->list; e != NULL; e = next) {
 		next = e->next;
+		if (e->tls != NULL)
+			nng_tls_config_free(e->tls);
+		pthread_mutex_destroy(&e->mu);
 		free(e->url);
 		free(e);
 	}

@@ -15,6 +15,7 @@
 #define HM_SYNCD_NNGX_H
 
 #include <nng/nng.h>
+#include <nng/supplemental/tls/tls.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -28,8 +29,16 @@ int hm__nng_err(int rv);
 int hm__nng_socket_opts(nng_socket s, bool pub);
 
 /* Dials url without blocking (nng retries in the background, 100 ms doubling to 2 s), with TCP
- * keepalive where the transport has it. Returns 0 or a converted error (bad URL). */
-int hm__nng_dial(nng_socket s, const char *url, nng_dialer *out);
+ * keepalive where the transport has it, and with tls (borrowed; the dialer keeps its own hold)
+ * unless NULL. Returns 0 or a converted error (bad URL). */
+int hm__nng_dial(nng_socket s, const char *url, nng_tls_config *tls, nng_dialer *out);
+
+/*
+ * Errors a dialer or listener has counted so far under one of nng's statistics ("auth": TLS
+ * handshakes that failed, "refused", "disconnect", ...). 0 if nng keeps no such statistic.
+ * Takes a snapshot of all of nng's statistics: call it about once a second, not per message.
+ */
+uint64_t hm__nng_dialer_stat(nng_dialer d, const char *name);
 
 /*
  * Replies on REP contexts. nng's REP hands a reply to its peer's connection at once if that
@@ -51,6 +60,16 @@ void hm__rep_sent(nng_aio *aio, int rv, nng_pipe pipe, const char *what);
 
 /* An hm_opt check for URLs: something nng can parse, with a transport hermod supports. */
 int hm__nng_url_check(const char *value, char *err, size_t errlen);
+
+/*
+ * The contract's rules for a URL a program listens on or dials (docs/security.md): tls+tcp://
+ * needs certificates (tls: --tls-cert and --tls-ca were given); plaintext tcp:// is allowed on
+ * loopback only (127.0.0.0/8, ::1, or a name all of whose addresses are loopback) unless
+ * insecure (--insecure-plaintext). what names the option for the reason. Returns 0 or -EINVAL
+ * with a one-line reason in err; the program then exits 2.
+ */
+int hm__nng_url_policy(const char *what, const char *url, bool tls, bool insecure, char *err,
+		       size_t errlen);
 
 /*
  * Arms a deadline for the rest of a shutdown: if the process is still running `ms` later, it
@@ -78,10 +97,23 @@ int hm__listeners_start(struct hm__listeners *ls);
 
 /*
  * Starts listening on url with socket s (which must outlive the set) and watches it. One
- * listener per socket. Returns 0 or a converted error, with a reason in err.
+ * listener per socket. A tls+tcp:// url needs tls (borrowed; the set keeps its own hold), which
+ * its listener (and any listener re-created for it) uses; the watchdog then probes it with a
+ * real TLS handshake (tlscfg.h). Returns 0 or a converted error, with a reason in err.
  */
 int hm__listeners_add(struct hm__listeners *ls, nng_socket s, const char *url, enum hm__peer peer,
-		      const char *name, char *err, size_t errlen);
+		      const char *name, nng_tls_config *tls, char *err, size_t errlen);
+
+/*
+ * Gives the listener of socket s a new TLS configuration (borrowed; the set keeps its own hold):
+ * new connections use it, established ones keep theirs. nng has already made the listener's
+ * next connection with the old one, so this probes the listener once, which uses that one up:
+ * it waits for that (a few ms; 1 s at most). Loop thread. Returns 0 or a converted error.
+ */
+int hm__listeners_set_tls(struct hm__listeners *ls, nng_socket s, nng_tls_config *tls);
+
+/* TLS handshakes the listeners have refused so far (nng's "auth" statistic), summed. */
+uint64_t hm__listeners_tls_refused(struct hm__listeners *ls);
 
 /* Listeners re-created so far. */
 uint64_t hm__listeners_restarts(const struct hm__listeners *ls);

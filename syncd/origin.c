@@ -45,6 +45,7 @@
 #include "syncd/snapfile.h"
 #include "syncd/syncd.h"
 #include "syncd/syncsrv.h"
+#include "syncd/tlscfg.h"
 #include "syncd/wire.h"
 
 #define NCTL		 16
@@ -108,7 +109,7 @@ struct origin {
 	char node[256];
 	uv_loop_t loop;
 	struct hm__mailbox mb;
-	uv_signal_t sigterm, sigint, sigchld;
+	uv_signal_t sigterm, sigint, sigchld, sighup;
 	uv_timer_t hb_timer, maint_timer, linger_timer;
 
 	int lock_fd;
@@ -120,6 +121,7 @@ struct origin {
 	struct hm__syncsrv *ss;
 	struct hm__listeners *ls;
 	struct hm__admin *admin;
+	struct hm__tls_state tls; /* the certificates in use; .cur NULL without TLS */
 
 	uint64_t head_seq;	/* last seq validated */
 	uint64_t published_seq; /* last seq durable and published */
@@ -894,6 +896,8 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "snapshot_chunks", ss.chunks);
 	hm__jw_ku64(w, "bad_sync_requests", ss.bad_requests);
 	hm__jw_ku64(w, "listener_restarts", o->ls != NULL ? hm__listeners_restarts(o->ls) : 0);
+	hm__admin_tls_status(w, &o->tls);
+	hm__jw_ku64(w, "tls_refused", hm__listeners_tls_refused(o->ls));
 	hm__jw_ku64(w, "staged_bytes", o->staged_bytes);
 }
 
@@ -1245,6 +1249,7 @@ static void final_close(uv_timer_t *t)
 	close_handle((uv_handle_t *)&o->sigterm);
 	close_handle((uv_handle_t *)&o->sigint);
 	close_handle((uv_handle_t *)&o->sigchld);
+	close_handle((uv_handle_t *)&o->sighup);
 	/* Once libuv lets go of them, a second SIGTERM must not kill the process mid-cleanup. */
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
@@ -1281,10 +1286,71 @@ static void on_signal(uv_signal_t *s, int signum)
 
 /* ---- Run ------------------------------------------------------------------------------------- */
 
+/* Listens on url with socket s (TLS for a tls+tcp:// url: its peers chain to the CA, or to the
+ * control CA when control). */
+static int listen_on(struct origin *o, nng_socket s, const char *url, enum hm__peer peer,
+		     const char *name, bool control)
+{
+	nng_tls_config *tls = NULL;
+	char err[512];
+	int rv;
+
+	if (hm__tls_url(url) && (rv = hm__tls_listener_config(o->tls.cur, control, &tls)) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "%s: cannot configure TLS: %s", name, hm_strerror(rv));
+		return rv;
+	}
+	rv = hm__listeners_add(o->ls, s, url, peer, name, tls, err, sizeof(err));
+	if (tls != NULL)
+		nng_tls_config_free(tls);
+	if (rv != 0)
+		hm_log(HM_LOG_ERR, "origin", "%s", err);
+	return rv;
+}
+
+/* Gives every TLS listener a configuration made from t (SIGHUP). */
+static int apply_tls(void *ctx, struct hm__tls *t)
+{
+	struct origin *o = ctx;
+	const struct hm__origin_cfg *cfg = o->cfg;
+	const struct {
+		nng_socket s;
+		const char *url;
+		bool control;
+	} socks[] = {{o->ctl_sock, cfg->control, true},
+		     {o->pub_sock, cfg->publish, false},
+		     {o->sync_sock, cfg->sync, false}};
+	int e = 0;
+
+	for (size_t i = 0; i < HM_ARRAY_SIZE(socks) && e == 0; i++) {
+		nng_tls_config *c;
+
+		if (!hm__tls_url(socks[i].url))
+			continue;
+		if ((e = hm__tls_listener_config(t, socks[i].control, &c)) != 0)
+			break;
+		e = hm__listeners_set_tls(o->ls, socks[i].s, c);
+		nng_tls_config_free(c);
+	}
+	return e;
+}
+
+/*
+ * SIGHUP: the certificate files are read again. New handshakes use them; connections already
+ * made keep theirs, so nothing is dropped. Files that do not load change nothing.
+ */
+static void on_sighup(uv_signal_t *sig, int signum)
+{
+	struct origin *o = sig->data;
+
+	(void)signum;
+	if (!o->stopping)
+		hm__tls_reload(&o->tls, o->cfg->tls_cert, o->cfg->tls_ca, o->cfg->control_ca,
+			       apply_tls, o, "origin");
+}
+
 static int open_sockets(struct origin *o)
 {
 	const struct hm__origin_cfg *cfg = o->cfg;
-	char err[512];
 	int rv;
 
 	if ((rv = nng_rep0_open(&o->ctl_sock)) == 0) {
@@ -1307,15 +1373,10 @@ static int open_sockets(struct origin *o)
 	}
 	if ((rv = hm__listeners_new(&o->ls, !cfg->no_watchdog)) != 0)
 		return rv;
-	if ((rv = hm__listeners_add(o->ls, o->ctl_sock, cfg->control, HM__PEER_REQ, "control", err,
-				    sizeof(err))) != 0 ||
-	    (rv = hm__listeners_add(o->ls, o->pub_sock, cfg->publish, HM__PEER_SUB, "publish", err,
-				    sizeof(err))) != 0 ||
-	    (rv = hm__listeners_add(o->ls, o->sync_sock, cfg->sync, HM__PEER_REQ, "sync", err,
-				    sizeof(err))) != 0) {
-		hm_log(HM_LOG_ERR, "origin", "%s", err);
+	if ((rv = listen_on(o, o->ctl_sock, cfg->control, HM__PEER_REQ, "control", true)) != 0 ||
+	    (rv = listen_on(o, o->pub_sock, cfg->publish, HM__PEER_SUB, "publish", false)) != 0 ||
+	    (rv = listen_on(o, o->sync_sock, cfg->sync, HM__PEER_REQ, "sync", false)) != 0)
 		return rv;
-	}
 	for (uint32_t i = 0; i < NCTL; i++) {
 		struct ctl *c = &o->ctls[i];
 
@@ -1396,6 +1457,7 @@ static int setup(struct origin *o)
 	uv_signal_start(&o->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&o->sigint, on_signal, SIGINT);
 	uv_signal_start(&o->sigchld, on_sigchld, SIGCHLD);
+	uv_signal_start(&o->sighup, on_sighup, SIGHUP);
 	uv_timer_start(&o->hb_timer, on_heartbeat, 0, (uint64_t)cfg->heartbeat);
 	uv_timer_start(&o->maint_timer, on_maint, 1000, 1000);
 	return 0;
@@ -1410,6 +1472,8 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 		return 1;
 	o->cfg = cfg;
 	o->lock_fd = -1;
+	if ((o->tls.cur = cfg->tls) != NULL)
+		hm__tls_ref(o->tls.cur);
 	o->child = 0;
 	snprintf(o->node, sizeof(o->node), "%s", cfg->node);
 	uv_loop_init(&o->loop);
@@ -1421,7 +1485,8 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 	uv_signal_init(&o->loop, &o->sigterm);
 	uv_signal_init(&o->loop, &o->sigint);
 	uv_signal_init(&o->loop, &o->sigchld);
-	o->sigterm.data = o->sigint.data = o->sigchld.data = o;
+	uv_signal_init(&o->loop, &o->sighup);
+	o->sigterm.data = o->sigint.data = o->sigchld.data = o->sighup.data = o;
 	e = setup(o);
 	if (e == 0) {
 		char st[200];
@@ -1474,6 +1539,7 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 		hm_log(HM_LOG_WARNING, "origin", "libuv loop not empty at exit");
 	if (o->lock_fd >= 0)
 		close(o->lock_fd);
+	hm__tls_unref(o->tls.cur);
 	if (code == 0)
 		hm_log(HM_LOG_NOTICE, "origin", "stopped at seq %" PRIu64, o->published_seq);
 	free(o);

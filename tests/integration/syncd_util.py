@@ -34,7 +34,14 @@ def _urls(env, transport, tag):
     if transport == "ipc":
         return tuple("ipc://%s" % env.path("%s-%s.ipc" % (tag, k))
                      for k in ("control", "publish", "sync"))
+    if transport == "tls":
+        return tuple("tls+tcp://127.0.0.1:%d" % ht.free_port() for _ in range(3))
     return tuple("tcp://127.0.0.1:%d" % ht.free_port() for _ in range(3))
+
+
+def dial_url(url):
+    """The URL peers dial for a listened URL: over TLS by the origin's certificate name."""
+    return url.replace("tls+tcp://127.0.0.1:", "tls+tcp://localhost:")
 
 
 def port_of(url):
@@ -53,24 +60,41 @@ class CtlResult:
 
 
 class Origin:
-    """A hermod-syncd origin. urls = (control, publish, sync)."""
+    """A hermod-syncd origin. urls = (control, publish, sync), as listened on; dial_* are what
+    edges and hermodctl dial. pki (tests/integration/pki.py) makes it listen with mutual TLS:
+    its certificate is pki.origin, peers must chain to pki.cluster (control clients to
+    control_ca if given); hermodctl then presents ctl_cert (default pki.ctl_cluster)."""
 
     def __init__(self, env, name="origin", data=None, transport="tcp", extra=(), urls=None,
-                 wait=True, proc_env=None):
+                 wait=True, proc_env=None, pki=None, control_ca=None, ctl_cert=None,
+                 cert=None):
         self.env = env
         self.proc_env = proc_env
         self.name = name
+        self.pki = pki
+        if pki is not None and transport == "tcp":
+            transport = "tls"
         self.control, self.publish, self.sync = urls or _urls(env, transport, name)
+        self.dial_control, self.dial_publish, self.dial_sync = (
+            dial_url(u) for u in (self.control, self.publish, self.sync))
         self.data = data or env.path("%s-data" % name)
         self.admin = env.path("%s.sock" % name)
         self.extra = list(extra)
+        self.tls_args = []
+        self.ctl_cert = ctl_cert
+        if pki is not None:
+            self.tls_args = ["--tls-cert", (cert or pki.origin).pem, "--tls-ca",
+                             pki.cluster.crt]
+            if control_ca is not None:
+                self.tls_args += ["--control-ca", control_ca.crt]
+            self.ctl_cert = ctl_cert or pki.ctl_cluster
         self.proc = None
         self.start(wait)
 
     def argv(self):
         return [ht.binary("hermod-syncd"), "origin", "--control", self.control,
                 "--publish", self.publish, "--sync", self.sync, "--data", self.data,
-                "--admin", self.admin] + self.extra
+                "--admin", self.admin] + self.tls_args + self.extra
 
     def start(self, wait=True):
         self.proc = self.env.start(self.name, self.argv(), extra_env=self.proc_env)
@@ -104,11 +128,13 @@ class Origin:
         """Runs hermodctl [--control URL] args...; returns a CtlResult."""
         argv = [ht.binary("hermodctl")]
         if control:
-            argv += ["--control", self.control]
+            argv += ["--control", self.dial_control]
+            if self.ctl_cert is not None and self.dial_control.startswith("tls+"):
+                argv += ["--tls-cert", self.ctl_cert.pem, "--tls-ca", self.pki.cluster.crt]
         argv += [str(a) for a in args]
         penv = dict(os.environ)
-        penv.pop("HERMOD_CONTROL", None)
-        penv.pop("HERMOD_ADMIN", None)
+        for k in ("HERMOD_CONTROL", "HERMOD_ADMIN", "HERMOD_TLS_CERT", "HERMOD_TLS_CA"):
+            penv.pop(k, None)
         if env:
             penv.update(env)
         t0 = time.monotonic()
@@ -132,26 +158,33 @@ class Origin:
 
 
 class Edge:
-    """A hermod-syncd edge following origin (publish may point at a relay instead)."""
+    """A hermod-syncd edge following origin (publish may point at a relay instead). With an
+    origin over TLS it presents cert (default: the origin's pki.edge1) and trusts ca (default
+    the cluster CA)."""
 
     def __init__(self, env, origin, name="edge", table=None, publish=None, sync=None, extra=(),
-                 wait=True, admin=None, proc_env=None):
+                 wait=True, admin=None, proc_env=None, cert=None, ca=None):
         self.env = env
         self.proc_env = proc_env
         self.origin = origin
         self.name = name
         self.table = table or env.path("%s.table" % name)
         self.admin = admin or env.path("%s.sock" % name)
-        self.publish = publish or origin.publish
-        self.sync = sync or origin.sync
+        self.publish = publish or getattr(origin, "dial_publish", origin.publish)
+        self.sync = sync or getattr(origin, "dial_sync", origin.sync)
         self.extra = list(extra)
+        self.tls_args = []
+        pki = getattr(origin, "pki", None)
+        if cert is not None or pki is not None:
+            self.tls_args = ["--tls-cert", (cert or pki.edge1).pem,
+                             "--tls-ca", (ca or pki.cluster).crt]
         self.proc = None
         self.start(wait)
 
     def argv(self):
         return [ht.binary("hermod-syncd"), "edge", "--publish", self.publish, "--sync",
                 self.sync, "--table", self.table, "--admin", self.admin, "--node",
-                self.name] + self.extra
+                self.name] + self.tls_args + self.extra
 
     def start(self, wait=True):
         self.proc = self.env.start(self.name, self.argv(), extra_env=self.proc_env)
