@@ -150,6 +150,9 @@ struct edge {
 	struct hm__tls_state tls; /* the certificates in use; .cur NULL without TLS */
 	uint64_t tls_failures_seen;
 
+	/* another epoch seen: the last change, for status */
+	uint64_t epoch_changes, epoch_from, epoch_to;
+
 	uint64_t catchups, snapshots, skipped_invalid, skipped_version, digest_mismatches;
 	uint64_t batches_applied, buffer_drops, sync_errors;
 	bool stopping;
@@ -749,6 +752,26 @@ static void catchup_done(struct edge *e)
 	drain_buffer(e);
 }
 
+/*
+ * The origin answers in another epoch than the table's. That is how a restored backup is
+ * published, but also what a process answering on the origin's address looks like (with
+ * plaintext sockets, any local user who binds the ports while the origin is down), so it is an
+ * error, counted and shown in status, once per new epoch. The edge still follows it.
+ */
+static void epoch_changed(struct edge *e, uint64_t to)
+{
+	if (to == e->epoch_to && e->epoch_from == e->epoch)
+		return;
+	e->epoch_changes++;
+	e->epoch_from = e->epoch;
+	e->epoch_to = to;
+	hm_log(HM_LOG_ERR, "edge",
+	       "the origin's epoch changed from %016" PRIx64 " to %016" PRIx64
+	       " (at %s): loading its whole state. Expected only after the origin's data was "
+	       "replaced (a restore); otherwise something else answers on the origin's address",
+	       e->epoch, to, e->cfg->sync);
+}
+
 static void on_catchup_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m)
 {
 	struct mref *mr;
@@ -758,6 +781,8 @@ static void on_catchup_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m)
 	e->catchup_head = m->catchup_rep.head_seq;
 	if (m->catchup_rep.head_seq > e->origin_seq || m->catchup_rep.epoch != e->epoch)
 		e->origin_seq = m->catchup_rep.head_seq;
+	if (m->catchup_rep.status == HM_CATCHUP_EPOCH && e->epoch != 0)
+		epoch_changed(e, m->catchup_rep.epoch);
 	if (m->catchup_rep.status == HM_CATCHUP_EPOCH ||
 	    m->catchup_rep.status == HM_CATCHUP_SNAPSHOT) {
 		nng_msg_free(msg);
@@ -1331,6 +1356,16 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "skipped_invalid", e->skipped_invalid);
 	hm__jw_ku64(w, "skipped_version", e->skipped_version);
 	hm__jw_ku64(w, "digest_mismatches", e->digest_mismatches);
+	hm__jw_ku64(w, "epoch_changes", e->epoch_changes);
+	hm__jw_key(w, "last_epoch_change");
+	if (e->epoch_changes > 0) {
+		hm__jw_obj(w);
+		hm__jw_khex64(w, "from", e->epoch_from);
+		hm__jw_khex64(w, "to", e->epoch_to);
+		hm__jw_obj_end(w);
+	} else {
+		hm__jw_null(w);
+	}
 	hm__jw_ku64(w, "buffered", e->buffered);
 	hm__jw_ku64(w, "buffer_drops", e->buffer_drops);
 	hm__jw_ku64(w, "sync_errors", e->sync_errors);
