@@ -1433,8 +1433,8 @@ static int setup(struct edge *e)
 		return hm__nng_err(rv);
 	}
 	e->req_open = true;
-	if ((rv = hm__nng_socket_opts(e->sub, false)) != 0 ||
-	    (rv = hm__nng_socket_opts(e->req, false)) != 0 ||
+	if ((rv = hm__nng_socket_opts(e->sub, 0)) != 0 ||
+	    (rv = hm__nng_socket_opts(e->req, 0)) != 0 ||
 	    (rv = hm__nng_err(nng_socket_set(e->sub, NNG_OPT_SUB_SUBSCRIBE, "", 0))) != 0 ||
 	    (rv = hm__nng_err(nng_socket_set_int(e->sub, NNG_OPT_RECVBUF, 8192))) != 0) {
 		hm_log(HM_LOG_ERR, "edge", "cannot set socket options: %s", hm_strerror(rv));

@@ -322,7 +322,7 @@ static int client_open(struct client *c)
 		return fail(EXIT_UNREACHABLE, "cannot open a socket: %s", nng_strerror(rv));
 	}
 	c->open = true;
-	hm__nng_socket_opts(c->s, false);
+	hm__nng_socket_opts(c->s, 0);
 	nng_socket_set_ms(c->s, NNG_OPT_SENDTIMEO, (nng_duration)cfg.timeout);
 	nng_socket_set_ms(c->s, NNG_OPT_RECVTIMEO, (nng_duration)cfg.reply_timeout);
 	nng_pipe_notify(c->s, NNG_PIPE_EV_ADD_POST, ctl_pipe_cb, NULL);

@@ -67,13 +67,86 @@ int hm__nng_err(int rv)
 	}
 }
 
-int hm__nng_socket_opts(nng_socket s, bool pub)
+int hm__nng_socket_opts(nng_socket s, int sendbuf)
 {
 	int rv = nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, HM_PROTO_MAX_MSG);
 
-	if (rv == 0 && pub)
-		rv = nng_socket_set_int(s, NNG_OPT_SENDBUF, 8192);
+	if (rv == 0 && sendbuf > 0)
+		rv = nng_socket_set_int(s, NNG_OPT_SENDBUF, sendbuf);
 	return hm__nng_err(rv);
+}
+
+/* ---- Stalled pipes ------------------------------------------------------------------------- */
+
+static struct hm__txpipe *txpipe(struct hm__txwatch *w, uint32_t id)
+{
+	for (size_t i = 0; i < w->n; i++)
+		if (w->v[i].id == id)
+			return &w->v[i];
+	if (w->n == w->cap) {
+		size_t cap = w->cap ? w->cap * 2 : 16;
+		struct hm__txpipe *v = realloc(w->v, cap * sizeof(*v));
+
+		if (v == NULL)
+			return NULL;
+		w->v = v;
+		w->cap = cap;
+	}
+	w->v[w->n] = (struct hm__txpipe){.id = id};
+	return &w->v[w->n++];
+}
+
+int hm__txwatch_run(struct hm__txwatch *w, nng_socket s, uint64_t sent, uint64_t stall_ms)
+{
+	uint64_t now = hm_mono_ms();
+	nng_stat *all, *st;
+	int closed = 0;
+
+	if (nng_stats_get(&all) != 0)
+		return 0;
+	for (size_t i = 0; i < w->n; i++)
+		w->v[i].seen = false;
+	/* Pipes are top-level statistics: {id, socket, tx_msgs, ...} */
+	for (st = nng_stat_child(all); st != NULL; st = nng_stat_next(st)) {
+		nng_stat *sock, *id, *tx;
+		struct hm__txpipe *p;
+
+		if (strcmp(nng_stat_name(st), "pipe") != 0 ||
+		    (sock = nng_stat_find(st, "socket")) == NULL ||
+		    nng_stat_value(sock) != (uint64_t)nng_socket_id(s) ||
+		    (id = nng_stat_find(st, "id")) == NULL ||
+		    (tx = nng_stat_find(st, "tx_msgs")) == NULL)
+			continue;
+		if ((p = txpipe(w, (uint32_t)nng_stat_value(id))) == NULL)
+			break;
+		p->seen = true;
+		if (p->since_ms == 0 || nng_stat_value(tx) != p->tx) {
+			p->tx = nng_stat_value(tx);
+			p->since_ms = now;
+			p->since_sent = sent;
+		} else if (now - p->since_ms >= stall_ms && sent != p->since_sent) {
+			nng_pipe pipe = NNG_PIPE_INITIALIZER;
+
+			pipe.id = p->id;
+			nng_pipe_close(pipe);
+			p->since_ms = now; /* once: the pipe is going */
+			closed++;
+		}
+	}
+	nng_stats_free(all);
+	for (size_t i = 0; i < w->n;) /* forget pipes that are gone */
+		if (!w->v[i].seen)
+			w->v[i] = w->v[--w->n];
+		else
+			i++;
+	return closed;
+}
+
+void hm__txwatch_fini(struct hm__txwatch *w)
+{
+	free(w->v);
+	w->v = NULL;
+	w->n = w->cap = 0;
 }
 
 void hm__rep_send(nng_ctx ctx, nng_aio *aio, nng_msg *reply)

@@ -24,9 +24,31 @@
  * cancelled), -ENOMEM, -EINVAL, -EMSGSIZE, -EADDRINUSE, -EAGAIN, -ENOENT; HM_ENNG otherwise. */
 int hm__nng_err(int rv);
 
-/* The options every hermod socket gets: NNG_OPT_RECVMAXSZ = HM_PROTO_MAX_MSG; with pub, also
- * NNG_OPT_SENDBUF = 8192. Returns 0 or a converted error. */
-int hm__nng_socket_opts(nng_socket s, bool pub);
+/* The options every hermod socket gets: NNG_OPT_RECVMAXSZ = HM_PROTO_MAX_MSG; and
+ * NNG_OPT_SENDBUF = sendbuf unless 0 (the PUB socket: messages queued per subscriber, beyond
+ * which nng drops the oldest). Returns 0 or a converted error. */
+int hm__nng_socket_opts(nng_socket s, int sendbuf);
+
+/*
+ * Finds the pipes of a socket that have stopped taking messages, from nng's per-pipe tx_msgs
+ * statistic (messages the transport finished writing to the kernel), and closes them: a PUB
+ * subscriber that stopped reading holds one message in flight, and its TCP buffers, for as long
+ * as it stays connected. A pipe is stalled when its tx_msgs has not moved for stall_ms although
+ * the socket sent something meanwhile (sent: a count the caller bumps per message sent on s).
+ * Call hm__txwatch_run about once a second from one thread; it returns the pipes closed.
+ */
+struct hm__txwatch {
+	struct hm__txpipe {
+		uint32_t id;
+		uint64_t tx;	     /* tx_msgs when last seen moving */
+		uint64_t since_ms;   /* when it last moved (mono) */
+		uint64_t since_sent; /* sent, then */
+		bool seen;	     /* in the latest snapshot */
+	} * v;
+	size_t n, cap;
+};
+int hm__txwatch_run(struct hm__txwatch *w, nng_socket s, uint64_t sent, uint64_t stall_ms);
+void hm__txwatch_fini(struct hm__txwatch *w);
 
 /* Dials url without blocking (nng retries in the background, 100 ms doubling to 2 s), with TCP
  * keepalive where the transport has it, and with tls (borrowed; the dialer keeps its own hold)

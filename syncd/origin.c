@@ -146,6 +146,9 @@ struct origin {
 
 	/* counters */
 	uint64_t batches, changes, rejected, bad_requests, resent, dropped_pub;
+	uint64_t pub_sent;	      /* messages handed to the PUB socket */
+	uint64_t pub_stalled;	      /* subscribers disconnected for not taking messages */
+	struct hm__txwatch pub_watch; /* per-subscriber progress (hm__txwatch_run) */
 
 	bool stopping, closing;
 	atomic_bool closing_nng; /* nng threads: do not start new receives */
@@ -608,6 +611,8 @@ static void publish_batch(struct origin *o, const struct hm__batch *b)
 		if (nng_sendmsg(o->pub_sock, m, NNG_FLAG_NONBLOCK) != 0) {
 			nng_msg_free(m);
 			o->dropped_pub++;
+		} else {
+			o->pub_sent++;
 		}
 	}
 }
@@ -715,6 +720,8 @@ static void send_heartbeat(struct origin *o)
 		memcpy(nng_msg_body(m), pb.data, pb.len);
 		if (nng_sendmsg(o->pub_sock, m, NNG_FLAG_NONBLOCK) != 0)
 			nng_msg_free(m);
+		else
+			o->pub_sent++;
 	}
 	hm_pbuf_fini(&pb);
 	o->last_hb_ms = hm_mono_ms();
@@ -843,6 +850,20 @@ static void on_maint(uv_timer_t *t)
 		}
 	}
 	hm__syncsrv_tick(o->ss);
+	if (o->pub_open && !o->stopping) {
+		/* A subscriber that stopped reading costs a message in flight and its socket
+		 * buffers until it goes; it catches up over sync when it comes back. */
+		int n = hm__txwatch_run(&o->pub_watch, o->pub_sock, o->pub_sent,
+					(uint64_t)o->cfg->pub_stall);
+
+		if (n > 0) {
+			o->pub_stalled += (uint64_t)n;
+			hm_log(HM_LOG_WARNING, "origin",
+			       "disconnected %d subscriber(s) that took no message for %" PRId64
+			       " ms (%" PRIu64 " so far)",
+			       n, o->cfg->pub_stall, o->pub_stalled);
+		}
+	}
 	if (o->child == 0 && !o->stopping && now >= o->compact_after_ms &&
 	    hm__journal_bytes(o->journal) - o->journal_at_snapshot >=
 		(uint64_t)o->cfg->compact_after &&
@@ -895,7 +916,10 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "snapshots_sent", ss.snapshots_sent);
 	hm__jw_ku64(w, "snapshot_chunks", ss.chunks);
 	hm__jw_ku64(w, "bad_sync_requests", ss.bad_requests);
+	hm__jw_ku64(w, "sync_requests_dropped", ss.dropped);
+	hm__jw_ku64(w, "sync_requests_delayed", ss.delayed);
 	hm__jw_ku64(w, "listener_restarts", o->ls != NULL ? hm__listeners_restarts(o->ls) : 0);
+	hm__jw_ku64(w, "subscribers_stalled", o->pub_stalled);
 	hm__admin_tls_status(w, &o->tls);
 	hm__jw_ku64(w, "tls_refused", hm__listeners_tls_refused(o->ls));
 	hm__jw_ku64(w, "staged_bytes", o->staged_bytes);
@@ -1365,9 +1389,9 @@ static int open_sockets(struct origin *o)
 		hm_log(HM_LOG_ERR, "origin", "cannot open nng sockets: %s", nng_strerror(rv));
 		return hm__nng_err(rv);
 	}
-	if ((rv = hm__nng_socket_opts(o->ctl_sock, false)) != 0 ||
-	    (rv = hm__nng_socket_opts(o->pub_sock, true)) != 0 ||
-	    (rv = hm__nng_socket_opts(o->sync_sock, false)) != 0) {
+	if ((rv = hm__nng_socket_opts(o->ctl_sock, 0)) != 0 ||
+	    (rv = hm__nng_socket_opts(o->pub_sock, (int)cfg->pub_queue)) != 0 ||
+	    (rv = hm__nng_socket_opts(o->sync_sock, 0)) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot set socket options: %s", hm_strerror(rv));
 		return rv;
 	}
@@ -1394,6 +1418,7 @@ static int open_sockets(struct origin *o)
 		       strerror(-rv));
 		return rv;
 	}
+	hm__syncsrv_limit(o->ss, (uint64_t)cfg->sync_rate);
 	if ((rv = hm__syncsrv_start(o->ss, o->sync_sock, 2)) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot start the sync server: %s", hm_strerror(rv));
 		return rv;
@@ -1532,6 +1557,7 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 		free(p);
 	}
 	hm__reqcache_free(o->reqs);
+	hm__txwatch_fini(&o->pub_watch);
 	hm_table_writer_close(o->table);
 	hm_proto_decoder_free(o->dec);
 	hm__mailbox_fini(&o->mb);

@@ -20,6 +20,9 @@ struct hm__origin_cfg {
 	int64_t max_request;   /* bytes of one multi-part control request */
 	int64_t segment;       /* bytes of a journal segment */
 	int64_t admin_idle;    /* ms an admin connection may stay silent */
+	int64_t pub_queue;     /* messages queued per subscriber (NNG_OPT_SENDBUF) */
+	int64_t pub_stall;     /* ms a subscriber may take no message before it is dropped */
+	int64_t sync_rate;     /* reply bytes per second per sync connection (0: unlimited) */
 	bool no_watchdog;      /* test hook: disable the #1518 listener watchdog */
 };
 
