@@ -347,7 +347,8 @@ int hm_change_from_json(const void *object, struct hm_change *c, char *err, size
 	op = cJSON_GetObjectItemCaseSensitive(o, "op");
 	if (!cJSON_IsString(op))
 		FAIL(HM_EJSON, "\"op\" is missing or not a string");
-	if (hm_op_parse(op->valuestring, strlen(op->valuestring), &c->op) != 0)
+	if (hm_op_parse(op->valuestring, strlen(op->valuestring), &c->op) != 0 ||
+	    c->op > HM_OP_ROUTING_MAX)
 		FAIL(HM_EOP,
 		     "\"op\": unknown operation \"%.40s\" (app.put, app.rm, domain.put, "
 		     "domain.rm, dyno.put, dyno.rm)",

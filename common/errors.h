@@ -30,6 +30,7 @@
 	XX(EBALANCE, -5025, "invalid balance mode")                                                \
 	XX(EOP, -5026, "invalid change operation")                                                 \
 	XX(ECONTROL, -5027, "holds NUL or a control character")                                    \
+	XX(ESECRET, -5028, "invalid secret (name [a-z][a-z0-9-]{0,30}, 1 to 128 bytes)")           \
 	/* routing state (common/table.c) */                                                       \
 	XX(ENOAPP, -5040, "no such app")                                                           \
 	XX(ENODOMAIN, -5041, "no such domain")                                                     \
@@ -40,6 +41,8 @@
 	XX(ENOHOST, -5046, "no app for this host")                                                 \
 	XX(EBUSYTABLE, -5047, "routing table is changing too fast to read")                        \
 	XX(EUNTRUSTED, -5048, "file is not owned by this user or root, or others may write it")    \
+	XX(ENOSECRET, -5049, "no such secret")                                                     \
+	XX(ESECRETS, -5050, "no room for another secret")                                          \
 	/* state synchronization (syncd/) */                                                       \
 	XX(EEPOCH, -5060, "epoch mismatch")                                                        \
 	XX(EGAP, -5061, "sequence gap")                                                            \

@@ -69,6 +69,16 @@ int hm_dyno_name_check(const char *s, size_t n)
 	return 0;
 }
 
+int hm_secret_name_check(const char *s, size_t n)
+{
+	if (n == 0 || n > HM_SECRET_NAME_MAX || !is_lower(s[0]))
+		return HM_ESECRET;
+	for (size_t i = 1; i < n; i++)
+		if (!is_lower(s[i]) && !is_digit(s[i]) && s[i] != '-')
+			return HM_ESECRET;
+	return 0;
+}
+
 static bool is_label_char(char c)
 {
 	c = to_lower(c);
@@ -235,6 +245,7 @@ static const char *const op_names[] = {
     [HM_OP_APP_PUT] = "app.put",       [HM_OP_APP_RM] = "app.rm",
     [HM_OP_DOMAIN_PUT] = "domain.put", [HM_OP_DOMAIN_RM] = "domain.rm",
     [HM_OP_DYNO_PUT] = "dyno.put",     [HM_OP_DYNO_RM] = "dyno.rm",
+    [HM_OP_SECRET_PUT] = "secret.put", [HM_OP_SECRET_RM] = "secret.rm",
 };
 
 static int name_index(const char *const *names, unsigned first, unsigned last, const char *s,
@@ -320,6 +331,12 @@ int hm_change_check(const struct hm_change *c)
 	case HM_OP_DYNO_RM:
 		r = hm_app_name_check(c->app, c->app_len);
 		return r != 0 ? r : hm_dyno_name_check(c->name, c->name_len);
+	case HM_OP_SECRET_PUT:
+		if (c->value_len == 0 || c->value_len > HM_SECRET_MAX || c->value == NULL)
+			return HM_ESECRET;
+		/* fall through */
+	case HM_OP_SECRET_RM:
+		return hm_secret_name_check(c->name, c->name_len);
 	default:
 		return HM_EOP;
 	}

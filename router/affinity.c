@@ -28,7 +28,22 @@ int hm__router_affinity_init(struct hm__router_affinity *a, const void *secret, 
 		return -EINVAL;
 	}
 	a->ready = true;
+	a->key_len = len <= sizeof(a->key) ? len : 0;
+	memcpy(a->key, secret, a->key_len);
 	return 0;
+}
+
+int hm__router_affinity_rekey(struct hm__router_affinity *a, const void *secret, size_t len)
+{
+	if (!a->ready || len == 0 || len > sizeof(a->key))
+		return -EINVAL;
+	if (len == a->key_len && memcmp(a->key, secret, len) == 0)
+		return 0;
+	if (mbedtls_md_hmac_starts(&a->md, secret, len) != 0)
+		return -EINVAL;
+	memcpy(a->key, secret, len);
+	a->key_len = len;
+	return 1;
 }
 
 void hm__router_affinity_fini(struct hm__router_affinity *a)
@@ -36,6 +51,7 @@ void hm__router_affinity_fini(struct hm__router_affinity *a)
 	if (a->ready)
 		mbedtls_md_free(&a->md);
 	a->ready = false;
+	memset(a->key, 0, sizeof(a->key));
 }
 
 static size_t put_u64(char *o, uint64_t v)

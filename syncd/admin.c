@@ -348,6 +348,9 @@ static int image_add(void *ctx, const struct hm_change *ch)
 	struct hm__buf *img = ctx;
 	struct img_rec r;
 
+	if (ch->op == HM_OP_SECRET_PUT)
+		return 0; /* never listed (docs/security.md) */
+
 	memset(&r, 0, sizeof(r));
 	r.op = ch->op;
 	r.flags = (uint8_t)((ch->maintenance ? 1 : 0) | (ch->affinity ? 2 : 0));

@@ -88,7 +88,7 @@ struct edge {
 
 	/* the table's published state, cached for status */
 	uint64_t epoch, applied;
-	uint32_t apps, domains, dynos;
+	uint32_t apps, domains, dynos, secrets;
 	uint8_t digest[16];
 	struct {
 		uint64_t seq;
@@ -203,6 +203,7 @@ static void remember(struct edge *e)
 	e->apps = info.apps;
 	e->domains = info.domains;
 	e->dynos = info.dynos;
+	e->secrets = info.secrets;
 	memcpy(e->digest, info.digest, 16);
 	e->history[info.seq % HISTORY].seq = info.seq;
 	memcpy(e->history[info.seq % HISTORY].digest, info.digest, 16);
@@ -1324,6 +1325,7 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "apps", e->apps);
 	hm__jw_ku64(w, "domains", e->domains);
 	hm__jw_ku64(w, "dynos", e->dynos);
+	hm__jw_ku64(w, "secrets", e->secrets); /* counted, never shown */
 	hm_digest_hex(e->digest, hex);
 	hm__jw_kcstr(w, "digest", hex);
 	hm__jw_kbool(w, "stale", e->stale);

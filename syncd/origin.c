@@ -59,6 +59,13 @@
 #define STAGED_REQUEST_COST 1024
 #define STAGED_PART_COST    256
 
+/* The cluster's affinity secret (docs/security.md): made here once, replicated like any change. */
+#define AFFINITY_SECRET	    "affinity"
+#define AFFINITY_SECRET_LEN 32
+
+/* The "control context" of a batch the origin makes itself: nobody waits for its answer. */
+#define NO_CTL UINT32_MAX
+
 enum mail_kind { MAIL_CTL = 1, MAIL_DURABLE = 2 };
 
 enum ctl_state { CTL_RECV, CTL_BUSY, CTL_SEND };
@@ -159,8 +166,12 @@ struct origin {
 
 static void ctl_send(struct origin *o, uint32_t idx, struct hm_pbuf *pb)
 {
-	struct ctl *c = &o->ctls[idx];
+	struct ctl *c;
 	nng_msg *m;
+
+	if (idx == NO_CTL)
+		return;
+	c = &o->ctls[idx];
 
 	if (nng_msg_alloc(&m, pb->len) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "out of memory answering a control request");
@@ -210,6 +221,8 @@ static void reply_error(struct origin *o, uint32_t idx, const uint8_t id[16], in
 	if ((size_t)n >= sizeof(reason))
 		n = sizeof(reason) - 1;
 	hm_require(hm_proto_encode_ctl_error(&pb, id, code, index, reason, (size_t)n) == 0);
+	if (idx == NO_CTL)
+		hm_log(HM_LOG_ERR, "origin", "a batch of the origin's own was refused: %s", reason);
 	ctl_send(o, idx, &pb);
 	hm_pbuf_fini(&pb);
 	o->rejected++;
@@ -260,6 +273,21 @@ static void counts_push(struct counts *c, uint32_t first)
 	c->v[c->n++] = first;
 }
 
+/*
+ * The changes a request's message holds: a control request's part, or (a batch of the origin's
+ * own, submit_own()) a BATCH message, which may hold secret ops. Only the origin makes the
+ * latter: handle_ctl() refuses any other type from the network.
+ */
+static const struct hm_change *msg_changes(const struct hm_msg *m, uint32_t *n)
+{
+	if (m->type == HM_MSG_BATCH) {
+		*n = m->batch.b.nchanges;
+		return m->batch.b.changes;
+	}
+	*n = m->ctl_req.nchanges;
+	return m->ctl_req.changes;
+}
+
 /* Grows the table to hold the request: sized from its changes the first time, doubling after. */
 static int grow_for(struct origin *o, nng_msg **msgs, uint32_t n, int attempt)
 {
@@ -270,12 +298,15 @@ static int grow_for(struct origin *o, nng_msg **msgs, uint32_t n, int attempt)
 	if (attempt > 0)
 		return hm_table_grow(o->table, NULL);
 	for (uint32_t i = 0; i < n; i++) {
+		const struct hm_change *cs;
 		struct hm_msg m;
+		uint32_t nc;
 
 		hm_require(
 		    hm_proto_decode(o->dec, nng_msg_body(msgs[i]), nng_msg_len(msgs[i]), &m) == 0);
-		for (uint32_t k = 0; k < m.ctl_req.nchanges; k++)
-			hm__need_add(&need, &m.ctl_req.changes[k]);
+		cs = msg_changes(&m, &nc);
+		for (uint32_t k = 0; k < nc; k++)
+			hm__need_add(&need, &cs[k]);
 	}
 	hm_table_writer_info(o->table, &info);
 	hm__need_caps(&info, &need, &min);
@@ -304,8 +335,11 @@ static void add_waiter(struct pending *p, uint32_t idx, const uint8_t id[16])
 /* Decides how a request's changes will be cut into published parts (as they arrive). */
 static void split_changes(struct hm__splitter *sp, struct counts *parts, const struct hm_msg *m)
 {
-	for (uint32_t k = 0; k < m->ctl_req.nchanges; k++) {
-		if (hm__split_add(sp, hm__wire_change_size(&m->ctl_req.changes[k])))
+	uint32_t n;
+	const struct hm_change *cs = msg_changes(m, &n);
+
+	for (uint32_t k = 0; k < n; k++) {
+		if (hm__split_add(sp, hm__wire_change_size(&cs[k])))
 			counts_push(parts, 0);
 		parts->v[parts->n - 1]++;
 	}
@@ -348,8 +382,11 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], nng_m
 			else
 				hm_require(hm_proto_decode(o->dec, nng_msg_body(msgs[i]),
 							   nng_msg_len(msgs[i]), &dm) == 0);
-			for (uint32_t k = 0; k < m->ctl_req.nchanges; k++, total++) {
-				const struct hm_change *c = &m->ctl_req.changes[k];
+			uint32_t nc;
+			const struct hm_change *cs = msg_changes(m, &nc);
+
+			for (uint32_t k = 0; k < nc; k++, total++) {
+				const struct hm_change *c = &cs[k];
 				char desc[400];
 
 				if ((e = hm_table_apply(o->table, c)) != 0) {
@@ -408,7 +445,8 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], nng_m
 	p->b = b;
 	p->queued_ns = hm_mono_ns();
 	hm__journal_append(o->journal, b, &p->pos);
-	add_waiter(p, idx, id);
+	if (idx != NO_CTL)
+		add_waiter(p, idx, id);
 	if (o->pend_tail != NULL)
 		o->pend_tail->next = p;
 	else
@@ -592,6 +630,68 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 		sequence(o, idx, id, msgs, n, &parts, NULL);
 		free(parts.v);
 	}
+}
+
+/*
+ * A batch of the origin's own (the cluster secret; later TLS ticket keys): validated, numbered,
+ * journaled and published like a control request, but nobody waits for an answer. The changes
+ * travel as a BATCH message, the one message type that can hold secret ops. Loop thread.
+ */
+static void submit_own(struct origin *o, const struct hm_change *changes, uint32_t n)
+{
+	struct hm_batch_part part = {.seq = 1, .part = 0, .nparts = 1, .nchanges = n};
+	struct hm_pbuf pb = {0};
+	struct hm__splitter sp;
+	struct counts parts = {0};
+	struct hm_msg m;
+	uint8_t id[16];
+	nng_msg **one = malloc(sizeof(*one));
+
+	hm_require(one != NULL);
+	part.changes = (struct hm_change *)changes;
+	hm_random_bytes(id, sizeof(id));
+	hm_require(hm_proto_encode_batch(&pb, o->epoch, &part) == 0);
+	hm_require(nng_msg_alloc(&one[0], pb.len) == 0);
+	memcpy(nng_msg_body(one[0]), pb.data, pb.len);
+	hm_pbuf_fini(&pb);
+	hm_require(hm_proto_decode(o->dec, nng_msg_body(one[0]), nng_msg_len(one[0]), &m) == 0);
+	hm__split_init(&sp, HM__PUB_PART_BYTES, HM_PROTO_MAX_CHANGES);
+	split_changes(&sp, &parts, &m);
+	sequence(o, NO_CTL, id, one, 1, &parts, &m);
+	free(parts.v);
+}
+
+/* The put change of a new random affinity secret; value has AFFINITY_SECRET_LEN bytes. */
+static struct hm_change new_affinity_secret(uint8_t *value)
+{
+	struct hm_change c = {.op = HM_OP_SECRET_PUT,
+			      .name = AFFINITY_SECRET,
+			      .name_len = sizeof(AFFINITY_SECRET) - 1,
+			      .value = value,
+			      .value_len = AFFINITY_SECRET_LEN};
+
+	hm_require(hm_random_bytes(value, AFFINITY_SECRET_LEN) == 0);
+	return c;
+}
+
+static bool has_affinity_secret(const struct origin *o)
+{
+	uint8_t v[HM_SECRET_MAX];
+
+	return hm_table_writer_secret(o->table, AFFINITY_SECRET, v) > 0;
+}
+
+/* Test builds: HM_TEST_NO_SECRET=1 starts without making the secret (a data directory from a
+ * build before it existed). */
+static bool secret_wanted(void)
+{
+#ifdef HM_TEST_HOOKS
+	const char *v = getenv("HM_TEST_NO_SECRET");
+
+	if (v != NULL && strcmp(v, "1") == 0)
+		return false;
+#endif
+	return true;
 }
 
 /* ---- Durable: publish and answer ----------------------------------------------------------- */
@@ -890,6 +990,12 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "apps", o->pub_apps);
 	hm__jw_ku64(w, "domains", o->pub_domains);
 	hm__jw_ku64(w, "dynos", o->pub_dynos);
+	{
+		struct hm_table_info info;
+
+		hm_table_writer_info(o->table, &info); /* named secrets: counted, never shown */
+		hm__jw_ku64(w, "secrets", info.secrets);
+	}
 	hm_digest_hex(o->published_digest, hex);
 	hm__jw_kcstr(w, "digest", hex);
 	hm__jw_kbool(w, "stale", false);
@@ -1024,7 +1130,7 @@ static int load_epoch(struct origin *o)
 		hm_random_bytes(&o->epoch, sizeof(o->epoch));
 	n = snprintf(text, sizeof(text), "%016" PRIx64 "\n", o->epoch);
 	snprintf(tmp, sizeof(tmp), "%s/epoch.tmp", dir);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640)) < 0 ||
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0 ||
 	    write(fd, text, (size_t)n) != n || fsync(fd) != 0 || close(fd) != 0 ||
 	    rename(tmp, path) != 0 || hm_fsync_path(dir, false) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot create %s: %s", path, strerror(errno));
@@ -1180,6 +1286,22 @@ static int recover(struct origin *o)
 	if ((e = hm__journal_recover(o->cfg->data, &r)) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "journal recovery failed: %s", r.err);
 		return e;
+	}
+	if (!loaded && r.records == 0 && secret_wanted()) {
+		/* A fresh data directory: the cluster secret is part of its state at seq 0, in the
+		 * first snapshot written below, so every edge has it from its first load. */
+		uint8_t v[AFFINITY_SECRET_LEN];
+		struct hm_change c = new_affinity_secret(v);
+
+		hm_require(hm_table_begin(o->table) == 0);
+		if ((e = hm_table_apply(o->table, &c)) != 0 ||
+		    (e = hm_table_commit(o->table, o->epoch, 0)) != 0) {
+			hm_table_abort(o->table);
+			hm_log(HM_LOG_ERR, "origin", "cannot make the cluster secret: %s",
+			       hm_strerror(e));
+			return e;
+		}
+		memset(v, 0, sizeof(v));
 	}
 	hm_table_writer_info(o->table, &info);
 	o->head_seq = o->published_seq = info.seq;
@@ -1437,12 +1559,12 @@ static int setup(struct origin *o)
 	char path[PATH_MAX], err[PATH_MAX + 256];
 	int e;
 
-	if ((e = mkdir_p(cfg->data, 0750)) != 0) {
+	if ((e = mkdir_p(cfg->data, 0700)) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot create %s: %s", cfg->data, strerror(-e));
 		return e;
 	}
 	snprintf(path, sizeof(path), "%s/lock", cfg->data);
-	if ((o->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) < 0) {
+	if ((o->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot open %s: %s", path, strerror(errno));
 		return -errno;
 	}
@@ -1469,6 +1591,18 @@ static int setup(struct origin *o)
 	if ((e = hm__journal_start(&o->journal, &jc, o->head_seq + 1, err, sizeof(err))) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "%s", err);
 		return e;
+	}
+	if (!has_affinity_secret(o) && secret_wanted()) {
+		/* A data directory from before the secret existed: it becomes the next batch,
+		 * delivered to the edges as a change. */
+		uint8_t v[AFFINITY_SECRET_LEN];
+		struct hm_change c = new_affinity_secret(v);
+
+		hm_log(HM_LOG_NOTICE, "origin",
+		       "no cluster affinity secret in this state: making one (seq %" PRIu64 ")",
+		       o->head_seq + 1);
+		submit_own(o, &c, 1);
+		memset(v, 0, sizeof(v));
 	}
 	if ((e = open_sockets(o)) != 0)
 		return e;

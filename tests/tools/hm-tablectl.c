@@ -122,6 +122,8 @@ static int dump_one(void *ctx, const struct hm_change *c)
 	char addr[HM_ADDR_STR_MAX];
 	int *first = ctx;
 
+	if (c->op == HM_OP_SECRET_PUT)
+		return 0; /* a batch file cannot hold one */
 	printf("%s\n  {\"op\":\"%s\"", *first ? "" : ",", hm_op_name(c->op));
 	*first = 0;
 	switch (c->op) {
