@@ -10,10 +10,12 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netdb.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -528,6 +530,22 @@ out:
 	return alive;
 }
 
+/* The directory of an ipc:// socket (/run/hermod), made for the service's user and group if it
+ * is missing. */
+static void ipc_parent(const char *url)
+{
+	char dir[PATH_MAX];
+	const char *slash;
+
+	if (strncmp(url, "ipc://", 6) != 0 || (slash = strrchr(url + 6, '/')) == NULL ||
+	    slash == url + 6 || (size_t)(slash - (url + 6)) >= sizeof(dir))
+		return;
+	memcpy(dir, url + 6, (size_t)(slash - (url + 6)));
+	dir[slash - (url + 6)] = '\0';
+	if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+		hm_log(HM_LOG_WARNING, "nng", "cannot create %s: %s", dir, strerror(errno));
+}
+
 static int entry_listen(struct lentry *e)
 {
 	nng_tls_config *tls = NULL;
@@ -543,6 +561,9 @@ static int entry_listen(struct lentry *e)
 	if ((rv = nng_listener_create(&l, e->sock, e->url)) != 0)
 		goto out;
 	nng_listener_set_size(l, NNG_OPT_RECVMAXSZ, HM_PROTO_MAX_MSG);
+	/* An ipc:// socket is for the service's user and group (the contract's 0660 for
+	 * control); ENOTSUP on other transports. */
+	nng_listener_set_int(l, NNG_OPT_IPC_PERMISSIONS, 0660);
 	if ((tls != NULL && (rv = nng_listener_set_ptr(l, NNG_OPT_TLS_CONFIG, tls)) != 0) ||
 	    (rv = nng_listener_start(l, 0)) != 0) {
 		nng_listener_close(l);
@@ -671,6 +692,7 @@ int hm__listeners_add(struct hm__listeners *ls, nng_socket s, const char *url, e
 		nng_tls_config_hold(tls);
 		e->tls = tls;
 	}
+	ipc_parent(url);
 	e->ls = ls;
 	e->sock = s;
 	e->peer = peer;
