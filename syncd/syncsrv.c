@@ -449,19 +449,23 @@ static nng_msg *answer_snapshot(struct hm__syncsrv *ss, const struct hm_msg *req
 	return m;
 }
 
+/* Not a sync request: counted and dropped (no reply). */
+static void count_bad(struct hm__syncsrv *ss, size_t len, const char *why)
+{
+	uint64_t n = atomic_fetch_add(&ss->bad, 1);
+
+	if (n < 10 || n % 1000 == 0)
+		hm_log(HM_LOG_WARNING, "sync", "dropped an invalid sync request (%zu bytes): %s",
+		       len, why);
+}
+
 nng_msg *hm__syncsrv_answer(struct hm__syncsrv *ss, struct hm_proto_decoder *d, nng_msg *req)
 {
 	struct hm_msg m;
 	int e = hm_proto_decode(d, nng_msg_body(req), nng_msg_len(req), &m);
 
 	if (e != 0 || (m.type != HM_MSG_CATCHUP_REQ && m.type != HM_MSG_SNAPSHOT_REQ)) {
-		/* Not a sync request: counted and dropped (no reply). */
-		uint64_t n = atomic_fetch_add(&ss->bad, 1);
-
-		if (n < 10 || n % 1000 == 0)
-			hm_log(HM_LOG_WARNING, "sync",
-			       "dropped an invalid sync request (%zu bytes): %s", nng_msg_len(req),
-			       e != 0 ? hm_strerror(e) : "not a sync request");
+		count_bad(ss, nng_msg_len(req), e != 0 ? hm_strerror(e) : "not a sync request");
 		return NULL;
 	}
 	return m.type == HM_MSG_CATCHUP_REQ ? answer_catchup(ss, &m) : answer_snapshot(ss, &m);
@@ -575,6 +579,26 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
+/*
+ * A first look, on nng's thread, before a request counts against its connection: a sync request
+ * is a few bytes of type CATCHUP_REQ or SNAPSHOT_REQ at a version this build reads. Anything
+ * else is counted and dropped here, as hm__syncsrv_answer would, so that garbage never makes a
+ * connection look busy.
+ */
+static bool looks_like_sync_request(struct hm__syncsrv *ss, nng_msg *m)
+{
+	uint8_t type = 0;
+	uint32_t version = 0;
+
+	if (nng_msg_len(m) <= 64 &&
+	    hm_proto_peek(nng_msg_body(m), nng_msg_len(m), &type, &version) == 0 &&
+	    (type == HM_MSG_CATCHUP_REQ || type == HM_MSG_SNAPSHOT_REQ) && version >= 1 &&
+	    version <= hm_proto_version(type))
+		return true;
+	count_bad(ss, nng_msg_len(m), "not a sync request of a version this build reads");
+	return false;
+}
+
 static void ctx_cb(void *arg)
 {
 	struct sctx *c = arg;
@@ -597,7 +621,8 @@ static void ctx_cb(void *arg)
 			hm__rep_recv(c->ctx, c->aio);
 		return;
 	}
-	if ((w = malloc(sizeof(*w))) == NULL) {
+	if (!looks_like_sync_request(ss, nng_aio_get_msg(c->aio)) ||
+	    (w = malloc(sizeof(*w))) == NULL) {
 		nng_msg_free(nng_aio_get_msg(c->aio));
 		hm__rep_recv(c->ctx, c->aio);
 		return;
