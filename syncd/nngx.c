@@ -375,6 +375,7 @@ struct lentry {
 	bool listening;
 	nng_tls_config *tls; /* one hold; NULL for plaintext */
 	uint64_t tls_gen;    /* bumped by every hm__listeners_set_tls */
+	bool is_tls;	     /* set once: tls is never NULL then (the probe reads this) */
 	char *url;	     /* owned */
 	char name[24];
 	enum hm__peer peer;
@@ -491,9 +492,7 @@ static bool probe(struct lentry *e)
 	    (errno != EINPROGRESS || !wait_fd(fd, POLLOUT, deadline) ||
 	     getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err != 0))
 		goto out;
-	if (e->tls != NULL) {
-		/* Read without the lock: only this thread and hm__listeners_add set e->tls to
-		 * non-NULL, and whether it is NULL never changes. */
+	if (e->is_tls) {
 		if (hm__tls_probe_open(&tp, fd, deadline) != 0 ||
 		    hm__tls_probe_write(tp, hdr, sizeof(hdr), deadline) != 0 ||
 		    hm__tls_probe_read(tp, got, sizeof(got), deadline) != 0)
@@ -691,6 +690,7 @@ int hm__listeners_add(struct hm__listeners *ls, nng_socket s, const char *url, e
 	if (tls != NULL) {
 		nng_tls_config_hold(tls);
 		e->tls = tls;
+		e->is_tls = true;
 	}
 	ipc_parent(url);
 	e->ls = ls;
@@ -728,7 +728,7 @@ int hm__listeners_set_tls(struct hm__listeners *ls, nng_socket s, nng_tls_config
 	int rv = 0;
 
 	for (struct lentry *e = ls->list; e != NULL; e = e->next) {
-		if (nng_socket_id(e->sock) != nng_socket_id(s) || e->tls == NULL)
+		if (nng_socket_id(e->sock) != nng_socket_id(s) || !e->is_tls)
 			continue;
 		nng_tls_config_hold(tls);
 		pthread_mutex_lock(&e->mu);
@@ -762,7 +762,7 @@ uint64_t hm__listeners_tls_refused(struct hm__listeners *ls)
 	for (struct lentry *e = ls->list; e != NULL; e = e->next) {
 		nng_listener l;
 
-		if (e->tls == NULL)
+		if (!e->is_tls)
 			continue;
 		pthread_mutex_lock(&e->mu);
 		l = e->l;
