@@ -217,6 +217,17 @@ class Edge:
         return self.start(wait)
 
 
+def nng_leak_suppression(env):
+    """Closing a listener that #1518 has broken leaves nng's objects for it unreachable (its
+    stuck pipes keep it from being reaped): ~5 KB inside libnng per repaired listener (more for
+    a TLS one: its connection buffers), not a leak in hermod. Only the scan tests, which break
+    listeners on purpose, tolerate it."""
+    with open(ht.LSAN_SUPPRESSIONS) as f:
+        common = f.read()
+    path = env.write("lsan.supp", common + "leak:libnng.so\n")
+    return {"LSAN_OPTIONS": "suppressions=%s:print_suppressions=0" % path}
+
+
 def origin_head(origin):
     st = origin.status()
     return st["seq"], st["digest"]

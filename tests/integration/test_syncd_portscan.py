@@ -15,7 +15,8 @@ import time
 
 import hermod_test as ht
 from hermod_test import T, check, eq, fail
-from syncd_util import Edge, Origin, port_of, raw_connect_close, wait_converged
+from syncd_util import (Edge, Origin, nng_leak_suppression, port_of, raw_connect_close,
+                        wait_converged)
 
 SCANS = 100
 
@@ -39,16 +40,6 @@ def still_works(env, o, old_edges, tag):
     e = Edge(env, o, name="late-" + tag)
     wait_converged(o, old_edges + [e], T(15), "edges after the scan")
     return dt
-
-
-def nng_leak_suppression(env):
-    """Closing a listener that #1518 has broken leaves nng's objects for it unreachable (its
-    stuck pipes keep it from being reaped): ~5 KB inside libnng per repaired listener, not a
-    leak in hermod. Only the scan tests, which break listeners on purpose, tolerate it."""
-    with open(ht.LSAN_SUPPRESSIONS) as f:
-        common = f.read()
-    path = env.write("lsan.supp", common + "leak:libnng.so\n")
-    return {"LSAN_OPTIONS": "suppressions=%s:print_suppressions=0" % path}
 
 
 def run_scan(env, transport, rounds, until_restart=False):
