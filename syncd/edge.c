@@ -148,7 +148,8 @@ struct edge {
 	struct hm__admin *admin;
 
 	struct hm__tls_state tls; /* the certificates in use; .cur NULL without TLS */
-	uint64_t tls_failures_seen;
+	uint64_t tls_failures_seen, tls_warned_ms;
+	bool started; /* the first dials are done */
 
 	/* another epoch seen: the last change, for status */
 	uint64_t epoch_changes, epoch_from, epoch_to;
@@ -1124,7 +1125,7 @@ static int dial(struct edge *e, nng_socket s, const char *url, nng_dialer *out)
 
 	if (hm__tls_url(url) && (rv = hm__tls_dialer_config(e->tls.cur, url, &tls, &named)) != 0)
 		return rv;
-	if (!named)
+	if (!named && !e->started)
 		hm_log(HM_LOG_NOTICE, "edge",
 		       "%s names the origin by address: its certificate's chain and serverAuth "
 		       "usage are checked, no name (docs/security.md)",
@@ -1240,13 +1241,17 @@ static void on_tick(uv_timer_t *t)
 		 * is not trusted here, only shows in nng's statistics. */
 		uint64_t n = tls_failures(e);
 
-		if (n > e->tls_failures_seen)
+		/* Said at once, then at most once a minute while it goes on. */
+		if (n > e->tls_failures_seen &&
+		    (e->tls_warned_ms == 0 || now - e->tls_warned_ms >= 60000)) {
 			hm_log(HM_LOG_WARNING, "edge",
 			       "%" PRIu64 " TLS handshake(s) with the origin failed (%" PRIu64
 			       " in all): check that each side's certificate chains to the other's "
 			       "--tls-ca, is valid now, and names the origin as in %s",
 			       n - e->tls_failures_seen, n, e->cfg->publish);
-		e->tls_failures_seen = n;
+			e->tls_failures_seen = n;
+			e->tls_warned_ms = now;
+		}
 	}
 }
 
@@ -1454,6 +1459,7 @@ static int setup(struct edge *e)
 		return rv;
 	}
 	e->last_redial_ms = e->start_ms = hm_mono_ms();
+	e->started = true;
 	nng_recv_aio(e->sub, e->sub_aio);
 	uv_signal_start(&e->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&e->sigint, on_signal, SIGINT);

@@ -11,6 +11,8 @@ port was taken as the origin.
   another CA's, an expired one, plain SP bytes) get nothing and change nothing.
 * An impostor origin (another CA's certificate, or an edge's own certificate, which lacks
   serverAuth) cannot feed an edge: it keeps its table and goes stale.
+* A refusal that lasts is logged at once, then at most once a minute (it was each second); the
+  notice that the origin is named by address is said once, not at each new dial.
 * With --control-ca, an edge's certificate cannot publish.
 * Start-up rules: tls+tcp:// without certificates, plaintext on a non-loopback address, a bad or
   expired certificate file: exit 2 with the reason.
@@ -21,6 +23,7 @@ port was taken as the origin.
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -177,6 +180,56 @@ def test_an_impostor_origin_cannot_feed_an_edge(env):
         imp.stop()
     o.start()
     wait_converged(o, [e], T(15), "the edge with the real origin back")
+
+
+def test_a_lasting_refusal_is_told_at_once_then_at_most_once_a_minute(env):
+    p = pki_for(env)
+    o = Origin(env, pki=p)
+    # Trusting another CA, the edge refuses the origin at every attempt, for as long as it runs.
+    e = Edge(env, o, ca=p.other)
+    began = time.monotonic()
+    warning = "TLS handshake(s) with the origin failed"
+    wait_for(lambda: warning in e.proc.stderr(), T(10), "the edge to warn")
+    told = int(re.search(r"\((\d+) in all\)", e.proc.stderr()).group(1))
+    # More refusals than the warning told, then more again over a second and a half: the edge
+    # looks each second, so it has seen them (it used to warn each second they went on).
+    seen = {}
+
+    def refused_on():
+        n = e.status()["tls_handshake_failures"]
+        if "at" not in seen:
+            if n > told:
+                seen["at"], seen["n"] = time.monotonic(), n
+            return False
+        return n > seen["n"] and time.monotonic() - seen["at"] > 1.5
+
+    wait_for(refused_on, T(30), "more refusals, over more than a second")
+    err = e.proc.stderr()
+    warned = err.count(warning)
+    check(warned <= 1 + (time.monotonic() - began) // 60,
+          "the refusals are told once, not each second: %d warnings\n%s" % (warned, err[-3000:]))
+    check(e.proc.alive(), "the edge keeps trying")
+
+
+def test_an_origin_named_by_address_is_noted_once_even_when_dialed_again(env):
+    p = pki_for(env)
+    o = Origin(env, pki=p)
+    # By address (127.0.0.1), with --stale-after 1s: two quiet seconds and it dials again.
+    e = Edge(env, o, publish=o.publish, sync=o.sync, extra=["--stale-after", "1s"])
+    o.apply([{"op": "app.put", "app": "bank"}])
+    wait_converged(o, [e])
+    # A frozen origin keeps its connections open and says nothing: the edge dials again.
+    o.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: "dialing again" in e.proc.stderr(), T(15), "the edge to dial again")
+    finally:
+        o.proc.send_signal(signal.SIGCONT)
+    o.apply([{"op": "app.put", "app": "shop"}])
+    wait_converged(o, [e], T(15), "the edge after the origin thawed")
+    err = e.proc.stderr()
+    for url in (o.publish, o.sync):
+        eq(err.count("%s names the origin by address" % url), 1,
+           "the notice for %s is said once:\n%s" % (url, err[-3000:]))
 
 
 def test_an_edge_certificate_cannot_publish(env):
