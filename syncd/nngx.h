@@ -4,12 +4,12 @@
  *
  * Self-healing listeners work around nng 1.5.2 bug #1518 (a peer that closes during the SP
  * handshake can make a listener stop accepting for good; fixed upstream in PR #1519, not in
- * Debian's 1.5.2). A watchdog on the loop proves every ~500 ms that each listener still
+ * Debian's 1.5.2). A watchdog per listener proves every ~500 ms that each listener still
  * completes handshakes — a pipe of that listener was added recently, or a probe dialed from a
  * private socket of the peer protocol is seen as NNG_PIPE_EV_ADD_POST on the listener's socket
  * (the probe is closed only after that, so it never closes mid-handshake itself) — and closes and
- * re-creates a listener that fails the probe within 1 s. The watchdog runs on a thread of its own,
- * so an nng call that hangs there cannot stop the loop. docs/sync.md has the details.
+ * re-creates a listener that fails two probes of 1 s in a row. The watchdog runs on a thread of its
+ * own, so an nng call that hangs there cannot stop the loop. docs/sync.md has the details.
  */
 #ifndef HM_SYNCD_NNGX_H
 #define HM_SYNCD_NNGX_H
@@ -114,7 +114,8 @@ struct hm__listeners;
 /* watchdog false disables probing (tests of the bug itself). Returns 0 or -ENOMEM. */
 int hm__listeners_new(struct hm__listeners **out, bool watchdog);
 
-/* Starts the watchdog thread, once every listener is added. Returns 0 or a negative errno. */
+/* Starts the watchdog threads (one per listener), once every listener is added. Returns 0 or a
+ * negative errno. */
 int hm__listeners_start(struct hm__listeners *ls);
 
 /*
@@ -137,10 +138,14 @@ int hm__listeners_set_tls(struct hm__listeners *ls, nng_socket s, nng_tls_config
 /* TLS handshakes the listeners have refused so far (nng's "auth" statistic), summed. */
 uint64_t hm__listeners_tls_refused(struct hm__listeners *ls);
 
-/* Listeners re-created so far. */
-uint64_t hm__listeners_restarts(const struct hm__listeners *ls);
+/* The watchdog's counts so far: listeners re-created; probes made; probes that got no handshake
+ * in time (a listener is re-created after two misses in a row: one alone is a slow moment). */
+struct hm__listener_stats {
+	uint64_t restarts, probes, probe_misses;
+};
+void hm__listeners_stats(const struct hm__listeners *ls, struct hm__listener_stats *out);
 
-/* Stops the watchdog thread and closes the probes. The listened sockets must then be closed
+/* Stops the watchdog threads and closes the probes. The listened sockets must then be closed
  * (nng_close) before hm__listeners_free(). */
 void hm__listeners_stop(struct hm__listeners *ls);
 void hm__listeners_free(struct hm__listeners *ls);

@@ -977,9 +977,12 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 {
 	struct origin *o = ctx;
 	struct hm__syncsrv_stats ss;
+	struct hm__listener_stats lst = {0};
 	char hex[33];
 
 	hm__syncsrv_stats(o->ss, &ss);
+	if (o->ls != NULL)
+		hm__listeners_stats(o->ls, &lst);
 	hm__jw_kcstr(w, "role", "origin");
 	hm__jw_kcstr(w, "node", o->node);
 	hm__jw_kcstr(w, "state", o->stopping ? "stopping" : "serving");
@@ -1024,7 +1027,9 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "bad_sync_requests", ss.bad_requests);
 	hm__jw_ku64(w, "sync_requests_dropped", ss.dropped);
 	hm__jw_ku64(w, "sync_requests_delayed", ss.delayed);
-	hm__jw_ku64(w, "listener_restarts", o->ls != NULL ? hm__listeners_restarts(o->ls) : 0);
+	hm__jw_ku64(w, "listener_restarts", lst.restarts);
+	hm__jw_ku64(w, "listener_probes", lst.probes);
+	hm__jw_ku64(w, "listener_probe_misses", lst.probe_misses);
 	hm__jw_ku64(w, "subscribers_stalled", o->pub_stalled);
 	hm__admin_tls_status(w, &o->tls);
 	hm__jw_ku64(w, "tls_refused", hm__listeners_tls_refused(o->ls));
