@@ -8,8 +8,9 @@
  * completes handshakes — a pipe of that listener was added recently, or a probe dialed from a
  * private socket of the peer protocol is seen as NNG_PIPE_EV_ADD_POST on the listener's socket
  * (the probe is closed only after that, so it never closes mid-handshake itself) — and closes and
- * re-creates a listener that fails two probes of 1 s in a row. The watchdog runs on a thread of its
- * own, so an nng call that hangs there cannot stop the loop. docs/sync.md has the details.
+ * re-creates a listener whose transport answers two probes in a row that never become pipes (or
+ * that fails 8 in a row in any way). The watchdog runs on a thread of its own, so an nng call
+ * that hangs there cannot stop the loop. docs/sync.md has the details.
  */
 #ifndef HM_SYNCD_NNGX_H
 #define HM_SYNCD_NNGX_H
