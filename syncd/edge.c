@@ -155,7 +155,7 @@ struct edge {
 	uint64_t epoch_changes, epoch_from, epoch_to;
 
 	uint64_t catchups, snapshots, skipped_invalid, skipped_version, digest_mismatches;
-	uint64_t batches_applied, buffer_drops, sync_errors;
+	uint64_t batches_applied, buffer_drops, sync_errors, sync_redials;
 	bool stopping;
 };
 
@@ -259,6 +259,8 @@ static int table_open(struct edge *e)
 }
 
 /* ---- Requests to the origin's sync socket --------------------------------------------------- */
+
+static int dial(struct edge *e, nng_socket s, const char *url, nng_dialer *out);
 
 /* nng thread: the sync request was sent (then its answer is awaited) or answered. */
 static void req_cb(void *arg)
@@ -996,10 +998,21 @@ static void on_sync_reply(struct edge *e, int rc, nng_msg *msg)
 		return;
 	}
 	if (rc != 0) {
+		bool redial = rc == -ETIMEDOUT && !e->stopping;
+
 		e->snap.discard_next = false; /* the request it was about has ended */
 		if (rate_ok(++e->sync_errors))
-			hm_log(HM_LOG_WARNING, "edge", "sync request to %s failed: %s; retrying",
-			       e->cfg->sync, hm_strerror(rc));
+			hm_log(HM_LOG_WARNING, "edge", "sync request to %s failed: %s; retrying%s",
+			       e->cfg->sync, hm_strerror(rc), redial ? " on a new connection" : "");
+		/* No answer in --timeout: the connection may carry nothing any more while nng
+		 * keeps it (nng 1.5.2's TLS can leave one so when the peer dies as a message
+		 * arrives), and REQ would keep using it. A new dialer closes it. */
+		if (redial) {
+			nng_dialer_close(e->req_d);
+			if (dial(e, e->req, e->cfg->sync, &e->req_d) != 0)
+				hm_log(HM_LOG_ERR, "edge", "cannot dial %s", e->cfg->sync);
+			e->sync_redials++;
+		}
 		retry_later(e);
 		return;
 	}
@@ -1376,6 +1389,7 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "buffered", e->buffered);
 	hm__jw_ku64(w, "buffer_drops", e->buffer_drops);
 	hm__jw_ku64(w, "sync_errors", e->sync_errors);
+	hm__jw_ku64(w, "sync_redials", e->sync_redials);
 }
 
 static void admin_dump_head(void *ctx, struct hm__jsonw *w)

@@ -5,7 +5,9 @@
  * send them to the origin's control socket under one random request id, in parts of at most
  * HM_PROTO_MAX_CHANGES changes and HM__CTL_PART_BYTES; the origin answers STAGED to every part
  * but the last, and ACK (durable at (epoch, seq)) or ERROR to the last. nng's REQ resends a
- * request after a reconnect; the request id makes that harmless.
+ * request after a reconnect, and a part with no answer for RESEND_AFTER_MS is sent again on a
+ * new connection (nng 1.5.2's TLS can leave a connection that carries nothing any more looking
+ * alive for good); the request id makes both harmless.
  *
  * `apply` reads its file twice, one change at a time: the first pass checks every change and
  * decides the parts, the second sends them. At most one part is in memory.
@@ -273,8 +275,13 @@ static void ctl_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 	atomic_fetch_add(&ctl_pipes, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1);
 }
 
+/* A part unanswered this long is sent again, on a new connection. */
+#define RESEND_AFTER_MS 5000
+
 struct client {
 	nng_socket s;
+	nng_dialer d;
+	nng_tls_config *tls; /* one hold while open; NULL for plaintext */
 	bool open;
 	struct hm_proto_decoder *dec;
 	uint8_t req_id[16];
@@ -305,34 +312,12 @@ static int control_tls(nng_tls_config **tls)
 	return EXIT_OK;
 }
 
-static int client_open(struct client *c)
+/* Waits until the socket has a pipe: EXIT_OK, or EXIT_UNREACHABLE once deadline passes or at
+ * once when a TLS handshake was refused (waiting will not make it succeed). */
+static int await_pipe(struct client *c, uint64_t deadline)
 {
-	nng_tls_config *tls;
-	nng_dialer d;
-	uint64_t deadline, next_check = 0;
-	bool is_tls;
-	int rv;
+	uint64_t next_check = 0;
 
-	if ((rv = control_tls(&tls)) != EXIT_OK)
-		return rv;
-	is_tls = tls != NULL;
-	if ((rv = nng_req0_open(&c->s)) != 0) {
-		if (tls != NULL)
-			nng_tls_config_free(tls);
-		return fail(EXIT_UNREACHABLE, "cannot open a socket: %s", nng_strerror(rv));
-	}
-	c->open = true;
-	hm__nng_socket_opts(c->s, 0);
-	nng_socket_set_ms(c->s, NNG_OPT_SENDTIMEO, (nng_duration)cfg.timeout);
-	nng_socket_set_ms(c->s, NNG_OPT_RECVTIMEO, (nng_duration)cfg.reply_timeout);
-	nng_pipe_notify(c->s, NNG_PIPE_EV_ADD_POST, ctl_pipe_cb, NULL);
-	nng_pipe_notify(c->s, NNG_PIPE_EV_REM_POST, ctl_pipe_cb, NULL);
-	rv = hm__nng_dial(c->s, cfg.control, tls, &d);
-	if (tls != NULL)
-		nng_tls_config_free(tls);
-	if (rv != 0)
-		return fail(EXIT_USAGE, "cannot dial %s: %s", cfg.control, hm_strerror(rv));
-	deadline = hm_mono_ms() + (uint64_t)cfg.timeout;
 	while (atomic_load(&ctl_pipes) <= 0) {
 		uint64_t now = hm_mono_ms();
 
@@ -341,10 +326,9 @@ static int client_open(struct client *c)
 				    "cannot reach the origin at %s within %" PRId64
 				    " ms (is hermod-syncd origin running?)",
 				    cfg.control, cfg.timeout);
-		/* A refused handshake will not succeed by waiting: say so at once. */
-		if (is_tls && now >= next_check) {
+		if (c->tls != NULL && now >= next_check) {
 			next_check = now + 50;
-			if (hm__nng_dialer_stat(d, "auth") > 0)
+			if (hm__nng_dialer_stat(c->d, "auth") > 0)
 				return fail(
 				    EXIT_UNREACHABLE,
 				    "the TLS handshake with the origin at %s failed: check "
@@ -357,15 +341,49 @@ static int client_open(struct client *c)
 
 		nanosleep(&ts, NULL);
 	}
+	return EXIT_OK;
+}
+
+static int client_open(struct client *c)
+{
+	int rv;
+
+	if ((rv = control_tls(&c->tls)) != EXIT_OK)
+		return rv;
+	if ((rv = nng_req0_open(&c->s)) != 0)
+		return fail(EXIT_UNREACHABLE, "cannot open a socket: %s", nng_strerror(rv));
+	c->open = true;
+	hm__nng_socket_opts(c->s, 0);
+	nng_socket_set_ms(c->s, NNG_OPT_SENDTIMEO, (nng_duration)cfg.timeout);
+	nng_pipe_notify(c->s, NNG_PIPE_EV_ADD_POST, ctl_pipe_cb, NULL);
+	nng_pipe_notify(c->s, NNG_PIPE_EV_REM_POST, ctl_pipe_cb, NULL);
+	if ((rv = hm__nng_dial(c->s, cfg.control, c->tls, &c->d)) != 0)
+		return fail(EXIT_USAGE, "cannot dial %s: %s", cfg.control, hm_strerror(rv));
+	if ((rv = await_pipe(c, hm_mono_ms() + (uint64_t)cfg.timeout)) != EXIT_OK)
+		return rv;
 	hm_require(hm_proto_decoder_new(&c->dec) == 0);
 	hm_random_bytes(c->req_id, sizeof(c->req_id));
 	return EXIT_OK;
+}
+
+/* Closes the connection (and the dialer: nng closes its pipes with it) and dials again. */
+static int redial(struct client *c)
+{
+	int rv;
+
+	nng_dialer_close(c->d);
+	if ((rv = hm__nng_dial(c->s, cfg.control, c->tls, &c->d)) != 0)
+		return fail(EXIT_UNREACHABLE, "cannot dial %s again: %s", cfg.control,
+			    hm_strerror(rv));
+	return await_pipe(c, hm_mono_ms() + (uint64_t)cfg.timeout);
 }
 
 static void client_close(struct client *c)
 {
 	if (c->open)
 		nng_close(c->s);
+	if (c->tls != NULL)
+		nng_tls_config_free(c->tls);
 	hm_proto_decoder_free(c->dec);
 }
 
@@ -393,19 +411,26 @@ static int send_part(struct client *c, const struct hm_pbuf *pb)
 	return EXIT_OK;
 }
 
-/* Waits for the answer to the part sent last. Returns EXIT_OK with *a filled, or an exit code. */
-static int await_answer(struct client *c, struct answer *a)
+/* Waits up to wait_ms for the answer to the part sent last. Returns EXIT_OK with *a filled, or
+ * an exit code; *late is set (and EXIT_UNREACHABLE returned) if the time passed. */
+static int await_answer(struct client *c, struct answer *a, uint64_t wait_ms, bool *late)
 {
 	nng_msg *rep = NULL;
 	struct hm_msg r;
 	int rv;
 
+	*late = false;
+	nng_socket_set_ms(c->s, NNG_OPT_RECVTIMEO, (nng_duration)wait_ms);
 	for (;;) {
-		if ((rv = nng_recvmsg(c->s, &rep, 0)) != 0)
-			return fail(EXIT_UNREACHABLE,
-				    "no answer from the origin at %s (%s) within %" PRId64
-				    " ms: the change may or may not have been applied",
-				    cfg.control, nng_strerror(rv), cfg.reply_timeout);
+		if ((rv = nng_recvmsg(c->s, &rep, 0)) != 0) {
+			*late = rv == NNG_ETIMEDOUT;
+			return *late
+				   ? EXIT_UNREACHABLE
+				   : fail(EXIT_UNREACHABLE,
+					  "no answer from the origin at %s (%s): the change may or "
+					  "may not have been applied",
+					  cfg.control, nng_strerror(rv));
+		}
 		rv = hm_proto_decode(c->dec, nng_msg_body(rep), nng_msg_len(rep), &r);
 		if (rv != 0 || r.type != HM_MSG_CTL_REP) {
 			nng_msg_free(rep);
@@ -435,11 +460,40 @@ static int await_answer(struct client *c, struct answer *a)
 	return EXIT_OK;
 }
 
+/* Waits for the answer to pb (just sent), up to --reply-timeout: after RESEND_AFTER_MS without
+ * one, pb is sent again on a new connection (the origin answers a request id it has seen as it
+ * answered it first, or once that batch is done). */
+static int answer_of(struct client *c, const struct hm_pbuf *pb, struct answer *a)
+{
+	uint64_t end = hm_mono_ms() + (uint64_t)cfg.reply_timeout;
+	unsigned sent = 1;
+
+	for (;;) {
+		uint64_t now = hm_mono_ms();
+		bool late;
+		int code;
+
+		code =
+		    await_answer(c, a, HM_MIN(RESEND_AFTER_MS, end > now ? end - now : 1), &late);
+		if (!late)
+			return code;
+		if (hm_mono_ms() >= end)
+			return fail(EXIT_UNREACHABLE,
+				    "no answer from the origin at %s within %" PRId64
+				    " ms (sent %u times, on %u connections): the change may or may "
+				    "not have been applied",
+				    cfg.control, cfg.reply_timeout, sent, sent);
+		if ((code = redial(c)) != EXIT_OK || (code = send_part(c, pb)) != EXIT_OK)
+			return code;
+		sent++;
+	}
+}
+
 static int exchange(struct client *c, const struct hm_pbuf *pb, struct answer *a)
 {
 	int code = send_part(c, pb);
 
-	return code != EXIT_OK ? code : await_answer(c, a);
+	return code != EXIT_OK ? code : answer_of(c, pb, a);
 }
 
 static int report_ack(const struct answer *a, uint64_t nchanges)
@@ -673,7 +727,7 @@ static int cmd_apply(const char *file)
 	uint64_t total = 0;
 	struct owned *part = NULL;
 	struct client c = {0};
-	struct hm_pbuf pb = {0};
+	struct hm_pbuf pb[2] = {{0}}; /* part p in pb[p % 2], the next one encoded meanwhile */
 	struct answer a;
 	int code = EXIT_OK, r, restarts = 0;
 	FILE *f = open_input(file, &code);
@@ -726,15 +780,16 @@ again:
 	hm_batch_reader_free(br);
 	hm_require(hm_batch_reader_new(&br, f) == 0);
 	/* Part p + 1 is read and encoded while the origin takes part p. */
-	if ((code = encode_part(br, part, &c, 0, ncounts, counts[0], &pb, file)) != EXIT_OK)
+	if ((code = encode_part(br, part, &c, 0, ncounts, counts[0], &pb[0], file)) != EXIT_OK)
 		goto out;
 	for (uint32_t p = 0; p < ncounts; p++) {
-		if ((code = send_part(&c, &pb)) != EXIT_OK)
+		if ((code = send_part(&c, &pb[p % 2])) != EXIT_OK)
 			goto out;
-		if (p + 1 < ncounts && (code = encode_part(br, part, &c, p + 1, ncounts,
-							   counts[p + 1], &pb, file)) != EXIT_OK)
+		if (p + 1 < ncounts &&
+		    (code = encode_part(br, part, &c, p + 1, ncounts, counts[p + 1],
+					&pb[(p + 1) % 2], file)) != EXIT_OK)
 			goto out;
-		if ((code = await_answer(&c, &a)) != EXIT_OK)
+		if ((code = answer_of(&c, &pb[p % 2], &a)) != EXIT_OK)
 			goto out;
 		if (a.status == HM_CTL_ERROR) {
 			if (a.code == HM_EGAP && restarts < 3) {
@@ -761,7 +816,8 @@ again:
 	}
 out:
 	client_close(&c);
-	hm_pbuf_fini(&pb);
+	hm_pbuf_fini(&pb[0]);
+	hm_pbuf_fini(&pb[1]);
 	hm_batch_reader_free(br);
 	free(part);
 	free(counts);

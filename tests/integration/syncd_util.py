@@ -451,17 +451,90 @@ def mp_unpack_head(data):
 # ---------------------------------------------------------------------------------------------
 
 
+def loopback_listener():
+    """A TCP socket listening on 127.0.0.1 at a free port: (socket, port, tcp:// URL)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    port = s.getsockname()[1]
+    return s, port, "tcp://127.0.0.1:%d" % port
+
+
+def close_all(socks):
+    for s in socks:
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
+class StallingProxy:
+    """A TCP proxy to 127.0.0.1:port. Its first `stall` connections pass the SP handshake (the
+    8-byte headers, each way) and then nothing more, either way, while staying open: a
+    connection nng takes for alive though nothing gets through it any more (what nng 1.5.2's
+    TLS can leave after its peer died as a message arrived). replies_only: what the client
+    sends still passes, the answers do not. Later connections pass everything. .connections
+    counts them."""
+
+    def __init__(self, port, stall=1, replies_only=False):
+        self.upstream = port
+        self.stall = stall
+        self.replies_only = replies_only
+        self.connections = 0
+        self.lsock, self.port, self.url = loopback_listener()
+        self.socks = []
+        self.closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closing:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.upstream))
+            self.socks += [c, u]
+            self.connections += 1
+            limit = 8 if self.connections <= self.stall else None
+            for a, b, lim in ((c, u, None if self.replies_only else limit), (u, c, limit)):
+                threading.Thread(target=self._pump, args=(a, b, lim), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst, limit):
+        passed = 0
+        while True:
+            try:
+                d = src.recv(65536)
+            except OSError:
+                return
+            if not d:
+                break
+            if limit is not None:
+                d = d[:max(0, limit - passed)]
+            passed += len(d)
+            try:
+                if d:
+                    dst.sendall(d)
+            except OSError:
+                return
+        if limit is None:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.closing = True
+        close_all([self.lsock] + self.socks)
+
+
 class EvilRelay:
     """SUB from the origin's publish port, PUB to edges (one SP listener), forwarding every
     message; inject(bytes) sends anything to every subscribed edge."""
 
     def __init__(self, env, origin_publish_port):
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(16)
-        self.port = self.lsock.getsockname()[1]
-        self.url = "tcp://127.0.0.1:%d" % self.port
+        self.lsock, self.port, self.url = loopback_listener()
         self.subs = []
         self.lock = threading.Lock()
         self.stopping = False
@@ -525,11 +598,7 @@ class EvilRelay:
 
     def close(self):
         self.stopping = True
-        for s in [self.lsock, self.upstream] + list(self.subs):
-            try:
-                s.close()
-            except OSError:
-                pass
+        close_all([self.lsock, self.upstream] + list(self.subs))
 
 
 class Relay:

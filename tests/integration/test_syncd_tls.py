@@ -22,6 +22,9 @@ port was taken as the origin.
   the watchdog probes TLS listeners with a real handshake (no false re-creations when idle).
 * Edges stopped in the middle of their first handshakes do break TLS listeners now and then
   (nng #1518 over TLS): the watchdog re-creates them, and edges and hermodctl work again.
+* A connection nng keeps though nothing gets through it any more (nng 1.5.2's TLS can leave
+  one when its peer dies as a message arrives): hermodctl sends the part again on a new
+  connection after 5 s (applied once); an edge re-dials its sync socket after --timeout.
 """
 
 import os
@@ -38,8 +41,8 @@ import types
 import hermod_test as ht
 from hermod_test import T, check, eq, wait_for
 from pki import cluster_pki
-from syncd_util import (PROTO_REQ, PROTO_SUB, Edge, Origin, nng_leak_suppression, origin_head,
-                        port_of, sp_header, wait_converged)
+from syncd_util import (PROTO_REQ, PROTO_SUB, Edge, Origin, StallingProxy, nng_leak_suppression,
+                        origin_head, port_of, sp_header, wait_converged)
 
 
 def pki_for(env):
@@ -453,6 +456,36 @@ def test_edges_stopped_mid_handshake_break_no_tls_listener_for_long(env):
     eq(r.rc, 0, "hermodctl: %r" % r)
     late = Edge(env, o, name="late")
     wait_converged(o, [steady, late], T(20), "edges after the brief ones")
+
+
+def test_connections_that_carry_nothing_are_replaced(env):
+    # nng 1.5.2's TLS can leave a connection whose peer died as a message arrived looking alive
+    # for good: nothing is sent or received on it any more, and nng never closes it (seen as
+    # hermodctl runs that waited out --reply-timeout, connected to nothing, while an origin was
+    # killed and restarted). A proxy makes such a connection on demand, over plaintext.
+    o = Origin(env)
+    o.apply([{"op": "app.put", "app": "a"}])
+    # hermodctl: its request gets through, the answer does not. After 5 s it sends the part
+    # again on a new connection; the origin answers it from its request cache (applied once).
+    px = StallingProxy(port_of(o.control), replies_only=True)
+    before = o.status()
+    r = o.ctl("--control", px.url, "--reply-timeout", "%ds" % T(60), "--json", "app", "put",
+              "through", control=False)
+    eq(r.rc, 0, "hermodctl through a connection that went dead: %r" % r)
+    eq(px.connections, 2, "one dead connection, one new")
+    after = o.status()
+    eq(after["batches"] - before["batches"], 1, "applied once")
+    eq(after["resent"] - before["resent"], 1, "the second sending was recognised")
+    check(r.json()["seq"] == after["seq"], "acknowledged at the batch's seq: %r" % r.out)
+    px.close()
+    # An edge whose sync connection goes dead after the handshake: a request unanswered for
+    # --timeout makes it dial again, and it converges.
+    px = StallingProxy(port_of(o.sync))
+    e = Edge(env, o, sync=px.url, extra=["--timeout", "1s"])
+    wait_converged(o, [e], T(20), "the edge past its dead sync connection")
+    check(e.status()["sync_redials"] >= 1, "it dialed again: %r" % e.status())
+    check(px.connections >= 2, "on a new connection (%d)" % px.connections)
+    px.close()
 
 
 if __name__ == "__main__":
