@@ -52,8 +52,9 @@ struct hm__router_config {
 	uint16_t port; /* the listening port (X-Forwarded-Port) */
 	int listen_fd;
 	uint32_t worker_max_clients; /* each worker's share of max_connections */
-	uint8_t *secret;	     /* affinity secret (owned) */
+	uint8_t *secret; /* affinity secret (owned): the file's, or a random one until the table's */
 	size_t secret_len;
+	bool secret_from_file; /* --affinity-secret-file: the table's secret is not used */
 };
 
 /* ---- intrusive lists ---------------------------------------------------------------------- */
@@ -253,6 +254,8 @@ struct hm__router_worker {
 	struct hm__router_alog alog;
 	bool log_armed;
 	struct hm__router_affinity aff;
+	uint64_t aff_version; /* the table version whose cluster secret aff was checked against */
+	const struct hm_table_map *aff_map;
 	struct hm__router_limits req_lim, resp_lim;
 	struct hm__router_pool pool;
 	struct hm__router_skip skip[HM__SKIP_MAX];

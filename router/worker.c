@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "common/errors.h"
+#include "common/filesec.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "router/rand.h"
@@ -53,6 +54,33 @@ void hm__router_worker_log(struct hm__router_worker *w, const struct hm__router_
 	}
 }
 
+/*
+ * Signs affinity cookies with the cluster's secret from the table (docs/security.md) once it is
+ * there, and again if it changes; with --affinity-secret-file, never. Per request this is one
+ * atomic load: the secret is read only when the table's version has changed.
+ */
+static void aff_refresh(struct hm__router_worker *w, struct hm_table_map *m)
+{
+	uint8_t key[HM_SECRET_MAX];
+	uint64_t v;
+	int n;
+
+	if (w->cfg->secret_from_file || m == NULL)
+		return;
+	v = hm_table_map_version(m);
+	if (m == w->aff_map && v == w->aff_version)
+		return;
+	n = hm_table_secret(m, "affinity", key);
+	if (n == HM_EBUSYTABLE)
+		return; /* try again on the next request */
+	w->aff_map = m;
+	w->aff_version = v;
+	/* None (an origin older than the secret): the master's random key until it comes. */
+	if (n > 0 && hm__router_affinity_rekey(&w->aff, key, (size_t)n) == 1)
+		hm_log(HM_LOG_DEBUG, "router", "affinity cookies: signed with the cluster secret");
+	memset(key, 0, sizeof(key));
+}
+
 struct hm_table_map *hm__router_worker_map(struct hm__router_worker *w, uint64_t *file_id)
 {
 	struct hm_table_map *m = hm_table_reader_map(w->reader);
@@ -80,6 +108,7 @@ struct hm_table_map *hm__router_worker_map(struct hm__router_worker *w, uint64_t
 		w->cached_map = m;
 		w->cached_file_id = info.file_id;
 	}
+	aff_refresh(w, m);
 	*file_id = w->cached_file_id;
 	return m;
 }
@@ -168,8 +197,25 @@ static void on_tick(uv_timer_t *t)
 	int r = hm_table_reader_check(w->reader);
 
 	w->table_checked = uv_now(&w->loop);
-	if (r < 0)
+	aff_refresh(w, hm_table_reader_map(w->reader));
+	if (r == HM_EUNTRUSTED) {
+		/* Someone else's file at the table's path is never served (filesec.h): say so
+		 * loudly, once a minute, since every request meanwhile is 503 H99. */
+		static uint64_t last_ms;
+		char why[160] = "";
+		uint64_t now = uv_now(&w->loop);
+
+		if (last_ms == 0 || now - last_ms >= 60000) {
+			last_ms = now;
+			hm_path_trusted(w->cfg->table, why, sizeof(why));
+			hm_log(HM_LOG_ERR, "router",
+			       "refusing the routing table %s: %s; requests get 503 H99 until the "
+			       "edge writes one",
+			       w->cfg->table, why);
+		}
+	} else if (r < 0) {
 		hm_log(HM_LOG_DEBUG, "router", "table %s: %s", w->cfg->table, hm_strerror(r));
+	}
 	publish_table(w);
 	drain_orphans(w);
 }
@@ -407,6 +453,7 @@ _Noreturn void hm__router_worker_main(const struct hm__router_config *cfg,
 	    hm__router_ledger_pending(slot))
 		drain_ledger(w, slot);
 	publish_table(w);
+	aff_refresh(w, hm_table_reader_map(w->reader));
 	uv_timer_init(&w->loop, &w->tick);
 	uv_timer_start(&w->tick, on_tick, 1000, 1000);
 	uv_timer_init(&w->loop, &w->log_timer);
