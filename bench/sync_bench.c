@@ -17,8 +17,12 @@
  *   join       a new edge joining a state of 1 000 000 dynos: from its exec to its table file
  *              holding the origin's seq (snapshot download, load, install, catch-up)
  *
- *   sync_bench [--build DIR] [--quick] [--only latency|throughput|join]
+ *   sync_bench [--build DIR] [--quick] [--tls] [--only latency|throughput|join]
  *              (DIR: the meson build directory; default: ../ of this program's directory)
+ *
+ * --tls runs every syncd socket and the client over mutual TLS, as a cluster spanning networks
+ * does (docs/security.md), with certificates made by the openssl command in the temporary
+ * directory: EC P-256, the origin dialed as localhost.
  *
  * Run it on a quiet machine; the figures depend on the CPU and, for fsync, on the storage under
  * the temporary directory ($TMPDIR, default /tmp; the origin's journal goes there, the edges'
@@ -47,6 +51,7 @@
 #include "common/table.h"
 #include "common/util.h"
 #include "proto/proto.h"
+#include "syncd/tlscfg.h"
 
 extern char **environ;
 
@@ -56,13 +61,41 @@ static char build[1024], tmp[1024], dir[1200];
  * journal on $TMPDIR (a real disk, for real fsyncs). */
 static char shm[1024], shmdir[1200];
 static int port_base;
+/* --tls: the certificates (made once, in tmp/pki) */
+static bool tls;
+static char pki[1200];
 
 struct proc {
 	pid_t pid;
 	char admin[PATH_MAX];
 	char table[PATH_MAX];
-	char url_ctl[64], url_pub[64], url_sync[64];
+	char url_ctl[64], url_pub[64], url_sync[64]; /* as dialed */
 };
+
+static void die(const char *what);
+
+/* The certificates for --tls, by the openssl command (as docs/operations.md shows). */
+static void make_pki(void)
+{
+	char cmd[4096];
+
+	snprintf(pki, sizeof(pki), "%s/pki", tmp);
+	snprintf(
+	    cmd, sizeof(cmd),
+	    "set -e; mkdir -m 700 %s; cd %s; "
+	    "k() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out $1.key; }; "
+	    "k ca; openssl req -x509 -new -key ca.key -out ca.crt -days 2 -subj /CN=bench-ca "
+	    "-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign; "
+	    "leaf() { k $1; openssl req -new -key $1.key -out $1.csr -subj /CN=$1; "
+	    "printf "
+	    "'basicConstraints=CA:FALSE\nextendedKeyUsage=%%s\nsubjectAltName=DNS:localhost\n' "
+	    "$2 > $1.ext; openssl x509 -req -in $1.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+	    "-days 2 -extfile $1.ext -out $1.crt; cat $1.crt $1.key > $1.pem; }; "
+	    "leaf origin serverAuth; leaf edge clientAuth; leaf ctl clientAuth",
+	    pki, pki);
+	if (system(cmd) != 0)
+		die("cannot make certificates with openssl");
+}
 
 static void die(const char *what)
 {
@@ -150,29 +183,46 @@ static void wait_admin(const char *path)
 
 static void start_origin(struct proc *o, const char *extra)
 {
-	char exe[PATH_MAX], data[PATH_MAX], log[PATH_MAX];
-	char *argv[16];
+	char exe[PATH_MAX], data[PATH_MAX], log[PATH_MAX], listen[3][64], cert[PATH_MAX],
+	    ca[PATH_MAX];
+	const char *scheme = tls ? "tls+tcp" : "tcp";
+	char *argv[24];
 	int n = 0;
 
 	snprintf(exe, sizeof(exe), "%s/syncd/hermod-syncd", build);
 	snprintf(data, sizeof(data), "%s/origin-data", dir);
 	snprintf(o->admin, sizeof(o->admin), "%s/origin.sock", dir);
 	snprintf(log, sizeof(log), "%s/origin.log", dir);
-	snprintf(o->url_ctl, sizeof(o->url_ctl), "tcp://127.0.0.1:%d", port_base);
-	snprintf(o->url_pub, sizeof(o->url_pub), "tcp://127.0.0.1:%d", port_base + 1);
-	snprintf(o->url_sync, sizeof(o->url_sync), "tcp://127.0.0.1:%d", port_base + 2);
+
+	for (int i = 0; i < 3; i++)
+		snprintf(listen[i], sizeof(listen[i]), "%s://127.0.0.1:%d", scheme, port_base + i);
+	/* Over TLS, peers name the origin as its certificate does. */
+	snprintf(o->url_ctl, sizeof(o->url_ctl), "%s://%s:%d", scheme,
+		 tls ? "localhost" : "127.0.0.1", port_base);
+	snprintf(o->url_pub, sizeof(o->url_pub), "%s://%s:%d", scheme,
+		 tls ? "localhost" : "127.0.0.1", port_base + 1);
+	snprintf(o->url_sync, sizeof(o->url_sync), "%s://%s:%d", scheme,
+		 tls ? "localhost" : "127.0.0.1", port_base + 2);
 	argv[n++] = exe;
 	argv[n++] = "origin";
 	argv[n++] = "--control";
-	argv[n++] = o->url_ctl;
+	argv[n++] = listen[0];
 	argv[n++] = "--publish";
-	argv[n++] = o->url_pub;
+	argv[n++] = listen[1];
 	argv[n++] = "--sync";
-	argv[n++] = o->url_sync;
+	argv[n++] = listen[2];
 	argv[n++] = "--data";
 	argv[n++] = data;
 	argv[n++] = "--admin";
 	argv[n++] = o->admin;
+	if (tls) {
+		snprintf(cert, sizeof(cert), "%s/origin.pem", pki);
+		snprintf(ca, sizeof(ca), "%s/ca.crt", pki);
+		argv[n++] = "--tls-cert";
+		argv[n++] = cert;
+		argv[n++] = "--tls-ca";
+		argv[n++] = ca;
+	}
 	if (extra != NULL) {
 		argv[n++] = "--compact-after";
 		argv[n++] = (char *)extra;
@@ -184,8 +234,8 @@ static void start_origin(struct proc *o, const char *extra)
 
 static void start_edge(struct proc *e, const struct proc *o, int i)
 {
-	char exe[PATH_MAX], log[PATH_MAX], node[32];
-	char *argv[16];
+	char exe[PATH_MAX], log[PATH_MAX], node[32], cert[PATH_MAX], ca[PATH_MAX];
+	char *argv[20];
 	int n = 0;
 
 	snprintf(exe, sizeof(exe), "%s/syncd/hermod-syncd", build);
@@ -205,6 +255,14 @@ static void start_edge(struct proc *e, const struct proc *o, int i)
 	argv[n++] = e->admin;
 	argv[n++] = "--node";
 	argv[n++] = node;
+	if (tls) {
+		snprintf(cert, sizeof(cert), "%s/edge.pem", pki);
+		snprintf(ca, sizeof(ca), "%s/ca.crt", pki);
+		argv[n++] = "--tls-cert";
+		argv[n++] = cert;
+		argv[n++] = "--tls-ca";
+		argv[n++] = ca;
+	}
 	argv[n] = NULL;
 	e->pid = spawn(argv, log);
 }
@@ -230,12 +288,31 @@ struct client {
 
 static void client_open(struct client *c, const char *url)
 {
+	nng_tls_config *cfg = NULL;
+	nng_dialer d;
+
 	memset(c, 0, sizeof(*c));
+	if (tls) {
+		char cert[PATH_MAX], ca[PATH_MAX], err[512];
+		struct hm__tls *t;
+		bool named;
+
+		snprintf(cert, sizeof(cert), "%s/ctl.pem", pki);
+		snprintf(ca, sizeof(ca), "%s/ca.crt", pki);
+		if (hm__tls_load(&t, cert, ca, NULL, err, sizeof(err)) != 0 ||
+		    hm__tls_dialer_config(t, url, &cfg, &named) != 0)
+			die("cannot load the client's certificate");
+		hm__tls_unref(t);
+	}
 	if (nng_req0_open(&c->s) != 0 ||
 	    nng_socket_set_size(c->s, NNG_OPT_RECVMAXSZ, HM_PROTO_MAX_MSG) != 0 ||
 	    nng_socket_set_ms(c->s, NNG_OPT_RECVTIMEO, 120000) != 0 ||
-	    nng_dial(c->s, url, NULL, NNG_FLAG_NONBLOCK) != 0 || hm_proto_decoder_new(&c->d) != 0)
+	    nng_dialer_create(&d, c->s, url) != 0 ||
+	    (cfg != NULL && nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, cfg) != 0) ||
+	    nng_dialer_start(d, NNG_FLAG_NONBLOCK) != 0 || hm_proto_decoder_new(&c->d) != 0)
 		die("cannot connect to the origin");
+	if (cfg != NULL)
+		nng_tls_config_free(cfg);
 }
 
 static void client_close(struct client *c)
@@ -569,10 +646,12 @@ int main(int argc, char **argv)
 			snprintf(build, sizeof(build), "%s", argv[++i]);
 		else if (strcmp(argv[i], "--quick") == 0)
 			quick = true;
+		else if (strcmp(argv[i], "--tls") == 0)
+			tls = true;
 		else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
 			only = argv[++i];
 		else {
-			fprintf(stderr, "usage: sync_bench [--build DIR] [--quick] "
+			fprintf(stderr, "usage: sync_bench [--build DIR] [--quick] [--tls] "
 					"[--only latency|throughput|join]\n");
 			return 2;
 		}
@@ -591,7 +670,10 @@ int main(int argc, char **argv)
 		die("mkdtemp /dev/shm");
 	srand((unsigned)getpid());
 	port_base = 20000 + rand() % 30000;
-	printf("# sync_bench: build %s, temporary directory %s\n", build, tmp);
+	if (tls)
+		make_pki();
+	printf("# sync_bench: build %s, temporary directory %s, %s\n", build, tmp,
+	       tls ? "mutual TLS on every syncd socket" : "plaintext on loopback");
 	fflush(stdout);
 	if (only == NULL || strcmp(only, "latency") == 0) {
 		scenario("latency1");

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "common/errors.h"
+#include "common/util.h"
 
 #define ELEMENT_MAX (1u << 20)
 #define CHUNK	    65536
@@ -172,12 +173,87 @@ bool hm_json_extent_feed(struct hm_json_extent *x, char c)
 	return false;
 }
 
+/*
+ * Looks for a control character (see hm_ctl_scan) in the strings of the JSON text s[0..n): as a
+ * raw byte, or as an escape that stands for one (\b \f \n \r \t, \u0000-\u001f, \u007f,
+ * \u0080-\u009f). It must run on the text: cJSON hands back a string holding an escaped NUL cut
+ * short at the NUL ("victim.test\u0000.tenant.example" would be a valid "victim.test").
+ * Returns the code point found, or -1. key gets the member it was found in (its key as written,
+ * cut to keylen - 1 bytes), or "" if it is in a key.
+ */
+static long json_ctl_scan(const char *s, size_t n, char *key, size_t keylen)
+{
+	bool in_str = false, is_key = false;
+	char last = 0; /* the last byte outside strings that is not whitespace */
+	size_t kl = 0;
+
+	key[0] = '\0';
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		long cp = -1;
+
+		if (!in_str) {
+			if (c == '"') {
+				in_str = true;
+				is_key = last != ':';
+				if (is_key)
+					kl = 0;
+			} else if (c != ' ' && c != '\t' && c != '\n' && c != '\r') {
+				last = (char)c;
+			}
+			continue;
+		}
+		if (c == '"') {
+			in_str = false;
+			if (is_key)
+				key[kl] = '\0';
+			last = '"';
+			continue;
+		}
+		if (c == '\\' && i + 1 < n) {
+			char e = s[++i];
+
+			if (e == 'b' || e == 'f' || e == 'n' || e == 'r' || e == 't') {
+				static const char letters[] = "bfnrt", codes[] = "\b\f\n\r\t";
+
+				cp = codes[strchr(letters, e) - letters];
+			} else if (e == 'u' && i + 4 < n) {
+				long v = 0;
+
+				for (int k = 1; k <= 4 && v >= 0; k++) {
+					int d = hm_hexval(s[i + (size_t)k]);
+
+					v = d < 0 ? -1 : v << 4 | d;
+				}
+				if (v >= 0 && (v < 0x20 || (v >= 0x7f && v <= 0x9f)))
+					cp = v;
+				i += 4;
+			}
+		} else if (c < 0x20 || c == 0x7f) {
+			cp = c;
+		} else if (c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
+			   (unsigned char)s[i + 1] <= 0x9f) {
+			cp = (unsigned char)s[i + 1];
+		} else if (is_key && kl + 1 < keylen) {
+			key[kl++] = (char)c;
+		}
+		if (cp >= 0) {
+			if (is_key)
+				key[0] = '\0';
+			return cp;
+		}
+	}
+	return -1;
+}
+
 /* Finds the end of the JSON value starting at pos; parses it into r->cur. */
 static int element(struct hm_batch_reader *r)
 {
 	size_t start = r->pos, i = r->pos;
 	struct hm_json_extent x = {0};
 	const char *end;
+	char key[32];
+	long cp;
 
 	if (peek(r) != '{')
 		return fail(r, HM_EJSON, "change %zu: not a JSON object", r->count);
@@ -195,6 +271,15 @@ static int element(struct hm_batch_reader *r)
 		}
 		if (hm_json_extent_feed(&x, r->buf[i++]))
 			break;
+	}
+	if ((cp = json_ctl_scan(r->buf + start, i - start, key, sizeof(key))) >= 0) {
+		if (key[0] == '\0')
+			return fail(r, HM_ECONTROL,
+				    "change %zu: a key holds a control character (U+%04lX)",
+				    r->count, cp);
+		return fail(r, HM_ECONTROL,
+			    "change %zu: \"%s\": holds a control character (U+%04lX)", r->count,
+			    key, cp);
 	}
 	cJSON_Delete(r->cur);
 	r->cur = cJSON_ParseWithLengthOpts(r->buf + start, i - start, &end, 0);
@@ -262,7 +347,8 @@ int hm_change_from_json(const void *object, struct hm_change *c, char *err, size
 	op = cJSON_GetObjectItemCaseSensitive(o, "op");
 	if (!cJSON_IsString(op))
 		FAIL(HM_EJSON, "\"op\" is missing or not a string");
-	if (hm_op_parse(op->valuestring, strlen(op->valuestring), &c->op) != 0)
+	if (hm_op_parse(op->valuestring, strlen(op->valuestring), &c->op) != 0 ||
+	    c->op > HM_OP_ROUTING_MAX)
 		FAIL(HM_EOP,
 		     "\"op\": unknown operation \"%.40s\" (app.put, app.rm, domain.put, "
 		     "domain.rm, dyno.put, dyno.rm)",

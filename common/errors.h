@@ -29,6 +29,8 @@
 	XX(ESTATE, -5024, "invalid dyno state")                                                    \
 	XX(EBALANCE, -5025, "invalid balance mode")                                                \
 	XX(EOP, -5026, "invalid change operation")                                                 \
+	XX(ECONTROL, -5027, "holds NUL or a control character")                                    \
+	XX(ESECRET, -5028, "invalid secret (name [a-z][a-z0-9-]{0,30}, 1 to 128 bytes)")           \
 	/* routing state (common/table.c) */                                                       \
 	XX(ENOAPP, -5040, "no such app")                                                           \
 	XX(ENODOMAIN, -5041, "no such domain")                                                     \
@@ -38,6 +40,9 @@
 	XX(ENOTABLE, -5045, "no routing table yet")                                                \
 	XX(ENOHOST, -5046, "no app for this host")                                                 \
 	XX(EBUSYTABLE, -5047, "routing table is changing too fast to read")                        \
+	XX(EUNTRUSTED, -5048, "file is not owned by this user or root, or others may write it")    \
+	XX(ENOSECRET, -5049, "no such secret")                                                     \
+	XX(ESECRETS, -5050, "no room for another secret")                                          \
 	/* state synchronization (syncd/) */                                                       \
 	XX(EEPOCH, -5060, "epoch mismatch")                                                        \
 	XX(EGAP, -5061, "sequence gap")                                                            \
@@ -45,14 +50,15 @@
 	XX(ECORRUPT, -5063, "record checksum mismatch")                                            \
 	XX(ENNG, -5064, "messaging library error")                                                 \
 	XX(ESNAPSHOT, -5065, "snapshot no longer available")                                       \
-	/* etcd (syncd/etcd.c) */                                                                  \
-	XX(ECOMPACTED, -5100, "etcd revision compacted")                                           \
-	XX(EETCD, -5101, "etcd refused the request")                                               \
-	XX(EETCDTLS, -5102, "TLS with etcd failed (certificate or handshake)")                     \
+	XX(ETLS, -5066, "TLS certificate or handshake failure")                                    \
 	/* configuration and input (common/opts.c, hermodctl) */                                   \
 	XX(EOPTION, -5080, "invalid option")                                                       \
 	XX(EJSON, -5081, "invalid JSON")                                                           \
-	XX(EUSAGE, -5082, "invalid usage")
+	XX(EUSAGE, -5082, "invalid usage")                                                         \
+	/* etcd (syncd/etcd.c) */                                                                  \
+	XX(ECOMPACTED, -5100, "etcd revision compacted")                                           \
+	XX(EETCD, -5101, "etcd refused the request")                                               \
+	XX(EETCDTLS, -5102, "TLS with etcd failed (certificate or handshake)")
 
 enum hm_errno {
 #define HM_ERRNO_ENUM(name, value, msg) HM_##name = (value),

@@ -27,6 +27,20 @@ static char to_lower(char c)
 	return c >= 'A' && c <= 'Z' ? (char)(c + ('a' - 'A')) : c;
 }
 
+long hm_ctl_scan(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c < 0x20 || c == 0x7f)
+			return (long)i;
+		if (c == 0xc2 && i + 1 < n && (unsigned char)s[i + 1] >= 0x80 &&
+		    (unsigned char)s[i + 1] <= 0x9f)
+			return (long)i;
+	}
+	return -1;
+}
+
 int hm_app_name_check(const char *s, size_t n)
 {
 	if (n == 0 || n > HM_APP_NAME_MAX || !is_lower(s[0]))
@@ -52,6 +66,16 @@ int hm_dyno_name_check(const char *s, size_t n)
 	for (size_t i = 1; i < dot; i++)
 		if (!is_lower(s[i]) && !is_digit(s[i]) && s[i] != '_' && s[i] != '-')
 			return HM_EDYNONAME;
+	return 0;
+}
+
+int hm_secret_name_check(const char *s, size_t n)
+{
+	if (n == 0 || n > HM_SECRET_NAME_MAX || !is_lower(s[0]))
+		return HM_ESECRET;
+	for (size_t i = 1; i < n; i++)
+		if (!is_lower(s[i]) && !is_digit(s[i]) && s[i] != '-')
+			return HM_ESECRET;
 	return 0;
 }
 
@@ -221,6 +245,7 @@ static const char *const op_names[] = {
     [HM_OP_APP_PUT] = "app.put",       [HM_OP_APP_RM] = "app.rm",
     [HM_OP_DOMAIN_PUT] = "domain.put", [HM_OP_DOMAIN_RM] = "domain.rm",
     [HM_OP_DYNO_PUT] = "dyno.put",     [HM_OP_DYNO_RM] = "dyno.rm",
+    [HM_OP_SECRET_PUT] = "secret.put", [HM_OP_SECRET_RM] = "secret.rm",
 };
 
 static int name_index(const char *const *names, unsigned first, unsigned last, const char *s,
@@ -281,6 +306,10 @@ int hm_change_check(const struct hm_change *c)
 {
 	int r;
 
+	/* Before the grammar, so that the reason names what is wrong with the string. */
+	if ((c->app != NULL && hm_ctl_scan(c->app, c->app_len) >= 0) ||
+	    (c->name != NULL && hm_ctl_scan(c->name, c->name_len) >= 0))
+		return HM_ECONTROL;
 	switch (c->op) {
 	case HM_OP_APP_PUT:
 		if (c->balance > HM_BALANCE_MAX)
@@ -302,6 +331,12 @@ int hm_change_check(const struct hm_change *c)
 	case HM_OP_DYNO_RM:
 		r = hm_app_name_check(c->app, c->app_len);
 		return r != 0 ? r : hm_dyno_name_check(c->name, c->name_len);
+	case HM_OP_SECRET_PUT:
+		if (c->value_len == 0 || c->value_len > HM_SECRET_MAX || c->value == NULL)
+			return HM_ESECRET;
+		/* fall through */
+	case HM_OP_SECRET_RM:
+		return hm_secret_name_check(c->name, c->name_len);
 	default:
 		return HM_EOP;
 	}

@@ -19,9 +19,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define HM_APP_NAME_MAX	 63
-#define HM_DYNO_NAME_MAX 63
-#define HM_HOST_MAX	 253
+#define HM_APP_NAME_MAX	   63
+#define HM_DYNO_NAME_MAX   63
+#define HM_HOST_MAX	   253
+#define HM_SECRET_NAME_MAX 31
+#define HM_SECRET_MAX	   128 /* bytes of one secret's value */
 /* "[" 39 "]:" 5 */
 #define HM_ADDR_STR_MAX 48
 
@@ -32,8 +34,13 @@ enum hm_op {
 	HM_OP_DOMAIN_RM = 4,
 	HM_OP_DYNO_PUT = 5,
 	HM_OP_DYNO_RM = 6,
+	/* Secret-bearing replicated state (docs/security.md): made by the origin only, never
+	 * accepted from a control client or a batch file, never shown. */
+	HM_OP_SECRET_PUT = 7,
+	HM_OP_SECRET_RM = 8,
 };
-#define HM_OP_MAX HM_OP_DYNO_RM
+#define HM_OP_MAX	  HM_OP_SECRET_RM
+#define HM_OP_ROUTING_MAX HM_OP_DYNO_RM /* ops a control client may send */
 
 enum hm_dyno_state {
 	HM_DYNO_UP = 1,
@@ -68,6 +75,10 @@ struct hm_addr {
  *   HM_OP_DOMAIN_RM  -         hostname or *.host -
  *   HM_OP_DYNO_PUT   app name  dyno name          addr, state
  *   HM_OP_DYNO_RM    app name  dyno name          -
+ *   HM_OP_SECRET_PUT -         secret name        value (1..HM_SECRET_MAX bytes)
+ *   HM_OP_SECRET_RM  -         secret name        -
+ *
+ * Secret names are [a-z][a-z0-9-]{0,30} ("affinity"; later "tls-ticket-0", ...).
  */
 struct hm_change {
 	uint8_t op;	 /* enum hm_op */
@@ -77,10 +88,19 @@ struct hm_change {
 	bool affinity;
 	uint8_t app_len;
 	uint16_t name_len;
-	const char *app;  /* borrowed */
-	const char *name; /* borrowed */
+	uint16_t value_len;
+	const char *app;      /* borrowed */
+	const char *name;     /* borrowed */
+	const uint8_t *value; /* borrowed; secret.put only */
 	struct hm_addr addr;
 };
+
+/*
+ * Index of the first control character in s[0..n): a C0 control (U+0000-U+001F, NUL included),
+ * DEL, or a C1 control encoded in UTF-8 (U+0080-U+009F, bytes C2 80..C2 9F); -1 if none.
+ * Terminals act on these and a NUL cuts a C string, so no name may hold one (HM_ECONTROL).
+ */
+long hm_ctl_scan(const char *s, size_t n);
 
 /* Name checks: 0 if valid, else HM_EAPPNAME / HM_EDYNONAME / HM_EHOSTNAME. */
 int hm_app_name_check(const char *s, size_t n);
@@ -88,6 +108,8 @@ int hm_dyno_name_check(const char *s, size_t n);
 /* wildcard_ok: accept "*.NAME". Mixed case and one trailing dot are accepted (see hm_host_canon).
  */
 int hm_hostname_check(const char *s, size_t n, bool wildcard_ok);
+/* A secret's name: 0 or HM_ESECRET. */
+int hm_secret_name_check(const char *s, size_t n);
 
 /*
  * Writes the canonical form of a valid hostname (lowercase, no trailing dot) to out, which has
@@ -120,7 +142,8 @@ int hm_op_parse(const char *s, size_t n, uint8_t *out);
 
 /*
  * Checks every field an op uses: the op itself, names, state, balance, address family and port.
- * Returns 0 or the first error found (HM_EOP, HM_EAPPNAME, ...). Does not check that referenced
+ * Returns 0 or the first error found (HM_EOP, HM_ECONTROL for a control character in any name,
+ * HM_EAPPNAME, ...). Does not check that referenced
  * objects exist: that is the table's job.
  */
 int hm_change_check(const struct hm_change *c);

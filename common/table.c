@@ -17,6 +17,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <mbedtls/sha256.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -29,11 +30,12 @@
 #include <unistd.h>
 
 #include "common/errors.h"
+#include "common/filesec.h"
 #include "common/hash.h"
 #include "common/util.h"
 
 #define TABLE_MAGIC    0x31454c4254444d48ull /* "HMDTBLE1" little-endian */
-#define TABLE_LAYOUT   1u
+#define TABLE_LAYOUT   2u		     /* 2: the named secrets in each copy's header */
 #define HDR_BYTES      4096u
 #define PAGE	       4096u
 #define LINE	       64u
@@ -82,6 +84,20 @@ struct file_hdr {
 _Static_assert(sizeof(struct file_hdr) == HDR_BYTES, "file header is one page");
 _Static_assert(offsetof(struct file_hdr, pub) == 256, "pub is on its own line");
 
+/*
+ * A named secret of the cluster (docs/security.md: the affinity key; later TLS ticket keys),
+ * replicated like routing state but never listed. A handful, in the copy's header.
+ */
+struct rec_secret {
+	uint8_t used, name_len;
+	uint16_t value_len;
+	char name[HM_SECRET_NAME_MAX + 1];
+	uint8_t value[HM_SECRET_MAX];
+	uint8_t pad[28];
+};
+_Static_assert(sizeof(struct rec_secret) == 192, "a secret is three lines");
+#define TABLE_SECRETS 16
+
 struct copy_hdr {
 	uint64_t epoch, seq, commit_ms;
 	uint64_t digest[2];
@@ -90,6 +106,8 @@ struct copy_hdr {
 	uint32_t free_apps, free_domains, free_dynos; /* index + 1; 0 = empty */
 	uint64_t heap_top;
 	uint32_t heap_free[HEAP_CLASSES]; /* heap offset of the first free block; 0 = none */
+	uint32_t n_secrets, pad_secrets;
+	struct rec_secret secrets[TABLE_SECRETS];
 };
 
 #define APP_INLINE_DYNOS 7
@@ -516,6 +534,19 @@ static struct dsum digest_dyno(const char *app, size_t an, const char *name, siz
 	return rec_digest(buf, k);
 }
 
+/* The digest covers a secret without revealing it: its record hashes SHA-256 of the value. */
+static struct dsum digest_secret(const struct rec_secret *r)
+{
+	uint8_t buf[2 + HM_SECRET_NAME_MAX + 32];
+	size_t k = 0;
+
+	buf[k++] = 'S';
+	k += put_str(buf + k, r->name, r->name_len);
+	mbedtls_sha256_ret(r->value, r->value_len, buf + k, 0);
+	k += 32;
+	return rec_digest(buf, k);
+}
+
 static void digest_bytes(const struct copy_hdr *h, uint8_t out[HM_DIGEST_LEN])
 {
 	for (int lane = 0; lane < 2; lane++)
@@ -526,6 +557,23 @@ static void digest_bytes(const struct copy_hdr *h, uint8_t out[HM_DIGEST_LEN])
 void hm_digest_hex(const uint8_t digest[HM_DIGEST_LEN], char out[2 * HM_DIGEST_LEN + 1])
 {
 	hm_hex(digest, HM_DIGEST_LEN, out);
+}
+
+/* ---- Files and trust ------------------------------------------------------------------- */
+
+/* A table file is used only if this process's uid or root owns it and nobody else may write it
+ * (filesec.h): a file someone else made could route anything anywhere. */
+static int table_fd_trusted(int fd)
+{
+	char why[160];
+
+	return hm_file_trusted(fd, why, sizeof(why));
+}
+
+/* Files this writer creates get their mode whatever the umask. */
+static int table_fd_own(int fd, mode_t mode)
+{
+	return fchmod(fd, mode) == 0 ? 0 : -errno;
 }
 
 /* ---- Reading ----------------------------------------------------------------------------- */
@@ -623,6 +671,10 @@ static int map_open(const char *path, struct hm_table_map **out)
 	}
 	if (fd < 0)
 		return -errno;
+	if ((r = table_fd_trusted(fd)) != 0) {
+		close(fd);
+		return r;
+	}
 	m = calloc(1, sizeof(*m));
 	if (m == NULL) {
 		close(fd);
@@ -799,6 +851,7 @@ static void info_from_copy(const struct copy *c, const struct layout *l, uint64_
 	out->apps = c->h->n_apps;
 	out->domains = c->h->n_domains;
 	out->dynos = c->h->n_dynos;
+	out->secrets = c->h->n_secrets;
 	digest_bytes(c->h, out->digest);
 	out->caps.apps = l->cap_apps;
 	out->caps.domains = l->cap_domains;
@@ -1681,9 +1734,11 @@ static int writer_create(struct hm_table_writer *w, const struct hm_table_caps *
 		if ((w->tmp_path = malloc(len)) == NULL)
 			return -ENOMEM;
 		snprintf(w->tmp_path, len, "%s.new.%ld.%08x", w->path, (long)getpid(), rnd);
-		fd = open(w->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0660);
+		fd = open(w->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, HM_TABLE_MODE);
 		if (fd < 0)
 			return -errno;
+		if ((e = table_fd_own(fd, HM_TABLE_MODE)) != 0)
+			goto fail;
 		/* Every block now: a sparse file on a full file system would make a later write
 		 * through the mapping fault (SIGBUS) instead of this returning -ENOSPC. */
 		if ((e = posix_fallocate(fd, 0, (off_t)w->lay.file_bytes)) != 0) {
@@ -1720,6 +1775,10 @@ static int writer_resume(struct hm_table_writer *w)
 
 	if (fd < 0)
 		return -errno;
+	if ((e = table_fd_trusted(fd)) != 0) {
+		close(fd);
+		return e;
+	}
 	if (fstat(fd, &st) != 0 || st.st_size < (off_t)HDR_BYTES ||
 	    pread(fd, &hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) ||
 	    (atomic_load(&hdr.pub) & PUB_RETIRED) ||
@@ -1746,15 +1805,19 @@ static int lock_path(struct hm_table_writer *w)
 {
 	size_t len = strlen(w->path) + 8;
 	char *p = malloc(len);
-	int fd;
+	int fd, e;
 
 	if (p == NULL)
 		return -ENOMEM;
 	snprintf(p, len, "%s.lock", w->path);
-	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, HM_LOCK_MODE);
 	free(p);
 	if (fd < 0)
 		return -errno;
+	if ((e = table_fd_trusted(fd)) != 0) {
+		close(fd); /* someone else's lock file could be held forever by its owner */
+		return e;
+	}
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
 		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
 
@@ -1895,6 +1958,139 @@ int hm_table_begin(struct hm_table_writer *w)
 	return 0;
 }
 
+/* ---- Writing: secrets ---------------------------------------------------------------------- */
+
+static struct rec_secret *secret_find(struct copy *c, const char *name, size_t n)
+{
+	for (unsigned i = 0; i < TABLE_SECRETS; i++) {
+		struct rec_secret *r = &c->h->secrets[i];
+
+		if (r->used && r->name_len == n && memcmp(r->name, name, n) == 0)
+			return r;
+	}
+	return NULL;
+}
+
+static int op_secret_put(struct hm_table_writer *w, struct copy *c, const struct hm_change *ch)
+{
+	struct rec_secret *r = secret_find(c, ch->name, ch->name_len);
+
+	if (r != NULL) {
+		TOUCH(w, c, r, sizeof(*r));
+		digest_add(c, digest_secret(r), -1);
+	} else {
+		for (unsigned i = 0; i < TABLE_SECRETS && r == NULL; i++)
+			if (!c->h->secrets[i].used)
+				r = &c->h->secrets[i];
+		if (r == NULL)
+			return HM_ESECRETS;
+		TOUCH(w, c, r, sizeof(*r));
+		TOUCH(w, c, &c->h->n_secrets, sizeof(c->h->n_secrets));
+		c->h->n_secrets++;
+	}
+	memset(r, 0, sizeof(*r));
+	r->used = 1;
+	r->name_len = (uint8_t)ch->name_len;
+	memcpy(r->name, ch->name, ch->name_len);
+	r->value_len = ch->value_len;
+	memcpy(r->value, ch->value, ch->value_len);
+	TOUCH(w, c, c->h->digest, sizeof(c->h->digest));
+	digest_add(c, digest_secret(r), +1);
+	return 0;
+}
+
+static int op_secret_rm(struct hm_table_writer *w, struct copy *c, const struct hm_change *ch)
+{
+	struct rec_secret *r = secret_find(c, ch->name, ch->name_len);
+
+	if (r == NULL)
+		return HM_ENOSECRET;
+	TOUCH(w, c, r, sizeof(*r));
+	TOUCH(w, c, &c->h->n_secrets, sizeof(c->h->n_secrets));
+	TOUCH(w, c, c->h->digest, sizeof(c->h->digest));
+	digest_add(c, digest_secret(r), -1);
+	memset(r, 0, sizeof(*r));
+	c->h->n_secrets--;
+	return 0;
+}
+
+/* The put change that makes r (value borrowed from the table). */
+static void secret_change(const struct rec_secret *r, struct hm_change *ch)
+{
+	memset(ch, 0, sizeof(*ch));
+	ch->op = HM_OP_SECRET_PUT;
+	ch->name = r->name;
+	ch->name_len = r->name_len;
+	ch->value = r->value;
+	ch->value_len = r->value_len;
+}
+
+/* Copies secret name of c into out; its length, or HM_ENOSECRET. */
+static int secret_read(const struct copy *c, const char *name, uint8_t out[HM_SECRET_MAX])
+{
+	size_t n = strlen(name);
+
+	for (unsigned i = 0; i < TABLE_SECRETS; i++) {
+		const struct rec_secret *r = &c->h->secrets[i];
+
+		if (r->used && r->name_len == n && memcmp(r->name, name, n) == 0 &&
+		    r->value_len <= HM_SECRET_MAX) {
+			memcpy(out, r->value, r->value_len);
+			return r->value_len;
+		}
+	}
+	return HM_ENOSECRET;
+}
+
+int hm_table_secret(struct hm_table_map *m, const char *name, uint8_t out[HM_SECRET_MAX])
+{
+	struct copy c;
+	uint64_t v;
+	int n = 0;
+
+	VALIDATED_READ(m, c, v, n = secret_read(&c, name, out));
+	(void)v;
+	return n;
+}
+
+int hm_table_writer_secret(const struct hm_table_writer *w, const char *name,
+			   uint8_t out[HM_SECRET_MAX])
+{
+	struct copy c;
+
+	copy_view(&c, w->base, &w->lay, pub_copy(w));
+	return secret_read(&c, name, out);
+}
+
+/* verify_copy's part: names valid and unique, lengths in range, the count and digest. */
+static int verify_secrets(const struct copy *c, uint64_t dig[2])
+{
+	uint32_t n = 0;
+
+	for (unsigned i = 0; i < TABLE_SECRETS; i++) {
+		const struct rec_secret *r = &c->h->secrets[i];
+		struct dsum d;
+
+		if (!r->used)
+			continue;
+		n++;
+		if (r->name_len > HM_SECRET_NAME_MAX ||
+		    hm_secret_name_check(r->name, r->name_len) != 0 || r->value_len == 0 ||
+		    r->value_len > HM_SECRET_MAX)
+			return HM_EBADTABLE;
+		for (unsigned k = 0; k < i; k++)
+			if (c->h->secrets[k].used && c->h->secrets[k].name_len == r->name_len &&
+			    memcmp(c->h->secrets[k].name, r->name, r->name_len) == 0)
+				return HM_EBADTABLE;
+		d = digest_secret(r);
+		dig[0] += d.lane[0];
+		dig[1] += d.lane[1];
+	}
+	return n == c->h->n_secrets ? 0 : HM_EBADTABLE;
+}
+
+/* ---- Writing: the batch API ------------------------------------------------------------------ */
+
 int hm_table_apply(struct hm_table_writer *w, const struct hm_change *ch)
 {
 	struct copy c;
@@ -1918,6 +2114,10 @@ int hm_table_apply(struct hm_table_writer *w, const struct hm_change *ch)
 		return op_dyno_put(w, &c, ch);
 	case HM_OP_DYNO_RM:
 		return op_dyno_rm(w, &c, ch);
+	case HM_OP_SECRET_PUT:
+		return op_secret_put(w, &c, ch);
+	case HM_OP_SECRET_RM:
+		return op_secret_rm(w, &c, ch);
 	default:
 		return HM_EOP;
 	}
@@ -2010,6 +2210,13 @@ int hm_table_foreach(const struct hm_table_writer *w,
 	int r;
 
 	copy_view(&c, w->base, &w->lay, pub_copy(w));
+	for (unsigned i = 0; i < TABLE_SECRETS; i++) {
+		if (!c.h->secrets[i].used)
+			continue;
+		secret_change(&c.h->secrets[i], &ch);
+		if ((r = cb(ctx, &ch)) != 0)
+			return r;
+	}
 	for (uint32_t i = 0; i < c.h->top_apps; i++) {
 		if (!c.apps[i].used)
 			continue;
@@ -2147,6 +2354,8 @@ static int verify_copy(const struct hm_table_writer *w, const struct copy *c)
 		dig[0] += d.lane[0];
 		dig[1] += d.lane[1];
 	}
+	if (verify_secrets(c, dig) != 0)
+		return HM_EBADTABLE;
 	if (napps != c->h->n_apps || ndomains != c->h->n_domains || ndynos != c->h->n_dynos ||
 	    nwild != c->h->n_wild || dig[0] != c->h->digest[0] || dig[1] != c->h->digest[1])
 		return HM_EBADTABLE;

@@ -36,6 +36,7 @@ struct hm_table_info {
 	uint64_t seq;
 	uint64_t commit_ms; /* wall-clock ms of the commit that made this version */
 	uint32_t apps, domains, dynos;
+	uint32_t secrets; /* named secrets (never listed) */
 	uint8_t digest[HM_DIGEST_LEN];
 	struct hm_table_caps caps;
 	uint64_t file_bytes;
@@ -49,7 +50,8 @@ struct hm_table_map;	/* one mapping of one file (refcounted within the process) 
 
 /*
  * Creates a reader for the table at path. The file need not exist yet. Returns 0 or -ENOMEM.
- * The reader copies path.
+ * The reader copies path. A file at path that is not owned by this uid or root, or that its
+ * group or others may write, is never mapped (hm_table_reader_check() says HM_EUNTRUSTED).
  */
 int hm_table_reader_new(struct hm_table_reader **out, const char *path);
 
@@ -139,6 +141,13 @@ struct hm_route {
 int hm_table_route(struct hm_table_map *m, const char *key, size_t n, const struct hm_pick *pick,
 		   struct hm_route *out);
 
+/*
+ * Copies the value of the named secret ("affinity") of m's published version into out; returns
+ * its length (1..HM_SECRET_MAX), HM_ENOSECRET, or HM_EBUSYTABLE. One validated read: call it
+ * when the map's version changes, not per request.
+ */
+int hm_table_secret(struct hm_table_map *m, const char *name, uint8_t out[HM_SECRET_MAX]);
+
 /* In-flight counters of m (see docs/table.md): atomic, shared by every process mapping m. */
 void hm_table_inflight_add(struct hm_table_map *m, uint32_t slot, int32_t delta);
 int32_t hm_table_inflight_get(const struct hm_table_map *m, uint32_t slot);
@@ -164,9 +173,11 @@ struct hm_table_writer;
  *            with its first commit, so readers never see it half-loaded.
  *  max_bytes growth stops at this file size (0: no limit); hm_table_grow() then fails HM_EFULL.
  * Returns 0, HM_EBADTABLE (path exists but is not a table and RESUME was asked: it is not
- * touched; or caps are out of range), -EBUSY (another writer holds the path), or a negative
- * errno. The version counter (hm_table_info.version) starts again in every new file; file_id
- * tells files apart.
+ * touched; or caps are out of range), HM_EUNTRUSTED (the file at path, or PATH.lock, is not
+ * owned by this uid or root, or its group or others may write it: common/filesec.h), -EBUSY
+ * (another writer holds the path), or a negative errno. New files are created mode 0640. The
+ * version counter (hm_table_info.version) starts again in every new file; file_id tells files
+ * apart.
  */
 int hm_table_writer_open(struct hm_table_writer **out, const char *path,
 			 const struct hm_table_caps *caps, unsigned flags, uint64_t max_bytes);
@@ -180,9 +191,11 @@ int hm_table_begin(struct hm_table_writer *w);
 /*
  * Applies one change to the open batch; the change is borrowed for the call only.
  * app.put creates or updates; app.rm removes the app, its domains and dynos; domain.put and
- * dyno.put create or update and need the app; the rm ops need the object to exist.
+ * dyno.put create or update and need the app; the rm ops need the object to exist; secret.put
+ * sets a named secret (16 at most), secret.rm removes one.
  * Returns 0, or an error after which the batch must be aborted: the hm_change_check() codes,
- * HM_ENOAPP, HM_ENODOMAIN, HM_ENODYNO, or HM_EFULL (abort, hm_table_grow(), apply again).
+ * HM_ENOAPP, HM_ENODOMAIN, HM_ENODYNO, HM_ENOSECRET, HM_ESECRETS (16 secrets already), or
+ * HM_EFULL (abort, hm_table_grow(), apply again).
  */
 int hm_table_apply(struct hm_table_writer *w, const struct hm_change *c);
 
@@ -207,10 +220,15 @@ int hm_table_grow(struct hm_table_writer *w, const struct hm_table_caps *min);
 /* Facts about the writer's published version. */
 void hm_table_writer_info(const struct hm_table_writer *w, struct hm_table_info *out);
 
+/* hm_table_secret() on the writer's published version. */
+int hm_table_writer_secret(const struct hm_table_writer *w, const char *name,
+			   uint8_t out[HM_SECRET_MAX]);
+
 /*
  * Calls cb once per object of the published version, as the put change that would create it:
- * every app, then every domain, then every dyno. Strings are borrowed for the call. Stops and
- * returns cb's value when it is non-zero; else returns 0. Used for dump, snapshots and growth.
+ * every secret, every app, then every domain, then every dyno. Strings are borrowed for the
+ * call. Stops and returns cb's value when it is non-zero; else returns 0. Used for snapshots
+ * and growth, and (skipping secrets) dumps.
  */
 int hm_table_foreach(const struct hm_table_writer *w,
 		     int (*cb)(void *ctx, const struct hm_change *c), void *ctx);

@@ -6,6 +6,11 @@ router on its own port; three sample dynos (tests/integration/dyno.py in "hello"
 an app with two domains, prints the commands to try, then streams the routers' access logs until
 Ctrl-C (or SIGTERM), which stops everything it started and removes its temporary files.
 
+The syncd sockets use mutual TLS (--no-tls: plaintext on loopback), with a throwaway PKI made with
+the openssl command in the work dir, as docs/operations.md tells operators to: a cluster CA that
+signs the origin's certificate (serverAuth, DNS localhost) and one per node (clientAuth), and a
+control-plane CA (the origin's --control-ca) that signs hermodctl's certificate.
+
 Ports (all on 127.0.0.1): syncd control/publish/sync --base, --base+1, --base+2 (7400-7402);
 routers --router-port and the next one (8081, 8082); their metrics --metrics-port and the next
 one (9181, 9182); dynos --dyno-port and the next two (5001-5003).
@@ -65,6 +70,55 @@ def admin(sock, cmd, timeout=1.0):
     return json.loads(data)
 
 
+def openssl(*args):
+    r = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60)
+    if r.returncode != 0:
+        raise RuntimeError(f"openssl {args[0]}: {r.stderr.strip()[-300:]}")
+
+
+def make_pki(d):
+    """The throwaway PKI (see the module's docstring). Returns {name: path} of what the programs
+    are given: ca, control_ca (certificates), origin, node1, node2, control (chain + key)."""
+    os.makedirs(d, mode=0o700)
+
+    def key(name):
+        path = os.path.join(d, name + ".key")
+        openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
+                "-out", path)
+        return path
+
+    def ca(name):
+        crt = os.path.join(d, name + ".crt")
+        openssl("req", "-x509", "-new", "-key", key(name), "-out", crt, "-days", "7",
+                "-subj", f"/CN=hermod dev {name}", "-addext", "basicConstraints=critical,CA:TRUE",
+                "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        return crt
+
+    def leaf(name, ca_name, usage, dns=None):
+        k, csr = key(name), os.path.join(d, name + ".csr")
+        crt, ext, pem = (os.path.join(d, name + x) for x in (".crt", ".ext", ".pem"))
+        openssl("req", "-new", "-key", k, "-out", csr, "-subj", f"/CN={name}")
+        with open(ext, "w") as f:
+            f.write(f"basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+                    f"extendedKeyUsage={usage}\n" +
+                    (f"subjectAltName=DNS:{dns}\n" if dns else ""))
+        ca_crt = os.path.join(d, ca_name + ".crt")
+        openssl("x509", "-req", "-in", csr, "-CA", ca_crt, "-CAkey",
+                os.path.join(d, ca_name + ".key"), "-CAcreateserial", "-out", crt,
+                "-days", "7", "-extfile", ext)
+        with open(pem, "w") as f:
+            f.write(open(crt).read() + open(k).read())
+        os.chmod(pem, 0o600)
+        return pem
+
+    out = {"ca": ca("cluster-ca"), "control_ca": ca("control-ca")}
+    out["origin"] = leaf("origin", "cluster-ca", "serverAuth", "localhost")
+    out["node1"] = leaf("node1", "cluster-ca", "clientAuth")
+    out["node2"] = leaf("node2", "cluster-ca", "clientAuth")
+    out["control"] = leaf("control", "control-ca", "clientAuth")
+    return out
+
+
 def shown(path):
     """A path as the user should type it: relative if under the current directory."""
     rel = os.path.relpath(path)
@@ -84,9 +138,13 @@ class Cluster:
         self.syncd = os.path.join(self.build, "syncd", "hermod-syncd")
         self.ctl = os.path.join(self.build, "syncd", "hermodctl")
         self.router = os.path.join(self.build, "router", "hermod-router")
-        self.control = f"tcp://127.0.0.1:{base}"
-        self.publish = f"tcp://127.0.0.1:{base + 1}"
-        self.sync = f"tcp://127.0.0.1:{base + 2}"
+        self.tls = not args.no_tls
+        # The origin listens on 127.0.0.1; over TLS, peers dial it by its certificate's name.
+        scheme, host = ("tls+tcp", "localhost") if self.tls else ("tcp", "127.0.0.1")
+        self.listen = [f"{scheme}://127.0.0.1:{base + i}" for i in range(3)]
+        self.control, self.publish, self.sync = (f"{scheme}://{host}:{base + i}"
+                                                 for i in range(3))
+        self.pki = None
         self.nodes = []
 
     def log_path(self, name):
@@ -107,8 +165,21 @@ class Cluster:
         self.procs.append(p)
         return p
 
+    def control_flags(self):
+        """hermodctl's flags for the control socket (with its certificate when over TLS)."""
+        flags = ["--control", self.control]
+        if self.pki:
+            flags += ["--tls-cert", self.pki["control"], "--tls-ca", self.pki["ca"]]
+        return flags
+
+    def tls_flags(self, who):
+        if not self.pki:
+            return []
+        flags = ["--tls-cert", self.pki[who], "--tls-ca", self.pki["ca"]]
+        return flags + (["--control-ca", self.pki["control_ca"]] if who == "origin" else [])
+
     def hermodctl(self, *args, stdin=None):
-        r = subprocess.run([self.ctl, "--control", self.control, *args], input=stdin,
+        r = subprocess.run([self.ctl, *self.control_flags(), *args], input=stdin,
                            capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise RuntimeError(f"hermodctl {' '.join(args)}: {r.stderr.strip()}")
@@ -122,14 +193,13 @@ class Cluster:
             if not port_free(port):
                 raise RuntimeError(f"port {port} is in use: stop what uses it, or choose other "
                                    "ports (--base, --router-port, --metrics-port, --dyno-port)")
-        secret = os.path.join(self.work, "affinity.secret")
-        with open(secret, "w") as f:
-            f.write(os.urandom(32).hex() + "\n")
-        os.chmod(secret, 0o600)
+        if self.tls:
+            self.pki = make_pki(os.path.join(self.work, "pki"))
         origin = self.start("origin", [
-            self.syncd, "origin", "--control", self.control, "--publish", self.publish,
-            "--sync", self.sync, "--data", os.path.join(self.work, "origin"),
-            "--admin", os.path.join(self.work, "origin.sock"), "--node", "origin"])
+            self.syncd, "origin", "--control", self.listen[0], "--publish", self.listen[1],
+            "--sync", self.listen[2], "--data", os.path.join(self.work, "origin"),
+            "--admin", os.path.join(self.work, "origin.sock"), "--node", "origin",
+            *self.tls_flags("origin")])
         for i in (1, 2):
             node = {"name": f"node{i}", "port": self.router_ports[i - 1],
                     "metrics": self.metrics_ports[i - 1],
@@ -138,12 +208,13 @@ class Cluster:
             self.nodes.append(node)
             node["edge"] = self.start(f"edge{i}", [
                 self.syncd, "edge", "--publish", self.publish, "--sync", self.sync,
-                "--table", node["table"], "--admin", node["admin"], "--node", node["name"]])
+                "--table", node["table"], "--admin", node["admin"], "--node", node["name"],
+                *self.tls_flags(node["name"])])
+            # No --affinity-secret-file: the routers use the cluster's secret from the table.
             node["router"] = self.start(f"router{i}", [
                 self.router, "--table", node["table"],
                 "--listen", f"127.0.0.1:{node['port']}", "--workers", "2",
-                "--metrics", f"127.0.0.1:{node['metrics']}",
-                "--affinity-secret-file", secret], stdout=subprocess.PIPE)
+                "--metrics", f"127.0.0.1:{node['metrics']}"], stdout=subprocess.PIPE)
         dyno = os.path.join(ROOT, "tests", "integration", "dyno.py")
         self.dynos = []
         for i, port in enumerate(self.dyno_ports, 1):
@@ -191,7 +262,7 @@ class Cluster:
 
     def banner(self, seq):
         ctl = shlex.quote(shown(self.ctl))
-        c = f"--control {self.control}"
+        c = " ".join(shlex.quote(a) for a in self.control_flags())
         n1, n2 = self.nodes
         a1, a2 = n1["admin"], n2["admin"]
         u1, u2 = f"http://127.0.0.1:{n1['port']}", f"http://127.0.0.1:{n2['port']}"
@@ -202,6 +273,8 @@ class Cluster:
 {BANNER_READY} (state at seq {seq}); work dir {self.work}
   origin   control {self.control}  publish {self.publish}  sync {self.sync}
            admin {self.work}/origin.sock  logs {self.work}/*.log
+  trust    {"mutual TLS; CA, certificates and keys in " + self.work + "/pki (docs/security.md)"
+            if self.tls else "plaintext on loopback (--no-tls)"}
   node1    router {u1}  metrics http://127.0.0.1:{n1['metrics']}/metrics  admin {a1}
   node2    router {u2}  metrics http://127.0.0.1:{n2['metrics']}/metrics  admin {a2}
   dynos    {dynos} (app "demo": demo.example.com, *.demo.example.com)
@@ -214,7 +287,8 @@ Try:
   {ctl} --admin {a2} lookup api.demo.example.com
   curl -s http://127.0.0.1:{n1['metrics']}/metrics    # Prometheus metrics of node1's router
 
-Session affinity (a signed cookie sends a client to the same dyno on every node):
+Session affinity (a cookie signed with the cluster's secret sends a client to the same dyno on
+every node; no configuration):
   {ctl} {c} app put demo --affinity on
   curl -s -c {jar} -b {jar} -H 'Host: demo.example.com' {u1}/
   curl -s -c {jar} -b {jar} -H 'Host: demo.example.com' {u2}/
@@ -306,6 +380,8 @@ def main():
                     help="node1's router metrics port; node2's is the next one (9181)")
     ap.add_argument("--dyno-port", type=int, default=5001,
                     help="first of the three dyno ports (5001)")
+    ap.add_argument("--no-tls", action="store_true",
+                    help="plaintext syncd sockets on loopback instead of mutual TLS")
     args = ap.parse_args()
     cluster = Cluster(args)
     # Ctrl-C, SIGTERM and SIGHUP (terminal closed) stop the cluster. SIGINT is set explicitly:

@@ -39,19 +39,46 @@ static const uint8_t msg_arity[] = {
 };
 #define MSG_TYPE_MAX HM_MSG_CTL_REP
 
-static const uint8_t change_arity[] = {
-    [HM_OP_APP_PUT] = 5,   [HM_OP_APP_RM] = 2,	 [HM_OP_DOMAIN_PUT] = 3,
-    [HM_OP_DOMAIN_RM] = 2, [HM_OP_DYNO_PUT] = 5, [HM_OP_DYNO_RM] = 3,
+/* The schema version this build writes, and the newest it reads, of each type. Version 2 of
+ * BATCH and SNAPSHOT_REP adds the secret ops. */
+static const uint8_t msg_version[] = {
+    [HM_MSG_BATCH] = 2,	      [HM_MSG_HEARTBEAT] = 1,	 [HM_MSG_CATCHUP_REQ] = 1,
+    [HM_MSG_CATCHUP_REP] = 1, [HM_MSG_SNAPSHOT_REQ] = 1, [HM_MSG_SNAPSHOT_REP] = 2,
+    [HM_MSG_CTL_REQ] = 1,     [HM_MSG_CTL_REP] = 1,
 };
+
+static const uint8_t change_arity[] = {
+    [HM_OP_APP_PUT] = 5,  [HM_OP_APP_RM] = 2,  [HM_OP_DOMAIN_PUT] = 3, [HM_OP_DOMAIN_RM] = 2,
+    [HM_OP_DYNO_PUT] = 5, [HM_OP_DYNO_RM] = 3, [HM_OP_SECRET_PUT] = 3, [HM_OP_SECRET_RM] = 2,
+};
+
+/* Which ops a change list may hold (a bit per op), by message type and version. */
+#define OP_BIT(op) (1u << (op))
+#define OPS_PUTS   (OP_BIT(HM_OP_APP_PUT) | OP_BIT(HM_OP_DOMAIN_PUT) | OP_BIT(HM_OP_DYNO_PUT))
+#define OPS_ROUTING                                                                                \
+	(OPS_PUTS | OP_BIT(HM_OP_APP_RM) | OP_BIT(HM_OP_DOMAIN_RM) | OP_BIT(HM_OP_DYNO_RM))
+#define OPS_SECRETS (OP_BIT(HM_OP_SECRET_PUT) | OP_BIT(HM_OP_SECRET_RM))
+
+static unsigned ops_allowed(uint8_t type, uint64_t version)
+{
+	switch (type) {
+	case HM_MSG_BATCH:
+		return version >= 2 ? OPS_ROUTING | OPS_SECRETS : OPS_ROUTING;
+	case HM_MSG_SNAPSHOT_REP:
+		return version >= 2 ? OPS_PUTS | OP_BIT(HM_OP_SECRET_PUT) : OPS_PUTS;
+	default: /* CTL_REQ: secrets are the origin's own; no client may send one */
+		return OPS_ROUTING;
+	}
+}
+
+uint32_t hm_proto_version(uint8_t type)
+{
+	return type >= 1 && type <= MSG_TYPE_MAX ? msg_version[type] : 0;
+}
 
 /* The longest hostname string the grammar can accept: "*." + HM_HOST_MAX + ".". Longer ones are
  * refused before they are stored, because hm_change.name_len is 16 bits. */
 #define HOST_STR_MAX (HM_HOST_MAX + 3)
-
-static bool is_put(uint8_t op)
-{
-	return op == HM_OP_APP_PUT || op == HM_OP_DOMAIN_PUT || op == HM_OP_DYNO_PUT;
-}
 
 /* A part may follow prev in a catch-up reply: the next part of the same batch, or the first part
  * of the next batch once prev's batch is complete. */
@@ -351,7 +378,30 @@ static int rd_name(struct rd *r, size_t max, int too_long, const char **s, size_
 	return *n > max ? too_long : 0;
 }
 
-static int rd_change(struct rd *r, bool puts_only, struct hm_change *c)
+/* [7, name, value] or [8, name] after the op. */
+static int rd_secret(struct rd *r, struct hm_change *c)
+{
+	const uint8_t *v = NULL;
+	const char *s = NULL;
+	size_t n = 0;
+	int rc;
+
+	if ((rc = rd_name(r, HM_SECRET_NAME_MAX, HM_ESECRET, &s, &n)) != 0)
+		return rc;
+	c->name = s;
+	c->name_len = (uint16_t)n;
+	if (c->op == HM_OP_SECRET_PUT) {
+		if ((rc = rd_bytes(r, true, &v, &n)) != 0)
+			return rc;
+		if (n > HM_SECRET_MAX)
+			return HM_ESECRET;
+		c->value = v;
+		c->value_len = (uint16_t)n;
+	}
+	return hm_change_check(c);
+}
+
+static int rd_change(struct rd *r, unsigned ops, struct hm_change *c)
 {
 	const char *s = NULL, *addr = NULL;
 	size_t n = 0, addr_len = 0;
@@ -365,10 +415,12 @@ static int rd_change(struct rd *r, bool puts_only, struct hm_change *c)
 		return HM_EARITY;
 	if ((rc = rd_enum(r, HM_OP_APP_PUT, HM_OP_MAX, HM_EOP, &c->op)) != 0)
 		return rc;
-	if (puts_only && !is_put(c->op))
+	if (!(ops & OP_BIT(c->op)))
 		return HM_EOP;
 	if (arity != change_arity[c->op])
 		return HM_EARITY;
+	if (c->op == HM_OP_SECRET_PUT || c->op == HM_OP_SECRET_RM)
+		return rd_secret(r, c);
 
 	/* Fields come in the order of the contract's commands: "domain put HOSTNAME APP". */
 	if (c->op == HM_OP_DOMAIN_PUT || c->op == HM_OP_DOMAIN_RM) {
@@ -416,7 +468,7 @@ static int rd_change(struct rd *r, bool puts_only, struct hm_change *c)
  * whole message is read, since the array may move while it grows. top: the message's own list,
  * whose failing index hm_proto_decode_error() reports.
  */
-static int rd_changes(struct rd *r, bool puts_only, bool top, uint32_t *count)
+static int rd_changes(struct rd *r, unsigned ops, bool top, uint32_t *count)
 {
 	struct hm_proto_decoder *d = r->d;
 	struct hm_change scratch;
@@ -431,7 +483,7 @@ static int rd_changes(struct rd *r, bool puts_only, bool top, uint32_t *count)
 		return -ENOMEM;
 	first = r->p;
 	for (uint32_t i = 0; i < n; i++) {
-		rc = rd_change(r, puts_only, d != NULL ? &d->changes[r->used + i] : &scratch);
+		rc = rd_change(r, ops, d != NULL ? &d->changes[r->used + i] : &scratch);
 		if (rc == 0 && (size_t)(r->p - first) > HM_PROTO_MAX_LIST)
 			rc = HM_ETOOBIG;
 		if (rc != 0) {
@@ -447,7 +499,8 @@ static int rd_changes(struct rd *r, bool puts_only, bool top, uint32_t *count)
 }
 
 /* [epoch, seq, ts_ms, part, nparts, [changes]] after a BATCH's [type, version]. */
-static int rd_batch_body(struct rd *r, bool top, uint64_t *epoch, struct hm_batch_part *p)
+static int rd_batch_body(struct rd *r, uint64_t version, bool top, uint64_t *epoch,
+			 struct hm_batch_part *p)
 {
 	int rc;
 
@@ -458,7 +511,7 @@ static int rd_batch_body(struct rd *r, bool top, uint64_t *epoch, struct hm_batc
 	if (p->nparts == 0 || p->nparts > HM_PROTO_MAX_PARTS || p->part >= p->nparts)
 		return HM_ERANGE;
 	p->changes = NULL;
-	return rd_changes(r, false, top, &p->nchanges);
+	return rd_changes(r, ops_allowed(HM_MSG_BATCH, version), top, &p->nchanges);
 }
 
 /* A whole BATCH message inside a catch-up reply (or handed to hm_proto_add_catchup_raw). */
@@ -480,11 +533,11 @@ static int rd_embedded_batch(struct rd *r, uint64_t epoch, struct hm_batch_part 
 		return rc;
 	if (version == 0)
 		return HM_ERANGE;
-	if (version > HM_PROTO_VERSION)
+	if (version > msg_version[HM_MSG_BATCH])
 		return HM_EVERSION;
 	if (n != msg_arity[HM_MSG_BATCH])
 		return HM_EARITY;
-	if ((rc = rd_batch_body(r, false, &batch_epoch, p)) != 0)
+	if ((rc = rd_batch_body(r, version, false, &batch_epoch, p)) != 0)
 		return rc;
 	return batch_epoch == epoch ? 0 : HM_ERANGE;
 }
@@ -544,7 +597,8 @@ static int rd_snapshot_rep(struct rd *r, struct hm_msg *m)
 	    (rc = rd_u32(r, &m->snapshot_rep.dynos)) != 0 ||
 	    (rc = rd_bin16(r, m->snapshot_rep.digest)) != 0)
 		return rc;
-	return rd_changes(r, true, true, &m->snapshot_rep.nchanges);
+	return rd_changes(r, ops_allowed(HM_MSG_SNAPSHOT_REP, m->version), true,
+			  &m->snapshot_rep.nchanges);
 }
 
 static int rd_ctl_req(struct rd *r, struct hm_msg *m)
@@ -560,7 +614,7 @@ static int rd_ctl_req(struct rd *r, struct hm_msg *m)
 	if (m->ctl_req.nparts == 0 || m->ctl_req.nparts > HM_PROTO_MAX_PARTS ||
 	    m->ctl_req.part >= m->ctl_req.nparts)
 		return HM_ERANGE;
-	return rd_changes(r, false, true, &m->ctl_req.nchanges);
+	return rd_changes(r, ops_allowed(HM_MSG_CTL_REQ, m->version), true, &m->ctl_req.nchanges);
 }
 
 static int rd_ctl_rep(struct rd *r, struct hm_msg *m)
@@ -605,7 +659,7 @@ static int rd_body(struct rd *r, struct hm_msg *m)
 
 	switch (m->type) {
 	case HM_MSG_BATCH:
-		if ((rc = rd_batch_body(r, true, &m->batch.epoch, &m->batch.b)) != 0)
+		if ((rc = rd_batch_body(r, m->version, true, &m->batch.epoch, &m->batch.b)) != 0)
 			return rc;
 		m->batch.b.changes = r->d->changes;
 		return 0;
@@ -686,7 +740,7 @@ int hm_proto_decode(struct hm_proto_decoder *d, const void *buf, size_t len, str
 		return rc;
 	if (version == 0)
 		return HM_ERANGE;
-	if (version > HM_PROTO_VERSION)
+	if (version > msg_version[type])
 		return HM_EVERSION;
 	if (n != msg_arity[type])
 		return HM_EARITY;
@@ -830,7 +884,7 @@ static int enc_end(struct enc *e, bool failed)
 static int pk_head(struct enc *e, uint8_t type)
 {
 	return msgpack_pack_array(&e->pk, msg_arity[type]) || msgpack_pack_uint8(&e->pk, type) ||
-	       msgpack_pack_uint32(&e->pk, HM_PROTO_VERSION);
+	       msgpack_pack_uint32(&e->pk, msg_version[type]);
 }
 
 static int pk_u64(struct enc *e, uint64_t v)
@@ -875,8 +929,13 @@ static int pk_change(struct enc *e, const struct hm_change *c)
 		addr_len = hm_addr_format(&c->addr, addr);
 		return pk_str(e, c->app, c->app_len) || pk_str(e, c->name, c->name_len) ||
 		       pk_str(e, addr, addr_len) || msgpack_pack_uint8(&e->pk, c->state);
-	default: /* HM_OP_DYNO_RM */
+	case HM_OP_DYNO_RM:
 		return pk_str(e, c->app, c->app_len) || pk_str(e, c->name, c->name_len);
+	case HM_OP_SECRET_PUT:
+		return pk_str(e, c->name, c->name_len) || msgpack_pack_bin(&e->pk, c->value_len) ||
+		       msgpack_pack_bin_body(&e->pk, c->value, c->value_len);
+	default: /* HM_OP_SECRET_RM */
+		return pk_str(e, c->name, c->name_len);
 	}
 }
 
@@ -961,7 +1020,9 @@ int hm_proto_add_change(struct hm_pbuf *b, const struct hm_change *c)
 	if (b->build.left == 0 ||
 	    (b->build.kind != BUILD_CHANGES && b->build.kind != BUILD_SNAPSHOT))
 		return HM_EARITY;
-	if (!op_known(c->op) || (b->build.kind == BUILD_SNAPSHOT && !is_put(c->op)))
+	if (!op_known(c->op) ||
+	    !(ops_allowed(b->build.kind == BUILD_SNAPSHOT ? HM_MSG_SNAPSHOT_REP : HM_MSG_BATCH, 2) &
+	      OP_BIT(c->op)))
 		return build_fail(b, HM_EOP);
 	enc_init(&e, b, b->build.start); /* the bounds are the whole message's and list's */
 	e.list = b->build.list;
@@ -1036,7 +1097,8 @@ int hm_proto_encode_ctl_req(struct hm_pbuf *b, const uint8_t req_id[16], uint32_
 	if (nchanges > HM_PROTO_MAX_CHANGES)
 		return HM_ETOOBIG;
 	for (uint32_t i = 0; i < nchanges; i++)
-		if (!op_known(changes[i].op))
+		if (!op_known(changes[i].op) ||
+		    !(ops_allowed(HM_MSG_CTL_REQ, 1) & OP_BIT(changes[i].op)))
 			return HM_EOP;
 	failed = pk_head(&e, HM_MSG_CTL_REQ) || pk_bin16(&e, req_id) || pk_u64(&e, part) ||
 		 pk_u64(&e, nparts) || msgpack_pack_array(&e.pk, nchanges);

@@ -16,8 +16,9 @@
  *   HM_EVERSION  a known type with a newer schema version than this build speaks (skip, count)
  *   HM_ETRAILING bytes follow the message
  *   the hm_change_check() codes (HM_EAPPNAME, ...) for a change that breaks the grammar,
- *   including an unknown op, state or balance value (HM_EOP, HM_ESTATE, HM_EBALANCE) and a
- *   non-put change inside a snapshot (HM_EOP).
+ *   including an unknown op, state or balance value (HM_EOP, HM_ESTATE, HM_EBALANCE), a
+ *   non-put change inside a snapshot (HM_EOP), and a secret op in a control request or in a
+ *   version-1 BATCH or SNAPSHOT_REP (HM_EOP).
  * The rules, field by field, are in docs/protocol.md; hm_proto_decode_error() says where a
  * failed decode stopped.
  */
@@ -30,6 +31,8 @@
 
 #include "common/model.h"
 
+/* The schema version of every message type but BATCH and SNAPSHOT_REP, which are at 2 (secret
+ * ops); hm_proto_version() gives each type's. */
 #define HM_PROTO_VERSION 1
 
 /* Bounds. A receiver sets NNG_OPT_RECVMAXSZ to HM_PROTO_MAX_MSG. */
@@ -149,6 +152,10 @@ struct hm_msg {
 		} ctl_rep;
 	};
 };
+
+/* The schema version this build writes (and the newest it reads) of a message type; 0 for a
+ * type it does not know. */
+uint32_t hm_proto_version(uint8_t type);
 
 /* ---- Decoding ---------------------------------------------------------------------------- */
 

@@ -15,6 +15,24 @@
 #define MAC_B64 43 /* base64url of 32 bytes, unpadded */
 #define DOMAIN	"hermod-affinity-v1"
 
+/*
+ * Empties the cache of verified cookies and derives its hash seed from the key in use (so
+ * clients cannot aim at slots). Called whenever the key changes: a cookie verified under the old
+ * key must not be taken as verified under the new one. The HMAC context must hold the key.
+ */
+static int cache_reset(struct hm__router_affinity *a)
+{
+	static const char label[] = "hermod-affinity-cache-seed";
+	uint8_t m[MAC_LEN];
+
+	memset(a->cache, 0, sizeof(a->cache));
+	if (mbedtls_md_hmac_update(&a->md, (const unsigned char *)label, sizeof(label)) != 0 ||
+	    mbedtls_md_hmac_finish(&a->md, m) != 0 || mbedtls_md_hmac_reset(&a->md) != 0)
+		return -EINVAL;
+	memcpy(&a->cache_seed, m, sizeof(a->cache_seed));
+	return 0;
+}
+
 int hm__router_affinity_init(struct hm__router_affinity *a, const void *secret, size_t len)
 {
 	const mbedtls_md_info_t *info = mbedtls_md_info_from_type(MBEDTLS_MD_SHA256);
@@ -32,20 +50,29 @@ int hm__router_affinity_init(struct hm__router_affinity *a, const void *secret, 
 		return -EINVAL;
 	}
 	a->ready = true;
-	memset(a->cache, 0, sizeof(a->cache));
-	{
-		/* The cache's hash seed comes from the key, so clients cannot aim at slots. */
-		static const char label[] = "hermod-affinity-cache-seed";
-		uint8_t m[MAC_LEN];
-
-		if (mbedtls_md_hmac_update(&a->md, (const unsigned char *)label, sizeof(label)) ||
-		    mbedtls_md_hmac_finish(&a->md, m) != 0) {
-			hm__router_affinity_fini(a);
-			return -EINVAL;
-		}
-		memcpy(&a->cache_seed, m, sizeof(a->cache_seed));
+	a->key_len = len <= sizeof(a->key) ? len : 0;
+	memcpy(a->key, secret, a->key_len);
+	if (cache_reset(a) != 0) {
+		hm__router_affinity_fini(a);
+		return -EINVAL;
 	}
 	return 0;
+}
+
+int hm__router_affinity_rekey(struct hm__router_affinity *a, const void *secret, size_t len)
+{
+	if (!a->ready || len == 0 || len > sizeof(a->key))
+		return -EINVAL;
+	if (len == a->key_len && memcmp(a->key, secret, len) == 0)
+		return 0;
+	if (mbedtls_md_hmac_starts(&a->md, secret, len) != 0)
+		return -EINVAL;
+	memcpy(a->key, secret, len);
+	a->key_len = len;
+	/* Cookies verified under the old key must be verified again under the new one. */
+	if (cache_reset(a) != 0)
+		return -EINVAL;
+	return 1;
 }
 
 void hm__router_affinity_fini(struct hm__router_affinity *a)
@@ -53,6 +80,7 @@ void hm__router_affinity_fini(struct hm__router_affinity *a)
 	if (a->ready)
 		mbedtls_md_free(&a->md);
 	a->ready = false;
+	memset(a->key, 0, sizeof(a->key));
 }
 
 static size_t put_u64(char *o, uint64_t v)

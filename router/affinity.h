@@ -2,7 +2,10 @@
  * Session-affinity cookies: "hermod-session-affinity=<expiry>.<dyno>.<mac>", where expiry is unix
  * seconds and mac = base64url(HMAC-SHA256(secret, "hermod-affinity-v1" 0 app 0 dyno 0 expiry)).
  * Nothing in it is node-local, so every router holding the same secret accepts every other's
- * cookies. The HMAC context is keyed once; signing and verifying reset it, so neither allocates.
+ * cookies: the cluster secret, which the origin makes and every node's table holds
+ * (docs/security.md), unless --affinity-secret-file gives one. The HMAC context is keyed once
+ * (and again when the cluster secret changes); signing and verifying reset it, so neither
+ * allocates.
  *
  * One struct per worker (the context is not thread-safe).
  */
@@ -40,12 +43,21 @@ struct hm__router_affinity {
 	uint64_t cache_seed; /* derived from the key: clients cannot aim at cache slots */
 	uint64_t cache_hits; /* verifies answered from the cache */
 	struct hm__router_affinity_hit cache[HM__AFFINITY_CACHE_N];
+	uint8_t key[HM_SECRET_MAX]; /* the key in use, when it fits (to tell a new one apart) */
+	size_t key_len;		    /* 0: the key did not fit */
 };
 
 /* Keys the context with secret (borrowed for the call) and empties the verify cache: a value
  * verified with another key proves nothing. Returns 0 or -ENOMEM / -EINVAL. */
 int hm__router_affinity_init(struct hm__router_affinity *a, const void *secret, size_t len);
 void hm__router_affinity_fini(struct hm__router_affinity *a);
+
+/*
+ * Keys an initialised context with secret (borrowed) if it is not the key in use: the cluster
+ * secret read from the table, when it first appears or changes. Allocates nothing. Returns 1
+ * if the key changed, 0 if it was the same, -EINVAL if it cannot be used (the old key stays).
+ */
+int hm__router_affinity_rekey(struct hm__router_affinity *a, const void *secret, size_t len);
 
 /*
  * Writes the value of a Set-Cookie header pinning app's client to dyno until expiry (unix

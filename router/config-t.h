@@ -39,8 +39,10 @@ struct hm__router_config {
 	uint16_t port; /* the listening port (X-Forwarded-Port) */
 	int listen_fd;
 	uint32_t worker_max_clients; /* each worker's share of max_connections */
-	uint8_t *secret;	     /* affinity secret (owned) */
+	/* affinity secret (owned): the file's, or a random one until the table's */
+	uint8_t *secret;
 	size_t secret_len;
+	bool secret_from_file; /* --affinity-secret-file: the table's secret is not used */
 };
 
 #endif

@@ -84,6 +84,8 @@ struct hm__router_ctx {
 	struct hm__router_iomem mem;	     /* buffers and write requests */
 	struct hm__router_limits req_lim, resp_lim;
 	struct hm__router_affinity aff;
+	uint64_t aff_version; /* the table version whose cluster secret aff was checked against */
+	const struct hm_table_map *aff_map;
 	struct hm__router_pool pool; /* idle dyno connections */
 	struct hm__router_skip skip[HM__SKIP_MAX];
 	uint32_t nskip;

@@ -15,6 +15,7 @@
 
 #include "common/errors.h"
 #include "common/log.h"
+#include "common/model.h"
 #include "router/http.h"
 
 #define LOG_FLUSH_BYTES 16384
@@ -83,6 +84,33 @@ void hm__router_ctx_fini(struct hm__router_ctx *ctx)
 	free_list(&ctx->free_dconns);
 }
 
+/*
+ * Signs affinity cookies with the cluster's secret from the table (docs/security.md) once it is
+ * there, and again if it changes; with --affinity-secret-file, never. Per request this is one
+ * atomic load: the secret is read only when the table's version has changed.
+ */
+void hm__router_ctx_aff_refresh(struct hm__router_ctx *ctx, struct hm_table_map *m)
+{
+	uint8_t key[HM_SECRET_MAX];
+	uint64_t v;
+	int n;
+
+	if (ctx->cfg->secret_from_file || m == NULL)
+		return;
+	v = hm_table_map_version(m);
+	if (m == ctx->aff_map && v == ctx->aff_version)
+		return;
+	n = hm_table_secret(m, "affinity", key);
+	if (n == HM_EBUSYTABLE)
+		return; /* try again on the next request */
+	ctx->aff_map = m;
+	ctx->aff_version = v;
+	/* None (an origin older than the secret): the master's random key until it comes. */
+	if (n > 0 && hm__router_affinity_rekey(&ctx->aff, key, (size_t)n) == 1)
+		hm_log(HM_LOG_DEBUG, "router", "affinity cookies: signed with the cluster secret");
+	memset(key, 0, sizeof(key));
+}
+
 struct hm_table_map *hm__router_ctx_map(struct hm__router_ctx *ctx, uint64_t *file_id)
 {
 	struct hm_table_map *m = hm_table_reader_map(ctx->reader);
@@ -109,6 +137,7 @@ struct hm_table_map *hm__router_ctx_map(struct hm__router_ctx *ctx, uint64_t *fi
 		ctx->cached_map = m;
 		ctx->cached_file_id = info.file_id;
 	}
+	hm__router_ctx_aff_refresh(ctx, m);
 	*file_id = ctx->cached_file_id;
 	return m;
 }

@@ -28,6 +28,13 @@ void hm__router_ctx_fini(struct hm__router_ctx *ctx);
  * is none. Sets *file_id to the map's file id. NULL: no table. */
 struct hm_table_map *hm__router_ctx_map(struct hm__router_ctx *ctx, uint64_t *file_id);
 
+/*
+ * Re-keys ctx->aff with the cluster's affinity secret from m when m or its version differs from
+ * the last one looked at (hm__router_ctx_map does this for every map it hands out; the worker's
+ * tick for a table no request has asked for). Allocates nothing; m may be NULL.
+ */
+void hm__router_ctx_aff_refresh(struct hm__router_ctx *ctx, struct hm_table_map *m);
+
 /* Appends a line to the access log, scheduling a batched write. */
 void hm__router_ctx_log(struct hm__router_ctx *ctx, const struct hm__router_logrec *r);
 /* Writes the buffered lines now. */

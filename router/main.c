@@ -48,7 +48,7 @@ static const char *const log_levels[] = {"err", "warning", "notice", "info", "de
 	 .max = 24 * 3600 * 1000, .arg = "DURATION", .help = h}
 
 static const struct hm_opt options[] = {
-	{.name = "table", .type = HM_OPT_STR, .offset = OFF(table), .def = "/dev/shm/hermod.table",
+	{.name = "table", .type = HM_OPT_STR, .offset = OFF(table), .def = "/run/hermod/hermod.table",
 	 .arg = "PATH", .help = "the node's routing table (written by hermod-syncd edge)"},
 	{.name = "listen", .type = HM_OPT_STR, .offset = OFF(listen), .def = "0.0.0.0:8080",
 	 .arg = "HOST:PORT", .help = "where clients connect", .check = hm_opt_check_hostport},
@@ -59,7 +59,8 @@ static const struct hm_opt options[] = {
 	 .check = hm_opt_check_hostport},
 	{.name = "affinity-secret-file", .type = HM_OPT_STR, .offset = OFF(affinity_secret_file),
 	 .arg = "PATH",
-	 .help = "key signing session-affinity cookies (same on every node; default: random)"},
+	 .help = "key signing session-affinity cookies, at least 32 bytes (default: the "
+		 "cluster's secret, from the table)"},
 	{.name = "access-log", .type = HM_OPT_STR, .offset = OFF(access_log), .def = "-",
 	 .arg = "PATH", .help = "request log, one line per request (-: stdout)"},
 	{.name = "log", .type = HM_OPT_STR, .offset = OFF(log), .arg = "PATH",
@@ -161,12 +162,13 @@ static int read_secret(const char *path)
 	fclose(f);
 	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
 		n--;
-	if (n == 0) {
+	if (n < 32) {
 		free(buf);
-		return -EINVAL;
+		return -EINVAL; /* a key guessed with less work than the HMAC's */
 	}
 	cfg.secret = buf;
 	cfg.secret_len = n;
+	cfg.secret_from_file = true;
 	return 0;
 }
 
@@ -752,14 +754,14 @@ int main(int argc, char **argv)
 		r = read_secret(cfg.affinity_secret_file);
 		if (r != 0)
 			die2("--affinity-secret-file: cannot use %s: %s", cfg.affinity_secret_file,
-			     r == -EINVAL ? "empty file" : strerror(-r));
+			     r == -EINVAL ? "it holds fewer than 32 bytes" : strerror(-r));
 	} else {
+		/* Until the table holds the cluster's secret (an origin older than it), cookies
+		 * are signed with this router's own random key. */
 		cfg.secret = malloc(32);
 		cfg.secret_len = 32;
 		if (cfg.secret == NULL || hm_random_bytes(cfg.secret, 32) != 0)
 			return 1;
-		hm_log(HM_LOG_INFO, "router",
-		       "no --affinity-secret-file: affinity cookies hold for this router only");
 	}
 	nworkers_wanted =
 	    cfg.workers > 0 ? (uint32_t)cfg.workers : (uint32_t)sysconf(_SC_NPROCESSORS_ONLN);

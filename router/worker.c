@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "common/errors.h"
+#include "common/filesec.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "router/ctx.h"
@@ -130,8 +131,25 @@ static void on_tick(uv_timer_t *t)
 	int r = hm_table_reader_check(w->ctx.reader);
 
 	w->ctx.table_checked = uv_now(&w->loop);
-	if (r < 0)
+	hm__router_ctx_aff_refresh(&w->ctx, hm_table_reader_map(w->ctx.reader));
+	if (r == HM_EUNTRUSTED) {
+		/* Someone else's file at the table's path is never served (filesec.h): say so
+		 * loudly, once a minute, since every request meanwhile is 503 H99. */
+		static uint64_t last_ms;
+		char why[160] = "";
+		uint64_t now = uv_now(&w->loop);
+
+		if (last_ms == 0 || now - last_ms >= 60000) {
+			last_ms = now;
+			hm_path_trusted(w->cfg->table, why, sizeof(why));
+			hm_log(HM_LOG_ERR, "router",
+			       "refusing the routing table %s: %s; requests get 503 H99 until the "
+			       "edge writes one",
+			       w->cfg->table, why);
+		}
+	} else if (r < 0) {
 		hm_log(HM_LOG_DEBUG, "router", "table %s: %s", w->cfg->table, hm_strerror(r));
+	}
 	publish_table(w);
 	drain_orphans(w);
 }
@@ -378,6 +396,7 @@ _Noreturn void hm__router_worker_main(const struct hm__router_config *cfg,
 	    hm__router_ledger_pending(slot))
 		drain_ledger(w, slot);
 	publish_table(w);
+	hm__router_ctx_aff_refresh(&w->ctx, hm_table_reader_map(w->ctx.reader));
 	uv_timer_init(&w->loop, &w->tick);
 	uv_timer_start(&w->tick, on_tick, 1000, 1000);
 	uv_timer_init(&w->loop, &w->drain_timer);

@@ -2,6 +2,12 @@
  * The admin socket server. Each connection reads into a fixed 4 KiB line buffer (a longer line is
  * an error and closes the connection), answers each complete line in order, and while a dump is
  * being streamed stops reading, so answers never interleave.
+ *
+ * What one client can cost is bounded: answers are produced only while less than UNSENT_MAX bytes
+ * of earlier answers wait to be written to it (after that the connection is not read until they
+ * drain, so a client that sends requests and never reads costs that much and its socket
+ * buffers); a connection with no request and no answer written for the idle timeout is closed;
+ * at most CLIENTS_MAX connections are open, and one more is told so and closed.
  */
 #include "syncd/admin.h"
 
@@ -19,10 +25,14 @@
 #include "common/log.h"
 #include "common/model.h"
 #include "common/util.h"
+#include "syncd/tlscfg.h"
 
 #define LINE_MAX_BYTES 4096
 #define DUMP_SLICE     (256u << 10)
 #define DUMPS_MAX      4
+#define UNSENT_MAX     (256u << 10)
+#define CLIENTS_MAX    64
+#define IDLE_CHECK_MS  250
 
 /* A record of the dump image: a put change with its strings after it. */
 struct img_rec {
@@ -52,6 +62,7 @@ struct conn {
 	bool eof;     /* the peer finished sending during a dump: close after it */
 	bool discard; /* after an overlong line: read and drop until EOF */
 	size_t discarded;
+	uint64_t active_ms; /* mono ms of the last byte read or answer written */
 };
 
 struct hm__admin {
@@ -61,8 +72,11 @@ struct hm__admin {
 	void *ctx;
 	char *path;
 	struct conn *conns;
-	int handles; /* open handles: server + connections */
+	int handles; /* open handles: server + connections + the idle timer */
+	int nconns;
 	int dumps;
+	uint64_t idle_ms;
+	uv_timer_t idle;
 	bool stopping;
 };
 
@@ -99,6 +113,7 @@ static void on_conn_closed(uv_handle_t *h)
 	dump_free(a, c->dump);
 	free(c);
 	a->handles--;
+	a->nconns--;
 	maybe_free(a);
 }
 
@@ -119,6 +134,12 @@ static void conn_close(struct conn *c)
 static void process_lines(struct conn *c);
 static void dump_continue(struct conn *c);
 static void set_reading(struct conn *c, bool on);
+
+/* Answers already produced but not yet taken by the socket are over the bound. */
+static bool over_budget(struct conn *c)
+{
+	return uv_stream_get_write_queue_size((uv_stream_t *)&c->pipe) >= UNSENT_MAX;
+}
 
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
@@ -160,8 +181,11 @@ static void on_written(uv_write_t *req, int status)
 		conn_close(c);
 		return;
 	}
+	c->active_ms = hm_mono_ms();
 	if (dump && c->dump != NULL)
 		dump_continue(c);
+	else if (c->dump == NULL && !c->eof && !c->discard && !over_budget(c))
+		process_lines(c); /* lines held back while answers were waiting */
 }
 
 /* Writes data (taking ownership). */
@@ -323,6 +347,9 @@ static int image_add(void *ctx, const struct hm_change *ch)
 {
 	struct hm__buf *img = ctx;
 	struct img_rec r;
+
+	if (ch->op == HM_OP_SECRET_PUT)
+		return 0; /* never listed (docs/security.md) */
 
 	memset(&r, 0, sizeof(r));
 	r.op = ch->op;
@@ -524,7 +551,8 @@ static void process_lines(struct conn *c)
 
 		if (c->closing)
 			return;
-		if (c->dump != NULL) {
+		if (c->dump != NULL || over_budget(c)) {
+			/* Resumed when the dump ends or the answers drain (on_written). */
 			set_reading(c, false);
 			return;
 		}
@@ -551,6 +579,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	struct conn *c = s->data;
 
 	(void)buf;
+	c->active_ms = hm_mono_ms();
 	if (c->discard) {
 		c->discarded += nread > 0 ? (size_t)nread : 0;
 		c->inlen = 0;
@@ -589,9 +618,11 @@ static void on_connection(uv_stream_t *server, int status)
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return;
 	c->a = a;
+	c->active_ms = hm_mono_ms();
 	uv_pipe_init(a->loop, &c->pipe, 0);
 	c->pipe.data = c;
 	a->handles++;
+	a->nconns++;
 	c->next = a->conns;
 	if (a->conns != NULL)
 		a->conns->prev = c;
@@ -600,7 +631,26 @@ static void on_connection(uv_stream_t *server, int status)
 		conn_close(c);
 		return;
 	}
+	if (a->nconns > CLIENTS_MAX) {
+		reply_error(c, "too many admin clients (%d); try again", CLIENTS_MAX);
+		conn_finish(c);
+		return;
+	}
 	set_reading(c, true);
+}
+
+/* Closes connections that neither sent a request nor took an answer for the idle timeout. */
+static void on_idle_check(uv_timer_t *t)
+{
+	struct hm__admin *a = t->data;
+	uint64_t now = hm_mono_ms();
+	struct conn *c, *next;
+
+	for (c = a->conns; c != NULL; c = next) {
+		next = c->next;
+		if (now - c->active_ms >= a->idle_ms)
+			conn_close(c);
+	}
 }
 
 /* mkdir -p of path's parent directory. */
@@ -657,7 +707,7 @@ static void on_server_closed(uv_handle_t *h)
 	maybe_free(a);
 }
 
-int hm__admin_start(struct hm__admin **out, uv_loop_t *loop, const char *path,
+int hm__admin_start(struct hm__admin **out, uv_loop_t *loop, const char *path, uint64_t idle_ms,
 		    const struct hm__admin_ops *ops, void *ctx, char *err, size_t errlen)
 {
 	struct hm__admin *a;
@@ -703,6 +753,11 @@ int hm__admin_start(struct hm__admin **out, uv_loop_t *loop, const char *path,
 		uv_close((uv_handle_t *)&a->server, on_server_closed);
 		return e;
 	}
+	a->idle_ms = idle_ms;
+	uv_timer_init(loop, &a->idle);
+	a->idle.data = a;
+	a->handles++;
+	uv_timer_start(&a->idle, on_idle_check, IDLE_CHECK_MS, IDLE_CHECK_MS);
 	*out = a;
 	return 0;
 }
@@ -715,5 +770,18 @@ void hm__admin_stop(struct hm__admin *a)
 	unlink(a->path);
 	while (a->conns != NULL)
 		conn_close(a->conns);
+	uv_close((uv_handle_t *)&a->idle, on_server_closed);
 	uv_close((uv_handle_t *)&a->server, on_server_closed);
+}
+
+void hm__admin_tls_status(struct hm__jsonw *w, const struct hm__tls_state *st)
+{
+	hm__jw_kbool(w, "tls", st->cur != NULL);
+	hm__jw_key(w, "tls_not_after");
+	if (st->cur != NULL)
+		hm__jw_u64(w, (uint64_t)hm__tls_not_after(st->cur));
+	else
+		hm__jw_null(w);
+	hm__jw_ku64(w, "tls_reloads", st->reloads);
+	hm__jw_ku64(w, "tls_reload_errors", st->errors);
 }

@@ -12,6 +12,7 @@
 #define HM_SYNCD_ADMIN_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <uv.h>
 
 #include "common/table.h"
@@ -31,10 +32,19 @@ struct hm__admin;
 /*
  * Creates the socket at path (parent directories created with mode 0755; a stale socket file
  * replaced; a socket some process still listens on is an error), mode 0600, and serves it on
- * loop. ops and ctx are borrowed until hm__admin_stop(). Returns 0 or an error with a reason.
+ * loop. A connection that neither sends nor takes anything for idle_ms is closed; answers wait
+ * for at most 256 KiB of unsent earlier ones (the connection is not read meanwhile); 64
+ * connections at most. ops and ctx are borrowed until hm__admin_stop(). Returns 0 or an error
+ * with a reason.
  */
-int hm__admin_start(struct hm__admin **out, uv_loop_t *loop, const char *path,
+int hm__admin_start(struct hm__admin **out, uv_loop_t *loop, const char *path, uint64_t idle_ms,
 		    const struct hm__admin_ops *ops, void *ctx, char *err, size_t errlen);
+
+struct hm__tls_state;
+
+/* Writes the status fields every role has about TLS: tls, tls_not_after (unix seconds or null),
+ * tls_reloads, tls_reload_errors. */
+void hm__admin_tls_status(struct hm__jsonw *w, const struct hm__tls_state *st);
 
 /* Closes the socket and every connection, removes the socket file. The memory is freed once
  * libuv has closed the handles (run the loop). */

@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/sub.h>
 #include <nng/protocol/reqrep0/req.h>
@@ -24,9 +25,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <uv.h>
 
 #include "common/errors.h"
+#include "common/filesec.h"
 #include "common/log.h"
 #include "common/sdnotify.h"
 #include "common/table.h"
@@ -38,6 +41,7 @@
 #include "syncd/mailbox.h"
 #include "syncd/nngx.h"
 #include "syncd/syncd.h"
+#include "syncd/tlscfg.h"
 
 #define TICK_MS		 250
 #define BACKOFF_MIN_MS	 100
@@ -75,7 +79,7 @@ struct edge {
 	char node[256];
 	uv_loop_t loop;
 	struct hm__mailbox mb;
-	uv_signal_t sigterm, sigint;
+	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t tick, retry;
 
 	struct hm_table_writer *w; /* NULL only while re-opening */
@@ -84,7 +88,7 @@ struct edge {
 
 	/* the table's published state, cached for status */
 	uint64_t epoch, applied;
-	uint32_t apps, domains, dynos;
+	uint32_t apps, domains, dynos, secrets;
 	uint8_t digest[16];
 	struct {
 		uint64_t seq;
@@ -124,7 +128,7 @@ struct edge {
 	/* the subscription */
 	nng_socket sub;
 	bool sub_open;
-	nng_dialer sub_d;
+	nng_dialer sub_d, req_d;
 	nng_aio *sub_aio;
 	atomic_bool sub_stop; /* shutdown: no receive after a receive */
 	bool sub_connected;
@@ -143,8 +147,15 @@ struct edge {
 	bool ready; /* READY=1 was sent */
 	struct hm__admin *admin;
 
+	struct hm__tls_state tls; /* the certificates in use; .cur NULL without TLS */
+	uint64_t tls_failures_seen, tls_warned_ms;
+	bool started; /* the first dials are done */
+
+	/* another epoch seen: the last change, for status */
+	uint64_t epoch_changes, epoch_from, epoch_to;
+
 	uint64_t catchups, snapshots, skipped_invalid, skipped_version, digest_mismatches;
-	uint64_t batches_applied, buffer_drops, sync_errors;
+	uint64_t batches_applied, buffer_drops, sync_errors, sync_redials;
 	int table_error;       /* the last failure to write the table (0 once a commit works) */
 	uint64_t table_errors; /* such failures so far */
 	bool stopping;
@@ -208,6 +219,7 @@ static void remember(struct edge *e)
 	e->apps = info.apps;
 	e->domains = info.domains;
 	e->dynos = info.dynos;
+	e->secrets = info.secrets;
 	memcpy(e->digest, info.digest, 16);
 	e->history[info.seq % HISTORY].seq = info.seq;
 	memcpy(e->history[info.seq % HISTORY].digest, info.digest, 16);
@@ -240,10 +252,27 @@ static int table_open(struct edge *e)
 		r = hm_table_writer_open(&e->w, e->cfg->table, NULL, 0,
 					 (uint64_t)e->cfg->table_max);
 	}
+	if (r == HM_EUNTRUSTED) {
+		char why[160] = "", lock[PATH_MAX];
+		const char *bad = e->cfg->table;
+
+		/* The attack this stops: another local user made the file first, with routes of
+		 * their own. It is not ours to resume, replace or delete. */
+		snprintf(lock, sizeof(lock), "%s.lock", e->cfg->table);
+		if (hm_path_trusted(bad, why, sizeof(why)) != HM_EUNTRUSTED) {
+			bad = lock;
+			hm_path_trusted(bad, why, sizeof(why));
+		}
+		hm_log(HM_LOG_ERR, "edge",
+		       "refusing the routing table: %s is %s; remove it or choose another --table",
+		       bad, why);
+	}
 	if (r != 0) {
 		e->w = NULL;
-		hm_log(HM_LOG_ERR, "edge", "cannot open the routing table %s: %s", e->cfg->table,
-		       r == -EBUSY ? "another process writes it" : hm_strerror(r));
+		if (r != HM_EUNTRUSTED)
+			hm_log(HM_LOG_ERR, "edge", "cannot open the routing table %s: %s",
+			       e->cfg->table,
+			       r == -EBUSY ? "another process writes it" : hm_strerror(r));
 		return r;
 	}
 	memset(e->history, 0, sizeof(e->history));
@@ -252,6 +281,8 @@ static int table_open(struct edge *e)
 }
 
 /* ---- Requests to the origin's sync socket --------------------------------------------------- */
+
+static int dial(struct edge *e, nng_socket s, const char *url, nng_dialer *out);
 
 /* nng thread: the sync request was sent (then its answer is awaited) or answered. */
 static void req_cb(void *arg)
@@ -745,6 +776,26 @@ static void catchup_done(struct edge *e)
 	drain_buffer(e);
 }
 
+/*
+ * The origin answers in another epoch than the table's. That is how a restored backup is
+ * published, but also what a process answering on the origin's address looks like (with
+ * plaintext sockets, any local user who binds the ports while the origin is down), so it is an
+ * error, counted and shown in status, once per new epoch. The edge still follows it.
+ */
+static void epoch_changed(struct edge *e, uint64_t to)
+{
+	if (to == e->epoch_to && e->epoch_from == e->epoch)
+		return;
+	e->epoch_changes++;
+	e->epoch_from = e->epoch;
+	e->epoch_to = to;
+	hm_log(HM_LOG_ERR, "edge",
+	       "the origin's epoch changed from %016" PRIx64 " to %016" PRIx64
+	       " (at %s): loading its whole state. Expected only after the origin's data was "
+	       "replaced (a restore); otherwise something else answers on the origin's address",
+	       e->epoch, to, e->cfg->sync);
+}
+
 static void on_catchup_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m)
 {
 	struct mref *mr;
@@ -754,6 +805,8 @@ static void on_catchup_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m)
 	e->catchup_head = m->catchup_rep.head_seq;
 	if (m->catchup_rep.head_seq > e->origin_seq || m->catchup_rep.epoch != e->epoch)
 		e->origin_seq = m->catchup_rep.head_seq;
+	if (m->catchup_rep.status == HM_CATCHUP_EPOCH && e->epoch != 0)
+		epoch_changed(e, m->catchup_rep.epoch);
 	if (m->catchup_rep.status == HM_CATCHUP_EPOCH ||
 	    m->catchup_rep.status == HM_CATCHUP_SNAPSHOT) {
 		nng_msg_free(msg);
@@ -965,10 +1018,21 @@ static void on_sync_reply(struct edge *e, int rc, nng_msg *msg)
 		return;
 	}
 	if (rc != 0) {
+		bool redial = rc == -ETIMEDOUT && !e->stopping;
+
 		e->snap.discard_next = false; /* the request it was about has ended */
 		if (rate_ok(++e->sync_errors))
-			hm_log(HM_LOG_WARNING, "edge", "sync request to %s failed: %s; retrying",
-			       e->cfg->sync, hm_strerror(rc));
+			hm_log(HM_LOG_WARNING, "edge", "sync request to %s failed: %s; retrying%s",
+			       e->cfg->sync, hm_strerror(rc), redial ? " on a new connection" : "");
+		/* No answer in --timeout: the connection may carry nothing any more while nng
+		 * keeps it (nng 1.5.2's TLS can leave one so when the peer dies as a message
+		 * arrives), and REQ would keep using it. A new dialer closes it. */
+		if (redial) {
+			nng_dialer_close(e->req_d);
+			if (dial(e, e->req, e->cfg->sync, &e->req_d) != 0)
+				hm_log(HM_LOG_ERR, "edge", "cannot dial %s", e->cfg->sync);
+			e->sync_redials++;
+		}
 		retry_later(e);
 		return;
 	}
@@ -1083,6 +1147,75 @@ static void sub_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 			 (uint64_t)nng_pipe_id(p), NULL);
 }
 
+/* ---- Dialing ------------------------------------------------------------------------------ */
+
+/* Dials url from s, with the certificates in use when it is tls+tcp://. */
+static int dial(struct edge *e, nng_socket s, const char *url, nng_dialer *out)
+{
+	nng_tls_config *tls = NULL;
+	bool named = true;
+	int rv;
+
+	if (hm__tls_url(url) && (rv = hm__tls_dialer_config(e->tls.cur, url, &tls, &named)) != 0)
+		return rv;
+	if (!named && !e->started)
+		hm_log(HM_LOG_NOTICE, "edge",
+		       "%s names the origin by address: its certificate's chain and serverAuth "
+		       "usage are checked, no name (docs/security.md)",
+		       url);
+	rv = hm__nng_dial(s, url, tls, out);
+	if (tls != NULL)
+		nng_tls_config_free(tls);
+	return rv;
+}
+
+/* Gives both dialers a configuration made from t (SIGHUP). */
+static int apply_tls(void *ctx, struct hm__tls *t)
+{
+	struct edge *e = ctx;
+	const struct {
+		nng_dialer d;
+		const char *url;
+	} ds[] = {{e->sub_d, e->cfg->publish}, {e->req_d, e->cfg->sync}};
+	int rv = 0;
+
+	for (size_t i = 0; i < HM_ARRAY_SIZE(ds) && rv == 0; i++) {
+		nng_tls_config *c;
+		bool named;
+
+		if (!hm__tls_url(ds[i].url))
+			continue;
+		if ((rv = hm__tls_dialer_config(t, ds[i].url, &c, &named)) != 0)
+			break;
+		rv = hm__nng_err(nng_dialer_set_ptr(ds[i].d, NNG_OPT_TLS_CONFIG, c));
+		nng_tls_config_free(c);
+	}
+	return rv;
+}
+
+/*
+ * SIGHUP: the certificate files are read again, and both dialers get configurations made from
+ * them: the next connection uses them, the established ones are kept. Files that do not load
+ * change nothing.
+ */
+static void on_sighup(uv_signal_t *sig, int signum)
+{
+	struct edge *e = sig->data;
+
+	(void)signum;
+	if (!e->stopping)
+		hm__tls_reload(&e->tls, e->cfg->tls_cert, e->cfg->tls_ca, NULL, apply_tls, e,
+			       "edge");
+}
+
+/* TLS handshakes with the origin that failed, on both dialers (nng's "auth" statistic). */
+static uint64_t tls_failures(struct edge *e)
+{
+	if (e->tls.cur == NULL)
+		return 0;
+	return hm__nng_dialer_stat(e->sub_d, "auth") + hm__nng_dialer_stat(e->req_d, "auth");
+}
+
 /* ---- Timers and signals ------------------------------------------------------------------- */
 
 static void on_tick(uv_timer_t *t)
@@ -1132,9 +1265,26 @@ static void on_tick(uv_timer_t *t)
 		       "dialing again",
 		       e->cfg->publish, quiet);
 		nng_dialer_close(e->sub_d);
-		if (hm__nng_dial(e->sub, e->cfg->publish, &e->sub_d) != 0)
+		if (dial(e, e->sub, e->cfg->publish, &e->sub_d) != 0)
 			hm_log(HM_LOG_ERR, "edge", "cannot dial %s", e->cfg->publish);
 		e->last_redial_ms = now;
+	}
+	if (e->tls.cur != NULL && now / 1000 != (now - TICK_MS) / 1000) {
+		/* Once a second: a handshake refused by the origin, or an origin whose certificate
+		 * is not trusted here, only shows in nng's statistics. */
+		uint64_t n = tls_failures(e);
+
+		/* Said at once, then at most once a minute while it goes on. */
+		if (n > e->tls_failures_seen &&
+		    (e->tls_warned_ms == 0 || now - e->tls_warned_ms >= 60000)) {
+			hm_log(HM_LOG_WARNING, "edge",
+			       "%" PRIu64 " TLS handshake(s) with the origin failed (%" PRIu64
+			       " in all): check that each side's certificate chains to the other's "
+			       "--tls-ca, is valid now, and names the origin as in %s",
+			       n - e->tls_failures_seen, n, e->cfg->publish);
+			e->tls_failures_seen = n;
+			e->tls_warned_ms = now;
+		}
 	}
 }
 
@@ -1177,6 +1327,7 @@ static void shutdown_edge(struct edge *e)
 	hm__mailbox_close(&e->mb);
 	close_handle((uv_handle_t *)&e->sigterm);
 	close_handle((uv_handle_t *)&e->sigint);
+	close_handle((uv_handle_t *)&e->sighup);
 	/* Once libuv lets go of them, a second SIGTERM must not kill the process mid-cleanup. */
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
@@ -1212,6 +1363,7 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "apps", e->apps);
 	hm__jw_ku64(w, "domains", e->domains);
 	hm__jw_ku64(w, "dynos", e->dynos);
+	hm__jw_ku64(w, "secrets", e->secrets); /* counted, never shown */
 	hm_digest_hex(e->digest, hex);
 	hm__jw_kcstr(w, "digest", hex);
 	hm__jw_kbool(w, "stale", e->stale);
@@ -1221,6 +1373,22 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	else
 		hm__jw_null(w);
 	hm__jw_kbool(w, "subscribed", e->sub_connected);
+	/* One origin for now (several come with the etcd store): its URLs and what was heard. */
+	hm__jw_key(w, "origins");
+	hm__jw_arr(w);
+	hm__jw_obj(w);
+	hm__jw_kcstr(w, "url", e->cfg->publish);
+	hm__jw_kcstr(w, "sync", e->cfg->sync);
+	hm__jw_kbool(w, "connected", e->sub_connected);
+	hm__jw_key(w, "last_heartbeat_ms");
+	if (e->last_hb_ms != 0)
+		hm__jw_u64(w, hm_mono_ms() - e->last_hb_ms);
+	else
+		hm__jw_null(w);
+	hm__jw_obj_end(w);
+	hm__jw_arr_end(w);
+	hm__admin_tls_status(w, &e->tls);
+	hm__jw_ku64(w, "tls_handshake_failures", tls_failures(e));
 	hm__jw_kcstr(w, "table", e->cfg->table);
 	hm__jw_ku64(w, "batches_applied", e->batches_applied);
 	hm__jw_ku64(w, "catchups", e->catchups);
@@ -1228,6 +1396,16 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "skipped_invalid", e->skipped_invalid);
 	hm__jw_ku64(w, "skipped_version", e->skipped_version);
 	hm__jw_ku64(w, "digest_mismatches", e->digest_mismatches);
+	hm__jw_ku64(w, "epoch_changes", e->epoch_changes);
+	hm__jw_key(w, "last_epoch_change");
+	if (e->epoch_changes > 0) {
+		hm__jw_obj(w);
+		hm__jw_khex64(w, "from", e->epoch_from);
+		hm__jw_khex64(w, "to", e->epoch_to);
+		hm__jw_obj_end(w);
+	} else {
+		hm__jw_null(w);
+	}
 	hm__jw_ku64(w, "buffered", e->buffered);
 	hm__jw_ku64(w, "buffer_drops", e->buffer_drops);
 	hm__jw_ku64(w, "sync_errors", e->sync_errors);
@@ -1237,6 +1415,7 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	else
 		hm__jw_null(w);
 	hm__jw_ku64(w, "table_errors", e->table_errors);
+	hm__jw_ku64(w, "sync_redials", e->sync_redials);
 }
 
 static void admin_dump_head(void *ctx, struct hm__jsonw *w)
@@ -1271,13 +1450,23 @@ static const struct hm__admin_ops admin_ops = {
 static int setup(struct edge *e)
 {
 	const struct hm__edge_cfg *cfg = e->cfg;
-	char err[512];
+	char err[512], dir[PATH_MAX];
+	const char *slash = strrchr(cfg->table, '/');
 	int rv;
 
+	/* The table's directory (/run/hermod under systemd): made if missing, for the service's
+	 * user and group only. */
+	if (slash != NULL && slash != cfg->table && (size_t)(slash - cfg->table) < sizeof(dir)) {
+		memcpy(dir, cfg->table, (size_t)(slash - cfg->table));
+		dir[slash - cfg->table] = '\0';
+		if (mkdir(dir, 0750) != 0 && errno != EEXIST)
+			hm_log(HM_LOG_WARNING, "edge", "cannot create %s: %s", dir,
+			       strerror(errno));
+	}
 	if ((rv = table_open(e)) != 0)
 		return rv;
-	if ((rv = hm__admin_start(&e->admin, &e->loop, cfg->admin, &admin_ops, e, err,
-				  sizeof(err))) != 0) {
+	if ((rv = hm__admin_start(&e->admin, &e->loop, cfg->admin, (uint64_t)cfg->admin_idle,
+				  &admin_ops, e, err, sizeof(err))) != 0) {
 		hm_log(HM_LOG_ERR, "edge", "%s", err);
 		return rv;
 	}
@@ -1291,8 +1480,8 @@ static int setup(struct edge *e)
 		return hm__nng_err(rv);
 	}
 	e->req_open = true;
-	if ((rv = hm__nng_socket_opts(e->sub, false)) != 0 ||
-	    (rv = hm__nng_socket_opts(e->req, false)) != 0 ||
+	if ((rv = hm__nng_socket_opts(e->sub, 0)) != 0 ||
+	    (rv = hm__nng_socket_opts(e->req, 0)) != 0 ||
 	    (rv = hm__nng_err(nng_socket_set(e->sub, NNG_OPT_SUB_SUBSCRIBE, "", 0))) != 0 ||
 	    (rv = hm__nng_err(nng_socket_set_int(e->sub, NNG_OPT_RECVBUF, 8192))) != 0) {
 		hm_log(HM_LOG_ERR, "edge", "cannot set socket options: %s", hm_strerror(rv));
@@ -1303,16 +1492,18 @@ static int setup(struct edge *e)
 	    (rv = nng_aio_alloc(&e->sub_aio, sub_cb, e)) != 0 ||
 	    (rv = nng_aio_alloc(&e->req_aio, req_cb, e)) != 0)
 		return hm__nng_err(rv);
-	if ((rv = hm__nng_dial(e->sub, cfg->publish, &e->sub_d)) != 0 ||
-	    (rv = hm__nng_dial(e->req, cfg->sync, NULL)) != 0) {
+	if ((rv = dial(e, e->sub, cfg->publish, &e->sub_d)) != 0 ||
+	    (rv = dial(e, e->req, cfg->sync, &e->req_d)) != 0) {
 		hm_log(HM_LOG_ERR, "edge", "cannot dial %s / %s: %s", cfg->publish, cfg->sync,
 		       hm_strerror(rv));
 		return rv;
 	}
 	e->last_redial_ms = e->start_ms = hm_mono_ms();
+	e->started = true;
 	nng_recv_aio(e->sub, e->sub_aio);
 	uv_signal_start(&e->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&e->sigint, on_signal, SIGINT);
+	uv_signal_start(&e->sighup, on_sighup, SIGHUP);
 	uv_timer_start(&e->tick, on_tick, TICK_MS, TICK_MS);
 	return 0;
 }
@@ -1328,11 +1519,14 @@ int hm__edge_run(const struct hm__edge_cfg *cfg)
 	snprintf(e->node, sizeof(e->node), "%s", cfg->node);
 	uv_loop_init(&e->loop);
 	hm_require(hm__mailbox_init(&e->mb, &e->loop, on_mail, discard_mail, e) == 0);
+	uv_signal_init(&e->loop, &e->sighup);
 	uv_signal_init(&e->loop, &e->sigterm);
 	uv_signal_init(&e->loop, &e->sigint);
 	uv_timer_init(&e->loop, &e->tick);
 	uv_timer_init(&e->loop, &e->retry);
-	e->sigterm.data = e->sigint.data = e->tick.data = e->retry.data = e;
+	e->sigterm.data = e->sigint.data = e->sighup.data = e->tick.data = e->retry.data = e;
+	if ((e->tls.cur = cfg->tls) != NULL)
+		hm__tls_ref(e->tls.cur);
 	hm__asm_init(&e->as, free_part);
 	hm_require(hm_proto_decoder_new(&e->dec_in) == 0 &&
 		   hm_proto_decoder_new(&e->dec_apply) == 0);
@@ -1362,6 +1556,7 @@ int hm__edge_run(const struct hm__edge_cfg *cfg)
 	hm__mailbox_fini(&e->mb);
 	if (uv_loop_close(&e->loop) != 0)
 		hm_log(HM_LOG_WARNING, "edge", "libuv loop not empty at exit");
+	hm__tls_unref(e->tls.cur);
 	if (code == 0)
 		hm_log(HM_LOG_NOTICE, "edge", "stopped");
 	free(e);

@@ -5,7 +5,9 @@
  * send them to the origin's control socket under one random request id, in parts of at most
  * HM_PROTO_MAX_CHANGES changes and HM__CTL_PART_BYTES; the origin answers STAGED to every part
  * but the last, and ACK (durable at (epoch, seq)) or ERROR to the last. nng's REQ resends a
- * request after a reconnect; the request id makes that harmless.
+ * request after a reconnect, and a part with no answer for RESEND_AFTER_MS is sent again on a
+ * new connection (nng 1.5.2's TLS can leave a connection that carries nothing any more looking
+ * alive for good); the request id makes both harmless.
  *
  * `apply` reads its file twice, one change at a time: the first pass checks every change and
  * decides the parts, the second sends them. At most one part is in memory.
@@ -43,6 +45,7 @@
 #include "syncd/buf.h"
 #include "syncd/jsonw.h"
 #include "syncd/nngx.h"
+#include "syncd/tlscfg.h"
 #include "syncd/wire.h"
 
 #define EXIT_OK		 0
@@ -53,6 +56,8 @@
 struct cfg {
 	char *control;
 	char *admin;
+	char *tls_cert, *tls_ca;
+	bool insecure_plaintext;
 	bool json;
 	int64_t timeout;
 	int64_t reply_timeout;
@@ -72,11 +77,29 @@ static const struct hm_opt options[] = {
     {.name = "control",
      .type = HM_OPT_STR,
      .offset = offsetof(struct cfg, control),
-     .def = "tcp://127.0.0.1:7400",
+     .def = "ipc:///run/hermod/control.sock",
      .env = "HERMOD_CONTROL",
      .arg = "URL",
      .check = check_url,
      .help = "the origin's control socket ($HERMOD_CONTROL)"},
+    {.name = "tls-cert",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct cfg, tls_cert),
+     .env = "HERMOD_TLS_CERT",
+     .arg = "FILE",
+     .help = "PEM: a control-plane certificate chain and its key, for tls+tcp:// "
+	     "($HERMOD_TLS_CERT)"},
+    {.name = "tls-ca",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct cfg, tls_ca),
+     .env = "HERMOD_TLS_CA",
+     .arg = "FILE",
+     .help = "PEM: the CA the origin's certificate chains to ($HERMOD_TLS_CA)"},
+    {.name = "insecure-plaintext",
+     .type = HM_OPT_BOOL,
+     .offset = offsetof(struct cfg, insecure_plaintext),
+     .def = "false",
+     .help = "allow a plaintext tcp:// control URL that is not loopback"},
     {.name = "admin",
      .type = HM_OPT_STR,
      .offset = offsetof(struct cfg, admin),
@@ -133,7 +156,8 @@ static const struct hm_opt options[] = {
 };
 
 static const char synopsis[] =
-    "hermodctl [--control URL] [--json] app put NAME [--maintenance on|off] [--affinity on|off] "
+    "hermodctl [--control URL] [--tls-cert FILE --tls-ca FILE] [--json] app put NAME "
+    "[--maintenance on|off] [--affinity on|off] "
     "[--balance random|least-conn]\n"
     "       hermodctl [--control URL] app rm NAME\n"
     "       hermodctl [--control URL] domain put HOSTNAME APP | domain rm HOSTNAME\n"
@@ -146,6 +170,64 @@ static const char synopsis[] =
 
 static struct cfg cfg;
 
+/* ---- Output: nothing a server, a file or an argument holds may drive the terminal -------- */
+
+/*
+ * Writes s[0..n) to f with every control character (hm_ctl_scan's set: C0, DEL, C1 in UTF-8)
+ * written as \xNN, or as \u00NN where json (which keeps JSON text valid).
+ */
+static void put_esc(FILE *f, const char *s, size_t n, bool json)
+{
+	size_t i = 0;
+
+	while (i < n) {
+		long k = hm_ctl_scan(s + i, n - i);
+		size_t run = k < 0 ? n - i : (size_t)k;
+		unsigned c;
+
+		fwrite(s + i, 1, run, f);
+		i += run;
+		if (i == n)
+			break;
+		c = (unsigned char)s[i];
+		if (c == 0xc2) /* a C1 control: its second byte is the code point */
+			c = (unsigned char)s[++i];
+		fprintf(f, json ? "\\u%04x" : "\\x%02x", c);
+		i++;
+	}
+}
+
+/* printf into a buffer, then put_esc: every message hermodctl writes goes through this. */
+static void vprint_esc(FILE *f, const char *fmt, va_list ap)
+{
+	char buf[4096];
+	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+
+	size_t len;
+
+	if (n < 0)
+		return;
+	len = HM_MIN((size_t)n, sizeof(buf) - 1);
+	/* The line's own end is the format's; any other newline came from an argument. */
+	if (len > 0 && buf[len - 1] == '\n') {
+		put_esc(f, buf, len - 1, false);
+		fputc('\n', f);
+		return;
+	}
+	put_esc(f, buf, len, false);
+}
+
+static void print_esc(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void print_esc(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vprint_esc(stdout, fmt, ap);
+	va_end(ap);
+}
+
 static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 static int usage_error(const char *fmt, ...)
@@ -154,7 +236,7 @@ static int usage_error(const char *fmt, ...)
 
 	fprintf(stderr, "hermodctl: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vprint_esc(stderr, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, " (see hermodctl --help)\n");
 	return EXIT_USAGE;
@@ -168,7 +250,7 @@ static int fail(int code, const char *fmt, ...)
 
 	fprintf(stderr, "hermodctl: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vprint_esc(stderr, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "\n");
 	return code;
@@ -177,8 +259,8 @@ static int fail(int code, const char *fmt, ...)
 /* Prints a JSON object built by fn to stdout (for --json). */
 static void print_json(struct hm__buf *b)
 {
-	hm__buf_add(b, "\n", 1);
-	fwrite(b->data, 1, b->len, stdout);
+	put_esc(stdout, b->data, b->len, true);
+	putchar('\n');
 	hm__buf_fini(b);
 }
 
@@ -193,48 +275,115 @@ static void ctl_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 	atomic_fetch_add(&ctl_pipes, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1);
 }
 
+/* A part unanswered this long is sent again, on a new connection. */
+#define RESEND_AFTER_MS 5000
+
 struct client {
 	nng_socket s;
+	nng_dialer d;
+	nng_tls_config *tls; /* one hold while open; NULL for plaintext */
 	bool open;
 	struct hm_proto_decoder *dec;
 	uint8_t req_id[16];
 };
 
-static int client_open(struct client *c)
+/* The contract's rules for the control URL, then the certificates: EXIT_OK or EXIT_USAGE. */
+static int control_tls(nng_tls_config **tls)
 {
-	uint64_t deadline;
-	int rv;
+	struct hm__tls *t = NULL;
+	char err[512];
+	bool named;
+	int e;
 
-	if ((rv = nng_req0_open(&c->s)) != 0)
-		return fail(EXIT_UNREACHABLE, "cannot open a socket: %s", nng_strerror(rv));
-	c->open = true;
-	hm__nng_socket_opts(c->s, false);
-	nng_socket_set_ms(c->s, NNG_OPT_SENDTIMEO, (nng_duration)cfg.timeout);
-	nng_socket_set_ms(c->s, NNG_OPT_RECVTIMEO, (nng_duration)cfg.reply_timeout);
-	nng_pipe_notify(c->s, NNG_PIPE_EV_ADD_POST, ctl_pipe_cb, NULL);
-	nng_pipe_notify(c->s, NNG_PIPE_EV_REM_POST, ctl_pipe_cb, NULL);
-	if ((rv = hm__nng_dial(c->s, cfg.control, NULL)) != 0)
-		return fail(EXIT_USAGE, "cannot dial %s: %s", cfg.control, hm_strerror(rv));
-	deadline = hm_mono_ms() + (uint64_t)cfg.timeout;
+	*tls = NULL;
+	if ((cfg.tls_cert == NULL) != (cfg.tls_ca == NULL))
+		return usage_error("--tls-cert and --tls-ca go together");
+	if (hm__nng_url_policy("control", cfg.control, cfg.tls_cert != NULL, cfg.insecure_plaintext,
+			       err, sizeof(err)) != 0)
+		return usage_error("%s", err);
+	if (!hm__tls_url(cfg.control))
+		return EXIT_OK;
+	if (hm__tls_load(&t, cfg.tls_cert, cfg.tls_ca, NULL, err, sizeof(err)) != 0)
+		return usage_error("%s", err);
+	e = hm__tls_dialer_config(t, cfg.control, tls, &named);
+	hm__tls_unref(t);
+	if (e != 0)
+		return fail(EXIT_USAGE, "cannot configure TLS: %s", hm_strerror(e));
+	return EXIT_OK;
+}
+
+/* Waits until the socket has a pipe: EXIT_OK, or EXIT_UNREACHABLE once deadline passes or at
+ * once when a TLS handshake was refused (waiting will not make it succeed). */
+static int await_pipe(struct client *c, uint64_t deadline)
+{
+	uint64_t next_check = 0;
+
 	while (atomic_load(&ctl_pipes) <= 0) {
-		if (hm_mono_ms() >= deadline)
+		uint64_t now = hm_mono_ms();
+
+		if (now >= deadline)
 			return fail(EXIT_UNREACHABLE,
 				    "cannot reach the origin at %s within %" PRId64
 				    " ms (is hermod-syncd origin running?)",
 				    cfg.control, cfg.timeout);
+		if (c->tls != NULL && now >= next_check) {
+			next_check = now + 50;
+			if (hm__nng_dialer_stat(c->d, "auth") > 0)
+				return fail(
+				    EXIT_UNREACHABLE,
+				    "the TLS handshake with the origin at %s failed: check "
+				    "that --tls-cert chains to the origin's --control-ca, that "
+				    "--tls-ca is the CA of the origin's certificate, that both "
+				    "are valid now, and that the URL names the origin",
+				    cfg.control);
+		}
 		struct timespec ts = {0, 5 * 1000 * 1000};
 
 		nanosleep(&ts, NULL);
 	}
+	return EXIT_OK;
+}
+
+static int client_open(struct client *c)
+{
+	int rv;
+
+	if ((rv = control_tls(&c->tls)) != EXIT_OK)
+		return rv;
+	if ((rv = nng_req0_open(&c->s)) != 0)
+		return fail(EXIT_UNREACHABLE, "cannot open a socket: %s", nng_strerror(rv));
+	c->open = true;
+	hm__nng_socket_opts(c->s, 0);
+	nng_socket_set_ms(c->s, NNG_OPT_SENDTIMEO, (nng_duration)cfg.timeout);
+	nng_pipe_notify(c->s, NNG_PIPE_EV_ADD_POST, ctl_pipe_cb, NULL);
+	nng_pipe_notify(c->s, NNG_PIPE_EV_REM_POST, ctl_pipe_cb, NULL);
+	if ((rv = hm__nng_dial(c->s, cfg.control, c->tls, &c->d)) != 0)
+		return fail(EXIT_USAGE, "cannot dial %s: %s", cfg.control, hm_strerror(rv));
+	if ((rv = await_pipe(c, hm_mono_ms() + (uint64_t)cfg.timeout)) != EXIT_OK)
+		return rv;
 	hm_require(hm_proto_decoder_new(&c->dec) == 0);
 	hm_random_bytes(c->req_id, sizeof(c->req_id));
 	return EXIT_OK;
+}
+
+/* Closes the connection (and the dialer: nng closes its pipes with it) and dials again. */
+static int redial(struct client *c)
+{
+	int rv;
+
+	nng_dialer_close(c->d);
+	if ((rv = hm__nng_dial(c->s, cfg.control, c->tls, &c->d)) != 0)
+		return fail(EXIT_UNREACHABLE, "cannot dial %s again: %s", cfg.control,
+			    hm_strerror(rv));
+	return await_pipe(c, hm_mono_ms() + (uint64_t)cfg.timeout);
 }
 
 static void client_close(struct client *c)
 {
 	if (c->open)
 		nng_close(c->s);
+	if (c->tls != NULL)
+		nng_tls_config_free(c->tls);
 	hm_proto_decoder_free(c->dec);
 }
 
@@ -262,19 +411,26 @@ static int send_part(struct client *c, const struct hm_pbuf *pb)
 	return EXIT_OK;
 }
 
-/* Waits for the answer to the part sent last. Returns EXIT_OK with *a filled, or an exit code. */
-static int await_answer(struct client *c, struct answer *a)
+/* Waits up to wait_ms for the answer to the part sent last. Returns EXIT_OK with *a filled, or
+ * an exit code; *late is set (and EXIT_UNREACHABLE returned) if the time passed. */
+static int await_answer(struct client *c, struct answer *a, uint64_t wait_ms, bool *late)
 {
 	nng_msg *rep = NULL;
 	struct hm_msg r;
 	int rv;
 
+	*late = false;
+	nng_socket_set_ms(c->s, NNG_OPT_RECVTIMEO, (nng_duration)wait_ms);
 	for (;;) {
-		if ((rv = nng_recvmsg(c->s, &rep, 0)) != 0)
-			return fail(EXIT_UNREACHABLE,
-				    "no answer from the origin at %s (%s) within %" PRId64
-				    " ms: the change may or may not have been applied",
-				    cfg.control, nng_strerror(rv), cfg.reply_timeout);
+		if ((rv = nng_recvmsg(c->s, &rep, 0)) != 0) {
+			*late = rv == NNG_ETIMEDOUT;
+			return *late
+				   ? EXIT_UNREACHABLE
+				   : fail(EXIT_UNREACHABLE,
+					  "no answer from the origin at %s (%s): the change may or "
+					  "may not have been applied",
+					  cfg.control, nng_strerror(rv));
+		}
 		rv = hm_proto_decode(c->dec, nng_msg_body(rep), nng_msg_len(rep), &r);
 		if (rv != 0 || r.type != HM_MSG_CTL_REP) {
 			nng_msg_free(rep);
@@ -292,25 +448,52 @@ static int await_answer(struct client *c, struct answer *a)
 	a->code = r.ctl_rep.code;
 	a->index = r.ctl_rep.index;
 	{
-		/* The reason is raw bytes from the network: keep printable ASCII only. */
+		/* Raw bytes from the network, escaped wherever they are printed; a NUL would end
+		 * the string early, so it becomes a space here. */
 		uint32_t n = HM_MIN(r.ctl_rep.reason_len, (uint32_t)HM_PROTO_MAX_REASON);
 
-		for (uint32_t i = 0; i < n; i++) {
-			char ch = r.ctl_rep.reason[i];
-
-			a->reason[i] = ch >= 0x20 && ch < 0x7f ? ch : '?';
-		}
+		for (uint32_t i = 0; i < n; i++)
+			a->reason[i] = r.ctl_rep.reason[i] != '\0' ? r.ctl_rep.reason[i] : ' ';
 		a->reason[n] = '\0';
 	}
 	nng_msg_free(rep);
 	return EXIT_OK;
 }
 
+/* Waits for the answer to pb (just sent), up to --reply-timeout: after RESEND_AFTER_MS without
+ * one, pb is sent again on a new connection (the origin answers a request id it has seen as it
+ * answered it first, or once that batch is done). */
+static int answer_of(struct client *c, const struct hm_pbuf *pb, struct answer *a)
+{
+	uint64_t end = hm_mono_ms() + (uint64_t)cfg.reply_timeout;
+	unsigned sent = 1;
+
+	for (;;) {
+		uint64_t now = hm_mono_ms();
+		bool late;
+		int code;
+
+		code =
+		    await_answer(c, a, HM_MIN(RESEND_AFTER_MS, end > now ? end - now : 1), &late);
+		if (!late)
+			return code;
+		if (hm_mono_ms() >= end)
+			return fail(EXIT_UNREACHABLE,
+				    "no answer from the origin at %s within %" PRId64
+				    " ms (sent %u times, on %u connections): the change may or may "
+				    "not have been applied",
+				    cfg.control, cfg.reply_timeout, sent, sent);
+		if ((code = redial(c)) != EXIT_OK || (code = send_part(c, pb)) != EXIT_OK)
+			return code;
+		sent++;
+	}
+}
+
 static int exchange(struct client *c, const struct hm_pbuf *pb, struct answer *a)
 {
 	int code = send_part(c, pb);
 
-	return code != EXIT_OK ? code : await_answer(c, a);
+	return code != EXIT_OK ? code : answer_of(c, pb, a);
 }
 
 static int report_ack(const struct answer *a, uint64_t nchanges)
@@ -544,7 +727,7 @@ static int cmd_apply(const char *file)
 	uint64_t total = 0;
 	struct owned *part = NULL;
 	struct client c = {0};
-	struct hm_pbuf pb = {0};
+	struct hm_pbuf pb[2] = {{0}}; /* part p in pb[p % 2], the next one encoded meanwhile */
 	struct answer a;
 	int code = EXIT_OK, r, restarts = 0;
 	FILE *f = open_input(file, &code);
@@ -597,15 +780,16 @@ again:
 	hm_batch_reader_free(br);
 	hm_require(hm_batch_reader_new(&br, f) == 0);
 	/* Part p + 1 is read and encoded while the origin takes part p. */
-	if ((code = encode_part(br, part, &c, 0, ncounts, counts[0], &pb, file)) != EXIT_OK)
+	if ((code = encode_part(br, part, &c, 0, ncounts, counts[0], &pb[0], file)) != EXIT_OK)
 		goto out;
 	for (uint32_t p = 0; p < ncounts; p++) {
-		if ((code = send_part(&c, &pb)) != EXIT_OK)
+		if ((code = send_part(&c, &pb[p % 2])) != EXIT_OK)
 			goto out;
-		if (p + 1 < ncounts && (code = encode_part(br, part, &c, p + 1, ncounts,
-							   counts[p + 1], &pb, file)) != EXIT_OK)
+		if (p + 1 < ncounts &&
+		    (code = encode_part(br, part, &c, p + 1, ncounts, counts[p + 1],
+					&pb[(p + 1) % 2], file)) != EXIT_OK)
 			goto out;
-		if ((code = await_answer(&c, &a)) != EXIT_OK)
+		if ((code = answer_of(&c, &pb[p % 2], &a)) != EXIT_OK)
 			goto out;
 		if (a.status == HM_CTL_ERROR) {
 			if (a.code == HM_EGAP && restarts < 3) {
@@ -632,7 +816,8 @@ again:
 	}
 out:
 	client_close(&c);
-	hm_pbuf_fini(&pb);
+	hm_pbuf_fini(&pb[0]);
+	hm_pbuf_fini(&pb[1]);
 	hm_batch_reader_free(br);
 	free(part);
 	free(counts);
@@ -800,13 +985,13 @@ static const char *jbool(const cJSON *o, const char *key)
 static void print_row(const char *section, const cJSON *o)
 {
 	if (strcmp(section, "apps") == 0)
-		printf("%-32s %-11s %-8s %s\n", jstr(o, "app"), jbool(o, "maintenance"),
-		       jbool(o, "affinity"), jstr(o, "balance"));
+		print_esc("%-32s %-11s %-8s %s\n", jstr(o, "app"), jbool(o, "maintenance"),
+			  jbool(o, "affinity"), jstr(o, "balance"));
 	else if (strcmp(section, "domains") == 0)
-		printf("%-48s %s\n", jstr(o, "domain"), jstr(o, "app"));
+		print_esc("%-48s %s\n", jstr(o, "domain"), jstr(o, "app"));
 	else if (strcmp(section, "dynos") == 0)
-		printf("%-24s %-16s %-24s %s\n", jstr(o, "app"), jstr(o, "name"), jstr(o, "addr"),
-		       jstr(o, "state"));
+		print_esc("%-24s %-16s %-24s %s\n", jstr(o, "app"), jstr(o, "name"),
+			  jstr(o, "addr"), jstr(o, "state"));
 }
 
 static void print_header(const char *section)
@@ -879,9 +1064,9 @@ static int print_dump(struct reader *r)
 			cJSON *o = cJSON_Parse(v.data);
 
 			if (o != NULL && cJSON_IsString(o))
-				printf("%-8s %s\n", key, o->valuestring);
+				print_esc("%-8s %s\n", key, o->valuestring);
 			else
-				printf("%-8s %s\n", key, v.data);
+				print_esc("%-8s %s\n", key, v.data);
 			cJSON_Delete(o);
 		}
 	}
@@ -901,7 +1086,7 @@ static int print_status(const cJSON *o)
 	{
 		char *v = cJSON_IsString(it) ? NULL : cJSON_PrintUnformatted(it);
 
-		printf("%-20s %s\n", it->string, v != NULL ? v : it->valuestring);
+		print_esc("%-20s %s\n", it->string, v != NULL ? v : it->valuestring);
 		free(v);
 	}
 	return EXIT_OK;
@@ -911,14 +1096,14 @@ static int print_lookup(const cJSON *o)
 {
 	const cJSON *d, *dynos = cJSON_GetObjectItemCaseSensitive(o, "dynos");
 
-	printf("host         %s\n", jstr(o, "host"));
-	printf("app          %s\n", jstr(o, "app"));
-	printf("maintenance  %s\n", jbool(o, "maintenance"));
-	printf("affinity     %s\n", jbool(o, "affinity"));
-	printf("balance      %s\n", jstr(o, "balance"));
+	print_esc("host         %s\n", jstr(o, "host"));
+	print_esc("app          %s\n", jstr(o, "app"));
+	print_esc("maintenance  %s\n", jbool(o, "maintenance"));
+	print_esc("affinity     %s\n", jbool(o, "affinity"));
+	print_esc("balance      %s\n", jstr(o, "balance"));
 	printf("\n%-16s %-24s %s\n", "DYNO", "ADDR", "STATE");
 	cJSON_ArrayForEach(d, dynos)
-	    printf("%-16s %-24s %s\n", jstr(d, "name"), jstr(d, "addr"), jstr(d, "state"));
+	    print_esc("%-16s %-24s %s\n", jstr(d, "name"), jstr(d, "addr"), jstr(d, "state"));
 	return EXIT_OK;
 }
 
@@ -949,19 +1134,32 @@ static int cmd_admin(const char *cmd, const char *arg)
 
 		rd_value(r, &v);
 		o = v.data != NULL ? cJSON_Parse(v.data) : NULL;
-		if (cfg.json && v.data != NULL)
-			printf("%s\n", v.data);
+		if (cfg.json && v.data != NULL) {
+			put_esc(stdout, v.data, strlen(v.data), true);
+			putchar('\n');
+		}
 		code = fail(EXIT_REJECTED, "%s", o != NULL ? jstr(o, "error") : "error");
 		cJSON_Delete(o);
 		hm__buf_fini(&v);
 		goto out;
 	}
 	if (cfg.json) {
-		/* Copied through as it arrives: a dump is never held whole. */
+		/* Copied through as it arrives (a dump is never held whole), control characters
+		 * escaped: the server's JSON has none outside escapes, so valid JSON is unchanged.
+		 */
 		while ((c = rd_next(r)) >= 0) {
-			putchar(c);
-			if (c == '\n')
+			if (c == '\n') {
+				putchar(c);
 				break;
+			}
+			if (c == 0xc2 && rd_peek(r) >= 0x80 && rd_peek(r) <= 0x9f) {
+				printf("\\u%04x", rd_next(r));
+				continue;
+			}
+			if (c < 0x20 || c == 0x7f)
+				printf("\\u%04x", c);
+			else
+				putchar(c);
 		}
 		if (c != '\n')
 			code =
@@ -1027,8 +1225,14 @@ int main(int argc, char **argv)
 		code = npos != 1 ? usage_error("'%s' takes no arguments", pos[0])
 				 : cmd_admin(pos[0], NULL);
 	} else if (strcmp(pos[0], "lookup") == 0) {
-		code = npos != 2 ? usage_error("'lookup' takes one HOST")
-				 : cmd_admin("lookup", pos[1]);
+		if (npos != 2)
+			code = usage_error("'lookup' takes one HOST");
+		else if (hm_ctl_scan(pos[1], strlen(pos[1])) >= 0)
+			/* It would end the admin request's line and start another. */
+			code =
+			    usage_error("'lookup': HOST \"%s\" holds a control character", pos[1]);
+		else
+			code = cmd_admin("lookup", pos[1]);
 	} else {
 		code = usage_error("unknown command '%s'", pos[0]);
 	}

@@ -106,7 +106,8 @@ static int seg_create(const char *dir, uint64_t epoch, uint64_t first, int *fd_o
 			return -EEXIST;
 		unlink(path);
 	}
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+		  0600); /* holds the cluster secret */
 	if (fd < 0)
 		return -errno;
 	seg_header(h, epoch, first);

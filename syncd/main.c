@@ -15,6 +15,7 @@
 #include "common/opts.h"
 #include "syncd/nngx.h"
 #include "syncd/syncd.h"
+#include "syncd/tlscfg.h"
 
 static const char *const log_levels[] = {"err", "warning", "notice", "info", "debug", NULL};
 
@@ -36,21 +37,21 @@ static const struct hm_opt origin_opts[] = {
     {.name = "control",
      .type = HM_OPT_STR,
      .offset = offsetof(struct hm__origin_cfg, control),
-     .def = "tcp://127.0.0.1:7400",
+     .def = "ipc:///run/hermod/control.sock",
      .arg = "URL",
      .check = check_url,
-     .help = "where hermodctl sends changes (nng REP, listened on)"},
+     .help = "where hermodctl sends changes (nng REP, listened on; ipc:// is made mode 0660)"},
     {.name = "publish",
      .type = HM_OPT_STR,
      .offset = offsetof(struct hm__origin_cfg, publish),
-     .def = "tcp://0.0.0.0:7401",
+     .def = "tcp://127.0.0.1:7401",
      .arg = "URL",
      .check = check_url,
      .help = "where batches and heartbeats are published (nng PUB, listened on)"},
     {.name = "sync",
      .type = HM_OPT_STR,
      .offset = offsetof(struct hm__origin_cfg, sync),
-     .def = "tcp://0.0.0.0:7402",
+     .def = "tcp://127.0.0.1:7402",
      .arg = "URL",
      .check = check_url,
      .help = "where edges ask for catch-up and snapshots (nng REP, listened on)"},
@@ -113,6 +114,63 @@ static const struct hm_opt origin_opts[] = {
      .max = (int64_t)1 << 40,
      .arg = "SIZE",
      .help = "bytes of multi-part control requests held at once"},
+    {.name = "tls-cert",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__origin_cfg, tls_cert),
+     .arg = "FILE",
+     .check = check_nonempty,
+     .help = "PEM: this node's certificate chain and its private key (for tls+tcp://)"},
+    {.name = "tls-ca",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__origin_cfg, tls_ca),
+     .arg = "FILE",
+     .check = check_nonempty,
+     .help =
+	 "PEM: the CA edges' certificates (and control clients', without --control-ca) chain to"},
+    {.name = "control-ca",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__origin_cfg, control_ca),
+     .arg = "FILE",
+     .check = check_nonempty,
+     .help = "PEM: the CA control clients' certificates chain to (default: --tls-ca)"},
+    {.name = "insecure-plaintext",
+     .type = HM_OPT_BOOL,
+     .offset = offsetof(struct hm__origin_cfg, insecure_plaintext),
+     .def = "false",
+     .help = "allow plaintext tcp:// on addresses that are not loopback"},
+    {.name = "admin-idle",
+     .type = HM_OPT_DURATION,
+     .offset = offsetof(struct hm__origin_cfg, admin_idle),
+     .def = "60s",
+     .min = 100,
+     .max = 86400000,
+     .arg = "DURATION",
+     .help = "an admin connection with no request and no answer taken for this long is closed"},
+    {.name = "pub-queue",
+     .type = HM_OPT_INT,
+     .offset = offsetof(struct hm__origin_cfg, pub_queue),
+     .def = "16",
+     .min = 2,
+     .max = 8192,
+     .arg = "N",
+     .help = "messages queued per subscriber; a slower one loses the oldest and catches up"},
+    {.name = "sync-rate",
+     .type = HM_OPT_SIZE,
+     .offset = offsetof(struct hm__origin_cfg, sync_rate),
+     .def = "64MiB",
+     .min = 0,
+     .max = (int64_t)1 << 40,
+     .arg = "SIZE",
+     .help = "catch-up and snapshot bytes per second per edge connection, in bursts of 4 s "
+	     "(0: no limit)"},
+    {.name = "pub-stall",
+     .type = HM_OPT_DURATION,
+     .offset = offsetof(struct hm__origin_cfg, pub_stall),
+     .def = "10s",
+     .min = 500,
+     .max = 3600000,
+     .arg = "DURATION",
+     .help = "a subscriber that takes no message for this long is disconnected"},
     {.name = "log-level",
      .type = HM_OPT_STR,
      .offset = offsetof(struct hm__origin_cfg, log_level),
@@ -145,7 +203,7 @@ static const struct hm_opt edge_opts[] = {
     {.name = "table",
      .type = HM_OPT_STR,
      .offset = offsetof(struct hm__edge_cfg, table),
-     .def = "/dev/shm/hermod.table",
+     .def = "/run/hermod/hermod.table",
      .arg = "PATH",
      .check = check_nonempty,
      .help = "the node's routing table file"},
@@ -185,6 +243,31 @@ static const struct hm_opt edge_opts[] = {
      .max = 600000,
      .arg = "DURATION",
      .help = "how long to wait for a catch-up or snapshot reply"},
+    {.name = "tls-cert",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__edge_cfg, tls_cert),
+     .arg = "FILE",
+     .check = check_nonempty,
+     .help = "PEM: this node's certificate chain and its private key (for tls+tcp://)"},
+    {.name = "tls-ca",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__edge_cfg, tls_ca),
+     .arg = "FILE",
+     .check = check_nonempty,
+     .help = "PEM: the CA the origin's certificate chains to"},
+    {.name = "insecure-plaintext",
+     .type = HM_OPT_BOOL,
+     .offset = offsetof(struct hm__edge_cfg, insecure_plaintext),
+     .def = "false",
+     .help = "allow plaintext tcp:// on addresses that are not loopback"},
+    {.name = "admin-idle",
+     .type = HM_OPT_DURATION,
+     .offset = offsetof(struct hm__edge_cfg, admin_idle),
+     .def = "60s",
+     .min = 100,
+     .max = 86400000,
+     .arg = "DURATION",
+     .help = "an admin connection with no request and no answer taken for this long is closed"},
     {.name = "log-level",
      .type = HM_OPT_STR,
      .offset = offsetof(struct hm__edge_cfg, log_level),
@@ -217,6 +300,37 @@ static int setup_log(const char *level)
 		return usage_error("--log-level: '%s' is not err, warning, notice, info or debug",
 				   level);
 	hm_log_set_level(l);
+	return 0;
+}
+
+/*
+ * The contract's TLS rules for one role's URLs (urls[0] is the control socket where there is
+ * one), then its certificates loaded: 0 (*tls set when TLS is configured) or exit status 2 with
+ * the reason printed.
+ */
+static int setup_tls(const char *cert, const char *ca, const char *control_ca, bool insecure,
+		     const char *const *names, const char *const *urls, int nurls,
+		     struct hm__tls **tls)
+{
+	char err[512];
+	bool any_tls = false;
+
+	if ((cert == NULL) != (ca == NULL))
+		return usage_error("%s", "--tls-cert and --tls-ca go together");
+	for (int i = 0; i < nurls; i++) {
+		if (hm__nng_url_policy(names[i], urls[i], cert != NULL, insecure, err,
+				       sizeof(err)) != 0)
+			return usage_error("%s", err);
+		any_tls = any_tls || hm__tls_url(urls[i]);
+	}
+	if (control_ca != NULL && !hm__tls_url(urls[0]))
+		return usage_error("%s", "--control-ca is for a tls+tcp:// control socket");
+	if (cert == NULL)
+		return 0;
+	if (!any_tls)
+		return usage_error("%s", "--tls-cert and --tls-ca are for tls+tcp:// URLs");
+	if (hm__tls_load(tls, cert, ca, control_ca, err, sizeof(err)) != 0)
+		return usage_error("%s", err);
 	return 0;
 }
 
@@ -260,10 +374,16 @@ int main(int argc, char **argv)
 			code = usage_error("%s", err);
 		} else if (npos > 0) {
 			code = usage_error("unexpected argument '%s'", pos[0]);
-		} else if ((code = setup_log(cfg.log_level)) == 0) {
+		} else if ((code = setup_log(cfg.log_level)) == 0 &&
+			   (code = setup_tls(
+				cfg.tls_cert, cfg.tls_ca, cfg.control_ca, cfg.insecure_plaintext,
+				(const char *const[]){"control", "publish", "sync"},
+				(const char *const[]){cfg.control, cfg.publish, cfg.sync}, 3,
+				&cfg.tls)) == 0) {
 			cfg.node = default_node(cfg.node);
 			code = hm__origin_run(&cfg);
 		}
+		hm__tls_unref(cfg.tls);
 		hm_opts_free(origin_opts, &cfg);
 	} else if (strcmp(argv[1], "edge") == 0) {
 		struct hm__edge_cfg cfg;
@@ -286,10 +406,15 @@ int main(int argc, char **argv)
 		} else if (cfg.sync == NULL) {
 			code =
 			    usage_error("%s", "edge needs --sync URL (the origin's sync socket)");
-		} else if ((code = setup_log(cfg.log_level)) == 0) {
+		} else if ((code = setup_log(cfg.log_level)) == 0 &&
+			   (code = setup_tls(cfg.tls_cert, cfg.tls_ca, NULL, cfg.insecure_plaintext,
+					     (const char *const[]){"publish", "sync"},
+					     (const char *const[]){cfg.publish, cfg.sync}, 2,
+					     &cfg.tls)) == 0) {
 			cfg.node = default_node(cfg.node);
 			code = hm__edge_run(&cfg);
 		}
+		hm__tls_unref(cfg.tls);
 		hm_opts_free(edge_opts, &cfg);
 	} else {
 		code = usage_error("unknown role '%s' (origin or edge; see --help)", argv[1]);

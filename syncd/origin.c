@@ -45,6 +45,7 @@
 #include "syncd/snapfile.h"
 #include "syncd/syncd.h"
 #include "syncd/syncsrv.h"
+#include "syncd/tlscfg.h"
 #include "syncd/wire.h"
 
 #define NCTL		 16
@@ -57,6 +58,13 @@
  * would hold far more memory than --max-request allows. Measured at about half of this. */
 #define STAGED_REQUEST_COST 1024
 #define STAGED_PART_COST    256
+
+/* The cluster's affinity secret (docs/security.md): made here once, replicated like any change. */
+#define AFFINITY_SECRET	    "affinity"
+#define AFFINITY_SECRET_LEN 32
+
+/* The "control context" of a batch the origin makes itself: nobody waits for its answer. */
+#define NO_CTL UINT32_MAX
 
 enum mail_kind { MAIL_CTL = 1, MAIL_DURABLE = 2 };
 
@@ -108,7 +116,7 @@ struct origin {
 	char node[256];
 	uv_loop_t loop;
 	struct hm__mailbox mb;
-	uv_signal_t sigterm, sigint, sigchld;
+	uv_signal_t sigterm, sigint, sigchld, sighup;
 	uv_timer_t hb_timer, maint_timer, linger_timer;
 
 	int lock_fd;
@@ -120,6 +128,7 @@ struct origin {
 	struct hm__syncsrv *ss;
 	struct hm__listeners *ls;
 	struct hm__admin *admin;
+	struct hm__tls_state tls; /* the certificates in use; .cur NULL without TLS */
 
 	uint64_t head_seq;	/* last seq validated */
 	uint64_t published_seq; /* last seq durable and published */
@@ -144,6 +153,9 @@ struct origin {
 
 	/* counters */
 	uint64_t batches, changes, rejected, bad_requests, resent, dropped_pub;
+	uint64_t pub_sent;	      /* messages handed to the PUB socket */
+	uint64_t pub_stalled;	      /* subscribers disconnected for not taking messages */
+	struct hm__txwatch pub_watch; /* per-subscriber progress (hm__txwatch_run) */
 
 	bool stopping, closing;
 	atomic_bool closing_nng; /* nng threads: do not start new receives */
@@ -154,8 +166,12 @@ struct origin {
 
 static void ctl_send(struct origin *o, uint32_t idx, struct hm_pbuf *pb)
 {
-	struct ctl *c = &o->ctls[idx];
+	struct ctl *c;
 	nng_msg *m;
+
+	if (idx == NO_CTL)
+		return;
+	c = &o->ctls[idx];
 
 	if (nng_msg_alloc(&m, pb->len) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "out of memory answering a control request");
@@ -205,6 +221,8 @@ static void reply_error(struct origin *o, uint32_t idx, const uint8_t id[16], in
 	if ((size_t)n >= sizeof(reason))
 		n = sizeof(reason) - 1;
 	hm_require(hm_proto_encode_ctl_error(&pb, id, code, index, reason, (size_t)n) == 0);
+	if (idx == NO_CTL)
+		hm_log(HM_LOG_ERR, "origin", "a batch of the origin's own was refused: %s", reason);
 	ctl_send(o, idx, &pb);
 	hm_pbuf_fini(&pb);
 	o->rejected++;
@@ -255,6 +273,21 @@ static void counts_push(struct counts *c, uint32_t first)
 	c->v[c->n++] = first;
 }
 
+/*
+ * The changes a request's message holds: a control request's part, or (a batch of the origin's
+ * own, submit_own()) a BATCH message, which may hold secret ops. Only the origin makes the
+ * latter: handle_ctl() refuses any other type from the network.
+ */
+static const struct hm_change *msg_changes(const struct hm_msg *m, uint32_t *n)
+{
+	if (m->type == HM_MSG_BATCH) {
+		*n = m->batch.b.nchanges;
+		return m->batch.b.changes;
+	}
+	*n = m->ctl_req.nchanges;
+	return m->ctl_req.changes;
+}
+
 /* Grows the table to hold the request: sized from its changes the first time, doubling after. */
 static int grow_for(struct origin *o, nng_msg **msgs, uint32_t n, int attempt)
 {
@@ -265,12 +298,15 @@ static int grow_for(struct origin *o, nng_msg **msgs, uint32_t n, int attempt)
 	if (attempt > 0)
 		return hm_table_grow(o->table, NULL);
 	for (uint32_t i = 0; i < n; i++) {
+		const struct hm_change *cs;
 		struct hm_msg m;
+		uint32_t nc;
 
 		hm_require(
 		    hm_proto_decode(o->dec, nng_msg_body(msgs[i]), nng_msg_len(msgs[i]), &m) == 0);
-		for (uint32_t k = 0; k < m.ctl_req.nchanges; k++)
-			hm__need_add(&need, &m.ctl_req.changes[k]);
+		cs = msg_changes(&m, &nc);
+		for (uint32_t k = 0; k < nc; k++)
+			hm__need_add(&need, &cs[k]);
 	}
 	hm_table_writer_info(o->table, &info);
 	hm__need_caps(&info, &need, &min);
@@ -299,8 +335,11 @@ static void add_waiter(struct pending *p, uint32_t idx, const uint8_t id[16])
 /* Decides how a request's changes will be cut into published parts (as they arrive). */
 static void split_changes(struct hm__splitter *sp, struct counts *parts, const struct hm_msg *m)
 {
-	for (uint32_t k = 0; k < m->ctl_req.nchanges; k++) {
-		if (hm__split_add(sp, hm__wire_change_size(&m->ctl_req.changes[k])))
+	uint32_t n;
+	const struct hm_change *cs = msg_changes(m, &n);
+
+	for (uint32_t k = 0; k < n; k++) {
+		if (hm__split_add(sp, hm__wire_change_size(&cs[k])))
 			counts_push(parts, 0);
 		parts->v[parts->n - 1]++;
 	}
@@ -343,8 +382,11 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], nng_m
 			else
 				hm_require(hm_proto_decode(o->dec, nng_msg_body(msgs[i]),
 							   nng_msg_len(msgs[i]), &dm) == 0);
-			for (uint32_t k = 0; k < m->ctl_req.nchanges; k++, total++) {
-				const struct hm_change *c = &m->ctl_req.changes[k];
+			uint32_t nc;
+			const struct hm_change *cs = msg_changes(m, &nc);
+
+			for (uint32_t k = 0; k < nc; k++, total++) {
+				const struct hm_change *c = &cs[k];
 				char desc[400];
 
 				if ((e = hm_table_apply(o->table, c)) != 0) {
@@ -403,7 +445,8 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], nng_m
 	p->b = b;
 	p->queued_ns = hm_mono_ns();
 	hm__journal_append(o->journal, b, &p->pos);
-	add_waiter(p, idx, id);
+	if (idx != NO_CTL)
+		add_waiter(p, idx, id);
 	if (o->pend_tail != NULL)
 		o->pend_tail->next = p;
 	else
@@ -589,6 +632,68 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 	}
 }
 
+/*
+ * A batch of the origin's own (the cluster secret; later TLS ticket keys): validated, numbered,
+ * journaled and published like a control request, but nobody waits for an answer. The changes
+ * travel as a BATCH message, the one message type that can hold secret ops. Loop thread.
+ */
+static void submit_own(struct origin *o, const struct hm_change *changes, uint32_t n)
+{
+	struct hm_batch_part part = {.seq = 1, .part = 0, .nparts = 1, .nchanges = n};
+	struct hm_pbuf pb = {0};
+	struct hm__splitter sp;
+	struct counts parts = {0};
+	struct hm_msg m;
+	uint8_t id[16];
+	nng_msg **one = malloc(sizeof(*one));
+
+	hm_require(one != NULL);
+	part.changes = (struct hm_change *)changes;
+	hm_random_bytes(id, sizeof(id));
+	hm_require(hm_proto_encode_batch(&pb, o->epoch, &part) == 0);
+	hm_require(nng_msg_alloc(&one[0], pb.len) == 0);
+	memcpy(nng_msg_body(one[0]), pb.data, pb.len);
+	hm_pbuf_fini(&pb);
+	hm_require(hm_proto_decode(o->dec, nng_msg_body(one[0]), nng_msg_len(one[0]), &m) == 0);
+	hm__split_init(&sp, HM__PUB_PART_BYTES, HM_PROTO_MAX_CHANGES);
+	split_changes(&sp, &parts, &m);
+	sequence(o, NO_CTL, id, one, 1, &parts, &m);
+	free(parts.v);
+}
+
+/* The put change of a new random affinity secret; value has AFFINITY_SECRET_LEN bytes. */
+static struct hm_change new_affinity_secret(uint8_t *value)
+{
+	struct hm_change c = {.op = HM_OP_SECRET_PUT,
+			      .name = AFFINITY_SECRET,
+			      .name_len = sizeof(AFFINITY_SECRET) - 1,
+			      .value = value,
+			      .value_len = AFFINITY_SECRET_LEN};
+
+	hm_require(hm_random_bytes(value, AFFINITY_SECRET_LEN) == 0);
+	return c;
+}
+
+static bool has_affinity_secret(const struct origin *o)
+{
+	uint8_t v[HM_SECRET_MAX];
+
+	return hm_table_writer_secret(o->table, AFFINITY_SECRET, v) > 0;
+}
+
+/* Test builds: HM_TEST_NO_SECRET=1 starts without making the secret (a data directory from a
+ * build before it existed). */
+static bool secret_wanted(void)
+{
+#ifdef HM_TEST_HOOKS
+	const char *v = getenv("HM_TEST_NO_SECRET");
+
+	if (v != NULL && strcmp(v, "1") == 0)
+		return false;
+#endif
+	return true;
+}
+
 /* ---- Durable: publish and answer ----------------------------------------------------------- */
 
 static void begin_close(struct origin *o);
@@ -606,6 +711,8 @@ static void publish_batch(struct origin *o, const struct hm__batch *b)
 		if (nng_sendmsg(o->pub_sock, m, NNG_FLAG_NONBLOCK) != 0) {
 			nng_msg_free(m);
 			o->dropped_pub++;
+		} else {
+			o->pub_sent++;
 		}
 	}
 }
@@ -713,6 +820,8 @@ static void send_heartbeat(struct origin *o)
 		memcpy(nng_msg_body(m), pb.data, pb.len);
 		if (nng_sendmsg(o->pub_sock, m, NNG_FLAG_NONBLOCK) != 0)
 			nng_msg_free(m);
+		else
+			o->pub_sent++;
 	}
 	hm_pbuf_fini(&pb);
 	o->last_hb_ms = hm_mono_ms();
@@ -841,6 +950,20 @@ static void on_maint(uv_timer_t *t)
 		}
 	}
 	hm__syncsrv_tick(o->ss);
+	if (o->pub_open && !o->stopping) {
+		/* A subscriber that stopped reading costs a message in flight and its socket
+		 * buffers until it goes; it catches up over sync when it comes back. */
+		int n = hm__txwatch_run(&o->pub_watch, o->pub_sock, o->pub_sent,
+					(uint64_t)o->cfg->pub_stall);
+
+		if (n > 0) {
+			o->pub_stalled += (uint64_t)n;
+			hm_log(HM_LOG_WARNING, "origin",
+			       "disconnected %d subscriber(s) that took no message for %" PRId64
+			       " ms (%" PRIu64 " so far)",
+			       n, o->cfg->pub_stall, o->pub_stalled);
+		}
+	}
 	if (o->child == 0 && !o->stopping && now >= o->compact_after_ms &&
 	    hm__journal_bytes(o->journal) - o->journal_at_snapshot >=
 		(uint64_t)o->cfg->compact_after &&
@@ -854,9 +977,12 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 {
 	struct origin *o = ctx;
 	struct hm__syncsrv_stats ss;
+	struct hm__listener_stats lst = {0};
 	char hex[33];
 
 	hm__syncsrv_stats(o->ss, &ss);
+	if (o->ls != NULL)
+		hm__listeners_stats(o->ls, &lst);
 	hm__jw_kcstr(w, "role", "origin");
 	hm__jw_kcstr(w, "node", o->node);
 	hm__jw_kcstr(w, "state", o->stopping ? "stopping" : "serving");
@@ -867,6 +993,12 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "apps", o->pub_apps);
 	hm__jw_ku64(w, "domains", o->pub_domains);
 	hm__jw_ku64(w, "dynos", o->pub_dynos);
+	{
+		struct hm_table_info info;
+
+		hm_table_writer_info(o->table, &info); /* named secrets: counted, never shown */
+		hm__jw_ku64(w, "secrets", info.secrets);
+	}
 	hm_digest_hex(o->published_digest, hex);
 	hm__jw_kcstr(w, "digest", hex);
 	hm__jw_kbool(w, "stale", false);
@@ -893,7 +1025,14 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "snapshots_sent", ss.snapshots_sent);
 	hm__jw_ku64(w, "snapshot_chunks", ss.chunks);
 	hm__jw_ku64(w, "bad_sync_requests", ss.bad_requests);
-	hm__jw_ku64(w, "listener_restarts", o->ls != NULL ? hm__listeners_restarts(o->ls) : 0);
+	hm__jw_ku64(w, "sync_requests_dropped", ss.dropped);
+	hm__jw_ku64(w, "sync_requests_delayed", ss.delayed);
+	hm__jw_ku64(w, "listener_restarts", lst.restarts);
+	hm__jw_ku64(w, "listener_probes", lst.probes);
+	hm__jw_ku64(w, "listener_probe_misses", lst.probe_misses);
+	hm__jw_ku64(w, "subscribers_stalled", o->pub_stalled);
+	hm__admin_tls_status(w, &o->tls);
+	hm__jw_ku64(w, "tls_refused", hm__listeners_tls_refused(o->ls));
 	hm__jw_ku64(w, "staged_bytes", o->staged_bytes);
 }
 
@@ -996,7 +1135,7 @@ static int load_epoch(struct origin *o)
 		hm_random_bytes(&o->epoch, sizeof(o->epoch));
 	n = snprintf(text, sizeof(text), "%016" PRIx64 "\n", o->epoch);
 	snprintf(tmp, sizeof(tmp), "%s/epoch.tmp", dir);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640)) < 0 ||
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0 ||
 	    write(fd, text, (size_t)n) != n || fsync(fd) != 0 || close(fd) != 0 ||
 	    rename(tmp, path) != 0 || hm_fsync_path(dir, false) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot create %s: %s", path, strerror(errno));
@@ -1153,6 +1292,22 @@ static int recover(struct origin *o)
 		hm_log(HM_LOG_ERR, "origin", "journal recovery failed: %s", r.err);
 		return e;
 	}
+	if (!loaded && r.records == 0 && secret_wanted()) {
+		/* A fresh data directory: the cluster secret is part of its state at seq 0, in the
+		 * first snapshot written below, so every edge has it from its first load. */
+		uint8_t v[AFFINITY_SECRET_LEN];
+		struct hm_change c = new_affinity_secret(v);
+
+		hm_require(hm_table_begin(o->table) == 0);
+		if ((e = hm_table_apply(o->table, &c)) != 0 ||
+		    (e = hm_table_commit(o->table, o->epoch, 0)) != 0) {
+			hm_table_abort(o->table);
+			hm_log(HM_LOG_ERR, "origin", "cannot make the cluster secret: %s",
+			       hm_strerror(e));
+			return e;
+		}
+		memset(v, 0, sizeof(v));
+	}
 	hm_table_writer_info(o->table, &info);
 	o->head_seq = o->published_seq = info.seq;
 	memcpy(o->published_digest, info.digest, 16);
@@ -1245,6 +1400,7 @@ static void final_close(uv_timer_t *t)
 	close_handle((uv_handle_t *)&o->sigterm);
 	close_handle((uv_handle_t *)&o->sigint);
 	close_handle((uv_handle_t *)&o->sigchld);
+	close_handle((uv_handle_t *)&o->sighup);
 	/* Once libuv lets go of them, a second SIGTERM must not kill the process mid-cleanup. */
 	signal(SIGTERM, SIG_IGN);
 	signal(SIGINT, SIG_IGN);
@@ -1281,10 +1437,71 @@ static void on_signal(uv_signal_t *s, int signum)
 
 /* ---- Run ------------------------------------------------------------------------------------- */
 
+/* Listens on url with socket s (TLS for a tls+tcp:// url: its peers chain to the CA, or to the
+ * control CA when control). */
+static int listen_on(struct origin *o, nng_socket s, const char *url, enum hm__peer peer,
+		     const char *name, bool control)
+{
+	nng_tls_config *tls = NULL;
+	char err[512];
+	int rv;
+
+	if (hm__tls_url(url) && (rv = hm__tls_listener_config(o->tls.cur, control, &tls)) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "%s: cannot configure TLS: %s", name, hm_strerror(rv));
+		return rv;
+	}
+	rv = hm__listeners_add(o->ls, s, url, peer, name, tls, err, sizeof(err));
+	if (tls != NULL)
+		nng_tls_config_free(tls);
+	if (rv != 0)
+		hm_log(HM_LOG_ERR, "origin", "%s", err);
+	return rv;
+}
+
+/* Gives every TLS listener a configuration made from t (SIGHUP). */
+static int apply_tls(void *ctx, struct hm__tls *t)
+{
+	struct origin *o = ctx;
+	const struct hm__origin_cfg *cfg = o->cfg;
+	const struct {
+		nng_socket s;
+		const char *url;
+		bool control;
+	} socks[] = {{o->ctl_sock, cfg->control, true},
+		     {o->pub_sock, cfg->publish, false},
+		     {o->sync_sock, cfg->sync, false}};
+	int e = 0;
+
+	for (size_t i = 0; i < HM_ARRAY_SIZE(socks) && e == 0; i++) {
+		nng_tls_config *c;
+
+		if (!hm__tls_url(socks[i].url))
+			continue;
+		if ((e = hm__tls_listener_config(t, socks[i].control, &c)) != 0)
+			break;
+		e = hm__listeners_set_tls(o->ls, socks[i].s, c);
+		nng_tls_config_free(c);
+	}
+	return e;
+}
+
+/*
+ * SIGHUP: the certificate files are read again. New handshakes use them; connections already
+ * made keep theirs, so nothing is dropped. Files that do not load change nothing.
+ */
+static void on_sighup(uv_signal_t *sig, int signum)
+{
+	struct origin *o = sig->data;
+
+	(void)signum;
+	if (!o->stopping)
+		hm__tls_reload(&o->tls, o->cfg->tls_cert, o->cfg->tls_ca, o->cfg->control_ca,
+			       apply_tls, o, "origin");
+}
+
 static int open_sockets(struct origin *o)
 {
 	const struct hm__origin_cfg *cfg = o->cfg;
-	char err[512];
 	int rv;
 
 	if ((rv = nng_rep0_open(&o->ctl_sock)) == 0) {
@@ -1299,23 +1516,18 @@ static int open_sockets(struct origin *o)
 		hm_log(HM_LOG_ERR, "origin", "cannot open nng sockets: %s", nng_strerror(rv));
 		return hm__nng_err(rv);
 	}
-	if ((rv = hm__nng_socket_opts(o->ctl_sock, false)) != 0 ||
-	    (rv = hm__nng_socket_opts(o->pub_sock, true)) != 0 ||
-	    (rv = hm__nng_socket_opts(o->sync_sock, false)) != 0) {
+	if ((rv = hm__nng_socket_opts(o->ctl_sock, 0)) != 0 ||
+	    (rv = hm__nng_socket_opts(o->pub_sock, (int)cfg->pub_queue)) != 0 ||
+	    (rv = hm__nng_socket_opts(o->sync_sock, 0)) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot set socket options: %s", hm_strerror(rv));
 		return rv;
 	}
 	if ((rv = hm__listeners_new(&o->ls, !cfg->no_watchdog)) != 0)
 		return rv;
-	if ((rv = hm__listeners_add(o->ls, o->ctl_sock, cfg->control, HM__PEER_REQ, "control", err,
-				    sizeof(err))) != 0 ||
-	    (rv = hm__listeners_add(o->ls, o->pub_sock, cfg->publish, HM__PEER_SUB, "publish", err,
-				    sizeof(err))) != 0 ||
-	    (rv = hm__listeners_add(o->ls, o->sync_sock, cfg->sync, HM__PEER_REQ, "sync", err,
-				    sizeof(err))) != 0) {
-		hm_log(HM_LOG_ERR, "origin", "%s", err);
+	if ((rv = listen_on(o, o->ctl_sock, cfg->control, HM__PEER_REQ, "control", true)) != 0 ||
+	    (rv = listen_on(o, o->pub_sock, cfg->publish, HM__PEER_SUB, "publish", false)) != 0 ||
+	    (rv = listen_on(o, o->sync_sock, cfg->sync, HM__PEER_REQ, "sync", false)) != 0)
 		return rv;
-	}
 	for (uint32_t i = 0; i < NCTL; i++) {
 		struct ctl *c = &o->ctls[i];
 
@@ -1333,6 +1545,7 @@ static int open_sockets(struct origin *o)
 		       strerror(-rv));
 		return rv;
 	}
+	hm__syncsrv_limit(o->ss, (uint64_t)cfg->sync_rate);
 	if ((rv = hm__syncsrv_start(o->ss, o->sync_sock, 2)) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot start the sync server: %s", hm_strerror(rv));
 		return rv;
@@ -1351,12 +1564,12 @@ static int setup(struct origin *o)
 	char path[PATH_MAX], err[PATH_MAX + 256];
 	int e;
 
-	if ((e = mkdir_p(cfg->data, 0750)) != 0) {
+	if ((e = mkdir_p(cfg->data, 0700)) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot create %s: %s", cfg->data, strerror(-e));
 		return e;
 	}
 	snprintf(path, sizeof(path), "%s/lock", cfg->data);
-	if ((o->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640)) < 0) {
+	if ((o->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot open %s: %s", path, strerror(errno));
 		return -errno;
 	}
@@ -1384,18 +1597,31 @@ static int setup(struct origin *o)
 		hm_log(HM_LOG_ERR, "origin", "%s", err);
 		return e;
 	}
+	if (!has_affinity_secret(o) && secret_wanted()) {
+		/* A data directory from before the secret existed: it becomes the next batch,
+		 * delivered to the edges as a change. */
+		uint8_t v[AFFINITY_SECRET_LEN];
+		struct hm_change c = new_affinity_secret(v);
+
+		hm_log(HM_LOG_NOTICE, "origin",
+		       "no cluster affinity secret in this state: making one (seq %" PRIu64 ")",
+		       o->head_seq + 1);
+		submit_own(o, &c, 1);
+		memset(v, 0, sizeof(v));
+	}
 	if ((e = open_sockets(o)) != 0)
 		return e;
 	/* The admin socket last: when it answers, everything else is up (tests and scripts use it
 	 * as the readiness signal). */
-	if ((e = hm__admin_start(&o->admin, &o->loop, cfg->admin, &admin_ops, o, err,
-				 sizeof(err))) != 0) {
+	if ((e = hm__admin_start(&o->admin, &o->loop, cfg->admin, (uint64_t)cfg->admin_idle,
+				 &admin_ops, o, err, sizeof(err))) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "%s", err);
 		return e;
 	}
 	uv_signal_start(&o->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&o->sigint, on_signal, SIGINT);
 	uv_signal_start(&o->sigchld, on_sigchld, SIGCHLD);
+	uv_signal_start(&o->sighup, on_sighup, SIGHUP);
 	uv_timer_start(&o->hb_timer, on_heartbeat, 0, (uint64_t)cfg->heartbeat);
 	uv_timer_start(&o->maint_timer, on_maint, 1000, 1000);
 	return 0;
@@ -1410,6 +1636,8 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 		return 1;
 	o->cfg = cfg;
 	o->lock_fd = -1;
+	if ((o->tls.cur = cfg->tls) != NULL)
+		hm__tls_ref(o->tls.cur);
 	o->child = 0;
 	snprintf(o->node, sizeof(o->node), "%s", cfg->node);
 	uv_loop_init(&o->loop);
@@ -1421,7 +1649,8 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 	uv_signal_init(&o->loop, &o->sigterm);
 	uv_signal_init(&o->loop, &o->sigint);
 	uv_signal_init(&o->loop, &o->sigchld);
-	o->sigterm.data = o->sigint.data = o->sigchld.data = o;
+	uv_signal_init(&o->loop, &o->sighup);
+	o->sigterm.data = o->sigint.data = o->sigchld.data = o->sighup.data = o;
 	e = setup(o);
 	if (e == 0) {
 		char st[200];
@@ -1467,6 +1696,7 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 		free(p);
 	}
 	hm__reqcache_free(o->reqs);
+	hm__txwatch_fini(&o->pub_watch);
 	hm_table_writer_close(o->table);
 	hm_proto_decoder_free(o->dec);
 	hm__mailbox_fini(&o->mb);
@@ -1474,6 +1704,7 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 		hm_log(HM_LOG_WARNING, "origin", "libuv loop not empty at exit");
 	if (o->lock_fd >= 0)
 		close(o->lock_fd);
+	hm__tls_unref(o->tls.cur);
 	if (code == 0)
 		hm_log(HM_LOG_NOTICE, "origin", "stopped at seq %" PRIu64, o->published_seq);
 	free(o);

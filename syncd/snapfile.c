@@ -136,7 +136,8 @@ int hm__snap_write(const char *dir, const struct hm_table_writer *w, uint64_t sn
 	hm_table_writer_info(w, &info);
 	hm__snap_path(dir, info.seq, snap_id, path, pathlen);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	wr.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	wr.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		     0600); /* holds the cluster secret */
 	if (wr.fd < 0) {
 		e = -errno;
 		snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(-e));

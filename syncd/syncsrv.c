@@ -1,10 +1,16 @@
 /*
- * The sync server. Eight REP contexts receive requests; their aio callbacks (nng's threads)
+ * The sync server. Sixteen REP contexts receive requests; their aio callbacks (nng's threads)
  * queue them for the sync threads, which build the answer and send it on the same context.
  *
  * Shared with the loop, under mu: the ring (batches by seq, newest ring_bytes), the journal
  * index (file position of every published batch since the current snapshot), the snapshots.
  * A request holds mu only to take references and copy positions.
+ *
+ * Per connection (pipe), under wmu with the work queue: whether a request of it is in progress
+ * (a second one is dropped) and a byte bucket (replies are paid after they are built; a request
+ * arriving in debt gets a not_before time, and the threads take the first request whose time
+ * has come). So no connection can take more than its rate, whatever it asks, while the threads
+ * stay free for the others.
  */
 #include "syncd/syncsrv.h"
 
@@ -14,6 +20,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/errors.h"
 #include "common/log.h"
@@ -21,8 +28,10 @@
 #include "proto/proto.h"
 #include "syncd/nngx.h"
 
-#define NCTX	     8
+#define NCTX	     16
 #define MAX_THREADS  4
+#define PEER_IDLE_MS 60000
+#define BURST	     4 /* the bucket holds this many seconds of the rate */
 #define SNAP_IDLE_MS 60000
 #define REPLY_BUDGET (HM_PROTO_MAX_MSG - 4096)
 
@@ -39,6 +48,16 @@ struct work {
 	struct work *next;
 	struct sctx *c;
 	nng_msg *msg;
+	uint32_t pipe;
+	uint64_t not_before; /* mono ms: the connection's bucket is in debt until then */
+};
+
+/* A connection's limits. */
+struct peer {
+	uint32_t pipe;
+	bool busy;	/* a request of it is queued or being answered */
+	double tokens;	/* bytes it may still take; negative: debt */
+	uint64_t stamp; /* mono ms of the last refill */
 };
 
 struct snapref {
@@ -75,7 +94,13 @@ struct hm__syncsrv {
 	struct sctx ctxs[NCTX];
 	atomic_bool closing; /* no new receives */
 
+	/* per-connection limits, under wmu */
+	uint64_t rate; /* bytes per second; 0: unlimited */
+	struct peer *peers;
+	size_t npeers, peers_cap;
+
 	_Atomic uint64_t catchups, catchup_parts, snapshots_sent, chunks, bad, journal_reads;
+	_Atomic uint64_t dropped, delayed;
 };
 
 int hm__syncsrv_new(struct hm__syncsrv **out, const char *dir, uint64_t epoch, uint64_t ring_bytes)
@@ -193,6 +218,17 @@ void hm__syncsrv_tick(struct hm__syncsrv *ss)
 {
 	struct snapref **pp, *close_list = NULL;
 	uint64_t now = hm_mono_ms();
+
+	pthread_mutex_lock(&ss->wmu);
+	for (size_t i = 0; i < ss->npeers;) {
+		/* Idle that long, a connection's bucket is full again: forget it (it is gone, or
+		 * starts afresh, which is the same). */
+		if (!ss->peers[i].busy && now - ss->peers[i].stamp >= PEER_IDLE_MS)
+			ss->peers[i] = ss->peers[--ss->npeers];
+		else
+			i++;
+	}
+	pthread_mutex_unlock(&ss->wmu);
 
 	pthread_mutex_lock(&ss->mu);
 	pp = &ss->retired;
@@ -413,22 +449,77 @@ static nng_msg *answer_snapshot(struct hm__syncsrv *ss, const struct hm_msg *req
 	return m;
 }
 
+/* Not a sync request: counted and dropped (no reply). */
+static void count_bad(struct hm__syncsrv *ss, size_t len, const char *why)
+{
+	uint64_t n = atomic_fetch_add(&ss->bad, 1);
+
+	if (n < 10 || n % 1000 == 0)
+		hm_log(HM_LOG_WARNING, "sync", "dropped an invalid sync request (%zu bytes): %s",
+		       len, why);
+}
+
 nng_msg *hm__syncsrv_answer(struct hm__syncsrv *ss, struct hm_proto_decoder *d, nng_msg *req)
 {
 	struct hm_msg m;
 	int e = hm_proto_decode(d, nng_msg_body(req), nng_msg_len(req), &m);
 
 	if (e != 0 || (m.type != HM_MSG_CATCHUP_REQ && m.type != HM_MSG_SNAPSHOT_REQ)) {
-		/* Not a sync request: counted and dropped (no reply). */
-		uint64_t n = atomic_fetch_add(&ss->bad, 1);
-
-		if (n < 10 || n % 1000 == 0)
-			hm_log(HM_LOG_WARNING, "sync",
-			       "dropped an invalid sync request (%zu bytes): %s", nng_msg_len(req),
-			       e != 0 ? hm_strerror(e) : "not a sync request");
+		count_bad(ss, nng_msg_len(req), e != 0 ? hm_strerror(e) : "not a sync request");
 		return NULL;
 	}
 	return m.type == HM_MSG_CATCHUP_REQ ? answer_catchup(ss, &m) : answer_snapshot(ss, &m);
+}
+
+/* ---- Per-connection limits (under wmu) ------------------------------------------------------ */
+
+static struct peer *peer_get(struct hm__syncsrv *ss, uint32_t pipe)
+{
+	for (size_t i = 0; i < ss->npeers; i++)
+		if (ss->peers[i].pipe == pipe)
+			return &ss->peers[i];
+	if (ss->npeers == ss->peers_cap) {
+		size_t cap = ss->peers_cap ? ss->peers_cap * 2 : 32;
+		struct peer *v = realloc(ss->peers, cap * sizeof(*v));
+
+		if (v == NULL)
+			return NULL;
+		ss->peers = v;
+		ss->peers_cap = cap;
+	}
+	ss->peers[ss->npeers] =
+	    (struct peer){.pipe = pipe, .tokens = (double)ss->rate * BURST, .stamp = hm_mono_ms()};
+	return &ss->peers[ss->npeers++];
+}
+
+static void peer_refill(const struct hm__syncsrv *ss, struct peer *p, uint64_t now)
+{
+	p->tokens += (double)ss->rate * (double)(now - p->stamp) / 1000.0;
+	if (p->tokens > (double)ss->rate * BURST)
+		p->tokens = (double)ss->rate * BURST;
+	p->stamp = now;
+}
+
+/* The first queued request whose time has come, unlinked; else NULL and *wake (0: none). */
+static struct work *take_ready(struct hm__syncsrv *ss, uint64_t now, uint64_t *wake)
+{
+	struct work **pp = &ss->whead, *prev = NULL;
+
+	*wake = 0;
+	for (; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
+		struct work *w = *pp;
+
+		if (w->not_before > now) {
+			if (*wake == 0 || w->not_before < *wake)
+				*wake = w->not_before;
+			continue;
+		}
+		*pp = w->next;
+		if (ss->wtail == w)
+			ss->wtail = prev;
+		return w;
+	}
+	return NULL;
 }
 
 static void *worker_main(void *arg)
@@ -439,23 +530,43 @@ static void *worker_main(void *arg)
 	hm_require(hm_proto_decoder_new(&d) == 0);
 	for (;;) {
 		struct work *w;
+		struct peer *p;
 		nng_msg *rep;
+		uint64_t wake;
 
 		pthread_mutex_lock(&ss->wmu);
-		while (ss->whead == NULL && !ss->stopping)
-			pthread_cond_wait(&ss->wcv, &ss->wmu);
-		if (ss->whead == NULL) {
+		while ((w = take_ready(ss, hm_mono_ms(), &wake)) == NULL && !ss->stopping) {
+			if (wake == 0) {
+				pthread_cond_wait(&ss->wcv, &ss->wmu);
+			} else {
+				struct timespec ts;
+				uint64_t ms = wake - HM_MIN(wake, hm_mono_ms());
+
+				clock_gettime(CLOCK_REALTIME, &ts);
+				ts.tv_sec += (time_t)(ms / 1000);
+				ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+				if (ts.tv_nsec >= 1000000000L) {
+					ts.tv_sec++;
+					ts.tv_nsec -= 1000000000L;
+				}
+				pthread_cond_timedwait(&ss->wcv, &ss->wmu, &ts);
+			}
+		}
+		if (w == NULL) {
 			pthread_mutex_unlock(&ss->wmu);
 			break;
 		}
-		w = ss->whead;
-		ss->whead = w->next;
-		if (ss->whead == NULL)
-			ss->wtail = NULL;
 		pthread_mutex_unlock(&ss->wmu);
 
 		rep = hm__syncsrv_answer(ss, d, w->msg);
 		nng_msg_free(w->msg);
+		pthread_mutex_lock(&ss->wmu);
+		if ((p = peer_get(ss, w->pipe)) != NULL) {
+			p->busy = false;
+			if (rep != NULL)
+				p->tokens -= (double)nng_msg_len(rep);
+		}
+		pthread_mutex_unlock(&ss->wmu);
 		if (rep != NULL) {
 			w->c->sending = true;
 			hm__rep_send(w->c->ctx, w->c->aio, rep);
@@ -466,6 +577,26 @@ static void *worker_main(void *arg)
 	}
 	hm_proto_decoder_free(d);
 	return NULL;
+}
+
+/*
+ * A first look, on nng's thread, before a request counts against its connection: a sync request
+ * is a few bytes of type CATCHUP_REQ or SNAPSHOT_REQ at a version this build reads. Anything
+ * else is counted and dropped here, as hm__syncsrv_answer would, so that garbage never makes a
+ * connection look busy.
+ */
+static bool looks_like_sync_request(struct hm__syncsrv *ss, nng_msg *m)
+{
+	uint8_t type = 0;
+	uint32_t version = 0;
+
+	if (nng_msg_len(m) <= 64 &&
+	    hm_proto_peek(nng_msg_body(m), nng_msg_len(m), &type, &version) == 0 &&
+	    (type == HM_MSG_CATCHUP_REQ || type == HM_MSG_SNAPSHOT_REQ) && version >= 1 &&
+	    version <= hm_proto_version(type))
+		return true;
+	count_bad(ss, nng_msg_len(m), "not a sync request of a version this build reads");
+	return false;
 }
 
 static void ctx_cb(void *arg)
@@ -490,7 +621,8 @@ static void ctx_cb(void *arg)
 			hm__rep_recv(c->ctx, c->aio);
 		return;
 	}
-	if ((w = malloc(sizeof(*w))) == NULL) {
+	if (!looks_like_sync_request(ss, nng_aio_get_msg(c->aio)) ||
+	    (w = malloc(sizeof(*w))) == NULL) {
 		nng_msg_free(nng_aio_get_msg(c->aio));
 		hm__rep_recv(c->ctx, c->aio);
 		return;
@@ -498,14 +630,47 @@ static void ctx_cb(void *arg)
 	w->next = NULL;
 	w->c = c;
 	w->msg = nng_aio_get_msg(c->aio);
+	w->not_before = 0;
 	c->pipe = nng_msg_get_pipe(w->msg);
+	w->pipe = (uint32_t)nng_pipe_id(c->pipe);
 	pthread_mutex_lock(&ss->wmu);
+	if (ss->rate > 0) {
+		struct peer *p = peer_get(ss, w->pipe);
+		uint64_t now = hm_mono_ms();
+
+		if (p != NULL && p->busy) {
+			/* Pipelined: a REQ peer never has two requests out. Unanswered, it costs
+			 * nothing; the context takes the next request. */
+			pthread_mutex_unlock(&ss->wmu);
+			atomic_fetch_add(&ss->dropped, 1);
+			nng_msg_free(w->msg);
+			free(w);
+			hm__rep_recv(c->ctx, c->aio);
+			return;
+		}
+		if (p != NULL) {
+			p->busy = true;
+			peer_refill(ss, p, now);
+			if (p->tokens < 0) {
+				w->not_before =
+				    now + (uint64_t)(-p->tokens * 1000.0 / (double)ss->rate) + 1;
+				atomic_fetch_add(&ss->delayed, 1);
+			}
+		}
+	}
 	if (ss->wtail != NULL)
 		ss->wtail->next = w;
 	else
 		ss->whead = w;
 	ss->wtail = w;
 	pthread_cond_signal(&ss->wcv);
+	pthread_mutex_unlock(&ss->wmu);
+}
+
+void hm__syncsrv_limit(struct hm__syncsrv *ss, uint64_t rate)
+{
+	pthread_mutex_lock(&ss->wmu);
+	ss->rate = rate;
 	pthread_mutex_unlock(&ss->wmu);
 }
 
@@ -542,6 +707,8 @@ void hm__syncsrv_stats(struct hm__syncsrv *ss, struct hm__syncsrv_stats *out)
 	out->chunks = atomic_load(&ss->chunks);
 	out->bad_requests = atomic_load(&ss->bad);
 	out->journal_reads = atomic_load(&ss->journal_reads);
+	out->dropped = atomic_load(&ss->dropped);
+	out->delayed = atomic_load(&ss->delayed);
 	pthread_mutex_lock(&ss->mu);
 	out->ring_batches = ss->ring_n;
 	out->ring_bytes = ss->ring_bytes;
@@ -593,6 +760,7 @@ void hm__syncsrv_free(struct hm__syncsrv *ss)
 		hm__batch_unref(ss->ring[(ss->ring_head + i) % ss->ring_cap]);
 	free(ss->ring);
 	free(ss->index);
+	free(ss->peers);
 	if (ss->current != NULL) {
 		hm__snap_close(ss->current->f);
 		free(ss->current);

@@ -22,6 +22,7 @@ struct hm__syncsrv;
 
 struct hm__syncsrv_stats {
 	uint64_t catchups, catchup_parts, snapshots_sent, chunks, bad_requests, journal_reads;
+	uint64_t dropped, delayed; /* requests dropped (pipelined), delayed (over the rate) */
 	uint64_t ring_batches, ring_bytes, index_batches;
 	uint64_t snapshot_seq;
 };
@@ -42,7 +43,8 @@ void hm__syncsrv_publish(struct hm__syncsrv *ss, struct hm__batch *b, const stru
  */
 void hm__syncsrv_snapshot(struct hm__syncsrv *ss, struct hm__snapfile *s);
 
-/* Loop thread, about once a second: closes retired snapshots idle for 60 s. */
+/* Loop thread, about once a second: closes retired snapshots idle for 60 s, forgets the limits
+ * of connections idle for 60 s. */
 void hm__syncsrv_tick(struct hm__syncsrv *ss);
 
 /*
@@ -51,6 +53,15 @@ void hm__syncsrv_tick(struct hm__syncsrv *ss);
  * decoder d.
  */
 nng_msg *hm__syncsrv_answer(struct hm__syncsrv *ss, struct hm_proto_decoder *d, nng_msg *req);
+
+/*
+ * What one connection may cost (before hm__syncsrv_start; default: no rate limit). A connection
+ * has one request answered at a time: a request it sends while another is in progress is
+ * dropped, unanswered (a REQ peer never does that). Reply bytes are paid from a bucket of
+ * 4 x rate bytes refilled at rate bytes per second: a request that finds it in debt waits (on
+ * its context, not on a thread) until the debt is paid. 0: unlimited.
+ */
+void hm__syncsrv_limit(struct hm__syncsrv *ss, uint64_t rate);
 
 /* Starts answering on sock (a REP socket, already listening) with nthreads threads. */
 int hm__syncsrv_start(struct hm__syncsrv *ss, nng_socket sock, int nthreads);

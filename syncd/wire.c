@@ -2,7 +2,7 @@
  * Size bounds for msgpack: a change is an array (1-byte header, up to 5 elements) of an op
  * (positive fixint), strings (at most 3 bytes of header each), booleans and small integers
  * (1 byte each, 2 for a uint8 over 127). An address is sent as text, at most
- * HM_ADDR_STR_MAX bytes.
+ * HM_ADDR_STR_MAX bytes; a secret's value as bin (3 bytes of header at most).
  */
 #include "syncd/wire.h"
 
@@ -10,7 +10,8 @@
 
 size_t hm__wire_change_size(const struct hm_change *c)
 {
-	return 16 + 3 + (size_t)c->app_len + 3 + (size_t)c->name_len + 3 + HM_ADDR_STR_MAX;
+	return 16 + 3 + (size_t)c->app_len + 3 + (size_t)c->name_len + 3 + HM_ADDR_STR_MAX + 3 +
+	       (size_t)c->value_len;
 }
 
 void hm__split_init(struct hm__splitter *s, size_t limit_bytes, uint32_t limit_changes)

@@ -21,7 +21,9 @@ processes a drill needs:
 The pieces used by tests:
 
   Cluster       one origin namespace, N edge namespaces (edge syncd + router each), a dyno
-                namespace, a load namespace, on one private bridge (netns.py). Processes go
+                namespace, a load namespace, on one private bridge (netns.py). The syncd
+                sockets use mutual TLS with a PKI made by the test (pki.py); edges dial the
+                origin by its certificate's name, which their namespaces resolve. Processes go
                 through the harness (env.start with `ip netns exec`), so their exit status and
                 sanitizer reports are checked. .ctl() runs hermodctl in the origin's namespace,
                 .status()/.dump() read admin sockets, .wait_converged() compares digests,
@@ -53,6 +55,7 @@ SO_TIMESTAMPNS = 35  # Linux; not exported by Python's socket module
 
 # Fixed ports: every node has its own address, so nothing here collides with other tests.
 CONTROL_PORT, PUBLISH_PORT, SYNC_PORT = 7400, 7401, 7402
+ORIGIN_NAME = "origin.hermod.test"  # the name in the origin's certificate, dialed by edges
 ROUTER_PORT, METRICS_PORT = 8080, 9180
 DYNO_BASE_PORT = 5000
 LOCAL_DYNO_PORT = 5900
@@ -410,6 +413,7 @@ if __name__ != "__main__":
     import hermod_test as ht
     import netns
     from hermod_test import T, check, fail, wait_for
+    from pki import PKI
 
 
 class Rec:
@@ -572,8 +576,20 @@ class Cluster:
         self.router_workers = router_workers
         self.data = env.path("origin-data")
         self.origin_admin = env.path("origin.sock")
-        self.control = "tcp://127.0.0.1:%d" % CONTROL_PORT
         self.scale_dynos = scale_dynos
+        # Mutual TLS, as in production (docs/security.md): the origin's certificate names it
+        # origin.hermod.test, which each edge's namespace resolves to the origin's address;
+        # control clients (hermodctl, on the origin's host) need the control CA's certificate.
+        self.pki = PKI(env.path("pki"))
+        cluster_ca, control_ca = self.pki.ca("cluster-ca"), self.pki.ca("control-ca")
+        self.pki.cluster, self.pki.control = cluster_ca, control_ca
+        self.origin_cert = self.pki.leaf("origin", cluster_ca, "serverAuth",
+                                         [ORIGIN_NAME, "localhost"])
+        self.ctl_cert = self.pki.leaf("control", control_ca, "clientAuth")
+        for n in self.edges:
+            n.cert = self.pki.leaf(n.name, cluster_ca, "clientAuth", [n.name])
+            n.ns.set_hosts({ORIGIN_NAME: self.o.ip})
+        self.control = "tls+tcp://localhost:%d" % CONTROL_PORT
         self.dyno_log = DynoLog(env.path("dynos.log"))
 
     # -- processes
@@ -615,9 +631,12 @@ class Cluster:
         os.makedirs(self.data, exist_ok=True)
         self.o.syncd = self.start("origin", self.o, hermod=True, role="origin",
                                   extra_env=self.nng_pub_leak_suppression(), args=[
-            ht.binary("hermod-syncd"), "origin", "--control", self.control,
-            "--publish", "tcp://0.0.0.0:%d" % PUBLISH_PORT,
-            "--sync", "tcp://0.0.0.0:%d" % SYNC_PORT, "--data", self.data,
+            ht.binary("hermod-syncd"), "origin",
+            "--control", "tls+tcp://127.0.0.1:%d" % CONTROL_PORT,
+            "--publish", "tls+tcp://0.0.0.0:%d" % PUBLISH_PORT,
+            "--sync", "tls+tcp://0.0.0.0:%d" % SYNC_PORT, "--data", self.data,
+            "--tls-cert", self.origin_cert.pem, "--tls-ca", self.pki.cluster.crt,
+            "--control-ca", self.pki.control.crt,
             "--admin", self.origin_admin, "--node", "origin"])
         if wait:
             wait_for(lambda: ht.admin_ready(self.origin_admin) or self._dead(self.o.syncd),
@@ -627,8 +646,9 @@ class Cluster:
     def start_edge(self, node, wait=True):
         node.syncd = self.start("%s-syncd" % node.name, node, hermod=True, role="edge", args=[
             ht.binary("hermod-syncd"), "edge",
-            "--publish", "tcp://%s:%d" % (self.o.ip, PUBLISH_PORT),
-            "--sync", "tcp://%s:%d" % (self.o.ip, SYNC_PORT),
+            "--publish", "tls+tcp://%s:%d" % (ORIGIN_NAME, PUBLISH_PORT),
+            "--sync", "tls+tcp://%s:%d" % (ORIGIN_NAME, SYNC_PORT),
+            "--tls-cert", node.cert.pem, "--tls-ca", self.pki.cluster.crt,
             "--table", node.table, "--admin", node.admin, "--node", node.name])
         if wait:
             wait_for(lambda: ht.admin_ready(node.admin) or self._dead(node.syncd), T(10),
@@ -693,7 +713,8 @@ class Cluster:
         """hermodctl ARGS in the origin's namespace (control on its loopback). timed: through
         `cluster_util.py ctl-timed`, which records when hermodctl printed its first line (the
         origin's acknowledgement) in .t_ack (else t_ack is when it exited)."""
-        cmd = [ht.binary("hermodctl"), "--control", self.control] + list(args)
+        cmd = [ht.binary("hermodctl"), "--control", self.control, "--tls-cert",
+               self.ctl_cert.pem, "--tls-ca", self.pki.cluster.crt] + list(args)
         if timed:
             cmd = [sys.executable, os.path.join(HERE, "cluster_util.py"), "ctl-timed", "--"] + cmd
             cmd = self._niced(cmd)

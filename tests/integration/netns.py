@@ -17,6 +17,7 @@ Needs root and iproute2 (ip netns, ip link).
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -67,6 +68,10 @@ def sweep_leftovers():
         if m and not os.path.exists(f"/proc/{m.group(2)}"):
             kill_namespace_pids(m.group(1))
             _ip("netns", "del", m.group(1), check=False)
+    for name in os.listdir("/etc/netns") if os.path.isdir("/etc/netns") else []:
+        m = re.match(rf"{PREFIX}(\d+)-", name)
+        if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            shutil.rmtree(f"/etc/netns/{name}", ignore_errors=True)
     for line in _ip("-o", "link", "show", "type", "bridge", check=False).stdout.splitlines():
         m = re.search(rf"\d+: ({PREFIX}(\d+)br)[:@]", line)
         if m and not os.path.exists(f"/proc/{m.group(2)}"):
@@ -86,6 +91,16 @@ class Node:
     def argv(self, args):
         """args prefixed so that they run inside this node's namespace."""
         return ["ip", "netns", "exec", self.ns, *args]
+
+    def set_hosts(self, names):
+        """Names this node resolves ({name: ip}): `ip netns exec` bind-mounts
+        /etc/netns/NS/hosts over /etc/hosts for what runs inside. Removed with the node."""
+        d = f"/etc/netns/{self.ns}"
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "hosts"), "w") as f:
+            f.write("127.0.0.1 localhost\n::1 localhost\n")
+            for name, ip in names.items():
+                f.write(f"{ip} {name}\n")
 
     def popen(self, args, **kwargs):
         return subprocess.Popen(self.argv(args), **kwargs)
@@ -135,6 +150,7 @@ class Network:
             # processes first (checking how they exit); whatever is left is killed here.
             kill_namespace_pids(node.ns)
             _ip("netns", "del", node.ns, check=False)
+            shutil.rmtree(f"/etc/netns/{node.ns}", ignore_errors=True)
         _ip("link", "del", self.bridge, check=False)
         self.nodes = []
 

@@ -34,7 +34,14 @@ def _urls(env, transport, tag):
     if transport == "ipc":
         return tuple("ipc://%s" % env.path("%s-%s.ipc" % (tag, k))
                      for k in ("control", "publish", "sync"))
+    if transport == "tls":
+        return tuple("tls+tcp://127.0.0.1:%d" % ht.free_port() for _ in range(3))
     return tuple("tcp://127.0.0.1:%d" % ht.free_port() for _ in range(3))
+
+
+def dial_url(url):
+    """The URL peers dial for a listened URL: over TLS by the origin's certificate name."""
+    return url.replace("tls+tcp://127.0.0.1:", "tls+tcp://localhost:")
 
 
 def port_of(url):
@@ -53,24 +60,41 @@ class CtlResult:
 
 
 class Origin:
-    """A hermod-syncd origin. urls = (control, publish, sync)."""
+    """A hermod-syncd origin. urls = (control, publish, sync), as listened on; dial_* are what
+    edges and hermodctl dial. pki (tests/integration/pki.py) makes it listen with mutual TLS:
+    its certificate is pki.origin, peers must chain to pki.cluster (control clients to
+    control_ca if given); hermodctl then presents ctl_cert (default pki.ctl_cluster)."""
 
     def __init__(self, env, name="origin", data=None, transport="tcp", extra=(), urls=None,
-                 wait=True, proc_env=None):
+                 wait=True, proc_env=None, pki=None, control_ca=None, ctl_cert=None,
+                 cert=None):
         self.env = env
         self.proc_env = proc_env
         self.name = name
+        self.pki = pki
+        if pki is not None and transport == "tcp":
+            transport = "tls"
         self.control, self.publish, self.sync = urls or _urls(env, transport, name)
+        self.dial_control, self.dial_publish, self.dial_sync = (
+            dial_url(u) for u in (self.control, self.publish, self.sync))
         self.data = data or env.path("%s-data" % name)
         self.admin = env.path("%s.sock" % name)
         self.extra = list(extra)
+        self.tls_args = []
+        self.ctl_cert = ctl_cert
+        if pki is not None:
+            self.tls_args = ["--tls-cert", (cert or pki.origin).pem, "--tls-ca",
+                             pki.cluster.crt]
+            if control_ca is not None:
+                self.tls_args += ["--control-ca", control_ca.crt]
+            self.ctl_cert = ctl_cert or pki.ctl_cluster
         self.proc = None
         self.start(wait)
 
     def argv(self):
         return [ht.binary("hermod-syncd"), "origin", "--control", self.control,
                 "--publish", self.publish, "--sync", self.sync, "--data", self.data,
-                "--admin", self.admin] + self.extra
+                "--admin", self.admin] + self.tls_args + self.extra
 
     def start(self, wait=True):
         self.proc = self.env.start(self.name, self.argv(), extra_env=self.proc_env)
@@ -104,11 +128,13 @@ class Origin:
         """Runs hermodctl [--control URL] args...; returns a CtlResult."""
         argv = [ht.binary("hermodctl")]
         if control:
-            argv += ["--control", self.control]
+            argv += ["--control", self.dial_control]
+            if self.ctl_cert is not None and self.dial_control.startswith("tls+"):
+                argv += ["--tls-cert", self.ctl_cert.pem, "--tls-ca", self.pki.cluster.crt]
         argv += [str(a) for a in args]
         penv = dict(os.environ)
-        penv.pop("HERMOD_CONTROL", None)
-        penv.pop("HERMOD_ADMIN", None)
+        for k in ("HERMOD_CONTROL", "HERMOD_ADMIN", "HERMOD_TLS_CERT", "HERMOD_TLS_CA"):
+            penv.pop(k, None)
         if env:
             penv.update(env)
         t0 = time.monotonic()
@@ -132,26 +158,33 @@ class Origin:
 
 
 class Edge:
-    """A hermod-syncd edge following origin (publish may point at a relay instead)."""
+    """A hermod-syncd edge following origin (publish may point at a relay instead). With an
+    origin over TLS it presents cert (default: the origin's pki.edge1) and trusts ca (default
+    the cluster CA)."""
 
     def __init__(self, env, origin, name="edge", table=None, publish=None, sync=None, extra=(),
-                 wait=True, admin=None, proc_env=None):
+                 wait=True, admin=None, proc_env=None, cert=None, ca=None):
         self.env = env
         self.proc_env = proc_env
         self.origin = origin
         self.name = name
         self.table = table or env.path("%s.table" % name)
         self.admin = admin or env.path("%s.sock" % name)
-        self.publish = publish or origin.publish
-        self.sync = sync or origin.sync
+        self.publish = publish or getattr(origin, "dial_publish", origin.publish)
+        self.sync = sync or getattr(origin, "dial_sync", origin.sync)
         self.extra = list(extra)
+        self.tls_args = []
+        pki = getattr(origin, "pki", None)
+        if cert is not None or pki is not None:
+            self.tls_args = ["--tls-cert", (cert or pki.edge1).pem,
+                             "--tls-ca", (ca or pki.cluster).crt]
         self.proc = None
         self.start(wait)
 
     def argv(self):
         return [ht.binary("hermod-syncd"), "edge", "--publish", self.publish, "--sync",
                 self.sync, "--table", self.table, "--admin", self.admin, "--node",
-                self.name] + self.extra
+                self.name] + self.tls_args + self.extra
 
     def start(self, wait=True):
         self.proc = self.env.start(self.name, self.argv(), extra_env=self.proc_env)
@@ -182,6 +215,17 @@ class Edge:
         if self.proc.alive():
             self.proc.stop()
         return self.start(wait)
+
+
+def nng_leak_suppression(env):
+    """Closing a listener that #1518 has broken leaves nng's objects for it unreachable (its
+    stuck pipes keep it from being reaped): ~5 KB inside libnng per repaired listener (more for
+    a TLS one: its connection buffers), not a leak in hermod. Only the scan tests, which break
+    listeners on purpose, tolerate it."""
+    with open(ht.LSAN_SUPPRESSIONS) as f:
+        common = f.read()
+    path = env.write("lsan.supp", common + "leak:libnng.so\n")
+    return {"LSAN_OPTIONS": "suppressions=%s:print_suppressions=0" % path}
 
 
 def origin_head(origin):
@@ -407,17 +451,90 @@ def mp_unpack_head(data):
 # ---------------------------------------------------------------------------------------------
 
 
+def loopback_listener():
+    """A TCP socket listening on 127.0.0.1 at a free port: (socket, port, tcp:// URL)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    port = s.getsockname()[1]
+    return s, port, "tcp://127.0.0.1:%d" % port
+
+
+def close_all(socks):
+    for s in socks:
+        try:
+            s.close()
+        except OSError:
+            pass
+
+
+class StallingProxy:
+    """A TCP proxy to 127.0.0.1:port. Its first `stall` connections pass the SP handshake (the
+    8-byte headers, each way) and then nothing more, either way, while staying open: a
+    connection nng takes for alive though nothing gets through it any more (what nng 1.5.2's
+    TLS can leave after its peer died as a message arrived). replies_only: what the client
+    sends still passes, the answers do not. Later connections pass everything. .connections
+    counts them."""
+
+    def __init__(self, port, stall=1, replies_only=False):
+        self.upstream = port
+        self.stall = stall
+        self.replies_only = replies_only
+        self.connections = 0
+        self.lsock, self.port, self.url = loopback_listener()
+        self.socks = []
+        self.closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while not self.closing:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.upstream))
+            self.socks += [c, u]
+            self.connections += 1
+            limit = 8 if self.connections <= self.stall else None
+            for a, b, lim in ((c, u, None if self.replies_only else limit), (u, c, limit)):
+                threading.Thread(target=self._pump, args=(a, b, lim), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst, limit):
+        passed = 0
+        while True:
+            try:
+                d = src.recv(65536)
+            except OSError:
+                return
+            if not d:
+                break
+            if limit is not None:
+                d = d[:max(0, limit - passed)]
+            passed += len(d)
+            try:
+                if d:
+                    dst.sendall(d)
+            except OSError:
+                return
+        if limit is None:
+            try:
+                dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.closing = True
+        close_all([self.lsock] + self.socks)
+
+
 class EvilRelay:
     """SUB from the origin's publish port, PUB to edges (one SP listener), forwarding every
     message; inject(bytes) sends anything to every subscribed edge."""
 
     def __init__(self, env, origin_publish_port):
-        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
-        self.lsock.listen(16)
-        self.port = self.lsock.getsockname()[1]
-        self.url = "tcp://127.0.0.1:%d" % self.port
+        self.lsock, self.port, self.url = loopback_listener()
         self.subs = []
         self.lock = threading.Lock()
         self.stopping = False
@@ -481,11 +598,7 @@ class EvilRelay:
 
     def close(self):
         self.stopping = True
-        for s in [self.lsock, self.upstream] + list(self.subs):
-            try:
-                s.close()
-            except OSError:
-                pass
+        close_all([self.lsock, self.upstream] + list(self.subs))
 
 
 class Relay:

@@ -81,8 +81,26 @@ def healthy(c, what, quiet=1.0):
             for n in c.router_targets())))
 
 
+def origin_watchdog(c, drill):
+    """Prints the origin's listener watchdog counts and its nng log lines, so that a drill in
+    which a listener was re-created (its connections closed) says so, and why."""
+    try:
+        st = c.status()
+    except (OSError, ValueError):
+        return
+    say(drill, "origin listeners: %d probes, %d missed, %d re-created" % (
+        st["listener_probes"], st["listener_probe_misses"], st["listener_restarts"]))
+    said = getattr(c, "nng_lines_said", {})
+    c.nng_lines_said = said
+    lines = [x for x in c.o.syncd.stderr().splitlines() if " nng " in x]
+    for line in lines[said.get(c.o.syncd.name, 0):]:
+        say(drill, "origin log: %s" % line)
+    said[c.o.syncd.name] = len(lines)
+
+
 def no_failures(c, drill, t0, t1, targets=None, load=None):
     """Asserts that no request sent in [t0, t1) to the targets failed; prints the counts."""
+    origin_watchdog(c, drill)
     load = load or c.load
     for name in targets or c.router_targets():
         w = load.window(t0, t1, name)

@@ -5,7 +5,8 @@ its banner, runs the curl and hermodctl commands the banner prints (curl's reque
 http.client, following the printed flags: -H, -c/-b cookie jar, -i), checks what each one should
 show (200 from a dyno, the wildcard, the 404, status/lookup, metrics, session affinity across the
 two nodes, a dyno going down and back, maintenance mode), then sends SIGINT and checks that every
-process it started is gone, its ports are free and its work dir is removed.
+process it started is gone, its ports are free and its work dir is removed. The cluster runs
+with mutual TLS (a throwaway PKI) and the cluster's own affinity secret (issue 10).
 """
 
 import http.client
@@ -179,6 +180,13 @@ def test_dev_up_end_to_end(env):
     status = find(r"--admin \S+ status")[0]
     check(re.search(r"role\s+edge", status) and re.search(r"stale\s+false", status),
           "hermodctl status of node1: %r" % status[:500])
+    # Mutual TLS by default (issue 10): the nodes say so, and the banner's control commands
+    # carry their certificate flags.
+    check(re.search(r"tls\s+true", status), "node1 runs over TLS: %r" % status[:800])
+    check("mutual TLS" in out, "the banner says how the nodes trust each other")
+    ctl_cmds = [argv for kind, argv, _, line in cmds if kind == "ctl" and "--control" in argv]
+    check(ctl_cmds and all("--tls-cert" in a and "--tls-ca" in a for a in ctl_cmds),
+          "control commands carry their certificate flags: %r" % ctl_cmds[:2])
     check("demo" in find(r"lookup api\.demo\.example\.com")[0], "lookup names the app")
     st, _, body = find(r"/metrics")
     eq(st, 200, "metrics")

@@ -25,6 +25,7 @@ import time
 
 import hermod_test as ht
 from hermod_test import T, check, eq, fail, timeout, wait_for
+from pki import cluster_pki
 
 DEPLOY = os.path.join(ht.SRC_ROOT, "deploy")
 UNITS = sorted(glob.glob(os.path.join(DEPLOY, "systemd", "*.service")))
@@ -108,9 +109,19 @@ def test_units_verify(env):
         eq(unit_get(unit, "Service", "NoNewPrivileges"), ["yes"], "%s NoNewPrivileges=" % name)
         eq(unit_get(unit, "Service", "ProtectSystem"), ["strict"], "%s ProtectSystem=" % name)
         check(unit_get(unit, "Install", "WantedBy"), "%s: no WantedBy=" % name)
-    # The router reads (and writes counters into) the table the edge creates with mode 0600.
+    # The router reads (and writes counters into) the table the edge creates with mode 0640,
+    # and refuses one that another user owns: the same user.
     eq(unit_get(units["hermod-router.service"], "Service", "User"),
        unit_get(units["hermod-edge.service"], "Service", "User"), "router and edge users")
+    # /run/hermod holds the table and the control socket (0660): the group, nobody else.
+    for name, unit in units.items():
+        eq(unit_get(unit, "Service", "RuntimeDirectory"), ["hermod"],
+           "%s RuntimeDirectory=" % name)
+        eq(unit_get(unit, "Service", "RuntimeDirectoryMode"), ["0750"],
+           "%s RuntimeDirectoryMode=" % name)
+    for name in ("hermod-origin.service", "hermod-edge.service"):
+        eq(unit_get(units[name], "Service", "ExecReload"), ["/bin/kill -HUP $MAINPID"],
+           "%s reloads its certificates on SIGHUP" % name)
     if tool is None:
         print("# systemd-analyze is not installed: units parsed and checked only", flush=True)
         return
@@ -162,27 +173,33 @@ def test_execstart_flags_and_example_configs(env):
 
 def loopback_configs(env):
     """The three examples with addresses and paths moved to loopback ports and env's temp dir
-    (every key kept); returns {name: path}."""
+    (every key kept; the certificates are a PKI made for the test, the origin is dialed by its
+    certificate's name, localhost); returns {name: path}."""
     ex = {n: json.load(open(os.path.join(EXAMPLES, n + ".json")))
           for n in ("origin", "edge", "router")}
-    p_ctl, p_pub, p_sync = ht.free_port(), ht.free_port(), ht.free_port()
+    p_pub, p_sync = ht.free_port(), ht.free_port()
+    pki = cluster_pki(env.path("pki"))
 
     def port_of(url):
         return int(url.rsplit(":", 1)[1])
-    ports = {port_of(ex["origin"]["control"]): p_ctl, port_of(ex["origin"]["publish"]): p_pub,
-             port_of(ex["origin"]["sync"]): p_sync}
+    ports = {port_of(ex["origin"]["publish"]): p_pub, port_of(ex["origin"]["sync"]): p_sync}
+    check(ex["origin"]["control"].startswith("ipc://") and all(
+        ex[n][k].startswith("tls+tcp://") for n in ("origin", "edge") for k in ("publish",
+                                                                              "sync")),
+          "the examples use the secure defaults: control over ipc, publish and sync over TLS")
     o = dict(ex["origin"])
-    o.update(control="tcp://127.0.0.1:%d" % p_ctl, publish="tcp://127.0.0.1:%d" % p_pub,
-             sync="tcp://127.0.0.1:%d" % p_sync, data=env.path("origin-data"),
-             admin=env.path("origin.sock"))
+    o.update(control="ipc://" + env.path("control.sock"),
+             publish="tls+tcp://127.0.0.1:%d" % p_pub, sync="tls+tcp://127.0.0.1:%d" % p_sync,
+             data=env.path("origin-data"), admin=env.path("origin.sock"),
+             **{"tls-cert": pki.origin.pem, "tls-ca": pki.cluster.crt})
     e = dict(ex["edge"])
-    e.update(publish="tcp://127.0.0.1:%d" % ports[port_of(ex["edge"]["publish"])],
-             sync="tcp://127.0.0.1:%d" % ports[port_of(ex["edge"]["sync"])],
-             table=env.path("hermod.table"), admin=env.path("edge.sock"))
+    e.update(publish="tls+tcp://localhost:%d" % ports[port_of(ex["edge"]["publish"])],
+             sync="tls+tcp://localhost:%d" % ports[port_of(ex["edge"]["sync"])],
+             table=env.path("hermod.table"), admin=env.path("edge.sock"),
+             **{"tls-cert": pki.edge1.pem, "tls-ca": pki.cluster.crt})
     r = dict(ex["router"])
-    secret = env.write("affinity.secret", "s3cret-for-the-test\n")
     r.update(table=e["table"], listen="127.0.0.1:%d" % ht.free_port(),
-             metrics="127.0.0.1:%d" % ht.free_port(), **{"affinity-secret-file": secret})
+             metrics="127.0.0.1:%d" % ht.free_port())
     out = {}
     for name, cfg, orig in (("origin", o, ex["origin"]), ("edge", e, ex["edge"]),
                             ("router", r, ex["router"])):
@@ -208,6 +225,8 @@ def test_examples_run_a_node(env):
     d = env.dyno("web.1")
     batch = {"changes": [ht.ch_app("ex"), ht.ch_domain("ex.test", "ex"),
                          ht.ch_dyno("ex", "web.1", d.addr)]}
+    eq(oct(os.stat(o["control"][len("ipc://"):]).st_mode & 0o777), oct(0o660),
+       "the control socket's mode")
     p = subprocess.run([ht.binary("hermodctl"), "--control", o["control"], "--json", "apply",
                         "-"], input=json.dumps(batch).encode(), stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=T(30))

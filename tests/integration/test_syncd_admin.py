@@ -121,5 +121,68 @@ def test_dump_streams_to_a_slow_reader(env):
     eq(len(set(x["name"] for x in d["dynos"])), n, "no dyno twice")
 
 
+
+# ---------------------------------------------------------------------------------------------
+# Bounds (issue 10): a client that sends status lines without reading grew the origin to 1 GB.
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_client_that_does_not_read_is_not_buffered_without_bound(env):
+    o = Origin(env)
+    rss0 = ht.proc_rss_kib(o.proc.pid)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(o.admin)
+    s.setblocking(False)
+    line = b"status\n" * 4096
+    sent, deadline = 0, time.monotonic() + T(5)
+    # Without a bound every line was answered into an ever-growing write queue, so the origin
+    # took all of it; with one, it stops reading and this sender's buffer fills.
+    while time.monotonic() < deadline and sent < (256 << 20):
+        try:
+            sent += s.send(line)
+        except BlockingIOError:
+            time.sleep(0.01)
+    rss1 = ht.proc_rss_kib(o.proc.pid)
+    print("# sent %d MiB of requests before the origin stopped reading; RSS %d -> %d KiB" %
+          (sent >> 20, rss0, rss1), flush=True)
+    check(sent < (64 << 20), "the origin kept reading requests it could not answer: %d bytes"
+          % sent)
+    check(rss1 - rss0 < 32 << 10, "the origin's memory grew by %d KiB" % (rss1 - rss0))
+    # Others are still served, and the slow client gets its answers once it reads.
+    eq(ht.admin_request(o.admin, "status")["role"], "origin", "another client meanwhile")
+    s.setblocking(True)
+    s.settimeout(T(5))
+    got = s.recv(65536)
+    check(got.startswith(b'{"role":"origin"'), "the slow client's answers: %r" % got[:80])
+    s.close()
+
+
+def test_idle_clients_are_closed_and_clients_are_capped(env):
+    o = Origin(env, extra=["--admin-idle", "1s"])
+    idle = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    idle.connect(o.admin)
+    idle.settimeout(T(10))
+    t0 = time.monotonic()
+    eq(idle.recv(1), b"", "an idle client is closed")
+    waited = time.monotonic() - t0
+    check(0.5 < waited < T(5), "closed after the idle timeout (%.1f s)" % waited)
+    idle.close()
+
+    o.restart()
+    held = []
+    for _ in range(64):
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        c.connect(o.admin)
+        held.append(c)
+    eq(ht.admin_request(o.admin, "status").get("error"),
+       "too many admin clients (64); try again", "the 65th client")
+    held.pop().close()
+    ht.wait_for(lambda: "role" in ht.admin_request(o.admin, "status"), T(5),
+                "a client once one has left")
+    for c in held:
+        c.close()
+
+
 if __name__ == "__main__":
     ht.run(globals())

@@ -152,7 +152,8 @@ class Flood:
     """A REQ peer with a tiny receive buffer that sends whole frames (SP-framed requests), as
     fast as the origin takes them, on a thread, and never reads an answer."""
 
-    def __init__(self, env, port, frames):
+    def __init__(self, env, port, frames, pause=0):
+        self.pause = pause
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=T(5))
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
         self.sock.sendall(b"\x00SP\x00" + struct.pack(">H", PROTO_REQ) + b"\x00\x00")
@@ -168,6 +169,7 @@ class Flood:
             for f in frames:
                 self.sock.sendall(f)  # whole frames only: blocks when the origin stops reading
                 self.sent += 1
+                time.sleep(self.pause)
         except OSError:
             pass  # disconnected by the origin
 
@@ -207,8 +209,10 @@ def test_sync_socket_survives_a_peer_that_never_reads(env):
         o.apply([{"op": "dyno.put", "app": "big", "dyno": "web.%d" % (i * 5000 + k),
                   "addr": "10.%d.%d.%d:80" % (i, k >> 8, k & 255)} for k in range(5000)])
     epoch = int(o.status()["epoch"], 16)
-    # 40 catch-ups from seq 0 (about 1 MiB each), pipelined on one connection, never read.
-    f = Flood(env, port_of(o.sync), [req_frame(i, mp([3, 1, epoch, 0, 0])) for i in range(40)])
+    # 40 catch-ups from seq 0 (about 1 MiB each) on one connection, never read, one every
+    # 50 ms: pipelined faster, the origin would answer one and drop the rest (issue 10).
+    f = Flood(env, port_of(o.sync), [req_frame(i, mp([3, 1, epoch, 0, 0])) for i in range(40)],
+              pause=0.05)
     wait_for(lambda: f.sent == 40 or not f.thread.is_alive(), T(10), "the requests to go out")
     e = Edge(env, o)
     wait_converged(o, [e], T(10), "an edge to catch up while another peer of the sync socket "

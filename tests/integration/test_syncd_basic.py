@@ -99,6 +99,13 @@ def test_fresh_data_dir_new_epoch(env):
     st = e.status()
     eq((st["apps"], st["epoch"]), (1, o.status()["epoch"]), "edge state after the new epoch")
     check(st["snapshots"] > snaps, "the edge must have done a full resync")
+    # Issue 10: a new epoch is also what a process squatting the origin's address looks like,
+    # so it is said loudly (an error, counted, in status), not as a notice.
+    eq(st["epoch_changes"], 1, "epoch changes counted")
+    eq(st["last_epoch_change"], {"from": old, "to": o.status()["epoch"]}, "status says which")
+    check(any(" edge err: the origin's epoch changed from %s to %s" % (old, st["epoch"]) in line
+              for line in e.proc.stderr().splitlines()),
+          "an error-level log line: %s" % e.proc.stderr()[-800:])
 
 
 def test_stale_and_back(env):

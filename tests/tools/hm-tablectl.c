@@ -28,7 +28,7 @@ static const struct hm_opt options[] = {
     {.name = "table",
      .type = HM_OPT_STR,
      .offset = offsetof(struct cfg, table),
-     .def = "/dev/shm/hermod.table",
+     .def = "/run/hermod/hermod.table",
      .arg = "PATH",
      .help = "the table file"},
     HM_OPT_END,
@@ -122,6 +122,8 @@ static int dump_one(void *ctx, const struct hm_change *c)
 	char addr[HM_ADDR_STR_MAX];
 	int *first = ctx;
 
+	if (c->op == HM_OP_SECRET_PUT)
+		return 0; /* a batch file cannot hold one */
 	printf("%s\n  {\"op\":\"%s\"", *first ? "" : ",", hm_op_name(c->op));
 	*first = 0;
 	switch (c->op) {

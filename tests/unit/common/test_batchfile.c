@@ -142,6 +142,50 @@ START_TEST(errors)
 }
 END_TEST
 
+/* A string holding NUL or another control character is refused, with the field named, however
+ * it is written: cJSON would cut "victim.test\u0000.tenant.example" at the NUL and hand back a
+ * valid "victim.test". */
+START_TEST(control_characters)
+{
+	static const struct {
+		const char *text;
+		const char *msg;
+	} cases[] = {
+	    {"{\"changes\":[{\"op\":\"domain.put\",\"domain\":\"victim.test\\u0000.tenant."
+	     "example\","
+	     "\"app\":\"a\"}]}",
+	     "change 0: \"domain\": holds a control character (U+0000)"},
+	    {"{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\\u001b[31m\"}]}",
+	     "change 0: \"app\": holds a control character (U+001B)"},
+	    {"{\"changes\":[{\"op\":\"app.rm\",\"app\":\"a\"},{\"op\":\"app.put\",\"app\":\"b\\n\"}"
+	     "]}",
+	     "change 1: \"app\": holds a control character (U+000A)"},
+	    {"{\"changes\":[{\"op\":\"app.put\",\"app\":\"b\x01\"}]}",
+	     "\"app\": holds a control character (U+0001)"},
+	    {"{\"changes\":[{\"op\":\"app.put\",\"app\":\"b\x7f\"}]}",
+	     "\"app\": holds a control character (U+007F)"},
+	    {"{\"changes\":[{\"op\":\"app.put\",\"app\":\"b\\u009b\"}]}",
+	     "\"app\": holds a control character (U+009B)"},
+	    {"{\"changes\":[{\"op\\u0000\":\"app.put\",\"app\":\"b\"}]}",
+	     "a key holds a control character (U+0000)"},
+	};
+	char err[256];
+	size_t n;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		int e = read_all(cases[i].text, &n, err, sizeof(err));
+
+		ck_assert_msg(e == HM_ECONTROL, "case %zu: got %d (%s)", i, e, err);
+		ck_assert_msg(strstr(err, cases[i].msg) != NULL,
+			      "case %zu: message '%s' lacks '%s'", i, err, cases[i].msg);
+	}
+	/* An escaped backslash before "u0000" is not an escape of NUL. */
+	ck_assert_int_eq(read_all("{\"changes\":[{\"op\":\"app.put\",\"app\":\"a\\\\u0000\"}]}", &n,
+				  err, sizeof(err)),
+			 HM_EAPPNAME);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
 	Suite *s = suite_create("batchfile");
@@ -151,6 +195,7 @@ static Suite *make_suite(void)
 	tcase_add_test(tc, valid_file);
 	tcase_add_test(tc, empty_and_large);
 	tcase_add_test(tc, errors);
+	tcase_add_test(tc, control_characters);
 	suite_add_tcase(s, tc);
 	return s;
 }

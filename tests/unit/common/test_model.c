@@ -139,6 +139,35 @@ START_TEST(changes)
 	c.name = "*.x.org";
 	c.name_len = 7;
 	ck_assert_int_eq(hm_change_check(&c), 0);
+	/* NUL and other control characters get their own code, whatever the field's grammar: on the
+	 * wire a string has a length, so "victim.test\0.tenant.example" arrives whole. */
+	c.name = "victim.test\0.tenant.example";
+	c.name_len = 28;
+	ck_assert_int_eq(hm_change_check(&c), HM_ECONTROL);
+	c.name = "x.org";
+	c.name_len = 5;
+	c.app = "a\x1b[2J";
+	c.app_len = 5;
+	ck_assert_int_eq(hm_change_check(&c), HM_ECONTROL);
+	c.app = "a\x7f";
+	c.app_len = 2;
+	ck_assert_int_eq(hm_change_check(&c), HM_ECONTROL);
+	c.app = "app";
+	c.app_len = 3;
+	ck_assert_int_eq(hm_change_check(&c), 0);
+	ck_assert_int_eq(hm_ctl_scan("abc\x80\x9f"
+				     "def",
+				     8),
+			 -1); /* UTF-8 bytes are not controls */
+	ck_assert_int_eq(hm_ctl_scan("ab\tc", 4), 2);
+	ck_assert_int_eq(hm_ctl_scan("a\xc2\x9b"
+				     "b",
+				     4),
+			 1); /* U+009B, CSI */
+	ck_assert_int_eq(hm_ctl_scan("a\xc2\xa0"
+				     "b",
+				     4),
+			 -1);
 
 	uint8_t v;
 	ck_assert_int_eq(hm_op_parse(S("dyno.rm"), &v), 0);

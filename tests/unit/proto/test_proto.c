@@ -179,6 +179,8 @@ static void assert_change_eq(const struct hm_change *a, const struct hm_change *
 	EQ_U(a->addr.family, b->addr.family);
 	EQ_U(a->addr.port, b->addr.port);
 	MEM_EQ(a->addr.ip, b->addr.ip, 16);
+	EQ_U(a->value_len, b->value_len);
+	TRUE(a->value_len == 0 || memcmp(a->value, b->value, a->value_len) == 0);
 }
 
 static void assert_changes_eq(const struct hm_change *a, const struct hm_change *b, uint32_t n)
@@ -314,6 +316,7 @@ static void sample_msg(int i, struct hm_msg *m)
 	default:
 		ck_abort_msg("no sample %d", i);
 	}
+	m->version = hm_proto_version(m->type);
 }
 #define NSAMPLES 12
 
@@ -739,7 +742,7 @@ static struct tv *T_changes(const struct cdef *d, size_t n)
 static struct tv *T_batch(uint64_t epoch, uint64_t seq, uint64_t ts, uint64_t part, uint64_t nparts,
 			  struct tv *changes)
 {
-	return A(U(1), U(1), U(epoch), U(seq), U(ts), U(part), U(nparts), changes);
+	return A(U(1), U(2), U(epoch), U(seq), U(ts), U(part), U(nparts), changes);
 }
 
 static struct tv *T_ctl_rep(uint64_t status, uint64_t epoch, uint64_t seq, int64_t code,
@@ -752,7 +755,7 @@ static struct tv *T_ctl_rep(uint64_t status, uint64_t epoch, uint64_t seq, int64
 static struct tv *T_snapshot_rep(uint64_t epoch, uint64_t seq, uint64_t snap_id, uint64_t chunk,
 				 uint64_t nchunks, struct tv *changes)
 {
-	return A(U(6), U(1), U(epoch), U(seq), U(snap_id), U(chunk), U(nchunks), U(1), U(1),
+	return A(U(6), U(2), U(epoch), U(seq), U(snap_id), U(chunk), U(nchunks), U(1), U(1),
 		 U(70000), BIN(DIGEST, 16), changes);
 }
 
@@ -1143,12 +1146,14 @@ END_TEST
 
 START_TEST(newer_versions)
 {
-	/* Every type at version 2 with one more field than version 1 has. */
+	/* Every type at the version after this build's, with one more field. */
 	for (int i = 0; i < NSAMPLES; i++) {
 		struct tv *t = sample_tree(i);
+		struct hm_msg m;
 
-		t->k[1] = U(2);
-		t->k[t->nk++] = STR("added in version 2");
+		sample_msg(i, &m);
+		t->k[1] = U(hm_proto_version(m.type) + 1);
+		t->k[t->nk++] = STR("added in the next version");
 		EQ_I(tv_verdict(t), HM_EVERSION);
 	}
 }
@@ -1240,8 +1245,8 @@ START_TEST(out_of_range)
 	     "heartbeat inside a catch-up reply"},
 	    {CREP(9, 0, false, A(U(1), U(0), U(3), U(5), U(0), U(0), U(1), A0())), HM_ERANGE,
 	     "embedded version 0"},
-	    {CREP(9, 0, false, A(U(1), U(2), U(3), U(5), U(0), U(0), U(1), A0(), U(0))),
-	     HM_EVERSION, "embedded version 2"},
+	    {CREP(9, 0, false, A(U(1), U(3), U(3), U(5), U(0), U(0), U(1), A0(), U(0))),
+	     HM_EVERSION, "embedded version 3"},
 	    {CREP(9, 0, false, A(U(1))), HM_EARITY, "embedded batch of one element"},
 	    {A(U(5), U(1), U(0), U(1)), HM_ERANGE, "snapshot chunk 1 of the latest"},
 	    {A(U(5), U(1), U(0), U(0)), 0, "snapshot chunk 0 of the latest"},
@@ -1633,7 +1638,7 @@ START_TEST(grammar)
 	     "state -1"},
 	    {BATCH1(A(U(6), STR("a"), STR("web.x"))), HM_EDYNONAME, "dyno.rm bad dyno"},
 	    {BATCH1(A(U(0), STR("a"))), HM_EOP, "op 0"},
-	    {BATCH1(A(U(7), STR("a"))), HM_EOP, "op 7"},
+	    {BATCH1(A(U(9), STR("a"))), HM_EOP, "op 9"},
 	    {BATCH1(A(U(263), STR("a"))), HM_EOP, "op 263 (7 mod 256)"},
 	    {BATCH1(A(I(-1), STR("a"))), HM_EOP, "op -1"},
 	    {BATCH1(A0()), HM_EARITY, "empty change"},
@@ -1741,7 +1746,7 @@ START_TEST(peek)
 		sample_bytes(i, false, &b);
 		EQ_I(hm_proto_peek(b.data, b.len, &type, &version), 0);
 		EQ_U(type, m.type);
-		EQ_U(version, HM_PROTO_VERSION);
+		EQ_U(version, hm_proto_version(m.type));
 		/* The head is enough: a cut body does not matter. */
 		EQ_I(hm_proto_peek(b.data, 3, &type, &version), 0);
 		EQ_U(type, m.type);
@@ -1948,7 +1953,7 @@ static bool known_code(int rc)
 	static const int codes[] = {HM_ETRUNC,	 HM_ETYPE,     HM_ERANGE,    HM_ETOOBIG,
 				    HM_EUNKNOWN, HM_EVERSION,  HM_ETRAILING, HM_EARITY,
 				    HM_EAPPNAME, HM_EDYNONAME, HM_EHOSTNAME, HM_EADDR,
-				    HM_ESTATE,	 HM_EBALANCE,  HM_EOP};
+				    HM_ESTATE,	 HM_EBALANCE,  HM_EOP,	     HM_ECONTROL};
 
 	for (size_t i = 0; i < NELEM(codes); i++)
 		if (rc == codes[i])
@@ -2029,6 +2034,7 @@ static void check_accepted(const struct hm_msg *m)
 	EQ_I(encode_msg(&b, m, false), 0);
 	EQ_I(hm_proto_decoder_new(&d2), 0);
 	EQ_I(hm_proto_decode(d2, b.data, b.len, &again), 0);
+	again.version = m->version; /* the encoder writes this build's version of any type */
 	assert_msg_eq(&again, m);
 	hm_proto_decoder_free(d2);
 	hm_pbuf_fini(&b);
@@ -2090,6 +2096,71 @@ static void fixture_setup(void)
 	setup();
 }
 
+/* Secret ops (version 2 of BATCH and SNAPSHOT_REP): only where the origin sends them. */
+START_TEST(secret_ops)
+{
+	static const uint8_t key[32] = {1,  2,	3,  4,	5,  6,	7,  8,	9,  10, 11,
+					12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22,
+					23, 24, 25, 26, 27, 28, 29, 30, 31, 32};
+	uint8_t big[HM_SECRET_MAX + 1] = {0};
+	struct hm_change put = {.op = HM_OP_SECRET_PUT,
+				.name = "affinity",
+				.name_len = 8,
+				.value = key,
+				.value_len = 32};
+	struct hm_change rm = {.op = HM_OP_SECRET_RM, .name = "affinity", .name_len = 8};
+	struct hm_batch_part p = {.seq = 1, .part = 0, .nparts = 1, .nchanges = 2};
+	struct hm_change both[2] = {put, rm};
+	struct hm_pbuf b = {0};
+	struct hm_msg m;
+	struct tv *v1;
+
+	/* A batch carries them, round trip; the size is what the encoder spends. */
+	p.changes = both;
+	EQ_I(hm_proto_encode_batch(&b, 3, &p), 0);
+	EQ_I(hm_proto_decode(dec, b.data, b.len, &m), 0);
+	EQ_U(m.version, 2);
+	EQ_U(m.batch.b.nchanges, 2);
+	assert_changes_eq(m.batch.b.changes, both, 2);
+	EQ_U(m.batch.b.changes[0].value_len, 32);
+	ck_assert(memcmp(m.batch.b.changes[0].value, key, 32) == 0);
+	EQ_U(hm_proto_change_size(&put), 1 + 1 + 9 + 2 + 32);
+	hm_pbuf_fini(&b);
+	/* A control request never: the encoder refuses, and so does the decoder. */
+	EQ_I(hm_proto_encode_ctl_req(&b, REQ_ID, 0, 1, &put, 1), HM_EOP);
+	EQ_U(b.len, 0);
+	EQ_I(tv_verdict(A(U(7), U(1), BIN(REQ_ID, 16), U(0), U(1),
+			  A(A(U(7), STR("affinity"), BIN(key, 32))))),
+	     HM_EOP);
+	EQ_I(tv_verdict(A(U(7), U(1), BIN(REQ_ID, 16), U(0), U(1), A(A(U(8), STR("affinity"))))),
+	     HM_EOP);
+	/* Version 1 of a batch or a snapshot chunk has no secret ops. */
+	v1 = T_batch(3, 1, 0, 0, 1, A(A(U(7), STR("affinity"), BIN(key, 32))));
+	v1->k[1] = U(1);
+	EQ_I(tv_verdict(v1), HM_EOP);
+	v1 = T_batch(3, 1, 0, 0, 1, A(A(U(1), STR("a"), B(false), B(false), U(0))));
+	v1->k[1] = U(1);
+	EQ_I(tv_verdict(v1), 0);
+	v1 = T_snapshot_rep(3, 1, 7, 0, 1, A(A(U(7), STR("affinity"), BIN(key, 32))));
+	v1->k[1] = U(1);
+	EQ_I(tv_verdict(v1), HM_EOP);
+	/* A snapshot chunk holds puts only: secret.put yes, secret.rm no. */
+	EQ_I(tv_verdict(T_snapshot_rep(3, 1, 7, 0, 1, A(A(U(7), STR("affinity"), BIN(key, 32))))),
+	     0);
+	EQ_I(tv_verdict(T_snapshot_rep(3, 1, 7, 0, 1, A(A(U(8), STR("affinity"))))), HM_EOP);
+	/* The grammar: name, length, type. */
+	EQ_I(tv_verdict(BATCH1(A(U(7), STR("affinity"), BIN(big, HM_SECRET_MAX + 1)))), HM_ESECRET);
+	EQ_I(tv_verdict(BATCH1(A(U(7), STR("affinity"), BIN(big, HM_SECRET_MAX)))), 0);
+	EQ_I(tv_verdict(BATCH1(A(U(7), STR("affinity"), BIN(big, 0)))), HM_ESECRET);
+	EQ_I(tv_verdict(BATCH1(A(U(7), STR("Affinity"), BIN(key, 32)))), HM_ESECRET);
+	EQ_I(tv_verdict(BATCH1(A(U(7), STR("a234567890123456789012345678901b"), BIN(key, 32)))),
+	     HM_ESECRET);
+	EQ_I(tv_verdict(BATCH1(A(U(7), STR("affinity"), STR("not bin")))), HM_ETYPE);
+	EQ_I(tv_verdict(BATCH1(A(U(7), STR("affinity")))), HM_EARITY);
+	EQ_I(tv_verdict(BATCH1(A(U(8), STR("affinity\x1b")))), HM_ECONTROL);
+}
+END_TEST
+
 static Suite *proto_suite(void)
 {
 	Suite *s = suite_create("proto");
@@ -2118,6 +2189,7 @@ static Suite *proto_suite(void)
 	tcase_add_test(tc, list_bound);
 	tcase_add_test(tc, catchup_message_bound);
 	tcase_add_test(tc, grammar);
+	tcase_add_test(tc, secret_ops);
 	tcase_add_test(tc, decode_error_info);
 	tcase_add_test(tc, peek);
 	tcase_add_test(tc, encoders_refuse_out_of_range);

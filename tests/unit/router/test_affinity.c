@@ -158,6 +158,33 @@ START_TEST(verify_cache)
 }
 END_TEST
 
+/* The cluster secret arriving in the table: re-keying is a no-op for the same key, and a new
+ * key makes the context sign and verify as one keyed with it from the start. */
+START_TEST(rekey)
+{
+	char line[HM__AFFINITY_SET_COOKIE_MAX + 1], v[256], dyno[HM_DYNO_NAME_MAX + 1];
+	size_t n;
+
+	ck_assert_int_eq(hm__router_affinity_rekey(&a, "cluster-secret", 14), 0);
+	/* A value verified (and cached) under the old key is refused under the new one. */
+	n = hm__router_affinity_set_cookie(&a, "app", "web.2", NOW + 86400, line);
+	line[n] = '\0';
+	value_of(line, n, v);
+	ck_assert_int_eq(verify(&a, "app", v, NOW, dyno), 5);
+	ck_assert_int_eq(verify(&a, "app", v, NOW, dyno), 5);
+	ck_assert_int_eq(hm__router_affinity_rekey(&a, "another-secret", 14), 1);
+	ck_assert_int_eq(verify(&a, "app", v, NOW, dyno), -EINVAL);
+	n = hm__router_affinity_set_cookie(&a, "app", "web.3", NOW + 86400, line);
+	line[n] = '\0';
+	value_of(line, n, v);
+	ck_assert_int_eq(verify(&other, "app", v, NOW, dyno), 5);
+	ck_assert_int_eq(verify(&b, "app", v, NOW, dyno), -EINVAL);
+	ck_assert_int_eq(hm__router_affinity_rekey(&a, "another-secret", 14), 0);
+	ck_assert_int_eq(hm__router_affinity_rekey(&a, "", 0), -EINVAL);
+	ck_assert_int_eq(verify(&a, "app", v, NOW, dyno), 5); /* a refused key changes nothing */
+}
+END_TEST
+
 START_TEST(cookie_find)
 {
 	const char *v;
@@ -186,6 +213,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, refusals);
 	tcase_add_test(tc, verify_cache);
 	tcase_add_test(tc, cookie_find);
+	tcase_add_test(tc, rekey);
 	suite_add_tcase(s, tc);
 	return s;
 }
