@@ -284,8 +284,9 @@ static void teardown(struct env *e)
 	hm__router_msg_fini(&f->msg);
 	free(f->raw);
 	f->raw = NULL;
-	uv_close((uv_handle_t *)&f->later, NULL);
+	/* libuv runs close callbacks newest first: the one that frees f is closed first. */
 	uv_close((uv_handle_t *)&f->timer, fake_closed);
+	uv_close((uv_handle_t *)&f->later, NULL);
 	e->drv_state = NULL;
 }
 
