@@ -391,6 +391,40 @@ def test_sigterm_goaway_and_in_flight_streams_finish(env):
     router.expected_exit = True
 
 
+# -- timeouts -----------------------------------------------------------------------------------
+
+def test_idle_connection_gets_goaway(env):
+    router, _ = h2_router(env, keepalive_timeout="1s")
+    s = connect(router)
+    fr = Frames(s)
+    # A stream waiting for its dyno longer than the idle timeout is not idleness.
+    s.sendall(frame(HEADERS, END_STREAM | END_HEADERS, 1, req_block("/delay/1.5")))
+    fr.until(lambda fs: any(t == DATA and sid == 1 and fl & END_STREAM for t, fl, sid, _ in fs),
+             10, "the answer after 1.5 s")
+    check(not has_goaway(fr.seen), "GOAWAY while a stream was in flight: %s" % fr.summary())
+    # Then nothing: GOAWAY(NO_ERROR) naming stream 1 as the last processed, and the close.
+    fr.until(has_goaway, 10, "GOAWAY of an idle connection")
+    eq(fr.goaway(), (1, 0), "GOAWAY's last stream and code")
+    check(fr.wait_closed(5), "an idle connection closed after its GOAWAY")
+
+
+def test_client_not_reading_a_download(env):
+    router, (d,) = h2_router(env, idle_timeout="1s")
+    since = router.mark()
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", router.port))
+    # A window as large as the protocol allows, so that only the socket holds the router back.
+    s.sendall(PREFACE + frame(SETTINGS, 0, 0, struct.pack(">HI", 4, 0x7fffffff)) +
+              frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x7fffffff - 65535)) +
+              frame(HEADERS, END_STREAM | END_HEADERS, 1, req_block("/bytes/200000000")))
+    ll = router.wait_log(since, path="/bytes/200000000", timeout=T(20))
+    eq((ll.get("code"), ll.get("status")), ("H28", "499"), "a client that does not read")
+    wait_for(lambda: d.closes(), T(5), "the dyno connection closed")
+    s.close()
+    still_serves(router)
+
+
 # -- defences -----------------------------------------------------------------------------------
 
 def still_serves(router):
