@@ -204,6 +204,32 @@ def test_h2c_and_http1_share_the_listener(env):
     check(r.returncode != 0 or r.stdout != b"200", "HTTP/2 without --h2c: %r" % r.stdout)
 
 
+def test_h2c_first_bytes_decide(env):
+    router, _ = h2_router(env, keepalive_timeout="1s")
+    # An HTTP/1 request whose first read is a prefix of the preface ("P", then "PU"...) still
+    # reaches HTTP/1, bytes and all.
+    with hm.Conn(router.port) as c:
+        c.send(b"P")
+        time.sleep(0.1)
+        c.send(b"UT /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 2\r\n\r\nok")
+        r = c.read_response()
+        eq(r.status, 200, "a PUT sent one byte first")
+        eq(json.loads(r.body)["body"], "ok", "its body")
+    # The preface in pieces is HTTP/2 all the same.
+    s = socket.create_connection(("127.0.0.1", router.port), timeout=T(5))
+    s.sendall(PREFACE[:5])
+    time.sleep(0.1)
+    s.sendall(PREFACE[5:] + frame(SETTINGS, 0, 0) +
+              frame(HEADERS, END_STREAM | END_HEADERS, 1, req_block("/hello")))
+    fr = Frames(s)
+    fr.until(lambda fs: any(t == DATA and sid == 1 and fl & END_STREAM for t, fl, sid, _ in fs),
+             5, "the answer to a preface sent in two pieces")
+    s.close()
+    # A client that sends nothing is closed as an idle HTTP/1 connection is.
+    with socket.create_connection(("127.0.0.1", router.port), timeout=T(5)) as s:
+        check(Frames(s).wait_closed(5), "a silent connection closed after --keepalive-timeout")
+
+
 def test_cookies_and_affinity(env):
     d = env.dyno("web.1")
     env.routing().app("app", [HOST], [(d.name, d.addr)], affinity=True)

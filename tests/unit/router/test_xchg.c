@@ -33,6 +33,7 @@ struct want {
 	const char *trailers;
 	int continues;
 	bool set_cookie;
+	bool adopted; /* fake only: see struct outcome */
 };
 
 struct xcase {
@@ -199,7 +200,12 @@ static const struct xcase cases[] = {
      .stop_reading = true,
      .idle_timeout = 200,
      .dyno_unsent = true,
-     .want = {{.status = -1, .cut = true, .code = "H28", .log_status = 499, .bytes = -2}}},
+     .want = {{.status = -1,
+	       .cut = true,
+	       .code = "H28",
+	       .log_status = 499,
+	       .bytes = -2,
+	       .adopted = true}}},
     {.name = "dyno not reading an upload: 503 H15, the client held back",
      .ndynos = 1,
      .dyno = {WEB1(D_NO_READ, NULL)},
@@ -391,6 +397,9 @@ static void check_outcome(const struct xcase *c, const struct want *w, const str
 		      "%s [%s %d]: trailers \"%s\"", c->name, drv, i, o->trailers);
 	ck_assert_int_eq(o->continues, w->continues);
 	ck_assert_int_eq(o->set_cookie, w->set_cookie);
+	if (strcmp(drv, "fake") == 0)
+		ck_assert_msg(o->adopted == w->adopted, "%s [%s %d]: adopted %d", c->name, drv, i,
+			      o->adopted);
 }
 
 START_TEST(run_case)

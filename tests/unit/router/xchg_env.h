@@ -60,6 +60,8 @@ struct outcome {
 	char body[256];	    /* their first bytes */
 	char trailers[256]; /* trailer fields received, "name: value\n" each */
 	bool body_stuck;    /* request body bytes were still with the client at the end */
+	bool adopted;	    /* fake: the exchange ended while the protocol held response bytes and
+			     * handed their buffer over (client op adopt) */
 };
 
 #define MAX_DYNOS 3
