@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "common/errors.h"
+#include "common/filesec.h"
 #include "common/hash.h"
 #include "common/pubfile.h"
 #include "common/util.h"
@@ -1115,7 +1116,7 @@ static void rescan_soonest(struct copy *c)
 
 static int install(struct hm_certstore_writer *w)
 {
-	int e = hm_pubfile_install(w->f.tmp_path, w->path, STORE_MAGIC, PUB_OFF, file_acceptable);
+	int e = hm_pubfile_install(w->f.tmp_path, w->path, STORE_MAGIC, PUB_OFF);
 
 	if (e == 0)
 		w->f.installed = true;
@@ -1229,23 +1230,13 @@ static int sfile_create(struct sfile *f, const char *path, const struct hm_certs
 	if (max_bytes != 0 && f->lay.file_bytes > max_bytes)
 		return -ENOSPC;
 	if (path != NULL) {
-		if ((f->tmp_path = hm_pubfile_tmp_path(path)) == NULL)
-			return -ENOMEM;
-		f->fd = open(f->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (f->fd < 0) {
-			e = -errno;
-			free(f->tmp_path);
-			f->tmp_path = NULL;
-			return e;
-		}
 		/* The index is reserved now, the heap as it fills (reserve()). */
-		if (fchmod(f->fd, 0600) != 0 || ftruncate(f->fd, (off_t)f->lay.file_bytes) != 0) {
-			e = -errno;
-			goto fail;
-		}
-		if ((e = posix_fallocate(f->fd, 0, (off_t)f->lay.heap_off)) != 0) {
-			e = -e;
-			goto fail;
+		f->fd = hm_pubfile_create(path, HM_STORE_MODE, f->lay.file_bytes, f->lay.heap_off,
+					  &f->tmp_path);
+		if (f->fd < 0) {
+			e = f->fd;
+			f->fd = -1;
+			return e;
 		}
 		f->reserved = f->lay.heap_off;
 		p = mmap(NULL, f->lay.file_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd, 0);

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/filesec.h"
 #include "common/util.h"
 
 #define REOPEN_EVERY_NS 50000000ull
@@ -23,19 +24,22 @@
 int hm_pubfile_lock(const char *path)
 {
 	size_t len = strlen(path) + 8;
-	char *p = malloc(len);
-	int fd;
+	char *p = malloc(len), why[160];
+	int fd, e;
 
 	if (p == NULL)
 		return -ENOMEM;
 	snprintf(p, len, "%s.lock", path);
-	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, HM_LOCK_MODE);
 	free(p);
 	if (fd < 0)
 		return -errno;
+	if ((e = hm_file_trusted(fd, why, sizeof(why))) != 0) {
+		close(fd);
+		return e;
+	}
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
-
+		e = errno == EWOULDBLOCK ? -EBUSY : -errno;
 		close(fd);
 		return e;
 	}
@@ -53,6 +57,33 @@ char *hm_pubfile_tmp_path(const char *path)
 	hm_random_bytes(&rnd, sizeof(rnd));
 	snprintf(p, len, "%s.new.%ld.%08x", path, (long)getpid(), rnd);
 	return p;
+}
+
+int hm_pubfile_create(const char *path, mode_t mode, uint64_t bytes, uint64_t reserve, char **tmp)
+{
+	char *name = hm_pubfile_tmp_path(path);
+	int fd, e;
+
+	if (name == NULL)
+		return -ENOMEM;
+	fd = open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+	if (fd < 0) {
+		e = -errno;
+		free(name);
+		return e;
+	}
+	if (fchmod(fd, mode) != 0 || ftruncate(fd, (off_t)bytes) != 0)
+		e = -errno;
+	else
+		e = reserve > 0 ? -posix_fallocate(fd, 0, (off_t)reserve) : 0;
+	if (e != 0) {
+		close(fd);
+		unlink(name);
+		free(name);
+		return e;
+	}
+	*tmp = name;
+	return fd;
 }
 
 void hm_pubfile_sweep(const char *path)
@@ -92,11 +123,11 @@ void hm_pubfile_sweep(const char *path)
 	closedir(d);
 }
 
-int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t pub_off,
-		       int (*acceptable)(const struct stat *st))
+int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t pub_off)
 {
 	int old = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	size_t len = pub_off + sizeof(uint64_t);
+	char why[160];
 	struct stat st;
 
 	if (rename(tmp, path) != 0) {
@@ -108,7 +139,7 @@ int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t
 	}
 	if (old < 0)
 		return 0;
-	if (fstat(old, &st) == 0 && (acceptable == NULL || acceptable(&st) == 0) &&
+	if (hm_file_trusted(old, why, sizeof(why)) == 0 && fstat(old, &st) == 0 &&
 	    st.st_size >= (off_t)len) {
 		uint8_t *h = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, old, 0);
 

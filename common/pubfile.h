@@ -26,13 +26,27 @@
 
 /* ---- Writer side ---- */
 
-/* Takes the exclusive lock of path (PATH.lock, created 0600). Returns the lock's descriptor
- * (close it to release; it dies with the process), -EBUSY if another process holds it, or a
- * negative errno. */
+/*
+ * Takes the exclusive lock of path: PATH.lock, created mode HM_LOCK_MODE, never followed if it
+ * is a symbolic link. Returns the lock's descriptor (close it to release; it dies with the
+ * process), -EBUSY if another process holds it, HM_EUNTRUSTED if the lock file is not one this
+ * process may trust (common/filesec.h: another user's lock file could be held by its owner for
+ * good), or a negative errno.
+ */
 int hm_pubfile_lock(const char *path);
 
 /* A fresh temporary name next to path, "PATH.new.<pid>.<random>" (malloc'd; NULL: no memory). */
 char *hm_pubfile_tmp_path(const char *path);
+
+/*
+ * Creates a new file for path under a fresh temporary name (hm_pubfile_tmp_path), mode `mode`
+ * whatever the umask, `bytes` long, of which the first `reserve` bytes get their blocks now
+ * (posix_fallocate: a full file system fails here with -ENOSPC rather than with SIGBUS when a
+ * mapping is first written). Returns the descriptor (read-write) and the name in *tmp
+ * (malloc'd; the caller installs or unlinks the file and frees the name), or a negative errno
+ * with nothing left behind.
+ */
+int hm_pubfile_create(const char *path, mode_t mode, uint64_t bytes, uint64_t reserve, char **tmp);
 
 /* Removes the temporary files of writers of path that died before installing them (their pid
  * is gone). Call with the lock held: no other writer of path runs then. */
@@ -41,11 +55,11 @@ void hm_pubfile_sweep(const char *path);
 /*
  * Renames tmp over path, then retires the file that was at path: if it starts with magic, its
  * publish word at pub_off gets HM_PUBFILE_RETIRED (release), so its readers re-open the path.
- * acceptable (may be NULL) vets the old file first (a file someone else planted there is
- * replaced, not written to). Returns 0 or the negative errno of the rename (nothing changed).
+ * An old file this process does not trust (common/filesec.h; a file someone else planted
+ * there) is replaced, never written to. Returns 0 or the negative errno of the rename (nothing
+ * changed).
  */
-int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t pub_off,
-		       int (*acceptable)(const struct stat *st));
+int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t pub_off);
 
 /* ---- Reader side ---- */
 

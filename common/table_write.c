@@ -5,15 +5,12 @@
  * are copied onto the other copy (abort copies them back); growth into a new, larger file;
  * and the queries syncd makes on the published copy. Changes themselves are table_apply.c's.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -74,12 +71,6 @@ static void sync_lines(struct hm_table_writer *w, unsigned from, unsigned to)
 }
 
 /* ---- Files ----------------------------------------------------------------------------------- */
-
-/* Files this writer creates get their mode whatever the umask. */
-static int table_fd_own(int fd, mode_t mode)
-{
-	return fchmod(fd, mode) == 0 ? 0 : -errno;
-}
 
 static int writer_map(struct hm_table_writer *w, int fd)
 {
@@ -145,25 +136,14 @@ static int writer_create(struct hm_table_writer *w, const struct hm_table_caps *
 	if (w->max_bytes != 0 && w->lay.file_bytes > w->max_bytes)
 		return HM_EFULL;
 	if (w->path != NULL) {
-		uint32_t rnd;
-		size_t len = strlen(w->path) + 32;
-
-		hm_random_bytes(&rnd, sizeof(rnd));
-		free(w->tmp_path);
-		if ((w->tmp_path = malloc(len)) == NULL)
-			return -ENOMEM;
-		snprintf(w->tmp_path, len, "%s.new.%ld.%08x", w->path, (long)getpid(), rnd);
-		fd = open(w->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, HM_TABLE_MODE);
-		if (fd < 0)
-			return -errno;
-		if ((e = table_fd_own(fd, HM_TABLE_MODE)) != 0)
-			goto fail;
 		/* Every block now: a sparse file on a full file system would make a later write
 		 * through the mapping fault (SIGBUS) instead of this returning -ENOSPC. */
-		if ((e = posix_fallocate(fd, 0, (off_t)w->lay.file_bytes)) != 0) {
-			e = -e;
-			goto fail;
-		}
+		free(w->tmp_path);
+		w->tmp_path = NULL;
+		fd = hm_pubfile_create(w->path, HM_TABLE_MODE, w->lay.file_bytes, w->lay.file_bytes,
+				       &w->tmp_path);
+		if (fd < 0)
+			return fd;
 	}
 	if ((e = writer_map(w, fd)) != 0)
 		goto fail;
@@ -218,71 +198,6 @@ static int writer_resume(struct hm_table_writer *w)
 	return 0;
 }
 
-static int lock_path(struct hm_table_writer *w)
-{
-	size_t len = strlen(w->path) + 8;
-	char *p = malloc(len);
-	int fd, e;
-
-	if (p == NULL)
-		return -ENOMEM;
-	snprintf(p, len, "%s.lock", w->path);
-	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, HM_LOCK_MODE);
-	free(p);
-	if (fd < 0)
-		return -errno;
-	if ((e = hm__table_fd_trusted(fd)) != 0) {
-		close(fd); /* someone else's lock file could be held forever by its owner */
-		return e;
-	}
-	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
-
-		close(fd);
-		return e;
-	}
-	w->lock_fd = fd;
-	return 0;
-}
-
-/*
- * Removes "<path>.new.<pid>.<rand>" files of writers that died before their first commit (a
- * full resync interrupted by SIGKILL): under the lock no other writer of this path exists, so
- * every such file whose pid is gone is garbage, and in /dev/shm garbage is memory.
- */
-static void sweep_tmp(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	char dirname[4096], prefix[512];
-	size_t plen;
-	struct dirent *de;
-	DIR *d;
-
-	if (slash == NULL || (size_t)(slash - path) >= sizeof(dirname))
-		return;
-	memcpy(dirname, path, (size_t)(slash - path));
-	dirname[slash - path] = '\0';
-	if (dirname[0] == '\0')
-		strcpy(dirname, "/");
-	plen = (size_t)snprintf(prefix, sizeof(prefix), "%s.new.", slash + 1);
-	if (plen >= sizeof(prefix) || (d = opendir(dirname)) == NULL)
-		return;
-	while ((de = readdir(d)) != NULL) {
-		char full[4600];
-		long pid;
-
-		if (strncmp(de->d_name, prefix, plen) != 0)
-			continue;
-		pid = strtol(de->d_name + plen, NULL, 10);
-		if (pid > 0 && pid != (long)getpid() && kill((pid_t)pid, 0) != 0 &&
-		    errno == ESRCH) {
-			snprintf(full, sizeof(full), "%s/%s", dirname, de->d_name);
-			unlink(full);
-		}
-	}
-	closedir(d);
-}
-
 int hm_table_writer_open(struct hm_table_writer **out, const char *path,
 			 const struct hm_table_caps *caps, unsigned flags, uint64_t max_bytes)
 {
@@ -299,9 +214,13 @@ int hm_table_writer_open(struct hm_table_writer **out, const char *path,
 			free(w);
 			return -ENOMEM;
 		}
-		if ((e = lock_path(w)) != 0)
+		if ((w->lock_fd = hm_pubfile_lock(path)) < 0) {
+			e = w->lock_fd;
 			goto fail;
-		sweep_tmp(path);
+		}
+		/* Files of writers of this path that died before installing them: in /dev/shm,
+		 * garbage is memory. */
+		hm_pubfile_sweep(path);
 	}
 	if (path != NULL && (flags & HM_TABLE_RESUME) && access(path, F_OK) == 0)
 		e = writer_resume(w);
@@ -339,31 +258,12 @@ void hm_table_writer_close(struct hm_table_writer *w)
 /* Renames the writer's file over path, then retires the file that was there. */
 static int install(struct hm_table_writer *w)
 {
-	int old = open(w->path, O_RDWR | O_CLOEXEC);
+	int e = hm_pubfile_install(w->tmp_path, w->path, HM__TABLE_MAGIC,
+				   offsetof(struct hm__table_hdr, pub));
 
-	if (rename(w->tmp_path, w->path) != 0) {
-		int e = -errno;
-
-		if (old >= 0)
-			close(old);
-		return e;
-	}
-	w->installed = true;
-	if (old >= 0) {
-		struct hm__table_hdr *h =
-		    mmap(NULL, HM__TABLE_HDR_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED, old, 0);
-		struct stat st;
-
-		if (h != MAP_FAILED) {
-			if (fstat(old, &st) == 0 && st.st_size >= (off_t)HM__TABLE_HDR_BYTES &&
-			    h->magic == HM__TABLE_MAGIC)
-				atomic_fetch_or_explicit(&h->pub, HM_PUBFILE_RETIRED,
-							 memory_order_release);
-			munmap(h, HM__TABLE_HDR_BYTES);
-		}
-		close(old);
-	}
-	return 0;
+	if (e == 0)
+		w->installed = true;
+	return e;
 }
 
 /* ---- Batches --------------------------------------------------------------------------------- */
