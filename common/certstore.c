@@ -441,7 +441,7 @@ static void map_free(struct hm_certstore_map *m)
 }
 
 /* The follower's open callback: maps the store at path if it is acceptable and valid. */
-static int map_open(const char *path, void **out, const _Atomic uint64_t **pub, struct stat *st)
+static int map_open(const char *path, struct hm_pubfile_mapped *out)
 {
 	struct hm_certstore_map *m;
 	struct file_hdr hdr;
@@ -455,18 +455,18 @@ static int map_open(const char *path, void **out, const _Atomic uint64_t **pub, 
 		close(fd);
 		return -ENOMEM;
 	}
-	if (fstat(fd, st) != 0) {
+	if (fstat(fd, &out->st) != 0) {
 		r = -errno;
 		goto fail;
 	}
-	if ((r = file_acceptable(st)) != 0)
+	if ((r = file_acceptable(&out->st)) != 0)
 		goto fail;
-	if (st->st_size < (off_t)HDR_BYTES ||
+	if (out->st.st_size < (off_t)HDR_BYTES ||
 	    pread(fd, &hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr)) {
 		r = -EUCLEAN;
 		goto fail;
 	}
-	if ((r = layout_from_hdr(&m->lay, &hdr, (uint64_t)st->st_size)) != 0)
+	if ((r = layout_from_hdr(&m->lay, &hdr, (uint64_t)out->st.st_size)) != 0)
 		goto fail;
 	m->bytes = m->lay.file_bytes;
 	m->base = mmap(NULL, m->bytes, PROT_READ, MAP_SHARED, fd, 0);
@@ -480,8 +480,8 @@ static int map_open(const char *path, void **out, const _Atomic uint64_t **pub, 
 	close(fd);
 	m->hdr = (struct file_hdr *)m->base;
 	m->refs = 1;
-	*out = m;
-	*pub = &m->hdr->pub;
+	out->map = m;
+	out->pub = &m->hdr->pub;
 	return 0;
 fail:
 	close(fd);
@@ -505,11 +505,13 @@ static void map_unref_cb(void *m)
 	hm_certstore_map_unref(m);
 }
 
+static const struct hm_pubfile_ops follow_ops = {.open = map_open, .unref = map_unref_cb};
+
 int hm_certstore_reader_new(struct hm_certstore_reader **out, const char *path)
 {
 	struct hm_certstore_reader *r = calloc(1, sizeof(*r));
 
-	if (r == NULL || hm_pubfile_follower_init(&r->f, path, map_open, map_unref_cb) != 0) {
+	if (r == NULL || hm_pubfile_follower_init(&r->f, path, &follow_ops) != 0) {
 		free(r);
 		return -ENOMEM;
 	}

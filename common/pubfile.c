@@ -159,51 +159,53 @@ int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t
 
 /* ---- Follower -------------------------------------------------------------------------------- */
 
+static const volatile int never_bad;
+
 int hm_pubfile_follower_init(struct hm_pubfile_follower *f, const char *path,
-			     hm_pubfile_open_cb open, hm_pubfile_unref_cb unref)
+			     const struct hm_pubfile_ops *ops)
 {
 	memset(f, 0, sizeof(*f));
 	if ((f->path = strdup(path)) == NULL)
 		return -ENOMEM;
-	f->open = open;
-	f->unref = unref;
+	f->ops = ops;
+	f->bad = &never_bad;
 	return 0;
 }
 
-static void follower_set(struct hm_pubfile_follower *f, void *map, const _Atomic uint64_t *pub,
-			 const struct stat *st)
+static void follower_set(struct hm_pubfile_follower *f, const struct hm_pubfile_mapped *m)
 {
 	if (f->cur != NULL)
-		f->unref(f->cur);
-	f->cur = map;
-	f->pub = pub;
-	f->dev = st != NULL ? st->st_dev : 0;
-	f->ino = st != NULL ? st->st_ino : 0;
+		f->ops->unref(f->cur);
+	f->cur = m != NULL ? m->map : NULL;
+	f->pub = m != NULL ? m->pub : NULL;
+	f->bad = m != NULL && m->bad != NULL ? m->bad : &never_bad;
+	f->dev = m != NULL ? m->st.st_dev : 0;
+	f->ino = m != NULL ? m->st.st_ino : 0;
+	f->size = m != NULL ? m->st.st_size : 0;
 }
 
 void hm_pubfile_follower_fini(struct hm_pubfile_follower *f)
 {
-	follower_set(f, NULL, NULL, NULL);
+	follower_set(f, NULL);
 	free(f->path);
 	f->path = NULL;
 }
 
-/* Opens the path if it holds another file than the current map: 1 if switched, 0, or error. */
+/* Opens the path if it holds another file than the current map, or the current map went bad:
+ * 1 if switched, 0, or error. */
 static int reopen(struct hm_pubfile_follower *f)
 {
-	const _Atomic uint64_t *pub;
-	struct stat st;
-	void *map;
-	int e = f->open(f->path, &map, &pub, &st);
+	struct hm_pubfile_mapped m = {0};
+	int e = f->ops->open(f->path, &m);
 
 	f->last_error = e;
 	if (e != 0)
 		return e;
-	if (f->cur != NULL && f->dev == st.st_dev && f->ino == st.st_ino) {
-		f->unref(map);
+	if (f->cur != NULL && !*f->bad && f->dev == m.st.st_dev && f->ino == m.st.st_ino) {
+		f->ops->unref(m.map);
 		return 0;
 	}
-	follower_set(f, map, pub, &st);
+	follower_set(f, &m);
 	f->next_try_ns = 0;
 	return 1;
 }
@@ -222,16 +224,21 @@ void *hm__pubfile_follower_reopen(struct hm_pubfile_follower *f)
 		if (reopen(f) != 1)
 			f->next_try_ns = coarse_ns() + REOPEN_EVERY_NS;
 	}
-	return f->cur;
+	return f->cur != NULL && !*f->bad ? f->cur : NULL;
 }
 
 int hm_pubfile_follower_check(struct hm_pubfile_follower *f)
 {
 	struct stat st;
+	bool same;
 
 	if (stat(f->path, &st) != 0)
 		return errno == ENOENT ? 0 : -errno;
-	if (f->cur != NULL && f->dev == st.st_dev && f->ino == st.st_ino &&
+	same = f->cur != NULL && f->dev == st.st_dev && f->ino == st.st_ino;
+	/* Truncated in place: let go of the pages before a read faults on them. */
+	if (same && st.st_size < f->size && f->ops->shrunk != NULL && !*f->bad)
+		f->ops->shrunk(f->cur);
+	if (same && !*f->bad &&
 	    !(atomic_load_explicit(f->pub, memory_order_relaxed) & HM_PUBFILE_RETIRED))
 		return 0;
 	return reopen(f);

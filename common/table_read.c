@@ -15,38 +15,32 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common/errors.h"
 #include "common/filesec.h"
 #include "common/table-t.h"
 
-#define READ_RETRIES	1000 /* versions a reader tries before giving up (HM_EBUSYTABLE) */
-#define REOPEN_EVERY_NS 50000000ull
+#define READ_RETRIES 1000 /* versions a reader tries before giving up (HM_EBUSYTABLE) */
 
 struct hm_table_map {
 	int refs;
-	bool current;	  /* still the reader's current map */
-	volatile int bad; /* the file shrank under the mapping: now zero pages (map_fault) */
+	volatile int bad; /* the file shrank under the mapping: now zero pages (map_zero) */
 	int fault_slot;	  /* index in the fault registry, -1 if not registered */
 	struct hm__table_hdr *hdr;
 	uint8_t *base;
 	size_t data_bytes;
 	_Atomic int32_t *counters; /* NULL if the file is not writable by this process */
 	size_t counters_bytes;
-	dev_t dev;
-	ino_t ino;
 	struct hm__table_layout lay;
 };
 
+/* A reader is a follower of the path (common/pubfile.h) whose maps are struct hm_table_map. */
 struct hm_table_reader {
-	char *path;
-	struct hm_table_map *cur;
-	uint64_t next_try_ns; /* when to try opening the path again while it fails */
+	struct hm_pubfile_follower f;
 };
 
-/* ---- Reading --------------------------------------------------------------------------------- */
+/* ---- Faults: a file truncated under its maps ------------------------------------------------- */
 
 /*
  * A file truncated in place (same inode) leaves its mappings pointing past its end: a read
@@ -126,11 +120,14 @@ static void map_free(struct hm_table_map *m)
 	free(m);
 }
 
-static int map_open(const char *path, struct hm_table_map **out)
+/* ---- Maps and the reader --------------------------------------------------------------------- */
+
+/* The follower's open callback: maps the table at path if it is trusted and valid. */
+static int map_open(const char *path, struct hm_pubfile_mapped *out)
 {
 	struct hm_table_map *m;
 	struct hm__table_hdr hdr;
-	struct stat st;
+	struct stat *st = &out->st;
 	bool rw = true;
 	int fd, r;
 
@@ -151,12 +148,12 @@ static int map_open(const char *path, struct hm_table_map **out)
 		return -ENOMEM;
 	}
 	m->fault_slot = -1;
-	if (fstat(fd, &st) != 0 || st.st_size < (off_t)HM__TABLE_HDR_BYTES ||
+	if (fstat(fd, st) != 0 || st->st_size < (off_t)HM__TABLE_HDR_BYTES ||
 	    pread(fd, &hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr)) {
 		r = HM_EBADTABLE;
 		goto fail;
 	}
-	if ((r = hm__table_layout_from_hdr(&m->lay, &hdr, (uint64_t)st.st_size)) != 0)
+	if ((r = hm__table_layout_from_hdr(&m->lay, &hdr, (uint64_t)st->st_size)) != 0)
 		goto fail;
 	m->data_bytes = m->lay.counters_off;
 	m->base = mmap(NULL, m->data_bytes, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
@@ -176,29 +173,16 @@ static int map_open(const char *path, struct hm_table_map **out)
 	}
 	close(fd);
 	m->hdr = (struct hm__table_hdr *)m->base;
-	m->dev = st.st_dev;
-	m->ino = st.st_ino;
 	m->refs = 1;
-	m->current = true;
 	fault_register(m);
-	*out = m;
+	out->map = m;
+	out->pub = &m->hdr->pub;
+	out->bad = &m->bad;
 	return 0;
 fail:
 	close(fd);
 	map_free(m);
 	return r;
-}
-
-int hm_table_reader_new(struct hm_table_reader **out, const char *path)
-{
-	struct hm_table_reader *r = calloc(1, sizeof(*r));
-
-	if (r == NULL || (r->path = strdup(path)) == NULL) {
-		free(r);
-		return -ENOMEM;
-	}
-	*out = r;
-	return 0;
 }
 
 void hm_table_map_ref(struct hm_table_map *m)
@@ -212,84 +196,51 @@ void hm_table_map_unref(struct hm_table_map *m)
 		map_free(m);
 }
 
-static void reader_set(struct hm_table_reader *r, struct hm_table_map *m)
+static void map_unref_cb(void *m)
 {
-	if (r->cur != NULL) {
-		r->cur->current = false;
-		hm_table_map_unref(r->cur);
+	hm_table_map_unref(m);
+}
+
+/* The file was truncated under the map: zero pages before a read faults on them. */
+static void map_shrunk_cb(void *m)
+{
+	map_zero(m);
+}
+
+static const struct hm_pubfile_ops follow_ops = {
+    .open = map_open, .unref = map_unref_cb, .shrunk = map_shrunk_cb};
+
+int hm_table_reader_new(struct hm_table_reader **out, const char *path)
+{
+	struct hm_table_reader *r = calloc(1, sizeof(*r));
+
+	if (r == NULL || hm_pubfile_follower_init(&r->f, path, &follow_ops) != 0) {
+		free(r);
+		return -ENOMEM;
 	}
-	r->cur = m;
+	*out = r;
+	return 0;
 }
 
 void hm_table_reader_free(struct hm_table_reader *r)
 {
 	if (r == NULL)
 		return;
-	reader_set(r, NULL);
-	free(r->path);
+	hm_pubfile_follower_fini(&r->f);
 	free(r);
-}
-
-/* Opens the path if it holds a different file than the current map. Returns 1 if switched. */
-static int reader_reopen(struct hm_table_reader *r)
-{
-	struct hm_table_map *m;
-	int e = map_open(r->path, &m);
-
-	if (e != 0)
-		return e;
-	/* The same file: nothing new, unless the current map went bad (a file truncated and
-	 * written again in place is valid again, and mapped afresh). */
-	if (r->cur != NULL && !r->cur->bad && r->cur->dev == m->dev && r->cur->ino == m->ino) {
-		map_free(m);
-		return 0;
-	}
-	reader_set(r, m);
-	r->next_try_ns = 0;
-	return 1;
-}
-
-static uint64_t coarse_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 struct hm_table_map *hm_table_reader_map(struct hm_table_reader *r)
 {
-	struct hm_table_map *m = r->cur;
-
-	if (m != NULL && !m->bad &&
-	    !(atomic_load_explicit(&m->hdr->pub, memory_order_relaxed) & HM_PUBFILE_RETIRED))
-		return m;
-	/* No table yet, or ours was replaced or went bad: open the path now, and after a failure
-	 * at most every 50 ms (no syscall per request). Until a replacement opens, a retired map
-	 * is still the last good version; a bad one is none. */
-	if (r->next_try_ns == 0 || coarse_ns() >= r->next_try_ns) {
-		if (reader_reopen(r) != 1)
-			r->next_try_ns = coarse_ns() + REOPEN_EVERY_NS;
-	}
-	return r->cur != NULL && !r->cur->bad ? r->cur : NULL;
+	return hm_pubfile_follower_map(&r->f);
 }
 
 int hm_table_reader_check(struct hm_table_reader *r)
 {
-	struct stat st;
-
-	if (stat(r->path, &st) != 0)
-		return errno == ENOENT ? 0 : -errno;
-	/* Truncated in place: let go of the pages before a read faults on them. */
-	if (r->cur != NULL && r->cur->dev == st.st_dev && r->cur->ino == st.st_ino &&
-	    (uint64_t)st.st_size < r->cur->lay.file_bytes)
-		map_zero(r->cur);
-	if (r->cur != NULL && !r->cur->bad && r->cur->dev == st.st_dev &&
-	    r->cur->ino == st.st_ino &&
-	    !(atomic_load_explicit(&r->cur->hdr->pub, memory_order_relaxed) & HM_PUBFILE_RETIRED))
-		return 0;
-	return reader_reopen(r);
+	return hm_pubfile_follower_check(&r->f);
 }
+
+/* ---- Validated reads ------------------------------------------------------------------------- */
 
 uint64_t hm_table_map_version(const struct hm_table_map *m)
 {
@@ -327,6 +278,8 @@ void hm_table_map_info(struct hm_table_map *m, struct hm_table_info *out)
 	if (map_info(m, out) != 0)
 		memset(out, 0, sizeof(*out));
 }
+
+/* ---- Routing --------------------------------------------------------------------------------- */
 
 static uint64_t mix64(uint64_t x)
 {

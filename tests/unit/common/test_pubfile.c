@@ -171,6 +171,125 @@ START_TEST(install_retires_only_our_own_file)
 }
 END_TEST
 
+/* A toy map for the follower: the file's header mapped, a bad flag, and counters. */
+struct toy {
+	uint8_t *base;
+	volatile int bad;
+	int refs;
+};
+
+static int toy_opens, toy_frees, toy_shrunk;
+
+static int toy_open(const char *path, struct hm_pubfile_mapped *out)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	struct toy *t;
+	uint64_t magic = 0;
+
+	toy_opens++;
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &out->st) != 0 || out->st.st_size < BYTES || pread(fd, &magic, 8, 0) != 8 ||
+	    magic != MAGIC) {
+		close(fd);
+		return -EUCLEAN;
+	}
+	t = calloc(1, sizeof(*t));
+	t->base = mmap(NULL, BYTES, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	ck_assert_ptr_ne(t->base, MAP_FAILED);
+	t->refs = 1;
+	out->map = t;
+	out->pub = (const _Atomic uint64_t *)(t->base + PUB_OFF);
+	out->bad = &t->bad;
+	return 0;
+}
+
+static void toy_unref(void *m)
+{
+	struct toy *t = m;
+
+	if (--t->refs == 0) {
+		munmap(t->base, BYTES);
+		free(t);
+		toy_frees++;
+	}
+}
+
+static void toy_shrunk_cb(void *m)
+{
+	((struct toy *)m)->bad = 1;
+	toy_shrunk++;
+}
+
+static const struct hm_pubfile_ops toy_ops = {toy_open, toy_unref, toy_shrunk_cb};
+
+START_TEST(follower_follows_replacements_and_bad_maps)
+{
+	struct hm_pubfile_follower f;
+	char path[128];
+	struct toy *a, *b;
+	int fd;
+
+	mkdir_tmp();
+	in_dir(path, sizeof(path), "f");
+	ck_assert_int_eq(hm_pubfile_follower_init(&f, path, &toy_ops), 0);
+	ck_assert_ptr_null(hm_pubfile_follower_map(&f)); /* nothing there yet */
+	ck_assert_int_eq(f.last_error, -ENOENT);
+	publish(path, MAGIC, 1);
+	ck_assert_int_eq(hm_pubfile_follower_check(&f), 1);
+	a = hm_pubfile_follower_map(&f);
+	ck_assert_ptr_nonnull(a);
+	/* Nothing changed: no syscall, the same map. */
+	toy_opens = 0;
+	ck_assert_ptr_eq(hm_pubfile_follower_map(&f), a);
+	ck_assert_int_eq(hm_pubfile_follower_check(&f), 0);
+	ck_assert_int_eq(toy_opens, 0);
+	/* Replaced and retired: the next call maps the new file and drops the old one. */
+	publish(path, MAGIC, 1);
+	b = hm_pubfile_follower_map(&f);
+	ck_assert_ptr_nonnull(b);
+	ck_assert_ptr_ne(b, a);
+	ck_assert_int_eq(toy_frees, 1);
+	/* Garbage installed over it: the retired map stays the last good one. */
+	publish(path, MAGIC ^ 1, 1);
+	ck_assert_ptr_eq(hm_pubfile_follower_map(&f), b);
+	ck_assert_int_eq(hm_pubfile_follower_check(&f), -EUCLEAN);
+	ck_assert_ptr_eq(hm_pubfile_follower_map(&f), b);
+	publish(path, MAGIC, 1);
+	ck_assert_int_eq(hm_pubfile_follower_check(&f), 1);
+	a = hm_pubfile_follower_map(&f);
+	ck_assert_ptr_ne(a, b);
+	/* Truncated in place: check sees it before a read faults, and the map is bad: none. */
+	toy_shrunk = 0;
+	ck_assert_int_eq(truncate(path, 100), 0);
+	ck_assert_int_lt(hm_pubfile_follower_check(&f), 0);
+	ck_assert_int_eq(toy_shrunk, 1);
+	ck_assert_ptr_null(hm_pubfile_follower_map(&f));
+	/* The same file written back in place is valid again, and mapped afresh. */
+	fd = open(path, O_RDWR);
+	ck_assert_int_eq(ftruncate(fd, BYTES), 0);
+	{
+		uint8_t hdr[PUB_OFF + 8] = {0};
+		uint64_t magic = MAGIC, v = 2;
+
+		memcpy(hdr, &magic, 8);
+		memcpy(hdr + PUB_OFF, &v, 8);
+		ck_assert_int_eq(pwrite(fd, hdr, sizeof(hdr), 0), (ssize_t)sizeof(hdr));
+	}
+	close(fd);
+	ck_assert_int_eq(hm_pubfile_follower_check(&f), 1);
+	b = hm_pubfile_follower_map(&f);
+	ck_assert_ptr_nonnull(b);
+	ck_assert_ptr_ne(b, a);
+	ck_assert_int_eq(hm_pubfile_follower_check(&f), 0);
+	hm_pubfile_follower_fini(&f);
+	ck_assert_int_eq(toy_frees, 4); /* a, b and the two after them */
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
 	Suite *s = suite_create("pubfile");
@@ -179,6 +298,7 @@ static Suite *make_suite(void)
 	tcase_add_test(tc, lock_is_exclusive_and_trusted);
 	tcase_add_test(tc, create_sets_mode_size_and_blocks);
 	tcase_add_test(tc, install_retires_only_our_own_file);
+	tcase_add_test(tc, follower_follows_replacements_and_bad_maps);
 	suite_add_tcase(s, tc);
 	return s;
 }
