@@ -136,10 +136,10 @@ static int writer_create(struct hm_table_writer *w, const struct hm_table_caps *
 	if (w->max_bytes != 0 && w->lay.file_bytes > w->max_bytes)
 		return HM_EFULL;
 	if (w->path != NULL) {
-		/* Every block now: a sparse file on a full file system would make a later write
-		 * through the mapping fault (SIGBUS) instead of this returning -ENOSPC. */
 		free(w->tmp_path);
 		w->tmp_path = NULL;
+		/* Every block now: a sparse file on a full file system would make a later write
+		 * through the mapping fault (SIGBUS) instead of this returning -ENOSPC. */
 		fd = hm_pubfile_create(w->path, HM_TABLE_MODE, w->lay.file_bytes, w->lay.file_bytes,
 				       &w->tmp_path);
 		if (fd < 0)
