@@ -494,6 +494,14 @@ static void start_catchup(struct edge *e)
 	set_state(e, ST_CATCHUP);
 	e->catchup_again = false;
 	round_reset(e);
+	if (!e->links[e->sync_cur].connected) {
+		/* An origin whose feed is down is likely down: ask one whose feed is up. */
+		for (uint32_t i = 0; i < e->nlinks; i++)
+			if (e->links[i].connected && !e->links[i].conflict) {
+				e->sync_cur = i;
+				break;
+			}
+	}
 	send_catchup(e);
 }
 
@@ -954,25 +962,43 @@ static void epoch_changed(struct edge *e, uint64_t to)
 	       e->epoch, to, e->links[e->sync_cur].sync);
 }
 
+/* Every origin was tried for the catch-up: a full resync from the best answer (resync_from). */
+static void resync_from_best(struct edge *e)
+{
+	uint64_t epoch = e->resync_epoch, head = e->resync_head;
+	const char *why = e->resync_same_epoch
+			      ? (e->nlinks > 1 ? "no origin holds the missing batches"
+					       : "the origin no longer holds the missing batches")
+			      : (e->epoch == 0 ? "a new table" : "the origin's epoch changed");
+
+	e->sync_cur = (uint32_t)e->resync_from;
+	round_reset(e);
+	e->origin_epoch = epoch;
+	if (head > e->origin_seq || epoch != e->epoch)
+		e->origin_seq = head;
+	if (epoch != e->epoch && e->epoch != 0)
+		epoch_changed(e, epoch);
+	start_snapshot(e, why);
+}
+
 /*
  * The sync request to links[sync_cur] failed: the next origin not tried in this round gets it
- * at once. Once every origin was tried, a catch-up that some origin declined (SNAPSHOT) is a
- * full resync from the best of them; otherwise the round starts again after the backoff.
+ * at once. Once every origin was tried, a catch-up that some origin declined (SNAPSHOT or
+ * EPOCH) is a full resync from the best of them; otherwise the round starts again after the
+ * backoff.
  */
 static void sync_failed(struct edge *e)
 {
 	int n;
 
-	e->declined |= 1u << e->sync_cur;
+	e->declined |= 1u << e->req_link->idx;
 	if ((n = next_origin(e, e->declined)) >= 0) {
 		e->sync_cur = (uint32_t)n;
 		send_next(e);
 		return;
 	}
 	if (e->state == ST_CATCHUP && e->resync_from >= 0) {
-		e->sync_cur = (uint32_t)e->resync_from;
-		round_reset(e);
-		start_snapshot(e, "no origin holds the missing batches");
+		resync_from_best(e);
 		return;
 	}
 	round_reset(e);
@@ -985,52 +1011,39 @@ static void sync_failed(struct edge *e)
  * links[sync_cur] answered a catch-up with SNAPSHOT or EPOCH (epoch, head: its reply's). With
  * several origins that is no reason for a full resync yet: one that is behind this edge, or
  * compacted more, says SNAPSHOT where another can still serve the batches. The next origin not
- * tried in this round is asked at once; once all were, the edge resyncs from the best answer
- * (this edge's epoch first, then the highest head). An answer in another epoch while other
- * origins agree with this edge refuses that origin. Returns true if the catch-up went on
- * elsewhere (or waits for the backoff); false: resync now from sync_cur, whose answer is then
- * in *epoch and *head (why set).
+ * tried in this round is asked at once (a full resync costs far more than a request that times
+ * out); once none is left, the edge resyncs from the best answer (this edge's epoch first, then the
+ * highest head). An answer in another epoch while other origins agree with this edge refuses that
+ * origin. An edge without a table resyncs at once: every origin says EPOCH to it.
  */
-static bool declined(struct edge *e, uint64_t *epoch, uint64_t *head, const char **why)
+static void declined(struct edge *e, uint64_t epoch, uint64_t head)
 {
 	struct link *l = &e->links[e->sync_cur];
-	bool same = *epoch == e->epoch;
+	bool same = epoch == e->epoch;
 	int n;
 
-	*why = same ? "the origin no longer holds the missing batches"
-		    : (e->epoch == 0 ? "a new table" : "the origin's epoch changed");
-	if (e->epoch == 0)
-		return false; /* every origin says EPOCH to an edge without a table */
-	if (!same && another_agrees(e, l))
-		refuse(e, l, "answers in epoch %016" PRIx64 " (this edge: %016" PRIx64 ")", *epoch,
+	if (e->epoch != 0 && !same && another_agrees(e, l))
+		refuse(e, l, "answers in epoch %016" PRIx64 " (this edge: %016" PRIx64 ")", epoch,
 		       e->epoch);
 	if (!l->conflict && (e->resync_from < 0 || (same && !e->resync_same_epoch) ||
-			     (same == e->resync_same_epoch && *head > e->resync_head))) {
+			     (same == e->resync_same_epoch && head > e->resync_head))) {
 		e->resync_from = (int)l->idx;
 		e->resync_same_epoch = same;
-		e->resync_epoch = *epoch;
-		e->resync_head = *head;
+		e->resync_epoch = epoch;
+		e->resync_head = head;
 	}
 	e->declined |= 1u << l->idx;
-	if ((n = next_origin(e, e->declined)) >= 0) {
+	if (e->epoch != 0 && (n = next_origin(e, e->declined)) >= 0) {
 		e->sync_cur = (uint32_t)n;
 		send_catchup(e);
-		return true;
+		return;
 	}
 	if (e->resync_from < 0) {
 		round_reset(e); /* only refused origins answered */
 		retry_later(e);
-		return true;
+		return;
 	}
-	e->sync_cur = (uint32_t)e->resync_from;
-	*epoch = e->resync_epoch;
-	*head = e->resync_head;
-	if (!e->resync_same_epoch)
-		*why = "the origin's epoch changed";
-	else if (e->nlinks > 1)
-		*why = "no origin holds the missing batches";
-	round_reset(e);
-	return false;
+	resync_from_best(e);
 }
 
 static void on_catchup_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m)
@@ -1042,18 +1055,10 @@ static void on_catchup_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m)
 	if (m->catchup_rep.status == HM_CATCHUP_EPOCH ||
 	    m->catchup_rep.status == HM_CATCHUP_SNAPSHOT) {
 		uint64_t epoch = m->catchup_rep.epoch, head = m->catchup_rep.head_seq;
-		const char *why;
 
 		nng_msg_free(msg);
 		e->backoff_ms = 0;
-		if (declined(e, &epoch, &head, &why))
-			return;
-		e->origin_epoch = epoch;
-		if (head > e->origin_seq || epoch != e->epoch)
-			e->origin_seq = head;
-		if (epoch != e->epoch && e->epoch != 0)
-			epoch_changed(e, epoch);
-		start_snapshot(e, why);
+		declined(e, epoch, head);
 		return;
 	}
 	e->origin_epoch = m->catchup_rep.epoch;

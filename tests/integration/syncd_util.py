@@ -606,9 +606,9 @@ class Forwarder:
 
 class CuttingProxy:
     """A TCP proxy to 127.0.0.1:upstream that passes everything until the origin's cut-th
-    answer: that one it swallows and closes both connections (the origin committed, the
-    client never hears so: as if the origin died right after its commit). Later connections
-    pass everything. .cut says whether it happened."""
+    answer: that one it swallows, and it closes both connections and its listener (the origin
+    committed, the client never hears so: as if the origin died right after its commit).
+    .cut says whether it happened."""
 
     def __init__(self, env, upstream, cut=1):
         self.upstream = upstream
@@ -628,7 +628,7 @@ class CuttingProxy:
             u = socket.create_connection(("127.0.0.1", self.upstream))
             self.socks += [c, u]
             threading.Thread(target=self._pump, args=(c, u, False), daemon=True).start()
-            threading.Thread(target=self._pump, args=(u, c, not self.cut), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c, True), daemon=True).start()
 
     def _pump(self, src, dst, replies):
         # replies: the origin -> client direction of a connection that may be cut. The SP
@@ -653,7 +653,7 @@ class CuttingProxy:
                     answers += 1
                     if answers == self.cut_at:
                         self.cut = True
-                        cut_all([src, dst])
+                        cut_all([self.lsock, src, dst])
                         return
                     dst.sendall(buf[:8 + n])
                     buf = buf[8 + n:]

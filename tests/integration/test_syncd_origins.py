@@ -91,6 +91,19 @@ def test_losing_one_origin_costs_nothing(env):
     eq(e.status()["snapshots"], before["snapshots"], "no full resync when it returns")
 
 
+def test_a_new_edge_joins_through_the_origin_that_is_up(env):
+    o = Origin(env)
+    pairs = paths(env, o)
+    o.apply([{"op": "app.put", "app": "web"}])
+    for f in pairs[0]:
+        f.kill()  # the first origin in the list is down from the start
+    e = two_path_edge(env, o, pairs)
+    wait_converged(o, [e])
+    st = e.status()
+    eq(st["sync_errors"], 0, "the sync requests went to the origin whose feed is up")
+    eq([x["connected"] for x in st["origins"]], [False, True], "which origins are connected")
+
+
 def test_catch_up_from_the_next_origin_when_one_cannot_serve(env):
     o = Origin(env)
     pairs = paths(env, o)
@@ -100,8 +113,10 @@ def test_catch_up_from_the_next_origin_when_one_cannot_serve(env):
     e.proc.stop()
     for i in range(10):
         o.apply(dyno_changes("web", i, 1))
-    # The first origin's sync socket is gone; its feed still works.
+    # The first origin's sync socket is gone (its feed works, so it is asked first); the
+    # second's feed is gone (its sync socket works).
     pairs[0][1].kill()
+    pairs[1][0].kill()
     e.start()
     wait_converged(o, [e], T(20))
     st = e.status()
@@ -140,12 +155,14 @@ def test_snapshot_answer_asks_the_other_origin_first(env):
     # reloading everything.
     small = ["--compact-after", "1", "--ring", "1"]
     o1, o2 = twin_origins(env, extra2=small)
-    urls = dict(publish=",".join([o2.dial_publish, o1.dial_publish]),
-                sync=",".join([o2.dial_sync, o1.dial_sync]))
-    e = Edge(env, o2, **urls)
+    feed1 = Forwarder(env, port_of(o1.publish))
+    e = Edge(env, o2, publish=",".join([o2.dial_publish, feed1.url]),
+             sync=",".join([o2.dial_sync, o1.dial_sync]))
     apply_both([o1, o2], [{"op": "app.put", "app": "web"}])
     wait_converged(o1, [e])
     e.proc.stop()
+    # From here o1's feed is cut, so that o2 (whose feed is up) is always asked first.
+    feed1.kill()
     for i in range(5):
         apply_both([o1, o2], dyno_changes("web", i, 1))
     wait_for(lambda: compacted(o2), T(10), "o2 to compact its journal")
@@ -208,13 +225,15 @@ def test_origins_that_disagree_are_refused(env):
     o3.apply([{"op": "app.put", "app": "three"}])
     e2 = Edge(env, o1, name="edge2", publish=",".join([o1.dial_publish, o3.dial_publish]),
               sync=",".join([o1.dial_sync, o3.dial_sync]), extra=["--stale-after", "1s"])
-    wait_for(lambda: e2.status()["origins"][1]["refused"], T(10),
+    wait_for(lambda: sum(x["refused"] for x in e2.status()["origins"]) == 1, T(10),
              "the edge to refuse the origin of another epoch")
-    wait_converged(o1, [e2])
-    eq(e2.status()["epoch"], o1.status()["epoch"], "it keeps the epoch it follows")
+    refused = [x["refused"] for x in e2.status()["origins"]]
+    kept, other = (o1, o3) if refused == [False, True] else (o3, o1)
+    wait_converged(kept, [e2])
+    eq(e2.status()["epoch"], kept.status()["epoch"], "it keeps the epoch it follows")
     # The origin it followed goes: after --stale-after, the other is followed (a new epoch).
-    o1.kill()
-    wait_converged(o3, [e2], T(15))
+    kept.kill()
+    wait_converged(other, [e2], T(15))
     eq(e2.status()["epoch_changes"], 1, "counted as an epoch change")
 
 
