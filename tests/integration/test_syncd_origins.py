@@ -104,6 +104,27 @@ def test_a_new_edge_joins_through_the_origin_that_is_up(env):
     eq([x["connected"] for x in st["origins"]], [False, True], "which origins are connected")
 
 
+def test_two_origins_over_mutual_tls(env):
+    from pki import cluster_pki
+    o = Origin(env, pki=cluster_pki(env.path("pki")))
+    pairs = paths(env, o)
+    # Peers dial the origin by its certificate's name.
+    e = Edge(env, o, publish=",".join("tls+tcp://localhost:%d" % p.port for p, _ in pairs),
+             sync=",".join("tls+tcp://localhost:%d" % s.port for _, s in pairs))
+    o.apply([{"op": "app.put", "app": "web"}])
+    wait_converged(o, [e])
+    wait_for(lambda: both_heard(e), T(10), "the edge to hear both origins over TLS")
+    pairs[1][0].kill()
+    e.proc.send_signal(1)  # SIGHUP: every dialer gets the certificates again
+    wait_for(lambda: e.status()["tls_reloads"] == 1, T(10), "the edge to reload its certificates")
+    eq(e.status()["tls_reload_errors"], 0, "reloaded on all four dialers")
+    o.apply(dyno_changes("web", 0, 1))
+    wait_converged(o, [e])
+    st = e.status()
+    check(st["tls"] and st["tls_handshake_failures"] == 0, "TLS with both origins: %s" % st)
+    eq(st["snapshots"], 1, "no resync")
+
+
 def test_catch_up_from_the_next_origin_when_one_cannot_serve(env):
     o = Origin(env)
     pairs = paths(env, o)
