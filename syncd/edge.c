@@ -1292,7 +1292,10 @@ static void on_sync_reply(struct edge *e, int rc, nng_msg *msg)
 		/* Refused while its answer was on the way: ask the origin that replaced it. */
 		nng_msg_free(msg);
 		e->snap.discard_next = false;
-		send_next(e);
+		if (!e->links[e->sync_cur].conflict)
+			send_next(e);
+		else
+			retry_later(e);
 		return;
 	}
 	e->last_sync_ok_ms = hm_mono_ms();
