@@ -2174,6 +2174,18 @@ void hm_table_writer_info(const struct hm_table_writer *w, struct hm_table_info 
 	info_from_copy(&c, &w->lay, PUB_VERSION(atomic_load(&w->hdr->pub)), w->hdr->file_id, out);
 }
 
+int hm_table_batch_info(const struct hm_table_writer *w, struct hm_table_info *out)
+{
+	struct copy c;
+
+	if (!w->in_batch)
+		return -EINVAL;
+	copy_view(&c, w->base, &w->lay, batch_copy(w));
+	info_from_copy(&c, &w->lay, PUB_VERSION(atomic_load(&w->hdr->pub)) + 1, w->hdr->file_id,
+		       out);
+	return 0;
+}
+
 static void app_change(const struct rec_app *a, struct hm_change *ch)
 {
 	memset(ch, 0, sizeof(*ch));

@@ -49,11 +49,12 @@
 #include "syncd/tlscfg.h"
 #include "syncd/wire.h"
 
-#define NCTL		 16
-#define REQCACHE_SIZE	 65536
-#define STAGED_IDLE_MS	 60000
-#define LINGER_MS	 150
-#define COMPACT_RETRY_MS 60000
+#define NCTL		   16
+#define REQCACHE_SIZE	   65536
+#define STAGED_IDLE_MS	   60000
+#define LINGER_MS	   150
+#define COMPACT_RETRY_MS   60000
+#define STOP_UNRESOLVED_MS 5000
 
 /* The cluster's affinity secret (docs/security.md): made here once, replicated like any change. */
 #define AFFINITY_SECRET	    "affinity"
@@ -88,6 +89,18 @@ struct pending {
 	struct hm__jpos pos;
 	struct waiter *waiters;
 	uint64_t queued_ns;
+	/* A store that may refuse: the request, kept to be validated again after a conflict. */
+	struct hm__request req;
+	uint32_t idx;
+	uint8_t id[16];
+};
+
+/* A whole request waiting for the store (HM__STORE_MAY_REFUSE: one batch in flight at a time). */
+struct queued {
+	struct queued *next;
+	uint32_t idx;
+	uint8_t id[16];
+	struct hm__request req;
 };
 
 struct origin {
@@ -116,6 +129,15 @@ struct origin {
 
 	struct pending *pend_head, *pend_tail;
 	struct hm__staging *staging;
+	struct hm__recover_ctx rc; /* the table etc., for batches other origins committed */
+
+	/* A store that may refuse (etcd): the batch in flight is open in the table until it is
+	 * durable or refused; requests wait in the queue until the store is ready again. */
+	bool may_refuse, store_busy, open_batch;
+	bool store_stale;
+	char store_why[300];
+	struct queued *q_head, *q_tail;
+	uint64_t conflicts, foreign;
 
 	nng_socket ctl_sock, pub_sock, sync_sock;
 	bool ctl_open, pub_open, sync_open;
@@ -350,12 +372,18 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struc
 		reply_error(o, idx, id, e, bad, "%s", reason);
 		goto out;
 	}
-	if ((e = hm_table_commit(o->table, o->epoch, seq)) != 0) {
+	if (o->may_refuse) {
+		/* The batch stays open in the table until the store has committed it: another
+		 * origin may take this seq first. */
+		hm_require(hm_table_batch_info(o->table, &info) == 0);
+		o->open_batch = o->store_busy = true;
+	} else if ((e = hm_table_commit(o->table, o->epoch, seq)) != 0) {
 		hm__batch_builder_fini(&bb);
 		reply_error(o, idx, id, e, UINT32_MAX, "cannot commit: %s", hm_strerror(e));
 		goto out;
+	} else {
+		hm_table_writer_info(o->table, &info);
 	}
-	hm_table_writer_info(o->table, &info);
 	/* The table has moved: from here on the batch must reach the store or the process must
 	 * die (a restart recovers what is durable). */
 	hm_require(hm__batch_end(&bb, id, info.digest, info.apps, info.domains, info.dynos, &b) ==
@@ -369,11 +397,19 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struc
 		       " changes in %u part(s), %zu bytes; validated and "
 		       "encoded in %" PRIu64 " ms",
 		       seq, total, b->nparts, b->rec_len, (hm_mono_ns() - t0) / 1000000);
-	hm__reqcache_put(o->reqs, id, seq);
 	p = calloc(1, sizeof(*p));
 	hm_require(p != NULL);
 	p->b = b;
 	p->queued_ns = hm_mono_ns();
+	if (o->may_refuse) {
+		/* Its id is remembered when it is durable; until then a resend waits its turn. */
+		p->req = *r;
+		memset(r, 0, sizeof(*r));
+		p->idx = idx;
+		memcpy(p->id, id, 16);
+	} else {
+		hm__reqcache_put(o->reqs, id, seq);
+	}
 	if (idx != NO_CTL)
 		add_waiter(p, idx, id);
 	if (o->pend_tail != NULL)
@@ -384,6 +420,66 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struc
 	o->store->ops->append(o->store, b, &p->pos);
 out:
 	hm__request_fini(r);
+}
+
+static void reply_stale(struct origin *o, uint32_t idx, const uint8_t id[16])
+{
+	reply_error(o, idx, id, HM_ESTORE, UINT32_MAX,
+		    "this origin cannot commit now (%s): send the request to another origin",
+		    o->store_why);
+}
+
+/* A whole request (r taken): validated now, or queued while the store has a batch in flight. */
+static void submit(struct origin *o, uint32_t idx, const uint8_t id[16], struct hm__request *r,
+		   const struct hm_msg *first)
+{
+	struct queued *q;
+
+	if (!o->may_refuse || (!o->store_busy && !o->store_stale && o->q_head == NULL)) {
+		sequence(o, idx, id, r, first);
+		return;
+	}
+	if (o->store_stale) {
+		reply_stale(o, idx, id);
+		hm__request_fini(r);
+		return;
+	}
+	q = calloc(1, sizeof(*q));
+	hm_require(q != NULL);
+	q->idx = idx;
+	memcpy(q->id, id, 16);
+	q->req = *r;
+	if (o->q_tail != NULL)
+		o->q_tail->next = q;
+	else
+		o->q_head = q;
+	o->q_tail = q;
+}
+
+/* The store is ready: validates queued requests until one is in flight again. */
+static void run_queue(struct origin *o)
+{
+	while (o->q_head != NULL && !o->stopping && (o->store_stale || !o->store_busy)) {
+		struct queued *q = o->q_head;
+		uint64_t seq;
+
+		o->q_head = q->next;
+		if (o->q_head == NULL)
+			o->q_tail = NULL;
+		if (q->idx != NO_CTL && hm__reqcache_get(o->reqs, q->id, &seq)) {
+			/* Committed meanwhile: a resend, or a request retried here after it was
+			 * committed through another origin. */
+			o->resent++;
+			reply_ack(o, q->idx, q->id, seq);
+			hm__request_fini(&q->req);
+		} else if (o->store_stale) {
+			reply_stale(o, q->idx, q->id);
+			hm__request_fini(&q->req);
+		} else {
+			sequence(o, q->idx, q->id, &q->req, NULL);
+		}
+		free(q);
+	}
 }
 
 static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
@@ -452,7 +548,7 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 		r.msgs[0] = msg;
 		hm__split_init(&sp, HM__PUB_PART_BYTES, HM_PROTO_MAX_CHANGES);
 		hm__split_changes(&sp, &r.parts, &m);
-		sequence(o, idx, id, &r, &m);
+		submit(o, idx, id, &r, &m);
 		return;
 	}
 	{
@@ -468,7 +564,7 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 			break;
 		case HM__STAGE_COMPLETE:
 			/* The last part: the whole request is validated as one batch. */
-			sequence(o, idx, id, &r, NULL);
+			submit(o, idx, id, &r, NULL);
 			break;
 		}
 	}
@@ -500,7 +596,7 @@ static void submit_own(struct origin *o, const struct hm_change *changes, uint32
 		   0);
 	hm__split_init(&sp, HM__PUB_PART_BYTES, HM_PROTO_MAX_CHANGES);
 	hm__split_changes(&sp, &r.parts, &m);
-	sequence(o, NO_CTL, id, &r, &m);
+	submit(o, NO_CTL, id, &r, &m);
 }
 
 /* The put change of a new random affinity secret; value has AFFINITY_SECRET_LEN bytes. */
@@ -564,6 +660,12 @@ static void on_durable(void *ctx, uint64_t durable)
 {
 	struct origin *o = ctx;
 
+	if (o->open_batch && o->pend_head != NULL && o->pend_head->b->seq <= durable) {
+		/* Private memory: publishing cannot fail. */
+		hm_require(hm_table_commit(o->table, o->epoch, o->pend_head->b->seq) == 0);
+		hm__reqcache_put(o->reqs, o->pend_head->id, o->pend_head->b->seq);
+		o->open_batch = false;
+	}
 	while (o->pend_head != NULL && o->pend_head->b->seq <= durable) {
 		struct pending *p = o->pend_head;
 		struct waiter *w, *next;
@@ -590,10 +692,114 @@ static void on_durable(void *ctx, uint64_t durable)
 			free(w);
 		}
 		hm__batch_unref(p->b);
+		hm__request_fini(&p->req);
 		free(p);
 	}
 	if (o->stopping && o->pend_head == NULL)
 		begin_close(o);
+}
+
+static void free_pending(struct pending *p)
+{
+	while (p->waiters != NULL) {
+		struct waiter *w = p->waiters;
+
+		p->waiters = w->next;
+		free(w);
+	}
+	hm__batch_unref(p->b);
+	hm__request_fini(&p->req);
+	free(p);
+}
+
+/* Store event: the batch in flight was not committed. */
+static void on_refused(void *ctx, int err, const char *why)
+{
+	struct origin *o = ctx;
+	struct pending *p = o->pend_head;
+
+	hm_require(o->open_batch && p != NULL && p->next == NULL);
+	hm_table_abort(o->table);
+	o->open_batch = false;
+	o->pend_head = o->pend_tail = NULL;
+	o->head_seq = o->published_seq;
+	o->batches--;
+	if (err == HM_ECONFLICT && p->idx != NO_CTL && !o->stopping) {
+		/* Validated again, first in line, once the batches that won are applied. */
+		struct queued *q = calloc(1, sizeof(*q));
+
+		hm_require(q != NULL);
+		o->conflicts++;
+		q->idx = p->idx;
+		memcpy(q->id, p->id, 16);
+		q->req = p->req;
+		memset(&p->req, 0, sizeof(p->req));
+		q->next = o->q_head;
+		o->q_head = q;
+		if (o->q_tail == NULL)
+			o->q_tail = q;
+	} else if (err == HM_ECONFLICT) {
+		/* The origin's own batch (the cluster secret): on_maint() makes it again if the
+		 * winners did not. */
+		o->conflicts++;
+	} else {
+		for (struct waiter *w = p->waiters; w != NULL; w = w->next)
+			reply_error(o, w->ctl, w->req_id, err, UINT32_MAX, "%s", why);
+	}
+	free_pending(p);
+	if (o->stopping && o->pend_head == NULL)
+		begin_close(o);
+}
+
+/* Store event: a batch another origin committed, the next seq. */
+static int on_foreign(void *ctx, struct hm__batch *b, const struct hm__jpos *pos)
+{
+	struct origin *o = ctx;
+	int e;
+
+	hm_require(!o->open_batch && b->seq == o->published_seq + 1);
+	if ((e = hm__recover_apply(&o->rc, b)) != 0) {
+		hm_log(HM_LOG_ERR, "origin",
+		       "seq %" PRIu64 " from the store does not apply to this origin's state (%s): "
+		       "stopping",
+		       b->seq, hm_strerror(e));
+		o->exit_code = 1;
+		if (!o->stopping) {
+			o->stopping = true;
+			begin_close(o);
+		}
+		return e;
+	}
+	if (o->pub_open)
+		publish_batch(o, b);
+	hm__syncsrv_publish(o->ss, b, pos);
+	o->head_seq = o->published_seq = b->seq;
+	memcpy(o->published_digest, b->digest, 16);
+	o->pub_apps = b->apps;
+	o->pub_domains = b->domains;
+	o->pub_dynos = b->dynos;
+	o->foreign++;
+	return 0;
+}
+
+/* Store event: it takes the next batch. */
+static void on_ready(void *ctx)
+{
+	struct origin *o = ctx;
+
+	o->store_busy = false;
+	run_queue(o);
+}
+
+/* Store event: it can (not) commit now. Requests waiting are told why rather than held. */
+static void on_stale(void *ctx, bool stale, const char *why)
+{
+	struct origin *o = ctx;
+
+	o->store_stale = stale;
+	snprintf(o->store_why, sizeof(o->store_why), "%s", stale ? why : "");
+	if (stale)
+		run_queue(o);
 }
 
 /* ---- Mail from other threads -------------------------------------------------------------- */
@@ -773,6 +979,18 @@ static void on_maint(uv_timer_t *t)
 	uint64_t now = hm_mono_ms();
 
 	hm__staging_expire(o->staging, now, STAGED_IDLE_MS);
+	if (o->may_refuse && !o->store_busy && !o->store_stale && !o->stopping &&
+	    o->q_head == NULL && !has_affinity_secret(o) && secret_wanted()) {
+		/* Shared state without the cluster secret: the first origin to commit one makes
+		 * it; one that loses the race drops its own (on_refused) and learns the winner's.
+		 */
+		uint8_t v[AFFINITY_SECRET_LEN];
+		struct hm_change c = new_affinity_secret(v);
+
+		hm_log(HM_LOG_NOTICE, "origin", "no cluster affinity secret yet: making one");
+		submit_own(o, &c, 1);
+		memset(v, 0, sizeof(v));
+	}
 	hm__syncsrv_tick(o->ss);
 	if (o->pub_open && !o->stopping) {
 		/* A subscriber that stopped reading costs a message in flight and its socket
@@ -788,7 +1006,7 @@ static void on_maint(uv_timer_t *t)
 			       n, o->cfg->pub_stall, o->pub_stalled);
 		}
 	}
-	if (o->child == 0 && !o->stopping && now >= o->compact_after_ms &&
+	if (o->child == 0 && !o->stopping && !o->open_batch && now >= o->compact_after_ms &&
 	    o->store->ops->bytes(o->store) - o->journal_at_snapshot >=
 		(uint64_t)o->cfg->compact_after &&
 	    o->head_seq > o->snapshot_seq)
@@ -825,7 +1043,7 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	}
 	hm_digest_hex(o->published_digest, hex);
 	hm__jw_kcstr(w, "digest", hex);
-	hm__jw_kbool(w, "stale", false);
+	hm__jw_kbool(w, "stale", o->store_stale);
 	hm__jw_key(w, "last_heartbeat_ms");
 	if (o->last_hb_ms != 0)
 		hm__jw_u64(w, hm_mono_ms() - o->last_hb_ms);
@@ -858,6 +1076,8 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__admin_tls_status(w, &o->tls);
 	hm__jw_ku64(w, "tls_refused", hm__listeners_tls_refused(o->ls));
 	hm__jw_ku64(w, "staged_bytes", hm__staging_bytes(o->staging));
+	hm__jw_ku64(w, "store_conflicts", o->conflicts);
+	hm__jw_ku64(w, "store_foreign", o->foreign);
 }
 
 static void admin_dump_head(void *ctx, struct hm__jsonw *w)
@@ -890,12 +1110,7 @@ static const struct hm__admin_ops admin_ops = {
 
 static int recover(struct origin *o)
 {
-	struct hm__store_recovery r = {.rc = {.dir = o->cfg->data,
-					      .epoch = o->epoch,
-					      .table = &o->table,
-					      .dec = o->dec,
-					      .reqs = o->reqs,
-					      .ss = o->ss}};
+	struct hm__store_recovery r = {.rc = o->rc};
 	struct hm_table_info info;
 	uint64_t snap_seq;
 	bool loaded;
@@ -905,7 +1120,7 @@ static int recover(struct origin *o)
 		return e;
 	loaded = r.loaded;
 	snap_seq = o->snapshot_seq = r.snapshot_seq;
-	if (!loaded && r.records == 0 && secret_wanted()) {
+	if (!loaded && r.records == 0 && secret_wanted() && !o->may_refuse) {
 		/* A fresh data directory: the cluster secret is part of its state at seq 0, in the
 		 * first snapshot written below, so every edge has it from its first load. */
 		uint8_t v[AFFINITY_SECRET_LEN];
@@ -1032,6 +1247,18 @@ static void begin_close(struct origin *o)
 	uv_timer_start(&o->linger_timer, final_close, LINGER_MS, 0);
 }
 
+/* A store that cannot answer (etcd unreachable) does not hold a stop for ever: the batch in
+ * flight is committed or not, and its client retries elsewhere either way. */
+static void stop_anyway(uv_timer_t *t)
+{
+	struct origin *o = t->data;
+
+	hm_log(HM_LOG_WARNING, "origin",
+	       "stopping with seq %" PRIu64 " unresolved: the store has not answered (%s)",
+	       o->head_seq, o->store_stale ? o->store_why : "no answer yet");
+	begin_close(o);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
 	struct origin *o = s->data;
@@ -1047,6 +1274,8 @@ static void on_signal(uv_signal_t *s, int signum)
 	uv_timer_stop(&o->maint_timer);
 	if (o->pend_head == NULL)
 		begin_close(o);
+	else if (o->may_refuse)
+		uv_timer_start(&o->linger_timer, stop_anyway, STOP_UNRESOLVED_MS, 0);
 }
 
 /* ---- Run ------------------------------------------------------------------------------------- */
@@ -1173,6 +1402,10 @@ static int open_sockets(struct origin *o)
 
 static const struct hm__store_events store_events = {
     .durable = on_durable,
+    .refused = on_refused,
+    .foreign = on_foreign,
+    .ready = on_ready,
+    .stale = on_stale,
 };
 
 static int setup(struct origin *o)
@@ -1193,6 +1426,7 @@ static int setup(struct origin *o)
 		return e;
 	}
 	o->epoch = o->store->epoch;
+	o->may_refuse = (o->store->ops->flags & HM__STORE_MAY_REFUSE) != 0;
 	if ((e = hm_table_writer_open(&o->table, NULL, NULL, 0, 0)) != 0 ||
 	    (e = hm_proto_decoder_new(&o->dec)) != 0 ||
 	    (e = hm__reqcache_new(&o->reqs, REQCACHE_SIZE)) != 0 ||
@@ -1201,6 +1435,12 @@ static int setup(struct origin *o)
 		hm_log(HM_LOG_ERR, "origin", "cannot start: %s", hm_strerror(e));
 		return e;
 	}
+	o->rc = (struct hm__recover_ctx){.dir = cfg->data,
+					 .epoch = o->epoch,
+					 .table = &o->table,
+					 .dec = o->dec,
+					 .reqs = o->reqs,
+					 .ss = o->ss};
 	if ((e = recover(o)) != 0)
 		return e;
 	if ((e = o->store->ops->start(o->store, o->head_seq + 1, err, sizeof(err))) != 0) {
@@ -1208,8 +1448,8 @@ static int setup(struct origin *o)
 		return e;
 	}
 	if (!has_affinity_secret(o) && secret_wanted()) {
-		/* A data directory from before the secret existed: it becomes the next batch,
-		 * delivered to the edges as a change. */
+		/* A data directory from before the secret existed, or shared state (etcd) without
+		 * one yet: it becomes the next batch, delivered to the edges as a change. */
 		uint8_t v[AFFINITY_SECRET_LEN];
 		struct hm_change c = new_affinity_secret(v);
 
@@ -1289,18 +1529,18 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 	hm__syncsrv_free(o->ss);
 	hm__listeners_free(o->ls);
 	hm__staging_free(o->staging);
+	while (o->q_head != NULL) {
+		struct queued *q = o->q_head;
+
+		o->q_head = q->next;
+		hm__request_fini(&q->req);
+		free(q);
+	}
 	while (o->pend_head != NULL) {
 		struct pending *p = o->pend_head;
 
 		o->pend_head = p->next;
-		while (p->waiters != NULL) {
-			struct waiter *w = p->waiters;
-
-			p->waiters = w->next;
-			free(w);
-		}
-		hm__batch_unref(p->b);
-		free(p);
+		free_pending(p);
 	}
 	hm__reqcache_free(o->reqs);
 	hm__txwatch_fini(&o->pub_watch);

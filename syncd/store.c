@@ -40,6 +40,9 @@ int hm__store_new(struct hm__store **out, uv_loop_t *loop, const struct hm__stor
 	if (cfg->spec == NULL || strcmp(cfg->spec, "journal") == 0) {
 		ops = &hm__store_journal_ops;
 		size = hm__store_journal_size;
+	} else if (strncmp(cfg->spec, "etcd:", 5) == 0) {
+		ops = &hm__store_etcd_ops;
+		size = hm__store_etcd_size;
 	} else {
 		snprintf(err, errlen, "--store %s: want journal or etcd:URL[,URL...]", cfg->spec);
 		return -EINVAL;
