@@ -78,6 +78,172 @@ def test_two_origins_one_numbering(env):
     eq(len(da["apps"]), 6, "the apps committed through both origins")
 
 
+def test_concurrent_writers_one_history(env):
+    """Two origins taking writes at once race for each seq: every request is committed exactly
+    once, in one order both origins publish, and the edges of both agree."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b")
+    ea = su.Edge(env, a, name="edge-a")
+    eb = su.Edge(env, b, name="edge-b")
+    seqs, errors = {}, []
+
+    def writer(o, tag):
+        for i in range(15):
+            try:
+                seqs["%s%d" % (tag, i)] = o.apply(app_changes("%s%d" % (tag, i), 2))
+            except ht.TestFailure as e:
+                errors.append(str(e))
+    ts = [threading.Thread(target=writer, args=(o, t)) for o, t in ((a, "a"), (b, "b"))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    check(not errors, "every apply succeeded: %s" % errors[:2])
+    eq(len(set(seqs.values())), 30, "30 commits, 30 distinct seqs")
+    seq, digest = wait_same([a, b], max(seqs.values()))
+    eq(seq, max(seqs.values()), "the head is the last commit")
+    su.wait_converged(a, [ea, eb])
+    dumps = [json.loads(o.ctl("--admin", o.admin, "--json", "dump", control=False).out)
+             for o in (a, b)]
+    eq(len(dumps[0]["apps"]), 30, "every app, once")
+    eq(dumps[0]["apps"], dumps[1]["apps"], "same apps on both")
+    conflicts = a.status()["store_conflicts"] + b.status()["store_conflicts"]
+    print("# %d conflicts resolved by validating again" % conflicts)
+
+
+def ctl_req(port, body):
+    s = su.sp_connect(port, su.PROTO_REQ)
+    try:
+        su.sp_send(s, body, header=su.REQ_ID)
+        return su.sp_recv(s, timeout=T(15))
+    finally:
+        s.close()
+
+
+def test_retried_request_applied_once(env):
+    """A request id committed through one origin and sent again to another is answered with the
+    same (epoch, seq) and not applied again, whether the second origin has already learned it
+    or validates it on top of an older head and loses the compare."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b")
+    pa, pb = su.port_of(a.control), su.port_of(b.control)
+    req = su.mp_ctl_req(uuid.uuid4().bytes, [[1, "once", False, False, 0]])
+    ra = ctl_req(pa, req)
+    seq, _ = wait_same([a, b])
+    rb = ctl_req(pb, req)
+    check(ra is not None and ra == rb,
+          "the same answer from both origins: %r vs %r" % (ra, rb))
+    eq(wait_same([a, b])[0], seq, "no seq for the retry")
+    # Both at once: one of them commits, the other answers from the winner's commit.
+    for i in range(5):
+        req = su.mp_ctl_req(uuid.uuid4().bytes, [[1, "race%d" % i, False, False, 0]])
+        out = [None, None]
+
+        def send(k, port):
+            out[k] = ctl_req(port, req)
+        ts = [threading.Thread(target=send, args=(k, p)) for k, p in enumerate((pa, pb))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        check(out[0] is not None and out[0] == out[1], "race %d: one answer: %r" % (i, out))
+        seq += 1
+        eq(wait_same([a, b], seq)[0], seq, "race %d: one seq" % i)
+
+
+def test_large_batch_staged_atomically(env):
+    """A batch whose record is over etcd's request limit (1.5 MiB) is staged in chunk keys and
+    committed by one small txn: the other origin and its edge get all of it at one seq."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b")
+    eb = su.Edge(env, b, name="edge-b")
+    n = 40000
+    changes = [ht.ch_app("big")] + [
+        ht.ch_dyno("big", "web.%d" % i, "10.%d.%d.%d:%d" % (i >> 16, (i >> 8) & 255, i & 255,
+                                                            1000 + i % 5000))
+        for i in range(n)]
+    seq = a.apply(changes, timeout=T(120))
+    st = a.status()
+    check(st["etcd_staged"] >= 1, "the batch was staged: %r" % st)
+    eq(wait_same([a, b], seq)[0], seq, "one seq for the whole batch")
+    su.wait_converged(b, [eb], timeout=T(60))
+    eq(b.status()["dynos"], n, "every dyno on the other origin")
+    eq(eb.status()["dynos"], n, "every dyno on its edge")
+    # A restarted origin reads the staged batch back from etcd.
+    b.restart()
+    eq(su.origin_head(b), su.origin_head(a), "restarted origin has the batch")
+
+
+def test_restart_resumes(env):
+    """An origin stopped while others commit resumes at the common head from etcd, and its
+    edge follows without a full resync."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b")
+    ea = su.Edge(env, a, name="edge-a")
+    a.apply(app_changes("before", 2))
+    su.wait_converged(a, [ea])
+    a.stop()
+    for i in range(3):
+        b.apply(app_changes("while%d" % i, 2))
+    a.start()
+    seq, digest = wait_same([a, b])
+    eq(a.status()["epoch"], b.status()["epoch"], "same epoch after the restart")
+    su.wait_converged(a, [ea])
+    a.apply(app_changes("after", 1))
+    wait_same([a, b], seq + 1)
+    a.kill()  # SIGKILL: nothing to flush, etcd holds it all
+    a.start()
+    eq(wait_same([a, b])[0], seq + 1, "resumed after SIGKILL")
+
+
+def test_etcd_member_killed(env):
+    """Three etcd members; SIGKILL one (the leader), writes go on through both origins; the
+    member restarted catches up; nothing acknowledged is lost."""
+    c = eu.EtcdCluster(env, 3)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b")
+    seqs = [a.apply(app_changes("x0", 1))]
+    c.kill(c.leader_index())
+    c.wait_healthy()
+    for i in range(1, 7):
+        o = (a, b)[i % 2]
+        r = o.ctl("--timeout", "5s", "--reply-timeout", "%ds" % int(T(20)), "--json", "apply",
+                  "-", input=json.dumps({"changes": app_changes("x%d" % i, 1)}).encode())
+        check(r.rc == 0, "apply %d with a member down: %r" % (i, r))
+        seqs.append(r.json()["seq"])
+    eq(seqs, sorted(set(seqs)), "seqs increase, none twice")
+    down = [i for i, m in enumerate(c.members) if m.down][0]
+    c.restart(down)
+    seq, _ = wait_same([a, b], seqs[-1])
+    dump = json.loads(b.ctl("--admin", b.admin, "--json", "dump", control=False).out)
+    eq(sorted(x["app"] for x in dump["apps"]), sorted("x%d" % i for i in range(7)),
+       "every acknowledged change")
+
+
+def test_cut_off_from_etcd_stops_acknowledging(env):
+    """An origin that cannot reach etcd assigns no seq: its requests fail with the reason
+    (status stale, store_error), and it commits again when etcd is back."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a")
+    seq = a.apply(app_changes("before", 1))
+    c.kill(0)
+    wait_for(lambda: a.status()["stale"], T(15), "the origin to say it is stale")
+    st = a.status()
+    check(st["store_error"] and "etcd" in st["store_error"], "says why: %r" % st)
+    r = a.ctl("--timeout", "2s", "--reply-timeout", "%ds" % int(T(10)), "--json", "apply", "-",
+              input=json.dumps({"changes": app_changes("during", 1)}).encode())
+    check(r.rc != 0, "no acknowledgement without etcd: %r" % r)
+    check("etcd" in r.err or "etcd" in r.out, "the answer says why: %r" % r)
+    eq(a.status()["seq"], seq, "no seq assigned")
+    c.restart(0)
+    wait_for(lambda: not a.status()["stale"], T(15), "the origin to commit again")
+    eq(a.apply(app_changes("after", 1)), seq + 1, "the next seq, nothing skipped")
+
+
 if __name__ == "__main__":
     if not eu.available():
         print("# test_origin_etcd.py: SKIP: etcd is not installed", flush=True)
