@@ -966,6 +966,8 @@ static void on_sigchld(uv_signal_t *s, int signum)
 		return;
 	}
 	hm__snap_path(o->cfg->data, o->child_seq, o->child_snap_id, path, sizeof(path));
+	if (o->store->ops->snapshot != NULL)
+		o->store->ops->snapshot(o->store, path, o->child_seq, o->child_snap_id);
 	if ((e = install_snapshot(o, path)) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot open the new snapshot %s: %s", path,
 		       hm_strerror(e));

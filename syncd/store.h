@@ -64,7 +64,8 @@ struct hm__store_events {
 /* What recover() loads into (borrowed) and reports. */
 struct hm__store_recovery {
 	struct hm__recover_ctx rc; /* every batch replayed is also handed to rc.ss to serve */
-	bool loaded;		   /* out: a snapshot was loaded */
+	bool loaded;		   /* out: a snapshot was loaded, and the local files hold every
+				    * batch after it (false: the origin writes one at the head) */
 	uint64_t snapshot_seq;	   /* out: its seq (0 if none) */
 	uint64_t records;	   /* out: batches replayed after it */
 	uint64_t truncated;	   /* out: torn bytes cut off the journal */
@@ -93,6 +94,9 @@ struct hm__store_ops {
 	/* A snapshot at seq is in place: drops what it covers. Returns how many journal segments
 	 * were dropped, or a negative errno. */
 	int (*covered)(struct hm__store *s, uint64_t seq);
+	/* A new local snapshot file (path; its seq and id) is in place after a compaction. etcd:
+	 * uploads it as P/snap and drops the log keys the previous one covered. NULL: nothing. */
+	void (*snapshot)(struct hm__store *s, const char *path, uint64_t seq, uint64_t snap_id);
 	/* Bytes appended to the journal since start. */
 	uint64_t (*bytes)(const struct hm__store *s);
 	/* Admin "status" fields of the store. */

@@ -50,7 +50,11 @@
 #define RETRY_MS       200
 #define KEY_MAX	       256
 
+#define COMPACT_EVERY_MS 60000 /* etcd's history is compacted to what it was this long ago */
+
 #define EPOCH_MAGIC "HMEPOCH1"
+#define SNAP_MAGIC  "HMSNAPD1"
+#define SNAP_LEN    40 /* magic, seq, snap_id, bytes, pieces, crc */
 #define HEAD_MAGIC  "HMHEAD01"
 #define LOG_MAGIC   "HMLOG001"
 #define EPOCH_LEN   24 /* magic, epoch, cluster id */
@@ -114,13 +118,23 @@ struct estore {
 	uint64_t last_ok_ms; /* mono ms of the last answer from etcd */
 	char why[300];
 
-	uint64_t commits, conflicts, retries, foreign, staged, watch_events;
+	/* Uploading a snapshot (one at a time): its file, the piece being put. */
+	char *up;
+	size_t up_len;
+	uint64_t up_seq, up_id;
+	uint32_t up_piece, up_pieces;
+	bool uploading;
+
+	/* etcd's history: compacted every COMPACT_EVERY_MS to the revision seen that long ago. */
+	int64_t seen_rev, compact_to;
+	uint64_t compact_due_ms;
+
+	uint64_t commits, conflicts, retries, foreign, staged, watch_events, snapshots, compactions;
 };
 
 const size_t hm__store_etcd_size = sizeof(struct estore);
 
-/* ---- Small helpers ----------------------------------------------------------------------------
- */
+/* ---- Small helpers --------------------------------------------------------------------------- */
 
 static void put_u64(uint8_t *p, uint64_t v)
 {
@@ -306,8 +320,7 @@ static void not_heard(struct estore *s, int err, const char *msg)
 			  hm_mono_ms() - s->last_ok_ms, hm_strerror(err), msg[0] ? ": " : "", msg);
 }
 
-/* ---- Envelopes --------------------------------------------------------------------------------
- */
+/* ---- Envelopes ------------------------------------------------------------------------------- */
 
 static uint8_t *head_value(uint64_t seq, const uint8_t commit_id[16])
 {
@@ -370,8 +383,7 @@ static int batch_of(const void *rec, size_t len, struct hm__batch **out)
 	return e;
 }
 
-/* ---- Learning commits: reading P/log/ from head + 1 ---------------------------------------------
- */
+/* ---- Learning commits: reading P/log/ from head + 1 ------------------------------------------ */
 
 static void catch_up(struct estore *s);
 static void on_retry(uv_timer_t *t);
@@ -648,6 +660,7 @@ static void poll_cb(void *arg, int err, const struct hm__etcd_result *er)
 				  r.h.cluster_id, s->cluster_id);
 		else if (s->state == A_IDLE || s->state == A_STAGING)
 			heard(s); /* a commit in flight says for itself whether etcd commits */
+		s->seen_rev = r.h.revision;
 		if ((parse_head(find_kv(&r, key, n), &seq) == 0 && seq > s->head) || s->refetch ||
 		    s->want_ready)
 			catch_up(s);
@@ -657,12 +670,43 @@ static void poll_cb(void *arg, int err, const struct hm__etcd_result *er)
 	res_fini(&r);
 }
 
+static void compact_cb(void *arg, int err, const struct hm__etcd_result *er)
+{
+	struct estore *s = arg;
+
+	if (err == -ECANCELED || s->closing)
+		return;
+	if (err == 0)
+		s->compactions++;
+	else if (err != HM_ECOMPACTED) /* another origin compacted as far already */
+		hm_log(HM_LOG_WARNING, "origin", "etcd: compaction failed: %s%s%s",
+		       hm_strerror(err), er->message[0] ? ": " : "", er->message);
+}
+
+/*
+ * Every COMPACT_EVERY_MS: etcd forgets the revisions before the one this origin saw a period ago
+ * (not physical). Nothing the origins need is in the history: what they read is the current
+ * keys; a watch behind it is restarted and catches up by reading them.
+ */
+static void compact_history(struct estore *s)
+{
+	uint64_t now = hm_mono_ms();
+
+	if (now < s->compact_due_ms || s->seen_rev == 0)
+		return;
+	s->compact_due_ms = now + COMPACT_EVERY_MS;
+	if (s->compact_to > 0)
+		hm__etcd_compact(s->etcd, s->compact_to, false, compact_cb, s);
+	s->compact_to = s->seen_rev;
+}
+
 static void on_poll(uv_timer_t *t)
 {
 	struct estore *s = t->data;
 	char key[KEY_MAX];
 	size_t n = key_of(s, key, "head");
 
+	compact_history(s);
 	if (s->polling || s->closing)
 		return;
 	if (hm__etcd_range(s->etcd, key, n, NULL, poll_cb, s) == 0)
@@ -884,8 +928,204 @@ static void e_append(struct hm__store *base, struct hm__batch *b, struct hm__jpo
 	try_commit(s);
 }
 
-/* ---- Start-up ----------------------------------------------------------------------------------
+/* ---- Snapshots in etcd ----------------------------------------------------------------------- */
+
+static void upload_end(struct estore *s)
+{
+	free(s->up);
+	s->up = NULL;
+	s->uploading = false;
+}
+
+static size_t snapfile_key(const struct estore *s, char *buf, uint64_t id, int64_t piece)
+{
+	if (piece < 0)
+		return (size_t)snprintf(buf, KEY_MAX, "%ssnapfile/%016" PRIx64 "/", s->prefix, id);
+	return (size_t)snprintf(buf, KEY_MAX, "%ssnapfile/%016" PRIx64 "/%08" PRId64, s->prefix, id,
+				piece);
+}
+
+static void drop_pieces(struct estore *s, uint64_t id)
+{
+	char key[KEY_MAX], end[KEY_MAX];
+	size_t n = snapfile_key(s, key, id, -1);
+
+	/* Best effort: pieces nothing refers to are garbage, and the next snapshot's txn deletes
+	 * the previous one's. */
+	hm__etcd_delete(s->etcd, key, n, end, prefix_end(key, n, end), NULL, NULL);
+}
+
+static void snap_txn_cb(void *arg, int err, const struct hm__etcd_result *er)
+{
+	struct estore *s = arg;
+
+	(void)er;
+	if (err == -ECANCELED || s->closing)
+		return;
+	if (err != 0) {
+		hm_log(HM_LOG_WARNING, "origin",
+		       "etcd: the snapshot at seq %" PRIu64 " may not be installed: %s", s->up_seq,
+		       hm_strerror(err));
+	} else if (!er->succeeded) {
+		drop_pieces(s, s->up_id); /* another origin's snapshot went first */
+	} else {
+		s->snapshots++;
+		hm_log(HM_LOG_INFO, "origin",
+		       "etcd: snapshot at seq %" PRIu64 " installed (%u pieces); the log keys "
+		       "the previous one covered deleted",
+		       s->up_seq, s->up_pieces);
+	}
+	upload_end(s);
+}
+
+/*
+ * The pieces are in: one txn installs P/snap if it is still what was read (old), deletes the
+ * log keys the previous snapshot covered (those after it stay, so an origin retrying a commit of
+ * a recent seq still finds its envelope) and the previous snapshot's pieces.
  */
+static void snap_install(struct estore *s, const struct res *old)
+{
+	char skey[KEY_MAX], lo[KEY_MAX], hi[KEY_MAX], okey[KEY_MAX], oend[KEY_MAX];
+	size_t sn = key_of(s, skey, "snap");
+	const struct kvc *k = find_kv(old, skey, sn);
+	uint64_t old_seq = 0, old_id = 0;
+	uint8_t v[SNAP_LEN];
+	struct hm__etcd_cmp cmp = {.key = skey,
+				   .key_len = sn,
+				   .target = HM__ETCD_MOD,
+				   .result = HM__ETCD_EQUAL,
+				   .number = k != NULL ? k->mod_revision : 0};
+	struct hm__etcd_op ops[3];
+	struct hm__etcd_txn t = {.cmp = &cmp, .ncmp = 1, .success = ops, .nsuccess = 1};
+
+	if (k != NULL && k->value_len == SNAP_LEN && memcmp(k->value, SNAP_MAGIC, 8) == 0) {
+		old_seq = get_u64(k->value + 8);
+		old_id = get_u64(k->value + 16);
+	}
+	if (old_seq >= s->up_seq) {
+		drop_pieces(s, s->up_id); /* a newer one is there already */
+		upload_end(s);
+		return;
+	}
+	memcpy(v, SNAP_MAGIC, 8);
+	put_u64(v + 8, s->up_seq);
+	put_u64(v + 16, s->up_id);
+	put_u64(v + 24, s->up_len);
+	put_u32(v + 32, s->up_pieces);
+	put_u32(v + 36, hm_crc32c(0, s->up, s->up_len));
+	ops[0] = (struct hm__etcd_op){
+	    .kind = HM__ETCD_PUT, .key = skey, .key_len = sn, .value = v, .value_len = SNAP_LEN};
+	if (old_seq > 0) {
+		size_t ln = log_key(s, lo, 0), hn = log_key(s, hi, old_seq + 1);
+
+		ops[t.nsuccess++] = (struct hm__etcd_op){.kind = HM__ETCD_DELETE,
+							 .key = lo,
+							 .key_len = ln,
+							 .range_end = hi,
+							 .range_end_len = hn};
+	}
+	if (old_id != 0) {
+		size_t on = snapfile_key(s, okey, old_id, -1);
+
+		ops[t.nsuccess++] =
+		    (struct hm__etcd_op){.kind = HM__ETCD_DELETE,
+					 .key = okey,
+					 .key_len = on,
+					 .range_end = oend,
+					 .range_end_len = prefix_end(okey, on, oend)};
+	}
+	if (hm__etcd_txn(s->etcd, &t, snap_txn_cb, s) != 0)
+		upload_end(s);
+}
+
+static void snap_read_cb(void *arg, int err, const struct hm__etcd_result *er)
+{
+	struct estore *s = arg;
+	struct res r = {0};
+
+	if (err == -ECANCELED || s->closing)
+		return;
+	res_take(&r, err, er);
+	if (err != 0) {
+		drop_pieces(s, s->up_id);
+		upload_end(s);
+	} else {
+		snap_install(s, &r);
+	}
+	res_fini(&r);
+}
+
+static void put_piece(struct estore *s);
+
+static void piece_cb(void *arg, int err, const struct hm__etcd_result *er)
+{
+	struct estore *s = arg;
+	char key[KEY_MAX];
+	size_t n;
+
+	if (err == -ECANCELED || s->closing)
+		return;
+	if (err != 0) {
+		hm_log(HM_LOG_WARNING, "origin",
+		       "etcd: cannot upload the snapshot at seq %" PRIu64 ": %s%s%s", s->up_seq,
+		       hm_strerror(err), er->message[0] ? ": " : "", er->message);
+		drop_pieces(s, s->up_id);
+		upload_end(s);
+		return;
+	}
+	if (++s->up_piece < s->up_pieces) {
+		put_piece(s);
+		return;
+	}
+	n = key_of(s, key, "snap");
+	if (hm__etcd_range(s->etcd, key, n, NULL, snap_read_cb, s) != 0)
+		upload_end(s);
+}
+
+static void put_piece(struct estore *s)
+{
+	char key[KEY_MAX];
+	size_t n = snapfile_key(s, key, s->up_id, s->up_piece);
+	size_t off = (size_t)s->up_piece * CHUNK_BYTES;
+
+	if (hm__etcd_put(s->etcd, key, n, s->up + off, HM_MIN((size_t)CHUNK_BYTES, s->up_len - off),
+			 0, piece_cb, s) != 0)
+		upload_end(s);
+}
+
+/*
+ * A compaction's snapshot file: uploaded in CHUNK_BYTES pieces, then installed as P/snap by
+ * snap_install(). Any origin may do it; the CAS on P/snap keeps one per round, and one upload
+ * at a time per origin (a compaction finishing meanwhile is skipped: the next one uploads).
+ */
+static void e_snapshot(struct hm__store *base, const char *path, uint64_t seq, uint64_t snap_id)
+{
+	struct estore *s = (struct estore *)base;
+	FILE *f;
+	long len;
+
+	if (s->uploading || s->closing)
+		return;
+	if ((f = fopen(path, "rb")) == NULL)
+		return;
+	if (fseek(f, 0, SEEK_END) == 0 && (len = ftell(f)) > 0 && fseek(f, 0, SEEK_SET) == 0 &&
+	    (s->up = malloc((size_t)len)) != NULL &&
+	    fread(s->up, 1, (size_t)len, f) == (size_t)len) {
+		s->up_len = (size_t)len;
+		s->up_seq = seq;
+		s->up_id = snap_id;
+		s->up_piece = 0;
+		s->up_pieces = (uint32_t)((s->up_len + CHUNK_BYTES - 1) / CHUNK_BYTES);
+		s->uploading = true;
+		put_piece(s);
+	} else {
+		free(s->up);
+		s->up = NULL;
+	}
+	fclose(f);
+}
+
+/* ---- Start-up -------------------------------------------------------------------------------- */
 
 /* Deletes the local cache (journal segments and snapshots): it is rebuilt from etcd. */
 static void clear_cache(const char *dir)
@@ -1030,6 +1270,84 @@ static int read_chunks(struct estore *s, const struct kvc *kv, int64_t rev, stru
 	return wait_res(s, hm__etcd_range(s->etcd, key, n, &o, sync_cb, chunks), chunks);
 }
 
+/*
+ * Start-up: the snapshot in etcd at rev, if any, downloaded into DIR (checked by its CRC, then
+ * as any snapshot file) and loaded; the log is then read from its seq + 1. Without one, the
+ * state starts empty at (epoch, 0).
+ */
+static int load_snap(struct estore *s, int64_t rev, struct hm__store_recovery *rec)
+{
+	struct hm__etcd_range_opts o = {.revision = rev};
+	char key[KEY_MAX], end[KEY_MAX], path[PATH_MAX];
+	size_t n = key_of(s, key, "snap"), off = 0;
+	struct res r = {0}, p = {0};
+	const struct kvc *k;
+	uint64_t seq, id, bytes;
+	uint32_t crc;
+	char *buf = NULL;
+	FILE *f;
+	int e;
+
+	if ((e = wait_res(s, hm__etcd_range(s->etcd, key, n, &o, sync_cb, &r), &r)) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "etcd: cannot read %s: %s", key, hm_strerror(e));
+		res_fini(&r);
+		return e;
+	}
+	if ((k = find_kv(&r, key, n)) == NULL) {
+		res_fini(&r);
+		hm_require(hm_table_begin(*rec->rc.table) == 0);
+		return hm_table_commit(*rec->rc.table, s->base.epoch, 0);
+	}
+	if (k->value_len != SNAP_LEN || memcmp(k->value, SNAP_MAGIC, 8) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "etcd: %s is not a snapshot record", key);
+		res_fini(&r);
+		return HM_ECORRUPT;
+	}
+	seq = get_u64(k->value + 8);
+	id = get_u64(k->value + 16);
+	bytes = get_u64(k->value + 24);
+	crc = get_u32(k->value + 36);
+	res_fini(&r);
+	n = snapfile_key(s, key, id, -1);
+	o.range_end = end;
+	o.range_end_len = prefix_end(key, n, end);
+	e = wait_res(s, hm__etcd_range(s->etcd, key, n, &o, sync_cb, &p), &p);
+	if (e == 0 && (bytes > SIZE_MAX / 2 || (buf = malloc(bytes > 0 ? bytes : 1)) == NULL))
+		e = -ENOMEM;
+	for (size_t i = 0; e == 0 && i < p.n; i++) {
+		if (off + p.kvs[i].value_len > bytes)
+			break;
+		memcpy(buf + off, p.kvs[i].value, p.kvs[i].value_len);
+		off += p.kvs[i].value_len;
+	}
+	if (e == 0 && (off != bytes || hm_crc32c(0, buf, bytes) != crc))
+		e = HM_ECORRUPT;
+	res_fini(&p);
+	hm__snap_path(s->base.cfg.dir, seq, id, path, sizeof(path));
+	if (e == 0) {
+		if ((f = fopen(path, "wb")) == NULL)
+			e = -EIO;
+		else if (fwrite(buf, 1, bytes, f) != bytes)
+			e = -EIO;
+		if (f != NULL && fclose(f) != 0)
+			e = -EIO;
+	}
+	free(buf);
+	if (e == 0)
+		e = hm__recover_snapshot(&rec->rc, &rec->loaded, &rec->snapshot_seq);
+	if (e == 0 && (!rec->loaded || rec->snapshot_seq != seq))
+		e = HM_ECORRUPT;
+	if (e != 0) {
+		hm_log(HM_LOG_ERR, "origin",
+		       "etcd: cannot load the snapshot at seq %" PRIu64 ": %s", seq,
+		       hm_strerror(e));
+		return e;
+	}
+	hm_log(HM_LOG_INFO, "origin", "etcd: loaded the snapshot at seq %" PRIu64, seq);
+	s->head = seq;
+	return 0;
+}
+
 static int e_recover(struct hm__store *base, struct hm__store_recovery *rec)
 {
 	struct estore *s = (struct estore *)base;
@@ -1041,8 +1359,6 @@ static int e_recover(struct hm__store *base, struct hm__store_recovery *rec)
 	int e;
 
 	s->rc = rec->rc;
-	if ((e = hm__recover_snapshot(&rec->rc, &rec->loaded, &rec->snapshot_seq)) != 0)
-		return e; /* the cache was cleared: an empty table at (epoch, 0) */
 	if ((e = wait_res(s, hm__etcd_range(s->etcd, hkey, hn, NULL, sync_cb, &r), &r)) != 0 ||
 	    (e = parse_head(find_kv(&r, hkey, hn), &head)) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "etcd: cannot read %s: %s%s%s", hkey, hm_strerror(e),
@@ -1053,6 +1369,8 @@ static int e_recover(struct hm__store *base, struct hm__store_recovery *rec)
 	rev = r.h.revision;
 	s->head_rev = find_kv(&r, hkey, hn)->mod_revision;
 	res_fini(&r);
+	if ((e = load_snap(s, rev, rec)) != 0)
+		return e;
 	/* Everything up to head, read at the revision head was read at. */
 	while (s->head < head) {
 		struct hm__etcd_range_opts o = {
@@ -1092,8 +1410,12 @@ static int e_recover(struct hm__store *base, struct hm__store_recovery *rec)
 		res_fini(&r);
 		if (e != 0)
 			return e;
-		rec->records = s->head;
+		rec->records = s->head - rec->snapshot_seq;
 	}
+	/* The batches read after the snapshot are in no local file the sync threads could serve
+	 * them from: the origin writes a snapshot at the head instead, as for a fresh directory. */
+	if (rec->records > 0)
+		rec->loaded = false;
 	/* Everything after rev arrives through the watch and the poll. */
 	start_watch(s, rev + 1);
 	return 0;
@@ -1144,6 +1466,8 @@ static void e_status(struct hm__store *base, struct hm__jsonw *w)
 	hm__jw_ku64(w, "etcd_foreign", s->foreign);
 	hm__jw_ku64(w, "etcd_staged", s->staged);
 	hm__jw_ku64(w, "etcd_watch_events", s->watch_events);
+	hm__jw_ku64(w, "etcd_snapshots", s->snapshots);
+	hm__jw_ku64(w, "etcd_compactions", s->compactions);
 	hm__jw_ku64(w, "etcd_watch_resumes",
 		    s->watch != NULL ? hm__etcd_watch_resumes(s->watch) : 0);
 	hm__jw_key(w, "store_error");
@@ -1177,6 +1501,7 @@ static void e_close(struct hm__store *base)
 	s->b = NULL;
 	free(s->rec);
 	s->rec = NULL;
+	upload_end(s);
 	if (s->lock_fd >= 0)
 		close(s->lock_fd);
 	if (s->handles == 0) {
@@ -1196,6 +1521,7 @@ const struct hm__store_ops hm__store_etcd_ops = {
     .append = e_append,
     .roll = e_roll,
     .covered = e_covered,
+    .snapshot = e_snapshot,
     .bytes = e_bytes,
     .status = e_status,
     .close = e_close,

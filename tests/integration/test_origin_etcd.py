@@ -244,6 +244,36 @@ def test_cut_off_from_etcd_stops_acknowledging(env):
     eq(a.apply(app_changes("after", 1)), seq + 1, "the next seq, nothing skipped")
 
 
+def test_snapshots_bound_the_log(env):
+    """Under churn, an origin's compactions become snapshots in etcd (P/snap) and the log keys
+    the previous one covered are deleted, so the log stays bounded; an origin started afterwards
+    loads the snapshot from etcd and reaches the same head; etcd's history is compacted too."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a", extra=["--compact-after", "2000"])
+    t = eu.EtcdTool(env, c.endpoints)
+    a.apply(app_changes("churn", 5))
+    n = 0
+
+    def snapshots():
+        nonlocal n
+        n += 1
+        a.apply([ht.ch_dyno("churn", "web.%d" % (n % 5), "127.0.0.1:%d" % (6000 + n))])
+        return a.status()["etcd_snapshots"] >= 3
+    wait_for(snapshots, T(60), "three snapshots installed in etcd", interval=0.05)
+    head = a.status()["seq"]
+    logs = t.ok("range", "/hermod/log/", "/hermod/log0", 0)["count"]
+    check(0 < logs < head, "log keys bounded by the snapshots: %d keys for %d seqs" %
+          (logs, head))
+    eq(t.ok("range", "/hermod/snapfile/", "/hermod/snapfile0", 0)["count"] >= 1, True,
+       "the snapshot's pieces")
+    b = origin(env, c, "origin-b")
+    eq(wait_same([a, b])[0], head, "a new origin rebuilt the state from the snapshot")
+    eb = su.Edge(env, b, name="edge-b")
+    su.wait_converged(b, [eb])
+    b.apply(app_changes("after", 1))
+    eq(wait_same([a, b])[0], head + 1, "and commits on top of it")
+
+
 if __name__ == "__main__":
     if not eu.available():
         print("# test_origin_etcd.py: SKIP: etcd is not installed", flush=True)
