@@ -195,6 +195,16 @@ static size_t prefix_end(const char *key, size_t n, char *end)
 	return n;
 }
 
+/* A delete of garbage: whatever it leaves, nothing refers to. */
+static void best_effort_cb(void *arg, int err, const struct hm__etcd_result *er)
+{
+	(void)arg;
+	(void)er;
+	if (err != 0 && err != -ECANCELED)
+		hm_log(HM_LOG_DEBUG, "origin", "etcd: deleting garbage failed: %s",
+		       hm_strerror(err));
+}
+
 static void res_fini(struct res *r)
 {
 	for (size_t i = 0; i < r->n; i++) {
@@ -735,7 +745,7 @@ static void drop_stage(struct estore *s)
 		return;
 	/* Best effort: what a failed delete leaves is garbage nothing refers to. */
 	n = stage_key(s, key, s->stage_id, -1);
-	hm__etcd_delete(s->etcd, key, n, end, prefix_end(key, n, end), NULL, NULL);
+	hm__etcd_delete(s->etcd, key, n, end, prefix_end(key, n, end), best_effort_cb, s);
 }
 
 /* The batch in flight resolved: learn what others committed meanwhile, then take the next. */
@@ -952,7 +962,7 @@ static void drop_pieces(struct estore *s, uint64_t id)
 
 	/* Best effort: pieces nothing refers to are garbage, and the next snapshot's txn deletes
 	 * the previous one's. */
-	hm__etcd_delete(s->etcd, key, n, end, prefix_end(key, n, end), NULL, NULL);
+	hm__etcd_delete(s->etcd, key, n, end, prefix_end(key, n, end), best_effort_cb, s);
 }
 
 static void snap_txn_cb(void *arg, int err, const struct hm__etcd_result *er)

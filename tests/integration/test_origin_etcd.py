@@ -175,6 +175,23 @@ def test_large_batch_staged_atomically(env):
     # A restarted origin reads the staged batch back from etcd.
     b.restart()
     eq(su.origin_head(b), su.origin_head(a), "restarted origin has the batch")
+    # Two large batches at once through both origins: the one that loses the compare drops its
+    # chunks, is validated again and staged anew; both end up committed, once each.
+    out = {}
+
+    def big(o, app):
+        ch = [ht.ch_app(app)] + [ht.ch_dyno(app, "web.%d" % i, "10.9.%d.%d:%d" % (
+            i >> 8 & 255, i & 255, 2000 + i)) for i in range(30000)]
+        out[app] = o.apply(ch, timeout=T(120))
+    ts = [threading.Thread(target=big, args=x) for x in ((a, "big-a"), (b, "big-b"))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    eq(sorted(out), ["big-a", "big-b"], "both large batches acknowledged")
+    eq(len(set(out.values())), 2, "at two seqs")
+    wait_same([a, b], max(out.values()))
+    eq(b.status()["dynos"], n + 60000, "all of both, once")
 
 
 def test_restart_resumes(env):
