@@ -782,6 +782,20 @@ static int on_foreign(void *ctx, struct hm__batch *b, const struct hm__jpos *pos
 	return 0;
 }
 
+/* Store event: it cannot go on. */
+static void on_fatal(void *ctx, int err, const char *why)
+{
+	struct origin *o = ctx;
+
+	(void)err;
+	hm_log(HM_LOG_ERR, "origin", "the store cannot go on (%s): stopping", why);
+	o->exit_code = 1;
+	if (!o->stopping) {
+		o->stopping = true;
+		begin_close(o);
+	}
+}
+
 /* Store event: it takes the next batch. */
 static void on_ready(void *ctx)
 {
@@ -1408,6 +1422,7 @@ static const struct hm__store_events store_events = {
     .foreign = on_foreign,
     .ready = on_ready,
     .stale = on_stale,
+    .fatal = on_fatal,
 };
 
 static int setup(struct origin *o)

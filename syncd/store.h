@@ -59,6 +59,9 @@ struct hm__store_events {
 	void (*ready)(void *ctx);
 	/* The store can (stale false) or cannot (true, why says why) commit right now. */
 	void (*stale)(void *ctx, bool stale, const char *why);
+	/* The store cannot go on (etcd's log has a gap this origin cannot bridge, or a batch that
+	 * does not reproduce its digest): the origin stops; restarted, it loads the state anew. */
+	void (*fatal)(void *ctx, int err, const char *why);
 };
 
 /* What recover() loads into (borrowed) and reports. */

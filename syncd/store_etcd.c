@@ -461,12 +461,17 @@ static int deliver(struct estore *s, const struct kvc *kv, const struct res *chu
 	return e;
 }
 
-/* Fatal: the origin cannot follow etcd's history. */
+/* Fatal: the origin cannot follow etcd's history (a gap: the log was trimmed past it while it
+ * was cut off; or a batch it cannot apply). Nothing more is delivered. */
 static void lost(struct estore *s, int e)
 {
+	char why[sizeof(s->why)];
+
 	set_stale(s, true, "cannot follow etcd's log after seq %" PRIu64 ": %s", s->head,
 		  hm_strerror(e));
-	s->closing = true; /* nothing more is delivered; the origin exits on foreign()'s error */
+	snprintf(why, sizeof(why), "%s", s->why);
+	s->closing = true;
+	s->base.ev->fatal(s->base.ctx, e, why);
 }
 
 static void chunks_cb(void *arg, int err, const struct hm__etcd_result *er);

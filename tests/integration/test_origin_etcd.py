@@ -11,6 +11,7 @@ Without etcd installed the script exits 77 (skipped); deploy/dev installs it, so
 
 import json
 import os
+import signal
 import sys
 import threading
 import uuid
@@ -289,6 +290,33 @@ def test_snapshots_bound_the_log(env):
     su.wait_converged(b, [eb])
     b.apply(app_changes("after", 1))
     eq(wait_same([a, b])[0], head + 1, "and commits on top of it")
+
+
+def test_behind_a_trimmed_log_restarts(env):
+    """An origin frozen (SIGSTOP) while another one's snapshots trim the log past its head finds
+    a gap when it wakes: it says so and exits 1 instead of serving a state it cannot complete;
+    started again, it loads the snapshot and follows."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a", extra=["--compact-after", "2000"])
+    b = origin(env, c, "origin-b")
+    a.apply(app_changes("trim", 5))
+    wait_same([a, b])
+    b.proc.send_signal(signal.SIGSTOP)
+    base = a.status()["etcd_snapshots"]
+    n = 0
+
+    def trimmed():
+        nonlocal n
+        n += 1
+        a.apply([ht.ch_dyno("trim", "web.%d" % (n % 5), "127.0.0.1:%d" % (7000 + n))])
+        return a.status()["etcd_snapshots"] >= base + 3
+    wait_for(trimmed, T(60), "snapshots to trim the log", interval=0.05)
+    b.proc.expected_exit = True
+    b.proc.send_signal(signal.SIGCONT)
+    eq(b.proc.wait(T(15)), 1, "the origin behind the log exits 1")
+    check("cannot follow" in b.proc.stderr(), "and says why: %s" % b.proc.tail())
+    b.start()
+    eq(wait_same([a, b])[0], a.status()["seq"], "restarted, it follows again")
 
 
 if __name__ == "__main__":
