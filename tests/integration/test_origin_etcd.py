@@ -5,7 +5,9 @@ Several origins share one etcd: a change committed through any of them is publis
 them under the same (epoch, seq), and edges following either converge on the same digest; a
 request retried on another origin is applied once; a batch larger than etcd's request limit is
 staged and committed atomically; an origin restarted resumes from etcd; writes go on when one
-etcd member of three is SIGKILLed; an origin cut off from etcd stops acknowledging and says why.
+etcd member of three is SIGKILLed; an origin cut off from etcd stops acknowledging and says why;
+snapshots in etcd keep the log bounded; and the drill: the origin a hermodctl loop writes to is
+SIGKILLed, writes go on through the other, and an edge following both loses nothing.
 Without etcd installed the script exits 77 (skipped); deploy/dev installs it, so CI runs it.
 """
 
@@ -317,6 +319,42 @@ def test_behind_a_trimmed_log_restarts(env):
     check("cannot follow" in b.proc.stderr(), "and says why: %s" % b.proc.tail())
     b.start()
     eq(wait_same([a, b])[0], a.status()["seq"], "restarted, it follows again")
+
+
+def test_sigkill_origin_under_writes_edge_on_both(env):
+    """The drill: a hermodctl loop given both origins writes while the origin it uses is
+    SIGKILLed. Every acknowledged change is on the edge that follows both origins, writes go on
+    through the other one, and the edge does no full resync."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b")
+    e = su.Edge(env, a, name="edge-both", publish=a.dial_publish + "," + b.dial_publish,
+                sync=a.dial_sync + "," + b.dial_sync)
+    a.apply([ht.ch_app("drill")])
+    su.wait_converged(a, [e])
+    snapshots = e.status()["snapshots"]
+    control = a.dial_control + "," + b.dial_control
+    acked, errors = [], []
+
+    def put(i):
+        r = a.ctl("--control", control, "--timeout", "5s", "--reply-timeout", "10s", "--json",
+                  "dyno", "put", "drill", "web.%d" % i, "127.0.0.1:%d" % (8000 + i),
+                  control=False)
+        (acked if r.rc == 0 else errors).append((i, r))
+    for i in range(10):
+        put(i)
+    a.kill()
+    for i in range(10, 25):
+        put(i)
+    check(not errors, "every write acknowledged, through the other origin: %r" % errors[:2])
+    seq = max(r.json()["seq"] for _, r in acked)
+    su.wait_converged(b, [e])
+    st = e.status()
+    eq(st["seq"], seq, "the edge at the last acknowledged seq")
+    eq(st["dynos"], 25, "every acknowledged change on the edge")
+    eq(st["snapshots"], snapshots, "no full resync")
+    a.start()
+    eq(wait_same([a, b])[0], seq, "the killed origin resumes at the common head")
 
 
 if __name__ == "__main__":
