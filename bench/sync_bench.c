@@ -17,8 +17,15 @@
  *   join       a new edge joining a state of 1 000 000 dynos: from its exec to its table file
  *              holding the origin's seq (snapshot download, load, install, catch-up)
  *
- *   sync_bench [--build DIR] [--quick] [--tls] [--only latency|throughput|join]
+ *   sync_bench [--build DIR] [--quick] [--tls] [--store journal|etcd]
+ *              [--only latency|throughput|join]
  *              (DIR: the meson build directory; default: ../ of this program's directory)
+ *
+ * --store etcd runs the origin on etcd (docs/store-etcd.md): each scenario starts one etcd member
+ * (the etcd command from $PATH) with its data on $TMPDIR, and the origin commits every batch
+ * there by compare-and-swap. The latency scenario then also prints the ack latency (send ->
+ * ACK) beside the disk's own fsync latency (4 KiB pwrite + fdatasync in $TMPDIR), which is what
+ * etcd's commit costs are to be read against.
  *
  * --tls runs every syncd socket and the client over mutual TLS, as a cluster spanning networks
  * does (docs/security.md), with certificates made by the openssl command in the temporary
@@ -32,6 +39,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
 #include <pthread.h>
@@ -64,6 +72,10 @@ static int port_base;
 /* --tls: the certificates (made once, in tmp/pki) */
 static bool tls;
 static char pki[1200];
+/* --store etcd: the member of the current scenario */
+static bool use_etcd;
+static pid_t etcd_pid;
+static char etcd_url[96];
 
 struct proc {
 	pid_t pid;
@@ -125,6 +137,9 @@ static pid_t spawn(char *const argv[], const char *log)
 }
 
 /* Each scenario runs in its own directory (fresh data, fresh tables). */
+static void start_etcd(void);
+static void stop_etcd(void);
+
 static void scenario(const char *name)
 {
 	snprintf(dir, sizeof(dir), "%s/%.100s", tmp, name);
@@ -132,6 +147,10 @@ static void scenario(const char *name)
 	if (mkdir(dir, 0700) != 0 || mkdir(shmdir, 0700) != 0)
 		die("mkdir");
 	port_base += 10;
+	if (use_etcd) {
+		stop_etcd();
+		start_etcd(); /* a fresh member per scenario: its state starts empty */
+	}
 }
 
 /* One admin request; the answer line in out. */
@@ -227,6 +246,10 @@ static void start_origin(struct proc *o, const char *extra)
 		argv[n++] = "--compact-after";
 		argv[n++] = (char *)extra;
 	}
+	if (use_etcd) {
+		argv[n++] = "--store";
+		argv[n++] = etcd_url;
+	}
 	argv[n] = NULL;
 	o->pid = spawn(argv, log);
 	wait_admin(o->admin);
@@ -276,6 +299,95 @@ static void stop(struct proc *p)
 	kill(p->pid, SIGTERM);
 	waitpid(p->pid, &st, 0);
 	p->pid = 0;
+}
+
+static int cmp_u64(const void *a, const void *b);
+
+/* One etcd member on port_base + 5 (client) and + 6 (peer), its data in the scenario's dir. */
+static void start_etcd(void)
+{
+	char data[PATH_MAX], log[PATH_MAX], client[64], peer[64], cluster[96];
+	char *argv[] = {"/usr/bin/etcd",
+			"--name",
+			"bench",
+			"--data-dir",
+			data,
+			"--listen-client-urls",
+			client,
+			"--advertise-client-urls",
+			client,
+			"--listen-peer-urls",
+			peer,
+			"--initial-advertise-peer-urls",
+			peer,
+			"--initial-cluster",
+			cluster,
+			NULL};
+	const char *path = getenv("HM_ETCD") != NULL ? getenv("HM_ETCD") : "/usr/bin/etcd";
+
+	argv[0] = (char *)path;
+	snprintf(data, sizeof(data), "%s/etcd", dir);
+	snprintf(log, sizeof(log), "%s/etcd.log", dir);
+	snprintf(client, sizeof(client), "http://127.0.0.1:%d", port_base + 5);
+	snprintf(peer, sizeof(peer), "http://127.0.0.1:%d", port_base + 6);
+	snprintf(cluster, sizeof(cluster), "bench=%s", peer);
+	snprintf(etcd_url, sizeof(etcd_url), "etcd:%s", client);
+	etcd_pid = spawn(argv, log);
+	/* The origin retries its first requests for 5 s; give the member a head start. */
+	for (int i = 0; i < 100; i++) {
+		struct sockaddr_in sa = {.sin_family = AF_INET,
+					 .sin_port = htons((uint16_t)(port_base + 5)),
+					 .sin_addr.s_addr = htonl(0x7f000001)};
+		int fd = socket(AF_INET, SOCK_STREAM, 0);
+		bool up = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+
+		close(fd);
+		if (up)
+			break;
+		msleep(50);
+	}
+	msleep(500); /* a single member elects itself within its election timeout */
+}
+
+static void stop_etcd(void)
+{
+	int st;
+
+	if (etcd_pid <= 0)
+		return;
+	kill(etcd_pid, SIGTERM);
+	waitpid(etcd_pid, &st, 0);
+	etcd_pid = 0;
+}
+
+/* The disk's own fsync latency under $TMPDIR: 4 KiB appended and fdatasync'ed, n times. */
+static void disk_fsync(int n)
+{
+	char path[PATH_MAX], buf[4096] = {0};
+	uint64_t *t = malloc((size_t)n * sizeof(*t));
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/fsync-probe", dir);
+	if (t == NULL || (fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600)) < 0)
+		die("fsync probe");
+	for (int i = 0; i < n; i++) {
+		uint64_t t0 = hm_mono_ns();
+
+		if (pwrite(fd, buf, sizeof(buf), (off_t)i * (off_t)sizeof(buf)) !=
+			(ssize_t)sizeof(buf) ||
+		    fdatasync(fd) != 0)
+			die("fsync probe");
+		t[i] = hm_mono_ns() - t0;
+	}
+	close(fd);
+	unlink(path);
+	qsort(t, (size_t)n, sizeof(*t), cmp_u64);
+	printf(
+	    "  the disk's fsync (4 KiB pwrite + fdatasync in $TMPDIR): p50 %.3f ms  p99 %.3f ms\n",
+	    t[n / 2] / 1e6, t[n * 99 / 100] / 1e6);
+	printf("{\"bench\":\"disk_fsync\",\"n\":%d,\"p50_ms\":%.3f,\"p99_ms\":%.3f}\n", n,
+	       t[n / 2] / 1e6, t[n * 99 / 100] / 1e6);
+	free(t);
 }
 
 /* ---- The control client (what hermodctl does) -------------------------------------------- */
@@ -435,7 +547,7 @@ static void latency(int nedges, int n)
 	struct watch w[3];
 	struct client c;
 	uint64_t *lat = malloc((size_t)n * sizeof(*lat)), *e2e = malloc((size_t)n * sizeof(*e2e)),
-		 seq;
+		 *ack = malloc((size_t)n * sizeof(*ack)), seq;
 	char name[32];
 
 	start_origin(&o, NULL);
@@ -465,9 +577,11 @@ static void latency(int nedges, int n)
 		}
 		lat[k] = worst > t_ack ? worst - t_ack : 0;
 		e2e[k] = worst - t_send;
+		ack[k] = t_ack - t_send;
 	}
 	qsort(lat, (size_t)n, sizeof(*lat), cmp_u64);
 	qsort(e2e, (size_t)n, sizeof(*e2e), cmp_u64);
+	qsort(ack, (size_t)n, sizeof(*ack), cmp_u64);
 	printf("latency, %d edge%s, %d single-change requests (ack -> visible in %s table%s): "
 	       "p50 %.3f ms  p99 %.3f ms  max %.3f ms\n",
 	       nedges, nedges > 1 ? "s" : "", n, nedges > 1 ? "every" : "the", nedges > 1 ? "" : "",
@@ -479,6 +593,17 @@ static void latency(int nedges, int n)
 	       "\"max_ms\":%.3f,\"send_p50_ms\":%.3f,\"send_p99_ms\":%.3f}\n",
 	       nedges, n, lat[n / 2] / 1e6, lat[n * 99 / 100] / 1e6, lat[n - 1] / 1e6,
 	       e2e[n / 2] / 1e6, e2e[n * 99 / 100] / 1e6);
+	printf(
+	    "  ack latency (send -> ACK; the %s commit): p50 %.3f ms  p99 %.3f ms  max %.3f ms\n",
+	    use_etcd ? "etcd" : "journal's", ack[n / 2] / 1e6, ack[n * 99 / 100] / 1e6,
+	    ack[n - 1] / 1e6);
+	printf("{\"bench\":\"ack\",\"store\":\"%s\",\"edges\":%d,\"n\":%d,\"p50_ms\":%.3f,"
+	       "\"p99_ms\":%.3f,\"max_ms\":%.3f}\n",
+	       use_etcd ? "etcd" : "journal", nedges, n, ack[n / 2] / 1e6, ack[n * 99 / 100] / 1e6,
+	       ack[n - 1] / 1e6);
+	if (nedges == 1)
+		disk_fsync(n);
+	free(ack);
 	client_close(&c);
 	for (int i = 0; i < nedges; i++) {
 		hm_table_reader_free(w[i].r);
@@ -650,9 +775,13 @@ int main(int argc, char **argv)
 			tls = true;
 		else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
 			only = argv[++i];
+		else if (strcmp(argv[i], "--store") == 0 && i + 1 < argc &&
+			 (strcmp(argv[i + 1], "etcd") == 0 || strcmp(argv[i + 1], "journal") == 0))
+			use_etcd = strcmp(argv[++i], "etcd") == 0;
 		else {
-			fprintf(stderr, "usage: sync_bench [--build DIR] [--quick] [--tls] "
-					"[--only latency|throughput|join]\n");
+			fprintf(stderr,
+				"usage: sync_bench [--build DIR] [--quick] [--tls] "
+				"[--store journal|etcd] [--only latency|throughput|join]\n");
 			return 2;
 		}
 	}
@@ -669,11 +798,14 @@ int main(int argc, char **argv)
 	if (mkdtemp(shm) == NULL)
 		die("mkdtemp /dev/shm");
 	srand((unsigned)getpid());
-	port_base = 20000 + rand() % 30000;
+	/* Below Linux's ephemeral range (32768 up), so that no outgoing connection (the origin's
+	 * to etcd, etcd's own) can hold a port a syncd is about to listen on. */
+	port_base = 20000 + rand() % 10000;
 	if (tls)
 		make_pki();
-	printf("# sync_bench: build %s, temporary directory %s, %s\n", build, tmp,
-	       tls ? "mutual TLS on every syncd socket" : "plaintext on loopback");
+	printf("# sync_bench: build %s, temporary directory %s, %s, store %s\n", build, tmp,
+	       tls ? "mutual TLS on every syncd socket" : "plaintext on loopback",
+	       use_etcd ? "etcd (one member)" : "journal");
 	fflush(stdout);
 	if (only == NULL || strcmp(only, "latency") == 0) {
 		scenario("latency1");
@@ -689,6 +821,7 @@ int main(int argc, char **argv)
 		scenario("join");
 		join(quick ? 100000 : 1000000);
 	}
+	stop_etcd();
 	snprintf(cmd, sizeof(cmd), getenv("HM_BENCH_KEEP") ? "true %s %s" : "rm -rf %s %s", tmp,
 		 shm);
 	if (system(cmd) != 0)

@@ -58,7 +58,9 @@
 	/* etcd (syncd/etcd.c) */                                                                  \
 	XX(ECOMPACTED, -5100, "etcd revision compacted")                                           \
 	XX(EETCD, -5101, "etcd refused the request")                                               \
-	XX(EETCDTLS, -5102, "TLS with etcd failed (certificate or handshake)")
+	XX(EETCDTLS, -5102, "TLS with etcd failed (certificate or handshake)")                     \
+	XX(ECONFLICT, -5103, "another origin took that sequence number first")                     \
+	XX(ESTORE, -5104, "the store cannot commit (etcd unreachable or without quorum)")
 
 enum hm_errno {
 #define HM_ERRNO_ENUM(name, value, msg) HM_##name = (value),

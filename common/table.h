@@ -223,6 +223,10 @@ int hm_table_grow(struct hm_table_writer *w, const struct hm_table_caps *min);
 /* Facts about the writer's published version. */
 void hm_table_writer_info(const struct hm_table_writer *w, struct hm_table_info *out);
 
+/* Facts about the open batch as applied so far (digest and counts as they would be published:
+ * the origin's etcd store numbers a batch before it may commit it). -EINVAL if none is open. */
+int hm_table_batch_info(const struct hm_table_writer *w, struct hm_table_info *out);
+
 /* hm_table_secret() on the writer's published version. */
 int hm_table_writer_secret(const struct hm_table_writer *w, const char *name,
 			   uint8_t out[HM_SECRET_MAX]);

@@ -329,6 +329,18 @@ void hm_table_writer_info(const struct hm_table_writer *w, struct hm_table_info 
 				 w->hdr->file_id, out);
 }
 
+int hm_table_batch_info(const struct hm_table_writer *w, struct hm_table_info *out)
+{
+	struct hm__table_copy c;
+
+	if (!w->in_batch)
+		return -EINVAL;
+	hm__table_copy_view(&c, w->base, &w->lay, hm__table_batch_copy(w));
+	hm__table_info_from_copy(&c, &w->lay, HM_PUBFILE_VERSION(atomic_load(&w->hdr->pub)) + 1,
+				 w->hdr->file_id, out);
+	return 0;
+}
+
 static void app_change(const struct hm__table_rec_app *a, struct hm_change *ch)
 {
 	memset(ch, 0, sizeof(*ch));

@@ -377,12 +377,25 @@ Access logs follow (node1/node2). Ctrl-C stops everything and removes {self.work
             threading.Thread(target=pump, args=(node,), daemon=True).start()
 
     def watch(self):
+        """Returns 1 when a process exits; with --ha, an origin (or an etcd member) exiting is
+        what the cluster is built to survive: it is reported once, and the cluster goes on while
+        one origin is left."""
+        told = set()
         while True:
+            origins_up = 0
             for p in self.procs:
-                if p.poll() is not None:
+                spare = self.ha and p.hermod_name.startswith(("origin", "etcd"))
+                if p.poll() is None:
+                    origins_up += p.hermod_name.startswith("origin")
+                    continue
+                if p.hermod_name not in told:
+                    told.add(p.hermod_name)
                     print(f"{p.hermod_name} exited with {p.returncode}; see "
                           f"{self.log_path(p.hermod_name)}", file=sys.stderr)
+                if not spare:
                     return 1
+            if origins_up == 0:
+                return 1
             time.sleep(0.5)
 
     def tails(self, n=8):

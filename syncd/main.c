@@ -38,6 +38,33 @@ static int check_nonempty(const char *value, char *err, size_t errlen)
 	return 0;
 }
 
+/* "journal", or "etcd:" and a comma-separated list of http:// or https:// URLs. */
+static int check_store(const char *value, char *err, size_t errlen)
+{
+	const char *p;
+
+	if (strcmp(value, "journal") == 0)
+		return 0;
+	if (strncmp(value, "etcd:", 5) != 0) {
+		snprintf(err, errlen, "want journal or etcd:URL[,URL...]");
+		return -1;
+	}
+	for (p = value + 5;; p++) {
+		size_t n = strcspn(p, ",");
+
+		if ((n < 8 || strncmp(p, "http://", 7) != 0) &&
+		    (n < 9 || strncmp(p, "https://", 8) != 0)) {
+			snprintf(err, errlen,
+				 "etcd endpoint '%.*s' is not an http:// or https:// URL", (int)n,
+				 p);
+			return -1;
+		}
+		p += n;
+		if (*p == '\0')
+			return 0;
+	}
+}
+
 static const struct hm_opt origin_opts[] = {
     {.name = "control",
      .type = HM_OPT_STR,
@@ -119,6 +146,25 @@ static const struct hm_opt origin_opts[] = {
      .max = (int64_t)1 << 40,
      .arg = "SIZE",
      .help = "bytes of multi-part control requests held at once"},
+    {.name = "store",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__origin_cfg, store),
+     .arg = "SPEC",
+     .check = check_store,
+     .help = "journal (the default: --data alone) or etcd:URL[,URL...] (state shared by "
+	     "several origins in etcd; --data is then a cache)"},
+    {.name = "etcd-ca",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__origin_cfg, etcd_ca),
+     .arg = "FILE",
+     .check = check_nonempty,
+     .help = "PEM: the CAs etcd's https:// endpoints chain to (default: the system's)"},
+    {.name = "etcd-cert",
+     .type = HM_OPT_STR,
+     .offset = offsetof(struct hm__origin_cfg, etcd_cert),
+     .arg = "FILE",
+     .check = check_nonempty,
+     .help = "PEM: the client certificate chain and key this origin shows etcd"},
     {.name = "tls-cert",
      .type = HM_OPT_STR,
      .offset = offsetof(struct hm__origin_cfg, tls_cert),

@@ -38,26 +38,23 @@
 #include "syncd/admin.h"
 #include "syncd/batch.h"
 #include "syncd/capacity.h"
-#include "syncd/journal.h"
 #include "syncd/mailbox.h"
 #include "syncd/nngx.h"
 #include "syncd/reqcache.h"
 #include "syncd/snapfile.h"
+#include "syncd/staging.h"
+#include "syncd/store.h"
 #include "syncd/syncd.h"
 #include "syncd/syncsrv.h"
 #include "syncd/tlscfg.h"
 #include "syncd/wire.h"
 
-#define NCTL		 16
-#define REQCACHE_SIZE	 65536
-#define STAGED_IDLE_MS	 60000
-#define LINGER_MS	 150
-#define COMPACT_RETRY_MS 60000
-/* What a staged request holds besides its parts' bytes (its struct and tables, nng's message
- * headers), charged against --max-request too: otherwise a peer sending many tiny first parts
- * would hold far more memory than --max-request allows. Measured at about half of this. */
-#define STAGED_REQUEST_COST 1024
-#define STAGED_PART_COST    256
+#define NCTL		   16
+#define REQCACHE_SIZE	   65536
+#define STAGED_IDLE_MS	   60000
+#define LINGER_MS	   150
+#define COMPACT_RETRY_MS   60000
+#define STOP_UNRESOLVED_MS 5000
 
 /* The cluster's affinity secret (docs/security.md): made here once, replicated like any change. */
 #define AFFINITY_SECRET	    "affinity"
@@ -66,7 +63,7 @@
 /* The "control context" of a batch the origin makes itself: nobody waits for its answer. */
 #define NO_CTL UINT32_MAX
 
-enum mail_kind { MAIL_CTL = 1, MAIL_DURABLE = 2 };
+enum mail_kind { MAIL_CTL = 1 };
 
 enum ctl_state { CTL_RECV, CTL_BUSY, CTL_SEND };
 
@@ -79,36 +76,31 @@ struct ctl {
 	enum ctl_state state;
 };
 
-struct counts {
-	uint32_t *v;
-	uint32_t n, cap;
-};
-
-/* A multi-part request whose last part has not arrived yet. */
-struct staged {
-	struct staged *next;
-	uint8_t req_id[16];
-	uint32_t nparts, have, cap;
-	nng_msg **msgs; /* owned, have entries (grown as parts come: nparts is the peer's word) */
-	size_t bytes;
-	uint64_t last_ms;
-	struct hm__splitter split; /* how the changes so far are cut into published parts */
-	struct counts parts;
-};
-
 struct waiter {
 	struct waiter *next;
 	uint32_t ctl;
 	uint8_t req_id[16];
 };
 
-/* A batch validated and queued for the journal, not yet durable. */
+/* A batch validated and handed to the store, not yet durable. */
 struct pending {
 	struct pending *next;
 	struct hm__batch *b; /* one reference */
 	struct hm__jpos pos;
 	struct waiter *waiters;
 	uint64_t queued_ns;
+	/* A store that may refuse: the request, kept to be validated again after a conflict. */
+	struct hm__request req;
+	uint32_t idx;
+	uint8_t id[16];
+};
+
+/* A whole request waiting for the store (HM__STORE_MAY_REFUSE: one batch in flight at a time). */
+struct queued {
+	struct queued *next;
+	uint32_t idx;
+	uint8_t id[16];
+	struct hm__request req;
 };
 
 struct origin {
@@ -119,12 +111,11 @@ struct origin {
 	uv_signal_t sigterm, sigint, sigchld, sighup;
 	uv_timer_t hb_timer, maint_timer, linger_timer;
 
-	int lock_fd;
 	uint64_t epoch;
 	struct hm_table_writer *table;
 	struct hm_proto_decoder *dec;
 	struct hm__reqcache *reqs;
-	struct hm__journal *journal;
+	struct hm__store *store;
 	struct hm__syncsrv *ss;
 	struct hm__listeners *ls;
 	struct hm__admin *admin;
@@ -137,8 +128,16 @@ struct origin {
 	uint64_t last_hb_ms; /* mono ms of the last heartbeat sent; 0 if none */
 
 	struct pending *pend_head, *pend_tail;
-	struct staged *staged;
-	size_t staged_bytes;
+	struct hm__staging *staging;
+	struct hm__recover_ctx rc; /* the table etc., for batches other origins committed */
+
+	/* A store that may refuse (etcd): the batch in flight is open in the table until it is
+	 * durable or refused; requests wait in the queue until the store is ready again. */
+	bool may_refuse, store_busy, open_batch;
+	bool store_stale;
+	char store_why[300];
+	struct queued *q_head, *q_tail;
+	uint64_t conflicts, foreign;
 
 	nng_socket ctl_sock, pub_sock, sync_sock;
 	bool ctl_open, pub_open, sync_open;
@@ -147,7 +146,7 @@ struct origin {
 	/* compaction */
 	pid_t child;
 	uint64_t child_seq, child_snap_id;
-	uint64_t journal_at_snapshot; /* hm__journal_bytes() when the last snapshot began */
+	uint64_t journal_at_snapshot; /* the store's journal bytes when the last snapshot began */
 	uint64_t compact_after_ms;    /* no new compaction before this (after a failure) */
 	uint64_t snapshot_seq;
 
@@ -254,42 +253,8 @@ static void change_desc(const struct hm_change *c, char *out, size_t n)
 
 /* ---- Validation and sequencing ------------------------------------------------------------ */
 
-static void free_msgs(nng_msg **msgs, uint32_t n)
-{
-	for (uint32_t i = 0; i < n; i++)
-		nng_msg_free(msgs[i]);
-}
-
-static void counts_push(struct counts *c, uint32_t first)
-{
-	if (c->n == c->cap) {
-		uint32_t cap = c->cap ? c->cap * 2 : 16;
-		uint32_t *v = realloc(c->v, cap * sizeof(*v));
-
-		hm_require(v != NULL);
-		c->v = v;
-		c->cap = cap;
-	}
-	c->v[c->n++] = first;
-}
-
-/*
- * The changes a request's message holds: a control request's part, or (a batch of the origin's
- * own, submit_own()) a BATCH message, which may hold secret ops. Only the origin makes the
- * latter: handle_ctl() refuses any other type from the network.
- */
-static const struct hm_change *msg_changes(const struct hm_msg *m, uint32_t *n)
-{
-	if (m->type == HM_MSG_BATCH) {
-		*n = m->batch.b.nchanges;
-		return m->batch.b.changes;
-	}
-	*n = m->ctl_req.nchanges;
-	return m->ctl_req.changes;
-}
-
 /* Grows the table to hold the request: sized from its changes the first time, doubling after. */
-static int grow_for(struct origin *o, nng_msg **msgs, uint32_t n, int attempt)
+static int grow_for(struct origin *o, const struct hm__request *r, int attempt)
 {
 	struct hm__need need = {0};
 	struct hm_table_info info;
@@ -297,14 +262,14 @@ static int grow_for(struct origin *o, nng_msg **msgs, uint32_t n, int attempt)
 
 	if (attempt > 0)
 		return hm_table_grow(o->table, NULL);
-	for (uint32_t i = 0; i < n; i++) {
+	for (uint32_t i = 0; i < r->n; i++) {
 		const struct hm_change *cs;
 		struct hm_msg m;
 		uint32_t nc;
 
-		hm_require(
-		    hm_proto_decode(o->dec, nng_msg_body(msgs[i]), nng_msg_len(msgs[i]), &m) == 0);
-		cs = msg_changes(&m, &nc);
+		hm_require(hm_proto_decode(o->dec, nng_msg_body(r->msgs[i]),
+					   nng_msg_len(r->msgs[i]), &m) == 0);
+		cs = hm__msg_changes(&m, &nc);
 		for (uint32_t k = 0; k < nc; k++)
 			hm__need_add(&need, &cs[k]);
 	}
@@ -332,27 +297,14 @@ static void add_waiter(struct pending *p, uint32_t idx, const uint8_t id[16])
 	p->waiters = w;
 }
 
-/* Decides how a request's changes will be cut into published parts (as they arrive). */
-static void split_changes(struct hm__splitter *sp, struct counts *parts, const struct hm_msg *m)
-{
-	uint32_t n;
-	const struct hm_change *cs = msg_changes(m, &n);
-
-	for (uint32_t k = 0; k < n; k++) {
-		if (hm__split_add(sp, hm__wire_change_size(&cs[k])))
-			counts_push(parts, 0);
-		parts->v[parts->n - 1]++;
-	}
-}
-
 /*
- * Validates the whole request (msgs are taken; first, if not NULL, is msgs[0] already decoded)
- * as one table batch, encoding it into a batch at the same time, and on success numbers it and
- * queues it for the journal. parts says how the batch is cut into published parts. A change
- * the table refuses aborts everything and is answered with its index and a reason.
+ * Validates the whole request r (taken; first, if not NULL, is r->msgs[0] already decoded) as
+ * one table batch, encoding it into a batch at the same time, and on success numbers it and
+ * hands it to the store. r->parts says how the batch is cut into published parts. A change the
+ * table refuses aborts everything and is answered with its index and a reason.
  */
-static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], nng_msg **msgs,
-		     uint32_t n, const struct counts *parts, const struct hm_msg *first)
+static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struct hm__request *r,
+		     const struct hm_msg *first)
 {
 	struct hm__batch_builder bb = {0};
 	struct hm_table_info info;
@@ -363,7 +315,7 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], nng_m
 	uint32_t bad = UINT32_MAX;
 	int e = 0;
 
-	if (parts->n == 0) {
+	if (r->parts.n == 0) {
 		reply_error(o, idx, id, HM_EUSAGE, UINT32_MAX, "the request holds no changes");
 		goto out;
 	}
@@ -372,18 +324,18 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], nng_m
 
 		total = 0;
 		hm_require(hm_table_begin(o->table) == 0);
-		e = hm__batch_begin(&bb, o->epoch, seq, ts, parts->v, parts->n);
-		for (uint32_t i = 0; i < n && e == 0; i++) {
+		e = hm__batch_begin(&bb, o->epoch, seq, ts, r->parts.v, r->parts.n);
+		for (uint32_t i = 0; i < r->n && e == 0; i++) {
 			struct hm_msg dm;
 			const struct hm_msg *m = &dm;
 
 			if (i == 0 && first != NULL && attempt == 0)
 				m = first;
 			else
-				hm_require(hm_proto_decode(o->dec, nng_msg_body(msgs[i]),
-							   nng_msg_len(msgs[i]), &dm) == 0);
+				hm_require(hm_proto_decode(o->dec, nng_msg_body(r->msgs[i]),
+							   nng_msg_len(r->msgs[i]), &dm) == 0);
 			uint32_t nc;
-			const struct hm_change *cs = msg_changes(m, &nc);
+			const struct hm_change *cs = hm__msg_changes(m, &nc);
 
 			for (uint32_t k = 0; k < nc; k++, total++) {
 				const struct hm_change *c = &cs[k];
@@ -412,7 +364,7 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], nng_m
 		hm_table_abort(o->table);
 		hm__batch_builder_fini(&bb);
 		if (e == HM_EFULL && !encode_failed && attempt < 40) {
-			if ((e = grow_for(o, msgs, n, attempt)) == 0)
+			if ((e = grow_for(o, r, attempt)) == 0)
 				continue;
 			snprintf(reason, sizeof(reason), "the routing table cannot grow: %s",
 				 hm_strerror(e));
@@ -420,14 +372,20 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], nng_m
 		reply_error(o, idx, id, e, bad, "%s", reason);
 		goto out;
 	}
-	if ((e = hm_table_commit(o->table, o->epoch, seq)) != 0) {
+	if (o->may_refuse) {
+		/* The batch stays open in the table until the store has committed it: another
+		 * origin may take this seq first. */
+		hm_require(hm_table_batch_info(o->table, &info) == 0);
+		o->open_batch = o->store_busy = true;
+	} else if ((e = hm_table_commit(o->table, o->epoch, seq)) != 0) {
 		hm__batch_builder_fini(&bb);
 		reply_error(o, idx, id, e, UINT32_MAX, "cannot commit: %s", hm_strerror(e));
 		goto out;
+	} else {
+		hm_table_writer_info(o->table, &info);
 	}
-	hm_table_writer_info(o->table, &info);
-	/* The table has moved: from here on the batch must reach the journal or the process
-	 * must die (a restart recovers what is durable). */
+	/* The table has moved: from here on the batch must reach the store or the process must
+	 * die (a restart recovers what is durable). */
 	hm_require(hm__batch_end(&bb, id, info.digest, info.apps, info.domains, info.dynos, &b) ==
 		   0);
 	o->head_seq = seq;
@@ -439,12 +397,19 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], nng_m
 		       " changes in %u part(s), %zu bytes; validated and "
 		       "encoded in %" PRIu64 " ms",
 		       seq, total, b->nparts, b->rec_len, (hm_mono_ns() - t0) / 1000000);
-	hm__reqcache_put(o->reqs, id, seq);
 	p = calloc(1, sizeof(*p));
 	hm_require(p != NULL);
 	p->b = b;
 	p->queued_ns = hm_mono_ns();
-	hm__journal_append(o->journal, b, &p->pos);
+	if (o->may_refuse) {
+		/* Its id is remembered when it is durable; until then a resend waits its turn. */
+		p->req = *r;
+		memset(r, 0, sizeof(*r));
+		p->idx = idx;
+		memcpy(p->id, id, 16);
+	} else {
+		hm__reqcache_put(o->reqs, id, seq);
+	}
 	if (idx != NO_CTL)
 		add_waiter(p, idx, id);
 	if (o->pend_tail != NULL)
@@ -452,34 +417,69 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], nng_m
 	else
 		o->pend_head = p;
 	o->pend_tail = p;
+	o->store->ops->append(o->store, b, &p->pos);
 out:
-	free_msgs(msgs, n);
-	free(msgs);
+	hm__request_fini(r);
 }
 
-static struct staged *staged_find(struct origin *o, const uint8_t id[16], struct staged ***link)
+static void reply_stale(struct origin *o, uint32_t idx, const uint8_t id[16])
 {
-	struct staged **pp = &o->staged;
+	reply_error(o, idx, id, HM_ESTORE, UINT32_MAX,
+		    "this origin cannot commit now (%s): send the request to another origin",
+		    o->store_why);
+}
 
-	for (; *pp != NULL; pp = &(*pp)->next)
-		if (memcmp((*pp)->req_id, id, 16) == 0) {
-			if (link != NULL)
-				*link = pp;
-			return *pp;
+/* A whole request (r taken): validated now, or queued while the store has a batch in flight. */
+static void submit(struct origin *o, uint32_t idx, const uint8_t id[16], struct hm__request *r,
+		   const struct hm_msg *first)
+{
+	struct queued *q;
+
+	if (!o->may_refuse || (!o->store_busy && !o->store_stale && o->q_head == NULL)) {
+		sequence(o, idx, id, r, first);
+		return;
+	}
+	if (o->store_stale) {
+		reply_stale(o, idx, id);
+		hm__request_fini(r);
+		return;
+	}
+	q = calloc(1, sizeof(*q));
+	hm_require(q != NULL);
+	q->idx = idx;
+	memcpy(q->id, id, 16);
+	q->req = *r;
+	if (o->q_tail != NULL)
+		o->q_tail->next = q;
+	else
+		o->q_head = q;
+	o->q_tail = q;
+}
+
+/* The store is ready: validates queued requests until one is in flight again. */
+static void run_queue(struct origin *o)
+{
+	while (o->q_head != NULL && !o->stopping && (o->store_stale || !o->store_busy)) {
+		struct queued *q = o->q_head;
+		uint64_t seq;
+
+		o->q_head = q->next;
+		if (o->q_head == NULL)
+			o->q_tail = NULL;
+		if (q->idx != NO_CTL && hm__reqcache_get(o->reqs, q->id, &seq)) {
+			/* Committed meanwhile: a resend, or a request retried here after it was
+			 * committed through another origin. */
+			o->resent++;
+			reply_ack(o, q->idx, q->id, seq);
+			hm__request_fini(&q->req);
+		} else if (o->store_stale) {
+			reply_stale(o, q->idx, q->id);
+			hm__request_fini(&q->req);
+		} else {
+			sequence(o, q->idx, q->id, &q->req, NULL);
 		}
-	return NULL;
-}
-
-static void staged_drop(struct origin *o, struct staged **link)
-{
-	struct staged *st = *link;
-
-	*link = st->next;
-	o->staged_bytes -= st->bytes;
-	free_msgs(st->msgs, st->have);
-	free(st->msgs);
-	free(st->parts.v);
-	free(st);
+		free(q);
+	}
 }
 
 static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
@@ -487,10 +487,9 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 	static const uint8_t zero_id[16];
 	struct hm_proto_error derr;
 	struct hm_msg m;
-	struct staged *st, **link = NULL;
 	const uint8_t *id;
-	uint64_t seq, cost;
-	uint32_t part, nparts;
+	uint64_t seq;
+	uint32_t nparts;
 	int e;
 
 	if (o->stopping) {
@@ -524,7 +523,6 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 		return;
 	}
 	id = m.ctl_req.req_id;
-	part = m.ctl_req.part;
 	nparts = m.ctl_req.nparts;
 	if (hm__reqcache_get(o->reqs, id, &seq)) {
 		struct pending *p;
@@ -542,93 +540,33 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 		return;
 	}
 	if (nparts == 1) {
-		nng_msg **one = malloc(sizeof(*one));
+		struct hm__request r = {.n = 1};
 		struct hm__splitter sp;
-		struct counts parts = {0};
 
-		hm_require(one != NULL);
-		one[0] = msg;
+		r.msgs = malloc(sizeof(*r.msgs));
+		hm_require(r.msgs != NULL);
+		r.msgs[0] = msg;
 		hm__split_init(&sp, HM__PUB_PART_BYTES, HM_PROTO_MAX_CHANGES);
-		split_changes(&sp, &parts, &m);
-		sequence(o, idx, id, one, 1, &parts, &m);
-		free(parts.v);
+		hm__split_changes(&sp, &r.parts, &m);
+		submit(o, idx, id, &r, &m);
 		return;
 	}
-	st = staged_find(o, id, &link);
-	if (st == NULL && part == 0) {
-		st = calloc(1, sizeof(*st));
-		hm_require(st != NULL);
-		memcpy(st->req_id, id, 16);
-		st->nparts = nparts;
-		hm__split_init(&st->split, HM__PUB_PART_BYTES, HM_PROTO_MAX_CHANGES);
-		st->next = o->staged;
-		o->staged = st;
-		link = &o->staged;
-	}
-	if (st == NULL) {
-		reply_error(o, idx, id, HM_EGAP, UINT32_MAX,
-			    "part %u of %u arrived without the parts before it (the origin may "
-			    "have restarted): send the request again from part 0",
-			    part, nparts);
-		nng_msg_free(msg);
-		return;
-	}
-	if (st->nparts != nparts || part > st->have) {
-		reply_error(o, idx, id, HM_EGAP, UINT32_MAX,
-			    "part %u of %u does not follow the %u parts received: send the request "
-			    "again from part 0",
-			    part, nparts, st->have);
-		staged_drop(o, link);
-		nng_msg_free(msg);
-		return;
-	}
-	st->last_ms = hm_mono_ms();
-	if (part < st->have) {
-		/* A resend of a part already held. */
-		nng_msg_free(msg);
-		reply_staged(o, idx, id);
-		return;
-	}
-	cost = nng_msg_len(msg) + STAGED_PART_COST + (st->have == 0 ? STAGED_REQUEST_COST : 0);
-	if (o->staged_bytes + cost > (uint64_t)o->cfg->max_request) {
-		reply_error(o, idx, id, HM_ETOOBIG, UINT32_MAX,
-			    "multi-part requests in progress would exceed --max-request (%" PRId64
-			    " bytes)",
-			    o->cfg->max_request);
-		staged_drop(o, link);
-		nng_msg_free(msg);
-		return;
-	}
-	if (st->have == st->cap) {
-		uint32_t cap = st->cap ? HM_MIN(st->cap * 2, st->nparts) : HM_MIN(8u, st->nparts);
-		nng_msg **msgs = realloc(st->msgs, cap * sizeof(*msgs));
-
-		hm_require(msgs != NULL);
-		st->msgs = msgs;
-		st->cap = cap;
-	}
-	st->msgs[st->have++] = msg;
-	st->bytes += cost;
-	o->staged_bytes += cost;
-	split_changes(&st->split, &st->parts, &m);
-	if (st->have < st->nparts) {
-		reply_staged(o, idx, id);
-		return;
-	}
-	/* The last part: the whole request is validated as one batch. */
 	{
-		nng_msg **msgs = st->msgs;
-		uint32_t n = st->have;
-		struct counts parts = st->parts;
+		struct hm__request r = {0};
+		char reason[HM_PROTO_MAX_REASON];
 
-		st->msgs = NULL;
-		st->have = 0;
-		st->parts.v = NULL;
-		o->staged_bytes -= st->bytes;
-		st->bytes = 0;
-		staged_drop(o, link);
-		sequence(o, idx, id, msgs, n, &parts, NULL);
-		free(parts.v);
+		switch (hm__staging_add(o->staging, &m, msg, &r, &e, reason, sizeof(reason))) {
+		case HM__STAGE_HELD:
+			reply_staged(o, idx, id);
+			break;
+		case HM__STAGE_REFUSED:
+			reply_error(o, idx, id, e, UINT32_MAX, "%s", reason);
+			break;
+		case HM__STAGE_COMPLETE:
+			/* The last part: the whole request is validated as one batch. */
+			submit(o, idx, id, &r, NULL);
+			break;
+		}
 	}
 }
 
@@ -642,23 +580,23 @@ static void submit_own(struct origin *o, const struct hm_change *changes, uint32
 	struct hm_batch_part part = {.seq = 1, .part = 0, .nparts = 1, .nchanges = n};
 	struct hm_pbuf pb = {0};
 	struct hm__splitter sp;
-	struct counts parts = {0};
+	struct hm__request r = {.n = 1};
 	struct hm_msg m;
 	uint8_t id[16];
-	nng_msg **one = malloc(sizeof(*one));
 
-	hm_require(one != NULL);
+	r.msgs = malloc(sizeof(*r.msgs));
+	hm_require(r.msgs != NULL);
 	part.changes = (struct hm_change *)changes;
 	hm_random_bytes(id, sizeof(id));
 	hm_require(hm_proto_encode_batch(&pb, o->epoch, &part) == 0);
-	hm_require(nng_msg_alloc(&one[0], pb.len) == 0);
-	memcpy(nng_msg_body(one[0]), pb.data, pb.len);
+	hm_require(nng_msg_alloc(&r.msgs[0], pb.len) == 0);
+	memcpy(nng_msg_body(r.msgs[0]), pb.data, pb.len);
 	hm_pbuf_fini(&pb);
-	hm_require(hm_proto_decode(o->dec, nng_msg_body(one[0]), nng_msg_len(one[0]), &m) == 0);
+	hm_require(hm_proto_decode(o->dec, nng_msg_body(r.msgs[0]), nng_msg_len(r.msgs[0]), &m) ==
+		   0);
 	hm__split_init(&sp, HM__PUB_PART_BYTES, HM_PROTO_MAX_CHANGES);
-	split_changes(&sp, &parts, &m);
-	sequence(o, NO_CTL, id, one, 1, &parts, &m);
-	free(parts.v);
+	hm__split_changes(&sp, &r.parts, &m);
+	submit(o, NO_CTL, id, &r, &m);
 }
 
 /* The put change of a new random affinity secret; value has AFFINITY_SECRET_LEN bytes. */
@@ -717,10 +655,17 @@ static void publish_batch(struct origin *o, const struct hm__batch *b)
 	}
 }
 
-static void handle_durable(struct origin *o)
+/* Store event: every batch up to durable is durable. */
+static void on_durable(void *ctx, uint64_t durable)
 {
-	uint64_t durable = hm__journal_durable(o->journal);
+	struct origin *o = ctx;
 
+	if (o->open_batch && o->pend_head != NULL && o->pend_head->b->seq <= durable) {
+		/* Private memory: publishing cannot fail. */
+		hm_require(hm_table_commit(o->table, o->epoch, o->pend_head->b->seq) == 0);
+		hm__reqcache_put(o->reqs, o->pend_head->id, o->pend_head->b->seq);
+		o->open_batch = false;
+	}
 	while (o->pend_head != NULL && o->pend_head->b->seq <= durable) {
 		struct pending *p = o->pend_head;
 		struct waiter *w, *next;
@@ -747,10 +692,128 @@ static void handle_durable(struct origin *o)
 			free(w);
 		}
 		hm__batch_unref(p->b);
+		hm__request_fini(&p->req);
 		free(p);
 	}
 	if (o->stopping && o->pend_head == NULL)
 		begin_close(o);
+}
+
+static void free_pending(struct pending *p)
+{
+	while (p->waiters != NULL) {
+		struct waiter *w = p->waiters;
+
+		p->waiters = w->next;
+		free(w);
+	}
+	hm__batch_unref(p->b);
+	hm__request_fini(&p->req);
+	free(p);
+}
+
+/* Store event: the batch in flight was not committed. */
+static void on_refused(void *ctx, int err, const char *why)
+{
+	struct origin *o = ctx;
+	struct pending *p = o->pend_head;
+
+	hm_require(o->open_batch && p != NULL && p->next == NULL);
+	hm_table_abort(o->table);
+	o->open_batch = false;
+	o->pend_head = o->pend_tail = NULL;
+	o->head_seq = o->published_seq;
+	o->batches--;
+	if (err == HM_ECONFLICT && p->idx != NO_CTL && !o->stopping) {
+		/* Validated again, first in line, once the batches that won are applied. */
+		struct queued *q = calloc(1, sizeof(*q));
+
+		hm_require(q != NULL);
+		o->conflicts++;
+		q->idx = p->idx;
+		memcpy(q->id, p->id, 16);
+		q->req = p->req;
+		memset(&p->req, 0, sizeof(p->req));
+		q->next = o->q_head;
+		o->q_head = q;
+		if (o->q_tail == NULL)
+			o->q_tail = q;
+	} else if (err == HM_ECONFLICT) {
+		/* The origin's own batch (the cluster secret): on_maint() makes it again if the
+		 * winners did not. */
+		o->conflicts++;
+	} else {
+		for (struct waiter *w = p->waiters; w != NULL; w = w->next)
+			reply_error(o, w->ctl, w->req_id, err, UINT32_MAX, "%s", why);
+	}
+	free_pending(p);
+	if (o->stopping && o->pend_head == NULL)
+		begin_close(o);
+}
+
+/* Store event: a batch another origin committed, the next seq. */
+static int on_foreign(void *ctx, struct hm__batch *b, const struct hm__jpos *pos)
+{
+	struct origin *o = ctx;
+	int e;
+
+	hm_require(!o->open_batch && b->seq == o->published_seq + 1);
+	if ((e = hm__recover_apply(&o->rc, b)) != 0) {
+		hm_log(HM_LOG_ERR, "origin",
+		       "seq %" PRIu64 " from the store does not apply to this origin's state (%s): "
+		       "stopping",
+		       b->seq, hm_strerror(e));
+		o->exit_code = 1;
+		if (!o->stopping) {
+			o->stopping = true;
+			begin_close(o);
+		}
+		return e;
+	}
+	if (o->pub_open)
+		publish_batch(o, b);
+	hm__syncsrv_publish(o->ss, b, pos);
+	o->head_seq = o->published_seq = b->seq;
+	memcpy(o->published_digest, b->digest, 16);
+	o->pub_apps = b->apps;
+	o->pub_domains = b->domains;
+	o->pub_dynos = b->dynos;
+	o->foreign++;
+	return 0;
+}
+
+/* Store event: it cannot go on. */
+static void on_fatal(void *ctx, int err, const char *why)
+{
+	struct origin *o = ctx;
+
+	(void)err;
+	hm_log(HM_LOG_ERR, "origin", "the store cannot go on (%s): stopping", why);
+	o->exit_code = 1;
+	if (!o->stopping) {
+		o->stopping = true;
+		begin_close(o);
+	}
+}
+
+/* Store event: it takes the next batch. */
+static void on_ready(void *ctx)
+{
+	struct origin *o = ctx;
+
+	o->store_busy = false;
+	run_queue(o);
+}
+
+/* Store event: it can (not) commit now. Requests waiting are told why rather than held. */
+static void on_stale(void *ctx, bool stale, const char *why)
+{
+	struct origin *o = ctx;
+
+	o->store_stale = stale;
+	snprintf(o->store_why, sizeof(o->store_why), "%s", stale ? why : "");
+	if (stale)
+		run_queue(o);
 }
 
 /* ---- Mail from other threads -------------------------------------------------------------- */
@@ -761,8 +824,6 @@ static void on_mail(void *ctx, struct hm__mail *m)
 
 	if (m->kind == MAIL_CTL)
 		handle_ctl(o, m->idx, m->ptr);
-	else if (m->kind == MAIL_DURABLE && o->journal != NULL)
-		handle_durable(o);
 	hm__mail_free(m);
 }
 
@@ -770,13 +831,6 @@ static void discard_mail(struct hm__mail *m)
 {
 	if (m->kind == MAIL_CTL && m->ptr != NULL)
 		nng_msg_free(m->ptr);
-}
-
-static void on_journal_durable(void *ctx)
-{
-	struct origin *o = ctx;
-
-	hm__mailbox_post(&o->mb, MAIL_DURABLE, 0, 0, 0, NULL);
 }
 
 /* nng thread: a control context finished a receive or a send. */
@@ -861,7 +915,7 @@ static int install_snapshot(struct origin *o, const char *path)
 	o->snapshot_seq = hm__snap_info(s)->seq;
 	hm__syncsrv_snapshot(o->ss, s);
 	drop_old_snapshots(o, hm__snap_info(s)->snap_id);
-	dropped = hm__journal_drop_covered(o->cfg->data, o->snapshot_seq);
+	dropped = o->store->ops->covered(o->store, o->snapshot_seq);
 	hm_log(HM_LOG_INFO, "origin",
 	       "snapshot at seq %" PRIu64 " in place (%u chunks); %d journal segment(s) dropped",
 	       o->snapshot_seq, hm__snap_info(s)->nchunks, dropped > 0 ? dropped : 0);
@@ -877,8 +931,8 @@ static void start_compaction(struct origin *o)
 		hm_random_bytes(&snap_id, sizeof(snap_id));
 	/* Every batch after the snapshot's seq goes to a new segment, so the older segments hold
 	 * only what the snapshot covers and can be deleted once it is in place. */
-	hm__journal_roll(o->journal, o->head_seq + 1);
-	o->journal_at_snapshot = hm__journal_bytes(o->journal);
+	o->store->ops->roll(o->store, o->head_seq + 1);
+	o->journal_at_snapshot = o->store->ops->bytes(o->store);
 	pid = fork();
 	if (pid < 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot fork for compaction: %s", strerror(errno));
@@ -926,6 +980,8 @@ static void on_sigchld(uv_signal_t *s, int signum)
 		return;
 	}
 	hm__snap_path(o->cfg->data, o->child_seq, o->child_snap_id, path, sizeof(path));
+	if (o->store->ops->snapshot != NULL)
+		o->store->ops->snapshot(o->store, path, o->child_seq, o->child_snap_id);
 	if ((e = install_snapshot(o, path)) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot open the new snapshot %s: %s", path,
 		       hm_strerror(e));
@@ -936,18 +992,20 @@ static void on_sigchld(uv_signal_t *s, int signum)
 static void on_maint(uv_timer_t *t)
 {
 	struct origin *o = t->data;
-	struct staged **pp = &o->staged;
 	uint64_t now = hm_mono_ms();
 
-	while (*pp != NULL) {
-		if (now - (*pp)->last_ms >= STAGED_IDLE_MS) {
-			hm_log(HM_LOG_WARNING, "origin",
-			       "dropping a multi-part request idle for %d s (%u of %u parts)",
-			       STAGED_IDLE_MS / 1000, (*pp)->have, (*pp)->nparts);
-			staged_drop(o, pp);
-		} else {
-			pp = &(*pp)->next;
-		}
+	hm__staging_expire(o->staging, now, STAGED_IDLE_MS);
+	if (o->may_refuse && !o->store_busy && !o->store_stale && !o->stopping &&
+	    o->q_head == NULL && !has_affinity_secret(o) && secret_wanted()) {
+		/* Shared state without the cluster secret: the first origin to commit one makes
+		 * it; one that loses the race drops its own (on_refused) and learns the winner's.
+		 */
+		uint8_t v[AFFINITY_SECRET_LEN];
+		struct hm_change c = new_affinity_secret(v);
+
+		hm_log(HM_LOG_NOTICE, "origin", "no cluster affinity secret yet: making one");
+		submit_own(o, &c, 1);
+		memset(v, 0, sizeof(v));
 	}
 	hm__syncsrv_tick(o->ss);
 	if (o->pub_open && !o->stopping) {
@@ -964,8 +1022,8 @@ static void on_maint(uv_timer_t *t)
 			       n, o->cfg->pub_stall, o->pub_stalled);
 		}
 	}
-	if (o->child == 0 && !o->stopping && now >= o->compact_after_ms &&
-	    hm__journal_bytes(o->journal) - o->journal_at_snapshot >=
+	if (o->child == 0 && !o->stopping && !o->open_batch && now >= o->compact_after_ms &&
+	    o->store->ops->bytes(o->store) - o->journal_at_snapshot >=
 		(uint64_t)o->cfg->compact_after &&
 	    o->head_seq > o->snapshot_seq)
 		start_compaction(o);
@@ -1001,7 +1059,7 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	}
 	hm_digest_hex(o->published_digest, hex);
 	hm__jw_kcstr(w, "digest", hex);
-	hm__jw_kbool(w, "stale", false);
+	hm__jw_kbool(w, "stale", o->store_stale);
 	hm__jw_key(w, "last_heartbeat_ms");
 	if (o->last_hb_ms != 0)
 		hm__jw_u64(w, hm_mono_ms() - o->last_hb_ms);
@@ -1009,15 +1067,15 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 		hm__jw_null(w);
 	hm__jw_ku64(w, "batches", o->batches);
 	hm__jw_ku64(w, "changes", o->changes);
-	hm__jw_ku64(w, "fsyncs", o->journal != NULL ? hm__journal_fsyncs(o->journal) : 0);
+	if (o->store != NULL)
+		o->store->ops->status(o->store, w);
 	hm__jw_ku64(w, "rejected", o->rejected);
 	hm__jw_ku64(w, "resent", o->resent);
 	hm__jw_ku64(w, "bad_requests", o->bad_requests);
 	hm__jw_ku64(w, "snapshot_seq", ss.snapshot_seq);
 	hm__jw_kbool(w, "compacting", o->child > 0);
 	hm__jw_ku64(w, "journal_bytes",
-		    o->journal != NULL ? hm__journal_bytes(o->journal) - o->journal_at_snapshot
-				       : 0);
+		    o->store != NULL ? o->store->ops->bytes(o->store) - o->journal_at_snapshot : 0);
 	hm__jw_ku64(w, "ring_batches", ss.ring_batches);
 	hm__jw_ku64(w, "catchups", ss.catchups);
 	hm__jw_ku64(w, "catchup_parts", ss.catchup_parts);
@@ -1033,7 +1091,9 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "subscribers_stalled", o->pub_stalled);
 	hm__admin_tls_status(w, &o->tls);
 	hm__jw_ku64(w, "tls_refused", hm__listeners_tls_refused(o->ls));
-	hm__jw_ku64(w, "staged_bytes", o->staged_bytes);
+	hm__jw_ku64(w, "staged_bytes", hm__staging_bytes(o->staging));
+	hm__jw_ku64(w, "store_conflicts", o->conflicts);
+	hm__jw_ku64(w, "store_foreign", o->foreign);
 }
 
 static void admin_dump_head(void *ctx, struct hm__jsonw *w)
@@ -1062,237 +1122,21 @@ static const struct hm__admin_ops admin_ops = {
     .table = admin_table,
 };
 
-/* ---- Start-up: data directory, recovery ---------------------------------------------------- */
-
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char buf[PATH_MAX];
-	size_t n = strlen(path);
-
-	if (n >= sizeof(buf))
-		return -ENAMETOOLONG;
-	memcpy(buf, path, n + 1);
-	for (char *p = buf + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, mode) != 0 && errno != EEXIST)
-			return -errno;
-		*p = '/';
-	}
-	if (mkdir(buf, mode) != 0 && errno != EEXIST)
-		return -errno;
-	return 0;
-}
-
-/* Reads DIR/epoch, or creates it for a fresh directory. */
-static int load_epoch(struct origin *o)
-{
-	const char *dir = o->cfg->data;
-	char path[PATH_MAX], tmp[PATH_MAX], text[64];
-	uint64_t *a = NULL, *b = NULL, *c = NULL;
-	int fd, n, nj, ns;
-	ssize_t r;
-
-	snprintf(path, sizeof(path), "%s/epoch", dir);
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
-		r = read(fd, text, sizeof(text) - 1);
-		close(fd);
-		if (r < 16 || hm_unhex(text, 16, &o->epoch, 8) != 0) {
-			hm_log(HM_LOG_ERR, "origin", "%s is not 16 hex digits", path);
-			return HM_ECORRUPT;
-		}
-		/* hm_unhex wrote the bytes big-endian-first; read them back as a number. */
-		{
-			uint8_t *p = (uint8_t *)&o->epoch;
-			uint64_t v = 0;
-
-			for (int i = 0; i < 8; i++)
-				v = v << 8 | p[i];
-			o->epoch = v;
-		}
-		if (o->epoch == 0) {
-			hm_log(HM_LOG_ERR, "origin", "%s holds epoch 0", path);
-			return HM_ECORRUPT;
-		}
-		return 0;
-	}
-	if (errno != ENOENT) {
-		hm_log(HM_LOG_ERR, "origin", "cannot read %s: %s", path, strerror(errno));
-		return -errno;
-	}
-	nj = hm__journal_list(dir, &a);
-	ns = hm__snap_list(dir, &b, &c);
-	free(a);
-	free(b);
-	free(c);
-	if (nj > 0 || ns > 0) {
-		hm_log(HM_LOG_ERR, "origin", "%s has a journal or snapshots but no epoch file",
-		       dir);
-		return HM_ECORRUPT;
-	}
-	while (o->epoch == 0)
-		hm_random_bytes(&o->epoch, sizeof(o->epoch));
-	n = snprintf(text, sizeof(text), "%016" PRIx64 "\n", o->epoch);
-	snprintf(tmp, sizeof(tmp), "%s/epoch.tmp", dir);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0 ||
-	    write(fd, text, (size_t)n) != n || fsync(fd) != 0 || close(fd) != 0 ||
-	    rename(tmp, path) != 0 || hm_fsync_path(dir, false) != 0) {
-		hm_log(HM_LOG_ERR, "origin", "cannot create %s: %s", path, strerror(errno));
-		return -EIO;
-	}
-	hm_log(HM_LOG_NOTICE, "origin", "new data directory %s: epoch %016" PRIx64, dir, o->epoch);
-	return 0;
-}
-
-static void reqs_from_snapshot(void *ctx, const uint8_t id[16], uint64_t seq)
-{
-	hm__reqcache_put(ctx, id, seq);
-}
-
-/* Loads the newest usable snapshot (*loaded, *seq), or leaves an empty table at (epoch, 0). */
-static int load_snapshot(struct origin *o, bool *loaded, uint64_t *seq)
-{
-	uint64_t *seqs, *ids;
-	int n = hm__snap_list(o->cfg->data, &seqs, &ids), e = 0;
-	char path[PATH_MAX];
-
-	*seq = 0;
-	*loaded = false;
-	if (n < 0) {
-		hm_log(HM_LOG_ERR, "origin", "cannot list %s: %s", o->cfg->data, strerror(-n));
-		return n;
-	}
-	for (int i = 0; i < n; i++) {
-		struct hm__snapfile *s;
-
-		hm__snap_path(o->cfg->data, seqs[i], ids[i], path, sizeof(path));
-		if ((e = hm__snap_open(&s, path, true)) != 0) {
-			hm_log(HM_LOG_WARNING, "origin", "skipping snapshot %s: %s", path,
-			       hm_strerror(e));
-			continue;
-		}
-		if (hm__snap_info(s)->epoch != o->epoch) {
-			hm_log(HM_LOG_WARNING, "origin", "skipping snapshot %s: another epoch",
-			       path);
-			hm__snap_close(s);
-			continue;
-		}
-		e = hm__snap_load(s, o->table, o->dec);
-		if (e != 0) {
-			hm_log(HM_LOG_WARNING, "origin", "skipping snapshot %s: %s", path,
-			       hm_strerror(e));
-			hm__snap_close(s);
-			hm_table_writer_close(o->table);
-			o->table = NULL;
-			if ((e = hm_table_writer_open(&o->table, NULL, NULL, 0, 0)) != 0)
-				break;
-			continue;
-		}
-		hm__snap_reqs(s, reqs_from_snapshot, o->reqs);
-		*loaded = true;
-		*seq = hm__snap_info(s)->seq;
-		o->snapshot_seq = *seq;
-		hm__syncsrv_snapshot(o->ss, s);
-		hm_log(HM_LOG_INFO, "origin", "loaded snapshot %s (seq %" PRIu64 ")", path, *seq);
-		break;
-	}
-	free(seqs);
-	free(ids);
-	if (e != 0 && o->table == NULL)
-		return e;
-	if (!*loaded) {
-		/* No snapshot: the empty state, stamped with the epoch. */
-		hm_require(hm_table_begin(o->table) == 0);
-		if ((e = hm_table_commit(o->table, o->epoch, 0)) != 0)
-			return e;
-	}
-	return 0;
-}
-
-/* Journal replay: one recovered batch. */
-static int replay_batch(void *ctx, struct hm__batch *b, const struct hm__jpos *pos)
-{
-	struct origin *o = ctx;
-	struct hm_table_info info;
-	int e = 0;
-
-	for (int attempt = 0;; attempt++) {
-		hm_require(hm_table_begin(o->table) == 0);
-		for (uint32_t i = 0; i < b->nparts && e == 0; i++) {
-			struct hm_msg m;
-
-			e = hm_proto_decode(o->dec, hm__batch_part(b, i), b->part_len[i], &m);
-			if (e == 0 && (m.type != HM_MSG_BATCH || m.batch.epoch != o->epoch ||
-				       m.batch.b.seq != b->seq || m.batch.b.part != i ||
-				       m.batch.b.nparts != b->nparts))
-				e = HM_ECORRUPT;
-			for (uint32_t k = 0; e == 0 && k < m.batch.b.nchanges; k++)
-				e = hm_table_apply(o->table, &m.batch.b.changes[k]);
-		}
-		if (e == HM_EFULL && attempt < 40) {
-			struct hm__need need = {0};
-			struct hm_table_info info;
-			struct hm_table_caps min;
-
-			hm_table_abort(o->table);
-			e = 0;
-			for (uint32_t i = 0; i < b->nparts && attempt == 0; i++) {
-				struct hm_msg m;
-
-				hm_require(hm_proto_decode(o->dec, hm__batch_part(b, i),
-							   b->part_len[i], &m) == 0);
-				for (uint32_t k = 0; k < m.batch.b.nchanges; k++)
-					hm__need_add(&need, &m.batch.b.changes[k]);
-			}
-			hm_table_writer_info(o->table, &info);
-			hm__need_caps(&info, &need, &min);
-			if ((e = hm_table_grow(o->table, attempt == 0 ? &min : NULL)) != 0)
-				break;
-			continue;
-		}
-		break;
-	}
-	if (e != 0) {
-		hm_table_abort(o->table);
-		hm__batch_unref(b);
-		return e;
-	}
-	if ((e = hm_table_commit(o->table, o->epoch, b->seq)) != 0) {
-		hm__batch_unref(b);
-		return e;
-	}
-	hm_table_writer_info(o->table, &info);
-	if (memcmp(info.digest, b->digest, 16) != 0 || info.apps != b->apps ||
-	    info.domains != b->domains || info.dynos != b->dynos) {
-		hm__batch_unref(b);
-		return HM_EDIGEST;
-	}
-	hm__reqcache_put(o->reqs, b->req_id, b->seq);
-	hm__syncsrv_publish(o->ss, b, pos);
-	hm__batch_unref(b);
-	return 0;
-}
+/* ---- Start-up: recovery ---------------------------------------------------------------------- */
 
 static int recover(struct origin *o)
 {
-	struct hm__jrecover r = {0};
+	struct hm__store_recovery r = {.rc = o->rc};
 	struct hm_table_info info;
 	uint64_t snap_seq;
 	bool loaded;
 	int e;
 
-	if ((e = load_snapshot(o, &loaded, &snap_seq)) != 0)
+	if ((e = o->store->ops->recover(o->store, &r)) != 0)
 		return e;
-	r.epoch = o->epoch;
-	r.after_seq = snap_seq;
-	r.batch = replay_batch;
-	r.ctx = o;
-	if ((e = hm__journal_recover(o->cfg->data, &r)) != 0) {
-		hm_log(HM_LOG_ERR, "origin", "journal recovery failed: %s", r.err);
-		return e;
-	}
-	if (!loaded && r.records == 0 && secret_wanted()) {
+	loaded = r.loaded;
+	snap_seq = o->snapshot_seq = r.snapshot_seq;
+	if (!loaded && r.records == 0 && secret_wanted() && !o->may_refuse) {
 		/* A fresh data directory: the cluster secret is part of its state at seq 0, in the
 		 * first snapshot written below, so every edge has it from its first load. */
 		uint8_t v[AFFINITY_SECRET_LEN];
@@ -1336,7 +1180,7 @@ static int recover(struct origin *o)
 		if ((e = install_snapshot(o, path)) != 0)
 			return e;
 	} else {
-		hm__journal_drop_covered(o->cfg->data, o->snapshot_seq);
+		o->store->ops->covered(o->store, o->snapshot_seq);
 	}
 	return 0;
 }
@@ -1354,8 +1198,9 @@ static void final_close(uv_timer_t *t)
 	struct origin *o = t->data;
 
 	/* Everything acknowledged is durable and answered: only closing and freeing remain. */
-	hm__journal_stop(o->journal);
-	o->journal = NULL;
+	if (o->store != NULL)
+		o->store->ops->close(o->store);
+	o->store = NULL;
 	hm__exit_deadline(3000, "origin");
 	if (o->ls != NULL)
 		hm__listeners_stop(o->ls);
@@ -1418,6 +1263,18 @@ static void begin_close(struct origin *o)
 	uv_timer_start(&o->linger_timer, final_close, LINGER_MS, 0);
 }
 
+/* A store that cannot answer (etcd unreachable) does not hold a stop for ever: the batch in
+ * flight is committed or not, and its client retries elsewhere either way. */
+static void stop_anyway(uv_timer_t *t)
+{
+	struct origin *o = t->data;
+
+	hm_log(HM_LOG_WARNING, "origin",
+	       "stopping with seq %" PRIu64 " unresolved: the store has not answered (%s)",
+	       o->head_seq, o->store_stale ? o->store_why : "no answer yet");
+	begin_close(o);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
 	struct origin *o = s->data;
@@ -1433,6 +1290,8 @@ static void on_signal(uv_signal_t *s, int signum)
 	uv_timer_stop(&o->maint_timer);
 	if (o->pend_head == NULL)
 		begin_close(o);
+	else if (o->may_refuse)
+		uv_timer_start(&o->linger_timer, stop_anyway, STOP_UNRESOLVED_MS, 0);
 }
 
 /* ---- Run ------------------------------------------------------------------------------------- */
@@ -1557,49 +1416,57 @@ static int open_sockets(struct origin *o)
 	return 0;
 }
 
+static const struct hm__store_events store_events = {
+    .durable = on_durable,
+    .refused = on_refused,
+    .foreign = on_foreign,
+    .ready = on_ready,
+    .stale = on_stale,
+    .fatal = on_fatal,
+};
+
 static int setup(struct origin *o)
 {
 	const struct hm__origin_cfg *cfg = o->cfg;
-	struct hm__journal_cfg jc = {0};
-	char path[PATH_MAX], err[PATH_MAX + 256];
+	struct hm__store_cfg sc = {.dir = cfg->data,
+				   .spec = cfg->store,
+				   .etcd_ca = cfg->etcd_ca,
+				   .etcd_cert = cfg->etcd_cert,
+				   .segment_bytes = (uint64_t)cfg->segment};
+	char err[PATH_MAX + 256];
 	int e;
 
-	if ((e = mkdir_p(cfg->data, 0700)) != 0) {
-		hm_log(HM_LOG_ERR, "origin", "cannot create %s: %s", cfg->data, strerror(-e));
+	if ((e = hm__store_new(&o->store, &o->loop, &sc, &store_events, o, err, sizeof(err))) !=
+		0 ||
+	    (e = o->store->ops->open(o->store, err, sizeof(err))) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "%s", err);
 		return e;
 	}
-	snprintf(path, sizeof(path), "%s/lock", cfg->data);
-	if ((o->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
-		hm_log(HM_LOG_ERR, "origin", "cannot open %s: %s", path, strerror(errno));
-		return -errno;
-	}
-	if (flock(o->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-		hm_log(HM_LOG_ERR, "origin", "%s is in use by another origin", cfg->data);
-		return -EBUSY;
-	}
-	if ((e = load_epoch(o)) != 0)
-		return e;
+	o->epoch = o->store->epoch;
+	o->may_refuse = (o->store->ops->flags & HM__STORE_MAY_REFUSE) != 0;
 	if ((e = hm_table_writer_open(&o->table, NULL, NULL, 0, 0)) != 0 ||
 	    (e = hm_proto_decoder_new(&o->dec)) != 0 ||
 	    (e = hm__reqcache_new(&o->reqs, REQCACHE_SIZE)) != 0 ||
+	    (e = hm__staging_new(&o->staging, (uint64_t)cfg->max_request)) != 0 ||
 	    (e = hm__syncsrv_new(&o->ss, cfg->data, o->epoch, (uint64_t)cfg->ring)) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot start: %s", hm_strerror(e));
 		return e;
 	}
+	o->rc = (struct hm__recover_ctx){.dir = cfg->data,
+					 .epoch = o->epoch,
+					 .table = &o->table,
+					 .dec = o->dec,
+					 .reqs = o->reqs,
+					 .ss = o->ss};
 	if ((e = recover(o)) != 0)
 		return e;
-	jc.dir = cfg->data;
-	jc.epoch = o->epoch;
-	jc.segment_bytes = (uint64_t)cfg->segment;
-	jc.durable = on_journal_durable;
-	jc.ctx = o;
-	if ((e = hm__journal_start(&o->journal, &jc, o->head_seq + 1, err, sizeof(err))) != 0) {
+	if ((e = o->store->ops->start(o->store, o->head_seq + 1, err, sizeof(err))) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "%s", err);
 		return e;
 	}
 	if (!has_affinity_secret(o) && secret_wanted()) {
-		/* A data directory from before the secret existed: it becomes the next batch,
-		 * delivered to the edges as a change. */
+		/* A data directory from before the secret existed, or shared state (etcd) without
+		 * one yet: it becomes the next batch, delivered to the edges as a change. */
 		uint8_t v[AFFINITY_SECRET_LEN];
 		struct hm_change c = new_affinity_secret(v);
 
@@ -1635,7 +1502,6 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 	if (o == NULL)
 		return 1;
 	o->cfg = cfg;
-	o->lock_fd = -1;
 	if ((o->tls.cur = cfg->tls) != NULL)
 		hm__tls_ref(o->tls.cur);
 	o->child = 0;
@@ -1674,26 +1540,24 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 		uv_run(&o->loop, UV_RUN_DEFAULT);
 	}
 	/* Every nng socket is closed and every aio stopped: now nothing calls back. */
-	hm__journal_stop(o->journal); /* already stopped unless start-up failed */
 	for (int i = 0; i < NCTL; i++)
 		if (o->ctls[i].aio != NULL)
 			nng_aio_free(o->ctls[i].aio);
 	hm__syncsrv_free(o->ss);
 	hm__listeners_free(o->ls);
-	while (o->staged != NULL)
-		staged_drop(o, &o->staged);
+	hm__staging_free(o->staging);
+	while (o->q_head != NULL) {
+		struct queued *q = o->q_head;
+
+		o->q_head = q->next;
+		hm__request_fini(&q->req);
+		free(q);
+	}
 	while (o->pend_head != NULL) {
 		struct pending *p = o->pend_head;
 
 		o->pend_head = p->next;
-		while (p->waiters != NULL) {
-			struct waiter *w = p->waiters;
-
-			p->waiters = w->next;
-			free(w);
-		}
-		hm__batch_unref(p->b);
-		free(p);
+		free_pending(p);
 	}
 	hm__reqcache_free(o->reqs);
 	hm__txwatch_fini(&o->pub_watch);
@@ -1702,8 +1566,6 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 	hm__mailbox_fini(&o->mb);
 	if (uv_loop_close(&o->loop) != 0)
 		hm_log(HM_LOG_WARNING, "origin", "libuv loop not empty at exit");
-	if (o->lock_fd >= 0)
-		close(o->lock_fd);
 	hm__tls_unref(o->tls.cur);
 	if (code == 0)
 		hm_log(HM_LOG_NOTICE, "origin", "stopped at seq %" PRIu64, o->published_seq);

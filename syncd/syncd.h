@@ -12,6 +12,8 @@ struct hm__tls;
 struct hm__origin_cfg {
 	char *control, *publish, *sync, *data, *admin, *node, *log_level;
 	char *tls_cert, *tls_ca, *control_ca; /* NULL: not given */
+	char *store;			      /* NULL: the journal in data; "etcd:URL,..." */
+	char *etcd_ca, *etcd_cert;	      /* PEM files for etcd's TLS; NULL: not given */
 	bool insecure_plaintext;
 	struct hm__tls *tls;   /* loaded by main from the files above; NULL without TLS */
 	int64_t compact_after; /* bytes of journal since the last snapshot before compacting */

@@ -293,6 +293,49 @@ START_TEST(operations_and_errors)
 }
 END_TEST
 
+/* The open batch's digest and counts, as the origin's etcd store reads them before it commits:
+ * what hm_table_commit() then publishes, and nothing published before it. */
+START_TEST(batch_info_before_commit)
+{
+	struct hm_table_writer *w;
+	struct hm_table_info open, pub, after;
+	struct hm_change c1 = app_put("a", 0, 0, 0);
+	struct hm_change c2 = dyno_put("a", "web.1", "10.0.0.1:5000", HM_DYNO_UP);
+
+	ck_assert_int_eq(hm_table_writer_open(&w, NULL, NULL, 0, 0), 0);
+	ck_assert_int_eq(hm_table_batch_info(w, &open), -EINVAL); /* no batch open */
+	ck_assert_int_eq(hm_table_begin(w), 0);
+	ck_assert_int_eq(hm_table_commit(w, 1, 0), 0);
+	hm_table_writer_info(w, &pub);
+	ck_assert_int_eq(hm_table_begin(w), 0);
+	ck_assert_int_eq(hm_table_apply(w, &c1), 0);
+	ck_assert_int_eq(hm_table_apply(w, &c2), 0);
+	ck_assert_int_eq(hm_table_batch_info(w, &open), 0);
+	ck_assert_uint_eq(open.apps, 1);
+	ck_assert_uint_eq(open.dynos, 1);
+	hm_table_writer_info(w, &after); /* the published version has not moved */
+	ck_assert_mem_eq(after.digest, pub.digest, HM_DIGEST_LEN);
+	ck_assert_uint_eq(after.apps, 0);
+	ck_assert_int_eq(hm_table_commit(w, 1, 1), 0);
+	hm_table_writer_info(w, &after);
+	ck_assert_mem_eq(after.digest, open.digest, HM_DIGEST_LEN);
+	ck_assert_uint_eq(after.apps, open.apps);
+	ck_assert_uint_eq(after.dynos, open.dynos);
+	/* An aborted batch leaves the next one's info starting from the published state. */
+	ck_assert_int_eq(hm_table_begin(w), 0);
+	ck_assert_int_eq(
+	    hm_table_apply(w, &(struct hm_change){.op = HM_OP_APP_RM, .app = "a", .app_len = 1}),
+	    0);
+	hm_table_abort(w);
+	ck_assert_int_eq(hm_table_begin(w), 0);
+	ck_assert_int_eq(hm_table_batch_info(w, &open), 0);
+	ck_assert_mem_eq(open.digest, after.digest, HM_DIGEST_LEN);
+	ck_assert_uint_eq(open.apps, 1);
+	hm_table_abort(w);
+	hm_table_writer_close(w);
+}
+END_TEST
+
 static int collect(void *ctx, const struct hm_change *c)
 {
 	int *counts = ctx;
@@ -1061,6 +1104,7 @@ static Suite *make_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, lookup_rules);
 	tcase_add_test(tc, operations_and_errors);
+	tcase_add_test(tc, batch_info_before_commit);
 	tcase_add_test(tc, foreach_and_resolve);
 	tcase_add_test(tc, digest_order_independence);
 	tcase_add_test(tc, growth_and_limits);

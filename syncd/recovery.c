@@ -1,0 +1,241 @@
+/*
+ * Start-up recovery, shared by the origin's stores: the epoch file, the newest snapshot, and one
+ * batch record applied to the validation table the way a replay applies it (recovery.h).
+ *
+ * A batch is applied whole or not at all: a change the table cannot hold aborts the table batch,
+ * grows the table once to what the whole batch may need (capacity.h) and applies it again; the
+ * digest and counts the record carries are then checked against the table's, so a record that
+ * does not reproduce the state it was made from is refused rather than served.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/errors.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "syncd/capacity.h"
+#include "syncd/journal.h"
+#include "syncd/recovery.h"
+#include "syncd/snapfile.h"
+
+int hm__mkdir_p(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+	size_t n = strlen(path);
+
+	if (n >= sizeof(buf))
+		return -ENAMETOOLONG;
+	memcpy(buf, path, n + 1);
+	for (char *p = buf + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) != 0 && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) != 0 && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+/* Reads DIR/epoch, or creates it for a fresh directory. */
+
+int hm__write_epoch(const char *dir, uint64_t epoch)
+{
+	char path[PATH_MAX], tmp[PATH_MAX], text[64];
+	int fd, n;
+
+	snprintf(path, sizeof(path), "%s/epoch", dir);
+	n = snprintf(text, sizeof(text), "%016" PRIx64 "\n", epoch);
+	snprintf(tmp, sizeof(tmp), "%s/epoch.tmp", dir);
+	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600)) < 0 ||
+	    write(fd, text, (size_t)n) != n || fsync(fd) != 0 || close(fd) != 0 ||
+	    rename(tmp, path) != 0 || hm_fsync_path(dir, false) != 0) {
+		hm_log(HM_LOG_ERR, "origin", "cannot create %s: %s", path, strerror(errno));
+		return -EIO;
+	}
+	return 0;
+}
+
+int hm__recover_epoch(const char *dir, uint64_t *epoch)
+{
+	char path[PATH_MAX], text[64];
+	uint64_t *a = NULL, *b = NULL, *c = NULL;
+	int fd, nj, ns, e;
+	ssize_t r;
+
+	*epoch = 0;
+	snprintf(path, sizeof(path), "%s/epoch", dir);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+		uint8_t be[8];
+
+		r = read(fd, text, sizeof(text) - 1);
+		close(fd);
+		if (r < 16 || hm_unhex(text, 16, be, 8) != 0) {
+			hm_log(HM_LOG_ERR, "origin", "%s is not 16 hex digits", path);
+			return HM_ECORRUPT;
+		}
+		for (int i = 0; i < 8; i++)
+			*epoch = *epoch << 8 | be[i];
+		if (*epoch == 0) {
+			hm_log(HM_LOG_ERR, "origin", "%s holds epoch 0", path);
+			return HM_ECORRUPT;
+		}
+		return 0;
+	}
+	if (errno != ENOENT) {
+		hm_log(HM_LOG_ERR, "origin", "cannot read %s: %s", path, strerror(errno));
+		return -errno;
+	}
+	nj = hm__journal_list(dir, &a);
+	ns = hm__snap_list(dir, &b, &c);
+	free(a);
+	free(b);
+	free(c);
+	if (nj > 0 || ns > 0) {
+		hm_log(HM_LOG_ERR, "origin", "%s has a journal or snapshots but no epoch file",
+		       dir);
+		return HM_ECORRUPT;
+	}
+	while (*epoch == 0)
+		hm_random_bytes(epoch, sizeof(*epoch));
+	if ((e = hm__write_epoch(dir, *epoch)) != 0)
+		return e;
+	hm_log(HM_LOG_NOTICE, "origin", "new data directory %s: epoch %016" PRIx64, dir, *epoch);
+	return 0;
+}
+
+static void reqs_from_snapshot(void *ctx, const uint8_t id[16], uint64_t seq)
+{
+	hm__reqcache_put(ctx, id, seq);
+}
+
+int hm__recover_snapshot(const struct hm__recover_ctx *rc, bool *loaded, uint64_t *seq)
+{
+	uint64_t *seqs, *ids;
+	int n = hm__snap_list(rc->dir, &seqs, &ids), e = 0;
+	char path[PATH_MAX];
+
+	*seq = 0;
+	*loaded = false;
+	if (n < 0) {
+		hm_log(HM_LOG_ERR, "origin", "cannot list %s: %s", rc->dir, strerror(-n));
+		return n;
+	}
+	for (int i = 0; i < n; i++) {
+		struct hm__snapfile *s;
+
+		hm__snap_path(rc->dir, seqs[i], ids[i], path, sizeof(path));
+		if ((e = hm__snap_open(&s, path, true)) != 0) {
+			hm_log(HM_LOG_WARNING, "origin", "skipping snapshot %s: %s", path,
+			       hm_strerror(e));
+			continue;
+		}
+		if (hm__snap_info(s)->epoch != rc->epoch) {
+			hm_log(HM_LOG_WARNING, "origin", "skipping snapshot %s: another epoch",
+			       path);
+			hm__snap_close(s);
+			continue;
+		}
+		e = hm__snap_load(s, *rc->table, rc->dec);
+		if (e != 0) {
+			hm_log(HM_LOG_WARNING, "origin", "skipping snapshot %s: %s", path,
+			       hm_strerror(e));
+			hm__snap_close(s);
+			hm_table_writer_close(*rc->table);
+			*rc->table = NULL;
+			if ((e = hm_table_writer_open(rc->table, NULL, NULL, 0, 0)) != 0)
+				break;
+			continue;
+		}
+		hm__snap_reqs(s, reqs_from_snapshot, rc->reqs);
+		*loaded = true;
+		*seq = hm__snap_info(s)->seq;
+		hm__syncsrv_snapshot(rc->ss, s);
+		hm_log(HM_LOG_INFO, "origin", "loaded snapshot %s (seq %" PRIu64 ")", path, *seq);
+		break;
+	}
+	free(seqs);
+	free(ids);
+	if (e != 0 && *rc->table == NULL)
+		return e;
+	if (!*loaded) {
+		/* No snapshot: the empty state, stamped with the epoch. */
+		hm_require(hm_table_begin(*rc->table) == 0);
+		if ((e = hm_table_commit(*rc->table, rc->epoch, 0)) != 0)
+			return e;
+	}
+	return 0;
+}
+
+/* Applies b's changes to the open table batch; HM_EFULL leaves it to the caller to grow. */
+static int apply_parts(const struct hm__recover_ctx *rc, const struct hm__batch *b)
+{
+	int e = 0;
+
+	for (uint32_t i = 0; i < b->nparts && e == 0; i++) {
+		struct hm_msg m;
+
+		e = hm_proto_decode(rc->dec, hm__batch_part(b, i), b->part_len[i], &m);
+		if (e == 0 && (m.type != HM_MSG_BATCH || m.batch.epoch != rc->epoch ||
+			       m.batch.b.seq != b->seq || m.batch.b.part != i ||
+			       m.batch.b.nparts != b->nparts))
+			e = HM_ECORRUPT;
+		for (uint32_t k = 0; e == 0 && k < m.batch.b.nchanges; k++)
+			e = hm_table_apply(*rc->table, &m.batch.b.changes[k]);
+	}
+	return e;
+}
+
+/* Grows the table to hold b: to what its changes may need the first time, doubling after. */
+static int grow_for_batch(const struct hm__recover_ctx *rc, const struct hm__batch *b, int attempt)
+{
+	struct hm__need need = {0};
+	struct hm_table_info info;
+	struct hm_table_caps min;
+
+	if (attempt > 0)
+		return hm_table_grow(*rc->table, NULL);
+	for (uint32_t i = 0; i < b->nparts; i++) {
+		struct hm_msg m;
+
+		hm_require(hm_proto_decode(rc->dec, hm__batch_part(b, i), b->part_len[i], &m) == 0);
+		for (uint32_t k = 0; k < m.batch.b.nchanges; k++)
+			hm__need_add(&need, &m.batch.b.changes[k]);
+	}
+	hm_table_writer_info(*rc->table, &info);
+	hm__need_caps(&info, &need, &min);
+	return hm_table_grow(*rc->table, &min);
+}
+
+int hm__recover_apply(const struct hm__recover_ctx *rc, const struct hm__batch *b)
+{
+	struct hm_table_info info;
+	int e;
+
+	for (int attempt = 0;; attempt++) {
+		hm_require(hm_table_begin(*rc->table) == 0);
+		e = apply_parts(rc, b);
+		if (e == 0)
+			break;
+		hm_table_abort(*rc->table);
+		if (e != HM_EFULL || attempt >= 40 || (e = grow_for_batch(rc, b, attempt)) != 0)
+			return e;
+	}
+	if ((e = hm_table_commit(*rc->table, rc->epoch, b->seq)) != 0)
+		return e;
+	hm_table_writer_info(*rc->table, &info);
+	if (memcmp(info.digest, b->digest, 16) != 0 || info.apps != b->apps ||
+	    info.domains != b->domains || info.dynos != b->dynos)
+		return HM_EDIGEST;
+	hm__reqcache_put(rc->reqs, b->req_id, b->seq);
+	return 0;
+}

@@ -1,0 +1,364 @@
+"""Origins on etcd (issue 13, docs/store-etcd.md): `hermod-syncd origin --store etcd:...`
+against a real etcd cluster on loopback (etcd_util).
+
+Several origins share one etcd: a change committed through any of them is published by all of
+them under the same (epoch, seq), and edges following either converge on the same digest; a
+request retried on another origin is applied once; a batch larger than etcd's request limit is
+staged and committed atomically; an origin restarted resumes from etcd; writes go on when one
+etcd member of three is SIGKILLed; an origin cut off from etcd stops acknowledging and says why;
+snapshots in etcd keep the log bounded; and the drill: the origin a hermodctl loop writes to is
+SIGKILLed, writes go on through the other, and an edge following both loses nothing.
+Without etcd installed the script exits 77 (skipped); deploy/dev installs it, so CI runs it.
+"""
+
+import json
+import os
+import signal
+import sys
+import threading
+import uuid
+
+import etcd_util as eu
+import hermod_test as ht
+import syncd_util as su
+from hermod_test import T, check, eq, fail, wait_for
+
+
+def origin(env, cluster, name, extra=(), wait=True):
+    spec = "etcd:" + ",".join(cluster.endpoints)
+    return su.Origin(env, name=name, extra=["--store", spec, "--node", name] + list(extra),
+                     wait=wait)
+
+
+def heads_equal(origins):
+    """True once every origin publishes the same (seq, digest); the common head."""
+    hs = [su.origin_head(o) for o in origins]
+    return hs[0] if all(h == hs[0] for h in hs) else None
+
+
+def wait_same(origins, seq=None, what="origins to agree"):
+    def ok():
+        h = heads_equal(origins)
+        return h if h is not None and (seq is None or h[0] >= seq) else None
+    return wait_for(ok, T(15), what)
+
+
+def app_changes(app, n, port=5000):
+    return [ht.ch_app(app)] + [ht.ch_dyno(app, "web.%d" % i, "127.0.0.1:%d" % (port + i))
+                               for i in range(n)]
+
+
+def test_two_origins_one_numbering(env):
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b")
+    ea = su.Edge(env, a, name="edge-a")
+    eb = su.Edge(env, b, name="edge-b")
+    sa, sb = a.status(), b.status()
+    eq(sa["epoch"], sb["epoch"], "one epoch for the cluster")
+    eq(sa["store"], "etcd", "store in status")
+    seqs = []
+    for i in range(6):
+        o = (a, b)[i % 2]
+        seqs.append(o.apply(app_changes("app%d" % i, 3)))
+    eq(seqs, sorted(seqs), "seqs in commit order")
+    eq(len(set(seqs)), 6, "every commit its own seq")
+    seq, digest = wait_same([a, b], seqs[-1])
+    su.wait_converged(a, [ea, eb])
+    su.wait_converged(b, [ea, eb])
+    for e in (ea, eb):
+        st = e.status()
+        eq((st["seq"], st["digest"]), (seq, digest), "%s holds the common head" % e.name)
+        eq(st["epoch"], sa["epoch"], "%s epoch" % e.name)
+    # What each origin published came from the other: both counted foreign batches.
+    check(a.status()["store_foreign"] > 0 and b.status()["store_foreign"] > 0,
+          "each origin learned the other's commits")
+    dumps = [o.ctl("--admin", o.admin, "--json", "dump", control=False) for o in (a, b)]
+    check(all(d.rc == 0 for d in dumps), "dumps: %r" % dumps)
+    da, db = (json.loads(d.out) for d in dumps)
+    da.pop("node"), db.pop("node")
+    eq(da, db, "both origins hold the same table")
+    eq(len(da["apps"]), 6, "the apps committed through both origins")
+
+
+def test_concurrent_writers_one_history(env):
+    """Two origins taking writes at once race for each seq: every request is committed exactly
+    once, in one order both origins publish, and the edges of both agree."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b")
+    ea = su.Edge(env, a, name="edge-a")
+    eb = su.Edge(env, b, name="edge-b")
+    seqs, errors = {}, []
+
+    def writer(o, tag):
+        for i in range(15):
+            try:
+                seqs["%s%d" % (tag, i)] = o.apply(app_changes("%s%d" % (tag, i), 2))
+            except ht.TestFailure as e:
+                errors.append(str(e))
+    ts = [threading.Thread(target=writer, args=(o, t)) for o, t in ((a, "a"), (b, "b"))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    check(not errors, "every apply succeeded: %s" % errors[:2])
+    eq(len(set(seqs.values())), 30, "30 commits, 30 distinct seqs")
+    seq, digest = wait_same([a, b], max(seqs.values()))
+    eq(seq, max(seqs.values()), "the head is the last commit")
+    su.wait_converged(a, [ea, eb])
+    dumps = [json.loads(o.ctl("--admin", o.admin, "--json", "dump", control=False).out)
+             for o in (a, b)]
+    eq(len(dumps[0]["apps"]), 30, "every app, once")
+    eq(dumps[0]["apps"], dumps[1]["apps"], "same apps on both")
+    conflicts = a.status()["store_conflicts"] + b.status()["store_conflicts"]
+    print("# %d conflicts resolved by validating again" % conflicts)
+
+
+def ctl_req(port, body):
+    s = su.sp_connect(port, su.PROTO_REQ)
+    try:
+        su.sp_send(s, body, header=su.REQ_ID)
+        return su.sp_recv(s, timeout=T(15))
+    finally:
+        s.close()
+
+
+def test_retried_request_applied_once(env):
+    """A request id committed through one origin and sent again to another is answered with the
+    same (epoch, seq) and not applied again, whether the second origin has already learned it
+    or validates it on top of an older head and loses the compare."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b")
+    pa, pb = su.port_of(a.control), su.port_of(b.control)
+    req = su.mp_ctl_req(uuid.uuid4().bytes, [[1, "once", False, False, 0]])
+    ra = ctl_req(pa, req)
+    seq, _ = wait_same([a, b])
+    rb = ctl_req(pb, req)
+    check(ra is not None and ra == rb,
+          "the same answer from both origins: %r vs %r" % (ra, rb))
+    eq(wait_same([a, b])[0], seq, "no seq for the retry")
+    # Both at once: one of them commits, the other answers from the winner's commit.
+    for i in range(5):
+        req = su.mp_ctl_req(uuid.uuid4().bytes, [[1, "race%d" % i, False, False, 0]])
+        out = [None, None]
+
+        def send(k, port):
+            out[k] = ctl_req(port, req)
+        ts = [threading.Thread(target=send, args=(k, p)) for k, p in enumerate((pa, pb))]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        check(out[0] is not None and out[0] == out[1], "race %d: one answer: %r" % (i, out))
+        seq += 1
+        eq(wait_same([a, b], seq)[0], seq, "race %d: one seq" % i)
+
+
+def test_large_batch_staged_atomically(env):
+    """A batch whose record is over etcd's request limit (1.5 MiB) is staged in chunk keys and
+    committed by one small txn: the other origin and its edge get all of it at one seq."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b")
+    eb = su.Edge(env, b, name="edge-b")
+    n = 40000
+    changes = [ht.ch_app("big")] + [
+        ht.ch_dyno("big", "web.%d" % i, "10.%d.%d.%d:%d" % (i >> 16, (i >> 8) & 255, i & 255,
+                                                            1000 + i % 5000))
+        for i in range(n)]
+    seq = a.apply(changes, timeout=T(120))
+    st = a.status()
+    check(st["etcd_staged"] >= 1, "the batch was staged: %r" % st)
+    eq(wait_same([a, b], seq)[0], seq, "one seq for the whole batch")
+    su.wait_converged(b, [eb], timeout=T(60))
+    eq(b.status()["dynos"], n, "every dyno on the other origin")
+    eq(eb.status()["dynos"], n, "every dyno on its edge")
+    # A restarted origin reads the staged batch back from etcd.
+    b.restart()
+    eq(su.origin_head(b), su.origin_head(a), "restarted origin has the batch")
+    # Two large batches at once through both origins: the one that loses the compare drops its
+    # chunks, is validated again and staged anew; both end up committed, once each.
+    out = {}
+
+    def big(o, app):
+        ch = [ht.ch_app(app)] + [ht.ch_dyno(app, "web.%d" % i, "10.9.%d.%d:%d" % (
+            i >> 8 & 255, i & 255, 2000 + i)) for i in range(30000)]
+        out[app] = o.apply(ch, timeout=T(120))
+    ts = [threading.Thread(target=big, args=x) for x in ((a, "big-a"), (b, "big-b"))]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    eq(sorted(out), ["big-a", "big-b"], "both large batches acknowledged")
+    eq(len(set(out.values())), 2, "at two seqs")
+    wait_same([a, b], max(out.values()))
+    eq(b.status()["dynos"], n + 60000, "all of both, once")
+
+
+def test_restart_resumes(env):
+    """An origin stopped while others commit resumes at the common head from etcd, and its
+    edge follows without a full resync."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b")
+    ea = su.Edge(env, a, name="edge-a")
+    a.apply(app_changes("before", 2))
+    su.wait_converged(a, [ea])
+    a.stop()
+    for i in range(3):
+        b.apply(app_changes("while%d" % i, 2))
+    a.start()
+    seq, digest = wait_same([a, b])
+    eq(a.status()["epoch"], b.status()["epoch"], "same epoch after the restart")
+    su.wait_converged(a, [ea])
+    a.apply(app_changes("after", 1))
+    wait_same([a, b], seq + 1)
+    a.kill()  # SIGKILL: nothing to flush, etcd holds it all
+    a.start()
+    eq(wait_same([a, b])[0], seq + 1, "resumed after SIGKILL")
+
+
+def test_etcd_member_killed(env):
+    """Three etcd members; SIGKILL one (the leader), writes go on through both origins; the
+    member restarted catches up; nothing acknowledged is lost."""
+    c = eu.EtcdCluster(env, 3)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b")
+    seqs = [a.apply(app_changes("x0", 1))]
+    c.kill(c.leader_index())
+    c.wait_healthy()
+    for i in range(1, 7):
+        o = (a, b)[i % 2]
+        r = o.ctl("--timeout", "5s", "--reply-timeout", "%ds" % int(T(20)), "--json", "apply",
+                  "-", input=json.dumps({"changes": app_changes("x%d" % i, 1)}).encode())
+        check(r.rc == 0, "apply %d with a member down: %r" % (i, r))
+        seqs.append(r.json()["seq"])
+    eq(seqs, sorted(set(seqs)), "seqs increase, none twice")
+    down = [i for i, m in enumerate(c.members) if m.down][0]
+    c.restart(down)
+    seq, _ = wait_same([a, b], seqs[-1])
+    dump = json.loads(b.ctl("--admin", b.admin, "--json", "dump", control=False).out)
+    eq(sorted(x["app"] for x in dump["apps"]), sorted("x%d" % i for i in range(7)),
+       "every acknowledged change")
+
+
+def test_cut_off_from_etcd_stops_acknowledging(env):
+    """An origin that cannot reach etcd assigns no seq: its requests fail with the reason
+    (status stale, store_error), and it commits again when etcd is back."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a")
+    seq = a.apply(app_changes("before", 1))
+    c.kill(0)
+    wait_for(lambda: a.status()["stale"], T(15), "the origin to say it is stale")
+    st = a.status()
+    check(st["store_error"] and "etcd" in st["store_error"], "says why: %r" % st)
+    r = a.ctl("--timeout", "2s", "--reply-timeout", "%ds" % int(T(10)), "--json", "apply", "-",
+              input=json.dumps({"changes": app_changes("during", 1)}).encode())
+    check(r.rc != 0, "no acknowledgement without etcd: %r" % r)
+    check("etcd" in r.err or "etcd" in r.out, "the answer says why: %r" % r)
+    eq(a.status()["seq"], seq, "no seq assigned")
+    c.restart(0)
+    wait_for(lambda: not a.status()["stale"], T(15), "the origin to commit again")
+    eq(a.apply(app_changes("after", 1)), seq + 1, "the next seq, nothing skipped")
+
+
+def test_snapshots_bound_the_log(env):
+    """Under churn, an origin's compactions become snapshots in etcd (P/snap) and the log keys
+    the previous one covered are deleted, so the log stays bounded; an origin started afterwards
+    loads the snapshot from etcd and reaches the same head; etcd's history is compacted too."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a", extra=["--compact-after", "2000"])
+    t = eu.EtcdTool(env, c.endpoints)
+    a.apply(app_changes("churn", 5))
+    n = 0
+
+    def snapshots():
+        nonlocal n
+        n += 1
+        a.apply([ht.ch_dyno("churn", "web.%d" % (n % 5), "127.0.0.1:%d" % (6000 + n))])
+        return a.status()["etcd_snapshots"] >= 3
+    wait_for(snapshots, T(60), "three snapshots installed in etcd", interval=0.05)
+    head = a.status()["seq"]
+    logs = t.ok("range", "/hermod/log/", "/hermod/log0", 0)["count"]
+    check(0 < logs < head, "log keys bounded by the snapshots: %d keys for %d seqs" %
+          (logs, head))
+    eq(t.ok("range", "/hermod/snapfile/", "/hermod/snapfile0", 0)["count"] >= 1, True,
+       "the snapshot's pieces")
+    b = origin(env, c, "origin-b")
+    eq(wait_same([a, b])[0], head, "a new origin rebuilt the state from the snapshot")
+    eb = su.Edge(env, b, name="edge-b")
+    su.wait_converged(b, [eb])
+    b.apply(app_changes("after", 1))
+    eq(wait_same([a, b])[0], head + 1, "and commits on top of it")
+
+
+def test_behind_a_trimmed_log_restarts(env):
+    """An origin frozen (SIGSTOP) while another one's snapshots trim the log past its head finds
+    a gap when it wakes: it says so and exits 1 instead of serving a state it cannot complete;
+    started again, it loads the snapshot and follows."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a", extra=["--compact-after", "2000"])
+    b = origin(env, c, "origin-b")
+    a.apply(app_changes("trim", 5))
+    wait_same([a, b])
+    b.proc.send_signal(signal.SIGSTOP)
+    base = a.status()["etcd_snapshots"]
+    n = 0
+
+    def trimmed():
+        nonlocal n
+        n += 1
+        a.apply([ht.ch_dyno("trim", "web.%d" % (n % 5), "127.0.0.1:%d" % (7000 + n))])
+        return a.status()["etcd_snapshots"] >= base + 3
+    wait_for(trimmed, T(60), "snapshots to trim the log", interval=0.05)
+    b.proc.expected_exit = True
+    b.proc.send_signal(signal.SIGCONT)
+    eq(b.proc.wait(T(15)), 1, "the origin behind the log exits 1")
+    check("cannot follow" in b.proc.stderr(), "and says why: %s" % b.proc.tail())
+    b.start()
+    eq(wait_same([a, b])[0], a.status()["seq"], "restarted, it follows again")
+
+
+def test_sigkill_origin_under_writes_edge_on_both(env):
+    """The drill: a hermodctl loop given both origins writes while the origin it uses is
+    SIGKILLed. Every acknowledged change is on the edge that follows both origins, writes go on
+    through the other one, and the edge does no full resync."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b")
+    e = su.Edge(env, a, name="edge-both", publish=a.dial_publish + "," + b.dial_publish,
+                sync=a.dial_sync + "," + b.dial_sync)
+    a.apply([ht.ch_app("drill")])
+    su.wait_converged(a, [e])
+    snapshots = e.status()["snapshots"]
+    control = a.dial_control + "," + b.dial_control
+    acked, errors = [], []
+
+    def put(i):
+        r = a.ctl("--control", control, "--timeout", "5s", "--reply-timeout", "10s", "--json",
+                  "dyno", "put", "drill", "web.%d" % i, "127.0.0.1:%d" % (8000 + i),
+                  control=False)
+        (acked if r.rc == 0 else errors).append((i, r))
+    for i in range(10):
+        put(i)
+    a.kill()
+    for i in range(10, 25):
+        put(i)
+    check(not errors, "every write acknowledged, through the other origin: %r" % errors[:2])
+    seq = max(r.json()["seq"] for _, r in acked)
+    su.wait_converged(b, [e])
+    st = e.status()
+    eq(st["seq"], seq, "the edge at the last acknowledged seq")
+    eq(st["dynos"], 25, "every acknowledged change on the edge")
+    eq(st["snapshots"], snapshots, "no full resync")
+    a.start()
+    eq(wait_same([a, b])[0], seq, "the killed origin resumes at the common head")
+
+
+if __name__ == "__main__":
+    if not eu.available():
+        print("# test_origin_etcd.py: SKIP: etcd is not installed", flush=True)
+        sys.exit(77)
+    ht.run(globals())
