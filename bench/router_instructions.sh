@@ -10,13 +10,15 @@
 #   plain        an app without affinity, requests without a cookie
 #   plain+cookie the same app, requests carrying a cookie header as long as an affinity one
 #   affinity     an app with affinity, requests carrying a valid affinity cookie
-# Env: BUILD (build), N1 (2000), N2 (12000), MODE (ka | close).
+# Env: BUILD (build), N1 (2000), N2 (12000), MODE (ka | close | h2: HTTP/2 with prior knowledge,
+# the router with --h2c, 10 streams per connection).
 set -u
 BUILD=${BUILD:-build} N1=${N1:-2000} N2=${N2:-12000} MODE=${MODE:-ka}
 for t in valgrind h2load nginx curl; do command -v $t >/dev/null || { echo "missing $t"; exit 2; }; done
 router=$BUILD/router/hermod-router tablectl=$BUILD/tests/tools/hm-tablectl
 for f in "$router" "$tablectl"; do [ -x "$f" ] || { echo "no $f: build first"; exit 2; }; done
-BP=19701 MP=19702
+BP=19701 MP=19702 flags="" proto=(--h1)
+[ "$MODE" = h2 ] && flags=--h2c proto=(-m 10)
 PAD="Cookie: x-session=1765456789.web.1.AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdE"
 
 # instructions N AFFINITY EXTRA-HEADER: the worker's total instructions after N requests
@@ -33,7 +35,7 @@ C
 	echo '{"changes":[{"op":"app.put","app":"bench","affinity":'"$aff"'},{"op":"domain.put","domain":"bench.example.com","app":"bench"},{"op":"dyno.put","app":"bench","dyno":"web.1","addr":"127.0.0.1:'$BP'","state":"up"}]}' |
 		"$tablectl" --table "$W/table" apply - >/dev/null || exit 1
 	valgrind --tool=callgrind --trace-children=yes --callgrind-out-file="$W/cg.%p" \
-		"$router" --table "$W/table" --listen 127.0.0.1:$MP --workers 1 --access-log /dev/null \
+		"$router" --table "$W/table" --listen 127.0.0.1:$MP --workers 1 --access-log /dev/null $flags \
 		2>"$W/router.err" & router_pid=$!
 	for _ in $(seq 100); do curl -s -o /dev/null -H 'Host: bench.example.com' http://127.0.0.1:$MP/ && break; sleep 0.2; done
 	h=(-H ':authority: bench.example.com')
@@ -44,7 +46,7 @@ C
 	fi
 	[ -n "$extra" ] && h+=(-H "$extra")
 	[ "$MODE" = close ] && h+=(-H 'Connection: close')
-	h2load --h1 -n "$n" -c 10 "${h[@]}" http://127.0.0.1:$MP/ | grep -q "$n succeeded" ||
+	h2load "${proto[@]}" -n "$n" -c 10 "${h[@]}" http://127.0.0.1:$MP/ | grep -q "$n succeeded" ||
 		{ echo "requests failed" >&2; exit 1; }
 	kill $router_pid; wait $router_pid 2>/dev/null
 	for f in "$W"/cg.*; do grep -q on_acceptable "$f" && wk=$f; done

@@ -7,6 +7,7 @@
 #ifndef HM_ROUTER_CONFIG_T_H
 #define HM_ROUTER_CONFIG_T_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -35,6 +36,7 @@ struct hm__router_config {
 	int64_t backlog;
 	int64_t max_connections; /* per router; 0: derived from the file-descriptor limit */
 	int64_t head_budget;	 /* bytes per worker for buffers beyond the standard size */
+	bool h2c;		 /* prior-knowledge HTTP/2 on the plain listener, beside HTTP/1 */
 	/* Derived by main.c before forking. */
 	uint16_t port; /* the listening port (X-Forwarded-Port) */
 	int listen_fd;

@@ -110,6 +110,13 @@ struct hm__router_ctx {
 	struct hm__router_free *free_h1_reqs; /* HTTP/1 requests (h1.c) */
 	struct hm__router_free *free_xchgs;   /* struct hm__router_xchg (xchg.c) */
 	struct hm__router_free *free_dconns;  /* struct hm__router_dconn (upstream.c) */
+	struct hm__router_free *free_h2s;     /* HTTP/2 connections (h2proto.c) */
+	struct hm__router_free *free_h2xs;    /* HTTP/2 streams served by exchanges (h2proto.c) */
+	/* The HTTP/2 protocol's per-worker state (h2proto.c: its engine context, read buffer and
+	 * flush list), made with the first HTTP/2 connection; h2_free undoes it in
+	 * hm__router_ctx_fini (set with it: the context knows no protocol). */
+	void *h2;
+	void (*h2_free)(struct hm__router_ctx *ctx);
 };
 
 #endif

@@ -67,6 +67,8 @@ static void free_list(struct hm__router_free **list)
 
 void hm__router_ctx_fini(struct hm__router_ctx *ctx)
 {
+	if (ctx->h2_free != NULL)
+		ctx->h2_free(ctx);
 	hm__router_ctx_log_flush(ctx);
 	hm__router_alog_close(&ctx->alog);
 	uv_close((uv_handle_t *)&ctx->log_timer, NULL);
@@ -82,6 +84,8 @@ void hm__router_ctx_fini(struct hm__router_ctx *ctx)
 	free_list(&ctx->free_h1_reqs);
 	free_list(&ctx->free_xchgs);
 	free_list(&ctx->free_dconns);
+	free_list(&ctx->free_h2s);
+	free_list(&ctx->free_h2xs);
 }
 
 /*

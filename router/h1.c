@@ -815,9 +815,16 @@ static const struct hm__router_sock_cbs sock_cbs = {
 
 int hm__router_h1_open(struct hm__router_ctx *ctx, struct hm__router_sock *s)
 {
+	return hm__router_h1_open_with(ctx, s, NULL, 0);
+}
+
+int hm__router_h1_open_with(struct hm__router_ctx *ctx, struct hm__router_sock *s,
+			    struct hm__router_buf *in, uint32_t len)
+{
 	struct hm__router_h1 *c = hm__free_get(&ctx->free_h1s);
 
 	if (c == NULL && (c = malloc(sizeof(*c))) == NULL) {
+		hm__router_buf_put(&ctx->mem, in);
 		hm__router_sock_close(s);
 		return -ENOMEM;
 	}
@@ -831,6 +838,13 @@ int hm__router_h1_open(struct hm__router_ctx *ctx, struct hm__router_sock *s)
 	hm__router_ctx_conn_add(ctx, &c->conn, &conn_ops);
 	c->idle_since = now_ms(c);
 	arm(c, c->idle_since + (uint64_t)ctx->cfg->keepalive_timeout);
+	if (in != NULL && len > 0) {
+		c->in = in;
+		c->in_len = len;
+		input(c);
+		return 0;
+	}
+	hm__router_buf_put(&ctx->mem, in);
 	flow(c);
 	return 0;
 }

@@ -16,4 +16,12 @@
  */
 int hm__router_h1_open(struct hm__router_ctx *ctx, struct hm__router_sock *s);
 
+/*
+ * The same, for a connection whose first len bytes were read already into in (a buffer from
+ * ctx->mem, NULL if len is 0), by an opener that looked at them to choose the protocol (--h2c).
+ * in becomes the connection's (it is given back on error too).
+ */
+int hm__router_h1_open_with(struct hm__router_ctx *ctx, struct hm__router_sock *s,
+			    struct hm__router_buf *in, uint32_t len);
+
 #endif

@@ -143,6 +143,7 @@ struct hm__router_h2_stream {
 	bool discard;	   /* request body not wanted: consume it as it comes */
 	bool deferred;	   /* nghttp2's data provider is waiting for spans */
 	bool head_method;  /* HEAD request: responses carry no body */
+	bool peek_last;	   /* the last body_peek ended with the body's last byte */
 	uint8_t body_mode; /* enum hm__h2_body_mode */
 	uint8_t rs;	   /* enum hm__h2_resp_state */
 	uint8_t cf;	   /* enum hm__h2_chunk_state */

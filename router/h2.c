@@ -68,7 +68,11 @@ void hm__h2_leave(struct hm__router_h2_conn *c)
 
 void hm__h2_wake(struct hm__router_h2_conn *c)
 {
-	if (c->busy > 0 || c->woken || c->state == HM__H2_DEAD || c->ctx->ops.wakeup == NULL)
+	/* Only for output there is: a wake-up without any (a consume below nghttp2's threshold for
+	 * a WINDOW_UPDATE) would leave the flag set with nothing for the caller to take, and the
+	 * next real output would wake nobody. */
+	if (c->busy > 0 || c->woken || c->state == HM__H2_DEAD || c->ctx->ops.wakeup == NULL ||
+	    !hm__router_h2_conn_want_write(c))
 		return;
 	c->woken = true;
 	c->ctx->ops.wakeup(c);

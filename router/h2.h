@@ -212,6 +212,10 @@ int hm__router_h2_stream_body_peek(struct hm__router_h2_stream *s, struct iovec 
 void hm__router_h2_stream_body_consume(struct hm__router_h2_stream *s, size_t n);
 /* The whole body (chunked end and trailers included) has been consumed, or there was none. */
 bool hm__router_h2_stream_body_done(const struct hm__router_h2_stream *s);
+/* The iovecs the last body_peek gave end with the body's last byte (or there is no body). */
+bool hm__router_h2_stream_body_last(const struct hm__router_h2_stream *s);
+/* The stream's window is spent on bytes not yet consumed: no more body can come until some is. */
+bool hm__router_h2_stream_body_full(const struct hm__router_h2_stream *s);
 
 /* The client's RST_STREAM code (HM__H2_CLOSE_RESET), or the code the stream was reset with. */
 uint32_t hm__router_h2_stream_code(const struct hm__router_h2_stream *s);

@@ -442,10 +442,17 @@ int hm__router_h2_stream_body_peek(struct hm__router_h2_stream *s, struct iovec 
 	const char *last;
 	int k = 0;
 
+	s->peek_last = true;
 	if (s->discard || s->body_mode == HM__H2_BODY_NONE)
 		return 0;
-	if (s->body_mode == HM__H2_BODY_RAW)
-		return ring_iov(s, s->r_len, iov, cap);
+	s->peek_last = false;
+	if (s->body_mode == HM__H2_BODY_RAW) {
+		k = ring_iov(s, s->r_len, iov, cap);
+		/* Two iovecs always cover the ring. */
+		s->peek_last = s->req_ended &&
+			       (k == 2 || s->r_len == 0 || (k == 1 && iov[0].iov_len == s->r_len));
+		return k;
+	}
 	if (s->cf == HM__H2_CF_IDLE) {
 		if (s->r_len > 0) {
 			char t[8];
@@ -482,14 +489,18 @@ int hm__router_h2_stream_body_peek(struct hm__router_h2_stream *s, struct iovec 
 		k = add(iov, k, cap, crlf + s->cf_crlf, (size_t)(2 - s->cf_crlf));
 		break;
 	case HM__H2_CF_LAST:
+		s->peek_last = true;
 		return add(iov, 0, cap, last + s->tr_pos, (size_t)(last_len - s->tr_pos));
 	default:
+		s->peek_last = s->cf == HM__H2_CF_DONE;
 		return 0;
 	}
 	/* This chunk takes all the payload there is and the request has ended: the last chunk
 	 * can go in the same write. */
-	if (s->req_ended && s->r_len == s->cf_left)
+	if (s->req_ended && s->r_len == s->cf_left && k < cap) {
 		k = add(iov, k, cap, last, last_len);
+		s->peek_last = true;
+	}
 	return k;
 }
 
@@ -561,6 +572,16 @@ bool hm__router_h2_stream_body_done(const struct hm__router_h2_stream *s)
 	default:
 		return s->discard || s->cf == HM__H2_CF_DONE;
 	}
+}
+
+bool hm__router_h2_stream_body_last(const struct hm__router_h2_stream *s)
+{
+	return s->peek_last;
+}
+
+bool hm__router_h2_stream_body_full(const struct hm__router_h2_stream *s)
+{
+	return !s->discard && !s->req_ended && s->ring != NULL && s->r_len == s->ring_cap;
 }
 
 int hm__router_h2_stream_status(const struct hm__router_h2_stream *s)

@@ -2,7 +2,10 @@
  * Buffers, their budget, and writes that try the socket first (see iobuf.h).
  *
  * Free lists only grow to what the busiest moment needed (bounded by the connections, at most a
- * few buffers each, and --max-connections); FREE_BUFS_MAX caps the buffers kept idle.
+ * few buffers each, and --max-connections); FREE_BUFS_MAX caps the buffers kept idle (32 MiB).
+ * It is sized for HTTP/2, where one connection carries up to 128 exchanges at once, each with a
+ * dyno buffer and the dyno's request head: 50 clients with 10 streams each hold about 1000
+ * buffers at their peak, and a cap below that frees and mallocs buffers on every request.
  */
 #include "router/iobuf.h"
 
@@ -12,7 +15,7 @@
 
 #include "router/list.h"
 
-#define FREE_BUFS_MAX 512
+#define FREE_BUFS_MAX 2048
 
 struct hm__router_wreq {
 	uv_write_t req;

@@ -92,6 +92,9 @@ static const struct hm_opt options[] = {
 	 .def = "0", .min = 0, .max = 1 << 26, .arg = "N",
 	 .help = "client connections per router, shared evenly by the workers; at the limit a "
 		 "worker stops accepting (0: from the file-descriptor limit)"},
+	{.name = "h2c", .type = HM_OPT_BOOL, .offset = OFF(h2c),
+	 .help = "also serve HTTP/2 with prior knowledge (h2c) on the listener: a connection that "
+		 "opens with the HTTP/2 preface speaks HTTP/2, any other HTTP/1.x"},
 	{.name = "head-budget", .type = HM_OPT_SIZE, .offset = OFF(head_budget), .def = "32MiB",
 	 .min = 1 << 20, .max = 1ll << 34, .arg = "SIZE",
 	 .help = "memory per worker for heads larger than 16 KiB (beyond it: 400)"},

@@ -45,6 +45,9 @@ struct hm__router_sock_ops {
 	void (*read_stop)(struct hm__router_sock *s);
 	/* Returns 0 (all taken), 1 (queued: cbs->written follows) or a negative error. */
 	int (*writev)(struct hm__router_sock *s, uv_buf_t *b, unsigned n);
+	/* Writes what the transport takes at once of b[0..n) (any n), queuing nothing: returns the
+	 * bytes taken (0 when it takes none now, or has writes queued) or a negative error. */
+	ssize_t (*try_writev)(struct hm__router_sock *s, const uv_buf_t *b, unsigned n);
 	/* No more writes: the peer sees the end of the stream after what is queued. */
 	int (*shutdown)(struct hm__router_sock *s);
 	void (*close)(struct hm__router_sock *s);

@@ -67,6 +67,13 @@ static int tcp_writev(struct hm__router_sock *s, uv_buf_t *b, unsigned n)
 	return hm__router_writev(&s->ctx->mem, (uv_stream_t *)&s->tcp, b, n, tcp_written, s);
 }
 
+static ssize_t tcp_try_writev(struct hm__router_sock *s, const uv_buf_t *b, unsigned n)
+{
+	int r = uv_try_write((uv_stream_t *)&s->tcp, b, n);
+
+	return r == UV_EAGAIN ? 0 : r;
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
 	struct hm__router_sock *s = req->data;
@@ -99,6 +106,7 @@ static const struct hm__router_sock_ops tcp_ops = {
     .read_start = tcp_read_start,
     .read_stop = tcp_read_stop,
     .writev = tcp_writev,
+    .try_writev = tcp_try_writev,
     .shutdown = tcp_shutdown,
     .close = tcp_close,
 };

@@ -43,6 +43,14 @@ static inline int hm__router_sock_writev(struct hm__router_sock *s, uv_buf_t *b,
 	return s->ops->writev(s, b, n);
 }
 
+/* Writes what the transport takes now of b[0..n), any n: the bytes taken, or a negative
+ * error. Nothing is queued: the caller offers the rest again, or queues it with writev. */
+static inline ssize_t hm__router_sock_try_writev(struct hm__router_sock *s, const uv_buf_t *b,
+						 unsigned n)
+{
+	return s->ops->try_writev(s, b, n);
+}
+
 static inline int hm__router_sock_shutdown(struct hm__router_sock *s)
 {
 	return s->ops->shutdown(s);

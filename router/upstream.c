@@ -499,6 +499,25 @@ void hm__router_upstream_released(struct hm__router_upstream *up)
 	flow(up);
 }
 
+struct hm__router_buf *hm__router_upstream_take_buf(struct hm__router_upstream *up)
+{
+	struct hm__router_dconn *dc = up->conn;
+	struct hm__router_buf *b;
+
+	if (dc == NULL || dc->in == NULL)
+		return NULL;
+	b = dc->in;
+	dc->in = NULL;
+	dc->in_len = dc->in_off = 0;
+	/* Not reusable: its response was not consumed whole. */
+	up->rs.dyno_close = true;
+	if (dc->flags & HM__DC_READING) {
+		uv_read_stop((uv_stream_t *)&dc->tcp);
+		dc->flags &= (uint8_t)~HM__DC_READING;
+	}
+	return b;
+}
+
 int hm__router_upstream_collect_trailers(struct hm__router_upstream *up)
 {
 	if (up->tbuf == NULL && (up->tbuf = hm__router_buf_get(&up->ctx->mem, 0)) == NULL)

@@ -75,6 +75,11 @@ static inline void hm__router_upstream_hold(struct hm__router_upstream *up)
 	up->flags |= HM__UPF_HELD;
 }
 
+/* The buffer body() gave bytes from, taken away from the connection (which will not be reused
+ * nor read into it again), for an owner that keeps referencing them after the request; NULL if
+ * there is none. The caller gives it back with hm__router_buf_put(). */
+struct hm__router_buf *hm__router_upstream_take_buf(struct hm__router_upstream *up);
+
 /* The owner no longer references bytes body() gave it: the buffer may be compacted, reading
  * resumes and what is already buffered is parsed. */
 void hm__router_upstream_released(struct hm__router_upstream *up);

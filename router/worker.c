@@ -2,7 +2,7 @@
  * A worker process: one libuv loop that accepts on the listening socket inherited from the
  * master, the table reader, the access-log batching, and the signals a worker answers
  * (SIGTERM/SIGINT: drain; SIGHUP: reopen logs). The connections themselves are their
- * protocol's (h1.c over sock.c); what every layer below shares is the context (ctx.h).
+ * protocol's (h1.c or h2proto.c over sock.c); what every layer below shares is the context (ctx.h).
  *
  * A worker starts from a plain fork of the master, which runs no libuv of its own, so nothing
  * of libuv is shared between processes.
@@ -22,6 +22,7 @@
 #include "common/util.h"
 #include "router/ctx.h"
 #include "router/h1.h"
+#include "router/h2proto.h"
 #include "router/rand.h"
 #include "router/sock.h"
 #include "router/upstream.h"
@@ -220,13 +221,18 @@ static void on_accept_retry(uv_timer_t *t)
 		accept_set(w, w->ctx.nconns < w->max_clients ? ACCEPT_POLLING : ACCEPT_FULL);
 }
 
-/* Serves an accepted client: plain TCP and HTTP/1.x (the protocol and transport a listener
- * would choose: TLS and ALPN, or an HTTP/2 preface, come with their own openers). */
+/* Serves an accepted client over plain TCP: HTTP/1.x, or with --h2c whichever of HTTP/1.x and
+ * HTTP/2 (prior knowledge) its first bytes speak. A transport that knows the protocol (TLS and
+ * ALPN "h2") calls hm__router_h2p_open() instead. */
 static void client_open(struct hm__router_worker *w, int fd, const struct sockaddr *peer)
 {
 	struct hm__router_sock *s;
 
-	if (hm__router_sock_open_tcp(&w->ctx, fd, peer, &s) == 0)
+	if (hm__router_sock_open_tcp(&w->ctx, fd, peer, &s) != 0)
+		return;
+	if (w->cfg->h2c)
+		hm__router_h2p_sniff(&w->ctx, s);
+	else
 		hm__router_h1_open(&w->ctx, s);
 }
 

@@ -144,6 +144,16 @@ struct hm__router_client_ops {
 	/* The response went out whole (a tunnel ended after the dyno closed). The protocol goes on
 	 * with the connection (keep-alive, the next pipelined request) or ends it. */
 	void (*done)(void *cs);
+
+	/*
+	 * The exchange ends (any way but done) while the protocol still holds response bytes it
+	 * took with send() or end() returning 1 and no hm__router_xchg_sent() followed: b is the
+	 * dyno buffer they point into, now the protocol's, to give back with hm__router_buf_put()
+	 * once it writes or drops them. Called before the ending op (or inside
+	 * hm__router_xchg_cancel). NULL for a protocol whose ending closes its transport, which
+	 * cancels its queued writes (HTTP/1): the buffer then goes back with the dyno connection.
+	 */
+	void (*adopt)(void *cs, struct hm__router_buf *b);
 };
 
 /* What the exchange is told about its client (borrowed for the exchange's life). */

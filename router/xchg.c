@@ -190,10 +190,25 @@ struct hm__router_xchg *hm__router_xchg_new(struct hm__router_ctx *ctx)
 
 /* The exchange is over: its count and its dyno connection go back (to the pool if reuse and the
  * response allows), and the object to the free list. Its log line is written. */
+/* The exchange ends: response bytes the protocol still references must outlive the dyno
+ * connection, so their buffer becomes the protocol's (client op adopt). */
+static void hand_over(struct hm__router_xchg *x)
+{
+	struct hm__router_buf *b;
+
+	if (!(x->flags & HM__XF_OUT_BUSY) || x->ops->adopt == NULL)
+		return;
+	x->flags &= (uint16_t)~HM__XF_OUT_BUSY;
+	b = hm__router_upstream_take_buf(&x->up);
+	if (b != NULL)
+		x->ops->adopt(x->cs, b);
+}
+
 static void end(struct hm__router_xchg *x, bool reuse)
 {
 	struct hm__router_ctx *ctx = x->ctx;
 
+	hand_over(x);
 	inflight_release(x);
 	hm__router_upstream_end(&x->up, reuse);
 	hm__gauge_add(&ctx->slot->c.inflight, -1);
@@ -273,6 +288,7 @@ static void fail_desc(struct hm__router_xchg *x, enum hm__router_code code, int 
 	void *cs = x->cs;
 	bool head_out = x->state >= HM__XS_RECV;
 
+	hand_over(x);
 	hm__router_upstream_drop(&x->up);
 	inflight_release(x);
 	x->code = (uint8_t)code;

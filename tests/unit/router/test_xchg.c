@@ -4,22 +4,23 @@
  * log line, on one libuv loop with scripted dynos (xchg_env.c).
  *
  * Each case is data (cases[] below) and runs once per driver it names: "fake", a client protocol
- * written here in the shape HTTP/2 has, and "h1", the real HTTP/1 protocol over a socketpair. The
- * expectations are the client's (status, body, a cut, trailers) and the log line's (code, status,
- * dyno, bytes), the same for every driver unless a field says otherwise. An HTTP/2 driver runs
- * the same table.
+ * written here in the shape HTTP/2 has, "h1", the real HTTP/1 protocol over a socketpair, and
+ * "h2", the real HTTP/2 protocol with nghttp2's client on the other end. The expectations are the
+ * client's (status, body, a cut, trailers) and the log line's (code, status, dyno, bytes), the
+ * same for every driver unless a field says otherwise.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "tests/unit/hm_check.h"
 #include "tests/unit/router/xchg_env.h"
 
-enum { DRV_FAKE = 1, DRV_H1 = 2, DRV_ALL = 3 };
+enum { DRV_FAKE = 1, DRV_H1 = 2, DRV_H2 = 4, DRV_ALL = 7 };
 
-static const struct driver *const drivers[] = {&fake_driver, &h1_driver};
-#define NDRIVERS 2
+static const struct driver *const drivers[] = {&fake_driver, &h1_driver, &h2_driver};
+#define NDRIVERS 3
 
 struct want {
 	int status;	  /* the client's; -1: not checked */
@@ -32,6 +33,7 @@ struct want {
 	const char *trailers;
 	int continues;
 	bool set_cookie;
+	bool adopted; /* fake only: see struct outcome */
 };
 
 struct xcase {
@@ -50,6 +52,7 @@ struct xcase {
 	bool dyno_unsent; /* dyno 0 could not write everything (the router stopped reading) */
 	int enobufs;	  /* fake: response spans refused first */
 	const char *tunnel_probe; /* sent through a tunnel and echoed */
+	size_t long_path;	  /* req: a GET of a path this long */
 	struct want want[2];
 };
 
@@ -197,7 +200,12 @@ static const struct xcase cases[] = {
      .stop_reading = true,
      .idle_timeout = 200,
      .dyno_unsent = true,
-     .want = {{.status = -1, .cut = true, .code = "H28", .log_status = 499, .bytes = -2}}},
+     .want = {{.status = -1,
+	       .cut = true,
+	       .code = "H28",
+	       .log_status = 499,
+	       .bytes = -2,
+	       .adopted = true}}},
     {.name = "dyno not reading an upload: 503 H15, the client held back",
      .ndynos = 1,
      .dyno = {WEB1(D_NO_READ, NULL)},
@@ -218,6 +226,10 @@ static const struct xcase cases[] = {
      .want = {{.status = 200, .body = "hello", .log_status = 200, .bytes = 5},
 	      {.status = 200, .body = "hello", .log_status = 200, .bytes = 5}}},
     {.name = "a stale pooled connection: a POST is not sent twice (H13)",
+     /* HTTP/2 opens the second stream only when the first has ended, a moment the dyno's close
+      * may or may not have reached the pool by: only the drivers that have the second request
+      * in the router at once can say which case it meets. */
+     .drivers = DRV_FAKE | DRV_H1,
      .ndynos = 1,
      .dyno = {WEB1(D_CLOSE_LATER, OK_HELLO)},
      .req = "POST /p HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\n\r\nabc",
@@ -283,14 +295,22 @@ static const struct xcase cases[] = {
      .tunnel_probe = "ping",
      .want = {{.status = 101, .cut = true, .body = "ping", .log_status = 101, .bytes = 0}}},
     {.name = "101 to a protocol without tunnels: 502 H25",
-     .drivers = DRV_FAKE,
+     .drivers = DRV_FAKE | DRV_H2,
      .ndynos = 1,
      .dyno = {WEB1(D_ECHO, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n"
 			   "Upgrade: websocket\r\n\r\n")},
      .req = "GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
 	    "\r\n",
      .want = {{.status = 502, .code = "H25", .log_status = 502, .bytes = -1}}},
+    {.name = "a request line over 8 KiB: 414 H26, logged, no exchange",
+     .drivers = DRV_H1 | DRV_H2,
+     .ndynos = 1,
+     .dyno = {WEB1(D_ANSWER, OK_HELLO)},
+     .long_path = 9000,
+     .want = {{.status = 414, .code = "H26", .log_status = 414, .bytes = -1}}},
     {.name = "a malformed request head: 400 H26, logged, no exchange",
+     /* HTTP/2 without :authority or Host is a stream error nghttp2 answers itself (a reset,
+      * no log line: docs/h2.md) */
      .drivers = DRV_H1,
      .ndynos = 1,
      .dyno = {WEB1(D_ANSWER, OK_HELLO)},
@@ -372,9 +392,14 @@ static void check_outcome(const struct xcase *c, const struct want *w, const str
 			      "%s [%s %d]: body \"%s\" (%zu bytes)", c->name, drv, i, o->body,
 			      o->body_len);
 	}
-	ck_assert_str_eq(o->trailers, w->trailers != NULL ? w->trailers : "");
+	/* Field names are case-insensitive (HTTP/2 sends them lowercased). */
+	ck_assert_msg(strcasecmp(o->trailers, w->trailers != NULL ? w->trailers : "") == 0,
+		      "%s [%s %d]: trailers \"%s\"", c->name, drv, i, o->trailers);
 	ck_assert_int_eq(o->continues, w->continues);
 	ck_assert_int_eq(o->set_cookie, w->set_cookie);
+	if (strcmp(drv, "fake") == 0)
+		ck_assert_msg(o->adopted == w->adopted, "%s [%s %d]: adopted %d", c->name, drv, i,
+			      o->adopted);
 }
 
 START_TEST(run_case)
@@ -407,7 +432,13 @@ START_TEST(run_case)
 	e.quit_when_seen = c->quit_when_seen;
 	e.release_on_response = c->release_on_response;
 	e.tunnel_probe = c->tunnel_probe;
-	if (c->req != NULL)
+	if (c->long_path > 0) {
+		req = malloc(c->long_path + 64);
+		ck_assert_ptr_nonnull(req);
+		memcpy(req, "GET /", 5);
+		memset(req + 5, 'a', c->long_path - 1);
+		strcpy(req + 4 + c->long_path, " HTTP/1.1\r\nHost: app.test\r\n\r\n");
+	} else if (c->req != NULL)
 		req = strdup(c->req);
 	else if (c->release_on_response)
 		req = with_body("PUT", 100000, "");

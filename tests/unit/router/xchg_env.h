@@ -2,13 +2,14 @@
  * A harness for the router's exchange (router/xchg.c) on one libuv loop: a worker context with
  * a routing table of its own, scripted dynos listening on loopback, and client drivers that
  * send a request the way one client protocol does and record what the client gets back. The
- * cases in test_xchg.c are data; each runs against every driver that can express it, so the
- * HTTP/2 protocol, once wired, is one more driver for the same cases.
+ * cases in test_xchg.c are data; each runs against every driver that can express it.
  *
  * Drivers: "fake" (xchg_fake.c) is a client protocol written in the test that speaks to the
  * exchange directly, with the shape HTTP/2 has (payload without framing, trailers apart, no
  * tunnel, a protocol that may refuse bytes for now); "h1" (xchg_h1.c) is the real HTTP/1
- * protocol (router/h1.c) over a socketpair whose other end the test writes and reads.
+ * protocol (router/h1.c) over a socketpair whose other end the test writes and reads; "h2"
+ * (xchg_h2.c) is the real HTTP/2 protocol (router/h2proto.c and the engine) with nghttp2's client
+ * session on the other end.
  */
 #ifndef HM_TESTS_UNIT_ROUTER_XCHG_ENV_H
 #define HM_TESTS_UNIT_ROUTER_XCHG_ENV_H
@@ -59,6 +60,8 @@ struct outcome {
 	char body[256];	    /* their first bytes */
 	char trailers[256]; /* trailer fields received, "name: value\n" each */
 	bool body_stuck;    /* request body bytes were still with the client at the end */
+	bool adopted;	    /* fake: the exchange ended while the protocol held response bytes and
+			     * handed their buffer over (client op adopt) */
 };
 
 #define MAX_DYNOS 3
@@ -81,7 +84,7 @@ struct driver {
 	void (*teardown)(struct env *e);
 };
 
-extern const struct driver fake_driver, h1_driver;
+extern const struct driver fake_driver, h1_driver, h2_driver;
 
 /* fake only: the next n response spans are refused with -ENOBUFS (a full protocol queue). */
 void fake_enobufs(struct env *e, int n);

@@ -27,12 +27,13 @@ struct fake {
 	char *raw;	  /* the request: head then body (owned) */
 	size_t len, held; /* its length; body bytes not given yet */
 	uint32_t head_end;
-	size_t consumed; /* body bytes the exchange consumed */
-	bool responded;	 /* a response head was taken (it cannot be replaced any more) */
-	bool stopped;	 /* the client reads nothing more */
-	int enobufs;	 /* send() refuses this many times first */
-	bool pending;	 /* a send was taken but not "written" (stopped) */
-	int open_timers; /* while closing: timers whose close callback has not run */
+	size_t consumed;    /* body bytes the exchange consumed */
+	bool responded;	    /* a response head was taken (it cannot be replaced any more) */
+	bool stopped;	    /* the client reads nothing more */
+	int enobufs;	    /* send() refuses this many times first */
+	bool pending;	    /* a send was taken but not "written" (stopped) */
+	const char *held_p; /* the last bytes taken while pending */
+	int open_timers;    /* while closing: timers whose close callback has not run */
 };
 
 static struct fake *fake_of(struct env *e)
@@ -137,6 +138,7 @@ static int op_send(void *cs, const char *p, size_t n)
 	outcome_body(cur(f), p, n);
 	if (f->stopped && n > 0) {
 		f->pending = true;
+		f->held_p = p;
 		return 1;
 	}
 	return 0;
@@ -196,6 +198,18 @@ static void op_done(void *cs)
 	}
 }
 
+/* The exchange ends while this protocol holds response bytes: the buffer they are in is now
+ * ours (as HTTP/2 keeps it until the spans it queued are written). */
+static void op_adopt(void *cs, struct hm__router_buf *b)
+{
+	struct fake *f = cs;
+
+	ck_assert(f->pending);
+	ck_assert(f->held_p >= b->data && f->held_p < b->data + b->cap);
+	cur(f)->adopted = true;
+	hm__router_buf_put(&f->e->ctx.mem, b);
+}
+
 static const struct hm__router_client_ops ops = {
     .arm = op_arm,
     .body_peek = op_body_peek,
@@ -208,6 +222,7 @@ static const struct hm__router_client_ops ops = {
     .error = op_error,
     .abort = op_abort,
     .done = op_done,
+    .adopt = op_adopt,
 };
 
 static void start(struct env *e, const char *request, size_t len, size_t held)
