@@ -103,7 +103,7 @@ static const struct hm__router_sock_ops tcp_ops = {
     .close = tcp_close,
 };
 
-static void peer_text(struct hm__router_sock *s, const struct sockaddr *sa)
+void hm__router_sock_peer_text(struct hm__router_sock *s, const struct sockaddr *sa)
 {
 	char buf[INET6_ADDRSTRLEN] = "";
 
@@ -135,6 +135,7 @@ int hm__router_sock_open_tcp(struct hm__router_ctx *ctx, int fd, const struct so
 	memset(s, 0, sizeof(*s));
 	s->ctx = ctx;
 	s->ops = &tcp_ops;
+	s->port = ctx->cfg->port;
 	uv_tcp_init(ctx->loop, &s->tcp);
 	s->tcp.data = s;
 	r = uv_tcp_open(&s->tcp, fd);
@@ -144,7 +145,7 @@ int hm__router_sock_open_tcp(struct hm__router_ctx *ctx, int fd, const struct so
 		return r;
 	}
 	hm__ctr_add(&ctx->slot->c.conns_total, 1);
-	peer_text(s, peer);
+	hm__router_sock_peer_text(s, peer);
 	*out = s;
 	return 0;
 }

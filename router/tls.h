@@ -135,6 +135,10 @@ int hm_tls_conn_send(struct hm_tls_conn *c, const void *plain, size_t n);
  */
 size_t hm_tls_conn_out(struct hm_tls_conn *c, const uint8_t **p);
 
+/* How many ciphertext bytes the connection has produced in its life (written or not): a writer
+ * that counts what it wrote knows when a given byte of output went out. */
+uint64_t hm_tls_conn_out_total(const struct hm_tls_conn *c);
+
 /* n bytes of hm_tls_conn_out() were written. When none remain, the buffer goes back to the
  * context's pool (an idle connection holds no output buffer). */
 void hm_tls_conn_out_done(struct hm_tls_conn *c, size_t n);
