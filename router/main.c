@@ -63,6 +63,11 @@ static const struct hm_opt options[] = {
 		 "table's path with .certs for .table)"},
 	DUR("tls-handshake-timeout", tls_handshake_timeout, "10s",
 	    "completing a TLS handshake (then the connection is closed)"),
+	{.name = "proxy-protocol", .type = HM_OPT_BOOL, .offset = OFF(proxy_protocol),
+	 .def = "false",
+	 .help = "every client connection (both listeners) starts with a PROXY protocol v1 or v2 "
+		 "header, as a load balancer sends it; the client's address comes from it, and a "
+		 "connection without a valid one is closed"},
 	{.name = "tls-max-handshakes", .type = HM_OPT_INT, .offset = OFF(tls_max_handshakes),
 	 .def = "256", .min = 1, .max = 1 << 20, .arg = "N",
 	 .help = "TLS handshakes in progress per worker; at the bound a worker stops accepting "
@@ -539,6 +544,7 @@ static void render_metrics(struct mclient *m)
 			hm__router_counters_add(&sum, &shm->slot[i].c, true);
 	table_metrics(&x);
 	x.tls = cfg.tls_listen != NULL;
+	x.proxy_protocol = cfg.proxy_protocol;
 	for (uint32_t i = 0; i < shm->nslots; i++) {
 		int64_t t = __atomic_load_n(&shm->slot[i].cert_soonest, __ATOMIC_RELAXED);
 		uint64_t n = __atomic_load_n(&shm->slot[i].certs, __ATOMIC_RELAXED);

@@ -185,6 +185,7 @@ void hm__router_counters_add(struct hm__router_counters *acc, const struct hm__r
 	for (size_t i = 0; i < HM_TLS_FAIL_COUNT; i++)
 		acc->tls_fail[i] += ld(&c->tls_fail[i]);
 	acc->tls_accept_paused += ld(&c->tls_accept_paused);
+	acc->proxy_refused += ld(&c->proxy_refused);
 	if (with_gauges) {
 		acc->tls_handshaking += __atomic_load_n(&c->tls_handshaking, __ATOMIC_RELAXED);
 		acc->inflight += __atomic_load_n(&c->inflight, __ATOMIC_RELAXED);
@@ -339,5 +340,10 @@ size_t hm__router_metrics_render(const struct hm__router_counters *c,
 	       "Access-log lines lost to write errors.", c->log_dropped);
 	if (x->tls)
 		tls_render(&o, c, x);
+	if (x->proxy_protocol)
+		single(&o, "counter", "hermod_proxy_protocol_refused_total",
+		       "Client connections closed because they did not start with a valid PROXY "
+		       "protocol header.",
+		       c->proxy_refused);
 	return o.full ? 0 : o.len;
 }

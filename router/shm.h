@@ -63,6 +63,7 @@ struct hm__router_counters {
 	uint64_t tls_full, tls_resumed;
 	uint64_t tls_fail[HM_TLS_FAIL_COUNT];
 	uint64_t tls_accept_paused;
+	uint64_t proxy_refused;	 /* connections closed for a missing or invalid PROXY header */
 	int64_t inflight;	 /* gauge */
 	int64_t conns_open;	 /* gauge */
 	int64_t tls_handshaking; /* gauge */
@@ -162,6 +163,7 @@ struct hm__router_metrics_extra {
 	uint32_t workers;
 	uint64_t worker_restarts;
 	bool tls;	      /* a TLS listener: its families are rendered */
+	bool proxy_protocol;  /* --proxy-protocol */
 	int64_t cert_soonest; /* soonest certificate expiry, Unix seconds (0: none) */
 	uint64_t certs;	      /* certificates in the store */
 };

@@ -94,10 +94,13 @@ struct hm__router_sock {
 	const struct hm__router_sock_cbs *cbs; /* the protocol's */
 	void *data;			       /* the protocol's object */
 	bool reading;
-	bool https;    /* TLS: X-Forwarded-Proto https, protocol=https, Secure cookies */
-	uint16_t port; /* the listener's port (X-Forwarded-Port) */
+	bool proxy_wait; /* --proxy-protocol: the PROXY header is still to come */
+	bool https;	 /* TLS: X-Forwarded-Proto https, protocol=https, Secure cookies */
+	uint16_t port;	 /* the listener's port (X-Forwarded-Port) */
 	uint8_t peer_len;
-	char peer[47]; /* the client's IP, text */
+	char peer[47];		    /* the client's IP, text (the PROXY header's, if any) */
+	struct hm__router_buf *pre; /* plain TCP, proxy_wait: the bytes read so far */
+	uint32_t pre_len;
 };
 
 /* A TLS client transport (from ctx->free_tls_socks): the transport the protocol sees, and the

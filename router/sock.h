@@ -22,6 +22,14 @@ int hm__router_sock_open_tcp(struct hm__router_ctx *ctx, int fd, const struct so
 void hm__router_sock_peer_text(struct hm__router_sock *s, const struct sockaddr *sa);
 
 /*
+ * --proxy-protocol: looks for the PROXY header at the start of the n bytes at p that s has
+ * read. Returns its length (s->peer is now the client's address it carries, s->proxy_wait is
+ * cleared), 0 (more bytes needed), or -EPROTO (not one: counted and logged; close s without
+ * routing anything).
+ */
+int hm__router_sock_proxy(struct hm__router_sock *s, const uint8_t *p, size_t n);
+
+/*
  * The TLS transports of a worker: t (the caller's, zeroed, with engine, store, open[],
  * timeout_ms and max_handshakes filled) becomes ctx->tls. Returns 0 or a libuv error.
  */

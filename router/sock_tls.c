@@ -36,14 +36,15 @@ enum tls_flag {
 	TF_ESTABLISHED = 1 << 2, /* a protocol is attached */
 	TF_WANT_READ = 1 << 3,	 /* the protocol reads */
 	TF_TCP_READING = 1 << 4,
-	TF_EOF = 1 << 5,	   /* the socket reached its end (or broke) */
-	TF_EOF_TOLD = 1 << 6,	   /* the protocol was told */
-	TF_MORE = 1 << 7,	   /* the engine may hold plaintext not yet delivered */
-	TF_SHUT_WANTED = 1 << 8,   /* close_notify and FIN once the queue is written */
-	TF_NOTIFIED = 1 << 9,	   /* close_notify queued */
-	TF_CLOSING = 1 << 10,	   /* the handle is closing */
-	TF_BROKEN = 1 << 11,	   /* no more writes */
-	TF_CLOSE_WRITTEN = 1 << 12 /* close once the output (an alert) is written */
+	TF_EOF = 1 << 5,	    /* the socket reached its end (or broke) */
+	TF_EOF_TOLD = 1 << 6,	    /* the protocol was told */
+	TF_MORE = 1 << 7,	    /* the engine may hold plaintext not yet delivered */
+	TF_SHUT_WANTED = 1 << 8,    /* close_notify and FIN once the queue is written */
+	TF_NOTIFIED = 1 << 9,	    /* close_notify queued */
+	TF_CLOSING = 1 << 10,	    /* the handle is closing */
+	TF_BROKEN = 1 << 11,	    /* no more writes */
+	TF_CLOSE_WRITTEN = 1 << 12, /* close once the output (an alert) is written */
+	TF_NOT_TLS = 1 << 13	    /* closed before TLS began (PROXY header): not a TLS failure */
 };
 
 #define TS(s) ((struct hm__router_tls_sock *)(void *)(s))
@@ -75,6 +76,8 @@ static void hs_end(struct hm__router_tls_sock *t)
 	hm__list_del(&t->hs_link);
 	ctx->tls->handshakes--;
 	hm__gauge_add(&c->tls_handshaking, -1);
+	if (t->tflags & TF_NOT_TLS)
+		return;
 	if (hm_tls_conn_established(t->tls)) {
 		hm__ctr_add(hm_tls_conn_resumed(t->tls) ? &c->tls_resumed : &c->tls_full, 1);
 		return;
@@ -96,6 +99,10 @@ static void on_hs_timer(uv_timer_t *h)
 
 		if (t->hs_start + w->timeout_ms > now)
 			break;
+		if (t->s.proxy_wait) { /* no PROXY header in time: no TLS was spoken */
+			t->tflags |= TF_NOT_TLS;
+			hm__ctr_add(&t->s.ctx->slot->c.proxy_refused, 1);
+		}
 		hm_tls_conn_timeout(t->tls);
 		tls_close(&t->s); /* unlinks it */
 	}
@@ -406,6 +413,23 @@ static void handshake(struct hm__router_tls_sock *t)
 	uint32_t avail = t->cin != NULL ? t->cin_len - t->cin_off : 0;
 	int r;
 
+	if (t->s.proxy_wait) {
+		/* --proxy-protocol: the PROXY header comes before the client hello. */
+		r = avail > 0
+			? hm__router_sock_proxy(&t->s, (uint8_t *)t->cin->data + t->cin_off, avail)
+			: 0;
+		if (r < 0 || (r == 0 && (t->tflags & TF_EOF))) {
+			t->tflags |= TF_NOT_TLS;
+			tls_close(&t->s);
+			return;
+		}
+		if (r == 0) {
+			tcp_update(t);
+			return;
+		}
+		t->cin_off += (uint32_t)r;
+		avail -= (uint32_t)r;
+	}
 	r = hm_tls_conn_recv(t->tls, avail > 0 ? t->cin->data + t->cin_off : NULL, avail, &used,
 			     NULL, 0, &got);
 	t->cin_off += (uint32_t)used;
@@ -626,6 +650,7 @@ int hm__router_sock_open_tls(struct hm__router_ctx *ctx, int fd, const struct so
 	s->ops = &tls_ops;
 	s->https = true;
 	s->port = ctx->cfg->tls_port;
+	s->proxy_wait = ctx->cfg->proxy_protocol;
 	hm__list_init(&t->hs_link);
 	hm__list_init(&t->pend_link);
 	r = hm_tls_conn_new(&t->tls, w->engine);
