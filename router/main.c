@@ -33,6 +33,7 @@
 #include "router/config-t.h"
 #include "router/http.h"
 #include "router/shm.h"
+#include "router/tls.h"
 #include "router/worker.h"
 
 #define SYNOPSIS                                                                                   \
@@ -772,6 +773,7 @@ int main(int argc, char **argv)
 	int npos = 0, r;
 	uint16_t mport;
 
+	hm_tls_mem_init(); /* before anything uses OpenSSL */
 	hm_log_set_ident("hermod-router");
 	if (pos == NULL)
 		return 1;

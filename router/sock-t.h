@@ -82,6 +82,7 @@ struct hm__router_tlsw {
 	uv_timer_t hs_timer;		   /* the oldest one's deadline */
 	struct hm__router_list pending;	   /* transports with input to deliver (read_start) */
 	uv_idle_t idle;			   /* delivers it on the next loop iteration */
+	char gather[16384]; /* a write's buffers copied together: one TLS record, not one each */
 };
 
 /* A client connection's transport (from ctx->free_socks). */

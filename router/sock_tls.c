@@ -138,6 +138,31 @@ static const struct hm__router_conn_ops hs_conn_ops = {
 /* ---- writing ----------------------------------------------------------------------------------
  */
 
+/*
+ * The next plaintext of w to encrypt: its first buffer, or, when it is followed by more and
+ * small, as much of them as one record holds copied together (a response head and its body
+ * become one record: one seal, 22 bytes of overhead, not one of each per buffer). The bytes are
+ * the same whenever it is asked again, as a retried write needs.
+ */
+static size_t gather(struct hm__router_tls_sock *t, struct hm__router_tls_wrec *w, const char **p)
+{
+	char *g = t->s.ctx->tls->gather;
+	size_t len = 0, cap = sizeof(t->s.ctx->tls->gather);
+
+	if (w->i + 1 == w->n || w->b[w->i].len >= cap / 2) {
+		*p = w->b[w->i].base;
+		return w->b[w->i].len;
+	}
+	for (unsigned i = w->i; i < w->n && len < cap; i++) {
+		size_t k = HM_MIN(w->b[i].len, cap - len);
+
+		memcpy(g + len, w->b[i].base, k);
+		len += k;
+	}
+	*p = g;
+	return len;
+}
+
 /* Encrypts the queued plaintext as far as the engine's output has room. 0 or UV_EPROTO. */
 static int encrypt(struct hm__router_tls_sock *t)
 {
@@ -147,20 +172,30 @@ static int encrypt(struct hm__router_tls_sock *t)
 		if (w->enc)
 			continue;
 		while (w->i < w->n) {
-			uv_buf_t *b = &w->b[w->i];
+			const char *p;
+			size_t n = gather(t, w, &p);
 			int r;
 
-			if (b->len == 0) {
+			if (n == 0) {
 				w->i++;
 				continue;
 			}
-			r = hm_tls_conn_send(t->tls, b->base, b->len);
+			r = hm_tls_conn_send(t->tls, p, n);
 			if (r < 0)
 				return UV_EPROTO;
 			if (r == 0)
 				return 0; /* the output is full: after the next write */
-			b->base += r;
-			b->len -= (size_t)r;
+			for (size_t left = (size_t)r;
+			     left > 0;) { /* the bytes taken, buffer by buffer */
+				uv_buf_t *b = &w->b[w->i];
+				size_t d = HM_MIN(left, b->len);
+
+				b->base += d;
+				b->len -= d;
+				left -= d;
+				if (b->len == 0)
+					w->i++;
+			}
 		}
 		w->enc = true;
 		w->ct_end = hm_tls_conn_out_total(t->tls);

@@ -48,6 +48,14 @@ enum hm_tls_fail {
 	    HM_TLS_FAIL_COUNT
 };
 
+/*
+ * Gives OpenSSL the worker's recycling allocator (tls_mem.c): the blocks it takes and gives back
+ * for every record go to bounded free lists instead of malloc and free. Call it once per process,
+ * first, before anything uses OpenSSL (main). Returns 0, -EBUSY if OpenSSL has allocated
+ * already, or -ENOTSUP in a sanitizer build (OpenSSL then keeps malloc).
+ */
+int hm_tls_mem_init(void);
+
 /* The label of a failure reason ("unrecognized_name"). Never NULL. */
 const char *hm_tls_fail_name(unsigned reason);
 
