@@ -429,7 +429,10 @@ static void established(struct hm__router_tls_sock *t)
 
 	hs_end(t);
 	t->tflags |= TF_ESTABLISHED | TF_MORE;
-	if (flush(t) != 0)
+	/* TLS 1.2 ends with the server's Finished, which the client waits for. What TLS 1.3 has
+	 * left (the session ticket) goes out with the first response instead: one write less
+	 * per connection, and nobody waits for a ticket. */
+	if (strcmp(hm_tls_conn_version(t->tls), "TLSv1.3") != 0 && flush(t) != 0)
 		t->tflags |= TF_BROKEN;
 	/* The engine offers by ALPN only what open[] has (worker.c); none chosen is HTTP/1.x. */
 	if (open == NULL)
@@ -517,8 +520,7 @@ static void deliver(struct hm__router_tls_sock *t)
 			t->tflags |= TF_MORE;
 		else
 			t->tflags &= (uint16_t)~TF_MORE;
-		if (flush(t) != 0) /* tickets, key updates, alerts */
-			t->tflags |= TF_BROKEN;
+		/* What reading produced (a KeyUpdate's answer) goes out with the next write. */
 		if (got > 0) {
 			s->cbs->read(s, (ssize_t)got);
 			continue;
