@@ -59,8 +59,6 @@ struct xcase {
 	{                                                                                          \
 		.name = "web.1", .beh = (b), .resp = (r)                                           \
 	}
-#define BIG    (4u << 20)
-#define UPLOAD (32u << 20) /* beyond what the sockets on the way can hold */
 
 /* A request with a body of n bytes of 'b', Content-Length framed. */
 static char *with_body(const char *method, size_t n, const char *extra)
@@ -194,10 +192,7 @@ static const struct xcase cases[] = {
      .want = {{.status = 0, .cut = true, .code = "H28", .log_status = 499, .bytes = -1}}},
     {.name = "client not reading a large response: 499 H28, the dyno held back",
      .ndynos = 1,
-     .dyno = {{.name = "web.1",
-	       .beh = D_BIG,
-	       .resp = "HTTP/1.1 200 OK\r\nContent-Length: 4194304\r\n\r\n",
-	       .big = BIG}},
+     .dyno = {{.name = "web.1", .beh = D_BIG}},
      .req = GET,
      .stop_reading = true,
      .idle_timeout = 200,
@@ -206,7 +201,7 @@ static const struct xcase cases[] = {
     {.name = "dyno not reading an upload: 503 H15, the client held back",
      .ndynos = 1,
      .dyno = {WEB1(D_NO_READ, NULL)},
-     .req = NULL, /* with_body("PUT", UPLOAD) */
+     .req = NULL, /* with_body("PUT", env_beyond_buffers()) */
      .idle_timeout = 200,
      .body_stuck = true,
      .want = {{.status = 503, .code = "H15", .log_status = 503, .bytes = -1}}},
@@ -417,7 +412,7 @@ START_TEST(run_case)
 	else if (c->release_on_response)
 		req = with_body("PUT", 100000, "");
 	else
-		req = with_body("PUT", UPLOAD, "");
+		req = with_body("PUT", env_beyond_buffers(), "");
 	len = strlen(req);
 	if (c->up_after_ms > 0) {
 		uv_timer_init(&e.loop, &up_timer);

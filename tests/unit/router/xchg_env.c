@@ -50,7 +50,8 @@ struct dyno {
 	uint16_t port;
 	int conns;
 	size_t body_read;
-	char *big; /* D_BIG's body bytes */
+	char *big;	   /* D_BIG's body bytes */
+	char big_head[96]; /* D_BIG without resp: the head announcing them */
 	struct dconn_t *c[DCONNS_MAX];
 	int nc;
 	struct hm__router_limits lim;
@@ -146,6 +147,8 @@ static void dyno_answer(struct dconn_t *c, bool whole)
 		if (!whole || c->answered)
 			return;
 		c->answered = true;
+		if (s->resp == NULL)
+			resp = c->d->big_head;
 		dyno_write(c, resp, strlen(resp));
 		dyno_write(c, c->d->big, s->big);
 		return;
@@ -305,9 +308,13 @@ static struct dyno *dyno_new(struct env *e, int index, const struct dyno_spec *s
 	d->hole_fd = -1;
 	hm__router_limits_request(&d->lim, 1 << 20);
 	if (spec->beh == D_BIG) {
-		d->big = malloc(spec->big);
+		if (d->spec.big == 0)
+			d->spec.big = env_beyond_buffers();
+		d->big = malloc(d->spec.big);
 		ck_assert_ptr_nonnull(d->big);
-		memset(d->big, 'x', spec->big);
+		memset(d->big, 'x', d->spec.big);
+		snprintf(d->big_head, sizeof(d->big_head),
+			 "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", d->spec.big);
 	}
 	if (spec->beh == D_REFUSE) {
 		d->port = free_port();
@@ -347,6 +354,39 @@ static void dyno_release(struct dyno *d)
 	}
 	free(d->big);
 	free(d);
+}
+
+/* The largest value of a sysctl list's last field (tcp_rmem's "min default max"), or 0. */
+static size_t sysctl_max(const char *path)
+{
+	char buf[128];
+	FILE *f = fopen(path, "r");
+	size_t n, v = 0;
+	char *last;
+
+	if (f == NULL)
+		return 0;
+	n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == ' ' || buf[n - 1] == '\t'))
+		buf[--n] = '\0';
+	last = strrchr(buf, '\t');
+	if (last == NULL)
+		last = strrchr(buf, ' ');
+	v = strtoull(last != NULL ? last + 1 : buf, NULL, 10);
+	return v;
+}
+
+size_t env_beyond_buffers(void)
+{
+	size_t r = sysctl_max("/proc/sys/net/ipv4/tcp_rmem"),
+	       w = sysctl_max("/proc/sys/net/ipv4/tcp_wmem");
+	size_t cr = sysctl_max("/proc/sys/net/core/rmem_max"),
+	       cw = sysctl_max("/proc/sys/net/core/wmem_max");
+	size_t n = 2 * (HM_MAX(r, cr) + HM_MAX(w, cw)) + (8u << 20);
+
+	return HM_MAX(n, (size_t)32 << 20);
 }
 
 size_t env_dyno_unsent(struct env *e, int i)
@@ -647,7 +687,8 @@ void outcome_body(struct outcome *o, const char *p, size_t n)
 	if (o->body_len < sizeof(o->body) - 1) {
 		size_t k = HM_MIN(n, sizeof(o->body) - 1 - o->body_len);
 
-		memcpy(o->body + o->body_len, p, k);
+		if (k > 0)
+			memcpy(o->body + o->body_len, p, k);
 		o->body[o->body_len + k] = '\0';
 	}
 	o->body_len += n;

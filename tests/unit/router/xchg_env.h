@@ -44,7 +44,8 @@ struct dyno_spec {
 	uint8_t state;	  /* enum hm_dyno_state; 0: up */
 	enum dyno_beh beh;
 	const char *resp; /* raw response bytes */
-	size_t big;	  /* D_BIG: body bytes after resp */
+	size_t big;	  /* D_BIG: body bytes after resp (0: env_beyond_buffers(), resp NULL: a
+			   * head announcing them) */
 };
 
 /* What a client got back for one request. */
@@ -129,6 +130,13 @@ bool env_log_field(const char *line, const char *field, char *out, size_t cap);
 /* Called by the drivers and the dynos. */
 void env_dyno_saw_request(struct env *e);
 void env_response_started(struct env *e);
+/*
+ * More bytes than every kernel buffer between two loopback sockets can hold on this machine (twice
+ * the largest TCP receive plus send buffer the sysctls allow, and 8 MiB): a peer that stops
+ * reading is certain to hold a writer of that many bytes back, whatever autotuning does.
+ */
+size_t env_beyond_buffers(void);
+
 /* Bytes the dyno with that index has been able to write of what it meant to (D_BIG). */
 size_t env_dyno_unsent(struct env *e, int i);
 /* Request body bytes dyno i has read. */

@@ -32,6 +32,7 @@ struct fake {
 	bool stopped;	 /* the client reads nothing more */
 	int enobufs;	 /* send() refuses this many times first */
 	bool pending;	 /* a send was taken but not "written" (stopped) */
+	int open_timers; /* while closing: timers whose close callback has not run */
 };
 
 static struct fake *fake_of(struct env *e)
@@ -268,9 +269,14 @@ static void stop_reading(struct env *e)
 	fake_of(e)->stopped = true;
 }
 
+/* Frees the driver once both of its timers have closed (libuv runs close callbacks in no
+ * promised order). */
 static void fake_closed(uv_handle_t *h)
 {
-	free(h->data);
+	struct fake *f = h->data;
+
+	if (--f->open_timers == 0)
+		free(f);
 }
 
 static void teardown(struct env *e)
@@ -284,7 +290,8 @@ static void teardown(struct env *e)
 	hm__router_msg_fini(&f->msg);
 	free(f->raw);
 	f->raw = NULL;
-	uv_close((uv_handle_t *)&f->later, NULL);
+	f->open_timers = 2;
+	uv_close((uv_handle_t *)&f->later, fake_closed);
 	uv_close((uv_handle_t *)&f->timer, fake_closed);
 	e->drv_state = NULL;
 }
