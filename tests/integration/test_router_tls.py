@@ -120,6 +120,25 @@ def fail_count(r, reason):
     return r.metric("hermod_tls_handshake_failures_total", 'reason="%s"' % reason) or 0
 
 
+def test_tls_listener_alone_with_the_store_beside_the_table(env):
+    pk = Pki(env)
+    # No --cert-store: the store is the table's path with .certs for .table.
+    put_cert(env.path("hermod.certs"), "default", pk.default)
+    d = env.dyno("web.1")
+    env.routing().app("app", [HOST], [(d.name, d.addr)])
+    port = hm.free_port()
+    p = env.start("router", [hm.binary("hermod-router"), "--table", env.table, "--tls-listen",
+                             "127.0.0.1:%d" % port, "--workers", "1"])
+    wait_for(lambda: hm.port_open(port), T(10), "the TLS listener")
+    with tls_conn(port, HOST) as c:
+        eq(peer_der(c), pk.default.der(), "the certificate from the derived store")
+        eq(get(c).status, 200, "HTTPS without a plain listener")
+    err = wait_for(lambda: "listening on" in p.stderr() and p.stderr(), T(10), "the start-up line")
+    line = [ll for ll in err.splitlines() if "listening on" in ll][0]
+    check("listening on TLS 127.0.0.1:%d with" % port in line, "only the TLS listener: %s" % line)
+    check(env.path("hermod.certs") in line, "the derived store named: %s" % line)
+
+
 # -- certificate selection ---------------------------------------------------------------------
 
 def test_sni_selects_exact_wildcard_default(env):
