@@ -360,6 +360,17 @@ def test_handshake_timeout(env):
     eq(r.metric("hermod_tls_handshakes_in_progress"), 0.0, "no handshake in progress")
 
 
+def accept_queue(port):
+    """Connections waiting in the kernel's accept queue of the listener on 127.0.0.1:port (a
+    listening socket's rx_queue in /proc/net/tcp)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == "0100007F:%04X" % port and fields[3] == "0A":
+                return int(fields[4].split(":")[1], 16)
+    return None
+
+
 def test_handshakes_in_progress_bounded(env):
     r, _, _ = setup(env, tls_max_handshakes=2, workers=1)
     held = [hm.Conn(r.tls_port) for _ in range(2)]
@@ -376,9 +387,10 @@ def test_handshakes_in_progress_bounded(env):
 
     t = threading.Thread(target=third)
     t.start()
-    wait_for(lambda: (r.metric("hermod_tls_accept_paused_total") or 0) >= 1, T(10),
-             "the TLS listener paused at the bound")
+    wait_for(lambda: accept_queue(r.tls_port) == 1, T(10),
+             "the third connection waiting in the listener's backlog")
     check(not result, "the third handshake waited in the backlog: %r" % result)
+    check((r.metric("hermod_tls_accept_paused_total") or 0) >= 1, "the pause is counted")
     eq(r.metric("hermod_tls_handshakes_in_progress"), 2.0, "still two in progress")
     # The plain listener is not held back.
     eq(hm.http_get(r.port, "/hello", HOST).status, 200, "plain HTTP while TLS is paused")
