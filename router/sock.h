@@ -31,13 +31,10 @@ int hm__router_sock_proxy(struct hm__router_sock *s, const uint8_t *p, size_t n)
 
 /*
  * The TLS transports of a worker: t (the caller's, zeroed, with engine, store, open[],
- * timeout_ms and max_handshakes filled) becomes ctx->tls. Returns 0 or a libuv error.
+ * timeout_ms and max_handshakes filled) becomes ctx->tls for the worker's life (a worker exits
+ * without undoing it). Returns 0 or a libuv error.
  */
 int hm__router_tls_start(struct hm__router_ctx *ctx, struct hm__router_tlsw *t);
-
-/* Closes the shared handles of ctx->tls (run the loop for their close callbacks). Its
- * transports must be closed. The engine and store stay the caller's. */
-void hm__router_tls_stop(struct hm__router_ctx *ctx);
 
 /*
  * A TLS transport for an accepted, non-blocking socket (ctx->tls must be set): the handshake

@@ -732,14 +732,3 @@ int hm__router_tls_start(struct hm__router_ctx *ctx, struct hm__router_tlsw *t)
 	ctx->tls = t;
 	return 0;
 }
-
-void hm__router_tls_stop(struct hm__router_ctx *ctx)
-{
-	struct hm__router_tlsw *t = ctx->tls;
-
-	if (t == NULL)
-		return;
-	uv_close((uv_handle_t *)&t->hs_timer, NULL);
-	uv_close((uv_handle_t *)&t->idle, NULL);
-	ctx->tls = NULL;
-}
