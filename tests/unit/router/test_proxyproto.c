@@ -111,7 +111,8 @@ static size_t v2(uint8_t *out, uint8_t cmd, uint8_t fam, const void *body, size_
 	out[13] = fam;
 	out[14] = (uint8_t)(len >> 8);
 	out[15] = (uint8_t)len;
-	memcpy(out + 16, body, len);
+	if (len > 0)
+		memmove(out + 16, body, len); /* body may be out + 16 itself */
 	return 16 + len;
 }
 
