@@ -1,12 +1,11 @@
 /*
  * The client transport: what a client connection's protocol (HTTP/1 now, HTTP/2 next) reads
  * from and writes to, behind a small ops table, as h2o's h2o_socket_t hides libuv and TLS and
- * nng's transports hide theirs. Plain TCP is the one implementation here (sock.c). A TLS
- * implementation over router/tls.c's memory engine slots in as a second ops table (reads:
- * ciphertext into its own buffer, hm_tls_conn_recv() into the protocol's; writes:
- * hm_tls_conn_send() then the ciphertext out; shutdown: close_notify first), and a PROXY v1/v2
- * preamble is read and stripped by the transport before the protocol sees a byte (the peer address
- * below is its). docs/router.md, "Layers", says where each goes.
+ * nng's transports hide theirs. Two implementations: plain TCP (sock.c) and TLS over
+ * router/tls.c's memory engine (sock_tls.c: ciphertext into its own buffer, hm_tls_conn_recv()
+ * into the protocol's; hm_tls_conn_send() then the ciphertext out; close_notify on shutdown; the
+ * protocol chosen by ALPN). With --proxy-protocol both read and strip a PROXY v1/v2 header before
+ * the protocol sees a byte (the peer address below is its). docs/router.md, "Layers".
  *
  * Types only: the functions are in router/sock.h.
  */
