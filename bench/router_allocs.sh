@@ -7,14 +7,17 @@
 # fills the free lists and the dyno pool), the worker's counters are read (SIGURG), the same
 # load runs again, and the counters are read once more: the difference divided by the requests
 # of the second load is the figure. Env: BUILD (build), DURATION (5s), CONNS (50), PROTO (h1: wrk
-# over HTTP/1.1 keep-alive; h2: h2load over HTTP/2 with prior knowledge, the router with --h2c,
-# STREAMS (10) concurrent streams per connection).
+# over HTTP/1.1 keep-alive; h2: h2load over HTTP/2, with prior knowledge (the router's --h2c) or
+# by ALPN over TLS, STREAMS (10) concurrent streams per connection), TLS=1 (the same over HTTPS
+# keep-alive: an ECDSA P-256 default certificate written into the store with hm-certstore-put,
+# the router's --tls-listen; handshakes happen in the warm-up only).
 set -u
 BUILD=${BUILD:-build} DURATION=${DURATION:-5s} CONNS=${CONNS:-50} PROTO=${PROTO:-h1} STREAMS=${STREAMS:-10}
 tools="wrk nginx"; flags=""
 [ "$PROTO" = h2 ] && tools="h2load nginx" flags="--h2c"
 for t in $tools; do command -v $t >/dev/null || { echo "missing $t"; exit 2; }; done
 router=$BUILD/router/hermod-router tablectl=$BUILD/tests/tools/hm-tablectl preload=$BUILD/bench/malloc_count.so
+certput=$BUILD/tests/tools/hm-certstore-put TLS=${TLS:-0}
 for f in "$router" "$tablectl" "$preload"; do [ -x "$f" ] || [ -f "$f" ] || { echo "no $f: build first"; exit 2; }; done
 W=$(mktemp -d /tmp/hermod-allocs.XXXX)
 pids=()
@@ -30,16 +33,25 @@ C
 nginx -c "$W/backend.conf" & pids+=($!)
 echo '{"changes":[{"op":"app.put","app":"bench"},{"op":"domain.put","domain":"bench.example.com","app":"bench"},{"op":"dyno.put","app":"bench","dyno":"web.1","addr":"127.0.0.1:'$BP'","state":"up"}]}' |
 	"$tablectl" --table "$W/table" apply - >/dev/null || exit 1
+tls=() url=http://127.0.0.1:$MP/
+if [ "$TLS" = 1 ]; then
+	SP=19503
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=bench.example.com \
+		-addext subjectAltName=DNS:bench.example.com -keyout "$W/key.pem" -out "$W/cert.pem" 2>/dev/null
+	"$certput" "$W/table.certs" put default "$W/cert.pem" "$W/key.pem" || exit 1
+	"$certput" "$W/table.certs" keys "$(head -c 80 /dev/urandom | od -An -tx1 | tr -d ' \n')" || exit 1
+	tls=(--tls-listen 127.0.0.1:$SP) url=https://127.0.0.1:$SP/
+fi
 LD_PRELOAD=$(realpath "$preload") MALLOC_COUNT_OUT="$W/counts" \
-	"$router" --table "$W/table" --listen 127.0.0.1:$MP --workers 1 $flags >/dev/null 2>"$W/router.err" & pids+=($!)
+	"$router" --table "$W/table" --listen 127.0.0.1:$MP "${tls[@]}" --workers 1 $flags >/dev/null 2>"$W/router.err" & pids+=($!)
 master=$!
 for i in $(seq 50); do curl -s -o /dev/null -H 'Host: bench.example.com' http://127.0.0.1:$MP/ && break; sleep 0.1; done
 worker=$(pgrep -P "$master" | head -1)
 [ -n "$worker" ] || { echo "no worker"; cat "$W/router.err"; exit 1; }
 if [ "$PROTO" = h2 ]; then
-	load() { h2load -c"$CONNS" -m"$STREAMS" -D"${DURATION%s}" -H ':authority: bench.example.com' "http://127.0.0.1:$MP/" | awk '/^requests:/{print $8}'; }
+	load() { h2load -c"$CONNS" -m"$STREAMS" -D"${DURATION%s}" -H ':authority: bench.example.com' "$url" | awk '/^requests:/{print $8}'; }
 else
-	load() { wrk -t1 -c"$CONNS" -d"$DURATION" -H 'Host: bench.example.com' "http://127.0.0.1:$MP/" | awk '/ requests in /{print $1}'; }
+	load() { wrk -t1 -c"$CONNS" -d"$DURATION" -H 'Host: bench.example.com' "$url" | awk '/ requests in /{print $1}'; }
 fi
 snap() { : > "$W/counts"; kill -URG "$worker"; sleep 0.2; sed -E 's/.*malloc=([0-9]+) calloc=([0-9]+) realloc=([0-9]+) memalign=([0-9]+) free=([0-9]+)/\1 \2 \3 \4 \5/' "$W/counts"; }
 read -r m0 c0 r0 a0 f0 < <(snap)

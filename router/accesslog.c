@@ -135,7 +135,7 @@ size_t hm__router_log_format(const struct hm__router_logrec *r, char *out)
 	o = PUT_LIT(o, " bytes=");
 	if (r->bytes >= 0)
 		o = put_i64(o, r->bytes);
-	o = PUT_LIT(o, " protocol=http\n");
+	o = r->https ? PUT_LIT(o, " protocol=https\n") : PUT_LIT(o, " protocol=http\n");
 	return (size_t)(o - out);
 }
 

@@ -33,6 +33,7 @@ struct hm__router_logrec {
 	int64_t service_ms;
 	int status; /* 0: unknown */
 	int64_t bytes;
+	bool https; /* protocol=https */
 };
 
 #define HM__LOG_PATH_MAX 4096 /* bytes of path logged (escaped, the line holds at most twice) */

@@ -13,7 +13,12 @@
 
 struct hm__router_config {
 	char *table;
-	char *listen;
+	char *listen; /* NULL: no plain listener (only --tls-listen) */
+	char *tls_listen;
+	char *cert_store; /* the node's certificate store (default: the table's path, .certs) */
+	int64_t tls_handshake_timeout;
+	int64_t tls_max_handshakes; /* TLS handshakes in progress per worker */
+	bool proxy_protocol;	    /* every connection starts with a PROXY v1/v2 header */
 	int64_t workers;
 	char *metrics;
 	char *affinity_secret_file;
@@ -38,8 +43,10 @@ struct hm__router_config {
 	int64_t head_budget;	 /* bytes per worker for buffers beyond the standard size */
 	bool h2c;		 /* prior-knowledge HTTP/2 on the plain listener, beside HTTP/1 */
 	/* Derived by main.c before forking. */
-	uint16_t port; /* the listening port (X-Forwarded-Port) */
-	int listen_fd;
+	uint16_t port;		     /* the listening port (X-Forwarded-Port) */
+	uint16_t tls_port;	     /* the TLS listening port */
+	int listen_fd;		     /* -1: none */
+	int tls_listen_fd;	     /* -1: none */
 	uint32_t worker_max_clients; /* each worker's share of max_connections */
 	/* affinity secret (owned): the file's, or a random one until the table's */
 	uint8_t *secret;

@@ -26,6 +26,7 @@
 #include "router/shm.h"
 
 struct hm__router_conn;
+struct hm__router_tlsw;
 
 /*
  * A free-list link. It is the first member of every object a layer keeps on a free list of the
@@ -98,6 +99,8 @@ struct hm__router_ctx {
 	struct hm__router_alog alog;
 	uv_timer_t log_timer;
 	bool log_armed;
+	/* The TLS transports' shared state (sock_tls.c); NULL without --tls-listen. */
+	struct hm__router_tlsw *tls;
 	/* Client connections. */
 	struct hm__router_list conns;
 	uint32_t nconns;
@@ -105,13 +108,14 @@ struct hm__router_ctx {
 	/* Called after a client connection has closed (its handles too); set by the owner. */
 	void (*conn_closed)(struct hm__router_ctx *ctx);
 	/* Free lists, one per layer's object. */
-	struct hm__router_free *free_socks;   /* struct hm__router_sock (sock.c) */
-	struct hm__router_free *free_h1s;     /* HTTP/1 connections (h1.c) */
-	struct hm__router_free *free_h1_reqs; /* HTTP/1 requests (h1.c) */
-	struct hm__router_free *free_xchgs;   /* struct hm__router_xchg (xchg.c) */
-	struct hm__router_free *free_dconns;  /* struct hm__router_dconn (upstream.c) */
-	struct hm__router_free *free_h2s;     /* HTTP/2 connections (h2proto.c) */
-	struct hm__router_free *free_h2xs;    /* HTTP/2 streams served by exchanges (h2proto.c) */
+	struct hm__router_free *free_socks;	/* struct hm__router_sock (sock.c) */
+	struct hm__router_free *free_tls_socks; /* struct hm__router_tls_sock (sock_tls.c) */
+	struct hm__router_free *free_h1s;	/* HTTP/1 connections (h1.c) */
+	struct hm__router_free *free_h1_reqs;	/* HTTP/1 requests (h1.c) */
+	struct hm__router_free *free_xchgs;	/* struct hm__router_xchg (xchg.c) */
+	struct hm__router_free *free_dconns;	/* struct hm__router_dconn (upstream.c) */
+	struct hm__router_free *free_h2s;	/* HTTP/2 connections (h2proto.c) */
+	struct hm__router_free *free_h2xs;	/* HTTP/2 streams served by exchanges (h2proto.c) */
 	/* The HTTP/2 protocol's per-worker state (h2proto.c: its engine context, read buffer and
 	 * flush list), made with the first HTTP/2 connection; h2_free undoes it in
 	 * hm__router_ctx_fini (set with it: the context knows no protocol). */

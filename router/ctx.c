@@ -80,6 +80,7 @@ void hm__router_ctx_fini(struct hm__router_ctx *ctx)
 	hm__router_affinity_fini(&ctx->aff);
 	hm__router_iomem_fini(&ctx->mem);
 	free_list(&ctx->free_socks);
+	free_list(&ctx->free_tls_socks);
 	free_list(&ctx->free_h1s);
 	free_list(&ctx->free_h1_reqs);
 	free_list(&ctx->free_xchgs);

@@ -190,11 +190,25 @@ static void answer_error(struct hm__router_h1 *c, int status)
 	conn_end(c);
 }
 
+/* What the exchange (or the log line of a refused request) is told about the client. */
+static void client_info(const struct hm__router_h1 *c, struct hm__router_client_info *ci)
+{
+	*ci = (struct hm__router_client_info){
+	    .peer = c->sock->peer,
+	    .peer_len = c->sock->peer_len,
+	    .port = c->sock->port,
+	    .https = c->sock->https,
+	    .t_first = c->t_first,
+	};
+}
+
 /* A request refused before it became an exchange: logged, answered, the connection ended. */
 static void reject(struct hm__router_h1 *c, enum hm__router_code code, int status)
 {
-	hm__router_xchg_reject(c->ctx, &c->req->msg, c->sock->peer, c->sock->peer_len, code,
-			       status);
+	struct hm__router_client_info ci;
+
+	client_info(c, &ci);
+	hm__router_xchg_reject(c->ctx, &c->req->msg, &ci, code, status);
 	answer_error(c, status);
 }
 
@@ -249,12 +263,7 @@ static void head_pump(struct hm__router_h1 *c)
 	}
 	c->x = x;
 	c->body_off = req->msg.head_end;
-	ci = (struct hm__router_client_info){
-	    .peer = c->sock->peer,
-	    .peer_len = c->sock->peer_len,
-	    .port = ctx->cfg->port,
-	    .t_first = c->t_first,
-	};
+	client_info(c, &ci);
 	hm__router_xchg_start(x, &client_ops, c, &req->msg, &req->rq, &ci);
 }
 

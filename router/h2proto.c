@@ -195,14 +195,19 @@ static void on_request(struct hm__router_h2_stream *s)
 	struct hm__router_ctx *ctx = c->ctx;
 	const struct hm__router_msg *m = hm__router_h2_stream_msg(s);
 	int status = hm__router_h2_stream_status(s);
-	struct hm__router_client_info ci;
+	struct hm__router_client_info ci = {
+	    .peer = c->sock->peer,
+	    .peer_len = c->sock->peer_len,
+	    .port = c->sock->port,
+	    .https = c->sock->https,
+	    .t_first = now_ms(c),
+	};
 	struct h2x *h;
 
 	if (status != 0) {
 		hm_log(HM_LOG_DEBUG, "router", "bad HTTP/2 request from %s: %s", c->sock->peer,
 		       hm__router_h2_stream_why(s));
-		hm__router_xchg_reject(ctx, m, c->sock->peer, c->sock->peer_len, HM__CODE_H26,
-				       status);
+		hm__router_xchg_reject(ctx, m, &ci, HM__CODE_H26, status);
 		hm__router_h2_stream_error(s, status);
 		hm__router_h2_stream_release(s);
 		return;
@@ -225,12 +230,6 @@ static void on_request(struct hm__router_h2_stream *s)
 	h->s = s;
 	hm__list_push(&c->streams, &h->link);
 	hm__router_h2_stream_set_data(s, h);
-	ci = (struct hm__router_client_info){
-	    .peer = c->sock->peer,
-	    .peer_len = c->sock->peer_len,
-	    .port = ctx->cfg->port,
-	    .t_first = now_ms(c),
-	};
 	h->hold++;
 	hm__router_xchg_start(h->x, &client_ops, h, m, hm__router_h2_stream_req(s), &ci);
 	h->hold--;

@@ -131,6 +131,7 @@ struct hm__router_fwd {
 	const char *peer; /* client IP, text */
 	size_t peer_len;
 	uint16_t port;		/* the port the client connected to */
+	bool https;		/* it came over TLS (X-Forwarded-Proto) */
 	uint64_t start_ms;	/* X-Request-Start */
 	const char *request_id; /* X-Request-Id to send */
 	size_t request_id_len;

@@ -450,7 +450,8 @@ size_t hm__router_req_write(const struct hm__router_msg *m, const struct hm__rou
 	if (any)
 		o = PUT_LIT(o, ", ");
 	o = put(o, f->peer, f->peer_len);
-	o = PUT_LIT(o, "\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ");
+	o = f->https ? PUT_LIT(o, "\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: ")
+		     : PUT_LIT(o, "\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Port: ");
 	o = put_u64(o, f->port);
 	o = PUT_LIT(o, "\r\nX-Request-Start: ");
 	o = put_u64(o, f->start_ms);

@@ -33,11 +33,13 @@
 #include "router/config-t.h"
 #include "router/http.h"
 #include "router/shm.h"
+#include "router/tls.h"
 #include "router/worker.h"
 
 #define SYNOPSIS                                                                                   \
-	"hermod-router [--table PATH] [--listen HOST:PORT] [--workers N] [--metrics HOST:PORT] "   \
-	"[options]"
+	"hermod-router [--table PATH] [--listen HOST:PORT] [--tls-listen HOST:PORT] [--workers "   \
+	"N] "                                                                                      \
+	"[--metrics HOST:PORT] [options]"
 
 static const char *const log_levels[] = {"err", "warning", "notice", "info", "debug", NULL};
 
@@ -50,8 +52,27 @@ static const char *const log_levels[] = {"err", "warning", "notice", "info", "de
 static const struct hm_opt options[] = {
 	{.name = "table", .type = HM_OPT_STR, .offset = OFF(table), .def = "/run/hermod/hermod.table",
 	 .arg = "PATH", .help = "the node's routing table (written by hermod-syncd edge)"},
-	{.name = "listen", .type = HM_OPT_STR, .offset = OFF(listen), .def = "0.0.0.0:8080",
-	 .arg = "HOST:PORT", .help = "where clients connect", .check = hm_opt_check_hostport},
+	{.name = "listen", .type = HM_OPT_STR, .offset = OFF(listen), .arg = "HOST:PORT",
+	 .help = "where clients connect over HTTP (default 0.0.0.0:8080 unless --tls-listen is "
+		 "given alone)",
+	 .check = hm_opt_check_hostport},
+	{.name = "tls-listen", .type = HM_OPT_STR, .offset = OFF(tls_listen), .arg = "HOST:PORT",
+	 .help = "where clients connect over HTTPS (certificates from --cert-store)",
+	 .check = hm_opt_check_hostport},
+	{.name = "cert-store", .type = HM_OPT_STR, .offset = OFF(cert_store), .arg = "PATH",
+	 .help = "the node's certificate store, written by hermod-syncd edge (default: the "
+		 "table's path with .certs for .table)"},
+	DUR("tls-handshake-timeout", tls_handshake_timeout, "10s",
+	    "completing a TLS handshake (then the connection is closed)"),
+	{.name = "proxy-protocol", .type = HM_OPT_BOOL, .offset = OFF(proxy_protocol),
+	 .def = "false",
+	 .help = "every client connection (both listeners) starts with a PROXY protocol v1 or v2 "
+		 "header, as a load balancer sends it; the client's address comes from it, and a "
+		 "connection without a valid one is closed"},
+	{.name = "tls-max-handshakes", .type = HM_OPT_INT, .offset = OFF(tls_max_handshakes),
+	 .def = "256", .min = 1, .max = 1 << 20, .arg = "N",
+	 .help = "TLS handshakes in progress per worker; at the bound a worker stops accepting "
+		 "TLS connections until one completes"},
 	{.name = "workers", .type = HM_OPT_INT, .offset = OFF(workers), .def = "0", .min = 0,
 	 .max = 256, .arg = "N", .help = "worker processes (0: one per CPU)"},
 	{.name = "metrics", .type = HM_OPT_STR, .offset = OFF(metrics), .arg = "HOST:PORT",
@@ -173,6 +194,25 @@ static int read_secret(const char *path)
 	cfg.secret_len = n;
 	cfg.secret_from_file = true;
 	return 0;
+}
+
+#define LISTEN_DEFAULT "0.0.0.0:8080"
+
+/* The certificate store beside a table: its path with ".certs" for ".table" (or appended),
+ * docs/tls.md section 2. malloc'd, NULL if out of memory. */
+static char *cert_store_path(const char *table)
+{
+	size_t n = strlen(table);
+	char *p;
+
+	if (n > 6 && strcmp(table + n - 6, ".table") == 0)
+		n -= 6;
+	p = malloc(n + sizeof(".certs"));
+	if (p != NULL) {
+		memcpy(p, table, n);
+		memcpy(p + n, ".certs", sizeof(".certs"));
+	}
+	return p;
 }
 
 static int listen_on(const char *hostport, int backlog, uint16_t *port_out)
@@ -414,6 +454,10 @@ static void start_stop(void)
 		close(cfg.listen_fd);
 		cfg.listen_fd = -1;
 	}
+	if (cfg.tls_listen_fd >= 0) {
+		close(cfg.tls_listen_fd);
+		cfg.tls_listen_fd = -1;
+	}
 	hm_sd_notify("STOPPING=1\nSTATUS=draining");
 	hm_log(HM_LOG_NOTICE, "router", "stopping: draining %u workers", live_workers(true));
 	signal_workers(SIGTERM);
@@ -503,6 +547,18 @@ static void render_metrics(struct mclient *m)
 		if (recs[i].pid != 0)
 			hm__router_counters_add(&sum, &shm->slot[i].c, true);
 	table_metrics(&x);
+	x.tls = cfg.tls_listen != NULL;
+	x.proxy_protocol = cfg.proxy_protocol;
+	for (uint32_t i = 0; i < shm->nslots; i++) {
+		int64_t t = __atomic_load_n(&shm->slot[i].cert_soonest, __ATOMIC_RELAXED);
+		uint64_t n = __atomic_load_n(&shm->slot[i].certs, __ATOMIC_RELAXED);
+
+		if (recs[i].pid == 0)
+			continue;
+		if (t > 0 && (x.cert_soonest == 0 || t < x.cert_soonest))
+			x.cert_soonest = t;
+		x.certs = HM_MAX(x.certs, n);
+	}
 	x.workers = live_workers(true);
 	x.worker_restarts = restarts;
 	n = body != NULL ? hm__router_metrics_render(&sum, &x, body, cap) : 0;
@@ -642,7 +698,7 @@ static void notify_state(void)
 	if (!ready && ready_workers() >= nworkers_wanted) {
 		ready = true;
 		snprintf(msg, sizeof(msg), "READY=1\nSTATUS=serving on %s with %u workers",
-			 cfg.listen, nworkers_wanted);
+			 cfg.listen != NULL ? cfg.listen : cfg.tls_listen, nworkers_wanted);
 		hm_sd_notify(msg);
 	}
 	if (!rolling && (nroll > 0 || roll_new >= 0)) {
@@ -720,6 +776,7 @@ int main(int argc, char **argv)
 	int npos = 0, r;
 	uint16_t mport;
 
+	hm_tls_mem_init(); /* before anything uses OpenSSL */
 	hm_log_set_ident("hermod-router");
 	if (pos == NULL)
 		return 1;
@@ -772,12 +829,31 @@ int main(int argc, char **argv)
 		nworkers_wanted = 1;
 
 	plan_fds(nworkers_wanted);
-	r = listen_on(cfg.listen, (int)cfg.backlog, &cfg.port);
-	if (r < 0) {
-		hm_log(HM_LOG_ERR, "router", "cannot listen on %s: %s", cfg.listen, hm_strerror(r));
+	if (cfg.listen == NULL && cfg.tls_listen == NULL &&
+	    (cfg.listen = strdup(LISTEN_DEFAULT)) == NULL)
 		return 1;
+	if (cfg.tls_listen != NULL && cfg.cert_store == NULL &&
+	    (cfg.cert_store = cert_store_path(cfg.table)) == NULL)
+		return 1;
+	cfg.listen_fd = cfg.tls_listen_fd = -1;
+	if (cfg.listen != NULL) {
+		r = listen_on(cfg.listen, (int)cfg.backlog, &cfg.port);
+		if (r < 0) {
+			hm_log(HM_LOG_ERR, "router", "cannot listen on %s: %s", cfg.listen,
+			       hm_strerror(r));
+			return 1;
+		}
+		cfg.listen_fd = r;
 	}
-	cfg.listen_fd = r;
+	if (cfg.tls_listen != NULL) {
+		r = listen_on(cfg.tls_listen, (int)cfg.backlog, &cfg.tls_port);
+		if (r < 0) {
+			hm_log(HM_LOG_ERR, "router", "cannot listen on %s: %s", cfg.tls_listen,
+			       hm_strerror(r));
+			return 1;
+		}
+		cfg.tls_listen_fd = r;
+	}
 	if (cfg.metrics != NULL) {
 		r = listen_on(cfg.metrics, 64, &mport);
 		if (r < 0) {
@@ -806,8 +882,13 @@ int main(int argc, char **argv)
 		return 1;
 	master_pid = getpid();
 	hm_log(HM_LOG_INFO, "router",
-	       "listening on %s with %u workers (%u connections each), table %s", cfg.listen,
-	       nworkers_wanted, cfg.worker_max_clients, cfg.table);
+	       "listening on %s%s%s%s with %u workers (%u connections each), table %s%s%s",
+	       cfg.listen != NULL ? cfg.listen : "",
+	       cfg.listen != NULL && cfg.tls_listen ? ", " : "",
+	       cfg.tls_listen != NULL ? "TLS " : "", cfg.tls_listen != NULL ? cfg.tls_listen : "",
+	       nworkers_wanted, cfg.worker_max_clients, cfg.table,
+	       cfg.tls_listen != NULL ? ", certificates " : "",
+	       cfg.tls_listen != NULL ? cfg.cert_store : "");
 	pending_spawns = nworkers_wanted;
 	r = run();
 	hm_log(HM_LOG_INFO, "router", "stopped");

@@ -180,7 +180,14 @@ void hm__router_counters_add(struct hm__router_counters *acc, const struct hm__r
 	acc->fd_exhausted += ld(&c->fd_exhausted);
 	acc->head_refused += ld(&c->head_refused);
 	acc->table_bad += ld(&c->table_bad);
+	acc->tls_full += ld(&c->tls_full);
+	acc->tls_resumed += ld(&c->tls_resumed);
+	for (size_t i = 0; i < HM_TLS_FAIL_COUNT; i++)
+		acc->tls_fail[i] += ld(&c->tls_fail[i]);
+	acc->tls_accept_paused += ld(&c->tls_accept_paused);
+	acc->proxy_refused += ld(&c->proxy_refused);
 	if (with_gauges) {
+		acc->tls_handshaking += __atomic_load_n(&c->tls_handshaking, __ATOMIC_RELAXED);
 		acc->inflight += __atomic_load_n(&c->inflight, __ATOMIC_RELAXED);
 		acc->conns_open += __atomic_load_n(&c->conns_open, __ATOMIC_RELAXED);
 		acc->max_conns += ld(&c->max_conns);
@@ -235,6 +242,36 @@ static void single(struct out *o, const char *type, const char *name, const char
 		   unsigned long long v)
 {
 	outf(o, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name, v);
+}
+
+/* The TLS listener's families. */
+static void tls_render(struct out *o, const struct hm__router_counters *c,
+		       const struct hm__router_metrics_extra *x)
+{
+	outf(o,
+	     "# HELP hermod_tls_handshakes_total TLS handshakes completed, full or resumed by a "
+	     "session ticket.\n# TYPE hermod_tls_handshakes_total counter\n"
+	     "hermod_tls_handshakes_total{kind=\"full\"} %llu\n"
+	     "hermod_tls_handshakes_total{kind=\"resumed\"} %llu\n",
+	     (unsigned long long)c->tls_full, (unsigned long long)c->tls_resumed);
+	outf(o,
+	     "# HELP hermod_tls_handshake_failures_total TLS handshakes that failed, by reason.\n"
+	     "# TYPE hermod_tls_handshake_failures_total counter\n");
+	for (unsigned i = 1; i < HM_TLS_FAIL_COUNT; i++)
+		outf(o, "hermod_tls_handshake_failures_total{reason=\"%s\"} %llu\n",
+		     hm_tls_fail_name(i), (unsigned long long)c->tls_fail[i]);
+	single(o, "gauge", "hermod_tls_handshakes_in_progress", "TLS handshakes in progress.",
+	       (unsigned long long)(c->tls_handshaking > 0 ? c->tls_handshaking : 0));
+	single(o, "counter", "hermod_tls_accept_paused_total",
+	       "Times a worker paused accepting TLS connections at its bound on handshakes in "
+	       "progress (--tls-max-handshakes).",
+	       c->tls_accept_paused);
+	single(o, "gauge", "hermod_tls_certificates", "Certificates in the node's store.",
+	       x->certs);
+	if (x->cert_soonest > 0)
+		single(o, "gauge", "hermod_tls_certificate_soonest_expiry_seconds",
+		       "When the first certificate of the node's store expires (Unix time).",
+		       (unsigned long long)x->cert_soonest);
 }
 
 size_t hm__router_metrics_render(const struct hm__router_counters *c,
@@ -301,5 +338,12 @@ size_t hm__router_metrics_render(const struct hm__router_counters *c,
 	       x->worker_restarts);
 	single(&o, "counter", "hermod_access_log_dropped_lines_total",
 	       "Access-log lines lost to write errors.", c->log_dropped);
+	if (x->tls)
+		tls_render(&o, c, x);
+	if (x->proxy_protocol)
+		single(&o, "counter", "hermod_proxy_protocol_refused_total",
+		       "Client connections closed because they did not start with a valid PROXY "
+		       "protocol header.",
+		       c->proxy_refused);
 	return o.full ? 0 : o.len;
 }

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "router/codes.h"
+#include "router/tls.h"
 
 /* Histogram bucket upper bounds, microseconds (plus +Inf). */
 #define HM__HIST_BOUNDS_US                                                                         \
@@ -57,8 +58,15 @@ struct hm__router_counters {
 	uint64_t head_refused;	/* heads refused because the head memory budget was spent */
 	uint64_t max_conns;	/* the worker's connection limit (a constant, summed) */
 	uint64_t table_bad;	/* table maps found truncated under the worker (zero pages now) */
-	int64_t inflight;	/* gauge */
-	int64_t conns_open;	/* gauge */
+	/* TLS (--tls-listen): handshakes completed and failed by reason (enum hm_tls_fail),
+	 * times the TLS listener paused at the bound on handshakes in progress. */
+	uint64_t tls_full, tls_resumed;
+	uint64_t tls_fail[HM_TLS_FAIL_COUNT];
+	uint64_t tls_accept_paused;
+	uint64_t proxy_refused;	 /* connections closed for a missing or invalid PROXY header */
+	int64_t inflight;	 /* gauge */
+	int64_t conns_open;	 /* gauge */
+	int64_t tls_handshaking; /* gauge */
 };
 
 #define HM__LEDGER_N 4096 /* power of two */
@@ -90,6 +98,10 @@ struct hm__router_slot {
 	uint32_t pad_;
 	uint64_t ledger_lost; /* adds the ledger had no room for */
 	struct hm__router_table_seen table;
+	/* The certificate store as the worker sees it: its soonest not_after (Unix seconds; 0: no
+	 * store or no certificate) and its certificate count. */
+	int64_t cert_soonest;
+	uint64_t certs;
 	struct hm__router_counters c;
 	struct hm__router_ledger_entry ledger[HM__LEDGER_N];
 };
@@ -150,6 +162,10 @@ struct hm__router_metrics_extra {
 	double table_age_s;
 	uint32_t workers;
 	uint64_t worker_restarts;
+	bool tls;	      /* a TLS listener: its families are rendered */
+	bool proxy_protocol;  /* --proxy-protocol */
+	int64_t cert_soonest; /* soonest certificate expiry, Unix seconds (0: none) */
+	uint64_t certs;	      /* certificates in the store */
 };
 
 /* Of the live workers' views of the table (borrowed), the most recent. */

@@ -1,12 +1,11 @@
 /*
  * The client transport: what a client connection's protocol (HTTP/1 now, HTTP/2 next) reads
  * from and writes to, behind a small ops table, as h2o's h2o_socket_t hides libuv and TLS and
- * nng's transports hide theirs. Plain TCP is the one implementation here (sock.c). A TLS
- * implementation over router/tls.c's memory engine slots in as a second ops table (reads:
- * ciphertext into its own buffer, hm_tls_conn_recv() into the protocol's; writes:
- * hm_tls_conn_send() then the ciphertext out; shutdown: close_notify first), and a PROXY v1/v2
- * preamble is read and stripped by the transport before the protocol sees a byte (the peer address
- * below is its). docs/router.md, "Layers", says where each goes.
+ * nng's transports hide theirs. Two implementations: plain TCP (sock.c) and TLS over
+ * router/tls.c's memory engine (sock_tls.c: ciphertext into its own buffer, hm_tls_conn_recv()
+ * into the protocol's; hm_tls_conn_send() then the ciphertext out; close_notify on shutdown; the
+ * protocol chosen by ALPN). With --proxy-protocol both read and strip a PROXY v1/v2 header before
+ * the protocol sees a byte (the peer address below is its). docs/router.md, "Layers".
  *
  * Types only: the functions are in router/sock.h.
  */
@@ -19,6 +18,8 @@
 #include <uv.h>
 
 #include "router/ctx-t.h"
+#include "router/list.h"
+#include "router/tls.h"
 
 struct hm__router_sock;
 
@@ -53,6 +54,39 @@ struct hm__router_sock_ops {
 	void (*close)(struct hm__router_sock *s);
 };
 
+/* Opens the protocol an ALPN result asks for on an established TLS transport (h1.h's
+ * hm__router_h1_open has this shape). */
+typedef int (*hm__router_proto_open_fn)(struct hm__router_ctx *ctx, struct hm__router_sock *s);
+
+/* A queued write of the TLS transport: plaintext not yet encrypted, then ciphertext not yet
+ * written (sock_tls.c). */
+struct hm__router_tls_wrec {
+	uv_buf_t b[4];	 /* the protocol's bytes, advanced as they are encrypted */
+	uint8_t n, i;	 /* buffers, the first not fully encrypted */
+	bool enc;	 /* all of it is encrypted */
+	uint64_t ct_end; /* then: the engine's output position its last byte reached */
+};
+
+#define HM__TLS_WQ 8 /* writes the TLS transport queues (a protocol has at most a few) */
+
+/*
+ * What a worker's TLS transports share (sock_tls.c; ctx->tls, NULL without --tls-listen). The
+ * worker fills open[] and the engine; the transport keeps the rest.
+ */
+struct hm__router_tlsw {
+	struct hm_tls_ctx *engine;	   /* owned by the worker */
+	struct hm_certstore_reader *store; /* owned by the worker */
+	hm__router_proto_open_fn open[3];  /* by enum hm_tls_alpn: the protocols spoken */
+	uint64_t timeout_ms;		   /* handshake timeout */
+	uint32_t max_handshakes;	   /* in progress, per worker */
+	uint32_t handshakes;		   /* in progress now */
+	struct hm__router_list hs;	   /* handshaking transports, oldest first */
+	uv_timer_t hs_timer;		   /* the oldest one's deadline */
+	struct hm__router_list pending;	   /* transports with input to deliver (read_start) */
+	uv_idle_t idle;			   /* delivers it on the next loop iteration */
+	char gather[16384]; /* a write's buffers copied together: one TLS record, not one each */
+};
+
 /* A client connection's transport (from ctx->free_socks). */
 struct hm__router_sock {
 	struct hm__router_free fl; /* first member: ctx->free_socks */
@@ -63,8 +97,32 @@ struct hm__router_sock {
 	const struct hm__router_sock_cbs *cbs; /* the protocol's */
 	void *data;			       /* the protocol's object */
 	bool reading;
+	bool proxy_wait; /* --proxy-protocol: the PROXY header is still to come */
+	bool https;	 /* TLS: X-Forwarded-Proto https, protocol=https, Secure cookies */
+	uint16_t port;	 /* the listener's port (X-Forwarded-Port) */
 	uint8_t peer_len;
-	char peer[47]; /* the client's IP, text */
+	char peer[47];		    /* the client's IP, text (the PROXY header's, if any) */
+	struct hm__router_buf *pre; /* plain TCP, proxy_wait: the bytes read so far */
+	uint32_t pre_len;
+};
+
+/* A TLS client transport (from ctx->free_tls_socks): the transport the protocol sees, and the
+ * engine's connection with what it reads and writes. */
+struct hm__router_tls_sock {
+	struct hm__router_sock s;   /* first member: the protocol's view, and the free-list link */
+	struct hm_tls_conn *tls;    /* owned */
+	struct hm__router_buf *cin; /* ciphertext read and not yet taken by the engine */
+	uint32_t cin_off, cin_len;  /* its first byte not taken; its length */
+	uint16_t tflags;	    /* enum in sock_tls.c */
+	uint8_t wq_head, wq_len;    /* the write queue */
+	uint32_t w_inflight;	    /* ciphertext bytes in the uv_write below */
+	uint64_t ct_sent;	    /* ciphertext bytes written to the socket */
+	uint64_t hs_start;	    /* loop ms the handshake started */
+	struct hm__router_list hs_link;	  /* tlsw->hs while handshaking */
+	struct hm__router_list pend_link; /* tlsw->pending */
+	struct hm__router_conn hs_conn;	  /* ctx->conns while handshaking (no protocol yet) */
+	uv_write_t wreq;
+	struct hm__router_tls_wrec wq[HM__TLS_WQ];
 };
 
 #endif

@@ -5,6 +5,9 @@
  */
 #include "router/sock.h"
 
+#include "common/log.h"
+#include "router/proxyproto.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -20,7 +23,82 @@ static void tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 	struct hm__router_sock *s = h->data;
 
 	(void)suggested;
+	if (s->proxy_wait) {
+		if (s->pre == NULL && (s->pre = hm__router_buf_get(&s->ctx->mem, 0)) == NULL) {
+			*b = uv_buf_init(NULL, 0);
+			return;
+		}
+		/* No more than a header can be: the protocol's buffer takes the rest. */
+		*b = uv_buf_init(s->pre->data + s->pre_len, HM__PROXY_MAX - s->pre_len);
+		return;
+	}
 	s->cbs->alloc(s, b);
+}
+
+/*
+ * --proxy-protocol on plain TCP: the first bytes are read into a buffer of the transport's own
+ * until the PROXY header is complete; what follows it is handed to the protocol as if just read
+ * (it fits: the protocol's buffer is empty and as large). Until then the protocol has seen
+ * nothing, and its idle timer bounds the wait.
+ */
+static void proxy_read(struct hm__router_sock *s, ssize_t n)
+{
+	struct hm__router_iomem *mem = &s->ctx->mem;
+	uv_buf_t b;
+	uint32_t rest;
+	int r;
+
+	if (n == 0 || n == UV_ENOBUFS)
+		return;
+	if (n < 0) {
+		uv_read_stop((uv_stream_t *)&s->tcp);
+		s->reading = false;
+		hm__router_buf_put(mem, s->pre);
+		s->pre = NULL;
+		s->cbs->read(s, n);
+		return;
+	}
+	s->pre_len += (uint32_t)n;
+	r = hm__router_sock_proxy(s, (const uint8_t *)s->pre->data, s->pre_len);
+	if (r == 0)
+		return;
+	rest = r > 0 ? s->pre_len - (uint32_t)r : 0;
+	if (rest > 0) {
+		s->cbs->alloc(s, &b);
+		if (b.len >= rest) {
+			memcpy(b.base, s->pre->data + r, rest);
+		} else {
+			r = -ENOBUFS;
+			rest = 0;
+		}
+	}
+	hm__router_buf_put(mem, s->pre);
+	s->pre = NULL;
+	if (r < 0) {
+		uv_read_stop((uv_stream_t *)&s->tcp);
+		s->reading = false;
+		s->cbs->read(s, UV_EPROTO);
+	} else if (rest > 0) {
+		s->cbs->read(s, rest);
+	}
+}
+
+int hm__router_sock_proxy(struct hm__router_sock *s, const uint8_t *p, size_t n)
+{
+	struct sockaddr_storage ss;
+	bool has = false;
+	int r = hm__router_proxy_parse(p, n, &ss, &has);
+
+	if (r > 0) {
+		if (has)
+			hm__router_sock_peer_text(s, (const struct sockaddr *)&ss);
+		s->proxy_wait = false;
+	} else if (r < 0) {
+		hm__ctr_add(&s->ctx->slot->c.proxy_refused, 1);
+		hm_log(HM_LOG_DEBUG, "router", "connection from %s closed: no valid PROXY header",
+		       s->peer);
+	}
+	return r;
 }
 
 static void tcp_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *b)
@@ -28,6 +106,10 @@ static void tcp_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *b)
 	struct hm__router_sock *s = stream->data;
 
 	(void)b;
+	if (s->proxy_wait) {
+		proxy_read(s, n);
+		return;
+	}
 	if (n < 0 && n != UV_ENOBUFS) {
 		uv_read_stop(stream);
 		s->reading = false;
@@ -92,6 +174,8 @@ static void on_closed(uv_handle_t *h)
 	struct hm__router_sock *s = h->data;
 	struct hm__router_ctx *ctx = s->ctx;
 
+	hm__router_buf_put(&ctx->mem, s->pre);
+	s->pre = NULL;
 	if (s->cbs != NULL)
 		s->cbs->closed(s);
 	hm__free_put(&ctx->free_socks, s);
@@ -111,7 +195,7 @@ static const struct hm__router_sock_ops tcp_ops = {
     .close = tcp_close,
 };
 
-static void peer_text(struct hm__router_sock *s, const struct sockaddr *sa)
+void hm__router_sock_peer_text(struct hm__router_sock *s, const struct sockaddr *sa)
 {
 	char buf[INET6_ADDRSTRLEN] = "";
 
@@ -143,6 +227,8 @@ int hm__router_sock_open_tcp(struct hm__router_ctx *ctx, int fd, const struct so
 	memset(s, 0, sizeof(*s));
 	s->ctx = ctx;
 	s->ops = &tcp_ops;
+	s->port = ctx->cfg->port;
+	s->proxy_wait = ctx->cfg->proxy_protocol;
 	uv_tcp_init(ctx->loop, &s->tcp);
 	s->tcp.data = s;
 	r = uv_tcp_open(&s->tcp, fd);
@@ -152,7 +238,7 @@ int hm__router_sock_open_tcp(struct hm__router_ctx *ctx, int fd, const struct so
 		return r;
 	}
 	hm__ctr_add(&ctx->slot->c.conns_total, 1);
-	peer_text(s, peer);
+	hm__router_sock_peer_text(s, peer);
 	*out = s;
 	return 0;
 }

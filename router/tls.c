@@ -97,8 +97,9 @@ struct hm_tls_conn {
 	size_t in_len;
 	uint8_t *out; /* OUT_BUF bytes from the pool, or NULL */
 	uint32_t out_start, out_end;
-	uint8_t fail;  /* enum hm_tls_fail, once */
-	uint8_t match; /* enum hm_cert_kind */
+	uint64_t out_total; /* bytes ever appended to the output */
+	uint8_t fail;	    /* enum hm_tls_fail, once */
+	uint8_t match;	    /* enum hm_cert_kind */
 	bool established, resumed;
 	bool broken; /* a fatal error: the connection is good for nothing but closing */
 	char sni[HM_HOST_MAX + 1];
@@ -143,6 +144,7 @@ static int bio_write(BIO *b, const char *data, int n)
 		n = (int)room;
 	memcpy(c->out + c->out_end, data, (size_t)n);
 	c->out_end += (uint32_t)n;
+	c->out_total += (uint64_t)n;
 	return n;
 }
 
@@ -796,6 +798,11 @@ size_t hm_tls_conn_out(struct hm_tls_conn *c, const uint8_t **p)
 	}
 	*p = c->out + c->out_start;
 	return c->out_end - c->out_start;
+}
+
+uint64_t hm_tls_conn_out_total(const struct hm_tls_conn *c)
+{
+	return c->out_total;
 }
 
 void hm_tls_conn_out_done(struct hm_tls_conn *c, size_t n)

@@ -48,6 +48,14 @@ enum hm_tls_fail {
 	    HM_TLS_FAIL_COUNT
 };
 
+/*
+ * Gives OpenSSL the worker's recycling allocator (tls_mem.c): the blocks it takes and gives back
+ * for every record go to bounded free lists instead of malloc and free. Call it once per process,
+ * first, before anything uses OpenSSL (main). Returns 0, -EBUSY if OpenSSL has allocated
+ * already, or -ENOTSUP in a sanitizer build (OpenSSL then keeps malloc).
+ */
+int hm_tls_mem_init(void);
+
 /* The label of a failure reason ("unrecognized_name"). Never NULL. */
 const char *hm_tls_fail_name(unsigned reason);
 
@@ -134,6 +142,10 @@ int hm_tls_conn_send(struct hm_tls_conn *c, const void *plain, size_t n);
  * hm_tls_conn_out_done().
  */
 size_t hm_tls_conn_out(struct hm_tls_conn *c, const uint8_t **p);
+
+/* How many ciphertext bytes the connection has produced in its life (written or not): a writer
+ * that counts what it wrote knows when a given byte of output went out. */
+uint64_t hm_tls_conn_out_total(const struct hm_tls_conn *c);
 
 /* n bytes of hm_tls_conn_out() were written. When none remain, the buffer goes back to the
  * context's pool (an idle connection holds no output buffer). */

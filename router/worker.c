@@ -1,6 +1,7 @@
 /*
- * A worker process: one libuv loop that accepts on the listening socket inherited from the
- * master, the table reader, the access-log batching, and the signals a worker answers
+ * A worker process: one libuv loop that accepts on the listening sockets inherited from the
+ * master (plain HTTP, and HTTPS with --tls-listen), the table reader, the certificate store's
+ * reader and TLS engine, the access-log batching, and the signals a worker answers
  * (SIGTERM/SIGINT: drain; SIGHUP: reopen logs). The connections themselves are their
  * protocol's (h1.c or h2proto.c over sock.c); what every layer below shares is the context (ctx.h).
  *
@@ -25,19 +26,28 @@
 #include "router/h2proto.h"
 #include "router/rand.h"
 #include "router/sock.h"
+#include "router/tls.h"
 #include "router/upstream.h"
 #include "router/worker.h"
+
+/* A listening socket the worker shares with the other workers. */
+struct listener {
+	uv_poll_t poll;
+	int fd;	      /* -1: none, or closed (draining) */
+	bool tls;     /* HTTPS */
+	bool polling; /* poll is started */
+};
 
 /* A worker process: its loop, the context its connections share, and what only it does. */
 struct hm__router_worker {
 	uv_loop_t loop;
 	struct hm__router_ctx ctx;
-	uv_poll_t acceptor;	 /* the shared listening socket */
-	uv_timer_t accept_retry; /* out of descriptors: accepting resumes after a pause */
-	int listen_fd;		 /* -1 once closed (draining) */
-	uint8_t accept;		 /* enum accept_state */
-	uint32_t max_clients;	 /* this worker's share of --max-connections */
-	uv_timer_t tick;	 /* 1 s: table check */
+	struct listener lis[2];	    /* plain, TLS */
+	uv_timer_t accept_retry;    /* out of descriptors: accepting resumes after a pause */
+	uint8_t accept;		    /* enum accept_state */
+	struct hm__router_tlsw tls; /* with --tls-listen: the engine, the store, the protocols */
+	uint32_t max_clients;	    /* this worker's share of --max-connections */
+	uv_timer_t tick;	    /* 1 s: table check */
 	uv_timer_t drain_timer;
 	uv_signal_t sig_term, sig_int, sig_hup;
 	const struct hm__router_config *cfg;
@@ -126,6 +136,34 @@ static void publish_table(struct hm__router_worker *w)
 	__atomic_store_n(&t->present, m != NULL && info.file_id != 0, __ATOMIC_RELAXED);
 }
 
+/* The certificate store: a file that appeared or was replaced is mapped (handshakes look at
+ * the current one anyway), and what /metrics shows of it is published. */
+static void check_certs(struct hm__router_worker *w)
+{
+	static uint64_t last_ms;
+	struct hm_certstore_map *m;
+	struct hm_certstore_info info = {0};
+	uint64_t now = uv_now(&w->loop);
+	int r = hm_certstore_reader_check(w->tls.store);
+
+	if (r < 0 && r != -ENOENT && (last_ms == 0 || now - last_ms >= 60000)) {
+		last_ms = now;
+		hm_log(HM_LOG_ERR, "router",
+		       "certificate store %s: %s; TLS handshakes use the last good one (none: "
+		       "unrecognized_name)",
+		       w->cfg->cert_store, hm_strerror(r));
+	}
+	m = hm_certstore_reader_map(w->tls.store);
+	if (m != NULL)
+		hm_certstore_map_info(m, &info);
+	__atomic_store_n(&w->slot->cert_soonest,
+			 m != NULL && info.certs > 0 && info.soonest_not_after != INT64_MAX
+			     ? info.soonest_not_after
+			     : 0,
+			 __ATOMIC_RELAXED);
+	__atomic_store_n(&w->slot->certs, (uint64_t)info.certs, __ATOMIC_RELAXED);
+}
+
 static void on_tick(uv_timer_t *t)
 {
 	struct hm__router_worker *w = hm__container_of(t, struct hm__router_worker, tick);
@@ -153,6 +191,8 @@ static void on_tick(uv_timer_t *t)
 	}
 	publish_table(w);
 	drain_orphans(w);
+	if (w->tls.store != NULL)
+		check_certs(w);
 }
 
 static _Noreturn void finish(struct hm__router_worker *w)
@@ -193,24 +233,52 @@ enum accept_state {
 static void on_acceptable(uv_poll_t *p, int status, int events);
 static void on_accept_retry(uv_timer_t *t);
 
-/* Moves to state: polls the listener in ACCEPT_POLLING only. */
+/* At the bound on TLS handshakes in progress: the TLS listener waits (plain HTTP goes on). */
+static bool tls_full(const struct hm__router_worker *w)
+{
+	return w->ctx.tls != NULL && w->ctx.tls->handshakes >= w->ctx.tls->max_handshakes;
+}
+
+/* Polls each listener that may accept now: in ACCEPT_POLLING, and for TLS below its bound. */
+static void listeners_update(struct hm__router_worker *w)
+{
+	for (size_t i = 0; i < HM_ARRAY_SIZE(w->lis); i++) {
+		struct listener *l = &w->lis[i];
+		bool want = l->fd >= 0 && w->accept == ACCEPT_POLLING && !(l->tls && tls_full(w));
+
+		if (want && !l->polling) {
+			if (uv_poll_start(&l->poll, UV_READABLE, on_acceptable) != 0) {
+				/* cannot happen on a valid fd; retried by the timer */
+				w->accept = ACCEPT_BACKOFF;
+				uv_timer_start(&w->accept_retry, on_accept_retry, ACCEPT_RETRY_MS,
+					       0);
+				continue;
+			}
+			l->polling = true;
+		} else if (!want && l->polling) {
+			uv_poll_stop(&l->poll);
+			l->polling = false;
+		}
+	}
+}
+
+/* Moves to state: polls the listeners in ACCEPT_POLLING only. */
 static void accept_set(struct hm__router_worker *w, enum accept_state state)
 {
-	if (w->accept == ACCEPT_POLLING && state != ACCEPT_POLLING)
-		uv_poll_stop(&w->acceptor);
-	else if (w->accept != ACCEPT_POLLING && state == ACCEPT_POLLING &&
-		 uv_poll_start(&w->acceptor, UV_READABLE, on_acceptable) != 0)
-		state = ACCEPT_BACKOFF; /* cannot happen on a valid fd; retried by the timer */
 	w->accept = (uint8_t)state;
 	if (state == ACCEPT_BACKOFF)
 		uv_timer_start(&w->accept_retry, on_accept_retry, ACCEPT_RETRY_MS, 0);
+	listeners_update(w);
 }
 
-/* Room for a client again: polling resumes (not while backing off or draining). */
+/* Room for a client again: polling resumes (not while backing off or draining), and the TLS
+ * listener once a handshake ended. */
 static void accept_room(struct hm__router_worker *w)
 {
 	if (w->accept == ACCEPT_FULL && w->ctx.nconns < w->max_clients)
 		accept_set(w, ACCEPT_POLLING);
+	else
+		listeners_update(w);
 }
 
 static void on_accept_retry(uv_timer_t *t)
@@ -221,13 +289,18 @@ static void on_accept_retry(uv_timer_t *t)
 		accept_set(w, w->ctx.nconns < w->max_clients ? ACCEPT_POLLING : ACCEPT_FULL);
 }
 
-/* Serves an accepted client over plain TCP: HTTP/1.x, or with --h2c whichever of HTTP/1.x and
- * HTTP/2 (prior knowledge) its first bytes speak. A transport that knows the protocol (TLS and
- * ALPN "h2") calls hm__router_h2p_open() instead. */
-static void client_open(struct hm__router_worker *w, int fd, const struct sockaddr *peer)
+/* Serves an accepted client: over TLS (whose transport opens the protocol ALPN chooses once the
+ * handshake is done: HTTP/1.1, or HTTP/2 through hm__router_h2p_open), or over plain TCP:
+ * HTTP/1.x, or with --h2c whichever of HTTP/1.x and HTTP/2 (prior knowledge) its first bytes
+ * speak. */
+static void client_open(struct hm__router_worker *w, int fd, const struct sockaddr *peer, bool tls)
 {
 	struct hm__router_sock *s;
 
+	if (tls) {
+		hm__router_sock_open_tls(&w->ctx, fd, peer);
+		return;
+	}
 	if (hm__router_sock_open_tcp(&w->ctx, fd, peer, &s) != 0)
 		return;
 	if (w->cfg->h2c)
@@ -238,7 +311,8 @@ static void client_open(struct hm__router_worker *w, int fd, const struct sockad
 
 static void on_acceptable(uv_poll_t *p, int status, int events)
 {
-	struct hm__router_worker *w = hm__container_of(p, struct hm__router_worker, acceptor);
+	struct hm__router_worker *w = p->data;
+	struct listener *l = hm__container_of(p, struct listener, poll);
 
 	(void)status;
 	(void)events;
@@ -252,10 +326,14 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
 			hm__ctr_add(&w->slot->c.accept_paused, 1);
 			return;
 		}
-		fd = accept4(w->listen_fd, (struct sockaddr *)&ss, &len,
-			     SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (l->tls && tls_full(w)) {
+			listeners_update(w);
+			hm__ctr_add(&w->slot->c.tls_accept_paused, 1);
+			return;
+		}
+		fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd >= 0) {
-			client_open(w, fd, (struct sockaddr *)&ss);
+			client_open(w, fd, (struct sockaddr *)&ss, l->tls);
 			continue;
 		}
 		switch (errno) {
@@ -323,9 +401,13 @@ static void drain(struct hm__router_worker *w)
 	/* The master keeps the socket open, so connections waiting in it go to other workers. */
 	accept_set(w, ACCEPT_CLOSED);
 	uv_timer_stop(&w->accept_retry);
-	uv_close((uv_handle_t *)&w->acceptor, NULL);
-	close(w->listen_fd);
-	w->listen_fd = -1;
+	for (size_t i = 0; i < HM_ARRAY_SIZE(w->lis); i++) {
+		if (w->lis[i].fd < 0)
+			continue;
+		uv_close((uv_handle_t *)&w->lis[i].poll, NULL);
+		close(w->lis[i].fd);
+		w->lis[i].fd = -1;
+	}
 	uv_timer_start(&w->drain_timer, on_drain_deadline, (uint64_t)w->cfg->drain_timeout, 0);
 	hm__router_pool_close_all(&w->ctx.pool);
 	conns_each(w, false);
@@ -359,6 +441,30 @@ static void on_signal(uv_signal_t *s, int signum)
 		return;
 	}
 	drain(w);
+}
+
+/*
+ * The TLS listener's engine over the node's certificate store, and the protocols a TLS
+ * connection can speak, by ALPN. HTTP/2 over TLS registers itself here (open[HM_TLS_ALPN_H2]):
+ * the engine offers "h2" exactly when it is set.
+ */
+static int tls_setup(struct hm__router_worker *w)
+{
+	struct hm__router_tlsw *t = &w->tls;
+	struct hm_tls_config tc = {.num_tickets = -1};
+	int r;
+
+	t->open[HM_TLS_ALPN_NONE] = hm__router_h1_open;
+	t->open[HM_TLS_ALPN_HTTP11] = hm__router_h1_open;
+	t->open[HM_TLS_ALPN_H2] = hm__router_h2p_open;
+	tc.h2 = t->open[HM_TLS_ALPN_H2] != NULL;
+	t->timeout_ms = (uint64_t)w->cfg->tls_handshake_timeout;
+	t->max_handshakes = (uint32_t)w->cfg->tls_max_handshakes;
+	if ((r = hm_certstore_reader_new(&t->store, w->cfg->cert_store)) != 0 ||
+	    (r = hm_tls_ctx_new(&t->engine, t->store, &tc)) != 0)
+		return r;
+	check_certs(w);
+	return hm__router_tls_start(&w->ctx, t);
 }
 
 _Noreturn void hm__router_worker_main(const struct hm__router_config *cfg,
@@ -397,6 +503,11 @@ _Noreturn void hm__router_worker_main(const struct hm__router_config *cfg,
 		exit(1);
 	}
 	w->ctx.conn_closed = conn_closed;
+	if (cfg->tls_listen_fd >= 0 && (r = tls_setup(w)) != 0) {
+		hm_log(HM_LOG_ERR, "router", "TLS set-up failed (certificate store %s): %s",
+		       cfg->cert_store, hm_strerror(r));
+		exit(1);
+	}
 	/* A slot handed over with a dead worker's ledger: returned before any request counts. */
 	if (__atomic_load_n(&slot->ledger_state, __ATOMIC_ACQUIRE) == HM__LEDGER_OWNED &&
 	    hm__router_ledger_pending(slot))
@@ -416,18 +527,21 @@ _Noreturn void hm__router_worker_main(const struct hm__router_config *cfg,
 	signal(SIGUSR2, SIG_IGN); /* the master's business */
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
-	w->listen_fd = cfg->listen_fd;
 	w->max_clients = cfg->worker_max_clients;
 	__atomic_store_n(&slot->c.max_conns, w->max_clients, __ATOMIC_RELAXED);
 	uv_timer_init(&w->loop, &w->accept_retry);
-	r = uv_poll_init(&w->loop, &w->acceptor, w->listen_fd);
-	if (r == 0)
-		r = uv_poll_start(&w->acceptor, UV_READABLE, on_acceptable);
-	if (r != 0) {
-		hm_log(HM_LOG_ERR, "router", "listening: %s", uv_strerror(r));
-		exit(1);
+	w->lis[0].fd = cfg->listen_fd;
+	w->lis[1].fd = cfg->tls_listen_fd;
+	w->lis[1].tls = true;
+	for (size_t i = 0; i < HM_ARRAY_SIZE(w->lis); i++) {
+		w->lis[i].poll.data = w;
+		if (w->lis[i].fd >= 0 &&
+		    (r = uv_poll_init(&w->loop, &w->lis[i].poll, w->lis[i].fd)) != 0) {
+			hm_log(HM_LOG_ERR, "router", "listening: %s", uv_strerror(r));
+			exit(1);
+		}
 	}
-	w->accept = ACCEPT_POLLING;
+	accept_set(w, ACCEPT_POLLING);
 	__atomic_store_n(&slot->ready, 1, __ATOMIC_RELEASE);
 	uv_run(&w->loop, UV_RUN_DEFAULT);
 	finish(w);

@@ -161,6 +161,7 @@ struct hm__router_client_info {
 	const char *peer; /* the client's IP, text */
 	uint8_t peer_len;
 	uint16_t port;	  /* the port it connected to (X-Forwarded-Port) */
+	bool https;	  /* over TLS: X-Forwarded-Proto, protocol=https, Secure cookies */
 	uint64_t t_first; /* loop ms of the request's first byte (the boot wait counts from it) */
 };
 
@@ -175,6 +176,7 @@ struct hm__router_xchg {
 	const char *peer;
 	uint8_t peer_len;
 	uint16_t port;
+	bool https;
 	struct hm__router_upstream up; /* toward the dyno */
 	/* Everything from here to lr is per-request state, zeroed when the exchange starts. */
 	uint8_t state;	    /* enum hm__router_xchg_state */

@@ -145,17 +145,18 @@ static void log_xchg(struct hm__router_xchg *x, const char *desc, bool head_out)
 	r.service_ms = x->t_send_ns != 0 ? (int64_t)((uv_hrtime() - x->t_send_ns) / 1000000) : -1;
 	r.status = x->status;
 	r.bytes = head_out ? (int64_t)x->up.resp.body_bytes : -1;
+	r.https = x->https;
 	log_write(x->ctx, &r, (enum hm__router_code)x->code, desc);
 }
 
 void hm__router_xchg_reject(struct hm__router_ctx *ctx, const struct hm__router_msg *m,
-			    const char *peer, size_t peer_len, enum hm__router_code code,
+			    const struct hm__router_client_info *ci, enum hm__router_code code,
 			    int status)
 {
 	struct hm__router_logreq lr;
-	struct hm__router_logrec r = {0};
+	struct hm__router_logrec r = {.https = ci->https};
 
-	hm__router_log_capture(&lr, m, NULL, peer, peer_len);
+	hm__router_log_capture(&lr, m, NULL, ci->peer, ci->peer_len);
 	r.method = lr.method;
 	if (lr.path_len > 0 || lr.method != NULL) {
 		r.path = lr.path;
@@ -263,6 +264,7 @@ void hm__router_xchg_start(struct hm__router_xchg *x, const struct hm__router_cl
 	x->peer = ci->peer;
 	x->peer_len = ci->peer_len;
 	x->port = ci->port;
+	x->https = ci->https;
 	x->t_first = ci->t_first;
 	x->last_io = now_ms(x);
 	x->connect_ms = -1;
@@ -524,6 +526,7 @@ static void ready(struct hm__router_xchg *x)
 		    .peer = x->peer,
 		    .peer_len = x->peer_len,
 		    .port = x->port,
+		    .https = x->https,
 		    .start_ms = x->start_ms,
 		    .request_id = x->lr.request_id,
 		    .request_id_len = x->lr.request_id_len,
@@ -686,7 +689,7 @@ static int up_head(void *owner)
 	struct hm__router_resp *rs = &x->up.rs;
 	struct hm__router_resp_ctx rc = {0};
 	struct hm__router_resp_plan plan = {0};
-	char cookie[HM__AFFINITY_SET_COOKIE_MAX];
+	char cookie[HM__AFFINITY_SET_COOKIE_MAX + 8]; /* and "; Secure" */
 	int status = rs->status, r;
 
 	x->flags |= HM__XF_RESP_STARTED;
@@ -711,6 +714,11 @@ static int up_head(void *owner)
 		rc.set_cookie_len =
 		    hm__router_affinity_set_cookie(&x->ctx->aff, x->route.app, x->route.dyno,
 						   hm_wall_ms() / 1000 + HM__AFFINITY_TTL, cookie);
+		if (x->https && rc.set_cookie_len > 0) {
+			/* A cookie issued over HTTPS is never sent back over plain HTTP. */
+			memcpy(cookie + rc.set_cookie_len, "; Secure", 8);
+			rc.set_cookie_len += 8;
+		}
 		rc.set_cookie = rc.set_cookie_len > 0 ? cookie : NULL;
 	}
 	/* A response that announces a body it must not have (HEAD, 204, 304): a dyno that sends the

@@ -33,11 +33,11 @@ void hm__router_xchg_start(struct hm__router_xchg *x, const struct hm__router_cl
 /*
  * Logs a request the client protocol refused itself, with no exchange (a malformed head, 400 to
  * 505 H26; a head not received in time, 408 H28): m is the head as far as it was parsed (its
- * method and target are logged if the request line was), peer the client's address; the client
+ * method and target are logged if the request line was), ci what is known of the client; the client
  * protocol sends the answer.
  */
 void hm__router_xchg_reject(struct hm__router_ctx *ctx, const struct hm__router_msg *m,
-			    const char *peer, size_t peer_len, enum hm__router_code code,
+			    const struct hm__router_client_info *ci, enum hm__router_code code,
 			    int status);
 
 /* Bytes came from the client (request body, or anything: it is progress): forwards what it can. */

@@ -56,6 +56,11 @@ START_TEST(success_line)
 				  "request_id=8601b555-6a76-4f2d-a2c8-5f4ff9f3e0a5 fwd=\"1.2.3.4\" "
 				  "dyno=web.1 connect=1ms service=4ms status=200 bytes=13 "
 				  "protocol=http\n");
+	r.https = true; /* the TLS listener's */
+	ck_assert_str_eq(fmt(&r), "at=info method=GET path=\"/a?b=1\" host=a.example.com "
+				  "request_id=8601b555-6a76-4f2d-a2c8-5f4ff9f3e0a5 fwd=\"1.2.3.4\" "
+				  "dyno=web.1 connect=1ms service=4ms status=200 bytes=13 "
+				  "protocol=https\n");
 }
 END_TEST
 

@@ -398,6 +398,18 @@ START_TEST(request_rewrite_body_and_upgrade)
 	ck_assert_ptr_nonnull(strstr(o, "\r\nTransfer-Encoding: chunked\r\n"));
 	ck_assert_ptr_nonnull(strstr(o, "\r\nX-Forwarded-For: 192.0.2.9\r\n"));
 	free(o);
+	{
+		/* From the TLS listener: the client's X-Forwarded-Proto replaced by https. */
+		struct hm__router_fwd tls = fwd;
+
+		tls.https = true;
+		tls.port = 443;
+		o = rewrite("GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: http\r\n\r\n", &tls);
+		ck_assert_ptr_nonnull(
+		    strstr(o, "\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Port: 443\r\n"));
+		ck_assert_ptr_null(strstr(o, "X-Forwarded-Proto: http\r\n"));
+		free(o);
+	}
 	o = rewrite("POST /u HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
 		    &fwd);
 	ck_assert_ptr_nonnull(strstr(o, "\r\nContent-Length: 3\r\n"));

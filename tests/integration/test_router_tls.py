@@ -1,0 +1,460 @@
+#!/usr/bin/env python3
+"""hermod-router's TLS listener (issue 11; CONTRACT.md "HTTP behaviour", docs/tls.md): which
+certificate each SNI gets from the node's certificate store, unrecognized_name, old protocol
+versions refused, a rotated certificate used by the next handshake while open connections go on,
+session resumption on another router that reads a store with the same ticket keys, the same HTTP
+behaviour as the plain listener (forwarded headers, protocol=https, Secure affinity cookies,
+WebSocket upgrades), the handshake timeout and the bound on handshakes in progress.
+
+The store is written with tests/tools/hm-certstore-put (what an edge writes: the origin's checks,
+canonical PEM); certificates are made by the test with the openssl command (pki.py). Clients:
+Python's ssl module, curl and openssl s_client."""
+
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import warnings
+
+import hermod_test as hm
+from hermod_test import T, check, eq, wait_for
+from pki import PKI
+
+HOST = "a.example.test"
+
+warnings.filterwarnings("ignore", "ssl.TLSVersion.TLSv1", DeprecationWarning)
+
+
+def put_cert(store, name, cert):
+    """Puts cert (a pki.Cert: chain then key) under name into the store at path store."""
+    p = subprocess.run([hm.binary("hm-certstore-put"), store, "put", name, cert.crt, cert.key],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=T(30))
+    eq(p.returncode, 0, "hm-certstore-put %s: %s" % (name, p.stdout.decode(errors="replace")))
+
+
+def put_keys(store, *keys):
+    """Sets the store's ticket keys (80 random bytes each, the first encrypts)."""
+    p = subprocess.run([hm.binary("hm-certstore-put"), store, "keys"] + [k.hex() for k in keys],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=T(30))
+    eq(p.returncode, 0, "hm-certstore-put keys: %s" % p.stdout.decode(errors="replace"))
+
+
+class Pki:
+    """A CA and server certificates for every kind of name."""
+
+    def __init__(self, env):
+        p = PKI(env.path("pki"))
+        self.ca = p.ca("tls-ca")
+        self.exact = p.leaf("exact", self.ca, "serverAuth", [HOST])
+        self.wild = p.leaf("wild", self.ca, "serverAuth", ["*.w.example.test"])
+        self.default = p.leaf("default", self.ca, "serverAuth", ["default.example.test"])
+        self.pki = p
+
+    def leaf(self, name, dns):
+        return self.pki.leaf(name, self.ca, "serverAuth", dns)
+
+
+def setup(env, default=True, keys=True, store=None, **router_kw):
+    """Certificates in a store, an app on HOST and *.w.example.test with one echo dyno, and a
+    router with a plain and a TLS listener. Returns (router, pki, store)."""
+    pk = Pki(env)
+    store = store or env.path("hermod.certs")
+    put_cert(store, HOST, pk.exact)
+    put_cert(store, "*.w.example.test", pk.wild)
+    if default:
+        put_cert(store, "default", pk.default)
+    if keys:
+        put_keys(store, os.urandom(80))
+    d = env.dyno("web.1")
+    env.routing().app("app", [HOST, "*.w.example.test", "default.example.test"],
+                      [(d.name, d.addr)], **router_kw.pop("app_settings", {}))
+    r = tls_router(env, store, **router_kw)
+    return r, pk, store
+
+
+def tls_router(env, store, **kw):
+    r = env.router(tls_listen="127.0.0.1:%d" % hm.free_port(), cert_store=store, metrics=True,
+                   **kw)
+    r.tls_port = int(r.argv[r.argv.index("--tls-listen") + 1].rsplit(":", 1)[1])
+    wait_for(lambda: hm.port_open(r.tls_port), T(10), "the TLS listener")
+    return r
+
+
+def client_ctx(pk=None, maxv=None, minv=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if pk is not None:
+        ctx.load_verify_locations(pk.ca.crt)
+    else:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if maxv is not None:
+        ctx.maximum_version = maxv
+    if minv is not None:
+        ctx.minimum_version = minv
+    return ctx
+
+
+def tls_conn(port, sni, ctx=None, session=None):
+    """A hermod_test.Conn over TLS (handshake done)."""
+    c = hm.Conn(port, connect=False)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=c.timeout)
+    try:
+        c.sock = (ctx or client_ctx()).wrap_socket(raw, server_hostname=sni, session=session)
+    except BaseException:
+        raw.close()
+        raise
+    return c
+
+
+def get(c, target="/echo", host=HOST, headers=None):
+    c.send(hm.request_bytes("GET", target, host, headers))
+    return c.read_response()
+
+
+def peer_der(c):
+    return c.sock.getpeercert(binary_form=True)
+
+
+def fail_count(r, reason):
+    return r.metric("hermod_tls_handshake_failures_total", 'reason="%s"' % reason) or 0
+
+
+def test_tls_listener_alone_with_the_store_beside_the_table(env):
+    pk = Pki(env)
+    # No --cert-store: the store is the table's path with .certs for .table.
+    put_cert(env.path("hermod.certs"), "default", pk.default)
+    d = env.dyno("web.1")
+    env.routing().app("app", [HOST], [(d.name, d.addr)])
+    port = hm.free_port()
+    p = env.start("router", [hm.binary("hermod-router"), "--table", env.table, "--tls-listen",
+                             "127.0.0.1:%d" % port, "--workers", "1"])
+    wait_for(lambda: hm.port_open(port), T(10), "the TLS listener")
+    with tls_conn(port, HOST) as c:
+        eq(peer_der(c), pk.default.der(), "the certificate from the derived store")
+        eq(get(c).status, 200, "HTTPS without a plain listener")
+    err = wait_for(lambda: "listening on" in p.stderr() and p.stderr(), T(10), "the start-up line")
+    line = [ll for ll in err.splitlines() if "listening on" in ll][0]
+    check("listening on TLS 127.0.0.1:%d with" % port in line, "only the TLS listener: %s" % line)
+    check(env.path("hermod.certs") in line, "the derived store named: %s" % line)
+
+
+# -- certificate selection ---------------------------------------------------------------------
+
+def test_sni_selects_exact_wildcard_default(env):
+    r, pk, _ = setup(env)
+    cases = [(HOST, pk.exact), ("x.w.example.test", pk.wild), ("other.test", pk.default),
+             ("a.b.w.example.test", pk.default),  # a wildcard covers one label only
+             (None, pk.default)]
+    for sni, cert in cases:
+        with tls_conn(r.tls_port, sni) as c:
+            eq(peer_der(c), cert.der(), "certificate for SNI %r" % sni)
+            eq(get(c).status, 200, "request over SNI %r" % sni)
+    # A verifying client accepts the chain and the names.
+    with tls_conn(r.tls_port, HOST, client_ctx(pk)) as c:
+        eq(c.sock.selected_alpn_protocol(), None, "no ALPN offered, none chosen")
+    ctx = client_ctx(pk)
+    ctx.set_alpn_protocols(["http/1.1"])
+    with tls_conn(r.tls_port, "x.w.example.test", ctx) as c:
+        eq(c.sock.selected_alpn_protocol(), "http/1.1", "ALPN http/1.1")
+        eq(get(c, host="x.w.example.test").status, 200, "request after ALPN")
+    # curl (SNI from the URL, certificate verified against the CA).
+    p = subprocess.run(["curl", "-sS", "--cacert", pk.ca.crt, "--resolve",
+                        "x.w.example.test:%d:127.0.0.1" % r.tls_port,
+                        "https://x.w.example.test:%d/hello" % r.tls_port],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=T(20))
+    eq((p.returncode, p.stdout), (0, b"hello from web.1\n"), "curl over the wildcard certificate")
+    # openssl s_client: the subject it reports for each name.
+    for sni, cn in ((HOST, "exact"), ("z.w.example.test", "wild"), ("else.test", "default")):
+        p = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % r.tls_port,
+                            "-servername", sni, "-CAfile", pk.ca.crt, "-verify_return_error"],
+                           input=b"", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=T(20))
+        out = p.stdout.decode(errors="replace")
+        check("CN = %s" % cn in out or "CN=%s" % cn in out,
+              "s_client -servername %s: expected CN %s in:\n%s" % (sni, cn, out[-1500:]))
+    eq(fail_count(r, "unrecognized_name"), 0, "no handshake failed")
+
+
+def test_unrecognized_name_without_default(env):
+    r, pk, _ = setup(env, default=False)
+    try:
+        tls_conn(r.tls_port, "nothing.test").close()
+        hm.fail("a handshake for a name without a certificate succeeded")
+    except ssl.SSLError as e:
+        check("UNRECOGNIZED_NAME" in str(e).upper(), "alert unrecognized_name, got %s" % e)
+    wait_for(lambda: fail_count(r, "unrecognized_name") == 1, T(5),
+             "the failure counted as unrecognized_name")
+    # The covered names still work on the same listener.
+    with tls_conn(r.tls_port, HOST) as c:
+        eq(get(c).status, 200, "exact name")
+
+
+def test_old_protocol_versions_refused(env):
+    r, _, _ = setup(env)
+    for v in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
+        ctx = client_ctx(maxv=v, minv=ssl.TLSVersion.TLSv1)
+        ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
+        try:
+            tls_conn(r.tls_port, HOST, ctx).close()
+            hm.fail("a %s handshake succeeded" % v.name)
+        except (ssl.SSLError, ConnectionResetError):
+            pass
+    wait_for(lambda: fail_count(r, "protocol_version") == 2, T(5),
+             "both refusals counted as protocol_version")
+    for v in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        with tls_conn(r.tls_port, HOST, client_ctx(maxv=v, minv=v)) as c:
+            eq(c.sock.version(), {"TLSv1_2": "TLSv1.2", "TLSv1_3": "TLSv1.3"}[v.name], "version")
+            eq(get(c).status, 200, "request over %s" % v.name)
+
+
+def test_plain_http_to_tls_port_closed(env):
+    r, _, _ = setup(env)
+    with hm.Conn(r.tls_port) as c:
+        c.send(hm.request_bytes("GET", "/echo", HOST))
+        while c.read_some():
+            pass
+    wait_for(lambda: fail_count(r, "http_request") == 1, T(5), "counted as http_request")
+    check(not any(ll.get("path") == "/echo" for ll in r.logs()), "nothing was routed")
+
+
+# -- HTTP over TLS -------------------------------------------------------------------------------
+
+def test_forwarded_headers_log_and_secure_cookie(env):
+    r, _, _ = setup(env, app_settings={"affinity": True})
+    with tls_conn(r.tls_port, HOST) as c:
+        resp = get(c, "/echo/tls")
+        e = hm.echo_of(resp)
+        eq(hm.hdr(e["headers"], "X-Forwarded-Proto"), ["https"], "X-Forwarded-Proto")
+        eq(hm.hdr(e["headers"], "X-Forwarded-Port"), [str(r.tls_port)], "X-Forwarded-Port")
+        eq(hm.hdr(e["headers"], "X-Forwarded-For"), ["127.0.0.1"], "X-Forwarded-For")
+        cookie = resp.header("set-cookie")
+        check(cookie is not None and cookie.endswith("; Secure"), "Secure cookie: %r" % cookie)
+        # Keep-alive: a second request on the connection.
+        eq(get(c, "/echo/tls2").status, 200, "second request on the connection")
+    ll = r.wait_log(path="/echo/tls")
+    eq(ll.get("protocol"), "https", "log protocol")
+    r.wait_log(path="/echo/tls2", protocol="https")
+    # The plain listener of the same router: http, no Secure.
+    resp = hm.http_get(r.port, "/echo/plain", HOST)
+    e = hm.echo_of(resp)
+    eq(hm.hdr(e["headers"], "X-Forwarded-Proto"), ["http"], "plain X-Forwarded-Proto")
+    eq(hm.hdr(e["headers"], "X-Forwarded-Port"), [str(r.port)], "plain X-Forwarded-Port")
+    check("Secure" not in (resp.header("set-cookie") or ""), "no Secure over plain HTTP")
+    r.wait_log(path="/echo/plain", protocol="http")
+
+
+def test_http2_by_alpn(env):
+    """ALPN h2 on the TLS listener: the same exchange as HTTP/1.1 (forwarded headers, https in
+    the log line), concurrent streams on one connection, and http/1.1 for a client that asks
+    for it (as a WebSocket client does)."""
+    r, pk, _ = setup(env)
+    ctx = client_ctx(pk)
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    with tls_conn(r.tls_port, HOST, ctx) as c:
+        eq(c.sock.selected_alpn_protocol(), "h2", "ALPN h2 offered and chosen")
+    url = "https://%s:%d" % (HOST, r.tls_port)
+    base = ["curl", "-sS", "--cacert", pk.ca.crt, "--resolve", "%s:%d:127.0.0.1" % (HOST, r.tls_port)]
+    p = subprocess.run(base + ["--http2", "-w", "\n%{http_version}", url + "/echo/h2tls"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=T(20))
+    eq(p.returncode, 0, "curl --http2: %r" % p.stdout[-300:])
+    body, version = p.stdout.rsplit(b"\n", 1)
+    eq(version, b"2", "curl spoke HTTP/2")
+    import json
+    e = json.loads(body)
+    eq(hm.hdr(e["headers"], "X-Forwarded-Proto"), ["https"], "X-Forwarded-Proto over h2")
+    eq(hm.hdr(e["headers"], "X-Forwarded-Port"), [str(r.tls_port)], "X-Forwarded-Port over h2")
+    eq(e["version"], "HTTP/1.1", "HTTP/1.1 to the dyno")
+    r.wait_log(path="/echo/h2tls", protocol="https", status="200")
+    p = subprocess.run(base + ["--http1.1", "-w", "\n%{http_version}", url + "/hello"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=T(20))
+    eq(p.stdout.rsplit(b"\n", 1)[-1], b"1.1", "curl --http1.1 over the same listener")
+    # h2load: 2 connections x 10 concurrent streams, every request answered 200.
+    p = subprocess.run(["h2load", "-n", "200", "-c", "2", "-m", "10",
+                        "https://127.0.0.1:%d/hello" % r.tls_port, "-H", ":authority: " + HOST],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=T(60))
+    out = p.stdout.decode(errors="replace")
+    check("200 succeeded" in out and "200 2xx" in out and "Application protocol: h2" in out,
+          "h2load over TLS: %s" % out[-1500:])
+
+
+def test_errors_and_refusals_over_tls(env):
+    r, _, _ = setup(env)
+    with tls_conn(r.tls_port, HOST) as c:
+        c.send(b"GET / HTTP/1.1\r\nHost: nosuch.test\r\n\r\n")
+        eq(c.read_response().status, 404, "unknown host over TLS")
+    with tls_conn(r.tls_port, HOST) as c:
+        c.send(b"GET / HTTP/1.1\r\n\r\n")  # no Host: refused by the protocol itself
+        resp = c.read_response()
+        eq(resp.status, 400, "request without Host over TLS")
+    ll = r.wait_log(status="400")
+    eq((ll.get("code"), ll.get("protocol")), ("H26", "https"), "refusal's log line")
+
+
+def test_large_bodies_both_ways(env):
+    r, _, _ = setup(env)
+    body = os.urandom(3 << 20)
+    with tls_conn(r.tls_port, HOST) as c:
+        c.send(hm.request_bytes("POST", "/sink", HOST, body=body))
+        resp = c.read_response()
+        import hashlib
+        import json
+        eq(json.loads(resp.body)["sha256"], hashlib.sha256(body).hexdigest(), "upload")
+        resp = get(c, "/bytes/5000000")
+        eq(len(resp.body), 5000000, "download")
+
+
+def test_websocket_upgrade_over_tls(env):
+    r, _, _ = setup(env)
+    with tls_conn(r.tls_port, HOST) as c:
+        c.send(hm.request_bytes("GET", "/upgrade", HOST,
+                                [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                                 ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+                                 ("Sec-WebSocket-Version", "13")]))
+        resp = c.read_response(interim=True)
+        eq(resp.status, 101, "101 over TLS")
+        for n in (5, 70000):
+            data = os.urandom(n)
+            c.send(data)
+            eq(c.read_exact(n), data, "%d bytes through the wss tunnel" % n)
+    r.wait_log(path="/upgrade", protocol="https", status="101")
+
+
+# -- rotation and resumption ---------------------------------------------------------------------
+
+def test_rotation_keeps_open_connection(env):
+    r, pk, store = setup(env)
+    with tls_conn(r.tls_port, HOST) as old:
+        eq(get(old).status, 200, "before the rotation")
+        eq(peer_der(old), pk.exact.der(), "the first certificate")
+        new = pk.leaf("exact2", [HOST])
+        put_cert(store, HOST, new)
+        # The next handshake uses the new certificate (no reload, no signal).
+        with tls_conn(r.tls_port, HOST) as c:
+            eq(peer_der(c), new.der(), "a new handshake gets the rotated certificate")
+            eq(get(c).status, 200, "request on the new connection")
+        eq(get(old).status, 200, "the connection opened before the rotation still serves")
+        check(not old.eof, "the old connection stays open")
+    # A removed name falls back to the default.
+    subprocess.run([hm.binary("hm-certstore-put"), store, "rm", HOST], check=True,
+                   timeout=T(30))
+    with tls_conn(r.tls_port, HOST) as c:
+        eq(peer_der(c), pk.default.der(), "after rm: the default certificate")
+
+
+def resumes(first_port, second_port, version):
+    ctx = client_ctx(maxv=version, minv=version)
+    with tls_conn(first_port, HOST, ctx) as c:
+        eq(get(c).status, 200, "first connection")  # TLS 1.3 tickets follow the handshake
+        sess = c.sock.session
+        check(sess is not None and sess.has_ticket, "a session ticket was issued")
+    with tls_conn(second_port, HOST, ctx, session=sess) as c:
+        reused = c.sock.session_reused
+        eq(get(c).status, 200, "resumed connection")
+    return reused
+
+
+def test_resumption_across_two_routers(env):
+    keys = [os.urandom(80), os.urandom(80)]
+    r1, pk, s1 = setup(env)
+    put_keys(s1, *keys)
+    # A second node: its own store (written by its own edge) with the same certificate and
+    # ticket keys, its own router.
+    s2 = env.path("node2.certs")
+    put_cert(s2, HOST, pk.exact)
+    put_keys(s2, *keys)
+    r2 = tls_router(env, s2, name="router2")
+    for v in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        check(resumes(r1.tls_port, r2.tls_port, v), "%s session from router 1 resumed on "
+              "router 2" % v.name)
+        check(resumes(r2.tls_port, r1.tls_port, v), "%s session from router 2 resumed on "
+              "router 1" % v.name)
+    eq(r2.metric("hermod_tls_handshakes_total", 'kind="resumed"'), 2.0, "router 2 resumed")
+    # A node whose store has other keys cannot decrypt the ticket: a full handshake, no error.
+    s3 = env.path("node3.certs")
+    put_cert(s3, HOST, pk.exact)
+    put_keys(s3, os.urandom(80))
+    r3 = tls_router(env, s3, name="router3")
+    check(not resumes(r1.tls_port, r3.tls_port, ssl.TLSVersion.TLSv1_3),
+          "a ticket under unknown keys is not resumed")
+    # The previous key still decrypts after a rotation (keys[1] is the previous one now).
+    put_keys(s2, os.urandom(80), keys[0])
+    check(resumes(r1.tls_port, r2.tls_port, ssl.TLSVersion.TLSv1_2),
+          "a ticket under the previous key resumes after the rotation")
+
+
+# -- handshake limits ----------------------------------------------------------------------------
+
+def test_handshake_timeout(env):
+    r, _, _ = setup(env, tls_handshake_timeout="1s")
+    with hm.Conn(r.tls_port, timeout=T(15)) as c:
+        c.send(b"\x16\x03\x01")  # the start of a record, then nothing
+        eq(c.read_some(), b"", "the router closed the silent handshake")
+    wait_for(lambda: fail_count(r, "timeout") == 1, T(5), "counted as timeout")
+    eq(r.metric("hermod_tls_handshakes_in_progress"), 0.0, "no handshake in progress")
+
+
+def accept_queue(port):
+    """Connections waiting in the kernel's accept queue of the listener on 127.0.0.1:port (a
+    listening socket's rx_queue in /proc/net/tcp)."""
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == "0100007F:%04X" % port and fields[3] == "0A":
+                return int(fields[4].split(":")[1], 16)
+    return None
+
+
+def test_handshakes_in_progress_bounded(env):
+    r, _, _ = setup(env, tls_max_handshakes=2, workers=1)
+    held = [hm.Conn(r.tls_port) for _ in range(2)]
+    wait_for(lambda: r.metric("hermod_tls_handshakes_in_progress") == 2, T(10),
+             "two handshakes in progress")
+    result = {}
+
+    def third():
+        try:
+            with tls_conn(r.tls_port, HOST) as c:
+                result["status"] = get(c).status
+        except Exception as e:  # noqa: BLE001 (reported below)
+            result["error"] = e
+
+    t = threading.Thread(target=third)
+    t.start()
+    wait_for(lambda: accept_queue(r.tls_port) == 1, T(10),
+             "the third connection waiting in the listener's backlog")
+    check(not result, "the third handshake waited in the backlog: %r" % result)
+    check((r.metric("hermod_tls_accept_paused_total") or 0) >= 1, "the pause is counted")
+    eq(r.metric("hermod_tls_handshakes_in_progress"), 2.0, "still two in progress")
+    # The plain listener is not held back.
+    eq(hm.http_get(r.port, "/hello", HOST).status, 200, "plain HTTP while TLS is paused")
+    held[0].close()
+    t.join(T(15))
+    eq(result.get("status"), 200, "the third connection served once a handshake ended (%r)" %
+       result)
+    held[1].close()
+
+
+def test_expiry_gauge_and_counts(env):
+    r, pk, store = setup(env)
+    import datetime
+    p = subprocess.run(["openssl", "x509", "-in", pk.exact.crt, "-noout", "-enddate"],
+                       stdout=subprocess.PIPE, check=True, timeout=T(10))
+    end = p.stdout.decode().strip().split("=", 1)[1]
+    t = datetime.datetime.strptime(end, "%b %d %H:%M:%S %Y GMT").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+    wait_for(lambda: r.metric("hermod_tls_certificates") == 3, T(10), "3 certificates seen")
+    got = r.metric("hermod_tls_certificate_soonest_expiry_seconds")
+    check(got is not None and abs(got - t) <= 5, "soonest expiry %r, a leaf ends at %r" % (got, t))
+    sooner = pk.pki.leaf("sooner", pk.ca, "serverAuth", ["s.example.test"],
+                         not_after=t - 3 * 86400)
+    put_cert(store, "s.example.test", sooner)
+    wait_for(lambda: abs((r.metric("hermod_tls_certificate_soonest_expiry_seconds") or 0) -
+                         (t - 3 * 86400)) <= 5, T(10), "the gauge follows a sooner certificate")
+    with tls_conn(r.tls_port, HOST) as c:
+        get(c)
+    eq(r.metric("hermod_tls_handshakes_total", 'kind="full"'), 1.0, "one full handshake")
+
+
+if __name__ == "__main__":
+    hm.run(globals())
