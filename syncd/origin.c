@@ -32,12 +32,13 @@
 #include "common/errors.h"
 #include "common/log.h"
 #include "common/sdnotify.h"
+#include "common/state.h"
 #include "common/table.h"
 #include "common/util.h"
 #include "proto/proto.h"
 #include "syncd/admin.h"
 #include "syncd/batch.h"
-#include "syncd/capacity.h"
+#include "syncd/certput.h"
 #include "syncd/journal.h"
 #include "syncd/mailbox.h"
 #include "syncd/nngx.h"
@@ -100,6 +101,7 @@ struct waiter {
 	struct waiter *next;
 	uint32_t ctl;
 	uint8_t req_id[16];
+	char *warn; /* owned; warnings for the ACK (a certificate about to expire), or NULL */
 };
 
 /* A batch validated and queued for the journal, not yet durable. */
@@ -121,7 +123,7 @@ struct origin {
 
 	int lock_fd;
 	uint64_t epoch;
-	struct hm_table_writer *table;
+	struct hm_state st; /* the table and the certificate store, both in private memory */
 	struct hm_proto_decoder *dec;
 	struct hm__reqcache *reqs;
 	struct hm__journal *journal;
@@ -184,11 +186,13 @@ static void ctl_send(struct origin *o, uint32_t idx, struct hm_pbuf *pb)
 	hm__rep_send(c->ctx, c->aio, m);
 }
 
-static void reply_ack(struct origin *o, uint32_t idx, const uint8_t id[16], uint64_t seq)
+static void reply_ack(struct origin *o, uint32_t idx, const uint8_t id[16], uint64_t seq,
+		      const char *warn)
 {
 	struct hm_pbuf pb = {0};
 
-	hm_require(hm_proto_encode_ctl_ack(&pb, id, o->epoch, seq) == 0);
+	hm_require(hm_proto_encode_ctl_ack_warn(&pb, id, o->epoch, seq, warn,
+						warn != NULL ? strlen(warn) : 0) == 0);
 	ctl_send(o, idx, &pb);
 	hm_pbuf_fini(&pb);
 }
@@ -243,6 +247,8 @@ static void change_desc(const struct hm_change *c, char *out, size_t n)
 			 c->app);
 		break;
 	case HM_OP_DOMAIN_RM:
+	case HM_OP_CERT_PUT: /* the name only: never the PEM */
+	case HM_OP_CERT_RM:
 		snprintf(out, n, "%s %.*s", op, (int)c->name_len, c->name);
 		break;
 	default:
@@ -288,31 +294,6 @@ static const struct hm_change *msg_changes(const struct hm_msg *m, uint32_t *n)
 	return m->ctl_req.changes;
 }
 
-/* Grows the table to hold the request: sized from its changes the first time, doubling after. */
-static int grow_for(struct origin *o, nng_msg **msgs, uint32_t n, int attempt)
-{
-	struct hm__need need = {0};
-	struct hm_table_info info;
-	struct hm_table_caps min;
-
-	if (attempt > 0)
-		return hm_table_grow(o->table, NULL);
-	for (uint32_t i = 0; i < n; i++) {
-		const struct hm_change *cs;
-		struct hm_msg m;
-		uint32_t nc;
-
-		hm_require(
-		    hm_proto_decode(o->dec, nng_msg_body(msgs[i]), nng_msg_len(msgs[i]), &m) == 0);
-		cs = msg_changes(&m, &nc);
-		for (uint32_t k = 0; k < nc; k++)
-			hm__need_add(&need, &cs[k]);
-	}
-	hm_table_writer_info(o->table, &info);
-	hm__need_caps(&info, &need, &min);
-	return hm_table_grow(o->table, &min);
-}
-
 static struct pending *pending_find(struct origin *o, uint64_t seq)
 {
 	for (struct pending *p = o->pend_head; p != NULL; p = p->next)
@@ -321,11 +302,13 @@ static struct pending *pending_find(struct origin *o, uint64_t seq)
 	return NULL;
 }
 
-static void add_waiter(struct pending *p, uint32_t idx, const uint8_t id[16])
+static void add_waiter(struct pending *p, uint32_t idx, const uint8_t id[16], const char *warn)
 {
 	struct waiter *w = calloc(1, sizeof(*w));
 
 	hm_require(w != NULL);
+	if (warn != NULL && warn[0] != '\0')
+		hm_require((w->warn = strdup(warn)) != NULL);
 	w->ctl = idx;
 	memcpy(w->req_id, id, 16);
 	w->next = p->waiters;
@@ -345,91 +328,207 @@ static void split_changes(struct hm__splitter *sp, struct counts *parts, const s
 	}
 }
 
+/* The canonical records of a request's cert.put changes, in request order. */
+struct req_certs {
+	struct hm__certput *v;
+	uint32_t n, cap;
+	char warn[HM_PROTO_MAX_REASON]; /* the warnings, one line each */
+};
+
+static void req_certs_fini(struct req_certs *rc)
+{
+	for (uint32_t i = 0; i < rc->n; i++)
+		hm__certput_fini(&rc->v[i]);
+	free(rc->v);
+	memset(rc, 0, sizeof(*rc));
+}
+
+/*
+ * Checks every cert.put of the request (syncd/certcheck, docs/tls.md) before anything is
+ * applied, and keeps the canonical records. Returns 0, or an error already answered.
+ */
+static int check_certs(struct origin *o, uint32_t idx, const uint8_t id[16], nng_msg **msgs,
+		       uint32_t n, const struct hm_msg *first, struct req_certs *rc)
+{
+	uint64_t total = 0;
+	int64_t now = (int64_t)(hm_wall_ms() / 1000);
+	size_t wl = 0;
+
+	for (uint32_t i = 0; i < n; i++) {
+		struct hm_msg dm;
+		const struct hm_msg *m = &dm;
+		uint32_t nc;
+
+		if (i == 0 && first != NULL)
+			m = first;
+		else
+			hm_require(hm_proto_decode(o->dec, nng_msg_body(msgs[i]),
+						   nng_msg_len(msgs[i]), &dm) == 0);
+		const struct hm_change *cs = msg_changes(m, &nc);
+
+		for (uint32_t k = 0; k < nc; k++, total++) {
+			struct hm__certput *cp;
+			int e;
+
+			if (cs[k].op != HM_OP_CERT_PUT)
+				continue;
+			if (rc->n == rc->cap) {
+				uint32_t cap = rc->cap ? rc->cap * 2 : 4;
+				struct hm__certput *v = realloc(rc->v, cap * sizeof(*v));
+
+				hm_require(v != NULL);
+				rc->v = v;
+				rc->cap = cap;
+			}
+			cp = &rc->v[rc->n++];
+			if ((e = hm__certput_make(cp, &cs[k], now)) != 0) {
+				reply_error(o, idx, id, e == -EINVAL ? HM_ECERTREFUSED : e,
+					    total > UINT32_MAX - 1 ? UINT32_MAX : (uint32_t)total,
+					    "change %" PRIu64 " (cert.put %.*s): %s", total,
+					    (int)cs[k].name_len, cs[k].name,
+					    cp->chk.text[0] != '\0' ? cp->chk.text
+								    : hm_strerror(e));
+				return e;
+			}
+			if (cp->chk.warnings != 0 && wl < sizeof(rc->warn) - 1) {
+				int w = snprintf(rc->warn + wl, sizeof(rc->warn) - wl,
+						 "%scert %.*s: %s", wl > 0 ? "\n" : "",
+						 (int)cs[k].name_len, cs[k].name, cp->chk.text);
+
+				wl = w < 0 ? wl : HM_MIN(wl + (size_t)w, sizeof(rc->warn) - 1);
+			}
+		}
+	}
+	return 0;
+}
+
+/* What sequence() feeds into the state: the request's changes, each cert.put replaced by its
+ * canonical record, encoded into the batch at the same time. */
+struct seq_feed {
+	struct origin *o;
+	nng_msg **msgs;
+	uint32_t n;
+	const struct hm_msg *first; /* msgs[0] decoded; usable until anything else is decoded */
+	struct hm__batch_builder *bb;
+	const struct counts *parts;
+	const struct req_certs *certs;
+	uint64_t seq, ts, total;
+	uint32_t bad;
+	int fed;
+	bool encode_failed;
+	char reason[HM_PROTO_MAX_REASON];
+};
+
+static int seq_feed(struct hm_state *s, void *arg)
+{
+	struct seq_feed *f = arg;
+	bool counting = hm_state_counting(s);
+	uint32_t ci = 0;
+	int e = 0;
+
+	f->total = 0;
+	if (!counting && (e = hm__batch_begin(f->bb, f->o->epoch, f->seq, f->ts, f->parts->v,
+					      f->parts->n)) != 0) {
+		f->encode_failed = true;
+		snprintf(f->reason, sizeof(f->reason), "cannot encode the batch: %s",
+			 hm_strerror(e));
+		return e;
+	}
+	for (uint32_t i = 0; i < f->n; i++) {
+		struct hm_msg dm;
+		const struct hm_msg *m = &dm;
+		uint32_t nc;
+
+		if (i == 0 && f->first != NULL && f->fed == 0)
+			m = f->first;
+		else
+			hm_require(hm_proto_decode(f->o->dec, nng_msg_body(f->msgs[i]),
+						   nng_msg_len(f->msgs[i]), &dm) == 0);
+		f->fed++;
+		const struct hm_change *cs = msg_changes(m, &nc);
+
+		for (uint32_t k = 0; k < nc; k++, f->total++) {
+			const struct hm_change *c = &cs[k];
+			char desc[400];
+
+			if (c->op == HM_OP_CERT_PUT)
+				c = &f->certs->v[ci++].c;
+			if ((e = hm_state_change(s, c)) != 0) {
+				if (hm_state_is_full(e))
+					return e;
+				change_desc(c, desc, sizeof(desc));
+				f->bad =
+				    f->total > UINT32_MAX - 1 ? UINT32_MAX : (uint32_t)f->total;
+				snprintf(f->reason, sizeof(f->reason),
+					 "change %" PRIu64 " (%s): %s", f->total, desc,
+					 hm_strerror(e));
+				return e;
+			}
+			if (!counting && (e = hm__batch_add(f->bb, c)) != 0) {
+				f->encode_failed = true;
+				snprintf(f->reason, sizeof(f->reason),
+					 "cannot encode the batch: %s", hm_strerror(e));
+				return e;
+			}
+		}
+	}
+	return 0;
+}
+
 /*
  * Validates the whole request (msgs are taken; first, if not NULL, is msgs[0] already decoded)
- * as one table batch, encoding it into a batch at the same time, and on success numbers it and
- * queues it for the journal. parts says how the batch is cut into published parts. A change
- * the table refuses aborts everything and is answered with its index and a reason.
+ * as one state batch (hm_state_apply: grows the table or the certificate store as needed),
+ * encoding it into a batch at the same time, and on success numbers it and queues it for the
+ * journal. parts says how the batch is cut into published parts. A change the state refuses
+ * aborts everything and is answered with its index and a reason; so does a certificate that
+ * fails its checks, before anything is applied.
  */
 static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], nng_msg **msgs,
 		     uint32_t n, const struct counts *parts, const struct hm_msg *first)
 {
 	struct hm__batch_builder bb = {0};
 	struct hm_table_info info;
+	struct req_certs certs = {0};
 	struct hm__batch *b = NULL;
 	struct pending *p;
-	char reason[HM_PROTO_MAX_REASON];
+	uint8_t digest[HM_DIGEST_LEN];
 	uint64_t total = 0, seq = o->head_seq + 1, ts = hm_wall_ms(), t0 = hm_mono_ns();
-	uint32_t bad = UINT32_MAX;
+	struct seq_feed f = {.o = o,
+			     .msgs = msgs,
+			     .n = n,
+			     .first = first,
+			     .bb = &bb,
+			     .parts = parts,
+			     .certs = &certs,
+			     .seq = seq,
+			     .ts = ts,
+			     .bad = UINT32_MAX};
 	int e = 0;
 
 	if (parts->n == 0) {
 		reply_error(o, idx, id, HM_EUSAGE, UINT32_MAX, "the request holds no changes");
 		goto out;
 	}
-	for (int attempt = 0;; attempt++) {
-		bool encode_failed = false;
-
-		total = 0;
-		hm_require(hm_table_begin(o->table) == 0);
-		e = hm__batch_begin(&bb, o->epoch, seq, ts, parts->v, parts->n);
-		for (uint32_t i = 0; i < n && e == 0; i++) {
-			struct hm_msg dm;
-			const struct hm_msg *m = &dm;
-
-			if (i == 0 && first != NULL && attempt == 0)
-				m = first;
-			else
-				hm_require(hm_proto_decode(o->dec, nng_msg_body(msgs[i]),
-							   nng_msg_len(msgs[i]), &dm) == 0);
-			uint32_t nc;
-			const struct hm_change *cs = msg_changes(m, &nc);
-
-			for (uint32_t k = 0; k < nc; k++, total++) {
-				const struct hm_change *c = &cs[k];
-				char desc[400];
-
-				if ((e = hm_table_apply(o->table, c)) != 0) {
-					if (e == HM_EFULL)
-						break;
-					change_desc(c, desc, sizeof(desc));
-					bad = total > UINT32_MAX - 1 ? UINT32_MAX : (uint32_t)total;
-					snprintf(reason, sizeof(reason),
-						 "change %" PRIu64 " (%s): %s", total, desc,
-						 hm_strerror(e));
-					break;
-				}
-				if ((e = hm__batch_add(&bb, c)) != 0) {
-					encode_failed = true;
-					snprintf(reason, sizeof(reason),
-						 "cannot encode the batch: %s", hm_strerror(e));
-					break;
-				}
-			}
-		}
-		if (e == 0)
-			break;
-		hm_table_abort(o->table);
+	if (check_certs(o, idx, id, msgs, n, first, &certs) != 0)
+		goto out;
+	if (n > 1)
+		f.first = NULL; /* check_certs decoded the other messages over it */
+	if ((e = hm_state_apply(&o->st, seq_feed, &f, o->epoch, seq)) != 0) {
 		hm__batch_builder_fini(&bb);
-		if (e == HM_EFULL && !encode_failed && attempt < 40) {
-			if ((e = grow_for(o, msgs, n, attempt)) == 0)
-				continue;
-			snprintf(reason, sizeof(reason), "the routing table cannot grow: %s",
+		if (f.reason[0] == '\0')
+			snprintf(f.reason, sizeof(f.reason), "%s: %s",
+				 hm_state_is_full(e) ? "the routing state cannot grow"
+						     : "cannot commit",
 				 hm_strerror(e));
-		}
-		reply_error(o, idx, id, e, bad, "%s", reason);
+		reply_error(o, idx, id, e, f.bad, "%s", f.reason);
 		goto out;
 	}
-	if ((e = hm_table_commit(o->table, o->epoch, seq)) != 0) {
-		hm__batch_builder_fini(&bb);
-		reply_error(o, idx, id, e, UINT32_MAX, "cannot commit: %s", hm_strerror(e));
-		goto out;
-	}
-	hm_table_writer_info(o->table, &info);
+	total = f.total;
+	hm_table_writer_info(o->st.table, &info);
+	hm_state_digest(&o->st, digest);
 	/* The table has moved: from here on the batch must reach the journal or the process
 	 * must die (a restart recovers what is durable). */
-	hm_require(hm__batch_end(&bb, id, info.digest, info.apps, info.domains, info.dynos, &b) ==
-		   0);
+	hm_require(hm__batch_end(&bb, id, digest, info.apps, info.domains, info.dynos, &b) == 0);
 	o->head_seq = seq;
 	o->batches++;
 	o->changes += total;
@@ -446,13 +545,14 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], nng_m
 	p->queued_ns = hm_mono_ns();
 	hm__journal_append(o->journal, b, &p->pos);
 	if (idx != NO_CTL)
-		add_waiter(p, idx, id);
+		add_waiter(p, idx, id, certs.warn);
 	if (o->pend_tail != NULL)
 		o->pend_tail->next = p;
 	else
 		o->pend_head = p;
 	o->pend_tail = p;
 out:
+	req_certs_fini(&certs);
 	free_msgs(msgs, n);
 	free(msgs);
 }
@@ -531,9 +631,9 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 
 		o->resent++;
 		if (seq <= o->published_seq) {
-			reply_ack(o, idx, id, seq);
+			reply_ack(o, idx, id, seq, NULL);
 		} else if ((p = pending_find(o, seq)) != NULL) {
-			add_waiter(p, idx, id);
+			add_waiter(p, idx, id, NULL);
 		} else {
 			/* Cannot happen: every seq above published_seq is pending. */
 			reply_error(o, idx, id, -EAGAIN, UINT32_MAX, "try again");
@@ -678,7 +778,7 @@ static bool has_affinity_secret(const struct origin *o)
 {
 	uint8_t v[HM_SECRET_MAX];
 
-	return hm_table_writer_secret(o->table, AFFINITY_SECRET, v) > 0;
+	return hm_table_writer_secret(o->st.table, AFFINITY_SECRET, v) > 0;
 }
 
 /* Test builds: HM_TEST_NO_SECRET=1 starts without making the secret (a data directory from a
@@ -743,7 +843,8 @@ static void handle_durable(struct origin *o)
 		o->pub_dynos = p->b->dynos;
 		for (w = p->waiters; w != NULL; w = next) {
 			next = w->next;
-			reply_ack(o, w->ctl, w->req_id, p->b->seq);
+			reply_ack(o, w->ctl, w->req_id, p->b->seq, w->warn);
+			free(w->warn);
 			free(w);
 		}
 		hm__batch_unref(p->b);
@@ -896,8 +997,8 @@ static void start_compaction(struct origin *o)
 			_exit(1);
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGINT, SIG_DFL);
-		e = hm__snap_write(o->cfg->data, o->table, snap_id, o->reqs, path, sizeof(path),
-				   err, sizeof(err));
+		e = hm__snap_write(o->cfg->data, &o->st, snap_id, o->reqs, path, sizeof(path), err,
+				   sizeof(err));
 		if (e != 0)
 			hm_log(HM_LOG_ERR, "origin", "compaction: %s", err);
 		_exit(e == 0 ? 0 : 1);
@@ -996,8 +1097,13 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	{
 		struct hm_table_info info;
 
-		hm_table_writer_info(o->table, &info); /* named secrets: counted, never shown */
+		struct hm_certstore_info ci;
+
+		hm_table_writer_info(o->st.table, &info); /* named secrets: counted, never shown */
+		hm_certstore_writer_info(o->st.certs, &ci);
 		hm__jw_ku64(w, "secrets", info.secrets);
+		hm__jw_ku64(w, "certs", ci.certs);
+		hm__jw_ku64(w, "ticket_keys", ci.ticket_keys);
 	}
 	hm_digest_hex(o->published_digest, hex);
 	hm__jw_kcstr(w, "digest", hex);
@@ -1042,24 +1148,33 @@ static void admin_dump_head(void *ctx, struct hm__jsonw *w)
 	struct hm_table_info info;
 	char hex[33];
 
-	hm_table_writer_info(o->table, &info);
+	uint8_t digest[HM_DIGEST_LEN];
+
+	hm_table_writer_info(o->st.table, &info);
+	hm_state_digest(&o->st, digest);
 	hm__jw_kcstr(w, "role", "origin");
 	hm__jw_kcstr(w, "node", o->node);
 	hm__jw_khex64(w, "epoch", o->epoch);
 	hm__jw_ku64(w, "seq", info.seq);
-	hm_digest_hex(info.digest, hex);
+	hm_digest_hex(digest, hex);
 	hm__jw_kcstr(w, "digest", hex);
 }
 
 static const struct hm_table_writer *admin_table(void *ctx)
 {
-	return ((struct origin *)ctx)->table;
+	return ((struct origin *)ctx)->st.table;
+}
+
+static const struct hm_certstore_writer *admin_certs(void *ctx)
+{
+	return ((struct origin *)ctx)->st.certs;
 }
 
 static const struct hm__admin_ops admin_ops = {
     .status = admin_status,
     .dump_head = admin_dump_head,
     .table = admin_table,
+    .certs = admin_certs,
 };
 
 /* ---- Start-up: data directory, recovery ---------------------------------------------------- */
@@ -1150,6 +1265,20 @@ static void reqs_from_snapshot(void *ctx, const uint8_t id[16], uint64_t seq)
 	hm__reqcache_put(ctx, id, seq);
 }
 
+/* The origin's state in private memory: a table and a certificate store (docs/tls.md). */
+static int open_state(struct origin *o)
+{
+	int e;
+
+	if ((e = hm_table_writer_open(&o->st.table, NULL, NULL, 0, 0)) != 0)
+		return e;
+	if ((e = hm_certstore_writer_open(&o->st.certs, NULL, NULL, 0, 0)) != 0) {
+		hm_table_writer_close(o->st.table);
+		o->st.table = NULL;
+	}
+	return e;
+}
+
 /* Loads the newest usable snapshot (*loaded, *seq), or leaves an empty table at (epoch, 0). */
 static int load_snapshot(struct origin *o, bool *loaded, uint64_t *seq)
 {
@@ -1178,14 +1307,16 @@ static int load_snapshot(struct origin *o, bool *loaded, uint64_t *seq)
 			hm__snap_close(s);
 			continue;
 		}
-		e = hm__snap_load(s, o->table, o->dec);
+		e = hm__snap_load(s, &o->st, o->dec);
 		if (e != 0) {
 			hm_log(HM_LOG_WARNING, "origin", "skipping snapshot %s: %s", path,
 			       hm_strerror(e));
 			hm__snap_close(s);
-			hm_table_writer_close(o->table);
-			o->table = NULL;
-			if ((e = hm_table_writer_open(&o->table, NULL, NULL, 0, 0)) != 0)
+			hm_table_writer_close(o->st.table);
+			hm_certstore_writer_close(o->st.certs);
+			o->st.table = NULL;
+			o->st.certs = NULL;
+			if ((e = open_state(o)) != 0)
 				break;
 			continue;
 		}
@@ -1199,71 +1330,58 @@ static int load_snapshot(struct origin *o, bool *loaded, uint64_t *seq)
 	}
 	free(seqs);
 	free(ids);
-	if (e != 0 && o->table == NULL)
+	if (e != 0 && o->st.table == NULL)
 		return e;
 	if (!*loaded) {
 		/* No snapshot: the empty state, stamped with the epoch. */
-		hm_require(hm_table_begin(o->table) == 0);
-		if ((e = hm_table_commit(o->table, o->epoch, 0)) != 0)
+		hm_require(hm_state_begin(&o->st, o->epoch, 0) == 0);
+		if ((e = hm_state_commit(&o->st, o->epoch, 0)) != 0)
 			return e;
 	}
 	return 0;
 }
 
-/* Journal replay: one recovered batch. */
+/* Journal replay: one recovered batch, fed part by part. */
+struct replay_feed {
+	struct origin *o;
+	const struct hm__batch *b;
+};
+
+static int replay_feed(struct hm_state *s, void *arg)
+{
+	struct replay_feed *f = arg;
+	const struct hm__batch *b = f->b;
+	int e = 0;
+
+	for (uint32_t i = 0; i < b->nparts && e == 0; i++) {
+		struct hm_msg m;
+
+		e = hm_proto_decode(f->o->dec, hm__batch_part(b, i), b->part_len[i], &m);
+		if (e == 0 && (m.type != HM_MSG_BATCH || m.batch.epoch != f->o->epoch ||
+			       m.batch.b.seq != b->seq || m.batch.b.part != i ||
+			       m.batch.b.nparts != b->nparts))
+			e = HM_ECORRUPT;
+		for (uint32_t k = 0; e == 0 && k < m.batch.b.nchanges; k++)
+			e = hm_state_change(s, &m.batch.b.changes[k]);
+	}
+	return e;
+}
+
 static int replay_batch(void *ctx, struct hm__batch *b, const struct hm__jpos *pos)
 {
 	struct origin *o = ctx;
+	struct replay_feed f = {o, b};
 	struct hm_table_info info;
-	int e = 0;
+	uint8_t digest[HM_DIGEST_LEN];
+	int e;
 
-	for (int attempt = 0;; attempt++) {
-		hm_require(hm_table_begin(o->table) == 0);
-		for (uint32_t i = 0; i < b->nparts && e == 0; i++) {
-			struct hm_msg m;
-
-			e = hm_proto_decode(o->dec, hm__batch_part(b, i), b->part_len[i], &m);
-			if (e == 0 && (m.type != HM_MSG_BATCH || m.batch.epoch != o->epoch ||
-				       m.batch.b.seq != b->seq || m.batch.b.part != i ||
-				       m.batch.b.nparts != b->nparts))
-				e = HM_ECORRUPT;
-			for (uint32_t k = 0; e == 0 && k < m.batch.b.nchanges; k++)
-				e = hm_table_apply(o->table, &m.batch.b.changes[k]);
-		}
-		if (e == HM_EFULL && attempt < 40) {
-			struct hm__need need = {0};
-			struct hm_table_info info;
-			struct hm_table_caps min;
-
-			hm_table_abort(o->table);
-			e = 0;
-			for (uint32_t i = 0; i < b->nparts && attempt == 0; i++) {
-				struct hm_msg m;
-
-				hm_require(hm_proto_decode(o->dec, hm__batch_part(b, i),
-							   b->part_len[i], &m) == 0);
-				for (uint32_t k = 0; k < m.batch.b.nchanges; k++)
-					hm__need_add(&need, &m.batch.b.changes[k]);
-			}
-			hm_table_writer_info(o->table, &info);
-			hm__need_caps(&info, &need, &min);
-			if ((e = hm_table_grow(o->table, attempt == 0 ? &min : NULL)) != 0)
-				break;
-			continue;
-		}
-		break;
-	}
-	if (e != 0) {
-		hm_table_abort(o->table);
+	if ((e = hm_state_apply(&o->st, replay_feed, &f, o->epoch, b->seq)) != 0) {
 		hm__batch_unref(b);
 		return e;
 	}
-	if ((e = hm_table_commit(o->table, o->epoch, b->seq)) != 0) {
-		hm__batch_unref(b);
-		return e;
-	}
-	hm_table_writer_info(o->table, &info);
-	if (memcmp(info.digest, b->digest, 16) != 0 || info.apps != b->apps ||
+	hm_table_writer_info(o->st.table, &info);
+	hm_state_digest(&o->st, digest);
+	if (memcmp(digest, b->digest, 16) != 0 || info.apps != b->apps ||
 	    info.domains != b->domains || info.dynos != b->dynos) {
 		hm__batch_unref(b);
 		return HM_EDIGEST;
@@ -1298,19 +1416,19 @@ static int recover(struct origin *o)
 		uint8_t v[AFFINITY_SECRET_LEN];
 		struct hm_change c = new_affinity_secret(v);
 
-		hm_require(hm_table_begin(o->table) == 0);
-		if ((e = hm_table_apply(o->table, &c)) != 0 ||
-		    (e = hm_table_commit(o->table, o->epoch, 0)) != 0) {
-			hm_table_abort(o->table);
+		hm_require(hm_state_begin(&o->st, o->epoch, 0) == 0);
+		if ((e = hm_state_change(&o->st, &c)) != 0 ||
+		    (e = hm_state_commit(&o->st, o->epoch, 0)) != 0) {
+			hm_state_abort(&o->st);
 			hm_log(HM_LOG_ERR, "origin", "cannot make the cluster secret: %s",
 			       hm_strerror(e));
 			return e;
 		}
 		memset(v, 0, sizeof(v));
 	}
-	hm_table_writer_info(o->table, &info);
+	hm_table_writer_info(o->st.table, &info);
 	o->head_seq = o->published_seq = info.seq;
-	memcpy(o->published_digest, info.digest, 16);
+	hm_state_digest(&o->st, o->published_digest);
 	o->pub_apps = info.apps;
 	o->pub_domains = info.domains;
 	o->pub_dynos = info.dynos;
@@ -1328,8 +1446,8 @@ static int recover(struct origin *o)
 
 		while (snap_id == 0)
 			hm_random_bytes(&snap_id, sizeof(snap_id));
-		if ((e = hm__snap_write(o->cfg->data, o->table, snap_id, o->reqs, path,
-					sizeof(path), err, sizeof(err))) != 0) {
+		if ((e = hm__snap_write(o->cfg->data, &o->st, snap_id, o->reqs, path, sizeof(path),
+					err, sizeof(err))) != 0) {
 			hm_log(HM_LOG_ERR, "origin", "cannot write the first snapshot: %s", err);
 			return e;
 		}
@@ -1579,8 +1697,7 @@ static int setup(struct origin *o)
 	}
 	if ((e = load_epoch(o)) != 0)
 		return e;
-	if ((e = hm_table_writer_open(&o->table, NULL, NULL, 0, 0)) != 0 ||
-	    (e = hm_proto_decoder_new(&o->dec)) != 0 ||
+	if ((e = open_state(o)) != 0 || (e = hm_proto_decoder_new(&o->dec)) != 0 ||
 	    (e = hm__reqcache_new(&o->reqs, REQCACHE_SIZE)) != 0 ||
 	    (e = hm__syncsrv_new(&o->ss, cfg->data, o->epoch, (uint64_t)cfg->ring)) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "cannot start: %s", hm_strerror(e));
@@ -1690,6 +1807,7 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 			struct waiter *w = p->waiters;
 
 			p->waiters = w->next;
+			free(w->warn);
 			free(w);
 		}
 		hm__batch_unref(p->b);
@@ -1697,7 +1815,8 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 	}
 	hm__reqcache_free(o->reqs);
 	hm__txwatch_fini(&o->pub_watch);
-	hm_table_writer_close(o->table);
+	hm_table_writer_close(o->st.table);
+	hm_certstore_writer_close(o->st.certs);
 	hm_proto_decoder_free(o->dec);
 	hm__mailbox_fini(&o->mb);
 	if (uv_loop_close(&o->loop) != 0)
