@@ -92,7 +92,8 @@ struct edge {
 	/* the table's published state, cached for status */
 	uint64_t epoch, applied;
 	uint32_t apps, domains, dynos, secrets, ncerts, ticket_keys;
-	uint8_t digest[16]; /* of the table and the certificate store (hm_state_digest) */
+	uint8_t digest[16];	  /* of the table and the certificate store (hm_state_digest) */
+	uint8_t table_digest[16]; /* of the table alone (what its file says) */
 	struct {
 		uint64_t seq;
 		uint8_t digest[16];
@@ -225,6 +226,7 @@ static void remember(struct edge *e)
 
 	hm_table_writer_info(e->w, &info);
 	hm_certstore_writer_info(e->certs, &ci);
+	memcpy(e->table_digest, info.digest, 16);
 	hm_state_digest(&st, info.digest);
 	e->ncerts = ci.certs;
 	e->ticket_keys = ci.ticket_keys;
@@ -1455,6 +1457,8 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_kcstr(w, "cert_store", e->certs_path);
 	hm_digest_hex(e->digest, hex);
 	hm__jw_kcstr(w, "digest", hex);
+	hm_digest_hex(e->table_digest, hex);
+	hm__jw_kcstr(w, "table_digest", hex);
 	hm__jw_kbool(w, "stale", e->stale);
 	hm__jw_key(w, "last_heartbeat_ms");
 	if (e->last_hb_ms != 0)

@@ -156,6 +156,7 @@ struct origin {
 	/* counters */
 	uint64_t batches, changes, rejected, bad_requests, resent, dropped_pub;
 	uint64_t pub_sent;	      /* messages handed to the PUB socket */
+	uint64_t ticket_rotations;    /* TLS ticket key rotations since start */
 	uint64_t pub_stalled;	      /* subscribers disconnected for not taking messages */
 	struct hm__txwatch pub_watch; /* per-subscriber progress (hm__txwatch_run) */
 
@@ -781,6 +782,77 @@ static bool has_affinity_secret(const struct origin *o)
 	return hm_table_writer_secret(o->st.table, AFFINITY_SECRET, v) > 0;
 }
 
+/* ---- TLS session ticket keys (docs/tls.md, section 5) --------------------------------------- */
+
+/*
+ * The keys are [current, next, previous] in the secrets tls-ticket-0, -1, -2, which go to the
+ * certificate store on every node (common/state.h), never to the table. A key's 16-byte name
+ * starts with the wall-clock ms at which it starts encrypting (big-endian), then 8 random
+ * bytes: so the time of the next rotation survives restarts, in the journal like the keys.
+ */
+static uint64_t ticket_key_start(const struct hm_ticket_key *k)
+{
+	uint64_t t = 0;
+
+	for (int i = 0; i < 8; i++)
+		t = t << 8 | k->name[i];
+	return t;
+}
+
+static void ticket_key_make(struct hm_ticket_key *k, uint64_t start_ms)
+{
+	hm_require(hm_random_bytes(k, sizeof(*k)) == 0);
+	for (int i = 0; i < 8; i++)
+		k->name[i] = (uint8_t)(start_ms >> (56 - 8 * i));
+}
+
+/* Publishes keys (n of them) as the secrets tls-ticket-0 .. n-1, one batch of the origin's. */
+static void ticket_keys_submit(struct origin *o, struct hm_ticket_key *keys, unsigned n)
+{
+	static const char *const names[] = {"tls-ticket-0", "tls-ticket-1", "tls-ticket-2"};
+	struct hm_change c[3];
+
+	for (unsigned i = 0; i < n; i++)
+		c[i] = (struct hm_change){.op = HM_OP_SECRET_PUT,
+					  .name = names[i],
+					  .name_len = (uint16_t)strlen(names[i]),
+					  .value = (const uint8_t *)&keys[i],
+					  .value_len = HM_TICKET_KEY_LEN};
+	submit_own(o, c, n);
+	memset(keys, 0, n * sizeof(*keys));
+}
+
+/*
+ * Makes the first keys, or rotates when the next key's time has come: next becomes current,
+ * current becomes previous (still decrypting the tickets it issued for one more period), and a
+ * new next is made one period on. Loop thread; called at start and every second.
+ */
+static void ticket_keys_tick(struct origin *o)
+{
+	struct hm_ticket_key keys[HM_TICKET_KEYS_MAX], out[3];
+	uint64_t now = hm_wall_ms(), period = (uint64_t)o->cfg->ticket_rotation;
+	int n = hm_certstore_writer_ticket_keys(o->st.certs, keys);
+
+	if (o->stopping || period == 0)
+		return;
+	if (n < 2) {
+		ticket_key_make(&out[0], now);
+		ticket_key_make(&out[1], now + period);
+		hm_log(HM_LOG_NOTICE, "origin", "making the TLS session ticket keys");
+		ticket_keys_submit(o, out, 2);
+	} else if (now >= ticket_key_start(&keys[1])) {
+		uint64_t next = ticket_key_start(&keys[1]) + period;
+
+		out[0] = keys[1];
+		ticket_key_make(&out[1], next > now ? next : now + period);
+		out[2] = keys[0];
+		hm_log(HM_LOG_INFO, "origin", "rotating the TLS session ticket keys");
+		o->ticket_rotations++;
+		ticket_keys_submit(o, out, 3);
+	}
+	memset(keys, 0, sizeof(keys));
+}
+
 /* Test builds: HM_TEST_NO_SECRET=1 starts without making the secret (a data directory from a
  * build before it existed). */
 static bool secret_wanted(void)
@@ -1040,6 +1112,7 @@ static void on_maint(uv_timer_t *t)
 	struct staged **pp = &o->staged;
 	uint64_t now = hm_mono_ms();
 
+	ticket_keys_tick(o);
 	while (*pp != NULL) {
 		if (now - (*pp)->last_ms >= STAGED_IDLE_MS) {
 			hm_log(HM_LOG_WARNING, "origin",
@@ -1104,6 +1177,7 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 		hm__jw_ku64(w, "secrets", info.secrets);
 		hm__jw_ku64(w, "certs", ci.certs);
 		hm__jw_ku64(w, "ticket_keys", ci.ticket_keys);
+		hm__jw_ku64(w, "ticket_rotations", o->ticket_rotations);
 	}
 	hm_digest_hex(o->published_digest, hex);
 	hm__jw_kcstr(w, "digest", hex);
@@ -1726,6 +1800,7 @@ static int setup(struct origin *o)
 		submit_own(o, &c, 1);
 		memset(v, 0, sizeof(v));
 	}
+	ticket_keys_tick(o);
 	if ((e = open_sockets(o)) != 0)
 		return e;
 	/* The admin socket last: when it answers, everything else is up (tests and scripts use it
