@@ -75,13 +75,18 @@ static uint32_t cap32(uint64_t v)
 	return v > CAP32_MAX ? CAP32_MAX : (uint32_t)v;
 }
 
-/* Grows the files found full: sized for the batch on the first attempt, doubling after. */
-static int grow(struct hm_state *s, hm_state_feed_fn feed, void *arg, int attempt)
+/*
+ * Grows the files found full. The first time, the batch is fed once more in counting mode and
+ * each full file is sized for all of it; a file full again (the estimate fell short) is doubled
+ * from its current capacities. *counted and *sized (per file) persist across one apply's
+ * attempts.
+ */
+static int grow(struct hm_state *s, hm_state_feed_fn feed, void *arg, bool *counted, bool sized[2])
 {
 	bool table = s->table_full, certs = s->certs_full;
 	int e = 0;
 
-	if (attempt == 0) {
+	if (!*counted) {
 		s->need_apps = s->need_domains = s->need_dynos = s->need_heap = 0;
 		s->need_certs = s->need_cert_heap = 0;
 		s->counting = true;
@@ -89,6 +94,7 @@ static int grow(struct hm_state *s, hm_state_feed_fn feed, void *arg, int attemp
 		s->counting = false;
 		if (e != 0)
 			return e;
+		*counted = true;
 	}
 	if (table) {
 		struct hm_table_info info;
@@ -101,18 +107,27 @@ static int grow(struct hm_state *s, hm_state_feed_fn feed, void *arg, int attemp
 		min.domains = cap32((uint64_t)info.domains + s->need_domains);
 		min.dynos = cap32((uint64_t)info.dynos + s->need_dynos);
 		min.heap = heap > HEAP_MAX ? HEAP_MAX : heap;
-		if ((e = hm_table_grow(s->table, attempt == 0 ? &min : NULL)) != 0)
+		if ((e = hm_table_grow(s->table, sized[0] ? NULL : &min)) != 0)
 			return e;
+		sized[0] = true;
 	}
 	if (certs && s->certs != NULL) {
 		struct hm_certstore_info info;
 		struct hm_certstore_caps min;
 
 		hm_certstore_writer_info(s->certs, &info);
-		min.certs = cap32((uint64_t)info.certs + s->need_certs);
-		min.heap = info.heap_used + s->need_cert_heap;
-		if ((e = hm_certstore_grow(s->certs, attempt == 0 ? &min : NULL)) != 0)
+		if (!sized[1]) {
+			min.certs = cap32((uint64_t)info.certs + s->need_certs);
+			min.heap = info.heap_used + s->need_cert_heap;
+		} else {
+			/* The store doubles by its published counts, which a batch that never
+			 * committed leaves at zero: double its capacities here. */
+			min.certs = cap32(2 * (uint64_t)info.caps.certs);
+			min.heap = 2 * info.caps.heap;
+		}
+		if ((e = hm_certstore_grow(s->certs, &min)) != 0)
 			return e;
+		sized[1] = true;
 	}
 	return 0;
 }
@@ -257,6 +272,7 @@ int hm_state_commit(struct hm_state *s, uint64_t epoch, uint64_t seq)
 int hm_state_apply(struct hm_state *s, hm_state_feed_fn feed, void *arg, uint64_t epoch,
 		   uint64_t seq)
 {
+	bool counted = false, sized[2] = {false, false};
 	int e;
 
 	for (int attempt = 0;; attempt++) {
@@ -268,7 +284,7 @@ int hm_state_apply(struct hm_state *s, hm_state_feed_fn feed, void *arg, uint64_
 		if (!hm_state_is_full(e) || !(s->table_full || s->certs_full) ||
 		    attempt + 1 >= MAX_ATTEMPTS)
 			return e;
-		if ((e = grow(s, feed, arg, attempt)) != 0)
+		if ((e = grow(s, feed, arg, &counted, sized)) != 0)
 			return e;
 	}
 }

@@ -980,15 +980,19 @@ static void on_snapshot_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m
 			ccaps.heap = HM_MAX(ccaps.heap, 2 * ci.heap_used) * g;
 		}
 		hm_table_writer_close(e->w);
-		hm_certstore_writer_close(e->certs);
 		e->w = NULL;
-		e->certs = NULL;
 		err = hm_table_writer_open(&e->snap.fresh, e->cfg->table, &caps, 0,
 					   (uint64_t)e->cfg->table_max);
-		if (err == 0 && (err = hm_certstore_writer_open(&e->snap.fresh_certs, e->certs_path,
-								&ccaps, 0, 0)) != 0) {
-			hm_table_writer_close(e->snap.fresh);
-			e->snap.fresh = NULL;
+		if (err == 0) {
+			/* The store's writer is replaced only once the table's could be. */
+			hm_certstore_writer_close(e->certs);
+			e->certs = NULL;
+			err = hm_certstore_writer_open(&e->snap.fresh_certs, e->certs_path, &ccaps,
+						       0, 0);
+			if (err != 0) {
+				hm_table_writer_close(e->snap.fresh);
+				e->snap.fresh = NULL;
+			}
 		}
 		if (err != 0) {
 			table_failed(e, "cannot create a table for the snapshot at seq", r->seq,

@@ -806,11 +806,10 @@ static void ticket_key_make(struct hm_ticket_key *k, uint64_t start_ms)
 		k->name[i] = (uint8_t)(start_ms >> (56 - 8 * i));
 }
 
-/* Publishes keys (n of them) as the secrets tls-ticket-0 .. n-1, one batch of the origin's. */
-static void ticket_keys_submit(struct origin *o, struct hm_ticket_key *keys, unsigned n)
+/* The secret.put changes of keys (n of them): tls-ticket-0 .. n-1, borrowing keys. */
+static void ticket_key_changes(const struct hm_ticket_key *keys, unsigned n, struct hm_change *c)
 {
 	static const char *const names[] = {"tls-ticket-0", "tls-ticket-1", "tls-ticket-2"};
-	struct hm_change c[3];
 
 	for (unsigned i = 0; i < n; i++)
 		c[i] = (struct hm_change){.op = HM_OP_SECRET_PUT,
@@ -818,6 +817,25 @@ static void ticket_keys_submit(struct origin *o, struct hm_ticket_key *keys, uns
 					  .name_len = (uint16_t)strlen(names[i]),
 					  .value = (const uint8_t *)&keys[i],
 					  .value_len = HM_TICKET_KEY_LEN};
+}
+
+/* The first keys: current from now, next from one period on. */
+static void ticket_keys_first(const struct origin *o, struct hm_ticket_key keys[2],
+			      struct hm_change c[2])
+{
+	uint64_t now = hm_wall_ms();
+
+	ticket_key_make(&keys[0], now);
+	ticket_key_make(&keys[1], now + (uint64_t)o->cfg->ticket_rotation);
+	ticket_key_changes(keys, 2, c);
+}
+
+/* Publishes keys (n of them) as one batch of the origin's. */
+static void ticket_keys_submit(struct origin *o, struct hm_ticket_key *keys, unsigned n)
+{
+	struct hm_change c[3];
+
+	ticket_key_changes(keys, n, c);
 	submit_own(o, c, n);
 	memset(keys, 0, n * sizeof(*keys));
 }
@@ -836,10 +854,13 @@ static void ticket_keys_tick(struct origin *o)
 	if (o->stopping || period == 0)
 		return;
 	if (n < 2) {
-		ticket_key_make(&out[0], now);
-		ticket_key_make(&out[1], now + period);
+		/* A data directory from before the keys existed: they become the next batch. */
+		struct hm_change c[2];
+
+		ticket_keys_first(o, out, c);
 		hm_log(HM_LOG_NOTICE, "origin", "making the TLS session ticket keys");
-		ticket_keys_submit(o, out, 2);
+		submit_own(o, c, 2);
+		memset(out, 0, sizeof(out));
 	} else if (now >= ticket_key_start(&keys[1])) {
 		uint64_t next = ticket_key_start(&keys[1]) + period;
 
@@ -1484,21 +1505,27 @@ static int recover(struct origin *o)
 		hm_log(HM_LOG_ERR, "origin", "journal recovery failed: %s", r.err);
 		return e;
 	}
-	if (!loaded && r.records == 0 && secret_wanted()) {
-		/* A fresh data directory: the cluster secret is part of its state at seq 0, in the
-		 * first snapshot written below, so every edge has it from its first load. */
+	if (!loaded && r.records == 0) {
+		/* A fresh data directory: the cluster secret and the TLS ticket keys are part of
+		 * its state at seq 0, in the first snapshot written below, so every edge has them
+		 * from its first load. */
 		uint8_t v[AFFINITY_SECRET_LEN];
-		struct hm_change c = new_affinity_secret(v);
+		struct hm_change c = new_affinity_secret(v), tk[2];
+		struct hm_ticket_key keys[2];
 
+		ticket_keys_first(o, keys, tk);
 		hm_require(hm_state_begin(&o->st, o->epoch, 0) == 0);
-		if ((e = hm_state_change(&o->st, &c)) != 0 ||
+		if ((secret_wanted() && (e = hm_state_change(&o->st, &c)) != 0) ||
+		    (e = hm_state_change(&o->st, &tk[0])) != 0 ||
+		    (e = hm_state_change(&o->st, &tk[1])) != 0 ||
 		    (e = hm_state_commit(&o->st, o->epoch, 0)) != 0) {
 			hm_state_abort(&o->st);
-			hm_log(HM_LOG_ERR, "origin", "cannot make the cluster secret: %s",
+			hm_log(HM_LOG_ERR, "origin", "cannot make the cluster secrets: %s",
 			       hm_strerror(e));
 			return e;
 		}
 		memset(v, 0, sizeof(v));
+		memset(keys, 0, sizeof(keys));
 	}
 	hm_table_writer_info(o->st.table, &info);
 	o->head_seq = o->published_seq = info.seq;
