@@ -1,7 +1,8 @@
 /*
  * libFuzzer target for router/http.c: drives the router's HTTP/1.x message layer the way
- * router/proxy.c does (pipelined messages, a reset after each, the body in dechunk or rechunk
- * mode) and aborts on anything the contract in router/http.h forbids, not only on memory errors:
+ * router/h1.c and router/upstream.c do (pipelined messages, a reset after each, the body in
+ * dechunk or rechunk mode, response trailers collected) and aborts on anything the contract in
+ * router/http.h forbids, not only on memory errors:
  *   - split invariance: the input parsed with all its bytes given at once and in pieces (split
  *     points from the input) gives the same transcript: every head (spans, checks, verdicts),
  *     every event, the status of an error, where each message ends and its body payload;
@@ -11,7 +12,10 @@
  *   - an accepted chunked request body re-chunked (as proxy.c relays it) decodes, under the
  *     strict decoder below, to the payload llhttp reported, carries no trailer the contract
  *     drops, and no execute call writes more than its input plus HM__RECHUNK_SLACK;
- *   - an absolute-form request is rewritten with its authority as the Host.
+ *   - an absolute-form request is rewritten with its authority as the Host;
+ *   - the trailer fields collected from a de-chunked response (into a buffer as small as the
+ *     input says) are the same whatever the split, each a token name and a value without CR, LF
+ *     or NUL.
  * Input: a flags byte (direction, tight limits, the response's context), a seed byte for the
  * split points, then the bytes as they come off the wire.
  */
@@ -44,6 +48,7 @@ static const char cookie[] = "hermod-affinity=AAECAwQFBgcICQoLDA0ODxAREhM; Path=
 
 static struct hm__router_limits req_lim, resp_lim, tight_req, tight_resp, loose_req, loose_resp;
 static char rbuf[RCAP];
+static char tbuf[1024];
 
 /* Names the property that broke, then aborts (libFuzzer keeps the input). */
 static void violated(int line, const char *what)
@@ -475,6 +480,21 @@ static void add_done(struct buf *t, const struct hm__router_msg *m, uint32_t end
 		add_u64(t, payload->len);
 		add(t, payload->p, payload->len);
 	}
+	if (m->tbuf != NULL) {
+		struct hm__router_field f[64];
+		size_t nf = hm__router_msg_trailers(m, f, 64);
+
+		add_u64(t, nf);
+		for (size_t i = 0; i < nf; i++) {
+			require(f[i].name_len > 0 && hm__router_is_token(f[i].name, f[i].name_len));
+			for (size_t k = 0; k < f[i].value_len; k++)
+				require(f[i].value[k] != '\r' && f[i].value[k] != '\n' &&
+					f[i].value[k] != '\0');
+			add(t, f[i].name, f[i].name_len);
+			add(t, ":", 1);
+			add(t, f[i].value, f[i].value_len);
+		}
+	}
 	payload->len = 0;
 	rout->len = 0;
 }
@@ -511,6 +531,8 @@ static void on_head(const struct run *r, struct hm__router_msg *m, struct buf *t
 			if (r->mode == WHOLE)
 				check_resp_rewrite(m, &rs, r->flags);
 		}
+		/* As the exchange does for a protocol that carries trailers apart (HTTP/2). */
+		hm__router_msg_collect_trailers(m, tbuf, r->rmax * 16);
 	}
 	/* Every other body is compacted, so that its payload can be compared. */
 	m->dechunk = true;

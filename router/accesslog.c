@@ -12,6 +12,8 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "router/http.h"
+#include "router/rand.h"
 
 static char *put(char *o, const char *s, size_t n)
 {
@@ -252,4 +254,55 @@ void hm__router_alog_append(struct hm__router_alog *l, const struct hm__router_l
 		hm__router_alog_flush(l);
 	l->len += hm__router_log_format(r, l->buf + l->len);
 	l->lines++;
+}
+
+void hm__router_log_capture(struct hm__router_logreq *lr, const struct hm__router_msg *m,
+			    const struct hm__router_req *rq, const char *peer, size_t peer_len)
+{
+	const char *path = m->base + (rq != NULL ? rq->target_off : m->url_off);
+	size_t n = rq != NULL ? rq->target_len : m->url_len, fl = 0;
+	bool any = false;
+
+	lr->method = NULL;
+	if (m->url_len > 0 || m->line_done)
+		lr->method = llhttp_method_name((llhttp_method_t)m->p.method);
+	n = HM_MIN(n, (size_t)HM__LOG_PATH_MAX);
+	if (n > 0)
+		memcpy(lr->path, path, n);
+	lr->path_len = (uint16_t)n;
+	lr->request_id_len = 0;
+	if (rq != NULL && rq->request_id >= 0) {
+		const struct hm__router_hdr *h = &m->hdr[rq->request_id];
+		size_t l = hm__router_trim(m->base + h->value_off, h->value_len);
+
+		memcpy(lr->request_id, m->base + h->value_off, l);
+		lr->request_id_len = (uint8_t)l;
+	} else if (hm__router_uuid4(lr->request_id) == 0) {
+		lr->request_id_len = HM__ROUTER_UUID_LEN;
+	}
+	for (uint16_t i = 0; rq != NULL && i < m->nhdr && fl < HM__LOG_FWD_MAX; i++) {
+		const struct hm__router_hdr *h = &m->hdr[i];
+		size_t l;
+
+		if (h->id != HM__HDR_X_FORWARDED_FOR || h->drop)
+			continue;
+		l = hm__router_trim(m->base + h->value_off, h->value_len);
+		if (l == 0)
+			continue;
+		if (any && fl + 2 <= HM__LOG_FWD_MAX) {
+			memcpy(lr->fwd + fl, ", ", 2);
+			fl += 2;
+		}
+		l = HM_MIN(l, HM__LOG_FWD_MAX - fl);
+		memcpy(lr->fwd + fl, m->base + h->value_off, l);
+		fl += l;
+		any = true;
+	}
+	if (any && fl + 2 <= HM__LOG_FWD_MAX) {
+		memcpy(lr->fwd + fl, ", ", 2);
+		fl += 2;
+	}
+	n = HM_MIN(peer_len, HM__LOG_FWD_MAX - fl);
+	memcpy(lr->fwd + fl, peer, n);
+	lr->fwd_len = (uint16_t)(fl + n);
 }

@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "router/http-t.h"
+
 /* Fields of one line. Strings are borrowed; NULL (or a negative number) means unknown: the
  * field is still written, empty. */
 struct hm__router_logrec {
@@ -36,6 +38,27 @@ struct hm__router_logrec {
 #define HM__LOG_PATH_MAX 4096 /* bytes of path logged (escaped, the line holds at most twice) */
 #define HM__LOG_FWD_MAX	 256
 #define HM__LOG_LINE_MAX (2 * HM__LOG_PATH_MAX + 2 * HM__LOG_FWD_MAX + 1024)
+
+/* The text fields of a request's line, as far as its head tells them. */
+struct hm__router_logreq {
+	const char *method; /* static, or NULL: no request line */
+	uint16_t path_len;
+	uint16_t fwd_len;
+	uint8_t request_id_len;
+	char request_id[201]; /* the client's valid X-Request-Id, else a new UUID */
+	char path[HM__LOG_PATH_MAX];
+	char fwd[HM__LOG_FWD_MAX]; /* the X-Forwarded-For the dyno sees */
+};
+
+/*
+ * Fills lr from a request head m: with rq (the head checked by hm__router_req_check), the target
+ * sent to the dyno, the client's X-Request-Id if valid and the X-Forwarded-For values joined
+ * with the peer's address; without (a head refused or cut short), the target as far as parsed
+ * and the peer alone. A new UUID is made when there is no valid X-Request-Id (one getrandom per
+ * 256 of them). Everything is copied: lr outlives the head's buffer.
+ */
+void hm__router_log_capture(struct hm__router_logreq *lr, const struct hm__router_msg *m,
+			    const struct hm__router_req *rq, const char *peer, size_t peer_len);
 
 /* Formats r with a trailing newline into out (HM__LOG_LINE_MAX bytes). Returns the length. */
 size_t hm__router_log_format(const struct hm__router_logrec *r, char *out);

@@ -285,30 +285,16 @@ void hm__h2_req_finish(struct hm__router_h2_stream *s, bool end_stream)
 
 /* ---- the request body ------------------------------------------------------------------------ */
 
-/* Fields that never cross into HTTP/2: hop-by-hop ones and HTTP/1.1 framing. */
+/* Fields that never cross into HTTP/2: hop-by-hop ones and HTTP/1.1 framing (hdr-t.h). */
 static bool hop_by_hop(uint8_t id)
 {
-	switch (id) {
-	case HM__HDR_CONNECTION:
-	case HM__HDR_KEEP_ALIVE:
-	case HM__HDR_PROXY_CONNECTION:
-	case HM__HDR_TE:
-	case HM__HDR_PROXY_AUTHORIZATION:
-	case HM__HDR_UPGRADE:
-	case HM__HDR_TRANSFER_ENCODING:
-		return true;
-	default:
-		return false;
-	}
+	return (hm__router_hdr_flags[id] & (HM__HF_HOP | HM__HF_H2_CONN)) != 0;
 }
 
 /* Fields a trailer section may not carry across (framing, routing, hop-by-hop). */
 static bool trailer_dropped(const char *name, size_t n)
 {
-	uint8_t id = hm__router_hdr_classify(name, n);
-
-	return hop_by_hop(id) || id == HM__HDR_CONTENT_LENGTH || id == HM__HDR_HOST ||
-	       hm__router_eq_lit(name, n, "trailer");
+	return (hm__router_hdr_flags[hm__router_hdr_classify(name, n)] & HM__HF_NOT_TRAILER) != 0;
 }
 
 void hm__h2_req_trailer(struct hm__router_h2_stream *s, const uint8_t *name, size_t nlen,

@@ -30,7 +30,10 @@
 #include "common/sdnotify.h"
 #include "common/util.h"
 #include "router/rand.h"
-#include "router/router.h"
+#include "router/config-t.h"
+#include "router/http.h"
+#include "router/shm.h"
+#include "router/worker.h"
 
 #define SYNOPSIS                                                                                   \
 	"hermod-router [--table PATH] [--listen HOST:PORT] [--workers N] [--metrics HOST:PORT] "   \

@@ -1,7 +1,8 @@
 /*
  * A worker process: one libuv loop that accepts on the listening socket inherited from the
  * master, the table reader, the access-log batching, and the signals a worker answers
- * (SIGTERM/SIGINT: drain; SIGHUP: reopen logs). The connections themselves are proxy.c's.
+ * (SIGTERM/SIGINT: drain; SIGHUP: reopen logs). The connections themselves are their
+ * protocol's (h1.c over sock.c); what every layer below shares is the context (ctx.h).
  *
  * A worker starts from a plain fork of the master, which runs no libuv of its own, so nothing
  * of libuv is shared between processes.
@@ -19,99 +20,32 @@
 #include "common/filesec.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "router/ctx.h"
+#include "router/h1.h"
 #include "router/rand.h"
-#include "router/router.h"
+#include "router/sock.h"
+#include "router/upstream.h"
+#include "router/worker.h"
 
-#define LOG_FLUSH_BYTES 16384
-#define LOG_FLUSH_MS	50
-#define TABLE_RETRY_MS	100
+/* A worker process: its loop, the context its connections share, and what only it does. */
+struct hm__router_worker {
+	uv_loop_t loop;
+	struct hm__router_ctx ctx;
+	uv_poll_t acceptor;	 /* the shared listening socket */
+	uv_timer_t accept_retry; /* out of descriptors: accepting resumes after a pause */
+	int listen_fd;		 /* -1 once closed (draining) */
+	uint8_t accept;		 /* enum accept_state */
+	uint32_t max_clients;	 /* this worker's share of --max-connections */
+	uv_timer_t tick;	 /* 1 s: table check */
+	uv_timer_t drain_timer;
+	uv_signal_t sig_term, sig_int, sig_hup;
+	const struct hm__router_config *cfg;
+	struct hm__router_shm *shm;   /* every worker's slot (orphaned ledgers are drained) */
+	struct hm__router_slot *slot; /* this worker's: shared counters and ledger */
+	uint64_t bad_maps_seen;	      /* hm_table_bad_maps() when last looked at */
+};
 
 static struct hm__router_worker worker;
-
-static void log_flush(struct hm__router_worker *w)
-{
-	if (w->alog.len > 0)
-		hm__router_alog_flush(&w->alog);
-	__atomic_store_n(&w->slot->c.log_dropped, w->alog.dropped, __ATOMIC_RELAXED);
-}
-
-static void on_log_timer(uv_timer_t *t)
-{
-	struct hm__router_worker *w = hm__container_of(t, struct hm__router_worker, log_timer);
-
-	w->log_armed = false;
-	log_flush(w);
-}
-
-void hm__router_worker_log(struct hm__router_worker *w, const struct hm__router_logrec *r)
-{
-	hm__router_alog_append(&w->alog, r);
-	if (w->alog.len >= LOG_FLUSH_BYTES) {
-		log_flush(w);
-	} else if (!w->log_armed) {
-		w->log_armed = true;
-		uv_timer_start(&w->log_timer, on_log_timer, LOG_FLUSH_MS, 0);
-	}
-}
-
-/*
- * Signs affinity cookies with the cluster's secret from the table (docs/security.md) once it is
- * there, and again if it changes; with --affinity-secret-file, never. Per request this is one
- * atomic load: the secret is read only when the table's version has changed.
- */
-static void aff_refresh(struct hm__router_worker *w, struct hm_table_map *m)
-{
-	uint8_t key[HM_SECRET_MAX];
-	uint64_t v;
-	int n;
-
-	if (w->cfg->secret_from_file || m == NULL)
-		return;
-	v = hm_table_map_version(m);
-	if (m == w->aff_map && v == w->aff_version)
-		return;
-	n = hm_table_secret(m, "affinity", key);
-	if (n == HM_EBUSYTABLE)
-		return; /* try again on the next request */
-	w->aff_map = m;
-	w->aff_version = v;
-	/* None (an origin older than the secret): the master's random key until it comes. */
-	if (n > 0 && hm__router_affinity_rekey(&w->aff, key, (size_t)n) == 1)
-		hm_log(HM_LOG_DEBUG, "router", "affinity cookies: signed with the cluster secret");
-	memset(key, 0, sizeof(key));
-}
-
-struct hm_table_map *hm__router_worker_map(struct hm__router_worker *w, uint64_t *file_id)
-{
-	struct hm_table_map *m = hm_table_reader_map(w->reader);
-
-	if (m == NULL) {
-		/* No table yet: look at the path again, but not for every request. */
-		uint64_t now = uv_now(&w->loop);
-
-		if (now - w->table_checked < TABLE_RETRY_MS)
-			return NULL;
-		w->table_checked = now;
-		hm_table_reader_check(w->reader);
-		m = hm_table_reader_map(w->reader);
-		if (m == NULL)
-			return NULL;
-	}
-	if (m != w->cached_map) {
-		struct hm_table_info info;
-
-		/* The cached map stays referenced, so its address cannot come back as another. */
-		hm_table_map_info(m, &info);
-		hm_table_map_ref(m);
-		if (w->cached_map != NULL)
-			hm_table_map_unref(w->cached_map);
-		w->cached_map = m;
-		w->cached_file_id = info.file_id;
-	}
-	aff_refresh(w, m);
-	*file_id = w->cached_file_id;
-	return m;
-}
 
 /* ---- the table ---------------------------------------------------------------------------- */
 
@@ -150,7 +84,7 @@ static void drain_ledger(struct hm__router_worker *w, struct hm__router_slot *s)
 {
 	struct ledger_ctx l = {0};
 
-	l.map = hm__router_worker_map(w, &l.file_id);
+	l.map = hm__router_ctx_map(&w->ctx, &l.file_id);
 	hm__router_ledger_drain(s, ledger_entry, &l);
 }
 
@@ -173,7 +107,7 @@ static void publish_table(struct hm__router_worker *w)
 {
 	struct hm__router_table_seen *t = &w->slot->table;
 	uint64_t file_id, bad = hm_table_bad_maps();
-	struct hm_table_map *m = hm__router_worker_map(w, &file_id);
+	struct hm_table_map *m = hm__router_ctx_map(&w->ctx, &file_id);
 	struct hm_table_info info;
 
 	if (bad != w->bad_maps_seen) {
@@ -194,10 +128,10 @@ static void publish_table(struct hm__router_worker *w)
 static void on_tick(uv_timer_t *t)
 {
 	struct hm__router_worker *w = hm__container_of(t, struct hm__router_worker, tick);
-	int r = hm_table_reader_check(w->reader);
+	int r = hm_table_reader_check(w->ctx.reader);
 
-	w->table_checked = uv_now(&w->loop);
-	aff_refresh(w, hm_table_reader_map(w->reader));
+	w->ctx.table_checked = uv_now(&w->loop);
+	hm__router_ctx_aff_refresh(&w->ctx, hm_table_reader_map(w->ctx.reader));
 	if (r == HM_EUNTRUSTED) {
 		/* Someone else's file at the table's path is never served (filesec.h): say so
 		 * loudly, once a minute, since every request meanwhile is 503 H99. */
@@ -222,14 +156,14 @@ static void on_tick(uv_timer_t *t)
 
 static _Noreturn void finish(struct hm__router_worker *w)
 {
-	log_flush(w);
-	hm__router_alog_close(&w->alog);
+	hm__router_ctx_log_flush(&w->ctx);
+	hm__router_alog_close(&w->ctx.alog);
 	exit(0);
 }
 
 static void check_drained(struct hm__router_worker *w)
 {
-	if (w->draining && w->nclients == 0)
+	if (w->ctx.draining && w->ctx.nconns == 0)
 		finish(w);
 }
 
@@ -247,7 +181,6 @@ static void check_drained(struct hm__router_worker *w)
  */
 #define ACCEPT_BATCH	64
 #define ACCEPT_RETRY_MS 100
-#define FD_LOG_EVERY_MS 1000
 
 enum accept_state {
 	ACCEPT_POLLING = 0, /* the listener is polled */
@@ -275,7 +208,7 @@ static void accept_set(struct hm__router_worker *w, enum accept_state state)
 /* Room for a client again: polling resumes (not while backing off or draining). */
 static void accept_room(struct hm__router_worker *w)
 {
-	if (w->accept == ACCEPT_FULL && w->nclients < w->max_clients)
+	if (w->accept == ACCEPT_FULL && w->ctx.nconns < w->max_clients)
 		accept_set(w, ACCEPT_POLLING);
 }
 
@@ -284,20 +217,17 @@ static void on_accept_retry(uv_timer_t *t)
 	struct hm__router_worker *w = hm__container_of(t, struct hm__router_worker, accept_retry);
 
 	if (w->accept == ACCEPT_BACKOFF)
-		accept_set(w, w->nclients < w->max_clients ? ACCEPT_POLLING : ACCEPT_FULL);
+		accept_set(w, w->ctx.nconns < w->max_clients ? ACCEPT_POLLING : ACCEPT_FULL);
 }
 
-void hm__router_worker_fd_exhausted(struct hm__router_worker *w, const char *what, int err)
+/* Serves an accepted client: plain TCP and HTTP/1.x (the protocol and transport a listener
+ * would choose: TLS and ALPN, or an HTTP/2 preface, come with their own openers). */
+static void client_open(struct hm__router_worker *w, int fd, const struct sockaddr *peer)
 {
-	static uint64_t last_log;
-	uint64_t now = uv_now(&w->loop);
+	struct hm__router_sock *s;
 
-	hm__ctr_add(&w->slot->c.fd_exhausted, 1);
-	if (last_log == 0 || now - last_log >= FD_LOG_EVERY_MS) {
-		last_log = now;
-		hm_log(HM_LOG_ERR, "router", "%s: %s (%u client connections open)", what,
-		       hm_strerror(err), w->nclients);
-	}
+	if (hm__router_sock_open_tcp(&w->ctx, fd, peer, &s) == 0)
+		hm__router_h1_open(&w->ctx, s);
 }
 
 static void on_acceptable(uv_poll_t *p, int status, int events)
@@ -311,7 +241,7 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
 		socklen_t len = sizeof(ss);
 		int fd;
 
-		if (w->nclients >= w->max_clients) {
+		if (w->ctx.nconns >= w->max_clients) {
 			accept_set(w, ACCEPT_FULL);
 			hm__ctr_add(&w->slot->c.accept_paused, 1);
 			return;
@@ -319,7 +249,7 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
 		fd = accept4(w->listen_fd, (struct sockaddr *)&ss, &len,
 			     SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd >= 0) {
-			hm__router_client_open(w, fd, (struct sockaddr *)&ss, len);
+			client_open(w, fd, (struct sockaddr *)&ss);
 			continue;
 		}
 		switch (errno) {
@@ -329,7 +259,7 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
 		case ENOMEM:
 			/* The client stays in the backlog; one that closes or the timer lets it in.
 			 */
-			hm__router_worker_fd_exhausted(w, "accept", -errno);
+			hm__router_ctx_fd_exhausted(&w->ctx, "accept", -errno);
 			accept_set(w, ACCEPT_BACKOFF);
 			return;
 		case EINTR:
@@ -343,26 +273,46 @@ static void on_acceptable(uv_poll_t *p, int status, int events)
 	}
 }
 
-void hm__router_worker_client_closed(struct hm__router_worker *w)
+/* A client connection closed (its handles are closed): accepting resumes if it paused at the
+ * limit; while draining, the worker exits when the last one is gone. */
+static void conn_closed(struct hm__router_ctx *ctx)
 {
+	struct hm__router_worker *w = hm__container_of(ctx, struct hm__router_worker, ctx);
+
 	accept_room(w);
 	check_drained(w);
+}
+
+/* Every client connection, through its protocol: draining started, or its deadline passed. */
+static void conns_each(struct hm__router_worker *w, bool abort)
+{
+	struct hm__router_list *n, *next;
+
+	for (n = w->ctx.conns.next; n != &w->ctx.conns; n = next) {
+		struct hm__router_conn *c = hm__container_of(n, struct hm__router_conn, link);
+
+		next = n->next;
+		if (abort)
+			c->ops->abort(c);
+		else
+			c->ops->drain(c);
+	}
 }
 
 static void on_drain_deadline(uv_timer_t *t)
 {
 	struct hm__router_worker *w = hm__container_of(t, struct hm__router_worker, drain_timer);
 
-	hm_log(HM_LOG_NOTICE, "router", "drain deadline: closing %u connections", w->nclients);
-	hm__router_clients_abort(w);
+	hm_log(HM_LOG_NOTICE, "router", "drain deadline: closing %u connections", w->ctx.nconns);
+	conns_each(w, true);
 	finish(w);
 }
 
 static void drain(struct hm__router_worker *w)
 {
-	if (w->draining)
+	if (w->ctx.draining)
 		return;
-	w->draining = true;
+	w->ctx.draining = true;
 	__atomic_store_n(&w->slot->ready, 0, __ATOMIC_RELEASE);
 	/* The master keeps the socket open, so connections waiting in it go to other workers. */
 	accept_set(w, ACCEPT_CLOSED);
@@ -371,8 +321,8 @@ static void drain(struct hm__router_worker *w)
 	close(w->listen_fd);
 	w->listen_fd = -1;
 	uv_timer_start(&w->drain_timer, on_drain_deadline, (uint64_t)w->cfg->drain_timeout, 0);
-	hm__router_pool_close_all(w);
-	hm__router_clients_drain(w);
+	hm__router_pool_close_all(&w->ctx.pool);
+	conns_each(w, false);
 	check_drained(w);
 }
 
@@ -396,7 +346,7 @@ static void on_signal(uv_signal_t *s, int signum)
 
 	if (signum == SIGHUP) {
 		reopen_log(w->cfg);
-		r = hm__router_alog_reopen(&w->alog);
+		r = hm__router_alog_reopen(&w->ctx.alog);
 		if (r != 0)
 			hm_log(HM_LOG_ERR, "router", "reopening %s: %s", w->cfg->access_log,
 			       hm_strerror(r));
@@ -410,7 +360,6 @@ _Noreturn void hm__router_worker_main(const struct hm__router_config *cfg,
 {
 	struct hm__router_worker *w = &worker;
 	struct hm__router_slot *slot = &shm->slot[index];
-	const char *alog = cfg->access_log;
 	struct sigaction sa = {0};
 	sigset_t none;
 	int r;
@@ -431,32 +380,25 @@ _Noreturn void hm__router_worker_main(const struct hm__router_config *cfg,
 	w->shm = shm;
 	w->slot = slot;
 	w->bad_maps_seen = hm_table_bad_maps();
-	hm__list_init(&w->clients);
-	hm__router_limits_request(&w->req_lim, (uint32_t)cfg->max_head);
-	hm__router_limits_response(&w->resp_lim, (uint32_t)cfg->max_response_head);
 	if (uv_loop_init(&w->loop) != 0)
 		exit(1);
-	r = hm__router_alog_open(&w->alog, alog != NULL && strcmp(alog, "-") != 0 ? alog : NULL,
-				 256 * 1024);
+	r = hm__router_ctx_init(&w->ctx, &w->loop, cfg, slot);
+	if (r == 0 && (r = hm__router_upstream_pool_init(&w->ctx)) != 0)
+		hm__router_ctx_fini(&w->ctx);
 	if (r != 0) {
-		hm_log(HM_LOG_ERR, "router", "access log %s: %s", alog, hm_strerror(r));
+		hm_log(HM_LOG_ERR, "router", "worker set-up failed (access log %s): %s",
+		       cfg->access_log, hm_strerror(r));
 		exit(1);
 	}
-	if (hm__router_affinity_init(&w->aff, cfg->secret, cfg->secret_len) != 0 ||
-	    hm__router_pool_init(w) != 0 || hm_table_reader_new(&w->reader, cfg->table) != 0) {
-		hm_log(HM_LOG_ERR, "router", "worker set-up failed");
-		exit(1);
-	}
-	hm_table_reader_check(w->reader);
+	w->ctx.conn_closed = conn_closed;
 	/* A slot handed over with a dead worker's ledger: returned before any request counts. */
 	if (__atomic_load_n(&slot->ledger_state, __ATOMIC_ACQUIRE) == HM__LEDGER_OWNED &&
 	    hm__router_ledger_pending(slot))
 		drain_ledger(w, slot);
 	publish_table(w);
-	aff_refresh(w, hm_table_reader_map(w->reader));
+	hm__router_ctx_aff_refresh(&w->ctx, hm_table_reader_map(w->ctx.reader));
 	uv_timer_init(&w->loop, &w->tick);
 	uv_timer_start(&w->tick, on_tick, 1000, 1000);
-	uv_timer_init(&w->loop, &w->log_timer);
 	uv_timer_init(&w->loop, &w->drain_timer);
 	uv_signal_init(&w->loop, &w->sig_term);
 	uv_signal_init(&w->loop, &w->sig_int);

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "router/accesslog.h"
+#include "router/http.h"
 #include "tests/unit/hm_check.h"
 
 /* Allocation for test data: failing it ends the test. */
@@ -213,6 +214,55 @@ START_TEST(pipe_pieces_end_at_lines)
 }
 END_TEST
 
+/* A request head parsed (and checked, when check) out of raw, for hm__router_log_capture. */
+static void head_of(const char *raw, struct hm__router_msg *m, struct hm__router_req *rq,
+		    struct hm__router_limits *lim, bool check)
+{
+	const char *why = NULL;
+	uint32_t used;
+
+	hm__router_limits_request(lim, 1 << 16);
+	hm__router_msg_init(m, HTTP_REQUEST, lim);
+	hm__router_msg_reset(m, (char *)raw, 0);
+	hm__router_msg_execute(m, (char *)raw, 0, (uint32_t)strlen(raw), &used);
+	if (check)
+		ck_assert_int_eq(hm__router_req_check(m, rq, &why), 0);
+}
+
+/* The text fields of a line come from the head: the target sent on, the client's valid
+ * X-Request-Id or a new UUID, the X-Forwarded-For values joined before the peer; a head cut short
+ * gives what its request line gave. */
+START_TEST(fields_from_the_head)
+{
+	static const char ok[] =
+	    "GET http://app.test/p?q=1 HTTP/1.1\r\nHost: app.test\r\nX-Forwarded-For: 1.2.3.4\r\n"
+	    "X-Request-Id: abcdefghijklmnopqrstu\r\nX-Forwarded-For: 5.6.7.8, 9.9.9.9\r\n\r\n";
+	static const char cut[] = "POST /half/way HTTP/1.1\r\nHost: a";
+	struct hm__router_limits lim;
+	struct hm__router_msg m;
+	struct hm__router_req rq;
+	struct hm__router_logreq lr;
+
+	head_of(ok, &m, &rq, &lim, true);
+	hm__router_log_capture(&lr, &m, &rq, "10.0.0.1", 8);
+	ck_assert_str_eq(lr.method, "GET");
+	ck_assert(lr.path_len == 6 && memcmp(lr.path, "/p?q=1", 6) == 0);
+	ck_assert(lr.request_id_len == 21 &&
+		  memcmp(lr.request_id, "abcdefghijklmnopqrstu", 21) == 0);
+	ck_assert(lr.fwd_len == 35 &&
+		  memcmp(lr.fwd, "1.2.3.4, 5.6.7.8, 9.9.9.9, 10.0.0.1", 35) == 0);
+	hm__router_msg_fini(&m);
+
+	head_of(cut, &m, &rq, &lim, false);
+	hm__router_log_capture(&lr, &m, NULL, "10.0.0.1", 8);
+	ck_assert_str_eq(lr.method, "POST");
+	ck_assert(lr.path_len == 9 && memcmp(lr.path, "/half/way", 9) == 0);
+	ck_assert_uint_eq(lr.request_id_len, 36); /* a UUID */
+	ck_assert(lr.fwd_len == 8 && memcmp(lr.fwd, "10.0.0.1", 8) == 0);
+	hm__router_msg_fini(&m);
+}
+END_TEST
+
 static Suite *suite(void)
 {
 	Suite *s = suite_create("router/accesslog");
@@ -223,6 +273,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, escaping_and_truncation);
 	tcase_add_test(tc, batched_writes);
 	tcase_add_test(tc, pipe_pieces_end_at_lines);
+	tcase_add_test(tc, fields_from_the_head);
 	suite_add_tcase(s, tc);
 	return s;
 }

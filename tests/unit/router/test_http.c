@@ -512,6 +512,81 @@ START_TEST(chunked_dechunk)
 }
 END_TEST
 
+/* Response trailers collected while de-chunking (for HTTP/2 clients): every field in order,
+ * values trimmed, whatever the split; a field that does not fit is dropped whole, the body is
+ * not affected; nothing is collected unless asked. */
+START_TEST(chunked_dechunk_trailers)
+{
+	static const char raw[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+				  "5\r\nhello\r\n0\r\nX-Checksum: 12ab \r\nEmpty:\r\n"
+				  "Server-Timing:db;dur=5\r\n\r\n";
+
+	for (size_t step = 1; step <= 120; step += step < 10 ? 1 : 17) {
+		for (uint32_t cap = 0; cap <= 64; cap += 1) {
+			struct parsed p;
+			struct hm__router_field f[8];
+			char tbuf[64], out[64];
+			size_t olen = 0, n;
+			uint32_t off;
+
+			ck_assert_int_eq(parse(&p, HTTP_RESPONSE, raw, strlen(raw), 0),
+					 HM__EV_HEAD);
+			off = p.used;
+			p.m.dechunk = true;
+			hm__router_msg_collect_trailers(&p.m, tbuf, cap);
+			while (p.m.state == HM__MSG_BODY && off < p.len) {
+				uint32_t k = (uint32_t)HM_MIN(p.len - off, step), used;
+
+				ck_assert_int_ne(hm__router_msg_execute(&p.m, p.buf, off, k, &used),
+						 HM__EV_ERROR);
+				memcpy(out + olen, p.buf + p.m.out_off, p.m.out_len);
+				olen += p.m.out_len;
+				off += used;
+			}
+			ck_assert_int_eq(p.m.state, HM__MSG_DONE);
+			ck_assert_uint_eq(olen, 5);
+			ck_assert(memcmp(out, "hello", 5) == 0);
+			n = hm__router_msg_trailers(&p.m, f, 8);
+			/* "X-Checksum:12ab \n" is 17 bytes, "Empty:\n" 7,
+			 * "Server-Timing:db;dur=5\n" 23. */
+			ck_assert_uint_eq(n, cap >= 47	 ? 3
+					     : cap >= 17 ? 1 + (cap >= 24)
+							 : cap >= 7);
+			if (cap >= 17) {
+				ck_assert(f[0].name_len == 10 &&
+					  memcmp(f[0].name, "X-Checksum", 10) == 0);
+				ck_assert(f[0].value_len == 4 &&
+					  memcmp(f[0].value, "12ab", 4) == 0);
+			} else if (cap >= 7) {
+				ck_assert(f[0].name_len == 5 && memcmp(f[0].name, "Empty", 5) == 0);
+				ck_assert_uint_eq(f[0].value_len, 0);
+			}
+			if (cap >= 24)
+				ck_assert(f[1].name_len == 5 && f[1].value_len == 0);
+			if (cap >= 47) {
+				ck_assert(f[2].name_len == 13 &&
+					  memcmp(f[2].name, "Server-Timing", 13) == 0);
+				ck_assert(f[2].value_len == 8 &&
+					  memcmp(f[2].value, "db;dur=5", 8) == 0);
+			}
+			done(&p);
+		}
+	}
+	{
+		struct parsed p;
+		struct hm__router_field f[2];
+
+		ck_assert_int_eq(parse(&p, HTTP_RESPONSE, raw, strlen(raw), 0), HM__EV_HEAD);
+		p.m.dechunk = true;
+		ck_assert_int_eq(
+		    hm__router_msg_execute(&p.m, p.buf, p.used, p.len - p.used, &p.used),
+		    HM__EV_DONE);
+		ck_assert_uint_eq(hm__router_msg_trailers(&p.m, f, 2), 0);
+		done(&p);
+	}
+}
+END_TEST
+
 START_TEST(msg_shift_mid_head)
 {
 	/* A head parsed in two parts, compacted in between (as the proxy does when its buffer is
@@ -1110,6 +1185,7 @@ static Suite *suite(void)
 	tcase_add_test(tc, request_id_rule);
 	tcase_add_test(tc, chunked_rechunk);
 	tcase_add_test(tc, chunked_dechunk);
+	tcase_add_test(tc, chunked_dechunk_trailers);
 	tcase_add_test(tc, msg_shift_mid_head);
 	tcase_add_test(tc, response_checks);
 	tcase_add_test(tc, response_header_line_limit);
