@@ -17,7 +17,8 @@ struct hm__certput {
 	struct hm_certcheck chk; /* chk.text: the reason (refused) or the warnings */
 	uint8_t *meta;		 /* owned */
 	size_t meta_len;
-	struct hm_change c; /* the canonical record; borrows chk, meta and the name */
+	struct hm_change c; /* the canonical record; borrows chk (c.id points into it: cp must not
+			       move), meta and the name */
 };
 
 /*

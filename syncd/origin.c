@@ -331,15 +331,17 @@ static void split_changes(struct hm__splitter *sp, struct counts *parts, const s
 
 /* The canonical records of a request's cert.put changes, in request order. */
 struct req_certs {
-	struct hm__certput *v;
+	struct hm__certput **v; /* each allocated on its own: a record points into its own check */
 	uint32_t n, cap;
 	char warn[HM_PROTO_MAX_REASON]; /* the warnings, one line each */
 };
 
 static void req_certs_fini(struct req_certs *rc)
 {
-	for (uint32_t i = 0; i < rc->n; i++)
-		hm__certput_fini(&rc->v[i]);
+	for (uint32_t i = 0; i < rc->n; i++) {
+		hm__certput_fini(rc->v[i]);
+		free(rc->v[i]);
+	}
 	free(rc->v);
 	memset(rc, 0, sizeof(*rc));
 }
@@ -375,13 +377,14 @@ static int check_certs(struct origin *o, uint32_t idx, const uint8_t id[16], nng
 				continue;
 			if (rc->n == rc->cap) {
 				uint32_t cap = rc->cap ? rc->cap * 2 : 4;
-				struct hm__certput *v = realloc(rc->v, cap * sizeof(*v));
+				struct hm__certput **v = realloc(rc->v, cap * sizeof(*v));
 
 				hm_require(v != NULL);
 				rc->v = v;
 				rc->cap = cap;
 			}
-			cp = &rc->v[rc->n++];
+			hm_require((cp = calloc(1, sizeof(*cp))) != NULL);
+			rc->v[rc->n++] = cp;
 			if ((e = hm__certput_make(cp, &cs[k], now)) != 0) {
 				reply_error(o, idx, id, e == -EINVAL ? HM_ECERTREFUSED : e,
 					    total > UINT32_MAX - 1 ? UINT32_MAX : (uint32_t)total,
@@ -453,7 +456,7 @@ static int seq_feed(struct hm_state *s, void *arg)
 			char desc[400];
 
 			if (c->op == HM_OP_CERT_PUT)
-				c = &f->certs->v[ci++].c;
+				c = &f->certs->v[ci++]->c;
 			if ((e = hm_state_change(s, c)) != 0) {
 				if (hm_state_is_full(e))
 					return e;
