@@ -216,6 +216,38 @@ def test_store_on_the_edge(env):
               "%s is mode %o and may hold keys" % (f, mode))
 
 
+def test_many_certificates_in_one_request(env):
+    """A batch file of many cert.put and cert.rm changes is one atomic batch: every record's id
+    matches its bytes on the edge (the origin keeps each canonical record in place while the
+    request is validated), and one refused certificate refuses the whole file."""
+    p = make_pki(env)
+    o = Origin(env)
+    e = Edge(env, o)
+    chain, key = open(p.wild.crt).read(), open(p.wild.key).read()
+    # 300: enough for the request's records to outgrow the heap into a mapping of their own.
+    changes = [{"op": "cert.put", "name": "h%d.apps.example.com" % i, "cert": chain, "key": key}
+               for i in range(300)]
+    changes.append({"op": "cert.rm", "name": "h0.apps.example.com"})
+    r = ctl(o, "--json", "apply", "-", input=json.dumps({"changes": changes}).encode())
+    eq(r.rc, 0, "apply: %r" % r)
+    wait_converged(o, [e])
+    eq(e.status()["certs"], 299, "certificates on the edge")
+    eq(e.status()["digest_mismatches"], 0, "no resync")
+    eq(e.status()["snapshots"], 1, "only the first load")
+    peek = peek_store(e.status()["cert_store"], "h299.apps.example.com", "h0.apps.example.com")
+    eq(peek["hosts"]["h299.apps.example.com"]["match"], 1, "exact entry")
+    eq(peek["hosts"]["h0.apps.example.com"], None, "removed in the same batch; no default")
+    seq = o.status()["seq"]
+    bad = [{"op": "cert.put", "name": "x%d.apps.example.com" % i, "cert": chain, "key": key}
+           for i in range(5)]
+    bad.append({"op": "cert.put", "name": "x.other.example.com", "cert": chain, "key": key})
+    r = ctl(o, "apply", "-", input=json.dumps({"changes": bad}).encode())
+    eq(r.rc, 1, "one certificate not covering its name refuses the file: %r" % r)
+    check("change 5 (cert.put x.other.example.com)" in r.err, r.err)
+    eq(o.status()["seq"], seq, "nothing changed")
+    check_no_keys(env, p)
+
+
 def test_squatted_store_refused(env):
     """A store file someone else owns, or that others may read, is refused: the edge does not
     start (nor touch it) and says why."""
