@@ -248,6 +248,51 @@ def test_many_certificates_in_one_request(env):
     check_no_keys(env, p)
 
 
+def test_full_file_system_under_the_store(env):
+    """A certificate store that cannot grow (a full /run) is handled as the table is: the batch
+    is not applied, the last version stays for the routers, status says why, and the edge
+    catches up on its own once there is room."""
+    mnt = env.path("fs")
+    os.makedirs(mnt)
+    m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if m.returncode != 0:
+        print("# skipped: cannot mount a tmpfs here (root needed): %s" %
+              m.stdout.decode(errors="replace").strip(), flush=True)
+        return
+    env.defer(lambda: subprocess.run(["umount", "-l", mnt], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL))
+    p = make_pki(env)
+    o = Origin(env)
+    e = Edge(env, o, table=os.path.join(mnt, "hermod.table"))
+    eq(ctl(o, "cert", "put", "shop.example.com", p.exact.crt, p.exact.key).rc, 0, "first put")
+    wait_converged(o, [e])
+    before = e.status()
+    store = before["cert_store"]
+    eq(before["table_error"], None, "table_error while there is room")
+    st = os.statvfs(mnt)
+    filler = os.path.join(mnt, "filler")
+    with open(filler, "wb") as f:
+        f.write(b"\0" * (st.f_bavail * st.f_frsize - 16 * 1024))
+    # More than the store's first megabyte of heap: it must reserve more.
+    chain, key = open(p.rsa.crt).read(), open(p.rsa.key).read()
+    o.apply([{"op": "cert.put", "name": "rsa.example.com", "cert": chain, "key": key}] +
+            [{"op": "cert.put", "name": "h%d.apps.example.com" % i,
+              "cert": open(p.wild.crt).read(), "key": open(p.wild.key).read()}
+             for i in range(600)])
+    ht.wait_for(lambda: e.status()["table_error"] is not None, T(10),
+                "the edge to report that it cannot write the store")
+    st = e.status()
+    check("space" in st["table_error"], "table_error: %r" % st["table_error"])
+    check(e.proc.alive(), "the edge died")
+    eq(st["seq"], before["seq"], "seq the edge reports")
+    eq(peek_store(store)["certs"], 1, "the store at the path keeps its last version")
+    os.unlink(filler)
+    wait_converged(o, [e], T(30), "the edge once there is room again")
+    eq(e.status()["table_error"], None, "table_error once written")
+    eq(peek_store(store)["certs"], 602, "every certificate")
+
+
 def test_squatted_store_refused(env):
     """A store file someone else owns, or that others may read, is refused: the edge does not
     start (nor touch it) and says why."""
