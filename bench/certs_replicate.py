@@ -39,7 +39,7 @@ def rss_kib(pid):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100000)
-    ap.add_argument("--batch", type=int, default=10000)
+    ap.add_argument("--batch", type=int, default=1000)
     a = ap.parse_args()
     env = ht.Env("certs-bench")
     try:
@@ -54,7 +54,8 @@ def main():
         for start in range(0, a.n, a.batch):
             changes = [{"op": "cert.put", "name": "h%d.bench.example" % i, "cert": chain,
                         "key": key} for i in range(start, min(a.n, start + a.batch))]
-            r = o.ctl("--json", "apply", "-", input=json.dumps({"changes": changes}).encode(),
+            r = o.ctl("--json", "--reply-timeout", "1h", "apply", "-",
+                      input=json.dumps({"changes": changes}).encode(),
                       timeout=3600)
             if r.rc != 0:
                 raise SystemExit("apply failed: %r" % r)
