@@ -2229,6 +2229,8 @@ START_TEST(cert_ops)
 	p.changes = &client;
 	p.nchanges = 1;
 	EQ_I(hm_proto_encode_batch(&b, 3, &p), HM_EOP);
+	EQ_U(b.len, 0);
+	hm_pbuf_fini(&b);
 	EQ_I(tv_verdict(
 		 A(U(7), U(2), BIN(REQ_ID, 16), U(0), U(1),
 		   A(A(U(9), STR("a.b"), STR(pem), STR(key), U(1), BIN(id, 32), BIN(meta, 5))))),
