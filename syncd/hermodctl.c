@@ -934,6 +934,8 @@ out:
 	hm_pbuf_fini(&pb[0]);
 	hm_pbuf_fini(&pb[1]);
 	hm_batch_reader_free(br);
+	for (uint32_t i = 0; part != NULL && i < HM_PROTO_MAX_CHANGES; i++)
+		free(part[i].pem);
 	free(part);
 	free(counts);
 	fclose(f);
