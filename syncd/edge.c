@@ -501,15 +501,9 @@ static void start_snapshot(struct edge *e, const char *why)
 /* ---- Applying batches -------------------------------------------------------------------- */
 
 /* The assembled batch's changes, re-decoded part by part (an hm_state_feed_fn). */
-struct asm_feed {
-	struct edge *e;
-	uint64_t epoch;
-};
-
 static int asm_feed(struct hm_state *st, void *arg)
 {
-	struct asm_feed *f = arg;
-	struct edge *e = f->e;
+	struct edge *e = arg;
 	struct mref *prev = NULL;
 	struct hm_msg m;
 	int r = 0;
@@ -526,7 +520,6 @@ static int asm_feed(struct hm_state *st, void *arg)
 			prev = po->mr;
 		}
 		bp = po->catchup ? &m.catchup_rep.parts[po->idx] : &m.batch.b;
-		f->epoch = po->catchup ? m.catchup_rep.epoch : m.batch.epoch;
 		for (uint32_t k = 0; k < bp->nchanges && r == 0; k++)
 			r = hm_state_change(st, &bp->changes[k]);
 	}
@@ -550,12 +543,11 @@ static int asm_epoch(struct edge *e, uint64_t *epoch)
 static int apply_assembled(struct edge *e)
 {
 	struct hm_state st = edge_state(e);
-	struct asm_feed f = {e, 0};
 	uint64_t epoch = 0;
 	int r;
 
 	if (e->as.have == 0 || (r = asm_epoch(e, &epoch)) == 0)
-		r = hm_state_apply(&st, asm_feed, &f, epoch, e->as.seq);
+		r = hm_state_apply(&st, asm_feed, e, epoch, e->as.seq);
 	hm__asm_reset(&e->as);
 	if (r != 0)
 		return r;
