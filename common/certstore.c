@@ -451,7 +451,7 @@ static void map_free(struct hm_certstore_map *m)
 }
 
 /* The follower's open callback: maps the store at path if it is acceptable and valid. */
-static int map_open(const char *path, void **out, const _Atomic uint64_t **pub, struct stat *st)
+static int map_open(const char *path, struct hm_pubfile_mapped *out)
 {
 	struct hm_certstore_map *m;
 	struct file_hdr hdr;
@@ -465,18 +465,18 @@ static int map_open(const char *path, void **out, const _Atomic uint64_t **pub, 
 		close(fd);
 		return -ENOMEM;
 	}
-	if (fstat(fd, st) != 0) {
+	if (fstat(fd, &out->st) != 0) {
 		r = -errno;
 		goto fail;
 	}
-	if ((r = file_acceptable(st)) != 0)
+	if ((r = file_acceptable(&out->st)) != 0)
 		goto fail;
-	if (st->st_size < (off_t)HDR_BYTES ||
+	if (out->st.st_size < (off_t)HDR_BYTES ||
 	    pread(fd, &hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr)) {
 		r = -EUCLEAN;
 		goto fail;
 	}
-	if ((r = layout_from_hdr(&m->lay, &hdr, (uint64_t)st->st_size)) != 0)
+	if ((r = layout_from_hdr(&m->lay, &hdr, (uint64_t)out->st.st_size)) != 0)
 		goto fail;
 	m->bytes = m->lay.file_bytes;
 	m->base = mmap(NULL, m->bytes, PROT_READ, MAP_SHARED, fd, 0);
@@ -490,8 +490,8 @@ static int map_open(const char *path, void **out, const _Atomic uint64_t **pub, 
 	close(fd);
 	m->hdr = (struct file_hdr *)m->base;
 	m->refs = 1;
-	*out = m;
-	*pub = &m->hdr->pub;
+	out->map = m;
+	out->pub = &m->hdr->pub;
 	return 0;
 fail:
 	close(fd);
@@ -515,11 +515,13 @@ static void map_unref_cb(void *m)
 	hm_certstore_map_unref(m);
 }
 
+static const struct hm_pubfile_ops follow_ops = {.open = map_open, .unref = map_unref_cb};
+
 int hm_certstore_reader_new(struct hm_certstore_reader **out, const char *path)
 {
 	struct hm_certstore_reader *r = calloc(1, sizeof(*r));
 
-	if (r == NULL || hm_pubfile_follower_init(&r->f, path, map_open, map_unref_cb) != 0) {
+	if (r == NULL || hm_pubfile_follower_init(&r->f, path, &follow_ops) != 0) {
 		free(r);
 		return -ENOMEM;
 	}
@@ -1126,7 +1128,7 @@ static void rescan_soonest(struct copy *c)
 
 static int install(struct hm_certstore_writer *w)
 {
-	int e = hm_pubfile_install(w->f.tmp_path, w->path, STORE_MAGIC, PUB_OFF, file_acceptable);
+	int e = hm_pubfile_install(w->f.tmp_path, w->path, STORE_MAGIC, PUB_OFF);
 
 	if (e == 0)
 		w->f.installed = true;
@@ -1240,23 +1242,13 @@ static int sfile_create(struct sfile *f, const char *path, const struct hm_certs
 	if (max_bytes != 0 && f->lay.file_bytes > max_bytes)
 		return -ENOSPC;
 	if (path != NULL) {
-		if ((f->tmp_path = hm_pubfile_tmp_path(path)) == NULL)
-			return -ENOMEM;
-		f->fd = open(f->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (f->fd < 0) {
-			e = -errno;
-			free(f->tmp_path);
-			f->tmp_path = NULL;
-			return e;
-		}
 		/* The index is reserved now, the heap as it fills (reserve()). */
-		if (fchmod(f->fd, 0600) != 0 || ftruncate(f->fd, (off_t)f->lay.file_bytes) != 0) {
-			e = -errno;
-			goto fail;
-		}
-		if ((e = posix_fallocate(f->fd, 0, (off_t)f->lay.heap_off)) != 0) {
-			e = -e;
-			goto fail;
+		f->fd = hm_pubfile_create(path, HM_STORE_MODE, f->lay.file_bytes, f->lay.heap_off,
+					  &f->tmp_path);
+		if (f->fd < 0) {
+			e = f->fd;
+			f->fd = -1;
+			return e;
 		}
 		f->reserved = f->lay.heap_off;
 		p = mmap(NULL, f->lay.file_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd, 0);

@@ -32,7 +32,7 @@
 	XX(ECONTROL, -5027, "holds NUL or a control character")                                    \
 	XX(ESECRET, -5028, "invalid secret (name [a-z][a-z0-9-]{0,30}, 1 to 128 bytes)")           \
 	XX(ECERT, -5029, "invalid certificate (empty or oversized PEM)")                           \
-	/* routing state (common/table.c) */                                                       \
+	/* routing state (common/table_*.c) */                                                     \
 	XX(ENOAPP, -5040, "no such app")                                                           \
 	XX(ENODOMAIN, -5041, "no such domain")                                                     \
 	XX(ENODYNO, -5042, "no such dyno")                                                         \

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/filesec.h"
 #include "common/util.h"
 
 #define REOPEN_EVERY_NS 50000000ull
@@ -23,19 +24,22 @@
 int hm_pubfile_lock(const char *path)
 {
 	size_t len = strlen(path) + 8;
-	char *p = malloc(len);
-	int fd;
+	char *p = malloc(len), why[160];
+	int fd, e;
 
 	if (p == NULL)
 		return -ENOMEM;
 	snprintf(p, len, "%s.lock", path);
-	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, HM_LOCK_MODE);
 	free(p);
 	if (fd < 0)
 		return -errno;
+	if ((e = hm_file_trusted(fd, why, sizeof(why))) != 0) {
+		close(fd);
+		return e;
+	}
 	if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
-		int e = errno == EWOULDBLOCK ? -EBUSY : -errno;
-
+		e = errno == EWOULDBLOCK ? -EBUSY : -errno;
 		close(fd);
 		return e;
 	}
@@ -53,6 +57,33 @@ char *hm_pubfile_tmp_path(const char *path)
 	hm_random_bytes(&rnd, sizeof(rnd));
 	snprintf(p, len, "%s.new.%ld.%08x", path, (long)getpid(), rnd);
 	return p;
+}
+
+int hm_pubfile_create(const char *path, mode_t mode, uint64_t bytes, uint64_t reserve, char **tmp)
+{
+	char *name = hm_pubfile_tmp_path(path);
+	int fd, e;
+
+	if (name == NULL)
+		return -ENOMEM;
+	fd = open(name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+	if (fd < 0) {
+		e = -errno;
+		free(name);
+		return e;
+	}
+	if (fchmod(fd, mode) != 0 || ftruncate(fd, (off_t)bytes) != 0)
+		e = -errno;
+	else
+		e = reserve > 0 ? -posix_fallocate(fd, 0, (off_t)reserve) : 0;
+	if (e != 0) {
+		close(fd);
+		unlink(name);
+		free(name);
+		return e;
+	}
+	*tmp = name;
+	return fd;
 }
 
 void hm_pubfile_sweep(const char *path)
@@ -92,11 +123,11 @@ void hm_pubfile_sweep(const char *path)
 	closedir(d);
 }
 
-int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t pub_off,
-		       int (*acceptable)(const struct stat *st))
+int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t pub_off)
 {
 	int old = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	size_t len = pub_off + sizeof(uint64_t);
+	char why[160];
 	struct stat st;
 
 	if (rename(tmp, path) != 0) {
@@ -108,7 +139,7 @@ int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t
 	}
 	if (old < 0)
 		return 0;
-	if (fstat(old, &st) == 0 && (acceptable == NULL || acceptable(&st) == 0) &&
+	if (hm_file_trusted(old, why, sizeof(why)) == 0 && fstat(old, &st) == 0 &&
 	    st.st_size >= (off_t)len) {
 		uint8_t *h = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, old, 0);
 
@@ -128,51 +159,53 @@ int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t
 
 /* ---- Follower -------------------------------------------------------------------------------- */
 
+static const volatile int never_bad;
+
 int hm_pubfile_follower_init(struct hm_pubfile_follower *f, const char *path,
-			     hm_pubfile_open_cb open, hm_pubfile_unref_cb unref)
+			     const struct hm_pubfile_ops *ops)
 {
 	memset(f, 0, sizeof(*f));
 	if ((f->path = strdup(path)) == NULL)
 		return -ENOMEM;
-	f->open = open;
-	f->unref = unref;
+	f->ops = ops;
+	f->bad = &never_bad;
 	return 0;
 }
 
-static void follower_set(struct hm_pubfile_follower *f, void *map, const _Atomic uint64_t *pub,
-			 const struct stat *st)
+static void follower_set(struct hm_pubfile_follower *f, const struct hm_pubfile_mapped *m)
 {
 	if (f->cur != NULL)
-		f->unref(f->cur);
-	f->cur = map;
-	f->pub = pub;
-	f->dev = st != NULL ? st->st_dev : 0;
-	f->ino = st != NULL ? st->st_ino : 0;
+		f->ops->unref(f->cur);
+	f->cur = m != NULL ? m->map : NULL;
+	f->pub = m != NULL ? m->pub : NULL;
+	f->bad = m != NULL && m->bad != NULL ? m->bad : &never_bad;
+	f->dev = m != NULL ? m->st.st_dev : 0;
+	f->ino = m != NULL ? m->st.st_ino : 0;
+	f->size = m != NULL ? m->st.st_size : 0;
 }
 
 void hm_pubfile_follower_fini(struct hm_pubfile_follower *f)
 {
-	follower_set(f, NULL, NULL, NULL);
+	follower_set(f, NULL);
 	free(f->path);
 	f->path = NULL;
 }
 
-/* Opens the path if it holds another file than the current map: 1 if switched, 0, or error. */
+/* Opens the path if it holds another file than the current map, or the current map went bad:
+ * 1 if switched, 0, or error. */
 static int reopen(struct hm_pubfile_follower *f)
 {
-	const _Atomic uint64_t *pub;
-	struct stat st;
-	void *map;
-	int e = f->open(f->path, &map, &pub, &st);
+	struct hm_pubfile_mapped m = {0};
+	int e = f->ops->open(f->path, &m);
 
 	f->last_error = e;
 	if (e != 0)
 		return e;
-	if (f->cur != NULL && f->dev == st.st_dev && f->ino == st.st_ino) {
-		f->unref(map);
+	if (f->cur != NULL && !*f->bad && f->dev == m.st.st_dev && f->ino == m.st.st_ino) {
+		f->ops->unref(m.map);
 		return 0;
 	}
-	follower_set(f, map, pub, &st);
+	follower_set(f, &m);
 	f->next_try_ns = 0;
 	return 1;
 }
@@ -191,16 +224,21 @@ void *hm__pubfile_follower_reopen(struct hm_pubfile_follower *f)
 		if (reopen(f) != 1)
 			f->next_try_ns = coarse_ns() + REOPEN_EVERY_NS;
 	}
-	return f->cur;
+	return f->cur != NULL && !*f->bad ? f->cur : NULL;
 }
 
 int hm_pubfile_follower_check(struct hm_pubfile_follower *f)
 {
 	struct stat st;
+	bool same;
 
 	if (stat(f->path, &st) != 0)
 		return errno == ENOENT ? 0 : -errno;
-	if (f->cur != NULL && f->dev == st.st_dev && f->ino == st.st_ino &&
+	same = f->cur != NULL && f->dev == st.st_dev && f->ino == st.st_ino;
+	/* Truncated in place: let go of the pages before a read faults on them. */
+	if (same && st.st_size < f->size && f->ops->shrunk != NULL && !*f->bad)
+		f->ops->shrunk(f->cur);
+	if (same && !*f->bad &&
 	    !(atomic_load_explicit(f->pub, memory_order_relaxed) & HM_PUBFILE_RETIRED))
 		return 0;
 	return reopen(f);

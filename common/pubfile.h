@@ -26,13 +26,27 @@
 
 /* ---- Writer side ---- */
 
-/* Takes the exclusive lock of path (PATH.lock, created 0600). Returns the lock's descriptor
- * (close it to release; it dies with the process), -EBUSY if another process holds it, or a
- * negative errno. */
+/*
+ * Takes the exclusive lock of path: PATH.lock, created mode HM_LOCK_MODE, never followed if it
+ * is a symbolic link. Returns the lock's descriptor (close it to release; it dies with the
+ * process), -EBUSY if another process holds it, HM_EUNTRUSTED if the lock file is not one this
+ * process may trust (common/filesec.h: another user's lock file could be held by its owner for
+ * good), or a negative errno.
+ */
 int hm_pubfile_lock(const char *path);
 
 /* A fresh temporary name next to path, "PATH.new.<pid>.<random>" (malloc'd; NULL: no memory). */
 char *hm_pubfile_tmp_path(const char *path);
+
+/*
+ * Creates a new file for path under a fresh temporary name (hm_pubfile_tmp_path), mode `mode`
+ * whatever the umask, `bytes` long, of which the first `reserve` bytes get their blocks now
+ * (posix_fallocate: a full file system fails here with -ENOSPC rather than with SIGBUS when a
+ * mapping is first written). Returns the descriptor (read-write) and the name in *tmp
+ * (malloc'd; the caller installs or unlinks the file and frees the name), or a negative errno
+ * with nothing left behind.
+ */
+int hm_pubfile_create(const char *path, mode_t mode, uint64_t bytes, uint64_t reserve, char **tmp);
 
 /* Removes the temporary files of writers of path that died before installing them (their pid
  * is gone). Call with the lock held: no other writer of path runs then. */
@@ -41,39 +55,55 @@ void hm_pubfile_sweep(const char *path);
 /*
  * Renames tmp over path, then retires the file that was at path: if it starts with magic, its
  * publish word at pub_off gets HM_PUBFILE_RETIRED (release), so its readers re-open the path.
- * acceptable (may be NULL) vets the old file first (a file someone else planted there is
- * replaced, not written to). Returns 0 or the negative errno of the rename (nothing changed).
+ * An old file this process does not trust (common/filesec.h; a file someone else planted
+ * there) is replaced, never written to. Returns 0 or the negative errno of the rename (nothing
+ * changed).
  */
-int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t pub_off,
-		       int (*acceptable)(const struct stat *st));
+int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t pub_off);
 
 /* ---- Reader side ---- */
 
+/* What an open callback hands its follower about the file it opened and mapped. */
+struct hm_pubfile_mapped {
+	void *map; /* the caller's map object: one reference, now the follower's */
+	const _Atomic uint64_t *pub; /* its publish word */
+	const volatile int *bad; /* NULL, or a flag the caller sets when the map can no longer be
+				  * read (its file was truncated under it); never cleared */
+	struct stat st;		 /* the file's fstat */
+};
+
 /*
- * Opens the file at path for a follower: on success stores the caller's map object in *map,
- * the address of its publish word in *pub, and the file's fstat in *st. Returns 0 or a negative
- * error.
+ * What a follower calls (an ops table, one per kind of file, static):
+ *  open    opens the file at path and maps it if it is acceptable and valid; fills *out.
+ *          Returns 0 or a negative error.
+ *  unref   drops the follower's reference to a map made by open.
+ *  shrunk  optional (NULL: not watched): the current map's file is still at the path but
+ *          shorter than when it was mapped (truncated in place), so reading its pages past the
+ *          new end would raise SIGBUS; the caller stops reading the map and sets its bad flag.
  */
-typedef int (*hm_pubfile_open_cb)(const char *path, void **map, const _Atomic uint64_t **pub,
-				  struct stat *st);
-/* Drops the follower's reference to a map made by the open callback. */
-typedef void (*hm_pubfile_unref_cb)(void *map);
+struct hm_pubfile_ops {
+	int (*open)(const char *path, struct hm_pubfile_mapped *out);
+	void (*unref)(void *map);
+	void (*shrunk)(void *map);
+};
 
 struct hm_pubfile_follower {
 	char *path;		     /* owned */
 	void *cur;		     /* the current map (the caller's type), or NULL */
 	const _Atomic uint64_t *pub; /* cur's publish word */
-	dev_t dev;		     /* cur's file */
+	const volatile int *bad;     /* cur's bad flag (a constant 0 if it has none) */
+	dev_t dev;		     /* cur's file, and its size when it was mapped */
 	ino_t ino;
-	uint64_t next_try_ns; /* when to try the path again after a failure */
-	int last_error;	      /* of the last failed open, 0 if none */
-	hm_pubfile_open_cb open;
-	hm_pubfile_unref_cb unref;
+	off_t size;
+	uint64_t next_try_ns;		  /* when to try the path again after a failure */
+	int last_error;			  /* of the last failed open, 0 if none */
+	const struct hm_pubfile_ops *ops; /* borrowed */
 };
 
-/* Follows path (copied). The file need not exist yet. Returns 0 or -ENOMEM. */
+/* Follows path (copied) with ops (borrowed: static). The file need not exist yet. Returns 0 or
+ * -ENOMEM. */
 int hm_pubfile_follower_init(struct hm_pubfile_follower *f, const char *path,
-			     hm_pubfile_open_cb open, hm_pubfile_unref_cb unref);
+			     const struct hm_pubfile_ops *ops);
 
 /* Drops the current map. */
 void hm_pubfile_follower_fini(struct hm_pubfile_follower *f);
@@ -83,13 +113,15 @@ void *hm__pubfile_follower_reopen(struct hm_pubfile_follower *f);
 
 /*
  * The current map (borrowed: valid until the next call on f), or NULL if no acceptable file
- * exists at the path. One atomic load while the file is not retired; when it is (or there is
- * none) the path is opened again at once, and after a failure at most every 50 ms, so no
- * syscall is made per call. Until a replacement opens, a retired map stays the last good one.
+ * exists at the path or the current map went bad. One atomic load while the file is not
+ * retired; when it is (or there is none, or it went bad) the path is opened again at once, and
+ * after a failure at most every 50 ms, so no syscall is made per call. Until a replacement
+ * opens, a retired map stays the last good one; a bad one is none, and any valid file at the
+ * path replaces it, the same file written back in place included.
  */
 static inline void *hm_pubfile_follower_map(struct hm_pubfile_follower *f)
 {
-	if (f->cur != NULL &&
+	if (f->cur != NULL && !*f->bad &&
 	    !(atomic_load_explicit(f->pub, memory_order_relaxed) & HM_PUBFILE_RETIRED))
 		return f->cur;
 	return hm__pubfile_follower_reopen(f);
@@ -97,9 +129,10 @@ static inline void *hm_pubfile_follower_map(struct hm_pubfile_follower *f)
 
 /*
  * Compares the path with the current map by stat(2): maps a file that appeared, re-maps one
- * whose inode changed or that was retired. Call about once a second. Returns 1 if the current
- * map changed, 0 if not, or the negative error of opening the file at the path (the current
- * map, if any, stays).
+ * whose inode changed or that was retired or went bad, and calls ops->shrunk for a current
+ * file now shorter than its map. Call about once a second. Returns 1 if the current map
+ * changed, 0 if not, or the negative error of opening the file at the path (the current map,
+ * if any, stays).
  */
 int hm_pubfile_follower_check(struct hm_pubfile_follower *f);
 

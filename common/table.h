@@ -9,6 +9,9 @@
  *
  * Threads: a reader or a writer object belongs to one thread at a time. Any number of processes
  * may read one file while one process writes it.
+ *
+ * Linking: the reading half below is the library hm_table_read (table_read.c, table_fmt.c), all
+ * hermod-router links; the writing half is hm_table_write (table_write.c, table_apply.c).
  */
 #ifndef HM_COMMON_TABLE_H
 #define HM_COMMON_TABLE_H

@@ -298,7 +298,7 @@ def main_load(argv):
 
 class _TableSeq:
     """Reads the published seq of a table file as a router does: the header's `pub` word, then
-    the published copy's header (layout: docs/table.md, common/table.c). Re-opens the file when
+    the published copy's header (layout: docs/table.md, common/table-t.h). Re-opens the file when
     it is retired or replaced."""
 
     PUB_OFF, COPY_OFF = 256, 64  # file_hdr.pub, file_hdr.copy_off[2]
