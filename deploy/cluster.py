@@ -14,6 +14,12 @@ control-plane CA (the origin's --control-ca) that signs hermodctl's certificate.
 Ports (all on 127.0.0.1): syncd control/publish/sync --base, --base+1, --base+2 (7400-7402);
 routers --router-port and the next one (8081, 8082); their metrics --metrics-port and the next
 one (9181, 9182); dynos --dyno-port and the next two (5001-5003).
+
+--ha (issue 13, docs/operations.md "Several origins"): no single point of failure in the control
+tier. etcd (Debian's etcd-server; --etcd-members 1 or 3) on loopback, two origins sharing it
+(`--store etcd:...`, each with its own cache directory), the edges following both (`--publish
+URL,URL --sync URL,URL`) and hermodctl given both control URLs. The second origin's sockets are
+--base+3 .. --base+5; etcd's client and peer ports follow (--base+6 on: two per member).
 """
 
 import argparse
@@ -132,7 +138,6 @@ class Cluster:
         self.router_ports = [args.router_port, args.router_port + 1]
         self.metrics_ports = [args.metrics_port, args.metrics_port + 1]
         self.dyno_ports = [args.dyno_port + i for i in range(3)]
-        self.syncd_ports = [base, base + 1, base + 2]
         self.work = tempfile.mkdtemp(prefix="hermod-dev.")
         self.procs = []
         self.syncd = os.path.join(self.build, "syncd", "hermod-syncd")
@@ -141,11 +146,21 @@ class Cluster:
         self.tls = not args.no_tls
         # The origin listens on 127.0.0.1; over TLS, peers dial it by its certificate's name.
         scheme, host = ("tls+tcp", "localhost") if self.tls else ("tcp", "127.0.0.1")
-        self.listen = [f"{scheme}://127.0.0.1:{base + i}" for i in range(3)]
-        self.control, self.publish, self.sync = (f"{scheme}://{host}:{base + i}"
-                                                 for i in range(3))
         self.pki = None
         self.nodes = []
+        # --ha: a second origin and etcd; the lists below hold every origin's URLs.
+        self.ha = args.ha
+        self.etcd_members = args.etcd_members if args.ha else 0
+        norigins = 2 if args.ha else 1
+        self.syncd_ports = [base + i for i in range(3 * norigins)]
+        self.etcd_ports = [base + 3 * norigins + i for i in range(2 * self.etcd_members)]
+        self.origins = [{"name": "origin" if norigins == 1 else f"origin{k + 1}",
+                         "listen": [f"{scheme}://127.0.0.1:{base + 3 * k + i}"
+                                    for i in range(3)],
+                         "dial": [f"{scheme}://{host}:{base + 3 * k + i}" for i in range(3)]}
+                        for k in range(norigins)]
+        self.control, self.publish, self.sync = (",".join(o["dial"][i] for o in self.origins)
+                                                 for i in range(3))
 
     def log_path(self, name):
         return os.path.join(self.work, name + ".log")
@@ -185,21 +200,58 @@ class Cluster:
             raise RuntimeError(f"hermodctl {' '.join(args)}: {r.stderr.strip()}")
         return r.stdout.strip()
 
+    def start_etcd(self):
+        """The etcd members on loopback (--ha); returns the client URLs. Data on the work dir."""
+        etcd = shutil.which("etcd")
+        if etcd is None:
+            raise RuntimeError("--ha needs etcd (Debian's etcd-server; ./deploy/dev installs it)")
+        n = self.etcd_members
+        client = [f"http://127.0.0.1:{self.etcd_ports[2 * i]}" for i in range(n)]
+        peer = [f"http://127.0.0.1:{self.etcd_ports[2 * i + 1]}" for i in range(n)]
+        initial = ",".join(f"etcd{i + 1}={peer[i]}" for i in range(n))
+        members = [self.start(f"etcd{i + 1}", [
+            etcd, "--name", f"etcd{i + 1}", "--data-dir", os.path.join(self.work, f"etcd{i + 1}"),
+            "--listen-client-urls", client[i], "--advertise-client-urls", client[i],
+            "--listen-peer-urls", peer[i], "--initial-advertise-peer-urls", peer[i],
+            "--initial-cluster", initial, "--initial-cluster-token", "hermod-dev",
+            "--initial-cluster-state", "new", "--enable-v2=false"]) for i in range(n)]
+        for p, port in zip(members, self.etcd_ports[0::2]):
+            if not wait_port(port, 30, p):
+                raise RuntimeError(f"{p.hermod_name} does not listen on {port}: see "
+                                   f"{self.log_path(p.hermod_name)}")
+        return client
+
+    def check_store(self):
+        """--ha: refuses clearly, before anything starts, if this build's origin has no store."""
+        r = subprocess.run([self.syncd, "origin", "--help"], capture_output=True, text=True,
+                           timeout=30)
+        if "--store" not in r.stdout:
+            raise RuntimeError("--ha needs hermod-syncd origin with the etcd store (--store "
+                               "etcd:URL, issue 13); this build has none")
+
     def up(self):
         for prog in (self.syncd, self.ctl, self.router):
             if not os.access(prog, os.X_OK):
                 raise RuntimeError(f"{prog} is not built (--build {self.build})")
-        for port in self.syncd_ports + self.router_ports + self.metrics_ports + self.dyno_ports:
+        for port in (self.syncd_ports + self.etcd_ports + self.router_ports +
+                     self.metrics_ports + self.dyno_ports):
             if not port_free(port):
                 raise RuntimeError(f"port {port} is in use: stop what uses it, or choose other "
                                    "ports (--base, --router-port, --metrics-port, --dyno-port)")
+        store = []
+        if self.ha:
+            self.check_store()
+            store = ["--store", "etcd:" + ",".join(self.start_etcd())]
         if self.tls:
             self.pki = make_pki(os.path.join(self.work, "pki"))
-        origin = self.start("origin", [
-            self.syncd, "origin", "--control", self.listen[0], "--publish", self.listen[1],
-            "--sync", self.listen[2], "--data", os.path.join(self.work, "origin"),
-            "--admin", os.path.join(self.work, "origin.sock"), "--node", "origin",
-            *self.tls_flags("origin")])
+        started = []
+        for o in self.origins:
+            started.append(self.start(o["name"], [
+                self.syncd, "origin", "--control", o["listen"][0], "--publish", o["listen"][1],
+                "--sync", o["listen"][2], "--data", os.path.join(self.work, o["name"]),
+                "--admin", os.path.join(self.work, o["name"] + ".sock"), "--node", o["name"],
+                *store, *self.tls_flags("origin")]))
+        origin = started[0]
         for i in (1, 2):
             node = {"name": f"node{i}", "port": self.router_ports[i - 1],
                     "metrics": self.metrics_ports[i - 1],
@@ -227,8 +279,9 @@ class Cluster:
             if not wait_port(port, 15, p):
                 raise RuntimeError(f"{p.hermod_name} does not listen on {port}: see "
                                    f"{self.log_path(p.hermod_name)}")
-        if origin.poll() is not None:
-            raise RuntimeError(f"the origin exited: see {self.log_path('origin')}")
+        for p in started:
+            if p.poll() is not None:
+                raise RuntimeError(f"{p.hermod_name} exited: see {self.log_path(p.hermod_name)}")
         batch = {"changes": [
             {"op": "app.put", "app": "demo"},
             {"op": "domain.put", "domain": "demo.example.com", "app": "demo"},
@@ -242,7 +295,7 @@ class Cluster:
                                                 stdin=json.dumps(batch)))["seq"]
                 break
             except RuntimeError:
-                if time.time() > deadline or origin.poll() is not None:
+                if time.time() > deadline or any(p.poll() is not None for p in started):
                     raise
                 time.sleep(0.2)
         # Both edges must have applied it before we say "try this".
@@ -269,10 +322,17 @@ class Cluster:
         jar = os.path.join(self.work, "cookies")
         d2 = f"127.0.0.1:{self.dyno_ports[1]}"
         dynos = ", ".join(f"web.{i} 127.0.0.1:{p}" for i, p in enumerate(self.dyno_ports, 1))
+        origins = "\n".join(
+            f"  {o['name']:<8} control {o['dial'][0]}  publish {o['dial'][1]}  sync {o['dial'][2]}"
+            f"\n           admin {self.work}/{o['name']}.sock  logs {self.work}/*.log"
+            for o in self.origins)
+        if self.ha:
+            origins += (f"\n  etcd     {self.etcd_members} member(s), client ports "
+                        f"{', '.join(str(p) for p in self.etcd_ports[0::2])}: both origins "
+                        f"share it; edges follow both, hermodctl tries both")
         print(f"""
 {BANNER_READY} (state at seq {seq}); work dir {self.work}
-  origin   control {self.control}  publish {self.publish}  sync {self.sync}
-           admin {self.work}/origin.sock  logs {self.work}/*.log
+{origins}
   trust    {"mutual TLS; CA, certificates and keys in " + self.work + "/pki (docs/security.md)"
             if self.tls else "plaintext on loopback (--no-tls)"}
   node1    router {u1}  metrics http://127.0.0.1:{n1['metrics']}/metrics  admin {a1}
@@ -382,6 +442,10 @@ def main():
                     help="first of the three dyno ports (5001)")
     ap.add_argument("--no-tls", action="store_true",
                     help="plaintext syncd sockets on loopback instead of mutual TLS")
+    ap.add_argument("--ha", action="store_true",
+                    help="etcd and two origins sharing it; edges and hermodctl use both")
+    ap.add_argument("--etcd-members", type=int, choices=(1, 3), default=1,
+                    help="etcd members with --ha (1)")
     args = ap.parse_args()
     cluster = Cluster(args)
     # Ctrl-C, SIGTERM and SIGHUP (terminal closed) stop the cluster. SIGINT is set explicitly:

@@ -1,5 +1,5 @@
 /*
- * hermod-syncd edge: keeps the node's routing table equal to the origin's state.
+ * hermod-syncd edge: keeps the node's routing table equal to the origins' state.
  *
  * The loop owns the table writer and a small state machine (docs/sync.md, "The edge"):
  *
@@ -8,6 +8,13 @@
  *   SNAPSHOT  a full resync: chunks are fetched one by one into a fresh table file.
  *   LIVE      PUB messages are applied as they come; a gap or a heartbeat ahead of the table
  *             starts a catch-up, another epoch or a digest mismatch a snapshot.
+ *
+ * The edge follows every origin it is given (docs/sync.md, "Several origins"): one SUB socket
+ * per origin, all feeding the same state machine, so each (epoch, seq) is applied once, from
+ * whichever origin delivers it first, and the copies are dropped by seq; one REQ socket per
+ * origin, of which one at a time (sync_cur) gets the sync requests, moving on when it fails or
+ * cannot serve. Origins that disagree with the ones the edge follows (another epoch, another
+ * digest at the same seq) are refused, logged and counted.
  *
  * nng's threads only post mail: SUB messages and pipe events come from aio and pipe callbacks,
  * sync replies from the REQ aio's callback. One sync request is out at a time, and its send
@@ -22,6 +29,7 @@
 #include <nng/protocol/reqrep0/req.h>
 #include <stdatomic.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +81,27 @@ struct partobj {
 struct bufmsg {
 	struct bufmsg *next;
 	nng_msg *msg;
+	uint32_t link; /* the origin it came from */
+};
+
+struct edge;
+
+/* One origin: its two sockets and what was heard from it. */
+struct link {
+	struct edge *e;
+	uint32_t idx;
+	const char *publish, *sync; /* borrowed from the configuration */
+	nng_socket sub, req;
+	bool sub_open, req_open;
+	nng_dialer sub_d, req_d;
+	nng_aio *sub_aio;
+	int sub_pipes;
+	bool connected;
+	uint64_t last_hb_ms; /* mono; 0: none yet */
+	uint64_t last_sub_ms, last_redial_ms;
+	uint64_t agreed_ms; /* its last heartbeat whose digest matched this edge's at that seq */
+	uint64_t hb_epoch, hb_seq;
+	bool conflict; /* it disagrees with the origins the edge follows: refused */
 };
 
 struct edge {
@@ -121,32 +150,33 @@ struct edge {
 		bool discard_next; /* a chunk request is out for a load that was abandoned */
 	} snap;
 
-	/* what the origin said last */
+	/* what the origins said last */
 	uint64_t origin_epoch, origin_seq;
-	uint64_t last_hb_ms; /* mono; 0: none yet */
-	uint64_t last_sub_ms;
-	uint64_t last_redial_ms;
+	uint64_t last_hb_ms; /* mono, the latest from an origin not refused; 0: none yet */
 	bool stale;
 
 	/* messages received while not LIVE */
 	struct bufmsg *bhead, *btail;
 	uint64_t buffered, buffered_bytes;
 
-	/* the subscription */
-	nng_socket sub;
-	bool sub_open;
-	nng_dialer sub_d, req_d;
-	nng_aio *sub_aio;
+	/* the origins */
+	struct link *links; /* owned, nlinks */
+	uint32_t nlinks;
 	atomic_bool sub_stop; /* shutdown: no receive after a receive */
-	bool sub_connected;
-	int sub_pipes;
 
-	/* the sync socket: one request at a time */
-	nng_socket req;
-	bool req_open;
+	/* sync requests: one at a time, to links[sync_cur] */
+	uint32_t sync_cur;
+	struct link *req_link; /* where the request in flight went */
 	nng_aio *req_aio;
 	bool req_sending;     /* the REQ aio is sending (else receiving) */
 	atomic_bool req_stop; /* shutdown: no receive after a send */
+	/* the origins that could not serve the current catch-up (failed, or answered SNAPSHOT or
+	 * EPOCH), and the best of those that answered, to resync from once none can serve */
+	uint32_t declined;
+	int resync_from;
+	bool resync_same_epoch;
+	uint64_t resync_epoch, resync_head;
+	uint64_t origin_conflicts; /* origins refused so far */
 
 	uint64_t start_ms;
 	uint64_t last_sync_ok_ms;
@@ -362,6 +392,84 @@ static int table_open_only(struct edge *e)
 	return 0;
 }
 
+/* ---- Several origins ------------------------------------------------------------------------ */
+
+static bool recent(const struct edge *e, uint64_t ms, uint64_t now)
+{
+	return ms != 0 && now - ms <= (uint64_t)e->cfg->stale_after;
+}
+
+/* Another origin than l, not refused, whose heartbeats recently agreed with this edge's state:
+ * a disagreement with l is then l's, not this edge's. */
+static bool another_agrees(const struct edge *e, const struct link *l)
+{
+	uint64_t now = hm_mono_ms();
+
+	for (uint32_t i = 0; i < e->nlinks; i++) {
+		const struct link *o = &e->links[i];
+
+		if (o != l && !o->conflict && recent(e, o->agreed_ms, now))
+			return true;
+	}
+	return false;
+}
+
+/* The first origin after sync_cur (round the list, sync_cur last) that is not refused and not
+ * in the bitmask skip, or -1. */
+static int next_origin(const struct edge *e, uint32_t skip)
+{
+	for (uint32_t k = 1; k <= e->nlinks; k++) {
+		uint32_t i = (e->sync_cur + k) % e->nlinks;
+
+		if (!e->links[i].conflict && !(skip & (1u << i)))
+			return (int)i;
+	}
+	return -1;
+}
+
+static void round_reset(struct edge *e)
+{
+	e->declined = 0;
+	e->resync_from = -1;
+	e->resync_same_epoch = false;
+	e->resync_head = 0;
+}
+
+/*
+ * l disagrees with the origins this edge follows (another epoch, or another digest at a seq,
+ * while another origin agrees): it is refused — its batches dropped, no sync request sent to
+ * it — until one of its heartbeats agrees again, or until no origin that agrees is heard from
+ * (on_tick). Origins on one store never disagree, so this is a misconfiguration: said loudly.
+ */
+static void refuse(struct edge *e, struct link *l, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void refuse(struct edge *e, struct link *l, const char *fmt, ...)
+{
+	char why[256];
+	va_list ap;
+	int n;
+
+	if (l->conflict)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	l->conflict = true;
+	l->agreed_ms = 0;
+	e->origin_conflicts++;
+	hm_log(HM_LOG_ERR, "edge",
+	       "the origins disagree: %s %s, unlike the other origin(s) this edge follows; "
+	       "refusing it (%" PRIu64 " refusal(s) so far). Origins of one cluster share one "
+	       "store and never disagree: check their --store and data",
+	       l->publish, why, e->origin_conflicts);
+	if (e->sync_cur == l->idx && (n = next_origin(e, 0)) >= 0)
+		e->sync_cur = (uint32_t)n;
+}
+
+/* A heartbeat from a refused origin: it is followed again once it agrees with this edge. */
+static void reconsider(struct edge *e, struct link *l, const struct hm_msg *m);
+
 /* ---- Requests to the origin's sync socket --------------------------------------------------- */
 
 static int dial(struct edge *e, nng_socket s, const char *url, nng_dialer *out);
@@ -384,7 +492,7 @@ static void req_cb(void *arg)
 			return;
 		}
 		nng_aio_set_timeout(e->req_aio, (nng_duration)e->cfg->timeout);
-		nng_recv_aio(e->req, e->req_aio);
+		nng_recv_aio(e->req_link->req, e->req_aio);
 		return;
 	}
 	hm__mailbox_post(&e->mb, MAIL_SYNC, hm__nng_err(rv), 0, 0,
@@ -400,9 +508,10 @@ static void fetch_send(struct edge *e, struct hm_pbuf *pb)
 	memcpy(nng_msg_body(m), pb->data, pb->len);
 	e->fetch_busy = true;
 	e->req_sending = true;
+	e->req_link = &e->links[e->sync_cur];
 	nng_aio_set_msg(e->req_aio, m);
 	nng_aio_set_timeout(e->req_aio, SEND_TIMEOUT_MS);
-	nng_send_aio(e->req, e->req_aio);
+	nng_send_aio(e->req_link->req, e->req_aio);
 }
 
 static void send_catchup(struct edge *e)
@@ -466,6 +575,15 @@ static void start_catchup(struct edge *e)
 	}
 	set_state(e, ST_CATCHUP);
 	e->catchup_again = false;
+	round_reset(e);
+	if (!e->links[e->sync_cur].connected) {
+		/* An origin whose feed is down is likely down: ask one whose feed is up. */
+		for (uint32_t i = 0; i < e->nlinks; i++)
+			if (e->links[i].connected && !e->links[i].conflict) {
+				e->sync_cur = i;
+				break;
+			}
+	}
 	send_catchup(e);
 }
 
@@ -610,7 +728,7 @@ static enum hm__asm_result offer(struct edge *e, uint64_t seq, uint32_t part, ui
 	return r;
 }
 
-static void buffer_push(struct edge *e, nng_msg *msg, bool front)
+static void buffer_push(struct edge *e, uint32_t link, nng_msg *msg, bool front)
 {
 	struct bufmsg *b;
 
@@ -631,6 +749,7 @@ static void buffer_push(struct edge *e, nng_msg *msg, bool front)
 	b = malloc(sizeof(*b));
 	hm_require(b != NULL);
 	b->msg = msg;
+	b->link = link;
 	b->next = NULL;
 	if (front) {
 		b->next = e->bhead;
@@ -648,7 +767,7 @@ static void buffer_push(struct edge *e, nng_msg *msg, bool front)
 	e->buffered_bytes += nng_msg_len(msg);
 }
 
-static nng_msg *buffer_pop(struct edge *e)
+static nng_msg *buffer_pop(struct edge *e, uint32_t *link)
 {
 	struct bufmsg *b = e->bhead;
 	nng_msg *m;
@@ -659,6 +778,7 @@ static nng_msg *buffer_pop(struct edge *e)
 	if (e->bhead == NULL)
 		e->btail = NULL;
 	m = b->msg;
+	*link = b->link;
 	free(b);
 	e->buffered--;
 	e->buffered_bytes -= nng_msg_len(m);
@@ -678,13 +798,19 @@ static bool digest_at(const struct edge *e, uint64_t seq, uint8_t out[16])
 	return false;
 }
 
-/* The checks a heartbeat makes once the edge is LIVE (its liveness was noted on receipt). */
-static void check_heartbeat(struct edge *e, const struct hm_msg *m)
+/* The checks a heartbeat from l makes once the edge is LIVE (its liveness was noted on
+ * receipt). */
+static void check_heartbeat(struct edge *e, struct link *l, const struct hm_msg *m)
 {
 	uint8_t mine[16];
 	char a[33], b[33];
 
 	if (m->heartbeat.epoch != e->epoch) {
+		if (e->epoch != 0 && another_agrees(e, l)) {
+			refuse(e, l, "publishes epoch %016" PRIx64 " (this edge: %016" PRIx64 ")",
+			       m->heartbeat.epoch, e->epoch);
+			return;
+		}
 		start_catchup(e); /* the origin answers EPOCH, and a snapshot follows */
 		return;
 	}
@@ -692,15 +818,37 @@ static void check_heartbeat(struct edge *e, const struct hm_msg *m)
 		start_catchup(e); /* something after the last batch was lost */
 		return;
 	}
-	if (digest_at(e, m->heartbeat.seq, mine) && memcmp(mine, m->heartbeat.digest, 16) != 0) {
-		e->digest_mismatches++;
-		hm_digest_hex(mine, a);
-		hm_digest_hex(m->heartbeat.digest, b);
-		hm_log(HM_LOG_ERR, "edge",
-		       "digest mismatch at seq %" PRIu64 ": this edge has %s, the origin %s",
-		       m->heartbeat.seq, a, b);
-		start_snapshot(e, "digest mismatch");
+	if (!digest_at(e, m->heartbeat.seq, mine))
+		return;
+	if (memcmp(mine, m->heartbeat.digest, 16) == 0) {
+		l->agreed_ms = hm_mono_ms();
+		return;
 	}
+	hm_digest_hex(mine, a);
+	hm_digest_hex(m->heartbeat.digest, b);
+	if (another_agrees(e, l)) {
+		refuse(e, l, "has digest %s at seq %" PRIu64 " (this edge: %s)", b,
+		       m->heartbeat.seq, a);
+		return;
+	}
+	e->digest_mismatches++;
+	hm_log(HM_LOG_ERR, "edge", "digest mismatch at seq %" PRIu64 ": this edge has %s, %s %s",
+	       m->heartbeat.seq, a, l->publish, b);
+	start_snapshot(e, "digest mismatch");
+}
+
+static void reconsider(struct edge *e, struct link *l, const struct hm_msg *m)
+{
+	uint8_t mine[16];
+
+	if (m->heartbeat.epoch != e->epoch || !digest_at(e, m->heartbeat.seq, mine) ||
+	    memcmp(mine, m->heartbeat.digest, 16) != 0)
+		return;
+	l->conflict = false;
+	l->agreed_ms = hm_mono_ms();
+	hm_log(HM_LOG_NOTICE, "edge",
+	       "%s agrees with this edge again (seq %" PRIu64 "): following it", l->publish,
+	       m->heartbeat.seq);
 }
 
 static void count_skip(struct edge *e, int err, size_t len, const char *where)
@@ -717,8 +865,8 @@ static void count_skip(struct edge *e, int err, size_t len, const char *where)
 		       hm_strerror(err), n);
 }
 
-/* A PUB message in the LIVE state. Takes msg. */
-static void live_msg(struct edge *e, nng_msg *msg)
+/* A PUB message from l in the LIVE state. Takes msg. */
+static void live_msg(struct edge *e, struct link *l, nng_msg *msg)
 {
 	struct hm_msg m;
 	int r = hm_proto_decode(e->dec_in, nng_msg_body(msg), nng_msg_len(msg), &m);
@@ -728,8 +876,12 @@ static void live_msg(struct edge *e, nng_msg *msg)
 		nng_msg_free(msg);
 		return;
 	}
+	if (l->conflict) {
+		nng_msg_free(msg); /* buffered before it was refused */
+		return;
+	}
 	if (m.type == HM_MSG_HEARTBEAT) {
-		check_heartbeat(e, &m);
+		check_heartbeat(e, l, &m);
 		nng_msg_free(msg);
 		return;
 	}
@@ -742,7 +894,11 @@ static void live_msg(struct edge *e, nng_msg *msg)
 		e->origin_seq = m.batch.b.seq;
 	if (m.batch.epoch != e->epoch) {
 		nng_msg_free(msg);
-		start_catchup(e); /* another epoch: the origin answers EPOCH */
+		if (e->epoch != 0 && another_agrees(e, l))
+			refuse(e, l, "publishes epoch %016" PRIx64 " (this edge: %016" PRIx64 ")",
+			       m.batch.epoch, e->epoch);
+		else
+			start_catchup(e); /* another epoch: the origin answers EPOCH */
 		return;
 	}
 	if (try_direct(e, m.batch.epoch, &m.batch.b)) {
@@ -778,7 +934,7 @@ static void live_msg(struct edge *e, nng_msg *msg)
 				return;
 			}
 			/* Kept for after the catch-up (it may be the next one then). */
-			buffer_push(e, msg, true);
+			buffer_push(e, l->idx, msg, true);
 			start_catchup(e);
 			return;
 		}
@@ -788,11 +944,12 @@ static void live_msg(struct edge *e, nng_msg *msg)
 
 static void drain_buffer(struct edge *e)
 {
+	uint32_t link;
 	nng_msg *m;
 
 	e->draining = true;
-	while (e->state == ST_LIVE && (m = buffer_pop(e)) != NULL)
-		live_msg(e, m);
+	while (e->state == ST_LIVE && (m = buffer_pop(e, &link)) != NULL)
+		live_msg(e, &e->links[link], m);
 	e->draining = false;
 }
 
@@ -807,6 +964,15 @@ static void catchup_done(struct edge *e)
 		return;
 	}
 	e->catchups++;
+	round_reset(e);
+	if (e->catchup_head < e->origin_seq) {
+		/* This origin is behind another (it learns commits later): the next catch-up asks
+		 * the next one rather than this one again. */
+		int n = next_origin(e, 1u << e->sync_cur);
+
+		if (n >= 0)
+			e->sync_cur = (uint32_t)n;
+	}
 	set_state(e, ST_LIVE);
 	if (!e->ready) {
 		/* systemd (Type=notify): the table is loaded and current, routers can start. */
@@ -819,7 +985,7 @@ static void catchup_done(struct edge *e)
 	hm_log(HM_LOG_INFO, "edge",
 	       "caught up: seq %" PRIu64 " (origin at %" PRIu64 "), %" PRIu64
 	       " buffered message(s) to go through",
-	       e->applied, e->origin_seq, e->buffered);
+	       e->applied, HM_MAX(e->origin_seq, e->applied), e->buffered);
 	drain_buffer(e);
 }
 
@@ -840,7 +1006,91 @@ static void epoch_changed(struct edge *e, uint64_t to)
 	       "the origin's epoch changed from %016" PRIx64 " to %016" PRIx64
 	       " (at %s): loading its whole state. Expected only after the origin's data was "
 	       "replaced (a restore); otherwise something else answers on the origin's address",
-	       e->epoch, to, e->cfg->sync);
+	       e->epoch, to, e->links[e->sync_cur].sync);
+}
+
+/* Every origin was tried for the catch-up: a full resync from the best answer (resync_from). */
+static void resync_from_best(struct edge *e)
+{
+	uint64_t epoch = e->resync_epoch, head = e->resync_head;
+	const char *why = e->resync_same_epoch
+			      ? (e->nlinks > 1 ? "no origin holds the missing batches"
+					       : "the origin no longer holds the missing batches")
+			      : (e->epoch == 0 ? "a new table" : "the origin's epoch changed");
+
+	e->sync_cur = (uint32_t)e->resync_from;
+	round_reset(e);
+	e->origin_epoch = epoch;
+	if (head > e->origin_seq || epoch != e->epoch)
+		e->origin_seq = head;
+	if (epoch != e->epoch && e->epoch != 0)
+		epoch_changed(e, epoch);
+	start_snapshot(e, why);
+}
+
+/*
+ * The sync request to links[sync_cur] failed: the next origin not tried in this round gets it
+ * at once. Once every origin was tried, a catch-up that some origin declined (SNAPSHOT or
+ * EPOCH) is a full resync from the best of them; otherwise the round starts again after the
+ * backoff.
+ */
+static void sync_failed(struct edge *e)
+{
+	int n;
+
+	e->declined |= 1u << e->req_link->idx;
+	if ((n = next_origin(e, e->declined)) >= 0) {
+		e->sync_cur = (uint32_t)n;
+		send_next(e);
+		return;
+	}
+	if (e->state == ST_CATCHUP && e->resync_from >= 0) {
+		resync_from_best(e);
+		return;
+	}
+	round_reset(e);
+	if ((n = next_origin(e, 0)) >= 0)
+		e->sync_cur = (uint32_t)n;
+	retry_later(e);
+}
+
+/*
+ * links[sync_cur] answered a catch-up with SNAPSHOT or EPOCH (epoch, head: its reply's). With
+ * several origins that is no reason for a full resync yet: one that is behind this edge, or
+ * compacted more, says SNAPSHOT where another can still serve the batches. The next origin not
+ * tried in this round is asked at once (a full resync costs far more than a request that times
+ * out); once none is left, the edge resyncs from the best answer (this edge's epoch first, then the
+ * highest head). An answer in another epoch while other origins agree with this edge refuses that
+ * origin. An edge without a table resyncs at once: every origin says EPOCH to it.
+ */
+static void declined(struct edge *e, uint64_t epoch, uint64_t head)
+{
+	struct link *l = &e->links[e->sync_cur];
+	bool same = epoch == e->epoch;
+	int n;
+
+	if (e->epoch != 0 && !same && another_agrees(e, l))
+		refuse(e, l, "answers in epoch %016" PRIx64 " (this edge: %016" PRIx64 ")", epoch,
+		       e->epoch);
+	if (!l->conflict && (e->resync_from < 0 || (same && !e->resync_same_epoch) ||
+			     (same == e->resync_same_epoch && head > e->resync_head))) {
+		e->resync_from = (int)l->idx;
+		e->resync_same_epoch = same;
+		e->resync_epoch = epoch;
+		e->resync_head = head;
+	}
+	e->declined |= 1u << l->idx;
+	if (e->epoch != 0 && (n = next_origin(e, e->declined)) >= 0) {
+		e->sync_cur = (uint32_t)n;
+		send_catchup(e);
+		return;
+	}
+	if (e->resync_from < 0) {
+		round_reset(e); /* only refused origins answered */
+		retry_later(e);
+		return;
+	}
+	resync_from_best(e);
 }
 
 static void on_catchup_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m)
@@ -848,22 +1098,20 @@ static void on_catchup_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m)
 	struct mref *mr;
 	bool gap = false;
 
-	e->origin_epoch = m->catchup_rep.epoch;
 	e->catchup_head = m->catchup_rep.head_seq;
-	if (m->catchup_rep.head_seq > e->origin_seq || m->catchup_rep.epoch != e->epoch)
-		e->origin_seq = m->catchup_rep.head_seq;
-	if (m->catchup_rep.status == HM_CATCHUP_EPOCH && e->epoch != 0)
-		epoch_changed(e, m->catchup_rep.epoch);
 	if (m->catchup_rep.status == HM_CATCHUP_EPOCH ||
 	    m->catchup_rep.status == HM_CATCHUP_SNAPSHOT) {
+		uint64_t epoch = m->catchup_rep.epoch, head = m->catchup_rep.head_seq;
+
 		nng_msg_free(msg);
 		e->backoff_ms = 0;
-		start_snapshot(e,
-			       m->catchup_rep.status == HM_CATCHUP_EPOCH
-				   ? (e->epoch == 0 ? "a new table" : "the origin's epoch changed")
-				   : "the origin no longer holds the missing batches");
+		declined(e, epoch, head);
 		return;
 	}
+	e->origin_epoch = m->catchup_rep.epoch;
+	if (m->catchup_rep.head_seq > e->origin_seq)
+		e->origin_seq = m->catchup_rep.head_seq;
+	e->declined = 0; /* this origin serves */
 	mr = malloc(sizeof(*mr));
 	hm_require(mr != NULL);
 	mr->msg = msg;
@@ -1095,6 +1343,8 @@ static void on_sync_reply(struct edge *e, int rc, nng_msg *msg)
 	struct hm_msg m;
 	int r;
 
+	struct link *l = e->req_link;
+
 	e->fetch_busy = false;
 	if (e->stopping) {
 		if (msg != NULL)
@@ -1106,18 +1356,30 @@ static void on_sync_reply(struct edge *e, int rc, nng_msg *msg)
 
 		e->snap.discard_next = false; /* the request it was about has ended */
 		if (rate_ok(++e->sync_errors))
-			hm_log(HM_LOG_WARNING, "edge", "sync request to %s failed: %s; retrying%s",
-			       e->cfg->sync, hm_strerror(rc), redial ? " on a new connection" : "");
+			hm_log(HM_LOG_WARNING, "edge",
+			       "sync request to %s failed: %s; retrying%s%s", l->sync,
+			       hm_strerror(rc), redial ? " on a new connection" : "",
+			       e->nlinks > 1 ? ", and with the next origin" : "");
 		/* No answer in --timeout: the connection may carry nothing any more while nng
 		 * keeps it (nng 1.5.2's TLS can leave one so when the peer dies as a message
 		 * arrives), and REQ would keep using it. A new dialer closes it. */
 		if (redial) {
-			nng_dialer_close(e->req_d);
-			if (dial(e, e->req, e->cfg->sync, &e->req_d) != 0)
-				hm_log(HM_LOG_ERR, "edge", "cannot dial %s", e->cfg->sync);
+			nng_dialer_close(l->req_d);
+			if (dial(e, l->req, l->sync, &l->req_d) != 0)
+				hm_log(HM_LOG_ERR, "edge", "cannot dial %s", l->sync);
 			e->sync_redials++;
 		}
-		retry_later(e);
+		sync_failed(e);
+		return;
+	}
+	if (l->conflict) {
+		/* Refused while its answer was on the way: ask the origin that replaced it. */
+		nng_msg_free(msg);
+		e->snap.discard_next = false;
+		if (!e->links[e->sync_cur].conflict)
+			send_next(e);
+		else
+			retry_later(e);
 		return;
 	}
 	e->last_sync_ok_ms = hm_mono_ms();
@@ -1141,59 +1403,88 @@ static void on_sync_reply(struct edge *e, int rc, nng_msg *msg)
 
 /* ---- PUB messages and pipe events -------------------------------------------------------- */
 
-static void on_sub_msg(struct edge *e, nng_msg *msg)
+static void on_sub_msg(struct edge *e, struct link *l, nng_msg *msg)
 {
+	uint64_t now = hm_mono_ms();
 	uint8_t type;
 	uint32_t version;
 
-	e->last_sub_ms = hm_mono_ms();
+	l->last_sub_ms = now;
 	/* Liveness is noted at once, whatever the state: a heartbeat ends staleness. */
 	if (hm_proto_peek(nng_msg_body(msg), nng_msg_len(msg), &type, &version) == 0 &&
 	    type == HM_MSG_HEARTBEAT) {
 		struct hm_msg m;
 
 		if (hm_proto_decode(e->dec_in, nng_msg_body(msg), nng_msg_len(msg), &m) == 0) {
-			e->stale = false;
-			e->last_hb_ms = hm_mono_ms();
-			e->origin_epoch = m.heartbeat.epoch;
-			e->origin_seq = m.heartbeat.seq;
+			l->last_hb_ms = now;
+			l->hb_epoch = m.heartbeat.epoch;
+			l->hb_seq = m.heartbeat.seq;
+			if (l->conflict) {
+				reconsider(e, l, &m);
+			} else {
+				e->stale = false;
+				e->last_hb_ms = now;
+				/* Several origins: the furthest one in the epoch. */
+				if (m.heartbeat.epoch != e->origin_epoch ||
+				    m.heartbeat.seq > e->origin_seq || e->nlinks == 1) {
+					e->origin_epoch = m.heartbeat.epoch;
+					e->origin_seq = m.heartbeat.seq;
+				}
+			}
 		}
 	}
-	if (e->state != ST_LIVE) {
-		buffer_push(e, msg, false);
+	if (l->conflict) {
+		nng_msg_free(msg); /* refused: nothing of it is applied */
 		return;
 	}
-	live_msg(e, msg);
+	if (e->state != ST_LIVE) {
+		buffer_push(e, l->idx, msg, false);
+		return;
+	}
+	live_msg(e, l, msg);
+}
+
+/* Another origin than l is subscribed, and not refused. */
+static bool another_connected(const struct edge *e, const struct link *l)
+{
+	for (uint32_t i = 0; i < e->nlinks; i++)
+		if (&e->links[i] != l && e->links[i].connected && !e->links[i].conflict)
+			return true;
+	return false;
 }
 
 static void on_mail(void *ctx, struct hm__mail *m)
 {
 	struct edge *e = ctx;
+	struct link *l = m->kind != MAIL_SYNC ? &e->links[m->idx] : NULL;
 
 	switch (m->kind) {
 	case MAIL_SUB:
 		if (e->stopping)
 			nng_msg_free(m->ptr);
 		else
-			on_sub_msg(e, m->ptr);
+			on_sub_msg(e, l, m->ptr);
 		break;
 	case MAIL_SUB_UP:
-		e->sub_pipes++;
-		e->sub_connected = true;
-		e->last_redial_ms = hm_mono_ms();
-		hm_log(HM_LOG_INFO, "edge", "subscribed to %s", e->cfg->publish);
-		/* Anything published while we were not subscribed was lost: catch up. */
+		l->sub_pipes++;
+		l->connected = true;
+		l->last_redial_ms = hm_mono_ms();
+		hm_log(HM_LOG_INFO, "edge", "subscribed to %s", l->publish);
+		/* Anything published while no origin was subscribed was lost: catch up. With
+		 * another origin subscribed all along, nothing was (a gap would show). */
+		if (e->state == ST_LIVE && another_connected(e, l))
+			break;
 		if (e->state == ST_LIVE)
 			set_state(e, ST_WAIT);
 		start_catchup(e);
 		break;
 	case MAIL_SUB_DOWN:
-		if (e->sub_pipes > 0)
-			e->sub_pipes--;
-		e->sub_connected = e->sub_pipes > 0;
-		if (!e->sub_connected && !e->stopping)
+		if (l->sub_pipes > 0)
+			l->sub_pipes--;
+		l->connected = l->sub_pipes > 0;
+		if (!l->connected && !e->stopping)
 			hm_log(HM_LOG_INFO, "edge", "lost the subscription to %s; reconnecting",
-			       e->cfg->publish);
+			       l->publish);
 		break;
 	case MAIL_SYNC:
 		on_sync_reply(e, m->rc, m->ptr);
@@ -1210,25 +1501,25 @@ static void discard_mail(struct hm__mail *m)
 
 static void sub_cb(void *arg)
 {
-	struct edge *e = arg;
-	int rv = nng_aio_result(e->sub_aio);
+	struct link *l = arg;
+	int rv = nng_aio_result(l->sub_aio);
 
 	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
 		return;
 	if (rv == 0)
-		hm__mailbox_post(&e->mb, MAIL_SUB, 0, 0, 0, nng_aio_get_msg(e->sub_aio));
+		hm__mailbox_post(&l->e->mb, MAIL_SUB, 0, l->idx, 0, nng_aio_get_msg(l->sub_aio));
 	/* Not re-armed once shutdown began: a receive started while the socket closes is what
 	 * nng 1.5.2's close can hang on (#1543). */
-	if (!atomic_load(&e->sub_stop))
-		nng_recv_aio(e->sub, e->sub_aio);
+	if (!atomic_load(&l->e->sub_stop))
+		nng_recv_aio(l->sub, l->sub_aio);
 }
 
 static void sub_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 {
-	struct edge *e = arg;
+	struct link *l = arg;
 
-	hm__mailbox_post(&e->mb, ev == NNG_PIPE_EV_ADD_POST ? MAIL_SUB_UP : MAIL_SUB_DOWN, 0, 0,
-			 (uint64_t)nng_pipe_id(p), NULL);
+	hm__mailbox_post(&l->e->mb, ev == NNG_PIPE_EV_ADD_POST ? MAIL_SUB_UP : MAIL_SUB_DOWN, 0,
+			 l->idx, (uint64_t)nng_pipe_id(p), NULL);
 }
 
 /* ---- Dialing ------------------------------------------------------------------------------ */
@@ -1253,25 +1544,24 @@ static int dial(struct edge *e, nng_socket s, const char *url, nng_dialer *out)
 	return rv;
 }
 
-/* Gives both dialers a configuration made from t (SIGHUP). */
+/* Gives every dialer a configuration made from t (SIGHUP). */
 static int apply_tls(void *ctx, struct hm__tls *t)
 {
 	struct edge *e = ctx;
-	const struct {
-		nng_dialer d;
-		const char *url;
-	} ds[] = {{e->sub_d, e->cfg->publish}, {e->req_d, e->cfg->sync}};
 	int rv = 0;
 
-	for (size_t i = 0; i < HM_ARRAY_SIZE(ds) && rv == 0; i++) {
+	for (uint32_t i = 0; i < 2 * e->nlinks && rv == 0; i++) {
+		struct link *l = &e->links[i / 2];
+		nng_dialer d = i % 2 == 0 ? l->sub_d : l->req_d;
+		const char *url = i % 2 == 0 ? l->publish : l->sync;
 		nng_tls_config *c;
 		bool named;
 
-		if (!hm__tls_url(ds[i].url))
+		if (!hm__tls_url(url))
 			continue;
-		if ((rv = hm__tls_dialer_config(t, ds[i].url, &c, &named)) != 0)
+		if ((rv = hm__tls_dialer_config(t, url, &c, &named)) != 0)
 			break;
-		rv = hm__nng_err(nng_dialer_set_ptr(ds[i].d, NNG_OPT_TLS_CONFIG, c));
+		rv = hm__nng_err(nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, c));
 		nng_tls_config_free(c);
 	}
 	return rv;
@@ -1292,15 +1582,44 @@ static void on_sighup(uv_signal_t *sig, int signum)
 			       "edge");
 }
 
-/* TLS handshakes with the origin that failed, on both dialers (nng's "auth" statistic). */
+/* TLS handshakes with the origins that failed, on every dialer (nng's "auth" statistic). */
 static uint64_t tls_failures(struct edge *e)
 {
+	uint64_t n = 0;
+
 	if (e->tls.cur == NULL)
 		return 0;
-	return hm__nng_dialer_stat(e->sub_d, "auth") + hm__nng_dialer_stat(e->req_d, "auth");
+	for (uint32_t i = 0; i < e->nlinks; i++)
+		n += hm__nng_dialer_stat(e->links[i].sub_d, "auth") +
+		     hm__nng_dialer_stat(e->links[i].req_d, "auth");
+	return n;
 }
 
 /* ---- Timers and signals ------------------------------------------------------------------- */
+
+/*
+ * Refused origins are followed again once no origin that agrees with this edge has been heard
+ * from for --stale-after: the ones it followed are gone (or were moved to a new epoch last), and
+ * a lone origin is followed as it always is (another epoch or a digest mismatch: a resync).
+ */
+static void refused_alone(struct edge *e, uint64_t now)
+{
+	bool any = false;
+
+	for (uint32_t i = 0; i < e->nlinks; i++) {
+		if (!e->links[i].conflict && recent(e, e->links[i].last_hb_ms, now))
+			return;
+		any = any || e->links[i].conflict;
+	}
+	if (!any)
+		return;
+	hm_log(HM_LOG_WARNING, "edge",
+	       "no origin that agrees with this edge was heard from for %" PRId64
+	       " ms: following the refused ones again",
+	       e->cfg->stale_after);
+	for (uint32_t i = 0; i < e->nlinks; i++)
+		e->links[i].conflict = false;
+}
 
 static void on_tick(uv_timer_t *t)
 {
@@ -1340,18 +1659,23 @@ static void on_tick(uv_timer_t *t)
 		       "origin not reachable: ready with the resumed table at seq %" PRIu64,
 		       e->applied);
 	}
-	/* A connection that carries nothing for long may be half-open (no TCP keepalive on the
-	 * far side): dial again. */
-	quiet = now - HM_MAX(HM_MAX(e->last_sub_ms, e->last_hb_ms), e->last_redial_ms);
-	if (e->sub_connected && quiet > 2 * (uint64_t)e->cfg->stale_after && e->sub_open) {
-		hm_log(HM_LOG_WARNING, "edge",
-		       "nothing received from %s for %" PRIu64 " ms; "
-		       "dialing again",
-		       e->cfg->publish, quiet);
-		nng_dialer_close(e->sub_d);
-		if (dial(e, e->sub, e->cfg->publish, &e->sub_d) != 0)
-			hm_log(HM_LOG_ERR, "edge", "cannot dial %s", e->cfg->publish);
-		e->last_redial_ms = now;
+	refused_alone(e, now);
+	for (uint32_t i = 0; i < e->nlinks; i++) {
+		struct link *l = &e->links[i];
+
+		/* A connection that carries nothing for long may be half-open (no TCP keepalive
+		 * on the far side): dial again. */
+		quiet = now - HM_MAX(HM_MAX(l->last_sub_ms, l->last_hb_ms), l->last_redial_ms);
+		if (l->connected && quiet > 2 * (uint64_t)e->cfg->stale_after && l->sub_open) {
+			hm_log(HM_LOG_WARNING, "edge",
+			       "nothing received from %s for %" PRIu64 " ms; "
+			       "dialing again",
+			       l->publish, quiet);
+			nng_dialer_close(l->sub_d);
+			if (dial(e, l->sub, l->publish, &l->sub_d) != 0)
+				hm_log(HM_LOG_ERR, "edge", "cannot dial %s", l->publish);
+			l->last_redial_ms = now;
+		}
 	}
 	if (e->tls.cur != NULL && now / 1000 != (now - TICK_MS) / 1000) {
 		/* Once a second: a handshake refused by the origin, or an origin whose certificate
@@ -1365,7 +1689,7 @@ static void on_tick(uv_timer_t *t)
 			       "%" PRIu64 " TLS handshake(s) with the origin failed (%" PRIu64
 			       " in all): check that each side's certificate chains to the other's "
 			       "--tls-ca, is valid now, and names the origin as in %s",
-			       n - e->tls_failures_seen, n, e->cfg->publish);
+			       n - e->tls_failures_seen, n, e->links[0].publish);
 			e->tls_failures_seen = n;
 			e->tls_warned_ms = now;
 		}
@@ -1387,24 +1711,33 @@ static void shutdown_edge(struct edge *e)
 	/* The table holds every commit already: only closing and freeing remain. */
 	hm__exit_deadline(3000, "edge");
 	atomic_store(&e->sub_stop, true);
-	hm__shutdown_step("stopping the subscription");
-	if (e->sub_aio != NULL)
-		nng_aio_stop(e->sub_aio);
-	if (e->sub_open) {
-		nng_dialer_close(e->sub_d);
-		hm__shutdown_step("closing the SUB socket");
-		nng_close(e->sub);
-		e->sub_open = false;
+	hm__shutdown_step("stopping the subscriptions");
+	for (uint32_t i = 0; i < e->nlinks; i++)
+		if (e->links[i].sub_aio != NULL)
+			nng_aio_stop(e->links[i].sub_aio);
+	for (uint32_t i = 0; i < e->nlinks; i++) {
+		struct link *l = &e->links[i];
+
+		if (l->sub_open) {
+			nng_dialer_close(l->sub_d);
+			hm__shutdown_step("closing a SUB socket");
+			nng_close(l->sub);
+			l->sub_open = false;
+		}
 	}
 	/* Nothing may be in flight on a socket nng_close() reaps (nng #1543). */
 	hm__shutdown_step("stopping the sync request");
 	atomic_store(&e->req_stop, true);
 	if (e->req_aio != NULL)
 		nng_aio_stop(e->req_aio);
-	if (e->req_open) {
-		hm__shutdown_step("closing the sync socket");
-		nng_close(e->req);
-		e->req_open = false;
+	for (uint32_t i = 0; i < e->nlinks; i++) {
+		struct link *l = &e->links[i];
+
+		if (l->req_open) {
+			hm__shutdown_step("closing a sync socket");
+			nng_close(l->req);
+			l->req_open = false;
+		}
 	}
 	hm__admin_stop(e->admin);
 	e->admin = NULL;
@@ -1461,21 +1794,35 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 		hm__jw_u64(w, hm_mono_ms() - e->last_hb_ms);
 	else
 		hm__jw_null(w);
-	hm__jw_kbool(w, "subscribed", e->sub_connected);
-	/* One origin for now (several come with the etcd store): its URLs and what was heard. */
+	hm__jw_kbool(w, "subscribed", another_connected(e, NULL));
+	/* Each origin: its URLs, whether its feed is connected, and what it said last. */
 	hm__jw_key(w, "origins");
 	hm__jw_arr(w);
-	hm__jw_obj(w);
-	hm__jw_kcstr(w, "url", e->cfg->publish);
-	hm__jw_kcstr(w, "sync", e->cfg->sync);
-	hm__jw_kbool(w, "connected", e->sub_connected);
-	hm__jw_key(w, "last_heartbeat_ms");
-	if (e->last_hb_ms != 0)
-		hm__jw_u64(w, hm_mono_ms() - e->last_hb_ms);
-	else
-		hm__jw_null(w);
-	hm__jw_obj_end(w);
+	for (uint32_t i = 0; i < e->nlinks; i++) {
+		const struct link *l = &e->links[i];
+
+		hm__jw_obj(w);
+		hm__jw_kcstr(w, "url", l->publish);
+		hm__jw_kcstr(w, "sync", l->sync);
+		hm__jw_kbool(w, "connected", l->connected);
+		hm__jw_key(w, "last_heartbeat_ms");
+		if (l->last_hb_ms != 0)
+			hm__jw_u64(w, hm_mono_ms() - l->last_hb_ms);
+		else
+			hm__jw_null(w);
+		if (l->last_hb_ms != 0) {
+			hm__jw_khex64(w, "epoch", l->hb_epoch);
+		} else {
+			hm__jw_key(w, "epoch");
+			hm__jw_null(w);
+		}
+		hm__jw_ku64(w, "seq", l->hb_seq);
+		hm__jw_kbool(w, "refused", l->conflict);
+		hm__jw_kbool(w, "syncing", i == e->sync_cur);
+		hm__jw_obj_end(w);
+	}
 	hm__jw_arr_end(w);
+	hm__jw_ku64(w, "origin_conflicts", e->origin_conflicts);
 	hm__admin_tls_status(w, &e->tls);
 	hm__jw_ku64(w, "tls_handshake_failures", tls_failures(e));
 	hm__jw_kcstr(w, "table", e->cfg->table);
@@ -1542,6 +1889,42 @@ static const struct hm__admin_ops admin_ops = {
 
 /* ---- Run ------------------------------------------------------------------------------------- */
 
+/* Opens and dials one origin's SUB and REQ sockets. */
+static int link_open(struct edge *e, struct link *l)
+{
+	int rv;
+
+	if ((rv = nng_sub0_open(&l->sub)) != 0) {
+		hm_log(HM_LOG_ERR, "edge", "cannot open a SUB socket: %s", nng_strerror(rv));
+		return hm__nng_err(rv);
+	}
+	l->sub_open = true;
+	if ((rv = nng_req0_open(&l->req)) != 0) {
+		hm_log(HM_LOG_ERR, "edge", "cannot open a REQ socket: %s", nng_strerror(rv));
+		return hm__nng_err(rv);
+	}
+	l->req_open = true;
+	if ((rv = hm__nng_socket_opts(l->sub, 0)) != 0 ||
+	    (rv = hm__nng_socket_opts(l->req, 0)) != 0 ||
+	    (rv = hm__nng_err(nng_socket_set(l->sub, NNG_OPT_SUB_SUBSCRIBE, "", 0))) != 0 ||
+	    (rv = hm__nng_err(nng_socket_set_int(l->sub, NNG_OPT_RECVBUF, 8192))) != 0) {
+		hm_log(HM_LOG_ERR, "edge", "cannot set socket options: %s", hm_strerror(rv));
+		return rv;
+	}
+	if ((rv = nng_pipe_notify(l->sub, NNG_PIPE_EV_ADD_POST, sub_pipe_cb, l)) != 0 ||
+	    (rv = nng_pipe_notify(l->sub, NNG_PIPE_EV_REM_POST, sub_pipe_cb, l)) != 0 ||
+	    (rv = nng_aio_alloc(&l->sub_aio, sub_cb, l)) != 0)
+		return hm__nng_err(rv);
+	if ((rv = dial(e, l->sub, l->publish, &l->sub_d)) != 0 ||
+	    (rv = dial(e, l->req, l->sync, &l->req_d)) != 0) {
+		hm_log(HM_LOG_ERR, "edge", "cannot dial %s / %s: %s", l->publish, l->sync,
+		       hm_strerror(rv));
+		return rv;
+	}
+	l->last_redial_ms = hm_mono_ms();
+	return 0;
+}
+
 static int setup(struct edge *e)
 {
 	const struct hm__edge_cfg *cfg = e->cfg;
@@ -1566,37 +1949,15 @@ static int setup(struct edge *e)
 		hm_log(HM_LOG_ERR, "edge", "%s", err);
 		return rv;
 	}
-	if ((rv = nng_sub0_open(&e->sub)) != 0) {
-		hm_log(HM_LOG_ERR, "edge", "cannot open a SUB socket: %s", nng_strerror(rv));
+	if ((rv = nng_aio_alloc(&e->req_aio, req_cb, e)) != 0)
 		return hm__nng_err(rv);
-	}
-	e->sub_open = true;
-	if ((rv = nng_req0_open(&e->req)) != 0) {
-		hm_log(HM_LOG_ERR, "edge", "cannot open a REQ socket: %s", nng_strerror(rv));
-		return hm__nng_err(rv);
-	}
-	e->req_open = true;
-	if ((rv = hm__nng_socket_opts(e->sub, 0)) != 0 ||
-	    (rv = hm__nng_socket_opts(e->req, 0)) != 0 ||
-	    (rv = hm__nng_err(nng_socket_set(e->sub, NNG_OPT_SUB_SUBSCRIBE, "", 0))) != 0 ||
-	    (rv = hm__nng_err(nng_socket_set_int(e->sub, NNG_OPT_RECVBUF, 8192))) != 0) {
-		hm_log(HM_LOG_ERR, "edge", "cannot set socket options: %s", hm_strerror(rv));
-		return rv;
-	}
-	if ((rv = nng_pipe_notify(e->sub, NNG_PIPE_EV_ADD_POST, sub_pipe_cb, e)) != 0 ||
-	    (rv = nng_pipe_notify(e->sub, NNG_PIPE_EV_REM_POST, sub_pipe_cb, e)) != 0 ||
-	    (rv = nng_aio_alloc(&e->sub_aio, sub_cb, e)) != 0 ||
-	    (rv = nng_aio_alloc(&e->req_aio, req_cb, e)) != 0)
-		return hm__nng_err(rv);
-	if ((rv = dial(e, e->sub, cfg->publish, &e->sub_d)) != 0 ||
-	    (rv = dial(e, e->req, cfg->sync, &e->req_d)) != 0) {
-		hm_log(HM_LOG_ERR, "edge", "cannot dial %s / %s: %s", cfg->publish, cfg->sync,
-		       hm_strerror(rv));
-		return rv;
-	}
-	e->last_redial_ms = e->start_ms = hm_mono_ms();
+	e->start_ms = hm_mono_ms();
+	for (uint32_t i = 0; i < e->nlinks; i++)
+		if ((rv = link_open(e, &e->links[i])) != 0)
+			return rv;
 	e->started = true;
-	nng_recv_aio(e->sub, e->sub_aio);
+	for (uint32_t i = 0; i < e->nlinks; i++)
+		nng_recv_aio(e->links[i].sub, e->links[i].sub_aio);
 	uv_signal_start(&e->sigterm, on_signal, SIGTERM);
 	uv_signal_start(&e->sigint, on_signal, SIGINT);
 	uv_signal_start(&e->sighup, on_sighup, SIGHUP);
@@ -1613,6 +1974,17 @@ int hm__edge_run(const struct hm__edge_cfg *cfg)
 		return 1;
 	e->cfg = cfg;
 	snprintf(e->node, sizeof(e->node), "%s", cfg->node);
+	hm_require(cfg->norigins >= 1 && cfg->norigins <= HM__URLS_MAX);
+	e->links = calloc(cfg->norigins, sizeof(*e->links));
+	hm_require(e->links != NULL);
+	e->nlinks = cfg->norigins;
+	for (uint32_t i = 0; i < e->nlinks; i++) {
+		e->links[i].e = e;
+		e->links[i].idx = i;
+		e->links[i].publish = cfg->publish_urls[i];
+		e->links[i].sync = cfg->sync_urls[i];
+	}
+	round_reset(e);
 	uv_loop_init(&e->loop);
 	hm_require(hm__mailbox_init(&e->mb, &e->loop, on_mail, discard_mail, e) == 0);
 	uv_signal_init(&e->loop, &e->sighup);
@@ -1639,12 +2011,16 @@ int hm__edge_run(const struct hm__edge_cfg *cfg)
 	if (!e->stopping)
 		shutdown_edge(e);
 	uv_run(&e->loop, UV_RUN_DEFAULT);
-	if (e->sub_aio != NULL)
-		nng_aio_free(e->sub_aio);
+	for (uint32_t i = 0; i < e->nlinks; i++)
+		if (e->links[i].sub_aio != NULL)
+			nng_aio_free(e->links[i].sub_aio);
 	if (e->req_aio != NULL)
 		nng_aio_free(e->req_aio);
-	while (e->bhead != NULL)
-		nng_msg_free(buffer_pop(e));
+	while (e->bhead != NULL) {
+		uint32_t link;
+
+		nng_msg_free(buffer_pop(e, &link));
+	}
 	hm__asm_fini(&e->as);
 	hm_table_writer_close(e->w);
 	hm_certstore_writer_close(e->certs);
@@ -1656,6 +2032,7 @@ int hm__edge_run(const struct hm__edge_cfg *cfg)
 	hm__tls_unref(e->tls.cur);
 	if (code == 0)
 		hm_log(HM_LOG_NOTICE, "edge", "stopped");
+	free(e->links);
 	free(e);
 	return code;
 }

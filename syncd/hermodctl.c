@@ -7,7 +7,8 @@
  * but the last, and ACK (durable at (epoch, seq)) or ERROR to the last. nng's REQ resends a
  * request after a reconnect, and a part with no answer for RESEND_AFTER_MS is sent again on a
  * new connection (nng 1.5.2's TLS can leave a connection that carries nothing any more looking
- * alive for good); the request id makes both harmless.
+ * alive for good) — to the next origin when --control names several; the request id makes all
+ * of these harmless.
  *
  * `apply` reads its file twice, one change at a time: the first pass checks every change and
  * decides the parts, the second sends them. At most one part is in memory.
@@ -69,9 +70,9 @@ static const char *const on_off[] = {"off", "on", NULL};
 static const char *const balances[] = {"random", "least-conn", NULL};
 static const char *const states[] = {"up", "starting", "crashed", "down", NULL};
 
-static int check_url(const char *value, char *err, size_t errlen)
+static int check_urls(const char *value, char *err, size_t errlen)
 {
-	return hm__nng_url_check(value, err, errlen);
+	return hm__nng_urls_check(value, err, errlen);
 }
 
 static const struct hm_opt options[] = {
@@ -80,9 +81,9 @@ static const struct hm_opt options[] = {
      .offset = offsetof(struct cfg, control),
      .def = "ipc:///run/hermod/control.sock",
      .env = "HERMOD_CONTROL",
-     .arg = "URL",
-     .check = check_url,
-     .help = "the origin's control socket ($HERMOD_CONTROL)"},
+     .arg = "URL[,URL...]",
+     .check = check_urls,
+     .help = "the origins' control sockets, tried in this order ($HERMOD_CONTROL)"},
     {.name = "tls-cert",
      .type = HM_OPT_STR,
      .offset = offsetof(struct cfg, tls_cert),
@@ -157,17 +158,17 @@ static const struct hm_opt options[] = {
 };
 
 static const char synopsis[] =
-    "hermodctl [--control URL] [--tls-cert FILE --tls-ca FILE] [--json] app put NAME "
+    "hermodctl [--control URL[,URL...]] [--tls-cert FILE --tls-ca FILE] [--json] app put NAME "
     "[--maintenance on|off] [--affinity on|off] "
     "[--balance random|least-conn]\n"
-    "       hermodctl [--control URL] app rm NAME\n"
-    "       hermodctl [--control URL] domain put HOSTNAME APP | domain rm HOSTNAME\n"
-    "       hermodctl [--control URL] dyno put APP DYNO HOST:PORT [--state "
+    "       hermodctl [--control URL[,URL...]] app rm NAME\n"
+    "       hermodctl [--control URL[,URL...]] domain put HOSTNAME APP | domain rm HOSTNAME\n"
+    "       hermodctl [--control URL[,URL...]] dyno put APP DYNO HOST:PORT [--state "
     "up|starting|crashed|down]"
     "\n"
-    "       hermodctl [--control URL] dyno rm APP DYNO\n"
-    "       hermodctl [--control URL] cert put NAME CERT.pem KEY.pem | cert rm NAME\n"
-    "       hermodctl [--control URL] apply FILE|-\n"
+    "       hermodctl [--control URL[,URL...]] dyno rm APP DYNO\n"
+    "       hermodctl [--control URL[,URL...]] cert put NAME CERT.pem KEY.pem | cert rm NAME\n"
+    "       hermodctl [--control URL[,URL...]] apply FILE|-\n"
     "       hermodctl [--admin PATH] [--json] status | lookup HOST | dump | certs";
 
 static struct cfg cfg;
@@ -268,6 +269,17 @@ static void print_json(struct hm__buf *b)
 
 /* ---- The control socket ------------------------------------------------------------------ */
 
+/*
+ * --control may name several origins (URL,URL...: origins sharing one store). hermodctl talks to
+ * one at a time, the first it can reach in the list's order, and moves to the next when the
+ * one it uses cannot be reached within its share of --timeout (at once if the connection is
+ * refused), when the connection drops while a part waits for its answer (the origin died
+ * mid-request), or when a part has had no answer for RESEND_AFTER_MS. Every part it sends again,
+ * wherever, carries the same request id, which every origin of the store answers from its
+ * request cache once the request is committed: a request is never applied twice.
+ */
+static struct hm__urls ctl_urls;
+
 static atomic_int ctl_pipes;
 
 static void ctl_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
@@ -277,73 +289,143 @@ static void ctl_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 	atomic_fetch_add(&ctl_pipes, ev == NNG_PIPE_EV_ADD_POST ? 1 : -1);
 }
 
-/* A part unanswered this long is sent again, on a new connection. */
+/* A part unanswered this long is sent again, on a new connection (to the next origin). */
 #define RESEND_AFTER_MS 5000
+/* With several origins, the least time one gets to be reached before the next is tried. */
+#define CONNECT_SLICE_MS 1000
 
 struct client {
 	nng_socket s;
 	nng_dialer d;
-	nng_tls_config *tls; /* one hold while open; NULL for plaintext */
+	bool dialed;
+	uint32_t cur;	     /* ctl_urls.v[cur] is dialed */
+	struct hm__tls *tls; /* one hold while open; NULL for plaintext */
 	bool open;
+	nng_aio *aio;	      /* the receive of an answer */
+	atomic_bool aio_done; /* set by its callback */
 	struct hm_proto_decoder *dec;
 	uint8_t req_id[16];
 };
 
-/* The contract's rules for the control URL, then the certificates: EXIT_OK or EXIT_USAGE. */
-static int control_tls(nng_tls_config **tls)
+static const char *cur_url(const struct client *c)
 {
-	struct hm__tls *t = NULL;
+	return ctl_urls.v[c->cur];
+}
+
+/* The contract's rules for every control URL, then the certificates: EXIT_OK or EXIT_USAGE. */
+static int control_tls(struct hm__tls **tls)
+{
 	char err[512];
-	bool named;
-	int e;
+	bool any = false;
 
 	*tls = NULL;
 	if ((cfg.tls_cert == NULL) != (cfg.tls_ca == NULL))
 		return usage_error("--tls-cert and --tls-ca go together");
-	if (hm__nng_url_policy("control", cfg.control, cfg.tls_cert != NULL, cfg.insecure_plaintext,
-			       err, sizeof(err)) != 0)
-		return usage_error("%s", err);
-	if (!hm__tls_url(cfg.control))
+	for (uint32_t i = 0; i < ctl_urls.n; i++) {
+		if (hm__nng_url_policy("control", ctl_urls.v[i], cfg.tls_cert != NULL,
+				       cfg.insecure_plaintext, err, sizeof(err)) != 0)
+			return usage_error("%s", err);
+		any = any || hm__tls_url(ctl_urls.v[i]);
+	}
+	if (!any)
 		return EXIT_OK;
-	if (hm__tls_load(&t, cfg.tls_cert, cfg.tls_ca, NULL, err, sizeof(err)) != 0)
+	if (hm__tls_load(tls, cfg.tls_cert, cfg.tls_ca, NULL, err, sizeof(err)) != 0)
 		return usage_error("%s", err);
-	e = hm__tls_dialer_config(t, cfg.control, tls, &named);
-	hm__tls_unref(t);
-	if (e != 0)
-		return fail(EXIT_USAGE, "cannot configure TLS: %s", hm_strerror(e));
 	return EXIT_OK;
 }
 
-/* Waits until the socket has a pipe: EXIT_OK, or EXIT_UNREACHABLE once deadline passes or at
- * once when a TLS handshake was refused (waiting will not make it succeed). */
+/* Dials ctl_urls.v[c->cur] (closing the previous dialer and its connection). */
+static int dial_cur(struct client *c)
+{
+	nng_tls_config *tls = NULL;
+	bool named;
+	int rv;
+
+	if (c->dialed)
+		nng_dialer_close(c->d);
+	c->dialed = false;
+	if (hm__tls_url(cur_url(c)) &&
+	    (rv = hm__tls_dialer_config(c->tls, cur_url(c), &tls, &named)) != 0)
+		return fail(EXIT_USAGE, "cannot configure TLS for %s: %s", cur_url(c),
+			    hm_strerror(rv));
+	rv = hm__nng_dial(c->s, cur_url(c), tls, &c->d);
+	if (tls != NULL)
+		nng_tls_config_free(tls);
+	if (rv != 0)
+		return fail(EXIT_USAGE, "cannot dial %s: %s", cur_url(c), hm_strerror(rv));
+	c->dialed = true;
+	return EXIT_OK;
+}
+
+/* Connection attempts of the current dialer that failed (refused, timed out, other). */
+static uint64_t connect_failures(const struct client *c)
+{
+	return hm__nng_dialer_stat(c->d, "refused") + hm__nng_dialer_stat(c->d, "timeout") +
+	       hm__nng_dialer_stat(c->d, "other");
+}
+
+/*
+ * Reaches an origin, starting with the one dialed: EXIT_OK once the socket has a connection, or
+ * EXIT_UNREACHABLE once deadline passes (or at once when the only origin refused the TLS
+ * handshake: waiting will not make it succeed). With several origins, each gets a slice of the
+ * time and is left for the next as soon as its connection fails.
+ */
 static int await_pipe(struct client *c, uint64_t deadline)
 {
-	uint64_t next_check = 0;
+	uint64_t start = hm_mono_ms(), next_check = 0;
+	uint64_t slice = ctl_urls.n == 1 ? UINT64_MAX
+					 : HM_MAX((uint64_t)CONNECT_SLICE_MS,
+						  (uint64_t)cfg.timeout / ctl_urls.n);
+	int code;
 
 	while (atomic_load(&ctl_pipes) <= 0) {
 		uint64_t now = hm_mono_ms();
+		bool next = now - start >= slice;
 
 		if (now >= deadline)
 			return fail(EXIT_UNREACHABLE,
 				    "cannot reach the origin at %s within %" PRId64
 				    " ms (is hermod-syncd origin running?)",
 				    cfg.control, cfg.timeout);
-		if (c->tls != NULL && now >= next_check) {
+		if (now >= next_check && !next) {
 			next_check = now + 50;
-			if (hm__nng_dialer_stat(c->d, "auth") > 0)
-				return fail(
-				    EXIT_UNREACHABLE,
-				    "the TLS handshake with the origin at %s failed: check "
-				    "that --tls-cert chains to the origin's --control-ca, that "
-				    "--tls-ca is the CA of the origin's certificate, that both "
-				    "are valid now, and that the URL names the origin",
-				    cfg.control);
+			if (c->tls != NULL && hm__nng_dialer_stat(c->d, "auth") > 0) {
+				if (ctl_urls.n == 1)
+					return fail(
+					    EXIT_UNREACHABLE,
+					    "the TLS handshake with the origin at %s "
+					    "failed: check that --tls-cert chains to the "
+					    "origin's --control-ca, that --tls-ca is the CA "
+					    "of the origin's certificate, that both are "
+					    "valid now, and that the URL names the origin",
+					    cur_url(c));
+				fprintf(stderr, "hermodctl: the TLS handshake with %s failed\n",
+					cur_url(c));
+				next = true;
+			} else if (ctl_urls.n > 1 && connect_failures(c) > 0) {
+				next = true;
+			}
+		}
+		if (next) {
+			c->cur = (c->cur + 1) % ctl_urls.n;
+			if ((code = dial_cur(c)) != EXIT_OK)
+				return code;
+			start = hm_mono_ms();
+			next_check = start + 50;
+			continue;
 		}
 		struct timespec ts = {0, 5 * 1000 * 1000};
 
 		nanosleep(&ts, NULL);
 	}
 	return EXIT_OK;
+}
+
+static void recv_done(void *arg)
+{
+	struct client *c = arg;
+
+	atomic_store(&c->aio_done, true);
 }
 
 static int client_open(struct client *c)
@@ -359,8 +441,9 @@ static int client_open(struct client *c)
 	nng_socket_set_ms(c->s, NNG_OPT_SENDTIMEO, (nng_duration)cfg.timeout);
 	nng_pipe_notify(c->s, NNG_PIPE_EV_ADD_POST, ctl_pipe_cb, NULL);
 	nng_pipe_notify(c->s, NNG_PIPE_EV_REM_POST, ctl_pipe_cb, NULL);
-	if ((rv = hm__nng_dial(c->s, cfg.control, c->tls, &c->d)) != 0)
-		return fail(EXIT_USAGE, "cannot dial %s: %s", cfg.control, hm_strerror(rv));
+	hm_require(nng_aio_alloc(&c->aio, recv_done, c) == 0);
+	if ((rv = dial_cur(c)) != EXIT_OK)
+		return rv;
 	if ((rv = await_pipe(c, hm_mono_ms() + (uint64_t)cfg.timeout)) != EXIT_OK)
 		return rv;
 	hm_require(hm_proto_decoder_new(&c->dec) == 0);
@@ -368,24 +451,27 @@ static int client_open(struct client *c)
 	return EXIT_OK;
 }
 
-/* Closes the connection (and the dialer: nng closes its pipes with it) and dials again. */
+/* Closes the connection (and the dialer: nng closes its pipes with it) and dials again: the
+ * next origin if there are several. */
 static int redial(struct client *c)
 {
 	int rv;
 
-	nng_dialer_close(c->d);
-	if ((rv = hm__nng_dial(c->s, cfg.control, c->tls, &c->d)) != 0)
-		return fail(EXIT_UNREACHABLE, "cannot dial %s again: %s", cfg.control,
-			    hm_strerror(rv));
+	c->cur = (c->cur + 1) % ctl_urls.n;
+	if ((rv = dial_cur(c)) != EXIT_OK)
+		return rv;
 	return await_pipe(c, hm_mono_ms() + (uint64_t)cfg.timeout);
 }
 
 static void client_close(struct client *c)
 {
+	if (c->aio != NULL) {
+		nng_aio_stop(c->aio);
+		nng_aio_free(c->aio);
+	}
 	if (c->open)
 		nng_close(c->s);
-	if (c->tls != NULL)
-		nng_tls_config_free(c->tls);
+	hm__tls_unref(c->tls);
 	hm_proto_decoder_free(c->dec);
 }
 
@@ -407,37 +493,70 @@ static int send_part(struct client *c, const struct hm_pbuf *pb)
 	memcpy(nng_msg_body(m), pb->data, pb->len);
 	if ((rv = nng_sendmsg(c->s, m, 0)) != 0) {
 		nng_msg_free(m);
-		return fail(EXIT_UNREACHABLE, "cannot send to the origin at %s: %s", cfg.control,
+		return fail(EXIT_UNREACHABLE, "cannot send to the origin at %s: %s", cur_url(c),
 			    nng_strerror(rv));
 	}
 	return EXIT_OK;
 }
 
-/* Waits up to wait_ms for the answer to the part sent last. Returns EXIT_OK with *a filled, or
- * an exit code; *late is set (and EXIT_UNREACHABLE returned) if the time passed. */
-static int await_answer(struct client *c, struct answer *a, uint64_t wait_ms, bool *late)
+enum wait_end { ANSWERED, LATE, LOST };
+
+/* Waits up to wait_ms for a message on c->s: ANSWERED (*rep set), LATE, or LOST: with several
+ * origins, the connection dropped (the origin died mid-request: the next one is tried). Returns
+ * EXIT_OK or an exit code. A receive is never timed out by nng, which would abandon the request
+ * (nng's REQ treats a cancelled receive so); it is cancelled only when we move on. */
+static int await_msg(struct client *c, uint64_t wait_ms, nng_msg **rep, enum wait_end *end)
+{
+	uint64_t until = hm_mono_ms() + wait_ms;
+	int rv;
+
+	atomic_store(&c->aio_done, false);
+	nng_recv_aio(c->s, c->aio);
+	*end = ANSWERED;
+	while (!atomic_load(&c->aio_done)) {
+		struct timespec ts = {0, 2 * 1000 * 1000};
+
+		if (hm_mono_ms() >= until) {
+			*end = LATE;
+		} else if (ctl_urls.n > 1 && atomic_load(&ctl_pipes) <= 0) {
+			*end = LOST;
+		} else {
+			nanosleep(&ts, NULL);
+			continue;
+		}
+		nng_aio_cancel(c->aio);
+		nng_aio_wait(c->aio);
+		if (nng_aio_result(c->aio) == 0) {
+			*end = ANSWERED; /* it came as we gave up */
+			break;
+		}
+		return EXIT_OK;
+	}
+	if ((rv = nng_aio_result(c->aio)) != 0)
+		return fail(EXIT_UNREACHABLE,
+			    "no answer from the origin at %s (%s): the change may or may not have "
+			    "been applied",
+			    cur_url(c), nng_strerror(rv));
+	*rep = nng_aio_get_msg(c->aio);
+	return EXIT_OK;
+}
+
+/* Waits up to wait_ms for the answer to the part sent last. Returns EXIT_OK with *a filled
+ * (*end ANSWERED), or with *end LATE or LOST; or an exit code. */
+static int await_answer(struct client *c, struct answer *a, uint64_t wait_ms, enum wait_end *end)
 {
 	nng_msg *rep = NULL;
 	struct hm_msg r;
-	int rv;
+	int rv, code;
 
-	*late = false;
-	nng_socket_set_ms(c->s, NNG_OPT_RECVTIMEO, (nng_duration)wait_ms);
 	for (;;) {
-		if ((rv = nng_recvmsg(c->s, &rep, 0)) != 0) {
-			*late = rv == NNG_ETIMEDOUT;
-			return *late
-				   ? EXIT_UNREACHABLE
-				   : fail(EXIT_UNREACHABLE,
-					  "no answer from the origin at %s (%s): the change may or "
-					  "may not have been applied",
-					  cfg.control, nng_strerror(rv));
-		}
+		if ((code = await_msg(c, wait_ms, &rep, end)) != EXIT_OK || *end != ANSWERED)
+			return code;
 		rv = hm_proto_decode(c->dec, nng_msg_body(rep), nng_msg_len(rep), &r);
 		if (rv != 0 || r.type != HM_MSG_CTL_REP) {
 			nng_msg_free(rep);
 			return fail(EXIT_UNREACHABLE, "the origin at %s sent an invalid answer: %s",
-				    cfg.control, rv != 0 ? hm_strerror(rv) : "not a control reply");
+				    cur_url(c), rv != 0 ? hm_strerror(rv) : "not a control reply");
 		}
 		if (memcmp(r.ctl_rep.req_id, c->req_id, 16) == 0 ||
 		    r.ctl_rep.status == HM_CTL_ERROR)
@@ -463,7 +582,8 @@ static int await_answer(struct client *c, struct answer *a, uint64_t wait_ms, bo
 }
 
 /* Waits for the answer to pb (just sent), up to --reply-timeout: after RESEND_AFTER_MS without
- * one, pb is sent again on a new connection (the origin answers a request id it has seen as it
+ * one, or at once when the connection drops with several origins, pb is sent again on a new
+ * connection, to the next origin (an origin answers a request id it has committed as it
  * answered it first, or once that batch is done). */
 static int answer_of(struct client *c, const struct hm_pbuf *pb, struct answer *a)
 {
@@ -472,12 +592,11 @@ static int answer_of(struct client *c, const struct hm_pbuf *pb, struct answer *
 
 	for (;;) {
 		uint64_t now = hm_mono_ms();
-		bool late;
+		enum wait_end why;
 		int code;
 
-		code =
-		    await_answer(c, a, HM_MIN(RESEND_AFTER_MS, end > now ? end - now : 1), &late);
-		if (!late)
+		code = await_answer(c, a, HM_MIN(RESEND_AFTER_MS, end > now ? end - now : 1), &why);
+		if (code != EXIT_OK || why == ANSWERED)
 			return code;
 		if (hm_mono_ms() >= end)
 			return fail(EXIT_UNREACHABLE,
@@ -485,6 +604,11 @@ static int answer_of(struct client *c, const struct hm_pbuf *pb, struct answer *
 				    " ms (sent %u times, on %u connections): the change may or may "
 				    "not have been applied",
 				    cfg.control, cfg.reply_timeout, sent, sent);
+		if (why == LOST)
+			fprintf(stderr,
+				"hermodctl: lost the connection to %s while waiting for its "
+				"answer; sending the request again to the next origin\n",
+				cur_url(c));
 		if ((code = redial(c)) != EXIT_OK || (code = send_part(c, pb)) != EXIT_OK)
 			return code;
 		sent++;
@@ -915,18 +1039,22 @@ again:
 			code = report_rejected(a.code, a.index, a.reason);
 			goto out;
 		}
+		if (a.status == HM_CTL_ACK) {
+			/* Before the last part: an origin that already committed the request
+			 * (through another origin, before a failover) answers its request id from
+			 * its cache, whatever the part. */
+			code = report_ack(&a, total);
+			goto out;
+		}
 		if (p + 1 < ncounts && a.status != HM_CTL_STAGED) {
 			code = fail(EXIT_UNREACHABLE, "the origin answered part %u of %u with %s",
-				    p, ncounts, a.status == HM_CTL_ACK ? "ACK" : "?");
+				    p, ncounts, "?");
 			goto out;
 		}
 		if (p + 1 == ncounts) {
-			if (a.status != HM_CTL_ACK) {
-				code = fail(EXIT_UNREACHABLE,
-					    "the origin did not acknowledge the last part");
-				goto out;
-			}
-			code = report_ack(&a, total);
+			code =
+			    fail(EXIT_UNREACHABLE, "the origin did not acknowledge the last part");
+			goto out;
 		}
 	}
 out:
@@ -1369,6 +1497,8 @@ int main(int argc, char **argv)
 	if ((pos = calloc((size_t)argc + 1, sizeof(*pos))) == NULL)
 		return EXIT_REJECTED;
 	r = hm_opts_parse(options, &cfg, argc, argv, pos, &npos, err, sizeof(err));
+	if (r == 0 && hm__nng_urls_parse(cfg.control, &ctl_urls, err, sizeof(err)) != 0)
+		r = -1; /* only $HERMOD_CONTROL can get here: the flag's own check said so */
 	if (r == HM_OPTS_HELP) {
 		hm_opts_usage(stdout, synopsis, options);
 		code = EXIT_OK;
@@ -1412,6 +1542,7 @@ int main(int argc, char **argv)
 		code = usage_error("unknown command '%s'", pos[0]);
 	}
 	fflush(stdout);
+	hm__nng_urls_free(&ctl_urls);
 	hm_opts_free(options, &cfg);
 	free(pos);
 	return code;

@@ -24,6 +24,11 @@ static int check_url(const char *value, char *err, size_t errlen)
 	return hm__nng_url_check(value, err, errlen);
 }
 
+static int check_urls(const char *value, char *err, size_t errlen)
+{
+	return hm__nng_urls_check(value, err, errlen);
+}
+
 static int check_nonempty(const char *value, char *err, size_t errlen)
 {
 	if (value[0] == '\0') {
@@ -200,15 +205,15 @@ static const struct hm_opt edge_opts[] = {
     {.name = "publish",
      .type = HM_OPT_STR,
      .offset = offsetof(struct hm__edge_cfg, publish),
-     .arg = "URL",
-     .check = check_url,
-     .help = "the origin's publish socket (dialed; required)"},
+     .arg = "URL[,URL...]",
+     .check = check_urls,
+     .help = "the origins' publish sockets, one per origin (dialed, all of them; required)"},
     {.name = "sync",
      .type = HM_OPT_STR,
      .offset = offsetof(struct hm__edge_cfg, sync),
-     .arg = "URL",
-     .check = check_url,
-     .help = "the origin's sync socket (dialed; required)"},
+     .arg = "URL[,URL...]",
+     .check = check_urls,
+     .help = "the origins' sync sockets, in the order of --publish (dialed; required)"},
     {.name = "table",
      .type = HM_OPT_STR,
      .offset = offsetof(struct hm__edge_cfg, table),
@@ -289,7 +294,9 @@ static const struct hm_opt edge_opts[] = {
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: hermod-syncd origin [OPTIONS]   the sequencer (one per cluster)\n"
-		   "       hermod-syncd edge --publish URL --sync URL [OPTIONS]   one per node\n"
+		   "       hermod-syncd edge --publish URL[,URL...] --sync URL[,URL...] [OPTIONS]  "
+		   " one per "
+		   "node\n"
 		   "       hermod-syncd ROLE --help         options of a role\n");
 }
 
@@ -341,6 +348,45 @@ static int setup_tls(const char *cert, const char *ca, const char *control_ca, b
 	if (hm__tls_load(tls, cert, ca, control_ca, err, sizeof(err)) != 0)
 		return usage_error("%s", err);
 	return 0;
+}
+
+/* The edge's origins: --publish and --sync split into lists of the same length (origin i is
+ * publish_urls[i] and sync_urls[i]). 0 or exit status 2 with the reason printed. */
+static int split_origins(struct hm__edge_cfg *cfg, struct hm__urls *pub, struct hm__urls *syn)
+{
+	char err[512];
+
+	if (hm__nng_urls_parse(cfg->publish, pub, err, sizeof(err)) != 0)
+		return usage_error("--publish: %s", err);
+	if (hm__nng_urls_parse(cfg->sync, syn, err, sizeof(err)) != 0)
+		return usage_error("--sync: %s", err);
+	if (pub->n != syn->n) {
+		snprintf(err, sizeof(err),
+			 "--publish has %u URL(s) and --sync %u: give each origin's publish and "
+			 "sync URL, in the same order",
+			 pub->n, syn->n);
+		return usage_error("%s", err);
+	}
+	cfg->norigins = pub->n;
+	cfg->publish_urls = pub->v;
+	cfg->sync_urls = syn->v;
+	return 0;
+}
+
+/* setup_tls over every origin's URLs. */
+static int edge_tls(struct hm__edge_cfg *cfg)
+{
+	const char *names[2 * HM__URLS_MAX], *urls[2 * HM__URLS_MAX];
+	int n = 0;
+
+	for (uint32_t i = 0; i < cfg->norigins; i++) {
+		names[n] = "publish";
+		urls[n++] = cfg->publish_urls[i];
+		names[n] = "sync";
+		urls[n++] = cfg->sync_urls[i];
+	}
+	return setup_tls(cfg->tls_cert, cfg->tls_ca, NULL, cfg->insecure_plaintext, names, urls, n,
+			 &cfg->tls);
 }
 
 static char *default_node(char *node)
@@ -395,6 +441,7 @@ int main(int argc, char **argv)
 		hm__tls_unref(cfg.tls);
 		hm_opts_free(origin_opts, &cfg);
 	} else if (strcmp(argv[1], "edge") == 0) {
+		struct hm__urls pub = {0}, syn = {0};
 		struct hm__edge_cfg cfg;
 
 		memset(&cfg, 0, sizeof(cfg));
@@ -402,7 +449,8 @@ int main(int argc, char **argv)
 				  sizeof(err));
 		if (r == HM_OPTS_HELP) {
 			hm_opts_usage(stdout,
-				      "hermod-syncd edge --publish URL --sync URL [OPTIONS]",
+				      "hermod-syncd edge --publish URL[,URL...] --sync "
+				      "URL[,URL...] [OPTIONS]",
 				      edge_opts);
 			code = 0;
 		} else if (r != 0) {
@@ -415,15 +463,14 @@ int main(int argc, char **argv)
 		} else if (cfg.sync == NULL) {
 			code =
 			    usage_error("%s", "edge needs --sync URL (the origin's sync socket)");
-		} else if ((code = setup_log(cfg.log_level)) == 0 &&
-			   (code = setup_tls(cfg.tls_cert, cfg.tls_ca, NULL, cfg.insecure_plaintext,
-					     (const char *const[]){"publish", "sync"},
-					     (const char *const[]){cfg.publish, cfg.sync}, 2,
-					     &cfg.tls)) == 0) {
+		} else if ((code = split_origins(&cfg, &pub, &syn)) == 0 &&
+			   (code = setup_log(cfg.log_level)) == 0 && (code = edge_tls(&cfg)) == 0) {
 			cfg.node = default_node(cfg.node);
 			code = hm__edge_run(&cfg);
 		}
 		hm__tls_unref(cfg.tls);
+		hm__nng_urls_free(&pub);
+		hm__nng_urls_free(&syn);
 		hm_opts_free(edge_opts, &cfg);
 	} else {
 		code = usage_error("unknown role '%s' (origin or edge; see --help)", argv[1]);

@@ -233,6 +233,59 @@ int hm__nng_url_check(const char *value, char *err, size_t errlen)
 	return 0;
 }
 
+int hm__nng_urls_parse(const char *list, struct hm__urls *out, char *err, size_t errlen)
+{
+	const char *p = list;
+
+	memset(out, 0, sizeof(*out));
+	for (;;) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma != NULL ? (size_t)(comma - p) : strlen(p);
+		char *u;
+
+		if (len == 0) {
+			snprintf(err, errlen, "'%s': an empty URL in the list", list);
+			goto fail;
+		}
+		if (out->n == HM__URLS_MAX) {
+			snprintf(err, errlen, "more than %d URLs in the list", HM__URLS_MAX);
+			goto fail;
+		}
+		u = strndup(p, len);
+		hm_require(u != NULL);
+		out->v[out->n++] = u;
+		if (hm__nng_url_check(u, err, errlen) != 0)
+			goto fail;
+		for (uint32_t i = 0; i + 1 < out->n; i++)
+			if (strcmp(out->v[i], u) == 0) {
+				snprintf(err, errlen, "'%s' is in the list twice", u);
+				goto fail;
+			}
+		if (comma == NULL)
+			return 0;
+		p = comma + 1;
+	}
+fail:
+	hm__nng_urls_free(out);
+	return -EINVAL;
+}
+
+void hm__nng_urls_free(struct hm__urls *u)
+{
+	for (uint32_t i = 0; i < u->n; i++)
+		free(u->v[i]);
+	memset(u, 0, sizeof(*u));
+}
+
+int hm__nng_urls_check(const char *value, char *err, size_t errlen)
+{
+	struct hm__urls u;
+	int r = hm__nng_urls_parse(value, &u, err, errlen);
+
+	hm__nng_urls_free(&u);
+	return r;
+}
+
 static uint64_t stat_of(nng_stat *root, nng_stat *obj, const char *name)
 {
 	nng_stat *st = obj != NULL ? nng_stat_find(obj, name) : NULL;

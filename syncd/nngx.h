@@ -85,6 +85,27 @@ void hm__rep_sent(nng_aio *aio, int rv, nng_pipe pipe, const char *what);
 int hm__nng_url_check(const char *value, char *err, size_t errlen);
 
 /*
+ * A list of URLs, "URL[,URL...]": the origins an edge follows (--publish, --sync) or hermodctl
+ * tries (--control), in order. At most HM__URLS_MAX, so what a program holds per origin is
+ * bounded. Commas separate, so a URL cannot hold one.
+ */
+#define HM__URLS_MAX 16
+
+struct hm__urls {
+	uint32_t n;
+	char *v[HM__URLS_MAX]; /* owned */
+};
+
+/* Splits list into out (zero it first): every element passes hm__nng_url_check, none is empty
+ * or given twice, at most HM__URLS_MAX. Returns 0, or -EINVAL with a one-line reason in err
+ * (out then holds nothing). */
+int hm__nng_urls_parse(const char *list, struct hm__urls *out, char *err, size_t errlen);
+void hm__nng_urls_free(struct hm__urls *u);
+
+/* An hm_opt check for such lists. */
+int hm__nng_urls_check(const char *value, char *err, size_t errlen);
+
+/*
  * The contract's rules for a URL a program listens on or dials (docs/security.md): tls+tcp://
  * needs certificates (tls: --tls-cert and --tls-ca were given); plaintext tcp:// is allowed on
  * loopback only (127.0.0.0/8, ::1, or a name all of whose addresses are loopback) unless

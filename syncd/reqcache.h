@@ -1,7 +1,12 @@
 /*
  * Recent control-request ids and the sequence number each was given, so that a request resent
- * by nng's REQ (after a reconnect, or its resend timer) is answered with its original result
- * instead of being applied a second time.
+ * by nng's REQ (after a reconnect, or its resend timer), or by hermodctl on a new connection or
+ * to another origin (--control URL,URL), is answered with its original result instead of being
+ * applied a second time. The id is CTL_REQ's req_id (docs/protocol.md), random per logical
+ * request and the same in every part and every retry; a batch record carries it (batch.h).
+ * Whoever applies a batch puts its id here before validating anything on top of it: the origin
+ * for the batches it sequences and replays, and, with several origins on one store, for the
+ * batches it learns from the others (docs/store-etcd.md), so a retry through any origin finds it.
  *
  * A fixed-capacity FIFO: the oldest entry is forgotten when a new one arrives at capacity.
  * Lookup is a hash table over the FIFO (open addressing, linear probing, deletion by backward

@@ -28,7 +28,11 @@ struct hm__origin_cfg {
 };
 
 struct hm__edge_cfg {
-	char *publish, *sync, *table, *admin, *node, *log_level;
+	char *publish, *sync, *table, *admin, *node, *log_level; /* publish, sync: URL[,URL...] */
+	/* The origins, split by main from publish and sync: origin i publishes on publish_urls[i]
+	 * and answers on sync_urls[i] (borrowed; norigins each, 1 .. HM__URLS_MAX). */
+	uint32_t norigins;
+	char *const *publish_urls, *const *sync_urls;
 	char *tls_cert, *tls_ca; /* NULL: not given */
 	bool insecure_plaintext;
 	struct hm__tls *tls; /* loaded by main; NULL without TLS */

@@ -8,6 +8,8 @@ Built on hermod_test (processes, ports, timeouts, sanitizer checks). The pieces:
                   reads it) holds the origin's seq and digest.
   SP wire         sp_connect/sp_send/sp_recv speak nng's SP-over-TCP framing, so tests can be a
                   raw or misbehaving peer; mp() is a msgpack encoder for forging messages.
+  Forwarder       a second TCP path to an origin socket, that can be killed and restarted.
+  CuttingProxy    passes control requests and swallows the n-th answer, closing both ends.
   EvilRelay       subscribes to an origin's publish socket and republishes to edges, and can
                   inject any bytes (garbage, newer versions, forged heartbeats) into the feed.
   Relay           the hm-lossy-relay test tool (5 % loss until told to stop).
@@ -470,6 +472,17 @@ def close_all(socks):
             pass
 
 
+def cut_all(socks):
+    """Shuts down, then closes: a socket another thread is reading from is really closed (its
+    peer sees the end) only so."""
+    for s in socks:
+        try:
+            s.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    close_all(socks)
+
+
 class StallingProxy:
     """A TCP proxy to 127.0.0.1:port. Its first `stall` connections pass the SP handshake (the
     8-byte headers, each way) and then nothing more, either way, while staying open: a
@@ -528,6 +541,126 @@ class StallingProxy:
     def close(self):
         self.closing = True
         close_all([self.lsock] + self.socks)
+
+
+class Forwarder:
+    """A TCP forwarder from a loopback port of its own to 127.0.0.1:upstream, byte for byte:
+    a second path to one origin socket, that a test can take away (kill: the listener and every
+    connection closed, as when an origin dies) and give back (start, on the same port)."""
+
+    def __init__(self, env, upstream):
+        self.upstream = upstream
+        self.lsock, self.port, self.url = loopback_listener()
+        self.socks = []
+        self.lock = threading.Lock()
+        self.alive = True
+        threading.Thread(target=self._accept, args=(self.lsock,), daemon=True).start()
+        env.defer(self.kill)
+
+    def _accept(self, lsock):
+        while True:
+            try:
+                c, _ = lsock.accept()
+            except OSError:
+                return
+            try:
+                u = socket.create_connection(("127.0.0.1", self.upstream))
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                if not self.alive:
+                    close_all([c, u])
+                    return
+                self.socks += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        while True:
+            try:
+                d = src.recv(65536)
+                if not d:
+                    break
+                dst.sendall(d)
+            except OSError:
+                break
+        close_all([src, dst])
+
+    def kill(self):
+        with self.lock:
+            self.alive = False
+            socks, self.socks = self.socks, []
+        cut_all([self.lsock] + socks)
+
+    def start(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", self.port))
+        s.listen(16)
+        with self.lock:
+            self.lsock = s
+            self.alive = True
+        threading.Thread(target=self._accept, args=(s,), daemon=True).start()
+
+
+class CuttingProxy:
+    """A TCP proxy to 127.0.0.1:upstream that passes everything until the origin's cut-th
+    answer: that one it swallows, and it closes both connections and its listener (the origin
+    committed, the client never hears so: as if the origin died right after its commit).
+    .cut says whether it happened."""
+
+    def __init__(self, env, upstream, cut=1):
+        self.upstream = upstream
+        self.cut_at = cut
+        self.cut = False
+        self.lsock, self.port, self.url = loopback_listener()
+        self.socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+        env.defer(lambda: close_all([self.lsock] + self.socks))
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                return
+            u = socket.create_connection(("127.0.0.1", self.upstream))
+            self.socks += [c, u]
+            threading.Thread(target=self._pump, args=(c, u, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(u, c, True), daemon=True).start()
+
+    def _pump(self, src, dst, replies):
+        # replies: the origin -> client direction of a connection that may be cut. The SP
+        # header (8 bytes) passes at once, then each answer is a u64 length and a body.
+        buf, header, answers = b"", not replies, 0
+        while True:
+            try:
+                d = src.recv(65536)
+                if not d:
+                    break
+                if not replies:
+                    dst.sendall(d)
+                    continue
+                buf += d
+                if not header and len(buf) >= 8:
+                    dst.sendall(buf[:8])
+                    buf, header = buf[8:], True
+                while header and len(buf) >= 8:
+                    n = struct.unpack(">Q", buf[:8])[0]
+                    if len(buf) < 8 + n:
+                        break
+                    answers += 1
+                    if answers == self.cut_at:
+                        self.cut = True
+                        cut_all([self.lsock, src, dst])
+                        return
+                    dst.sendall(buf[:8 + n])
+                    buf = buf[8 + n:]
+            except OSError:
+                break
+        close_all([src, dst])
 
 
 class EvilRelay:

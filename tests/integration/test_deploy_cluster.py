@@ -10,6 +10,7 @@ with mutual TLS (a throwaway PKI) and the cluster's own affinity secret (issue 1
 """
 
 import http.client
+import json
 import os
 import random
 import re
@@ -229,6 +230,67 @@ def test_dev_up_end_to_end(env):
     check("stopped; removed" in p.stderr(), "cluster.py says it stopped: %r" % p.stderr()[-500:])
     print("# dev up: %d processes started, all gone after SIGINT; work dir removed" % len(pids),
           flush=True)
+
+
+def origin_has_store():
+    r = subprocess.run([ht.binary("hermod-syncd"), "origin", "--help"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=T(10))
+    return b"--store" in r.stdout
+
+
+@timeout(150)
+def test_dev_up_ha(env):
+    # --ha: etcd, two origins sharing it, edges following both, hermodctl given both.
+    base = free_run(20)
+    router, metrics, dynos = base + 10, base + 12, base + 14
+    argv = [sys.executable, CLUSTER_PY, "--build", ht.BUILD, "--ha", "--base", base,
+            "--router-port", router, "--metrics-port", metrics, "--dyno-port", dynos]
+    if not origin_has_store():
+        # Before the origin's store exists (issue 13, e13a): a clear refusal, nothing started.
+        p = subprocess.run([str(a) for a in argv], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=T(60))
+        err = p.stderr.decode(errors="replace")
+        eq(p.returncode, 1, "cluster.py --ha without a store (stderr %r)" % err[-500:])
+        check("--ha needs hermod-syncd origin with the etcd store" in err,
+              "the reason is given: %r" % err[-500:])
+        for port in range(base, base + 20):
+            check(not ht.port_open(port), "port %d: nothing may be left running" % port)
+        print("# dev up --ha: this build's origin has no --store yet; refused clearly",
+              flush=True)
+        return
+    p = env.start("cluster.py", argv)
+    wait_for(lambda: "Ctrl-C stops everything" in p.stdout() or
+             (not p.alive() and fail("cluster.py exited (%s):\n%s" % (p.returncode, p.tail(60)))),
+             T(90), "cluster.py --ha's banner")
+    out = p.stdout()
+    work = re.search(r"work dir (\S+)", out).group(1)
+    progs = " ".join(cmdline(pid) for pid in descendants(p.pid))
+    eq(progs.count("hermod-syncd origin"), 2, "origins")
+    eq(progs.count("--store etcd:"), 2, "origins on the store")
+    eq(progs.count("hermod-syncd edge"), 2, "edge syncds")
+    check("etcd --name" in progs, "etcd runs: %s" % progs)
+    for i in (1, 2):
+        st = ht.admin_request(os.path.join(work, "node%d.sock" % i), "status")
+        eq(len(st["origins"]), 2, "node%d follows both origins" % i)
+    # The first origin dies: a change still goes through the second and reaches both nodes.
+    origin1 = [pid for pid in descendants(p.pid) if "--node origin1" in cmdline(pid)]
+    eq(len(origin1), 1, "origin1's process")
+    os.kill(origin1[0], signal.SIGKILL)
+    m = re.search(r"^  (\S+hermodctl) (--control \S+.*?) app put demo --affinity on$", out,
+                  re.M)
+    check(m, "the banner's control command: %r" % out[-2000:])
+    r = subprocess.run(shlex.split(m.group(1) + " " + m.group(2)) +
+                       ["--json", "app", "put", "ha-check"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=T(60))
+    eq(r.returncode, 0, "hermodctl through the second origin (%r)" % r.stderr[-500:])
+    seq = json.loads(r.stdout)["seq"]
+    for i in (1, 2):
+        wait_for(lambda: ht.admin_request(os.path.join(work, "node%d.sock" % i),
+                                          "status")["seq"] >= seq, T(10),
+                 "node%d to get the change" % i)
+    p.expected_exit = True
+    p.send_signal(signal.SIGINT)
+    p.wait(T(30))
 
 
 if __name__ == "__main__":
