@@ -237,6 +237,10 @@ static long json_ctl_scan(const char *s, size_t n, char *key, size_t keylen)
 		} else if (is_key && kl + 1 < keylen) {
 			key[kl++] = (char)c;
 		}
+		/* PEM's own line ends, in the two members that hold PEM. */
+		if ((cp == '\n' || cp == '\r') && !is_key &&
+		    (strcmp(key, "cert") == 0 || strcmp(key, "key") == 0))
+			cp = -1;
 		if (cp >= 0) {
 			if (is_key)
 				key[0] = '\0';
@@ -299,6 +303,9 @@ enum field {
 	F_MAINT = 1 << 6,
 	F_AFF = 1 << 7,
 	F_BALANCE = 1 << 8,
+	F_NAME = 1 << 9,
+	F_CERT = 1 << 10,
+	F_KEY = 1 << 11,
 };
 
 static const struct {
@@ -307,7 +314,7 @@ static const struct {
 } fields[] = {
     {"op", F_OP},	    {"app", F_APP},	{"domain", F_DOMAIN},	  {"dyno", F_DYNO},
     {"addr", F_ADDR},	    {"state", F_STATE}, {"maintenance", F_MAINT}, {"affinity", F_AFF},
-    {"balance", F_BALANCE},
+    {"balance", F_BALANCE}, {"name", F_NAME},	{"cert", F_CERT},	  {"key", F_KEY},
 };
 
 /* For each op: fields it takes, and fields it needs. */
@@ -318,6 +325,8 @@ static const unsigned allowed[] = {
     [HM_OP_DOMAIN_RM] = F_OP | F_DOMAIN,
     [HM_OP_DYNO_PUT] = F_OP | F_APP | F_DYNO | F_ADDR | F_STATE,
     [HM_OP_DYNO_RM] = F_OP | F_APP | F_DYNO,
+    [HM_OP_CERT_PUT] = F_OP | F_NAME | F_CERT | F_KEY,
+    [HM_OP_CERT_RM] = F_OP | F_NAME,
 };
 static const unsigned required[] = {
     [HM_OP_APP_PUT] = F_OP | F_APP,
@@ -326,6 +335,8 @@ static const unsigned required[] = {
     [HM_OP_DOMAIN_RM] = F_OP | F_DOMAIN,
     [HM_OP_DYNO_PUT] = F_OP | F_APP | F_DYNO | F_ADDR,
     [HM_OP_DYNO_RM] = F_OP | F_APP | F_DYNO,
+    [HM_OP_CERT_PUT] = F_OP | F_NAME | F_CERT | F_KEY,
+    [HM_OP_CERT_RM] = F_OP | F_NAME,
 };
 
 #define FAIL(code, ...)                                                                            \
@@ -348,10 +359,10 @@ int hm_change_from_json(const void *object, struct hm_change *c, char *err, size
 	if (!cJSON_IsString(op))
 		FAIL(HM_EJSON, "\"op\" is missing or not a string");
 	if (hm_op_parse(op->valuestring, strlen(op->valuestring), &c->op) != 0 ||
-	    c->op > HM_OP_ROUTING_MAX)
+	    (c->op > HM_OP_ROUTING_MAX && c->op != HM_OP_CERT_PUT && c->op != HM_OP_CERT_RM))
 		FAIL(HM_EOP,
 		     "\"op\": unknown operation \"%.40s\" (app.put, app.rm, domain.put, "
-		     "domain.rm, dyno.put, dyno.rm)",
+		     "domain.rm, dyno.put, dyno.rm, cert.put, cert.rm)",
 		     op->valuestring);
 	cJSON_ArrayForEach(item, o)
 	{
@@ -412,6 +423,29 @@ int hm_change_from_json(const void *object, struct hm_change *c, char *err, size
 		case F_BALANCE:
 			if ((e = hm_balance_parse(v, n, &c->balance)) != 0)
 				FAIL(e, "\"balance\": \"%.40s\" is not random or least-conn", v);
+			break;
+		case F_NAME:
+			if ((e = hm_cert_name_check(v, n)) != 0)
+				FAIL(e, "\"name\": %s: \"%.70s\"", hm_strerror(e), v);
+			c->name = v;
+			c->name_len = (uint16_t)n;
+			break;
+		case F_CERT:
+		case F_KEY:
+			/* The text is never quoted back: a key must not reach an error message. */
+			if (n == 0 || n > (bit == F_CERT ? HM_CERT_CHAIN_MAX : HM_CERT_KEY_MAX))
+				FAIL(HM_ECERT, "\"%s\": empty or larger than %u bytes", k,
+				     bit == F_CERT ? HM_CERT_CHAIN_MAX : HM_CERT_KEY_MAX);
+			if (hm_pem_scan(v, n) >= 0)
+				FAIL(HM_ECONTROL, "\"%s\": not PEM text (a byte at %ld)", k,
+				     hm_pem_scan(v, n));
+			if (bit == F_CERT) {
+				c->cert = v;
+				c->cert_len = (uint32_t)n;
+			} else {
+				c->key = v;
+				c->key_len = (uint32_t)n;
+			}
 			break;
 		}
 	}

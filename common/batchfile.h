@@ -9,6 +9,9 @@
  *   {"op":"domain.put","domain":H,"app":A}          {"op":"domain.rm","domain":H}
  *   {"op":"dyno.put","app":A,"dyno":D,"addr":"HOST:PORT","state":"up"}
  *   {"op":"dyno.rm","app":A,"dyno":D}
+ *   {"op":"cert.put","name":N,"cert":PEM,"key":PEM} {"op":"cert.rm","name":N}
+ *     (N: a hostname, "*.domain" or "default"; PEM text, whose line ends are the only control
+ *     characters allowed; no message ever quotes a "cert" or "key" value)
  * A field the op does not take, a missing required field, a wrong JSON type, or a value that
  * breaks the grammar is an error naming the change's index and the field.
  */

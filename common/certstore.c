@@ -421,16 +421,26 @@ void hm_certstore_digest_add(uint8_t out[HM_CERTSTORE_DIGEST_LEN],
 	}
 }
 
+int hm_certstore_path(const char *table, char *out, size_t n)
+{
+	size_t tl = strlen(table), base = tl;
+	int w;
+
+	if (tl >= 6 && strcmp(table + tl - 6, ".table") == 0)
+		base = tl - 6;
+	w = snprintf(out, n, "%.*s.certs", (int)base, table);
+	return w < 0 || (size_t)w >= n ? -ENAMETOOLONG : 0;
+}
+
 /* ---- Reading --------------------------------------------------------------------------------- */
 
-/* The file's owner must be us or root, and nobody else may have any access: it holds keys. */
+/* The file's owner must be us or root, and nobody else may have any access: it holds keys
+ * (common/filesec: the one trust check of the table and the store). */
 static int file_acceptable(const struct stat *st)
 {
 	if (!S_ISREG(st->st_mode))
 		return -EUCLEAN;
-	if ((st->st_uid != geteuid() && st->st_uid != 0) || (st->st_mode & 077) != 0)
-		return -EPERM;
-	return 0;
+	return hm_stat_trusted(st, HM_TRUST_PRIVATE, NULL, 0) != 0 ? -EPERM : 0;
 }
 
 static void map_free(struct hm_certstore_map *m)
@@ -1540,6 +1550,30 @@ void hm_certstore_writer_info(const struct hm_certstore_writer *w, struct hm_cer
 	info_from_copy(&c, out);
 	out->version = PUB_VERSION(atomic_load_explicit(&w->f.hdr->pub, memory_order_relaxed));
 	out->file_id = w->f.hdr->file_id;
+}
+
+int hm_certstore_batch_info(const struct hm_certstore_writer *w, struct hm_certstore_info *out)
+{
+	struct copy c;
+
+	if (!w->in_batch)
+		return -EINVAL;
+	hm_certstore_writer_info(w, out);
+	copy_view(&c, w->f.base, &w->f.lay, batch_copy(w));
+	info_from_copy(&c, out);
+	return 0;
+}
+
+int hm_certstore_writer_ticket_keys(const struct hm_certstore_writer *w,
+				    struct hm_ticket_key keys[HM_TICKET_KEYS_MAX])
+{
+	struct copy c;
+	unsigned n;
+
+	copy_view(&c, w->f.base, &w->f.lay, pub_copy(w));
+	n = c.h->n_keys <= HM_TICKET_KEYS_MAX ? c.h->n_keys : HM_TICKET_KEYS_MAX;
+	memcpy(keys, c.h->keys, n * sizeof(struct hm_ticket_key));
+	return (int)n;
 }
 
 static void entry_view(const struct copy *c, const struct rec_cert *r, struct hm_cert_entry *out)

@@ -27,12 +27,9 @@
 
 #include "common/model.h"
 
-#define HM_CERT_ID_LEN		32		  /* SHA-256 of an entry's content (docs/tls.md) */
-#define HM_CERT_NAME_MAX	(HM_HOST_MAX + 2) /* "*." + a hostname */
-#define HM_CERT_CHAIN_MAX	(64u * 1024)	  /* bytes of chain PEM */
-#define HM_CERT_KEY_MAX		(16u * 1024)	  /* bytes of key PEM */
-#define HM_CERT_META_MAX	(16u * 1024)	  /* bytes of writer metadata */
-#define HM_CERTSTORE_DIGEST_LEN 16		  /* as the routing table's (HM_DIGEST_LEN) */
+#define HM_CERT_NAME_MAX (HM_HOST_MAX + 2) /* "*." + a hostname */
+/* HM_CERT_ID_LEN, HM_CERT_CHAIN_MAX, HM_CERT_KEY_MAX, HM_CERT_META_MAX: common/model.h */
+#define HM_CERTSTORE_DIGEST_LEN 16 /* as the routing table's (HM_DIGEST_LEN) */
 #define HM_TICKET_KEYS_MAX	4
 
 /* How a lookup matched (and what kind of name an entry has). */
@@ -105,6 +102,13 @@ struct hm_certstore_info {
  * trailing dot) and a NUL to out (HM_CERT_NAME_MAX + 1 bytes). Returns its length, or
  * HM_EHOSTNAME. */
 int hm_cert_name_canon(const char *name, size_t n, char *out, uint8_t *kind);
+
+/*
+ * The node's store path for a routing table path (docs/tls.md, section 2: no flag of its own): a
+ * ".table" suffix replaced by ".certs", else ".certs" appended ("/run/hermod/hermod.table" ->
+ * "/run/hermod/hermod.certs"). Returns 0, or -ENAMETOOLONG if it does not fit n bytes.
+ */
+int hm_certstore_path(const char *table, char *out, size_t n);
 
 /* ---- Reading (router workers) ---------------------------------------------------------- */
 
@@ -255,6 +259,15 @@ int hm_certstore_grow(struct hm_certstore_writer *w, const struct hm_certstore_c
 
 /* Facts about the writer's published version. */
 void hm_certstore_writer_info(const struct hm_certstore_writer *w, struct hm_certstore_info *out);
+
+/* Facts about the open batch as applied so far (what a commit would publish, but for the
+ * version, epoch, seq and commit time, which stay the published ones). 0, or -EINVAL if no batch
+ * is open. */
+int hm_certstore_batch_info(const struct hm_certstore_writer *w, struct hm_certstore_info *out);
+
+/* The ticket keys of the writer's published version into keys; returns how many. */
+int hm_certstore_writer_ticket_keys(const struct hm_certstore_writer *w,
+				    struct hm_ticket_key keys[HM_TICKET_KEYS_MAX]);
 
 /*
  * Calls cb once per entry of the published version (the default entry, if any, first; then in

@@ -31,6 +31,7 @@
 	XX(EOP, -5026, "invalid change operation")                                                 \
 	XX(ECONTROL, -5027, "holds NUL or a control character")                                    \
 	XX(ESECRET, -5028, "invalid secret (name [a-z][a-z0-9-]{0,30}, 1 to 128 bytes)")           \
+	XX(ECERT, -5029, "invalid certificate (empty or oversized PEM)")                           \
 	/* routing state (common/table_*.c) */                                                     \
 	XX(ENOAPP, -5040, "no such app")                                                           \
 	XX(ENODOMAIN, -5041, "no such domain")                                                     \
@@ -43,6 +44,8 @@
 	XX(EUNTRUSTED, -5048, "file is not owned by this user or root, or others may write it")    \
 	XX(ENOSECRET, -5049, "no such secret")                                                     \
 	XX(ESECRETS, -5050, "no room for another secret")                                          \
+	XX(ENOCERT, -5051, "no such certificate")                                                  \
+	XX(ECERTREFUSED, -5052, "certificate refused")                                             \
 	/* state synchronization (syncd/) */                                                       \
 	XX(EEPOCH, -5060, "epoch mismatch")                                                        \
 	XX(EGAP, -5061, "sequence gap")                                                            \

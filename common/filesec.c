@@ -11,10 +11,15 @@
 
 #include "common/errors.h"
 
-static int judge(const struct stat *st, char *err, size_t errlen)
+int hm_stat_trusted(const struct stat *st, unsigned flags, char *err, size_t errlen)
 {
 	uid_t me = geteuid();
+	char dummy[1];
 
+	if (err == NULL) {
+		err = dummy;
+		errlen = sizeof(dummy);
+	}
 	if (!S_ISREG(st->st_mode)) {
 		snprintf(err, errlen, "not a regular file");
 		return HM_EUNTRUSTED;
@@ -30,6 +35,11 @@ static int judge(const struct stat *st, char *err, size_t errlen)
 			 (unsigned)(st->st_mode & 07777));
 		return HM_EUNTRUSTED;
 	}
+	if ((flags & HM_TRUST_PRIVATE) && (st->st_mode & 077)) {
+		snprintf(err, errlen, "readable by others than its owner (mode %04o)",
+			 (unsigned)(st->st_mode & 07777));
+		return HM_EUNTRUSTED;
+	}
 	return 0;
 }
 
@@ -39,7 +49,7 @@ int hm_file_trusted(int fd, char *err, size_t errlen)
 
 	if (fstat(fd, &st) != 0)
 		return -errno;
-	return judge(&st, err, errlen);
+	return hm_stat_trusted(&st, 0, err, errlen);
 }
 
 int hm_path_trusted(const char *path, char *err, size_t errlen)
@@ -48,5 +58,5 @@ int hm_path_trusted(const char *path, char *err, size_t errlen)
 
 	if (stat(path, &st) != 0)
 		return -errno;
-	return judge(&st, err, errlen);
+	return hm_stat_trusted(&st, 0, err, errlen);
 }

@@ -10,6 +10,7 @@
 #define HM_COMMON_FILESEC_H
 
 #include <stddef.h>
+#include <sys/stat.h>
 
 /* Modes hermod creates these files with. */
 #define HM_TABLE_MODE 0640 /* the routing table: the router's group may read it */
@@ -23,6 +24,14 @@
  * fails. Any thread.
  */
 int hm_file_trusted(int fd, char *err, size_t errlen);
+
+/*
+ * The check itself, on what fstat/stat returned. flags: HM_TRUST_PRIVATE also refuses any
+ * permission bit for the group or others (the certificate store holds private keys: what
+ * OpenSSH does with a key file). err may be NULL.
+ */
+#define HM_TRUST_PRIVATE 1u
+int hm_stat_trusted(const struct stat *st, unsigned flags, char *err, size_t errlen);
 
 /* The same check on a path (stat, following symbolic links as open would). */
 int hm_path_trusted(const char *path, char *err, size_t errlen);

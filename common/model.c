@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "common/errors.h"
 
@@ -229,6 +230,24 @@ size_t hm_addr_format(const struct hm_addr *addr, char *out)
 	return r > 0 ? (size_t)r : 0;
 }
 
+int hm_cert_name_check(const char *s, size_t n)
+{
+	if (n == 7 && strncasecmp(s, "default", 7) == 0)
+		return 0;
+	return hm_hostname_check(s, n, true);
+}
+
+long hm_pem_scan(const char *s, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+
+		if ((ch < 0x20 && ch != '\n' && ch != '\r') || ch > 0x7e)
+			return (long)i;
+	}
+	return -1;
+}
+
 static const char *const state_names[] = {
     [HM_DYNO_UP] = "up",
     [HM_DYNO_STARTING] = "starting",
@@ -246,6 +265,7 @@ static const char *const op_names[] = {
     [HM_OP_DOMAIN_PUT] = "domain.put", [HM_OP_DOMAIN_RM] = "domain.rm",
     [HM_OP_DYNO_PUT] = "dyno.put",     [HM_OP_DYNO_RM] = "dyno.rm",
     [HM_OP_SECRET_PUT] = "secret.put", [HM_OP_SECRET_RM] = "secret.rm",
+    [HM_OP_CERT_PUT] = "cert.put",     [HM_OP_CERT_RM] = "cert.rm",
 };
 
 static int name_index(const char *const *names, unsigned first, unsigned last, const char *s,
@@ -337,6 +357,16 @@ int hm_change_check(const struct hm_change *c)
 		/* fall through */
 	case HM_OP_SECRET_RM:
 		return hm_secret_name_check(c->name, c->name_len);
+	case HM_OP_CERT_PUT:
+		if (c->cert == NULL || c->cert_len == 0 || c->cert_len > HM_CERT_CHAIN_MAX ||
+		    c->key == NULL || c->key_len == 0 || c->key_len > HM_CERT_KEY_MAX ||
+		    c->meta_len > HM_CERT_META_MAX || (c->meta_len > 0 && c->meta == NULL))
+			return HM_ECERT;
+		if (hm_pem_scan(c->cert, c->cert_len) >= 0 || hm_pem_scan(c->key, c->key_len) >= 0)
+			return HM_ECONTROL;
+		/* fall through */
+	case HM_OP_CERT_RM:
+		return hm_cert_name_check(c->name, c->name_len);
 	default:
 		return HM_EOP;
 	}

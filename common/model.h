@@ -24,6 +24,11 @@
 #define HM_HOST_MAX	   253
 #define HM_SECRET_NAME_MAX 31
 #define HM_SECRET_MAX	   128 /* bytes of one secret's value */
+/* Certificates (docs/tls.md): bytes of a chain's PEM, a key's PEM, the origin's metadata. */
+#define HM_CERT_CHAIN_MAX (64u * 1024)
+#define HM_CERT_KEY_MAX	  (16u * 1024)
+#define HM_CERT_META_MAX  (16u * 1024)
+#define HM_CERT_ID_LEN	  32 /* SHA-256 of an entry's content */
 /* "[" 39 "]:" 5 */
 #define HM_ADDR_STR_MAX 48
 
@@ -38,9 +43,13 @@ enum hm_op {
 	 * accepted from a control client or a batch file, never shown. */
 	HM_OP_SECRET_PUT = 7,
 	HM_OP_SECRET_RM = 8,
+	/* TLS certificates (docs/tls.md): a control client sends name, cert and key; the origin
+	 * publishes the canonical record with not_after, id and meta. */
+	HM_OP_CERT_PUT = 9,
+	HM_OP_CERT_RM = 10,
 };
-#define HM_OP_MAX	  HM_OP_SECRET_RM
-#define HM_OP_ROUTING_MAX HM_OP_DYNO_RM /* ops a control client may send */
+#define HM_OP_MAX	  HM_OP_CERT_RM
+#define HM_OP_ROUTING_MAX HM_OP_DYNO_RM /* routing ops (a control client may also send certs) */
 
 enum hm_dyno_state {
 	HM_DYNO_UP = 1,
@@ -77,8 +86,12 @@ struct hm_addr {
  *   HM_OP_DYNO_RM    app name  dyno name          -
  *   HM_OP_SECRET_PUT -         secret name        value (1..HM_SECRET_MAX bytes)
  *   HM_OP_SECRET_RM  -         secret name        -
+ *   HM_OP_CERT_PUT   -         cert name          cert, key (PEM); from the origin also
+ *                                                 not_after, id, meta (id NULL from a client)
+ *   HM_OP_CERT_RM    -         cert name          -
  *
- * Secret names are [a-z][a-z0-9-]{0,30} ("affinity"; later "tls-ticket-0", ...).
+ * Secret names are [a-z][a-z0-9-]{0,30} ("affinity", "tls-ticket-0", ...). Certificate names are
+ * a hostname, "*.hostname" or "default" (hm_cert_name_check).
  */
 struct hm_change {
 	uint8_t op;	 /* enum hm_op */
@@ -93,6 +106,13 @@ struct hm_change {
 	const char *name;     /* borrowed */
 	const uint8_t *value; /* borrowed; secret.put only */
 	struct hm_addr addr;
+	/* cert.put only (borrowed). */
+	uint32_t cert_len, key_len, meta_len;
+	const char *cert;    /* chain PEM */
+	const char *key;     /* private key PEM: never logged, listed or printed */
+	const uint8_t *meta; /* origin's metadata: msgpack [leaf sha256 bin32, [san str...]] */
+	const uint8_t *id;   /* HM_CERT_ID_LEN bytes; NULL in a control request */
+	int64_t not_after;   /* Unix seconds; 0 in a control request */
 };
 
 /*
@@ -110,6 +130,16 @@ int hm_dyno_name_check(const char *s, size_t n);
 int hm_hostname_check(const char *s, size_t n, bool wildcard_ok);
 /* A secret's name: 0 or HM_ESECRET. */
 int hm_secret_name_check(const char *s, size_t n);
+/* A certificate's name: a hostname, "*.hostname" or "default" (any case, one trailing dot).
+ * 0 or HM_EHOSTNAME. */
+int hm_cert_name_check(const char *s, size_t n);
+
+/*
+ * Index of the first byte of PEM text s[0..n) that PEM does not allow: a control character other
+ * than its own line ends ('\n', '\r'), or a byte over 0x7e. -1 if none. PEM is ASCII; a NUL
+ * would cut it and anything else is not PEM.
+ */
+long hm_pem_scan(const char *s, size_t n);
 
 /*
  * Writes the canonical form of a valid hostname (lowercase, no trailing dot) to out, which has

@@ -40,17 +40,21 @@ static const uint8_t msg_arity[] = {
 #define MSG_TYPE_MAX HM_MSG_CTL_REP
 
 /* The schema version this build writes, and the newest it reads, of each type. Version 2 of
- * BATCH and SNAPSHOT_REP adds the secret ops. */
+ * BATCH and SNAPSHOT_REP adds the secret ops, version 3 the certificate ops; version 2 of CTL_REQ
+ * adds the certificate ops, and of CTL_REP an ACK's warnings (in its reason). */
 static const uint8_t msg_version[] = {
-    [HM_MSG_BATCH] = 2,	      [HM_MSG_HEARTBEAT] = 1,	 [HM_MSG_CATCHUP_REQ] = 1,
-    [HM_MSG_CATCHUP_REP] = 1, [HM_MSG_SNAPSHOT_REQ] = 1, [HM_MSG_SNAPSHOT_REP] = 2,
-    [HM_MSG_CTL_REQ] = 1,     [HM_MSG_CTL_REP] = 1,
+    [HM_MSG_BATCH] = 3,	      [HM_MSG_HEARTBEAT] = 1,	 [HM_MSG_CATCHUP_REQ] = 1,
+    [HM_MSG_CATCHUP_REP] = 1, [HM_MSG_SNAPSHOT_REQ] = 1, [HM_MSG_SNAPSHOT_REP] = 3,
+    [HM_MSG_CTL_REQ] = 2,     [HM_MSG_CTL_REP] = 2,
 };
 
 static const uint8_t change_arity[] = {
     [HM_OP_APP_PUT] = 5,  [HM_OP_APP_RM] = 2,  [HM_OP_DOMAIN_PUT] = 3, [HM_OP_DOMAIN_RM] = 2,
     [HM_OP_DYNO_PUT] = 5, [HM_OP_DYNO_RM] = 3, [HM_OP_SECRET_PUT] = 3, [HM_OP_SECRET_RM] = 2,
+    [HM_OP_CERT_PUT] = 7, [HM_OP_CERT_RM] = 2,
 };
+/* A control client's cert.put: [9, name, cert, key] (the origin derives the rest). */
+#define CTL_CERT_PUT_ARITY 4
 
 /* Which ops a change list may hold (a bit per op), by message type and version. */
 #define OP_BIT(op) (1u << (op))
@@ -58,16 +62,22 @@ static const uint8_t change_arity[] = {
 #define OPS_ROUTING                                                                                \
 	(OPS_PUTS | OP_BIT(HM_OP_APP_RM) | OP_BIT(HM_OP_DOMAIN_RM) | OP_BIT(HM_OP_DYNO_RM))
 #define OPS_SECRETS (OP_BIT(HM_OP_SECRET_PUT) | OP_BIT(HM_OP_SECRET_RM))
+#define OPS_CERTS   (OP_BIT(HM_OP_CERT_PUT) | OP_BIT(HM_OP_CERT_RM))
 
 static unsigned ops_allowed(uint8_t type, uint64_t version)
 {
+	unsigned ops = OPS_ROUTING;
+
 	switch (type) {
 	case HM_MSG_BATCH:
-		return version >= 2 ? OPS_ROUTING | OPS_SECRETS : OPS_ROUTING;
+		if (version >= 2)
+			ops |= OPS_SECRETS;
+		return version >= 3 ? ops | OPS_CERTS : ops;
 	case HM_MSG_SNAPSHOT_REP:
-		return version >= 2 ? OPS_PUTS | OP_BIT(HM_OP_SECRET_PUT) : OPS_PUTS;
+		ops = version >= 2 ? OPS_PUTS | OP_BIT(HM_OP_SECRET_PUT) : OPS_PUTS;
+		return version >= 3 ? ops | OP_BIT(HM_OP_CERT_PUT) : ops;
 	default: /* CTL_REQ: secrets are the origin's own; no client may send one */
-		return OPS_ROUTING;
+		return version >= 2 ? ops | OPS_CERTS : ops;
 	}
 }
 
@@ -378,6 +388,56 @@ static int rd_name(struct rd *r, size_t max, int too_long, const char **s, size_
 	return *n > max ? too_long : 0;
 }
 
+/* [9, name, cert, key(, not_after, id, meta)] or [10, name] after the op; full: the origin's
+ * record (a BATCH or SNAPSHOT_REP), else a control client's. */
+static int rd_cert(struct rd *r, bool full, struct hm_change *c)
+{
+	const uint8_t *v = NULL;
+	const char *s = NULL;
+	size_t n = 0;
+	bool neg = false;
+	uint64_t t = 0;
+	int rc;
+
+	if ((rc = rd_name(r, HOST_STR_MAX, HM_EHOSTNAME, &s, &n)) != 0)
+		return rc;
+	c->name = s;
+	c->name_len = (uint16_t)n;
+	if (c->op == HM_OP_CERT_RM)
+		return hm_change_check(c);
+	if ((rc = rd_str(r, &s, &n)) != 0)
+		return rc;
+	if (n > HM_CERT_CHAIN_MAX)
+		return HM_ECERT;
+	c->cert = s;
+	c->cert_len = (uint32_t)n;
+	if ((rc = rd_str(r, &s, &n)) != 0)
+		return rc;
+	if (n > HM_CERT_KEY_MAX)
+		return HM_ECERT;
+	c->key = s;
+	c->key_len = (uint32_t)n;
+	if (full) {
+		if ((rc = rd_integer(r, &neg, &t)) != 0)
+			return rc;
+		if (neg || t > INT64_MAX)
+			return HM_ERANGE;
+		c->not_after = (int64_t)t;
+		if ((rc = rd_bytes(r, true, &v, &n)) != 0)
+			return rc;
+		if (n != HM_CERT_ID_LEN)
+			return HM_ERANGE;
+		c->id = v;
+		if ((rc = rd_bytes(r, true, &v, &n)) != 0)
+			return rc;
+		if (n > HM_CERT_META_MAX)
+			return HM_ECERT;
+		c->meta = v;
+		c->meta_len = (uint32_t)n;
+	}
+	return hm_change_check(c);
+}
+
 /* [7, name, value] or [8, name] after the op. */
 static int rd_secret(struct rd *r, struct hm_change *c)
 {
@@ -417,10 +477,20 @@ static int rd_change(struct rd *r, unsigned ops, struct hm_change *c)
 		return rc;
 	if (!(ops & OP_BIT(c->op)))
 		return HM_EOP;
+	if (c->op == HM_OP_CERT_PUT) {
+		/* A list that may hold secrets is the origin's; any other is a client's. */
+		bool full = (ops & OP_BIT(HM_OP_SECRET_PUT)) != 0;
+
+		if (arity != (full ? change_arity[c->op] : CTL_CERT_PUT_ARITY))
+			return HM_EARITY;
+		return rd_cert(r, full, c);
+	}
 	if (arity != change_arity[c->op])
 		return HM_EARITY;
 	if (c->op == HM_OP_SECRET_PUT || c->op == HM_OP_SECRET_RM)
 		return rd_secret(r, c);
+	if (c->op == HM_OP_CERT_RM)
+		return rd_cert(r, false, c);
 
 	/* Fields come in the order of the contract's commands: "domain put HOSTNAME APP". */
 	if (c->op == HM_OP_DOMAIN_PUT || c->op == HM_OP_DOMAIN_RM) {
@@ -645,7 +715,9 @@ static int rd_ctl_rep(struct rd *r, struct hm_msg *m)
 		/* Two's complement back to a number without an implementation-defined cast. */
 		m->ctl_rep.code = ok ? (int32_t)(-(int64_t)~code - 1) : 0;
 	} else {
-		ok = code == 0 && m->ctl_rep.index == UINT32_MAX && reason_len == 0 &&
+		/* Version 2: an ACK's reason holds its warnings (a certificate about to expire). */
+		ok = code == 0 && m->ctl_rep.index == UINT32_MAX &&
+		     (reason_len == 0 || (status == HM_CTL_ACK && m->version >= 2)) &&
 		     (status == HM_CTL_ACK ? m->ctl_rep.epoch != 0
 					   : m->ctl_rep.epoch == 0 && m->ctl_rep.seq == 0);
 	}
@@ -912,8 +984,11 @@ static int pk_change(struct enc *e, const struct hm_change *c)
 {
 	char addr[HM_ADDR_STR_MAX];
 	size_t addr_len;
+	bool full = c->op == HM_OP_CERT_PUT && c->id != NULL;
 
-	if (msgpack_pack_array(&e->pk, change_arity[c->op]) || msgpack_pack_uint8(&e->pk, c->op))
+	if (msgpack_pack_array(&e->pk, c->op == HM_OP_CERT_PUT && !full ? CTL_CERT_PUT_ARITY
+									: change_arity[c->op]) ||
+	    msgpack_pack_uint8(&e->pk, c->op))
 		return -1;
 	switch (c->op) {
 	case HM_OP_APP_PUT:
@@ -934,7 +1009,18 @@ static int pk_change(struct enc *e, const struct hm_change *c)
 	case HM_OP_SECRET_PUT:
 		return pk_str(e, c->name, c->name_len) || msgpack_pack_bin(&e->pk, c->value_len) ||
 		       msgpack_pack_bin_body(&e->pk, c->value, c->value_len);
-	default: /* HM_OP_SECRET_RM */
+	case HM_OP_CERT_PUT:
+		if (pk_str(e, c->name, c->name_len) || pk_str(e, c->cert, c->cert_len) ||
+		    pk_str(e, c->key, c->key_len))
+			return -1;
+		if (!full)
+			return 0;
+		return msgpack_pack_int64(&e->pk, c->not_after) ||
+		       msgpack_pack_bin(&e->pk, HM_CERT_ID_LEN) ||
+		       msgpack_pack_bin_body(&e->pk, c->id, HM_CERT_ID_LEN) ||
+		       msgpack_pack_bin(&e->pk, c->meta_len) ||
+		       msgpack_pack_bin_body(&e->pk, c->meta, c->meta_len);
+	default: /* HM_OP_SECRET_RM, HM_OP_CERT_RM */
 		return pk_str(e, c->name, c->name_len);
 	}
 }
@@ -1021,8 +1107,9 @@ int hm_proto_add_change(struct hm_pbuf *b, const struct hm_change *c)
 	    (b->build.kind != BUILD_CHANGES && b->build.kind != BUILD_SNAPSHOT))
 		return HM_EARITY;
 	if (!op_known(c->op) ||
-	    !(ops_allowed(b->build.kind == BUILD_SNAPSHOT ? HM_MSG_SNAPSHOT_REP : HM_MSG_BATCH, 2) &
-	      OP_BIT(c->op)))
+	    !(ops_allowed(b->build.kind == BUILD_SNAPSHOT ? HM_MSG_SNAPSHOT_REP : HM_MSG_BATCH, 3) &
+	      OP_BIT(c->op)) ||
+	    (c->op == HM_OP_CERT_PUT && c->id == NULL))
 		return build_fail(b, HM_EOP);
 	enc_init(&e, b, b->build.start); /* the bounds are the whole message's and list's */
 	e.list = b->build.list;
@@ -1098,7 +1185,9 @@ int hm_proto_encode_ctl_req(struct hm_pbuf *b, const uint8_t req_id[16], uint32_
 		return HM_ETOOBIG;
 	for (uint32_t i = 0; i < nchanges; i++)
 		if (!op_known(changes[i].op) ||
-		    !(ops_allowed(HM_MSG_CTL_REQ, 1) & OP_BIT(changes[i].op)))
+		    !(ops_allowed(HM_MSG_CTL_REQ, msg_version[HM_MSG_CTL_REQ]) &
+		      OP_BIT(changes[i].op)) ||
+		    (changes[i].op == HM_OP_CERT_PUT && changes[i].id != NULL))
 			return HM_EOP;
 	failed = pk_head(&e, HM_MSG_CTL_REQ) || pk_bin16(&e, req_id) || pk_u64(&e, part) ||
 		 pk_u64(&e, nparts) || msgpack_pack_array(&e.pk, nchanges);
@@ -1132,6 +1221,13 @@ int hm_proto_encode_ctl_ack(struct hm_pbuf *b, const uint8_t req_id[16], uint64_
 			    uint64_t seq)
 {
 	return encode_ctl_rep(b, req_id, HM_CTL_ACK, epoch, seq, 0, UINT32_MAX, "", 0);
+}
+
+int hm_proto_encode_ctl_ack_warn(struct hm_pbuf *b, const uint8_t req_id[16], uint64_t epoch,
+				 uint64_t seq, const char *warnings, size_t len)
+{
+	return encode_ctl_rep(b, req_id, HM_CTL_ACK, epoch, seq, 0, UINT32_MAX,
+			      warnings != NULL ? warnings : "", warnings != NULL ? len : 0);
 }
 
 int hm_proto_encode_ctl_staged(struct hm_pbuf *b, const uint8_t req_id[16])

@@ -31,8 +31,9 @@
 
 #include "common/model.h"
 
-/* The schema version of every message type but BATCH and SNAPSHOT_REP, which are at 2 (secret
- * ops); hm_proto_version() gives each type's. */
+/* The schema version of every message type but BATCH and SNAPSHOT_REP, which are at 3 (secret
+ * ops, then certificate ops), and CTL_REQ and CTL_REP, at 2 (certificate ops, ACK warnings);
+ * hm_proto_version() gives each type's. */
 #define HM_PROTO_VERSION 1
 
 /* Bounds. A receiver sets NNG_OPT_RECVMAXSZ to HM_PROTO_MAX_MSG. */
@@ -146,8 +147,9 @@ struct hm_msg {
 			int32_t code;	/* ERROR: an hm_errno or negative errno */
 			uint32_t index; /* ERROR: index of the offending change in the request, or
 					   UINT32_MAX if no single change is at fault */
-			const char *reason; /* ERROR: human-readable, borrowed from the input, not
-					       NUL-terminated, bytes unchecked: escape to print */
+			const char *reason; /* ERROR: human-readable (ACK: its warnings, if any),
+					       borrowed from the input, not NUL-terminated, bytes
+					       unchecked: escape to print */
 			uint32_t reason_len;
 		} ctl_rep;
 	};
@@ -242,6 +244,10 @@ int hm_proto_encode_ctl_req(struct hm_pbuf *b, const uint8_t req_id[16], uint32_
 			    uint32_t nparts, const struct hm_change *changes, uint32_t nchanges);
 int hm_proto_encode_ctl_ack(struct hm_pbuf *b, const uint8_t req_id[16], uint64_t epoch,
 			    uint64_t seq);
+/* An ACK with warnings (one line each, '\n'-separated, at most HM_PROTO_MAX_REASON bytes): what
+ * the origin accepted but the operator should know (a certificate about to expire). */
+int hm_proto_encode_ctl_ack_warn(struct hm_pbuf *b, const uint8_t req_id[16], uint64_t epoch,
+				 uint64_t seq, const char *warnings, size_t len);
 int hm_proto_encode_ctl_staged(struct hm_pbuf *b, const uint8_t req_id[16]);
 int hm_proto_encode_ctl_error(struct hm_pbuf *b, const uint8_t req_id[16], int32_t code,
 			      uint32_t index, const char *reason, size_t reason_len);

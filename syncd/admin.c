@@ -25,6 +25,8 @@
 #include "common/log.h"
 #include "common/model.h"
 #include "common/util.h"
+#include "syncd/certput.h"
+#include "syncd/jsonw.h"
 #include "syncd/tlscfg.h"
 
 #define LINE_MAX_BYTES 4096
@@ -40,12 +42,13 @@ struct img_rec {
 	uint8_t app_len, family;
 	uint16_t name_len, port;
 	uint8_t ip[16];
+	uint32_t meta_len; /* cert.put: not_after (8 bytes) and the metadata follow the name */
 };
 
 struct dump {
 	struct hm__buf img; /* img_rec + app + name, back to back */
 	size_t pos;
-	int phase; /* 0 apps, 1 domains, 2 dynos, 3 done */
+	int phase; /* 0 apps, 1 domains, 2 dynos, 3 certs, 4 done */
 	struct hm__jsonw w;
 	struct hm__buf out; /* the slice being generated */
 };
@@ -262,6 +265,66 @@ static void cmd_status(struct conn *c)
 	send_buf(c, &b);
 }
 
+/* ---- certificates ------------------------------------------------------------------------- */
+
+static void san_cb(void *ctx, const char *s, size_t n)
+{
+	hm__jw_str(ctx, s, n);
+}
+
+/* {"name","not_after","sha256","sans"} of one certificate: never its key. */
+static void cert_json(struct hm__jsonw *w, const char *name, size_t name_len, int64_t not_after,
+		      const uint8_t *meta, size_t meta_len)
+{
+	uint8_t sha[32];
+	char hex[65];
+
+	hm__jw_obj(w);
+	hm__jw_kstr(w, "name", name, name_len);
+	hm__jw_key(w, "not_after");
+	hm__jw_i64(w, not_after);
+	if (hm__certmeta_read(meta, meta_len, sha, NULL, NULL) == 0) {
+		for (int i = 0; i < 32; i++)
+			snprintf(hex + 2 * i, 3, "%02x", sha[i]);
+		hm__jw_kcstr(w, "sha256", hex);
+		hm__jw_key(w, "sans");
+		hm__jw_arr(w);
+		hm__certmeta_read(meta, meta_len, sha, san_cb, w);
+		hm__jw_arr_end(w);
+	} else {
+		hm__jw_key(w, "sha256");
+		hm__jw_null(w);
+		hm__jw_key(w, "sans");
+		hm__jw_null(w);
+	}
+	hm__jw_obj_end(w);
+}
+
+static int certs_entry(void *ctx, const struct hm_cert_entry *e)
+{
+	cert_json(ctx, e->name, e->name_len, e->not_after, e->meta, e->meta_len);
+	return 0;
+}
+
+static void cmd_certs(struct conn *c)
+{
+	const struct hm_certstore_writer *cs =
+	    c->a->ops->certs != NULL ? c->a->ops->certs(c->a->ctx) : NULL;
+	struct hm__buf b = {0};
+	struct hm__jsonw w;
+
+	hm__jw_init(&w, &b);
+	hm__jw_obj(&w);
+	hm__jw_key(&w, "certs");
+	hm__jw_arr(&w);
+	if (cs != NULL)
+		hm_certstore_foreach(cs, certs_entry, &w);
+	hm__jw_arr_end(&w);
+	hm__jw_obj_end(&w);
+	hm__buf_add(&b, "\n", 1);
+	send_buf(c, &b);
+}
+
 struct lookup_ctx {
 	struct hm__jsonw *w;
 };
@@ -336,6 +399,18 @@ static void cmd_lookup(struct conn *c, const char *host, size_t n)
 			b.oom = true;
 		hm__buf_fini(&db);
 	}
+	{
+		/* The certificate SNI selection would pick for this host (docs/tls.md, 3). */
+		const struct hm_certstore_writer *cs =
+		    c->a->ops->certs != NULL ? c->a->ops->certs(c->a->ctx) : NULL;
+		struct hm_cert_entry ce;
+
+		hm__jw_key(&w, "cert");
+		if (cs != NULL && hm_certstore_resolve(cs, key, (size_t)kl, &ce) == 0)
+			hm__jw_str(&w, ce.name, ce.name_len);
+		else
+			hm__jw_null(&w);
+	}
 	hm__jw_obj_end(&w);
 	hm__buf_add(&b, "\n", 1);
 	send_buf(c, &b);
@@ -367,7 +442,24 @@ static int image_add(void *ctx, const struct hm_change *ch)
 	return img->oom ? -ENOMEM : 0;
 }
 
-static const char *const phase_key[] = {"apps", "domains", "dynos"};
+static int image_cert(void *ctx, const struct hm_cert_entry *e)
+{
+	struct hm__buf *img = ctx;
+	struct img_rec r;
+	int64_t na = e->not_after;
+
+	memset(&r, 0, sizeof(r));
+	r.op = HM_OP_CERT_PUT;
+	r.name_len = (uint16_t)e->name_len;
+	r.meta_len = (uint32_t)e->meta_len;
+	hm__buf_add(img, &r, sizeof(r));
+	hm__buf_add(img, e->name, e->name_len);
+	hm__buf_add(img, &na, sizeof(na));
+	hm__buf_add(img, e->meta, e->meta_len);
+	return img->oom ? -ENOMEM : 0;
+}
+
+static const char *const phase_key[] = {"apps", "domains", "dynos", "certs"};
 
 /* Generates the next slice; returns true when the dump is complete. */
 static bool dump_slice(struct dump *d)
@@ -384,12 +476,24 @@ static bool dump_slice(struct dump *d)
 		app = d->img.data + d->pos + sizeof(r);
 		name = app + r.app_len;
 		d->pos += sizeof(r) + r.app_len + r.name_len;
-		phase = r.op == HM_OP_APP_PUT ? 0 : r.op == HM_OP_DOMAIN_PUT ? 1 : 2;
+		phase = r.op == HM_OP_APP_PUT	   ? 0
+			: r.op == HM_OP_DOMAIN_PUT ? 1
+			: r.op == HM_OP_CERT_PUT   ? 3
+						   : 2;
 		while (d->phase < phase) {
 			hm__jw_arr_end(w);
 			d->phase++;
 			hm__jw_key(w, phase_key[d->phase]);
 			hm__jw_arr(w);
+		}
+		if (r.op == HM_OP_CERT_PUT) {
+			int64_t na;
+
+			memcpy(&na, d->img.data + d->pos, sizeof(na));
+			cert_json(w, name, r.name_len, na,
+				  (const uint8_t *)d->img.data + d->pos + sizeof(na), r.meta_len);
+			d->pos += sizeof(na) + r.meta_len;
+			continue;
 		}
 		hm__jw_obj(w);
 		if (r.op == HM_OP_APP_PUT) {
@@ -416,7 +520,7 @@ static bool dump_slice(struct dump *d)
 	}
 	if (d->pos < d->img.len)
 		return false;
-	while (d->phase < 2) {
+	while (d->phase < 3) {
 		hm__jw_arr_end(w);
 		d->phase++;
 		hm__jw_key(w, phase_key[d->phase]);
@@ -425,7 +529,7 @@ static bool dump_slice(struct dump *d)
 	hm__jw_arr_end(w);
 	hm__jw_obj_end(w);
 	hm__buf_add(&d->out, "\n", 1);
-	d->phase = 3;
+	d->phase = 4;
 	return true;
 }
 
@@ -434,7 +538,7 @@ static void dump_continue(struct conn *c)
 	struct dump *d = c->dump;
 	bool done;
 
-	if (d->phase == 3) {
+	if (d->phase == 4) {
 		/* The last slice has been written: the connection reads requests again. */
 		dump_free(c->a, d);
 		c->dump = NULL;
@@ -474,7 +578,9 @@ static void cmd_dump(struct conn *c)
 		return;
 	}
 	a->dumps++;
-	if ((e = hm_table_foreach(t, image_add, &d->img)) != 0) {
+	if ((e = hm_table_foreach(t, image_add, &d->img)) != 0 ||
+	    (a->ops->certs != NULL && a->ops->certs(a->ctx) != NULL &&
+	     (e = hm_certstore_foreach(a->ops->certs(a->ctx), image_cert, &d->img)) != 0)) {
 		dump_free(a, d);
 		reply_error(c, "dump failed: %s", hm_strerror(e));
 		return;
@@ -516,8 +622,11 @@ static void handle_line(struct conn *c, char *line, size_t n)
 		cmd_lookup(c, arg, al);
 	else if (cl == 4 && memcmp(line, "dump", 4) == 0 && al == 0)
 		cmd_dump(c);
+	else if (cl == 5 && memcmp(line, "certs", 5) == 0 && al == 0)
+		cmd_certs(c);
 	else
-		reply_error(c, "unknown command \"%.*s\" (commands: status, lookup HOST, dump)",
+		reply_error(c,
+			    "unknown command \"%.*s\" (commands: status, lookup HOST, dump, certs)",
 			    (int)HM_MIN(n, 100), line);
 }
 

@@ -1,7 +1,8 @@
 /*
  * The admin socket of every syncd: a Unix stream socket, one request per line, one JSON object
- * per line back (`status`, `lookup HOST`, `dump`; errors are {"error": "..."}). The role fills in
- * `status` and the head of `dump`; lookups and dumps read the table the role hands out.
+ * per line back (`status`, `lookup HOST`, `dump`, `certs`; errors are {"error": "..."}).
+ * Certificates are listed by name, not_after, the leaf's sha256 and SANs: never a key. The role
+ * fills in `status` and the head of `dump`; lookups and dumps read the table the role hands out.
  *
  * `dump` never builds its JSON whole: the state is copied into a compact image (consistent at one
  * seq), and the JSON is generated from the image in slices, each written when the previous one
@@ -15,6 +16,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "common/certstore.h"
 #include "common/table.h"
 #include "syncd/jsonw.h"
 
@@ -25,6 +27,8 @@ struct hm__admin_ops {
 	void (*dump_head)(void *ctx, struct hm__jsonw *w);
 	/* The table to read, or NULL if there is none yet. Borrowed for the call. */
 	const struct hm_table_writer *(*table)(void *ctx);
+	/* The certificate store to read (`certs`, `lookup`'s cert, `dump`), or NULL. Borrowed. */
+	const struct hm_certstore_writer *(*certs)(void *ctx);
 };
 
 struct hm__admin;

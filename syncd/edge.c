@@ -40,12 +40,13 @@
 #include "common/filesec.h"
 #include "common/log.h"
 #include "common/sdnotify.h"
+#include "common/state.h"
 #include "common/table.h"
 #include "common/util.h"
 #include "proto/proto.h"
 #include "syncd/admin.h"
 #include "syncd/assemble.h"
-#include "syncd/capacity.h"
+#include "syncd/certcheck.h"
 #include "syncd/mailbox.h"
 #include "syncd/nngx.h"
 #include "syncd/syncd.h"
@@ -111,14 +112,17 @@ struct edge {
 	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t tick, retry;
 
-	struct hm_table_writer *w; /* NULL only while re-opening */
+	struct hm_table_writer *w;	   /* NULL only while re-opening */
+	struct hm_certstore_writer *certs; /* the node's certificate store; NULL with w */
+	char certs_path[PATH_MAX];	   /* the table's path, ".table" -> ".certs" */
 	struct hm_proto_decoder *dec_in, *dec_apply;
 	struct hm__asm as;
 
 	/* the table's published state, cached for status */
 	uint64_t epoch, applied;
-	uint32_t apps, domains, dynos, secrets;
-	uint8_t digest[16];
+	uint32_t apps, domains, dynos, secrets, ncerts, ticket_keys;
+	uint8_t digest[16];	  /* of the table and the certificate store (hm_state_digest) */
+	uint8_t table_digest[16]; /* of the table alone (what its file says) */
 	struct {
 		uint64_t seq;
 		uint8_t digest[16];
@@ -135,6 +139,9 @@ struct edge {
 	struct {
 		bool loading;
 		struct hm_table_writer *fresh;
+		struct hm_certstore_writer *fresh_certs;
+		struct hm_state st;  /* the two fresh files, one batch open across the chunks */
+		uint32_t grow_certs; /* the store's capacity multiplier after -ENOSPC */
 		uint64_t epoch, seq, snap_id;
 		uint32_t nchunks, next;
 		uint32_t apps, domains, dynos;
@@ -239,11 +246,20 @@ static void table_failed(struct edge *e, const char *what, uint64_t seq, int err
 	       hm_strerror(err), e->applied);
 }
 
+static struct hm_state edge_state(struct edge *e);
+
 static void remember(struct edge *e)
 {
 	struct hm_table_info info;
+	struct hm_certstore_info ci;
+	struct hm_state st = edge_state(e);
 
 	hm_table_writer_info(e->w, &info);
+	hm_certstore_writer_info(e->certs, &ci);
+	memcpy(e->table_digest, info.digest, 16);
+	hm_state_digest(&st, info.digest);
+	e->ncerts = ci.certs;
+	e->ticket_keys = ci.ticket_keys;
 	e->epoch = info.epoch;
 	e->applied = info.seq;
 	e->apps = info.apps;
@@ -269,8 +285,74 @@ static void set_state(struct edge *e, enum edge_state s)
 	e->state = s;
 }
 
-/* Opens the writer on the table path, resuming a valid table. */
+/* An applied cert.put's id must match its bytes (docs/tls.md): they end in a file every router
+ * worker trusts, so they are checked end to end once. */
+static int cert_verify(const struct hm_change *c)
+{
+	uint8_t id[HM_CERT_ID_LEN];
+	int e = hm_certcheck_entry_id(c->cert, c->cert_len, c->key, c->key_len, id);
+
+	if (e != 0)
+		return e;
+	return memcmp(id, c->id, HM_CERT_ID_LEN) == 0 ? 0 : HM_ECORRUPT;
+}
+
+/* The node's state as one hm_state (common/state.h) over the current writers. */
+static struct hm_state edge_state(struct edge *e)
+{
+	return (struct hm_state){.table = e->w, .certs = e->certs, .cert_verify = cert_verify};
+}
+
+/* Opens the certificate store writer, resuming a valid store; a missing or invalid one is
+ * replaced by a fresh, empty one (the digest then differs from the origin's, and the edge
+ * resyncs). A store someone else owns, or that others may read, is refused, as the table is. */
+static int certs_open(struct edge *e, struct hm_certstore_writer **out, unsigned flags)
+{
+	int r = hm_certstore_writer_open(out, e->certs_path, NULL, flags, 0);
+
+	if (r == -ENOENT || r == -EUCLEAN) {
+		if (r == -EUCLEAN)
+			hm_log(HM_LOG_WARNING, "edge",
+			       "%s is not a valid certificate store; starting from a full resync",
+			       e->certs_path);
+		r = hm_certstore_writer_open(out, e->certs_path, NULL, 0, 0);
+	}
+	if (r == -EPERM) {
+		char why[160] = "not acceptable";
+		struct stat sb;
+
+		if (stat(e->certs_path, &sb) == 0)
+			hm_stat_trusted(&sb, HM_TRUST_PRIVATE, why, sizeof(why));
+		hm_log(HM_LOG_ERR, "edge",
+		       "refusing the certificate store: %s is %s; remove it or choose another "
+		       "--table",
+		       e->certs_path, why);
+	} else if (r != 0) {
+		hm_log(HM_LOG_ERR, "edge", "cannot open the certificate store %s: %s",
+		       e->certs_path, r == -EBUSY ? "another process writes it" : hm_strerror(r));
+	}
+	if (r != 0)
+		*out = NULL;
+	return r;
+}
+
+static int table_open_only(struct edge *e);
+
+/* Opens the writers of the table and the certificate store, resuming valid files. */
 static int table_open(struct edge *e)
+{
+	int r;
+
+	if (e->certs == NULL && (r = certs_open(e, &e->certs, HM_CERTSTORE_RESUME)) != 0)
+		return r;
+	if ((r = table_open_only(e)) != 0) {
+		hm_certstore_writer_close(e->certs);
+		e->certs = NULL;
+	}
+	return r;
+}
+
+static int table_open_only(struct edge *e)
 {
 	int r = hm_table_writer_open(&e->w, e->cfg->table, NULL, HM_TABLE_RESUME,
 				     (uint64_t)e->cfg->table_max);
@@ -511,9 +593,11 @@ static void snap_abort(struct edge *e)
 	if (!e->snap.loading)
 		return;
 	e->snap.loading = false;
-	hm_table_abort(e->snap.fresh);
+	hm_state_abort(&e->snap.st);
 	hm_table_writer_close(e->snap.fresh);
+	hm_certstore_writer_close(e->snap.fresh_certs);
 	e->snap.fresh = NULL;
+	e->snap.fresh_certs = NULL;
 	if (e->w == NULL && table_open(e) != 0) {
 		hm_log(HM_LOG_ERR, "edge", "lost the routing table writer; exiting");
 		exit(1);
@@ -534,117 +618,80 @@ static void start_snapshot(struct edge *e, const char *why)
 
 /* ---- Applying batches -------------------------------------------------------------------- */
 
-/* Grows the table to hold the assembled batch: sized from its changes the first time. */
-static int grow_for(struct edge *e, int attempt)
+/* The assembled batch's changes, re-decoded part by part (an hm_state_feed_fn). */
+static int asm_feed(struct hm_state *st, void *arg)
 {
-	struct hm__need need = {0};
-	struct hm_table_info info;
-	struct hm_table_caps min;
+	struct edge *e = arg;
 	struct mref *prev = NULL;
 	struct hm_msg m;
+	int r = 0;
 
-	if (attempt > 0)
-		return hm_table_grow(e->w, NULL);
-	for (uint32_t i = 0; i < e->as.have; i++) {
+	for (uint32_t i = 0; i < e->as.have && r == 0; i++) {
 		struct partobj *po = e->as.parts[i];
 		const struct hm_batch_part *bp;
 
 		if (po->mr != prev) {
-			if (hm_proto_decode(e->dec_apply, nng_msg_body(po->mr->msg),
-					    nng_msg_len(po->mr->msg), &m) != 0)
-				return hm_table_grow(e->w, NULL);
+			r = hm_proto_decode(e->dec_apply, nng_msg_body(po->mr->msg),
+					    nng_msg_len(po->mr->msg), &m);
+			if (r != 0)
+				break;
 			prev = po->mr;
 		}
 		bp = po->catchup ? &m.catchup_rep.parts[po->idx] : &m.batch.b;
-		for (uint32_t k = 0; k < bp->nchanges; k++)
-			hm__need_add(&need, &bp->changes[k]);
+		for (uint32_t k = 0; k < bp->nchanges && r == 0; k++)
+			r = hm_state_change(st, &bp->changes[k]);
 	}
-	hm_table_writer_info(e->w, &info);
-	hm__need_caps(&info, &need, &min);
-	return hm_table_grow(e->w, &min);
+	return r;
 }
 
-/* Applies the batch the assembler holds (all its parts) as one table batch. */
+/* The batch's epoch, from its first part (every part of a batch has the origin's epoch). */
+static int asm_epoch(struct edge *e, uint64_t *epoch)
+{
+	struct partobj *po = e->as.parts[0];
+	struct hm_msg m;
+	int r =
+	    hm_proto_decode(e->dec_apply, nng_msg_body(po->mr->msg), nng_msg_len(po->mr->msg), &m);
+
+	if (r == 0)
+		*epoch = po->catchup ? m.catchup_rep.epoch : m.batch.epoch;
+	return r;
+}
+
+/* Applies the batch the assembler holds (all its parts) to the table and the store. */
 static int apply_assembled(struct edge *e)
 {
-	uint64_t epoch = 0, seq = e->as.seq;
-	int r = 0;
+	struct hm_state st = edge_state(e);
+	uint64_t epoch = 0;
+	int r;
 
-	for (int attempt = 0;; attempt++) {
-		struct mref *prev = NULL;
-		struct hm_msg m;
-
-		hm_require(hm_table_begin(e->w) == 0);
-		for (uint32_t i = 0; i < e->as.have && r == 0; i++) {
-			struct partobj *po = e->as.parts[i];
-			const struct hm_batch_part *bp;
-
-			if (po->mr != prev) {
-				r = hm_proto_decode(e->dec_apply, nng_msg_body(po->mr->msg),
-						    nng_msg_len(po->mr->msg), &m);
-				if (r != 0)
-					break;
-				prev = po->mr;
-			}
-			bp = po->catchup ? &m.catchup_rep.parts[po->idx] : &m.batch.b;
-			epoch = po->catchup ? m.catchup_rep.epoch : m.batch.epoch;
-			for (uint32_t k = 0; k < bp->nchanges && r == 0; k++)
-				r = hm_table_apply(e->w, &bp->changes[k]);
-		}
-		if (r == HM_EFULL && attempt < 40) {
-			hm_table_abort(e->w);
-			if ((r = grow_for(e, attempt)) != 0)
-				break;
-			continue;
-		}
-		break;
-	}
-	if (r != 0) {
-		hm_table_abort(e->w);
-		hm__asm_reset(&e->as);
-		return r;
-	}
-	if ((r = hm_table_commit(e->w, epoch, seq)) != 0) {
-		hm__asm_reset(&e->as);
-		return r;
-	}
+	if (e->as.have == 0 || (r = asm_epoch(e, &epoch)) == 0)
+		r = hm_state_apply(&st, asm_feed, e, epoch, e->as.seq);
 	hm__asm_reset(&e->as);
+	if (r != 0)
+		return r;
 	committed(e);
 	e->batches_applied++;
 	return 0;
+}
+
+static int direct_feed(struct hm_state *st, void *arg)
+{
+	const struct hm_batch_part *bp = arg;
+	int r = 0;
+
+	for (uint32_t k = 0; k < bp->nchanges && r == 0; k++)
+		r = hm_state_change(st, &bp->changes[k]);
+	return r;
 }
 
 /* Applies a whole single-part batch that is already decoded (the common case: no re-decoding,
  * no assembler). */
 static int apply_direct(struct edge *e, uint64_t epoch, const struct hm_batch_part *bp)
 {
-	int r = 0;
+	struct hm_state st = edge_state(e);
+	int r = hm_state_apply(&st, direct_feed, (void *)bp, epoch, bp->seq);
 
-	for (int attempt = 0;; attempt++) {
-		hm_require(hm_table_begin(e->w) == 0);
-		for (uint32_t k = 0; k < bp->nchanges && r == 0; k++)
-			r = hm_table_apply(e->w, &bp->changes[k]);
-		if (r == HM_EFULL && attempt < 40) {
-			struct hm__need need = {0};
-			struct hm_table_info info;
-			struct hm_table_caps min;
-
-			hm_table_abort(e->w);
-			for (uint32_t k = 0; k < bp->nchanges; k++)
-				hm__need_add(&need, &bp->changes[k]);
-			hm_table_writer_info(e->w, &info);
-			hm__need_caps(&info, &need, &min);
-			if ((r = hm_table_grow(e->w, attempt == 0 ? &min : NULL)) != 0)
-				break;
-			continue;
-		}
-		break;
-	}
-	if (r != 0) {
-		hm_table_abort(e->w);
-		return r;
-	}
-	if ((r = hm_table_commit(e->w, epoch, bp->seq)) != 0)
+	if (r != 0)
 		return r;
 	committed(e);
 	e->batches_applied++;
@@ -1144,6 +1191,7 @@ static void on_snapshot_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m
 	}
 	if (!e->snap.loading) {
 		struct hm_table_caps caps;
+		struct hm_certstore_caps ccaps;
 
 		if (r->chunk != 0) {
 			nng_msg_free(msg);
@@ -1160,11 +1208,32 @@ static void on_snapshot_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m
 		memcpy(e->snap.digest, r->digest, 16);
 		e->snap.next = 0;
 		snapshot_caps(e, &caps);
-		/* One writer per path: the old table stays in place, untouched, for the routers. */
+		/* One writer per path: the old files stay in place, untouched, for the routers. */
+		{
+			struct hm_certstore_info ci;
+			uint64_t g = e->snap.grow_certs ? e->snap.grow_certs : 1;
+
+			hm_certstore_writer_info(e->certs, &ci);
+			ccaps = HM_CERTSTORE_CAPS_DEFAULT;
+			ccaps.certs = (uint32_t)HM_MIN(
+			    HM_MAX((uint64_t)ccaps.certs, 2ull * ci.certs) * g, 1u << 26);
+			ccaps.heap = HM_MAX(ccaps.heap, 2 * ci.heap_used) * g;
+		}
 		hm_table_writer_close(e->w);
 		e->w = NULL;
 		err = hm_table_writer_open(&e->snap.fresh, e->cfg->table, &caps, 0,
 					   (uint64_t)e->cfg->table_max);
+		if (err == 0) {
+			/* The store's writer is replaced only once the table's could be. */
+			hm_certstore_writer_close(e->certs);
+			e->certs = NULL;
+			err = hm_certstore_writer_open(&e->snap.fresh_certs, e->certs_path, &ccaps,
+						       0, 0);
+			if (err != 0) {
+				hm_table_writer_close(e->snap.fresh);
+				e->snap.fresh = NULL;
+			}
+		}
 		if (err != 0) {
 			table_failed(e, "cannot create a table for the snapshot at seq", r->seq,
 				     err);
@@ -1174,7 +1243,10 @@ static void on_snapshot_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m
 			retry_later(e);
 			return;
 		}
-		hm_require(hm_table_begin(e->snap.fresh) == 0);
+		e->snap.st = (struct hm_state){.table = e->snap.fresh,
+					       .certs = e->snap.fresh_certs,
+					       .cert_verify = cert_verify};
+		hm_require(hm_state_begin(&e->snap.st, r->epoch, r->seq) == 0);
 		e->snap.loading = true;
 		hm_log(HM_LOG_INFO, "edge",
 		       "loading snapshot %016" PRIx64 " at seq %" PRIu64
@@ -1196,12 +1268,21 @@ static void on_snapshot_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m
 	if (more)
 		send_snapshot_req(e);
 	for (uint32_t i = 0; i < r->nchanges && err == 0; i++)
-		err = hm_table_apply(e->snap.fresh, &r->changes[i]);
+		err = hm_state_change(&e->snap.st, &r->changes[i]);
 	nng_msg_free(msg);
 	if (err != 0) {
-		if (err == HM_EFULL)
+		bool tfull, cfull;
+
+		/* A full file: start over with a larger one (HM_EFULL below). */
+		hm_state_full(&e->snap.st, &tfull, &cfull);
+		if (tfull) {
 			e->snap.grow = e->snap.grow ? e->snap.grow * 2 : 2;
-		else
+			err = HM_EFULL;
+		} else if (cfull && e->snap.grow_certs < 4096) {
+			e->snap.grow_certs = e->snap.grow_certs ? e->snap.grow_certs * 8 : 8;
+			err = HM_EFULL;
+		}
+		if (err != HM_EFULL)
 			hm_log(HM_LOG_ERR, "edge", "snapshot chunk %u does not apply: %s", r->chunk,
 			       hm_strerror(err));
 		snap_abort(e);
@@ -1216,8 +1297,8 @@ static void on_snapshot_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m
 	e->backoff_ms = 0;
 	if (more)
 		return;
-	/* All chunks in: publish the new file in one step. */
-	if ((err = hm_table_commit(e->snap.fresh, e->snap.epoch, e->snap.seq)) != 0) {
+	/* All chunks in: publish the new files, the store first. */
+	if ((err = hm_state_commit(&e->snap.st, e->snap.epoch, e->snap.seq)) != 0) {
 		table_failed(e, "cannot install the table of the snapshot at seq", e->snap.seq,
 			     err);
 		snap_abort(e);
@@ -1225,9 +1306,12 @@ static void on_snapshot_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m
 		return;
 	}
 	e->w = e->snap.fresh;
+	e->certs = e->snap.fresh_certs;
 	e->snap.fresh = NULL;
+	e->snap.fresh_certs = NULL;
 	e->snap.loading = false;
 	e->snap.grow = 0;
+	e->snap.grow_certs = 0;
 	memset(e->history, 0, sizeof(e->history));
 	committed(e);
 	e->snapshots++;
@@ -1697,8 +1781,13 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "domains", e->domains);
 	hm__jw_ku64(w, "dynos", e->dynos);
 	hm__jw_ku64(w, "secrets", e->secrets); /* counted, never shown */
+	hm__jw_ku64(w, "certs", e->ncerts);
+	hm__jw_ku64(w, "ticket_keys", e->ticket_keys);
+	hm__jw_kcstr(w, "cert_store", e->certs_path);
 	hm_digest_hex(e->digest, hex);
 	hm__jw_kcstr(w, "digest", hex);
+	hm_digest_hex(e->table_digest, hex);
+	hm__jw_kcstr(w, "table_digest", hex);
 	hm__jw_kbool(w, "stale", e->stale);
 	hm__jw_key(w, "last_heartbeat_ms");
 	if (e->last_hb_ms != 0)
@@ -1786,10 +1875,16 @@ static const struct hm_table_writer *admin_table(void *ctx)
 	return e->w;
 }
 
+static const struct hm_certstore_writer *admin_certs(void *ctx)
+{
+	return ((struct edge *)ctx)->certs;
+}
+
 static const struct hm__admin_ops admin_ops = {
     .status = admin_status,
     .dump_head = admin_dump_head,
     .table = admin_table,
+    .certs = admin_certs,
 };
 
 /* ---- Run ------------------------------------------------------------------------------------- */
@@ -1846,7 +1941,8 @@ static int setup(struct edge *e)
 			hm_log(HM_LOG_WARNING, "edge", "cannot create %s: %s", dir,
 			       strerror(errno));
 	}
-	if ((rv = table_open(e)) != 0)
+	if ((rv = hm_certstore_path(cfg->table, e->certs_path, sizeof(e->certs_path))) != 0 ||
+	    (rv = table_open(e)) != 0)
 		return rv;
 	if ((rv = hm__admin_start(&e->admin, &e->loop, cfg->admin, (uint64_t)cfg->admin_idle,
 				  &admin_ops, e, err, sizeof(err))) != 0) {
@@ -1927,6 +2023,7 @@ int hm__edge_run(const struct hm__edge_cfg *cfg)
 	}
 	hm__asm_fini(&e->as);
 	hm_table_writer_close(e->w);
+	hm_certstore_writer_close(e->certs);
 	hm_proto_decoder_free(e->dec_in);
 	hm_proto_decoder_free(e->dec_apply);
 	hm__mailbox_fini(&e->mb);

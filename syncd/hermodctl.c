@@ -44,6 +44,7 @@
 #include "common/util.h"
 #include "proto/proto.h"
 #include "syncd/buf.h"
+#include "syncd/certcheck.h"
 #include "syncd/jsonw.h"
 #include "syncd/nngx.h"
 #include "syncd/tlscfg.h"
@@ -166,8 +167,9 @@ static const char synopsis[] =
     "up|starting|crashed|down]"
     "\n"
     "       hermodctl [--control URL[,URL...]] dyno rm APP DYNO\n"
+    "       hermodctl [--control URL[,URL...]] cert put NAME CERT.pem KEY.pem | cert rm NAME\n"
     "       hermodctl [--control URL[,URL...]] apply FILE|-\n"
-    "       hermodctl [--admin PATH] [--json] status | lookup HOST | dump";
+    "       hermodctl [--admin PATH] [--json] status | lookup HOST | dump | certs";
 
 static struct cfg cfg;
 
@@ -622,6 +624,19 @@ static int exchange(struct client *c, const struct hm_pbuf *pb, struct answer *a
 
 static int report_ack(const struct answer *a, uint64_t nchanges)
 {
+	/* Warnings (a certificate not yet valid or about to expire): accepted, exit 0. */
+	if (a->reason[0] != '\0') {
+		const char *p = a->reason;
+
+		while (*p != '\0') {
+			size_t n = strcspn(p, "\n");
+
+			fprintf(stderr, "hermodctl: warning: ");
+			put_esc(stderr, p, n, false);
+			fputc('\n', stderr);
+			p += n + (p[n] == '\n');
+		}
+	}
 	if (cfg.json) {
 		struct hm__buf b = {0};
 		struct hm__jsonw w;
@@ -632,6 +647,8 @@ static int report_ack(const struct answer *a, uint64_t nchanges)
 		hm__jw_khex64(&w, "epoch", a->epoch);
 		hm__jw_ku64(&w, "seq", a->seq);
 		hm__jw_ku64(&w, "changes", nchanges);
+		if (a->reason[0] != '\0')
+			hm__jw_kcstr(&w, "warnings", a->reason);
 		hm__jw_obj_end(&w);
 		print_json(&b);
 	} else {
@@ -764,6 +781,94 @@ static int cmd_control(char **pos, int npos)
 	return send_changes(&c, 1);
 }
 
+/* Reads a PEM file for `cert put`: at most max bytes. Returns EXIT_OK or a usage failure. */
+static int read_pem(const char *what, const char *path, size_t max, struct hm__buf *out)
+{
+	FILE *f = fopen(path, "rb");
+	char buf[4096];
+	size_t n;
+
+	if (f == NULL)
+		return fail(EXIT_USAGE, "cannot read %s %s: %s", what, path, strerror(errno));
+	while ((n = fread(buf, 1, sizeof(buf), f)) > 0 && out->len <= max)
+		hm__buf_add(out, buf, n);
+	if (ferror(f)) {
+		fclose(f);
+		return fail(EXIT_USAGE, "cannot read %s %s: %s", what, path, strerror(errno));
+	}
+	fclose(f);
+	if (out->oom)
+		return fail(EXIT_USAGE, "out of memory reading %s", path);
+	return EXIT_OK;
+}
+
+/*
+ * `cert put NAME CERT.pem KEY.pem` and `cert rm NAME`. The origin's checks run here first, with
+ * the same texts (syncd/certcheck), so a wrong file is caught without a round trip; the origin's
+ * check is the one that counts. Neither the key nor the certificate is ever printed.
+ */
+static int cmd_cert(char **pos, int npos)
+{
+	bool put = strcmp(pos[1], "put") == 0;
+	struct hm_change c = {.op = put ? HM_OP_CERT_PUT : HM_OP_CERT_RM};
+	struct hm__buf cert = {0}, key = {0};
+	int e, code;
+
+	if (npos != (put ? 5 : 3))
+		return usage_error(put ? "'cert put' takes NAME CERT.pem KEY.pem"
+				       : "'cert rm' takes one NAME");
+	if ((e = hm_cert_name_check(pos[2], strlen(pos[2]))) != 0)
+		return reject_local(e, "cert", pos[2]);
+	c.name = pos[2];
+	c.name_len = (uint16_t)strlen(pos[2]);
+	if (!put)
+		return send_changes(&c, 1);
+	if ((code = read_pem("certificate", pos[3], HM_CERT_CHAIN_MAX, &cert)) != EXIT_OK ||
+	    (code = read_pem("key", pos[4], HM_CERT_KEY_MAX, &key)) != EXIT_OK)
+		goto out;
+	if (cert.len == 0 || cert.len > HM_CERT_CHAIN_MAX || key.len == 0 ||
+	    key.len > HM_CERT_KEY_MAX) {
+		code = fail(EXIT_USAGE, "%s must hold 1 to %u bytes, %s 1 to %u",
+			    "the certificate file", HM_CERT_CHAIN_MAX, "the key file",
+			    HM_CERT_KEY_MAX);
+		goto out;
+	}
+	{
+		struct hm_certcheck chk;
+		char reason[HM_CERTCHECK_TEXT_MAX + 300];
+
+		e = hm_certcheck_run(&chk, c.name, c.name_len, cert.data, cert.len, key.data,
+				     key.len, (int64_t)time(NULL));
+		if (e != 0) {
+			snprintf(reason, sizeof(reason), "cert.put %s: %s", pos[2],
+				 chk.text[0] != '\0' ? chk.text : hm_strerror(e));
+			hm_certcheck_fini(&chk);
+			code = report_rejected(e == -EINVAL ? HM_ECERTREFUSED : e, 0, reason);
+			goto out;
+		}
+		hm_certcheck_fini(&chk);
+	}
+	c.cert = cert.data;
+	c.cert_len = (uint32_t)cert.len;
+	c.key = key.data;
+	c.key_len = (uint32_t)key.len;
+	if ((e = hm_change_check(&c)) != 0) {
+		/* Never the bytes: only which file is not PEM text. */
+		code = report_rejected(e, 0,
+				       hm_pem_scan(c.cert, c.cert_len) >= 0
+					   ? "the certificate file is not PEM text"
+					   : "the key file is not PEM text");
+		goto out;
+	}
+	code = send_changes(&c, 1);
+out:
+	if (key.data != NULL)
+		memset(key.data, 0, key.len);
+	hm__buf_fini(&cert);
+	hm__buf_fini(&key);
+	return code;
+}
+
 /* ---- apply ------------------------------------------------------------------------------------
  */
 
@@ -771,11 +876,21 @@ struct owned {
 	struct hm_change c;
 	char app[HM_APP_NAME_MAX + 1];
 	char name[HM_HOST_MAX + 4];
+	char *pem; /* a cert.put's chain and key (malloc'd), or NULL */
 };
 
 static void own(struct owned *o, const struct hm_change *c)
 {
+	free(o->pem);
+	o->pem = NULL;
 	o->c = *c;
+	if (c->op == HM_OP_CERT_PUT) {
+		hm_require((o->pem = malloc((size_t)c->cert_len + c->key_len)) != NULL);
+		memcpy(o->pem, c->cert, c->cert_len);
+		memcpy(o->pem + c->cert_len, c->key, c->key_len);
+		o->c.cert = o->pem;
+		o->c.key = o->pem + c->cert_len;
+	}
 	if (c->app_len > 0) {
 		memcpy(o->app, c->app, c->app_len);
 		o->c.app = o->app;
@@ -893,7 +1008,7 @@ static int cmd_apply(const char *file)
 	}
 	if ((code = client_open(&c)) != EXIT_OK)
 		goto out;
-	part = malloc(HM_PROTO_MAX_CHANGES * sizeof(*part));
+	part = calloc(HM_PROTO_MAX_CHANGES, sizeof(*part));
 	hm_require(part != NULL);
 again:
 	/* Pass 2: send the parts. */
@@ -947,6 +1062,8 @@ out:
 	hm_pbuf_fini(&pb[0]);
 	hm_pbuf_fini(&pb[1]);
 	hm_batch_reader_free(br);
+	for (uint32_t i = 0; part != NULL && i < HM_PROTO_MAX_CHANGES; i++)
+		free(part[i].pem);
 	free(part);
 	free(counts);
 	fclose(f);
@@ -1110,6 +1227,39 @@ static const char *jbool(const cJSON *o, const char *key)
 	return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, key)) ? "on" : "off";
 }
 
+/* One certificate of `certs` or `dump`: name, expiry (UTC), fingerprint, SANs. */
+static void print_cert(const cJSON *o)
+{
+	const cJSON *na = cJSON_GetObjectItemCaseSensitive(o, "not_after"), *san;
+	char when[32] = "?";
+	struct hm__buf sans = {0};
+
+	if (cJSON_IsNumber(na)) {
+		time_t t = (time_t)na->valuedouble;
+		struct tm tm;
+
+		if (gmtime_r(&t, &tm) != NULL)
+			strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	}
+	cJSON_ArrayForEach(san, cJSON_GetObjectItemCaseSensitive(o, "sans"))
+	{
+		if (!cJSON_IsString(san))
+			continue;
+		if (sans.len > 0)
+			hm__buf_add(&sans, ",", 1);
+		hm__buf_add(&sans, san->valuestring, strlen(san->valuestring));
+	}
+	hm__buf_add(&sans, "", 1);
+	print_esc("%-40s %-20s %-64s %s\n", jstr(o, "name"), when, jstr(o, "sha256"),
+		  sans.data != NULL && !sans.oom ? sans.data : "");
+	hm__buf_fini(&sans);
+}
+
+static void print_cert_header(void)
+{
+	printf("%-40s %-20s %-64s %s\n", "NAME", "NOT_AFTER", "SHA256", "SANS");
+}
+
 static void print_row(const char *section, const cJSON *o)
 {
 	if (strcmp(section, "apps") == 0)
@@ -1120,6 +1270,8 @@ static void print_row(const char *section, const cJSON *o)
 	else if (strcmp(section, "dynos") == 0)
 		print_esc("%-24s %-16s %-24s %s\n", jstr(o, "app"), jstr(o, "name"),
 			  jstr(o, "addr"), jstr(o, "state"));
+	else if (strcmp(section, "certs") == 0)
+		print_cert(o);
 }
 
 static void print_header(const char *section)
@@ -1130,6 +1282,10 @@ static void print_header(const char *section)
 		printf("\n%-48s %s\n", "DOMAIN", "APP");
 	else if (strcmp(section, "dynos") == 0)
 		printf("\n%-24s %-16s %-24s %s\n", "APP", "DYNO", "ADDR", "STATE");
+	else if (strcmp(section, "certs") == 0) {
+		putchar('\n');
+		print_cert_header();
+	}
 }
 
 /* Prints a dump as it streams in: scalars as "key: value", arrays as tables. */
@@ -1220,15 +1376,26 @@ static int print_status(const cJSON *o)
 	return EXIT_OK;
 }
 
+static int print_certs(const cJSON *o)
+{
+	const cJSON *c;
+
+	print_cert_header();
+	cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(o, "certs")) print_cert(c);
+	return EXIT_OK;
+}
+
 static int print_lookup(const cJSON *o)
 {
 	const cJSON *d, *dynos = cJSON_GetObjectItemCaseSensitive(o, "dynos");
+	const cJSON *cert = cJSON_GetObjectItemCaseSensitive(o, "cert");
 
 	print_esc("host         %s\n", jstr(o, "host"));
 	print_esc("app          %s\n", jstr(o, "app"));
 	print_esc("maintenance  %s\n", jbool(o, "maintenance"));
 	print_esc("affinity     %s\n", jbool(o, "affinity"));
 	print_esc("balance      %s\n", jstr(o, "balance"));
+	print_esc("cert         %s\n", cJSON_IsString(cert) ? cert->valuestring : "-");
 	printf("\n%-16s %-24s %s\n", "DYNO", "ADDR", "STATE");
 	cJSON_ArrayForEach(d, dynos)
 	    print_esc("%-16s %-24s %s\n", jstr(d, "name"), jstr(d, "addr"), jstr(d, "state"));
@@ -1305,7 +1472,9 @@ static int cmd_admin(const char *cmd, const char *arg)
 			code = fail(EXIT_UNREACHABLE, "no valid answer from %s", cfg.admin);
 			goto out;
 		}
-		code = strcmp(cmd, "status") == 0 ? print_status(o) : print_lookup(o);
+		code = strcmp(cmd, "status") == 0  ? print_status(o)
+		       : strcmp(cmd, "certs") == 0 ? print_certs(o)
+						   : print_lookup(o);
 		cJSON_Delete(o);
 		hm__buf_fini(&v);
 	}
@@ -1348,10 +1517,16 @@ int main(int argc, char **argv)
 			code = usage_error("'%s' needs 'put' or 'rm'", pos[0]);
 		else
 			code = cmd_control(pos, npos);
+	} else if (strcmp(pos[0], "cert") == 0) {
+		if (npos < 2 || (strcmp(pos[1], "put") != 0 && strcmp(pos[1], "rm") != 0))
+			code = usage_error("'cert' needs 'put' or 'rm'");
+		else
+			code = cmd_cert(pos, npos);
 	} else if (strcmp(pos[0], "apply") == 0) {
 		code = npos != 2 ? usage_error("'apply' takes one FILE (or - for stdin)")
 				 : cmd_apply(pos[1]);
-	} else if (strcmp(pos[0], "status") == 0 || strcmp(pos[0], "dump") == 0) {
+	} else if (strcmp(pos[0], "status") == 0 || strcmp(pos[0], "dump") == 0 ||
+		   strcmp(pos[0], "certs") == 0) {
 		code = npos != 1 ? usage_error("'%s' takes no arguments", pos[0])
 				 : cmd_admin(pos[0], NULL);
 	} else if (strcmp(pos[0], "lookup") == 0) {

@@ -32,12 +32,13 @@
 #include "common/errors.h"
 #include "common/log.h"
 #include "common/sdnotify.h"
+#include "common/state.h"
 #include "common/table.h"
 #include "common/util.h"
 #include "proto/proto.h"
 #include "syncd/admin.h"
 #include "syncd/batch.h"
-#include "syncd/capacity.h"
+#include "syncd/certput.h"
 #include "syncd/mailbox.h"
 #include "syncd/nngx.h"
 #include "syncd/reqcache.h"
@@ -80,6 +81,7 @@ struct waiter {
 	struct waiter *next;
 	uint32_t ctl;
 	uint8_t req_id[16];
+	char *warn; /* owned; warnings for the ACK (a certificate about to expire), or NULL */
 };
 
 /* A batch validated and handed to the store, not yet durable. */
@@ -112,7 +114,7 @@ struct origin {
 	uv_timer_t hb_timer, maint_timer, linger_timer;
 
 	uint64_t epoch;
-	struct hm_table_writer *table;
+	struct hm_state st; /* the table and the certificate store, both in private memory */
 	struct hm_proto_decoder *dec;
 	struct hm__reqcache *reqs;
 	struct hm__store *store;
@@ -129,7 +131,7 @@ struct origin {
 
 	struct pending *pend_head, *pend_tail;
 	struct hm__staging *staging;
-	struct hm__recover_ctx rc; /* the table etc., for batches other origins committed */
+	struct hm__recover_ctx rc; /* the state etc., for batches other origins committed */
 
 	/* A store that may refuse (etcd): the batch in flight is open in the table until it is
 	 * durable or refused; requests wait in the queue until the store is ready again. */
@@ -153,6 +155,7 @@ struct origin {
 	/* counters */
 	uint64_t batches, changes, rejected, bad_requests, resent, dropped_pub;
 	uint64_t pub_sent;	      /* messages handed to the PUB socket */
+	uint64_t ticket_rotations;    /* TLS ticket key rotations since start */
 	uint64_t pub_stalled;	      /* subscribers disconnected for not taking messages */
 	struct hm__txwatch pub_watch; /* per-subscriber progress (hm__txwatch_run) */
 
@@ -183,11 +186,13 @@ static void ctl_send(struct origin *o, uint32_t idx, struct hm_pbuf *pb)
 	hm__rep_send(c->ctx, c->aio, m);
 }
 
-static void reply_ack(struct origin *o, uint32_t idx, const uint8_t id[16], uint64_t seq)
+static void reply_ack(struct origin *o, uint32_t idx, const uint8_t id[16], uint64_t seq,
+		      const char *warn)
 {
 	struct hm_pbuf pb = {0};
 
-	hm_require(hm_proto_encode_ctl_ack(&pb, id, o->epoch, seq) == 0);
+	hm_require(hm_proto_encode_ctl_ack_warn(&pb, id, o->epoch, seq, warn,
+						warn != NULL ? strlen(warn) : 0) == 0);
 	ctl_send(o, idx, &pb);
 	hm_pbuf_fini(&pb);
 }
@@ -242,6 +247,8 @@ static void change_desc(const struct hm_change *c, char *out, size_t n)
 			 c->app);
 		break;
 	case HM_OP_DOMAIN_RM:
+	case HM_OP_CERT_PUT: /* the name only: never the PEM */
+	case HM_OP_CERT_RM:
 		snprintf(out, n, "%s %.*s", op, (int)c->name_len, c->name);
 		break;
 	default:
@@ -253,31 +260,6 @@ static void change_desc(const struct hm_change *c, char *out, size_t n)
 
 /* ---- Validation and sequencing ------------------------------------------------------------ */
 
-/* Grows the table to hold the request: sized from its changes the first time, doubling after. */
-static int grow_for(struct origin *o, const struct hm__request *r, int attempt)
-{
-	struct hm__need need = {0};
-	struct hm_table_info info;
-	struct hm_table_caps min;
-
-	if (attempt > 0)
-		return hm_table_grow(o->table, NULL);
-	for (uint32_t i = 0; i < r->n; i++) {
-		const struct hm_change *cs;
-		struct hm_msg m;
-		uint32_t nc;
-
-		hm_require(hm_proto_decode(o->dec, nng_msg_body(r->msgs[i]),
-					   nng_msg_len(r->msgs[i]), &m) == 0);
-		cs = hm__msg_changes(&m, &nc);
-		for (uint32_t k = 0; k < nc; k++)
-			hm__need_add(&need, &cs[k]);
-	}
-	hm_table_writer_info(o->table, &info);
-	hm__need_caps(&info, &need, &min);
-	return hm_table_grow(o->table, &min);
-}
-
 static struct pending *pending_find(struct origin *o, uint64_t seq)
 {
 	for (struct pending *p = o->pend_head; p != NULL; p = p->next)
@@ -286,108 +268,230 @@ static struct pending *pending_find(struct origin *o, uint64_t seq)
 	return NULL;
 }
 
-static void add_waiter(struct pending *p, uint32_t idx, const uint8_t id[16])
+static void add_waiter(struct pending *p, uint32_t idx, const uint8_t id[16], const char *warn)
 {
 	struct waiter *w = calloc(1, sizeof(*w));
 
 	hm_require(w != NULL);
+	if (warn != NULL && warn[0] != '\0')
+		hm_require((w->warn = strdup(warn)) != NULL);
 	w->ctl = idx;
 	memcpy(w->req_id, id, 16);
 	w->next = p->waiters;
 	p->waiters = w;
 }
 
+/* The canonical records of a request's cert.put changes, in request order. */
+struct req_certs {
+	struct hm__certput **v; /* each allocated on its own: a record points into its own check */
+	uint32_t n, cap;
+	char warn[HM_PROTO_MAX_REASON]; /* the warnings, one line each */
+};
+
+static void req_certs_fini(struct req_certs *rc)
+{
+	for (uint32_t i = 0; i < rc->n; i++) {
+		hm__certput_fini(rc->v[i]);
+		free(rc->v[i]);
+	}
+	free(rc->v);
+	memset(rc, 0, sizeof(*rc));
+}
+
+/*
+ * Checks every cert.put of the request (syncd/certcheck, docs/tls.md) before anything is
+ * applied, and keeps the canonical records. Returns 0, or an error already answered.
+ */
+static int check_certs(struct origin *o, uint32_t idx, const uint8_t id[16],
+		       const struct hm__request *r, const struct hm_msg *first,
+		       struct req_certs *rc)
+{
+	uint64_t total = 0;
+	int64_t now = (int64_t)(hm_wall_ms() / 1000);
+	size_t wl = 0;
+
+	for (uint32_t i = 0; i < r->n; i++) {
+		struct hm_msg dm;
+		const struct hm_msg *m = &dm;
+		uint32_t nc;
+
+		if (i == 0 && first != NULL)
+			m = first;
+		else
+			hm_require(hm_proto_decode(o->dec, nng_msg_body(r->msgs[i]),
+						   nng_msg_len(r->msgs[i]), &dm) == 0);
+		const struct hm_change *cs = hm__msg_changes(m, &nc);
+
+		for (uint32_t k = 0; k < nc; k++, total++) {
+			struct hm__certput *cp;
+			int e;
+
+			if (cs[k].op != HM_OP_CERT_PUT)
+				continue;
+			if (rc->n == rc->cap) {
+				uint32_t cap = rc->cap ? rc->cap * 2 : 4;
+				struct hm__certput **v = realloc(rc->v, cap * sizeof(*v));
+
+				hm_require(v != NULL);
+				rc->v = v;
+				rc->cap = cap;
+			}
+			hm_require((cp = calloc(1, sizeof(*cp))) != NULL);
+			rc->v[rc->n++] = cp;
+			if ((e = hm__certput_make(cp, &cs[k], now)) != 0) {
+				reply_error(o, idx, id, e == -EINVAL ? HM_ECERTREFUSED : e,
+					    total > UINT32_MAX - 1 ? UINT32_MAX : (uint32_t)total,
+					    "change %" PRIu64 " (cert.put %.*s): %s", total,
+					    (int)cs[k].name_len, cs[k].name,
+					    cp->chk.text[0] != '\0' ? cp->chk.text
+								    : hm_strerror(e));
+				return e;
+			}
+			if (cp->chk.warnings != 0 && wl < sizeof(rc->warn) - 1) {
+				int w = snprintf(rc->warn + wl, sizeof(rc->warn) - wl,
+						 "%scert %.*s: %s", wl > 0 ? "\n" : "",
+						 (int)cs[k].name_len, cs[k].name, cp->chk.text);
+
+				wl = w < 0 ? wl : HM_MIN(wl + (size_t)w, sizeof(rc->warn) - 1);
+			}
+		}
+	}
+	return 0;
+}
+
+/* What sequence() feeds into the state: the request's changes, each cert.put replaced by its
+ * canonical record, encoded into the batch at the same time. */
+struct seq_feed {
+	struct origin *o;
+	const struct hm__request *r;
+	const struct hm_msg *first; /* r->msgs[0] decoded; usable until anything else is decoded */
+	struct hm__batch_builder *bb;
+	const struct req_certs *certs;
+	uint64_t seq, ts, total;
+	uint32_t bad;
+	int fed;
+	bool encode_failed;
+	char reason[HM_PROTO_MAX_REASON];
+};
+
+static int seq_feed(struct hm_state *s, void *arg)
+{
+	struct seq_feed *f = arg;
+	bool counting = hm_state_counting(s);
+	uint32_t ci = 0;
+	int e = 0;
+
+	f->total = 0;
+	if (!counting && (e = hm__batch_begin(f->bb, f->o->epoch, f->seq, f->ts, f->r->parts.v,
+					      f->r->parts.n)) != 0) {
+		f->encode_failed = true;
+		snprintf(f->reason, sizeof(f->reason), "cannot encode the batch: %s",
+			 hm_strerror(e));
+		return e;
+	}
+	for (uint32_t i = 0; i < f->r->n; i++) {
+		struct hm_msg dm;
+		const struct hm_msg *m = &dm;
+		uint32_t nc;
+
+		if (i == 0 && f->first != NULL && f->fed == 0)
+			m = f->first;
+		else
+			hm_require(hm_proto_decode(f->o->dec, nng_msg_body(f->r->msgs[i]),
+						   nng_msg_len(f->r->msgs[i]), &dm) == 0);
+		f->fed++;
+		const struct hm_change *cs = hm__msg_changes(m, &nc);
+
+		for (uint32_t k = 0; k < nc; k++, f->total++) {
+			const struct hm_change *c = &cs[k];
+			char desc[400];
+
+			if (c->op == HM_OP_CERT_PUT)
+				c = &f->certs->v[ci++]->c;
+			if ((e = hm_state_change(s, c)) != 0) {
+				if (hm_state_is_full(e))
+					return e;
+				change_desc(c, desc, sizeof(desc));
+				f->bad =
+				    f->total > UINT32_MAX - 1 ? UINT32_MAX : (uint32_t)f->total;
+				snprintf(f->reason, sizeof(f->reason),
+					 "change %" PRIu64 " (%s): %s", f->total, desc,
+					 hm_strerror(e));
+				return e;
+			}
+			if (!counting && (e = hm__batch_add(f->bb, c)) != 0) {
+				f->encode_failed = true;
+				snprintf(f->reason, sizeof(f->reason),
+					 "cannot encode the batch: %s", hm_strerror(e));
+				return e;
+			}
+		}
+	}
+	return 0;
+}
+
 /*
  * Validates the whole request r (taken; first, if not NULL, is r->msgs[0] already decoded) as
- * one table batch, encoding it into a batch at the same time, and on success numbers it and
- * hands it to the store. r->parts says how the batch is cut into published parts. A change the
- * table refuses aborts everything and is answered with its index and a reason.
+ * one state batch (hm_state_apply: grows the table or the certificate store as needed),
+ * encoding it into a batch at the same time, and on success numbers it and hands it to the
+ * store. r->parts says how the batch is cut into published parts. A change the state refuses
+ * aborts everything and is answered with its index and a reason; so does a certificate that
+ * fails its checks, before anything is applied. A store that may refuse the batch gets it with
+ * the batch still open in the state (hm_state_prepare), committed once the store has.
  */
 static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struct hm__request *r,
 		     const struct hm_msg *first)
 {
 	struct hm__batch_builder bb = {0};
 	struct hm_table_info info;
+	struct req_certs certs = {0};
 	struct hm__batch *b = NULL;
 	struct pending *p;
-	char reason[HM_PROTO_MAX_REASON];
+	uint8_t digest[HM_DIGEST_LEN];
 	uint64_t total = 0, seq = o->head_seq + 1, ts = hm_wall_ms(), t0 = hm_mono_ns();
-	uint32_t bad = UINT32_MAX;
+	struct seq_feed f = {.o = o,
+			     .r = r,
+			     .first = first,
+			     .bb = &bb,
+			     .certs = &certs,
+			     .seq = seq,
+			     .ts = ts,
+			     .bad = UINT32_MAX};
 	int e = 0;
 
 	if (r->parts.n == 0) {
 		reply_error(o, idx, id, HM_EUSAGE, UINT32_MAX, "the request holds no changes");
 		goto out;
 	}
-	for (int attempt = 0;; attempt++) {
-		bool encode_failed = false;
-
-		total = 0;
-		hm_require(hm_table_begin(o->table) == 0);
-		e = hm__batch_begin(&bb, o->epoch, seq, ts, r->parts.v, r->parts.n);
-		for (uint32_t i = 0; i < r->n && e == 0; i++) {
-			struct hm_msg dm;
-			const struct hm_msg *m = &dm;
-
-			if (i == 0 && first != NULL && attempt == 0)
-				m = first;
-			else
-				hm_require(hm_proto_decode(o->dec, nng_msg_body(r->msgs[i]),
-							   nng_msg_len(r->msgs[i]), &dm) == 0);
-			uint32_t nc;
-			const struct hm_change *cs = hm__msg_changes(m, &nc);
-
-			for (uint32_t k = 0; k < nc; k++, total++) {
-				const struct hm_change *c = &cs[k];
-				char desc[400];
-
-				if ((e = hm_table_apply(o->table, c)) != 0) {
-					if (e == HM_EFULL)
-						break;
-					change_desc(c, desc, sizeof(desc));
-					bad = total > UINT32_MAX - 1 ? UINT32_MAX : (uint32_t)total;
-					snprintf(reason, sizeof(reason),
-						 "change %" PRIu64 " (%s): %s", total, desc,
-						 hm_strerror(e));
-					break;
-				}
-				if ((e = hm__batch_add(&bb, c)) != 0) {
-					encode_failed = true;
-					snprintf(reason, sizeof(reason),
-						 "cannot encode the batch: %s", hm_strerror(e));
-					break;
-				}
-			}
-		}
-		if (e == 0)
-			break;
-		hm_table_abort(o->table);
+	if (check_certs(o, idx, id, r, first, &certs) != 0)
+		goto out;
+	if (r->n > 1)
+		f.first = NULL; /* check_certs decoded the other messages over it */
+	/* With a store that may refuse, the batch stays open in the state until the store has
+	 * committed it: another origin may take this seq first. */
+	e = o->may_refuse ? hm_state_prepare(&o->st, seq_feed, &f, o->epoch, seq)
+			  : hm_state_apply(&o->st, seq_feed, &f, o->epoch, seq);
+	if (e != 0) {
 		hm__batch_builder_fini(&bb);
-		if (e == HM_EFULL && !encode_failed && attempt < 40) {
-			if ((e = grow_for(o, r, attempt)) == 0)
-				continue;
-			snprintf(reason, sizeof(reason), "the routing table cannot grow: %s",
+		if (f.reason[0] == '\0')
+			snprintf(f.reason, sizeof(f.reason), "%s: %s",
+				 hm_state_is_full(e) ? "the routing state cannot grow"
+						     : "cannot commit",
 				 hm_strerror(e));
-		}
-		reply_error(o, idx, id, e, bad, "%s", reason);
+		reply_error(o, idx, id, e, f.bad, "%s", f.reason);
 		goto out;
 	}
+	total = f.total;
 	if (o->may_refuse) {
-		/* The batch stays open in the table until the store has committed it: another
-		 * origin may take this seq first. */
-		hm_require(hm_table_batch_info(o->table, &info) == 0);
+		hm_require(hm_state_batch_info(&o->st, digest, &info) == 0);
 		o->open_batch = o->store_busy = true;
-	} else if ((e = hm_table_commit(o->table, o->epoch, seq)) != 0) {
-		hm__batch_builder_fini(&bb);
-		reply_error(o, idx, id, e, UINT32_MAX, "cannot commit: %s", hm_strerror(e));
-		goto out;
 	} else {
-		hm_table_writer_info(o->table, &info);
+		hm_table_writer_info(o->st.table, &info);
+		hm_state_digest(&o->st, digest);
 	}
-	/* The table has moved: from here on the batch must reach the store or the process must
+	/* The state has moved: from here on the batch must reach the store or the process must
 	 * die (a restart recovers what is durable). */
-	hm_require(hm__batch_end(&bb, id, info.digest, info.apps, info.domains, info.dynos, &b) ==
-		   0);
+	hm_require(hm__batch_end(&bb, id, digest, info.apps, info.domains, info.dynos, &b) == 0);
 	o->head_seq = seq;
 	o->batches++;
 	o->changes += total;
@@ -411,7 +515,7 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struc
 		hm__reqcache_put(o->reqs, id, seq);
 	}
 	if (idx != NO_CTL)
-		add_waiter(p, idx, id);
+		add_waiter(p, idx, id, certs.warn);
 	if (o->pend_tail != NULL)
 		o->pend_tail->next = p;
 	else
@@ -419,6 +523,7 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struc
 	o->pend_tail = p;
 	o->store->ops->append(o->store, b, &p->pos);
 out:
+	req_certs_fini(&certs);
 	hm__request_fini(r);
 }
 
@@ -470,7 +575,7 @@ static void run_queue(struct origin *o)
 			/* Committed meanwhile: a resend, or a request retried here after it was
 			 * committed through another origin. */
 			o->resent++;
-			reply_ack(o, q->idx, q->id, seq);
+			reply_ack(o, q->idx, q->id, seq, NULL);
 			hm__request_fini(&q->req);
 		} else if (o->store_stale) {
 			reply_stale(o, q->idx, q->id);
@@ -529,9 +634,9 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 
 		o->resent++;
 		if (seq <= o->published_seq) {
-			reply_ack(o, idx, id, seq);
+			reply_ack(o, idx, id, seq, NULL);
 		} else if ((p = pending_find(o, seq)) != NULL) {
-			add_waiter(p, idx, id);
+			add_waiter(p, idx, id, NULL);
 		} else {
 			/* Cannot happen: every seq above published_seq is pending. */
 			reply_error(o, idx, id, -EAGAIN, UINT32_MAX, "try again");
@@ -616,7 +721,101 @@ static bool has_affinity_secret(const struct origin *o)
 {
 	uint8_t v[HM_SECRET_MAX];
 
-	return hm_table_writer_secret(o->table, AFFINITY_SECRET, v) > 0;
+	return hm_table_writer_secret(o->st.table, AFFINITY_SECRET, v) > 0;
+}
+
+/* ---- TLS session ticket keys (docs/tls.md, section 5) --------------------------------------- */
+
+/*
+ * The keys are [current, next, previous] in the secrets tls-ticket-0, -1, -2, which go to the
+ * certificate store on every node (common/state.h), never to the table. A key's 16-byte name
+ * starts with the wall-clock ms at which it starts encrypting (big-endian), then 8 random
+ * bytes: so the time of the next rotation survives restarts, in the journal like the keys.
+ */
+static uint64_t ticket_key_start(const struct hm_ticket_key *k)
+{
+	uint64_t t = 0;
+
+	for (int i = 0; i < 8; i++)
+		t = t << 8 | k->name[i];
+	return t;
+}
+
+static void ticket_key_make(struct hm_ticket_key *k, uint64_t start_ms)
+{
+	hm_require(hm_random_bytes(k, sizeof(*k)) == 0);
+	for (int i = 0; i < 8; i++)
+		k->name[i] = (uint8_t)(start_ms >> (56 - 8 * i));
+}
+
+/* The secret.put changes of keys (n of them): tls-ticket-0 .. n-1, borrowing keys. */
+static void ticket_key_changes(const struct hm_ticket_key *keys, unsigned n, struct hm_change *c)
+{
+	static const char *const names[] = {"tls-ticket-0", "tls-ticket-1", "tls-ticket-2"};
+
+	for (unsigned i = 0; i < n; i++)
+		c[i] = (struct hm_change){.op = HM_OP_SECRET_PUT,
+					  .name = names[i],
+					  .name_len = (uint16_t)strlen(names[i]),
+					  .value = (const uint8_t *)&keys[i],
+					  .value_len = HM_TICKET_KEY_LEN};
+}
+
+/* The first keys: current from now, next from one period on. */
+static void ticket_keys_first(const struct origin *o, struct hm_ticket_key keys[2],
+			      struct hm_change c[2])
+{
+	uint64_t now = hm_wall_ms();
+
+	ticket_key_make(&keys[0], now);
+	ticket_key_make(&keys[1], now + (uint64_t)o->cfg->ticket_rotation);
+	ticket_key_changes(keys, 2, c);
+}
+
+/* Publishes keys (n of them) as one batch of the origin's. */
+static void ticket_keys_submit(struct origin *o, struct hm_ticket_key *keys, unsigned n)
+{
+	struct hm_change c[3];
+
+	ticket_key_changes(keys, n, c);
+	submit_own(o, c, n);
+	memset(keys, 0, n * sizeof(*keys));
+}
+
+/*
+ * Whether the origin may submit a batch of its own now: a store that may refuse takes one batch
+ * at a time, and the origin's own batches wait until the state others committed is applied
+ * (else two origins would both make what the state lacks, or both rotate).
+ */
+static bool may_submit_own(const struct origin *o)
+{
+	return !o->stopping &&
+	       (!o->may_refuse || (!o->store_busy && !o->store_stale && o->q_head == NULL));
+}
+
+/*
+ * Rotates when the next key's time has come: next becomes current, current becomes previous
+ * (still decrypting the tickets it issued for one more period), and a new next is made one
+ * period on. Loop thread; called at start and every second. Making the first keys is
+ * make_missing_secrets().
+ */
+static void ticket_keys_tick(struct origin *o)
+{
+	struct hm_ticket_key keys[HM_TICKET_KEYS_MAX], out[3];
+	uint64_t now = hm_wall_ms(), period = (uint64_t)o->cfg->ticket_rotation;
+	int n = hm_certstore_writer_ticket_keys(o->st.certs, keys);
+
+	if (period != 0 && n >= 2 && may_submit_own(o) && now >= ticket_key_start(&keys[1])) {
+		uint64_t next = ticket_key_start(&keys[1]) + period;
+
+		out[0] = keys[1];
+		ticket_key_make(&out[1], next > now ? next : now + period);
+		out[2] = keys[0];
+		hm_log(HM_LOG_INFO, "origin", "rotating the TLS session ticket keys");
+		o->ticket_rotations++;
+		ticket_keys_submit(o, out, 3);
+	}
+	memset(keys, 0, sizeof(keys));
 }
 
 /* Test builds: HM_TEST_NO_SECRET=1 starts without making the secret (a data directory from a
@@ -630,6 +829,38 @@ static bool secret_wanted(void)
 		return false;
 #endif
 	return true;
+}
+
+/*
+ * Makes what the state lacks as one batch of the origin's: the cluster affinity secret (when
+ * affinity is true and secret_wanted()) and the first TLS ticket keys (unless rotation is off).
+ * A data directory from before either existed gets them as the next batch, delivered to the
+ * edges as changes; origins sharing a store (etcd) make them the same way, the first to commit
+ * wins, and one that loses the race drops its batch (on_refused) and learns the winner's.
+ */
+static void make_missing_secrets(struct origin *o, bool affinity)
+{
+	struct hm_ticket_key keys[HM_TICKET_KEYS_MAX];
+	uint8_t v[AFFINITY_SECRET_LEN];
+	struct hm_change c[3];
+	uint32_t n = 0;
+
+	if (affinity && secret_wanted() && !has_affinity_secret(o)) {
+		c[n++] = new_affinity_secret(v);
+		hm_log(HM_LOG_NOTICE, "origin",
+		       "no cluster affinity secret in this state: making one (seq %" PRIu64 ")",
+		       o->head_seq + 1);
+	}
+	if (o->cfg->ticket_rotation != 0 &&
+	    hm_certstore_writer_ticket_keys(o->st.certs, keys) < 2) {
+		ticket_keys_first(o, keys, &c[n]);
+		n += 2;
+		hm_log(HM_LOG_NOTICE, "origin", "making the TLS session ticket keys");
+	}
+	if (n > 0)
+		submit_own(o, c, n);
+	memset(v, 0, sizeof(v));
+	memset(keys, 0, sizeof(keys));
 }
 
 /* ---- Durable: publish and answer ----------------------------------------------------------- */
@@ -662,7 +893,7 @@ static void on_durable(void *ctx, uint64_t durable)
 
 	if (o->open_batch && o->pend_head != NULL && o->pend_head->b->seq <= durable) {
 		/* Private memory: publishing cannot fail. */
-		hm_require(hm_table_commit(o->table, o->epoch, o->pend_head->b->seq) == 0);
+		hm_require(hm_state_commit(&o->st, o->epoch, o->pend_head->b->seq) == 0);
 		hm__reqcache_put(o->reqs, o->pend_head->id, o->pend_head->b->seq);
 		o->open_batch = false;
 	}
@@ -688,7 +919,8 @@ static void on_durable(void *ctx, uint64_t durable)
 		o->pub_dynos = p->b->dynos;
 		for (w = p->waiters; w != NULL; w = next) {
 			next = w->next;
-			reply_ack(o, w->ctl, w->req_id, p->b->seq);
+			reply_ack(o, w->ctl, w->req_id, p->b->seq, w->warn);
+			free(w->warn);
 			free(w);
 		}
 		hm__batch_unref(p->b);
@@ -705,6 +937,7 @@ static void free_pending(struct pending *p)
 		struct waiter *w = p->waiters;
 
 		p->waiters = w->next;
+		free(w->warn);
 		free(w);
 	}
 	hm__batch_unref(p->b);
@@ -719,7 +952,7 @@ static void on_refused(void *ctx, int err, const char *why)
 	struct pending *p = o->pend_head;
 
 	hm_require(o->open_batch && p != NULL && p->next == NULL);
-	hm_table_abort(o->table);
+	hm_state_abort(&o->st);
 	o->open_batch = false;
 	o->pend_head = o->pend_tail = NULL;
 	o->head_seq = o->published_seq;
@@ -950,8 +1183,8 @@ static void start_compaction(struct origin *o)
 			_exit(1);
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGINT, SIG_DFL);
-		e = hm__snap_write(o->cfg->data, o->table, snap_id, o->reqs, path, sizeof(path),
-				   err, sizeof(err));
+		e = hm__snap_write(o->cfg->data, &o->st, snap_id, o->reqs, path, sizeof(path), err,
+				   sizeof(err));
 		if (e != 0)
 			hm_log(HM_LOG_ERR, "origin", "compaction: %s", err);
 		_exit(e == 0 ? 0 : 1);
@@ -995,18 +1228,9 @@ static void on_maint(uv_timer_t *t)
 	uint64_t now = hm_mono_ms();
 
 	hm__staging_expire(o->staging, now, STAGED_IDLE_MS);
-	if (o->may_refuse && !o->store_busy && !o->store_stale && !o->stopping &&
-	    o->q_head == NULL && !has_affinity_secret(o) && secret_wanted()) {
-		/* Shared state without the cluster secret: the first origin to commit one makes
-		 * it; one that loses the race drops its own (on_refused) and learns the winner's.
-		 */
-		uint8_t v[AFFINITY_SECRET_LEN];
-		struct hm_change c = new_affinity_secret(v);
-
-		hm_log(HM_LOG_NOTICE, "origin", "no cluster affinity secret yet: making one");
-		submit_own(o, &c, 1);
-		memset(v, 0, sizeof(v));
-	}
+	if (may_submit_own(o))
+		make_missing_secrets(o, o->may_refuse);
+	ticket_keys_tick(o);
 	hm__syncsrv_tick(o->ss);
 	if (o->pub_open && !o->stopping) {
 		/* A subscriber that stopped reading costs a message in flight and its socket
@@ -1054,8 +1278,14 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	{
 		struct hm_table_info info;
 
-		hm_table_writer_info(o->table, &info); /* named secrets: counted, never shown */
+		struct hm_certstore_info ci;
+
+		hm_table_writer_info(o->st.table, &info); /* named secrets: counted, never shown */
+		hm_certstore_writer_info(o->st.certs, &ci);
 		hm__jw_ku64(w, "secrets", info.secrets);
+		hm__jw_ku64(w, "certs", ci.certs);
+		hm__jw_ku64(w, "ticket_keys", ci.ticket_keys);
+		hm__jw_ku64(w, "ticket_rotations", o->ticket_rotations);
 	}
 	hm_digest_hex(o->published_digest, hex);
 	hm__jw_kcstr(w, "digest", hex);
@@ -1102,24 +1332,33 @@ static void admin_dump_head(void *ctx, struct hm__jsonw *w)
 	struct hm_table_info info;
 	char hex[33];
 
-	hm_table_writer_info(o->table, &info);
+	uint8_t digest[HM_DIGEST_LEN];
+
+	hm_table_writer_info(o->st.table, &info);
+	hm_state_digest(&o->st, digest);
 	hm__jw_kcstr(w, "role", "origin");
 	hm__jw_kcstr(w, "node", o->node);
 	hm__jw_khex64(w, "epoch", o->epoch);
 	hm__jw_ku64(w, "seq", info.seq);
-	hm_digest_hex(info.digest, hex);
+	hm_digest_hex(digest, hex);
 	hm__jw_kcstr(w, "digest", hex);
 }
 
 static const struct hm_table_writer *admin_table(void *ctx)
 {
-	return ((struct origin *)ctx)->table;
+	return ((struct origin *)ctx)->st.table;
+}
+
+static const struct hm_certstore_writer *admin_certs(void *ctx)
+{
+	return ((struct origin *)ctx)->st.certs;
 }
 
 static const struct hm__admin_ops admin_ops = {
     .status = admin_status,
     .dump_head = admin_dump_head,
     .table = admin_table,
+    .certs = admin_certs,
 };
 
 /* ---- Start-up: recovery ---------------------------------------------------------------------- */
@@ -1136,25 +1375,32 @@ static int recover(struct origin *o)
 		return e;
 	loaded = r.loaded;
 	snap_seq = o->snapshot_seq = r.snapshot_seq;
-	if (!loaded && r.records == 0 && secret_wanted() && !o->may_refuse) {
-		/* A fresh data directory: the cluster secret is part of its state at seq 0, in the
-		 * first snapshot written below, so every edge has it from its first load. */
+	if (!loaded && r.records == 0 && !o->may_refuse) {
+		/* A fresh data directory: the cluster secret and the TLS ticket keys are part of
+		 * its state at seq 0, in the first snapshot written below, so every edge has them
+		 * from its first load. (Origins sharing a store make them in one batch instead:
+		 * make_missing_secrets().) */
 		uint8_t v[AFFINITY_SECRET_LEN];
-		struct hm_change c = new_affinity_secret(v);
+		struct hm_change c = new_affinity_secret(v), tk[2];
+		struct hm_ticket_key keys[2];
 
-		hm_require(hm_table_begin(o->table) == 0);
-		if ((e = hm_table_apply(o->table, &c)) != 0 ||
-		    (e = hm_table_commit(o->table, o->epoch, 0)) != 0) {
-			hm_table_abort(o->table);
-			hm_log(HM_LOG_ERR, "origin", "cannot make the cluster secret: %s",
+		ticket_keys_first(o, keys, tk);
+		hm_require(hm_state_begin(&o->st, o->epoch, 0) == 0);
+		if ((secret_wanted() && (e = hm_state_change(&o->st, &c)) != 0) ||
+		    (e = hm_state_change(&o->st, &tk[0])) != 0 ||
+		    (e = hm_state_change(&o->st, &tk[1])) != 0 ||
+		    (e = hm_state_commit(&o->st, o->epoch, 0)) != 0) {
+			hm_state_abort(&o->st);
+			hm_log(HM_LOG_ERR, "origin", "cannot make the cluster secrets: %s",
 			       hm_strerror(e));
 			return e;
 		}
 		memset(v, 0, sizeof(v));
+		memset(keys, 0, sizeof(keys));
 	}
-	hm_table_writer_info(o->table, &info);
+	hm_table_writer_info(o->st.table, &info);
 	o->head_seq = o->published_seq = info.seq;
-	memcpy(o->published_digest, info.digest, 16);
+	hm_state_digest(&o->st, o->published_digest);
 	o->pub_apps = info.apps;
 	o->pub_domains = info.domains;
 	o->pub_dynos = info.dynos;
@@ -1172,8 +1418,8 @@ static int recover(struct origin *o)
 
 		while (snap_id == 0)
 			hm_random_bytes(&snap_id, sizeof(snap_id));
-		if ((e = hm__snap_write(o->cfg->data, o->table, snap_id, o->reqs, path,
-					sizeof(path), err, sizeof(err))) != 0) {
+		if ((e = hm__snap_write(o->cfg->data, &o->st, snap_id, o->reqs, path, sizeof(path),
+					err, sizeof(err))) != 0) {
 			hm_log(HM_LOG_ERR, "origin", "cannot write the first snapshot: %s", err);
 			return e;
 		}
@@ -1444,8 +1690,7 @@ static int setup(struct origin *o)
 	}
 	o->epoch = o->store->epoch;
 	o->may_refuse = (o->store->ops->flags & HM__STORE_MAY_REFUSE) != 0;
-	if ((e = hm_table_writer_open(&o->table, NULL, NULL, 0, 0)) != 0 ||
-	    (e = hm_proto_decoder_new(&o->dec)) != 0 ||
+	if ((e = hm__recover_state_open(&o->st)) != 0 || (e = hm_proto_decoder_new(&o->dec)) != 0 ||
 	    (e = hm__reqcache_new(&o->reqs, REQCACHE_SIZE)) != 0 ||
 	    (e = hm__staging_new(&o->staging, (uint64_t)cfg->max_request)) != 0 ||
 	    (e = hm__syncsrv_new(&o->ss, cfg->data, o->epoch, (uint64_t)cfg->ring)) != 0) {
@@ -1454,7 +1699,7 @@ static int setup(struct origin *o)
 	}
 	o->rc = (struct hm__recover_ctx){.dir = cfg->data,
 					 .epoch = o->epoch,
-					 .table = &o->table,
+					 .st = &o->st,
 					 .dec = o->dec,
 					 .reqs = o->reqs,
 					 .ss = o->ss};
@@ -1464,18 +1709,10 @@ static int setup(struct origin *o)
 		hm_log(HM_LOG_ERR, "origin", "%s", err);
 		return e;
 	}
-	if (!has_affinity_secret(o) && secret_wanted()) {
-		/* A data directory from before the secret existed, or shared state (etcd) without
-		 * one yet: it becomes the next batch, delivered to the edges as a change. */
-		uint8_t v[AFFINITY_SECRET_LEN];
-		struct hm_change c = new_affinity_secret(v);
-
-		hm_log(HM_LOG_NOTICE, "origin",
-		       "no cluster affinity secret in this state: making one (seq %" PRIu64 ")",
-		       o->head_seq + 1);
-		submit_own(o, &c, 1);
-		memset(v, 0, sizeof(v));
-	}
+	/* A data directory from before the secret or the ticket keys existed, or shared state
+	 * (etcd) without them yet. */
+	make_missing_secrets(o, true);
+	ticket_keys_tick(o);
 	if ((e = open_sockets(o)) != 0)
 		return e;
 	/* The admin socket last: when it answers, everything else is up (tests and scripts use it
@@ -1561,7 +1798,8 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 	}
 	hm__reqcache_free(o->reqs);
 	hm__txwatch_fini(&o->pub_watch);
-	hm_table_writer_close(o->table);
+	hm_table_writer_close(o->st.table);
+	hm_certstore_writer_close(o->st.certs);
 	hm_proto_decoder_free(o->dec);
 	hm__mailbox_fini(&o->mb);
 	if (uv_loop_close(&o->loop) != 0)

@@ -1,11 +1,11 @@
 /*
  * Start-up recovery, shared by the origin's stores: the epoch file, the newest snapshot, and one
- * batch record applied to the validation table the way a replay applies it (recovery.h).
+ * batch record applied to the validation state the way a replay applies it (recovery.h).
  *
- * A batch is applied whole or not at all: a change the table cannot hold aborts the table batch,
- * grows the table once to what the whole batch may need (capacity.h) and applies it again; the
- * digest and counts the record carries are then checked against the table's, so a record that
- * does not reproduce the state it was made from is refused rather than served.
+ * A batch is applied whole or not at all, through common/state (which grows whichever file is
+ * full and applies it again); the digest and counts the record carries are then checked against
+ * the state's, so a record that does not reproduce the state it was made from is refused rather
+ * than served.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -20,7 +20,6 @@
 #include "common/errors.h"
 #include "common/log.h"
 #include "common/util.h"
-#include "syncd/capacity.h"
 #include "syncd/journal.h"
 #include "syncd/recovery.h"
 #include "syncd/snapfile.h"
@@ -113,6 +112,29 @@ int hm__recover_epoch(const char *dir, uint64_t *epoch)
 	return 0;
 }
 
+int hm__recover_state_open(struct hm_state *st)
+{
+	int e;
+
+	if ((e = hm_table_writer_open(&st->table, NULL, NULL, 0, 0)) != 0)
+		return e;
+	if ((e = hm_certstore_writer_open(&st->certs, NULL, NULL, 0, 0)) != 0) {
+		hm_table_writer_close(st->table);
+		st->table = NULL;
+	}
+	return e;
+}
+
+void hm__recover_state_close(struct hm_state *st)
+{
+	if (st->table != NULL)
+		hm_table_writer_close(st->table);
+	if (st->certs != NULL)
+		hm_certstore_writer_close(st->certs);
+	st->table = NULL;
+	st->certs = NULL;
+}
+
 static void reqs_from_snapshot(void *ctx, const uint8_t id[16], uint64_t seq)
 {
 	hm__reqcache_put(ctx, id, seq);
@@ -145,14 +167,13 @@ int hm__recover_snapshot(const struct hm__recover_ctx *rc, bool *loaded, uint64_
 			hm__snap_close(s);
 			continue;
 		}
-		e = hm__snap_load(s, *rc->table, rc->dec);
+		e = hm__snap_load(s, rc->st, rc->dec);
 		if (e != 0) {
 			hm_log(HM_LOG_WARNING, "origin", "skipping snapshot %s: %s", path,
 			       hm_strerror(e));
 			hm__snap_close(s);
-			hm_table_writer_close(*rc->table);
-			*rc->table = NULL;
-			if ((e = hm_table_writer_open(rc->table, NULL, NULL, 0, 0)) != 0)
+			hm__recover_state_close(rc->st);
+			if ((e = hm__recover_state_open(rc->st)) != 0)
 				break;
 			continue;
 		}
@@ -165,75 +186,55 @@ int hm__recover_snapshot(const struct hm__recover_ctx *rc, bool *loaded, uint64_
 	}
 	free(seqs);
 	free(ids);
-	if (e != 0 && *rc->table == NULL)
+	if (e != 0 && rc->st->table == NULL)
 		return e;
 	if (!*loaded) {
 		/* No snapshot: the empty state, stamped with the epoch. */
-		hm_require(hm_table_begin(*rc->table) == 0);
-		if ((e = hm_table_commit(*rc->table, rc->epoch, 0)) != 0)
+		hm_require(hm_state_begin(rc->st, rc->epoch, 0) == 0);
+		if ((e = hm_state_commit(rc->st, rc->epoch, 0)) != 0)
 			return e;
 	}
 	return 0;
 }
 
-/* Applies b's changes to the open table batch; HM_EFULL leaves it to the caller to grow. */
-static int apply_parts(const struct hm__recover_ctx *rc, const struct hm__batch *b)
+/* What hm__recover_apply feeds into the state: b's changes, part by part. */
+struct apply_feed {
+	const struct hm__recover_ctx *rc;
+	const struct hm__batch *b;
+};
+
+static int apply_parts(struct hm_state *st, void *arg)
 {
+	const struct apply_feed *f = arg;
+	const struct hm__batch *b = f->b;
 	int e = 0;
 
 	for (uint32_t i = 0; i < b->nparts && e == 0; i++) {
 		struct hm_msg m;
 
-		e = hm_proto_decode(rc->dec, hm__batch_part(b, i), b->part_len[i], &m);
-		if (e == 0 && (m.type != HM_MSG_BATCH || m.batch.epoch != rc->epoch ||
+		e = hm_proto_decode(f->rc->dec, hm__batch_part(b, i), b->part_len[i], &m);
+		if (e == 0 && (m.type != HM_MSG_BATCH || m.batch.epoch != f->rc->epoch ||
 			       m.batch.b.seq != b->seq || m.batch.b.part != i ||
 			       m.batch.b.nparts != b->nparts))
 			e = HM_ECORRUPT;
 		for (uint32_t k = 0; e == 0 && k < m.batch.b.nchanges; k++)
-			e = hm_table_apply(*rc->table, &m.batch.b.changes[k]);
+			e = hm_state_change(st, &m.batch.b.changes[k]);
 	}
 	return e;
 }
 
-/* Grows the table to hold b: to what its changes may need the first time, doubling after. */
-static int grow_for_batch(const struct hm__recover_ctx *rc, const struct hm__batch *b, int attempt)
-{
-	struct hm__need need = {0};
-	struct hm_table_info info;
-	struct hm_table_caps min;
-
-	if (attempt > 0)
-		return hm_table_grow(*rc->table, NULL);
-	for (uint32_t i = 0; i < b->nparts; i++) {
-		struct hm_msg m;
-
-		hm_require(hm_proto_decode(rc->dec, hm__batch_part(b, i), b->part_len[i], &m) == 0);
-		for (uint32_t k = 0; k < m.batch.b.nchanges; k++)
-			hm__need_add(&need, &m.batch.b.changes[k]);
-	}
-	hm_table_writer_info(*rc->table, &info);
-	hm__need_caps(&info, &need, &min);
-	return hm_table_grow(*rc->table, &min);
-}
-
 int hm__recover_apply(const struct hm__recover_ctx *rc, const struct hm__batch *b)
 {
+	struct apply_feed f = {rc, b};
 	struct hm_table_info info;
+	uint8_t digest[HM_DIGEST_LEN];
 	int e;
 
-	for (int attempt = 0;; attempt++) {
-		hm_require(hm_table_begin(*rc->table) == 0);
-		e = apply_parts(rc, b);
-		if (e == 0)
-			break;
-		hm_table_abort(*rc->table);
-		if (e != HM_EFULL || attempt >= 40 || (e = grow_for_batch(rc, b, attempt)) != 0)
-			return e;
-	}
-	if ((e = hm_table_commit(*rc->table, rc->epoch, b->seq)) != 0)
+	if ((e = hm_state_apply(rc->st, apply_parts, &f, rc->epoch, b->seq)) != 0)
 		return e;
-	hm_table_writer_info(*rc->table, &info);
-	if (memcmp(info.digest, b->digest, 16) != 0 || info.apps != b->apps ||
+	hm_table_writer_info(rc->st->table, &info);
+	hm_state_digest(rc->st, digest);
+	if (memcmp(digest, b->digest, 16) != 0 || info.apps != b->apps ||
 	    info.domains != b->domains || info.dynos != b->dynos)
 		return HM_EDIGEST;
 	hm__reqcache_put(rc->reqs, b->req_id, b->seq);

@@ -1,8 +1,9 @@
 /*
  * Start-up recovery of the origin's state, shared by its stores (store.h): the data directory
  * and its epoch file, the newest usable snapshot file, and applying one numbered batch record to
- * the validation table as a replay does (the journal at start-up; with etcd, also every batch
- * another origin committed). Moved out of origin.c, which keeps sequencing and publishing.
+ * the validation state (table and certificate store, common/state.h) as a replay does (the journal
+ * at start-up; with etcd, also every batch another origin committed). Moved out of origin.c, which
+ * keeps sequencing and publishing.
  *
  * Everything here runs on the origin's loop thread, or before it runs.
  */
@@ -13,6 +14,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "common/state.h"
 #include "common/table.h"
 #include "proto/proto.h"
 #include "syncd/batch.h"
@@ -34,29 +36,37 @@ int hm__recover_epoch(const char *dir, uint64_t *epoch);
  */
 int hm__write_epoch(const char *dir, uint64_t epoch);
 
+/* Opens the origin's state in private memory: an empty table and certificate store (st's
+ * other fields are left as they are). Returns 0 or a negative errno (nothing open). */
+int hm__recover_state_open(struct hm_state *st);
+
+/* Closes both files of st (either may be NULL) and sets them to NULL. */
+void hm__recover_state_close(struct hm_state *st);
+
 /* What hm__recover_snapshot and hm__recover_apply work on (all borrowed). */
 struct hm__recover_ctx {
 	const char *dir;
 	uint64_t epoch;
-	struct hm_table_writer **table; /* replaced by a new, empty one if a load fails midway */
+	struct hm_state *st; /* its files replaced by new, empty ones if a load fails midway */
 	struct hm_proto_decoder *dec;
 	struct hm__reqcache *reqs;
 	struct hm__syncsrv *ss;
 };
 
 /*
- * Loads the newest usable snapshot of the epoch in DIR into the (empty) table, its request ids
- * into reqs, and hands it to ss to serve: *loaded and *seq say which. Without one, the table is
+ * Loads the newest usable snapshot of the epoch in DIR into the (empty) state, its request ids
+ * into reqs, and hands it to ss to serve: *loaded and *seq say which. Without one, the state is
  * left empty and committed at (epoch, 0). Returns 0 or an error (logged).
  */
 int hm__recover_snapshot(const struct hm__recover_ctx *rc, bool *loaded, uint64_t *seq);
 
 /*
- * Applies one numbered batch (borrowed) to the table as one table batch committed at
- * (epoch, b->seq), growing the table as needed, and checks the resulting digest and counts
- * against the record's. Then remembers its request id. Returns 0, HM_ECORRUPT (a part that is
- * not this batch's) or a table error (the table is unchanged), or HM_EDIGEST (the table has
- * moved to a state that is not the record's: the caller must stop serving).
+ * Applies one numbered batch (borrowed) to the state as one batch committed at (epoch, b->seq)
+ * (hm_state_apply: grows the table or the certificate store as needed), and checks the
+ * resulting digest (hm_state_digest) and counts against the record's. Then remembers its request
+ * id. Returns 0, HM_ECORRUPT (a part that is not this batch's) or a state error (the state is
+ * unchanged), or HM_EDIGEST (the state has moved to one that is not the record's: the caller
+ * must stop serving).
  */
 int hm__recover_apply(const struct hm__recover_ctx *rc, const struct hm__batch *b);
 

@@ -119,7 +119,7 @@ static int req_cb(void *ctx, const uint8_t id[16], uint64_t seq)
 	return b->oom ? -ENOMEM : 0;
 }
 
-int hm__snap_write(const char *dir, const struct hm_table_writer *w, uint64_t snap_id,
+int hm__snap_write(const char *dir, const struct hm_state *st, uint64_t snap_id,
 		   const struct hm__reqcache *rc, char *path, size_t pathlen, char *err,
 		   size_t errlen)
 {
@@ -133,7 +133,8 @@ int hm__snap_write(const char *dir, const struct hm_table_writer *w, uint64_t sn
 	int e;
 
 	memset(&wr, 0, sizeof(wr));
-	hm_table_writer_info(w, &info);
+	hm_table_writer_info(st->table, &info);
+	hm_state_digest(st, info.digest);
 	hm__snap_path(dir, info.seq, snap_id, path, pathlen);
 	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
 	wr.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
@@ -144,7 +145,7 @@ int hm__snap_write(const char *dir, const struct hm_table_writer *w, uint64_t sn
 		return e;
 	}
 	hm__split_init(&wr.split, HM__PUB_PART_BYTES, HM_PROTO_MAX_CHANGES);
-	if ((e = hm_table_foreach(w, count_cb, &wr)) != 0) {
+	if ((e = hm_state_foreach(st, count_cb, &wr)) != 0) {
 		snprintf(err, errlen, "counting: %s", hm_strerror(e));
 		goto fail;
 	}
@@ -168,7 +169,7 @@ int hm__snap_write(const char *dir, const struct hm_table_writer *w, uint64_t sn
 		if (e == 0)
 			e = flush_chunk(&wr);
 	} else {
-		e = hm_table_foreach(w, encode_cb, &wr);
+		e = hm_state_foreach(st, encode_cb, &wr);
 	}
 	if (e == 0 && wr.chunk != wr.head.nchunks)
 		e = HM_EARITY;
@@ -456,10 +457,16 @@ void hm__snap_reqs(const struct hm__snapfile *s,
 		cb(ctx, s->reqs + 24 * (size_t)i, hm__le64(s->reqs + 24 * (size_t)i + 16));
 }
 
-/* Applies every chunk into the open batch of w. */
-static int load_chunks(const struct hm__snapfile *s, struct hm_table_writer *w,
-		       struct hm_proto_decoder *d)
+/* Applies every chunk into the open batch of st (an hm_state_feed_fn). */
+struct load_ctx {
+	const struct hm__snapfile *s;
+	struct hm_proto_decoder *d;
+};
+
+static int load_chunks(struct hm_state *st, void *arg)
 {
+	const struct load_ctx *lc = arg;
+	const struct hm__snapfile *s = lc->s;
 	const struct hm__snap_info *si = &s->info;
 	char *buf = NULL;
 	size_t cap = 0;
@@ -479,7 +486,7 @@ static int load_chunks(const struct hm__snapfile *s, struct hm_table_writer *w,
 			cap = s->len[i];
 		}
 		if ((e = hm__snap_chunk_read(s, i, buf)) != 0 ||
-		    (e = hm_proto_decode(d, buf, s->len[i], &m)) != 0)
+		    (e = hm_proto_decode(lc->d, buf, s->len[i], &m)) != 0)
 			break;
 		if (m.type != HM_MSG_SNAPSHOT_REP || m.snapshot_rep.epoch != si->epoch ||
 		    m.snapshot_rep.seq != si->seq || m.snapshot_rep.snap_id != si->snap_id ||
@@ -488,21 +495,22 @@ static int load_chunks(const struct hm__snapfile *s, struct hm_table_writer *w,
 			break;
 		}
 		for (uint32_t k = 0; k < m.snapshot_rep.nchanges && e == 0; k++)
-			e = hm_table_apply(w, &m.snapshot_rep.changes[k]);
+			e = hm_state_change(st, &m.snapshot_rep.changes[k]);
 	}
 	free(buf);
 	return e;
 }
 
-int hm__snap_load(const struct hm__snapfile *s, struct hm_table_writer *w,
-		  struct hm_proto_decoder *d)
+int hm__snap_load(const struct hm__snapfile *s, struct hm_state *st, struct hm_proto_decoder *d)
 {
 	const struct hm__snap_info *si = &s->info;
+	struct load_ctx lc = {s, d};
 	struct hm_table_info info;
+	uint8_t digest[HM_DIGEST_LEN];
 	int e;
 
-	/* Sized for the whole state at once (growing by doubling would reload it many times). */
-	hm_table_writer_info(w, &info);
+	/* Sized for the whole table at once (growing by doubling would reload it many times). */
+	hm_table_writer_info(st->table, &info);
 	if (info.caps.apps < si->apps || info.caps.domains < si->domains ||
 	    info.caps.dynos < si->dynos) {
 		struct hm_table_caps min = {.apps = si->apps,
@@ -513,29 +521,14 @@ int hm__snap_load(const struct hm__snapfile *s, struct hm_table_writer *w,
 
 		if (min.heap > 0xfffff000ull)
 			min.heap = 0xfffff000ull;
-		if ((e = hm_table_grow(w, &min)) != 0 && e != HM_EFULL)
+		if ((e = hm_table_grow(st->table, &min)) != 0 && e != HM_EFULL)
 			return e;
 	}
-	for (int attempt = 0;; attempt++) {
-		if ((e = hm_table_begin(w)) != 0)
-			return e;
-		e = load_chunks(s, w, d);
-		if (e == HM_EFULL && attempt < 40) {
-			hm_table_abort(w);
-			if ((e = hm_table_grow(w, NULL)) != 0)
-				return e;
-			continue;
-		}
-		break;
-	}
-	if (e != 0) {
-		hm_table_abort(w);
+	if ((e = hm_state_apply(st, load_chunks, &lc, si->epoch, si->seq)) != 0)
 		return e;
-	}
-	if ((e = hm_table_commit(w, si->epoch, si->seq)) != 0)
-		return e;
-	hm_table_writer_info(w, &info);
-	if (memcmp(info.digest, si->digest, 16) != 0 || info.apps != si->apps ||
+	hm_table_writer_info(st->table, &info);
+	hm_state_digest(st, digest);
+	if (memcmp(digest, si->digest, 16) != 0 || info.apps != si->apps ||
 	    info.domains != si->domains || info.dynos != si->dynos)
 		return HM_EDIGEST;
 	return 0;

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/state.h"
 #include "common/table.h"
 #include "proto/proto.h"
 #include "syncd/reqcache.h"
@@ -36,11 +37,12 @@ struct hm__snap_info {
 void hm__snap_path(const char *dir, uint64_t seq, uint64_t snap_id, char *buf, size_t len);
 
 /*
- * Writes a snapshot of w's published state (its epoch must be epoch) and the request ids of rc
- * (may be NULL). Meant for a forked child: it reads w and rc without changing them. Returns 0 and
+ * Writes a snapshot of st's published state (table, then certificates and ticket keys:
+ * hm_state_foreach) and the request ids of rc (may be NULL). Meant for a forked child: it reads
+ * st and rc without changing them. Returns 0 and
  * the file's path in path, or a negative errno / encoder error with a reason in err.
  */
-int hm__snap_write(const char *dir, const struct hm_table_writer *w, uint64_t snap_id,
+int hm__snap_write(const char *dir, const struct hm_state *st, uint64_t snap_id,
 		   const struct hm__reqcache *rc, char *path, size_t pathlen, char *err,
 		   size_t errlen);
 
@@ -69,11 +71,11 @@ void hm__snap_reqs(const struct hm__snapfile *s,
 		   void (*cb)(void *ctx, const uint8_t id[16], uint64_t seq), void *ctx);
 
 /*
- * Loads the snapshot into w (which must hold no state) as one batch committed at the snapshot's
- * (epoch, seq), growing w as needed, and checks the resulting digest and counts against the
- * header. Returns 0, HM_EDIGEST, HM_ECORRUPT, a decode or table error, or a negative errno.
+ * Loads the snapshot into st (which must hold no state) as one batch committed at the snapshot's
+ * (epoch, seq), growing its files as needed (hm_state_apply), and checks the resulting digest
+ * (table and certificates) and counts against the header. Returns 0, HM_EDIGEST, HM_ECORRUPT, a
+ * decode or table error, or a negative errno.
  */
-int hm__snap_load(const struct hm__snapfile *s, struct hm_table_writer *w,
-		  struct hm_proto_decoder *d);
+int hm__snap_load(const struct hm__snapfile *s, struct hm_state *st, struct hm_proto_decoder *d);
 
 #endif

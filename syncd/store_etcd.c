@@ -10,7 +10,7 @@
  *
  * Every origin learns every commit by reading P/log/ from its head + 1 in seq order: when the
  * watch on P/log/ says something changed, when the once-a-second poll of P/head finds it ahead,
- * and after a lost compare. It applies what it reads to its table (foreign()), caches it in its
+ * and after a lost compare. It applies what it reads to its state (foreign()), caches it in its
  * own journal segments (written by the journal's thread; etcd is the durable copy) and serves
  * catch-up and snapshots from them as the journal store does. Its own commits are recognised by
  * their seq: the head has already passed them.
@@ -92,7 +92,7 @@ struct estore {
 	struct hm__etcd *etcd;
 	char prefix[KEY_MAX / 2];
 	struct hm__journal *cache;
-	struct hm__recover_ctx rc; /* the origin's table etc., for the start-up replay */
+	struct hm__recover_ctx rc; /* the origin's state etc., for the start-up replay */
 	uint64_t cluster_id;
 
 	uint64_t head;	  /* the last seq this origin holds (applied or committed) */
@@ -1310,8 +1310,8 @@ static int load_snap(struct estore *s, int64_t rev, struct hm__store_recovery *r
 	}
 	if ((k = find_kv(&r, key, n)) == NULL) {
 		res_fini(&r);
-		hm_require(hm_table_begin(*rec->rc.table) == 0);
-		return hm_table_commit(*rec->rc.table, s->base.epoch, 0);
+		hm_require(hm_state_begin(rec->rc.st, s->base.epoch, 0) == 0);
+		return hm_state_commit(rec->rc.st, s->base.epoch, 0);
 	}
 	if (k->value_len != SNAP_LEN || memcmp(k->value, SNAP_MAGIC, 8) != 0) {
 		hm_log(HM_LOG_ERR, "origin", "etcd: %s is not a snapshot record", key);

@@ -15,17 +15,18 @@ struct hm__origin_cfg {
 	char *store;			      /* NULL: the journal in data; "etcd:URL,..." */
 	char *etcd_ca, *etcd_cert;	      /* PEM files for etcd's TLS; NULL: not given */
 	bool insecure_plaintext;
-	struct hm__tls *tls;   /* loaded by main from the files above; NULL without TLS */
-	int64_t compact_after; /* bytes of journal since the last snapshot before compacting */
-	int64_t ring;	       /* bytes of recent batches kept in memory for catch-up */
-	int64_t heartbeat;     /* ms */
-	int64_t max_request;   /* bytes of one multi-part control request */
-	int64_t segment;       /* bytes of a journal segment */
-	int64_t admin_idle;    /* ms an admin connection may stay silent */
-	int64_t pub_queue;     /* messages queued per subscriber (NNG_OPT_SENDBUF) */
-	int64_t pub_stall;     /* ms a subscriber may take no message before it is dropped */
-	int64_t sync_rate;     /* reply bytes per second per sync connection (0: unlimited) */
-	bool no_watchdog;      /* test hook: disable the #1518 listener watchdog */
+	struct hm__tls *tls;	 /* loaded by main from the files above; NULL without TLS */
+	int64_t compact_after;	 /* bytes of journal since the last snapshot before compacting */
+	int64_t ring;		 /* bytes of recent batches kept in memory for catch-up */
+	int64_t heartbeat;	 /* ms */
+	int64_t max_request;	 /* bytes of one multi-part control request */
+	int64_t segment;	 /* bytes of a journal segment */
+	int64_t admin_idle;	 /* ms an admin connection may stay silent */
+	int64_t pub_queue;	 /* messages queued per subscriber (NNG_OPT_SENDBUF) */
+	int64_t pub_stall;	 /* ms a subscriber may take no message before it is dropped */
+	int64_t sync_rate;	 /* reply bytes per second per sync connection (0: unlimited) */
+	bool no_watchdog;	 /* test hook: disable the #1518 listener watchdog */
+	int64_t ticket_rotation; /* ms between TLS session ticket key rotations */
 };
 
 struct hm__edge_cfg {

@@ -55,9 +55,13 @@ class PKI:
         self.dir = directory
         os.makedirs(directory, exist_ok=True)
 
-    def _key(self, path):
-        _run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256",
-              "-out", path])
+    def _key(self, path, algo="ec"):
+        if algo == "rsa":
+            _run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                  "-out", path])
+        else:
+            _run(["openssl", "genpkey", "-algorithm", "EC", "-pkeyopt",
+                  "ec_paramgen_curve:P-256", "-out", path])
         os.chmod(path, 0o600)
 
     def ca(self, name):
@@ -79,17 +83,18 @@ class PKI:
         return c
 
     def leaf(self, name, ca, eku="clientAuth", dns=(), not_before=None, not_after=None,
-             key_of=None):
+             key_of=None, algo="ec"):
         """A certificate for name signed by ca. eku: "serverAuth", "clientAuth" or both
         comma-separated (None: no extension). dns: subjectAltName DNS names. Dates are unix
-        times (default: an hour ago to 10 days on). key_of: reuse another Cert's key."""
+        times (default: an hour ago to 10 days on). key_of: reuse another Cert's key. algo:
+        "ec" (P-256) or "rsa" (2048 bits)."""
         c = Cert(self, name)
         if key_of is not None:
             with open(key_of.key) as src, open(c.key, "w") as dst:
                 dst.write(src.read())
             os.chmod(c.key, 0o600)
         else:
-            self._key(c.key)
+            self._key(c.key, algo)
         csr = os.path.join(self.dir, name + ".csr")
         _run(["openssl", "req", "-new", "-key", c.key, "-out", csr, "-subj", "/CN=%s" % name])
         ext = os.path.join(self.dir, name + ".ext")

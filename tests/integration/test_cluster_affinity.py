@@ -78,8 +78,8 @@ def test_a_cookie_from_one_node_is_honoured_on_another(env):
     eq(edges[0].status()["secrets"], 1, "so does an edge")
     for sock in (o.admin, edges[0].admin):
         dump = ht.admin_request(sock, "dump")
-        eq(sorted(dump), ["apps", "digest", "domains", "dynos", "epoch", "node", "role", "seq"],
-           "dump's keys")
+        eq(sorted(dump), ["apps", "certs", "digest", "domains", "dynos", "epoch", "node", "role",
+                          "seq"], "dump's keys")
         check("secret" not in json.dumps(dump), "no secret in dump")
     r = o.ctl("--admin", edges[0].admin, "--json", "dump", control=False)
     check("secret" not in r.out, "hermodctl dump shows none")

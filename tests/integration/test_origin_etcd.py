@@ -14,6 +14,7 @@ Without etcd installed the script exits 77 (skipped); deploy/dev installs it, so
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import uuid
@@ -79,6 +80,51 @@ def test_two_origins_one_numbering(env):
     da.pop("node"), db.pop("node")
     eq(da, db, "both origins hold the same table")
     eq(len(da["apps"]), 6, "the apps committed through both origins")
+
+
+def peek_store(path):
+    p = subprocess.run([ht.binary("hm-certpeek"), path], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=T(10))
+    if p.returncode != 0:
+        fail("hm-certpeek %s: %s %s" % (path, p.stdout, p.stderr))
+    return json.loads(p.stdout)
+
+
+def test_ticket_keys_made_and_rotated_once(env):
+    """Origins sharing etcd make the TLS session ticket keys once (with the cluster secret) and
+    rotate them as one history: the edges following either origin end up with the same keys, a
+    rotation keeps the previous key, and no origin rotates on a state it has not caught up with
+    (that batch would lose its compare and be dropped)."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a", extra=["--ticket-key-rotation", "2s"])
+    b = origin(env, c, "origin-b", extra=["--ticket-key-rotation", "2s"])
+    ea = su.Edge(env, a, name="edge-a")
+    eb = su.Edge(env, b, name="edge-b")
+    first = wait_for(lambda: (lambda k: k if k["ticket_keys"] >= 2 else None)(
+        peek_store(ea.status()["cert_store"])), T(15), "ticket keys on edge-a")
+
+    def rotated():
+        k = peek_store(ea.status()["cert_store"])
+        return k if k["ticket_keys"] == 3 and k["key_names"][0] != first["key_names"][0] \
+            else None
+    after = wait_for(rotated, T(20), "a ticket key rotation on edge-a")
+    check(first["key_names"][0] in after["key_names"], "previous key kept: %s %s" %
+          (first, after))
+
+    def agree():
+        h = heads_equal([a, b])
+        if h is None:
+            return None
+        ka, kb = (peek_store(e.status()["cert_store"]) for e in (ea, eb))
+        sa, sb = ea.status(), eb.status()
+        if (sa["seq"], sb["seq"]) != (h[0], h[0]) or ka["seq"] != h[0] or kb["seq"] != h[0]:
+            return None
+        return ka, kb
+    ka, kb = wait_for(agree, T(20), "both edges at the common head")
+    eq(ka["key_names"], kb["key_names"], "the edges of both origins hold the same keys")
+    for o in (a, b):
+        eq(o.status()["ticket_keys"], ka["ticket_keys"], "%s's keys" % o.name)
+    eq(ea.status()["secrets"], 1, "the table holds only the affinity secret")
 
 
 def test_concurrent_writers_one_history(env):

@@ -36,7 +36,7 @@ V2_LOCAL = V2_SIG + bytes([0x20, 0x00, 0, 0])
 
 def setup(env, **kw):
     pk = Pki(env)
-    store = env.path("hermod.certs")
+    store = env.path("tls.certs")  # not the edge's store beside the table
     put_cert(store, "default", pk.default)
     d = env.dyno("web.1")
     env.routing().app("app", [HOST], [(d.name, d.addr)])

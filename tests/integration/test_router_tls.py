@@ -6,9 +6,12 @@ session resumption on another router that reads a store with the same ticket key
 behaviour as the plain listener (forwarded headers, protocol=https, Secure affinity cookies,
 WebSocket upgrades), the handshake timeout and the bound on handshakes in progress.
 
-The store is written with tests/tools/hm-certstore-put (what an edge writes: the origin's checks,
-canonical PEM); certificates are made by the test with the openssl command (pki.py). Clients:
-Python's ssl module, curl and openssl s_client."""
+The stores the routers read are written with tests/tools/hm-certstore-put (what an edge writes:
+the origin's checks, canonical PEM) at paths of their own (--cert-store), since the node's store
+beside the table belongs to the routing backend's edge; the test of that derived path puts its
+certificate through the control plane (hermodctl, origin, edge) when the backend is a cluster.
+Certificates are made by the test with the openssl command (pki.py). Clients: Python's ssl
+module, curl and openssl s_client."""
 
 import os
 import socket
@@ -57,9 +60,10 @@ class Pki:
 
 def setup(env, default=True, keys=True, store=None, **router_kw):
     """Certificates in a store, an app on HOST and *.w.example.test with one echo dyno, and a
-    router with a plain and a TLS listener. Returns (router, pki, store)."""
+    router with a plain and a TLS listener. Returns (router, pki, store). The store is not the
+    one beside the table (hermod.certs): that one is the edge's when the backend is a cluster."""
     pk = Pki(env)
-    store = store or env.path("hermod.certs")
+    store = store or env.path("tls.certs")
     put_cert(store, HOST, pk.exact)
     put_cert(store, "*.w.example.test", pk.wild)
     if default:
@@ -122,10 +126,17 @@ def fail_count(r, reason):
 
 def test_tls_listener_alone_with_the_store_beside_the_table(env):
     pk = Pki(env)
-    # No --cert-store: the store is the table's path with .certs for .table.
-    put_cert(env.path("hermod.certs"), "default", pk.default)
+    # No --cert-store: the store is the table's path with .certs for .table. A cluster's edge
+    # writes it (the certificate goes through hermodctl and the origin); a backend that writes
+    # only the table leaves it to the test tool.
     d = env.dyno("web.1")
-    env.routing().app("app", [HOST], [(d.name, d.addr)])
+    routing = env.routing()
+    if routing.kind == "cluster":
+        routing.apply([{"op": "cert.put", "name": "default", "cert": open(pk.default.crt).read(),
+                        "key": open(pk.default.key).read()}])
+    else:
+        put_cert(env.path("hermod.certs"), "default", pk.default)
+    routing.app("app", [HOST], [(d.name, d.addr)])
     port = hm.free_port()
     p = env.start("router", [hm.binary("hermod-router"), "--table", env.table, "--tls-listen",
                              "127.0.0.1:%d" % port, "--workers", "1"])

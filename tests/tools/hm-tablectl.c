@@ -18,6 +18,7 @@
 #include "common/batchfile.h"
 #include "common/errors.h"
 #include "common/opts.h"
+#include "common/state.h"
 #include "common/table.h"
 
 struct cfg {
@@ -40,6 +41,27 @@ struct owned {
 	char app[HM_APP_NAME_MAX + 1];
 	char name[HM_HOST_MAX + 3];
 };
+
+struct feed {
+	struct owned *cs;
+	size_t n, at; /* at: the change being applied */
+};
+
+static int feed_all(struct hm_state *st, void *arg)
+{
+	struct feed *f = arg;
+	int e;
+
+	for (f->at = 0; f->at < f->n; f->at++) {
+		struct owned *o = &f->cs[f->at];
+
+		o->c.app = o->app;
+		o->c.name = o->name;
+		if ((e = hm_state_change(st, &o->c)) != 0)
+			return e;
+	}
+	return 0;
+}
 
 static int apply(const char *path, const char *file)
 {
@@ -83,35 +105,20 @@ static int apply(const char *path, const char *file)
 		fprintf(stderr, "hm-tablectl: %s: %s\n", path, hm_strerror(e));
 		return 1;
 	}
-	for (;;) {
-		size_t i;
+	{
+		/* The one apply entry (common/state.h): grows the table when it is full. */
+		struct hm_state st = {.table = w};
+		struct feed fd = {cs, n, 0};
 
-		hm_table_begin(w);
-		for (i = 0; i < n; i++) {
-			cs[i].c.app = cs[i].app;
-			cs[i].c.name = cs[i].name;
-			if ((e = hm_table_apply(w, &cs[i].c)) != 0)
-				break;
-		}
-		if (e == HM_EFULL) {
-			hm_table_abort(w);
-			if ((e = hm_table_grow(w, NULL)) == 0)
-				continue;
-		}
+		hm_table_writer_info(w, &info);
+		e = hm_state_apply(&st, feed_all, &fd, info.epoch ? info.epoch : 1, info.seq + 1);
 		if (e != 0) {
-			hm_table_abort(w);
-			fprintf(stderr, "hm-tablectl: change %zu: %s\n", i, hm_strerror(e));
+			fprintf(stderr, "hm-tablectl: change %zu: %s\n", fd.at, hm_strerror(e));
 			hm_table_writer_close(w);
 			return 1;
 		}
-		break;
-	}
-	hm_table_writer_info(w, &info);
-	e = hm_table_commit(w, info.epoch ? info.epoch : 1, info.seq + 1);
-	if (e != 0)
-		fprintf(stderr, "hm-tablectl: commit: %s\n", hm_strerror(e));
-	else
 		printf("%llu\n", (unsigned long long)info.seq + 1);
+	}
 	hm_table_writer_close(w);
 	free(cs);
 	return e != 0;

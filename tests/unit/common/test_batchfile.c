@@ -186,6 +186,72 @@ START_TEST(control_characters)
 }
 END_TEST
 
+START_TEST(cert_ops)
+{
+	const char *text =
+	    "{\"changes\":[{\"op\":\"cert.put\",\"name\":\"*.Example.com\","
+	    "\"cert\":\"-----BEGIN CERTIFICATE-----\\nMIIB\\r\\n-----END CERTIFICATE-----\\n\","
+	    "\"key\":\"-----BEGIN PRIVATE KEY-----\\nSECRETKEYBYTES\\n-----END PRIVATE "
+	    "KEY-----\\n\"},"
+	    "{\"op\":\"cert.rm\",\"name\":\"default\"}]}";
+	static const struct {
+		const char *text;
+		int code;
+		const char *msg;
+	} bad[] = {
+	    /* PEM's own line ends only: an escape sequence in a key is refused, and never quoted.
+	     */
+	    {"{\"changes\":[{\"op\":\"cert.put\",\"name\":\"a.b\",\"cert\":\"C\",\"key\":"
+	     "\"SECRETKEYBYTES\\u001b[2J\"}]}",
+	     HM_ECONTROL, "change 0: \"key\": holds a control character (U+001B)"},
+	    {"{\"changes\":[{\"op\":\"cert.put\",\"name\":\"a.b\",\"cert\":\"C\\u0000\",\"key\":"
+	     "\"SECRETKEYBYTES\"}]}",
+	     HM_ECONTROL, "\"cert\": holds a control character (U+0000)"},
+	    {"{\"changes\":[{\"op\":\"cert.put\",\"name\":\"a.b\",\"cert\":\"C\",\"key\":"
+	     "\"SECRETKEYBYTES\\u00e9\"}]}",
+	     HM_ECONTROL, "\"key\": not PEM text"},
+	    {"{\"changes\":[{\"op\":\"cert.put\",\"name\":\"a.b\",\"cert\":\"C\",\"key\":\"\"}]}",
+	     HM_ECERT, "\"key\": empty"},
+	    {"{\"changes\":[{\"op\":\"cert.put\",\"name\":\"a.b\",\"cert\":\"C\"}]}", HM_EJSON,
+	     "\"cert.put\" needs \"key\""},
+	    {"{\"changes\":[{\"op\":\"cert.put\",\"name\":\"a..b\",\"cert\":\"C\",\"key\":\"K\"}]}",
+	     HM_EHOSTNAME, "\"name\": invalid hostname"},
+	    {"{\"changes\":[{\"op\":\"cert.rm\",\"name\":\"a.b\",\"key\":\"SECRETKEYBYTES\"}]}",
+	     HM_EJSON, "\"cert.rm\" does not take \"key\""},
+	    /* A line end is PEM's only in cert and key. */
+	    {"{\"changes\":[{\"op\":\"cert.rm\",\"name\":\"a.b\\n\"}]}", HM_ECONTROL,
+	     "\"name\": holds a control character (U+000A)"},
+	};
+	FILE *f = fmemopen((void *)text, strlen(text), "r");
+	struct hm_batch_reader *r;
+	struct hm_change c;
+	char err[256];
+	size_t n;
+
+	ck_assert_int_eq(hm_batch_reader_new(&r, f), 0);
+	ck_assert_int_eq(hm_batch_reader_next(r, &c), 1);
+	ck_assert_uint_eq(c.op, HM_OP_CERT_PUT);
+	ck_assert_int_eq(c.name_len, 13);
+	ck_assert_ptr_null(c.id);
+	ck_assert(c.cert_len > 0 && memchr(c.cert, '\r', c.cert_len) != NULL);
+	ck_assert(c.key_len > 0 && strncmp(c.key, "-----BEGIN PRIVATE KEY-----\n", 28) == 0);
+	ck_assert_int_eq(hm_batch_reader_next(r, &c), 1);
+	ck_assert_uint_eq(c.op, HM_OP_CERT_RM);
+	ck_assert_int_eq(hm_batch_reader_next(r, &c), 0);
+	hm_batch_reader_free(r);
+	fclose(f);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int e = read_all(bad[i].text, &n, err, sizeof(err));
+
+		ck_assert_msg(e == bad[i].code, "case %zu: got %d (%s)", i, e, err);
+		ck_assert_msg(strstr(err, bad[i].msg) != NULL, "case %zu: message '%s' lacks '%s'",
+			      i, err, bad[i].msg);
+		ck_assert_msg(strstr(err, "SECRETKEYBYTES") == NULL, "case %zu quotes the key: %s",
+			      i, err);
+	}
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
 	Suite *s = suite_create("batchfile");
@@ -196,6 +262,7 @@ static Suite *make_suite(void)
 	tcase_add_test(tc, empty_and_large);
 	tcase_add_test(tc, errors);
 	tcase_add_test(tc, control_characters);
+	tcase_add_test(tc, cert_ops);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -181,6 +181,48 @@ START_TEST(changes)
 }
 END_TEST
 
+START_TEST(cert_names_and_pem)
+{
+	struct hm_change c = {.op = HM_OP_CERT_PUT,
+			      .name = "*.example.com",
+			      .name_len = 13,
+			      .cert = "C\r\n",
+			      .cert_len = 3,
+			      .key = "K\n",
+			      .key_len = 2};
+
+	ck_assert_int_eq(hm_cert_name_check("default", 7), 0);
+	ck_assert_int_eq(hm_cert_name_check("Default", 7), 0);
+	ck_assert_int_eq(hm_cert_name_check("a.example.com.", 14), 0);
+	ck_assert_int_eq(hm_cert_name_check("*.example.com", 13), 0);
+	ck_assert_int_eq(hm_cert_name_check("defaults", 8), 0); /* a host name like any */
+	ck_assert_int_eq(hm_cert_name_check("a..b", 4), HM_EHOSTNAME);
+	ck_assert_int_eq(hm_cert_name_check("*.*.b", 5), HM_EHOSTNAME);
+	ck_assert_int_eq(hm_pem_scan("AB\r\nCD\n", 7), -1);
+	ck_assert_int_eq(hm_pem_scan("AB\tC", 4), 2);
+	ck_assert_int_eq(hm_pem_scan("AB\x7f", 3), 2);
+	ck_assert_int_eq(hm_pem_scan("A\xc3\xa9", 3), 1);
+	ck_assert_int_eq(hm_change_check(&c), 0);
+	c.key = "K\x1b";
+	ck_assert_int_eq(hm_change_check(&c), HM_ECONTROL);
+	c.key = "K\n";
+	c.key_len = 0;
+	ck_assert_int_eq(hm_change_check(&c), HM_ECERT);
+	c.key_len = HM_CERT_KEY_MAX + 1;
+	ck_assert_int_eq(hm_change_check(&c), HM_ECERT);
+	c.key_len = 2;
+	c.cert_len = HM_CERT_CHAIN_MAX + 1;
+	ck_assert_int_eq(hm_change_check(&c), HM_ECERT);
+	c.cert_len = 3;
+	c.meta_len = 4; /* without the bytes */
+	ck_assert_int_eq(hm_change_check(&c), HM_ECERT);
+	c = (struct hm_change){.op = HM_OP_CERT_RM, .name = "default", .name_len = 7};
+	ck_assert_int_eq(hm_change_check(&c), 0);
+	ck_assert_str_eq(hm_op_name(HM_OP_CERT_PUT), "cert.put");
+	ck_assert_str_eq(hm_op_name(HM_OP_CERT_RM), "cert.rm");
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
 	Suite *s = suite_create("model");
@@ -192,6 +234,7 @@ static Suite *make_suite(void)
 	tcase_add_test(tc, host_keys);
 	tcase_add_test(tc, addresses);
 	tcase_add_test(tc, changes);
+	tcase_add_test(tc, cert_names_and_pem);
 	suite_add_tcase(s, tc);
 	return s;
 }

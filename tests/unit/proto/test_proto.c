@@ -381,8 +381,9 @@ static int encode_msg(struct hm_pbuf *b, const struct hm_msg *m, bool raw)
 					       m->ctl_req.nchanges);
 	case HM_MSG_CTL_REP:
 		if (m->ctl_rep.status == HM_CTL_ACK)
-			return hm_proto_encode_ctl_ack(b, m->ctl_rep.req_id, m->ctl_rep.epoch,
-						       m->ctl_rep.seq);
+			return hm_proto_encode_ctl_ack_warn(b, m->ctl_rep.req_id, m->ctl_rep.epoch,
+							    m->ctl_rep.seq, m->ctl_rep.reason,
+							    m->ctl_rep.reason_len);
 		if (m->ctl_rep.status == HM_CTL_STAGED)
 			return hm_proto_encode_ctl_staged(b, m->ctl_rep.req_id);
 		return hm_proto_encode_ctl_error(b, m->ctl_rep.req_id, m->ctl_rep.code,
@@ -742,20 +743,20 @@ static struct tv *T_changes(const struct cdef *d, size_t n)
 static struct tv *T_batch(uint64_t epoch, uint64_t seq, uint64_t ts, uint64_t part, uint64_t nparts,
 			  struct tv *changes)
 {
-	return A(U(1), U(2), U(epoch), U(seq), U(ts), U(part), U(nparts), changes);
+	return A(U(1), U(3), U(epoch), U(seq), U(ts), U(part), U(nparts), changes);
 }
 
 static struct tv *T_ctl_rep(uint64_t status, uint64_t epoch, uint64_t seq, int64_t code,
 			    uint64_t index, const char *reason)
 {
-	return A(U(8), U(1), BIN(REQ_ID, 16), U(status), U(epoch), U(seq), I(code), U(index),
+	return A(U(8), U(2), BIN(REQ_ID, 16), U(status), U(epoch), U(seq), I(code), U(index),
 		 STR(reason));
 }
 
 static struct tv *T_snapshot_rep(uint64_t epoch, uint64_t seq, uint64_t snap_id, uint64_t chunk,
 				 uint64_t nchunks, struct tv *changes)
 {
-	return A(U(6), U(2), U(epoch), U(seq), U(snap_id), U(chunk), U(nchunks), U(1), U(1),
+	return A(U(6), U(3), U(epoch), U(seq), U(snap_id), U(chunk), U(nchunks), U(1), U(1),
 		 U(70000), BIN(DIGEST, 16), changes);
 }
 
@@ -782,7 +783,7 @@ static struct tv *sample_tree(int i)
 	case 7:
 		return T_snapshot_rep(3, 42, 7, 2, 5, T_CHANGES(PUTS));
 	case 8:
-		return A(U(7), U(1), BIN(REQ_ID, 16), U(0), U(2), T_CHANGES(ALL_OPS));
+		return A(U(7), U(2), BIN(REQ_ID, 16), U(0), U(2), T_CHANGES(ALL_OPS));
 	case 9:
 		return T_ctl_rep(0, 3, 42, 0, UINT32_MAX, "");
 	case 10:
@@ -1245,8 +1246,8 @@ START_TEST(out_of_range)
 	     "heartbeat inside a catch-up reply"},
 	    {CREP(9, 0, false, A(U(1), U(0), U(3), U(5), U(0), U(0), U(1), A0())), HM_ERANGE,
 	     "embedded version 0"},
-	    {CREP(9, 0, false, A(U(1), U(3), U(3), U(5), U(0), U(0), U(1), A0(), U(0))),
-	     HM_EVERSION, "embedded version 3"},
+	    {CREP(9, 0, false, A(U(1), U(4), U(3), U(5), U(0), U(0), U(1), A0(), U(0))),
+	     HM_EVERSION, "embedded version 4"},
 	    {CREP(9, 0, false, A(U(1))), HM_EARITY, "embedded batch of one element"},
 	    {A(U(5), U(1), U(0), U(1)), HM_ERANGE, "snapshot chunk 1 of the latest"},
 	    {A(U(5), U(1), U(0), U(0)), 0, "snapshot chunk 0 of the latest"},
@@ -1269,7 +1270,10 @@ START_TEST(out_of_range)
 	    {T_ctl_rep(0, 1, 0, 0, UINT32_MAX, ""), 0, "ACK at seq 0"},
 	    {T_ctl_rep(0, 1, 1, -1, UINT32_MAX, ""), HM_ERANGE, "ACK with a code"},
 	    {T_ctl_rep(0, 1, 1, 0, 0, ""), HM_ERANGE, "ACK with an index"},
-	    {T_ctl_rep(0, 1, 1, 0, UINT32_MAX, "x"), HM_ERANGE, "ACK with a reason"},
+	    {T_ctl_rep(0, 1, 1, 0, UINT32_MAX, "x"), 0, "ACK with warnings (version 2)"},
+	    {A(U(8), U(1), BIN(REQ_ID, 16), U(0), U(1), U(1), U(0), U(UINT32_MAX), STR("x")),
+	     HM_ERANGE, "ACK with a reason in version 1"},
+	    {T_ctl_rep(1, 0, 0, 0, UINT32_MAX, "x"), HM_ERANGE, "STAGED with a reason"},
 	    {T_ctl_rep(1, 1, 0, 0, UINT32_MAX, ""), HM_ERANGE, "STAGED with an epoch"},
 	    {T_ctl_rep(1, 0, 1, 0, UINT32_MAX, ""), HM_ERANGE, "STAGED with a seq"},
 	    {T_ctl_rep(2, 0, 0, 0, 0, "x"), HM_ERANGE, "ERROR with code 0"},
@@ -1638,7 +1642,7 @@ START_TEST(grammar)
 	     "state -1"},
 	    {BATCH1(A(U(6), STR("a"), STR("web.x"))), HM_EDYNONAME, "dyno.rm bad dyno"},
 	    {BATCH1(A(U(0), STR("a"))), HM_EOP, "op 0"},
-	    {BATCH1(A(U(9), STR("a"))), HM_EOP, "op 9"},
+	    {BATCH1(A(U(11), STR("a"))), HM_EOP, "op 11"},
 	    {BATCH1(A(U(263), STR("a"))), HM_EOP, "op 263 (7 mod 256)"},
 	    {BATCH1(A(I(-1), STR("a"))), HM_EOP, "op -1"},
 	    {BATCH1(A0()), HM_EARITY, "empty change"},
@@ -1684,7 +1688,7 @@ START_TEST(decode_error_info)
 	EQ_U(e.type, HM_MSG_CTL_REQ);
 	TRUE(!e.has_req_id);
 
-	EQ_I(tv_verdict(T_batch(1, 1, 0, 0, 1, A(A(U(2), STR("a")), A(U(9))))), HM_EOP);
+	EQ_I(tv_verdict(T_batch(1, 1, 0, 0, 1, A(A(U(2), STR("a")), A(U(11))))), HM_EOP);
 	hm_proto_decode_error(dec, &e);
 	EQ_U(e.type, HM_MSG_BATCH);
 	TRUE(!e.has_req_id);
@@ -1696,7 +1700,7 @@ START_TEST(decode_error_info)
 	EQ_U(e.change, 0);
 
 	/* Inside a catch-up reply the index would be ambiguous: not given. */
-	EQ_I(tv_verdict(CREP(9, 0, false, T_batch(3, 5, 0, 0, 1, A(A(U(9)))))), HM_EOP);
+	EQ_I(tv_verdict(CREP(9, 0, false, T_batch(3, 5, 0, 0, 1, A(A(U(11)))))), HM_EOP);
 	hm_proto_decode_error(dec, &e);
 	EQ_U(e.type, HM_MSG_CATCHUP_REP);
 	EQ_U(e.change, UINT32_MAX);
@@ -1704,7 +1708,7 @@ START_TEST(decode_error_info)
 	EQ_I(tv_verdict(A(U(12), U(1))), HM_EUNKNOWN);
 	hm_proto_decode_error(dec, &e);
 	EQ_U(e.type, 0);
-	EQ_I(tv_verdict(A(U(8), U(2))), HM_EVERSION);
+	EQ_I(tv_verdict(A(U(8), U(3))), HM_EVERSION);
 	hm_proto_decode_error(dec, &e);
 	EQ_U(e.type, HM_MSG_CTL_REP);
 	TRUE(!e.has_req_id);
@@ -1770,7 +1774,7 @@ START_TEST(encoders_refuse_out_of_range)
 	struct hm_pbuf b = {0};
 	struct hm_batch_part p = {.seq = 1, .nparts = 1};
 	struct hm_snapshot_head h = {.epoch = 1, .snap_id = 1, .nchunks = 1};
-	struct hm_change bad = {.op = 9};
+	struct hm_change bad = {.op = 11};
 
 	EQ_I(hm_proto_encode_batch(&b, 0, &p), HM_ERANGE);
 	p.seq = 0;
@@ -2119,7 +2123,7 @@ START_TEST(secret_ops)
 	p.changes = both;
 	EQ_I(hm_proto_encode_batch(&b, 3, &p), 0);
 	EQ_I(hm_proto_decode(dec, b.data, b.len, &m), 0);
-	EQ_U(m.version, 2);
+	EQ_U(m.version, 3);
 	EQ_U(m.batch.b.nchanges, 2);
 	assert_changes_eq(m.batch.b.changes, both, 2);
 	EQ_U(m.batch.b.changes[0].value_len, 32);
@@ -2161,6 +2165,116 @@ START_TEST(secret_ops)
 }
 END_TEST
 
+START_TEST(cert_ops)
+{
+	static const char pem[] = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+	static const char key[] =
+	    "-----BEGIN PRIVATE KEY-----\r\nMIGH\r\n-----END PRIVATE KEY-----\r\n";
+	static const uint8_t meta[] = {0x92, 0xc4, 0x01, 0xaa, 0x90};
+	uint8_t id[HM_CERT_ID_LEN];
+	struct hm_change full = {.op = HM_OP_CERT_PUT,
+				 .name = "*.example.com",
+				 .name_len = 13,
+				 .cert = pem,
+				 .cert_len = sizeof(pem) - 1,
+				 .key = key,
+				 .key_len = sizeof(key) - 1,
+				 .meta = meta,
+				 .meta_len = sizeof(meta),
+				 .id = id,
+				 .not_after = 1900000000};
+	struct hm_change client = full,
+			 rm = {.op = HM_OP_CERT_RM, .name = "default", .name_len = 7};
+	struct hm_change two[2];
+	struct hm_batch_part p = {.seq = 1, .part = 0, .nparts = 1, .nchanges = 2, .changes = two};
+	struct hm_pbuf b = {0};
+	struct hm_msg m;
+	struct tv *v;
+
+	for (int i = 0; i < HM_CERT_ID_LEN; i++)
+		id[i] = (uint8_t)(i * 7);
+	client.id = NULL;
+	client.meta = NULL;
+	client.meta_len = 0;
+	client.not_after = 0;
+	two[0] = full;
+	two[1] = rm;
+	/* The origin's record: a batch carries it whole, round trip, size as spent. */
+	EQ_I(hm_proto_encode_batch(&b, 3, &p), 0);
+	EQ_I(hm_proto_decode(dec, b.data, b.len, &m), 0);
+	EQ_U(m.version, 3);
+	EQ_U(m.batch.b.nchanges, 2);
+	EQ_U(m.batch.b.changes[0].op, HM_OP_CERT_PUT);
+	EQ_U(m.batch.b.changes[0].cert_len, sizeof(pem) - 1);
+	TRUE(memcmp(m.batch.b.changes[0].cert, pem, sizeof(pem) - 1) == 0);
+	EQ_U(m.batch.b.changes[0].key_len, sizeof(key) - 1);
+	TRUE(memcmp(m.batch.b.changes[0].key, key, sizeof(key) - 1) == 0);
+	EQ_U(m.batch.b.changes[0].meta_len, sizeof(meta));
+	TRUE(memcmp(m.batch.b.changes[0].meta, meta, sizeof(meta)) == 0);
+	TRUE(memcmp(m.batch.b.changes[0].id, id, HM_CERT_ID_LEN) == 0);
+	EQ_I(m.batch.b.changes[0].not_after, 1900000000);
+	EQ_U(m.batch.b.changes[1].op, HM_OP_CERT_RM);
+	EQ_U(m.batch.b.changes[1].name_len, 7);
+	hm_pbuf_fini(&b);
+	/* A control client's record: name, cert, key only; the full one is the origin's. */
+	two[0] = client;
+	EQ_I(hm_proto_encode_ctl_req(&b, REQ_ID, 0, 1, two, 2), 0);
+	EQ_I(hm_proto_decode(dec, b.data, b.len, &m), 0);
+	EQ_U(m.version, 2);
+	TRUE(m.ctl_req.changes[0].id == NULL);
+	EQ_U(m.ctl_req.changes[0].cert_len, sizeof(pem) - 1);
+	EQ_U(m.ctl_req.changes[1].op, HM_OP_CERT_RM);
+	hm_pbuf_fini(&b);
+	EQ_I(hm_proto_encode_ctl_req(&b, REQ_ID, 0, 1, &full, 1), HM_EOP);
+	p.changes = &client;
+	p.nchanges = 1;
+	EQ_I(hm_proto_encode_batch(&b, 3, &p), HM_EOP);
+	EQ_U(b.len, 0);
+	hm_pbuf_fini(&b);
+	EQ_I(tv_verdict(
+		 A(U(7), U(2), BIN(REQ_ID, 16), U(0), U(1),
+		   A(A(U(9), STR("a.b"), STR(pem), STR(key), U(1), BIN(id, 32), BIN(meta, 5))))),
+	     HM_EARITY);
+	EQ_I(tv_verdict(BATCH1(A(U(9), STR("a.b"), STR(pem), STR(key)))), HM_EARITY);
+	/* Version 1 of a control request, version 2 of a batch or a chunk: no certificates. */
+	v = A(U(7), U(1), BIN(REQ_ID, 16), U(0), U(1), A(A(U(10), STR("a.b"))));
+	EQ_I(tv_verdict(v), HM_EOP);
+	v = T_batch(3, 1, 0, 0, 1, A(A(U(10), STR("a.b"))));
+	v->k[1] = U(2);
+	EQ_I(tv_verdict(v), HM_EOP);
+	v = T_snapshot_rep(
+	    3, 1, 7, 0, 1,
+	    A(A(U(9), STR("a.b"), STR(pem), STR(key), U(1), BIN(id, 32), BIN(meta, 5))));
+	EQ_I(tv_verdict(v), 0);
+	v->k[1] = U(2);
+	EQ_I(tv_verdict(v), HM_EOP);
+	/* A snapshot chunk holds puts only. */
+	EQ_I(tv_verdict(T_snapshot_rep(3, 1, 7, 0, 1, A(A(U(10), STR("a.b"))))), HM_EOP);
+	/* The grammar: the name, PEM text (its line ends only), the id's length, not_after. */
+	EQ_I(tv_verdict(BATCH1(A(U(10), STR("a..b")))), HM_EHOSTNAME);
+	EQ_I(tv_verdict(BATCH1(A(U(10), STR("DEFAULT")))), 0);
+	EQ_I(tv_verdict(BATCH1(A(U(10), STR("*.a\x1b.b")))), HM_ECONTROL);
+	EQ_I(tv_verdict(BATCH1(
+		 A(U(9), STR("a.b"), STR("PEM\x07x"), STR(key), U(1), BIN(id, 32), BIN(meta, 5)))),
+	     HM_ECONTROL);
+	EQ_I(tv_verdict(BATCH1(
+		 A(U(9), STR("a.b"), STR(pem), STR("k\x1b[2J"), U(1), BIN(id, 32), BIN(meta, 5)))),
+	     HM_ECONTROL);
+	EQ_I(tv_verdict(
+		 BATCH1(A(U(9), STR("a.b"), STR(""), STR(key), U(1), BIN(id, 32), BIN(meta, 5)))),
+	     HM_ECERT);
+	EQ_I(tv_verdict(
+		 BATCH1(A(U(9), STR("a.b"), STR(pem), STR(key), U(1), BIN(id, 31), BIN(meta, 5)))),
+	     HM_ERANGE);
+	EQ_I(tv_verdict(
+		 BATCH1(A(U(9), STR("a.b"), STR(pem), STR(key), I(-1), BIN(id, 32), BIN(meta, 5)))),
+	     HM_ERANGE);
+	EQ_I(tv_verdict(BATCH1(
+		 A(U(9), STR("a.b"), BIN(pem, 5), STR(key), U(1), BIN(id, 32), BIN(meta, 5)))),
+	     HM_ETYPE);
+}
+END_TEST
+
 static Suite *proto_suite(void)
 {
 	Suite *s = suite_create("proto");
@@ -2190,6 +2304,7 @@ static Suite *proto_suite(void)
 	tcase_add_test(tc, catchup_message_bound);
 	tcase_add_test(tc, grammar);
 	tcase_add_test(tc, secret_ops);
+	tcase_add_test(tc, cert_ops);
 	tcase_add_test(tc, decode_error_info);
 	tcase_add_test(tc, peek);
 	tcase_add_test(tc, encoders_refuse_out_of_range);

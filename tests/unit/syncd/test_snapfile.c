@@ -108,7 +108,8 @@ START_TEST(round_trip)
 		memset(id, (int)i, sizeof(id));
 		hm__reqcache_put(rc, id, i);
 	}
-	ck_assert_int_eq(hm__snap_write(dir, w, 0xabcdef, rc, path, sizeof(path), err, sizeof(err)),
+	ck_assert_int_eq(hm__snap_write(dir, &(struct hm_state){.table = w}, 0xabcdef, rc, path,
+					sizeof(path), err, sizeof(err)),
 			 0);
 	ck_assert_int_eq(hm__snap_list(dir, &seqs, &ids), 1);
 	ck_assert_uint_eq(seqs[0], 77);
@@ -123,7 +124,7 @@ START_TEST(round_trip)
 	ck_assert_uint_eq(hm__snap_info(s)->nchunks, 1);
 	ck_assert_int_eq(hm_table_writer_open(&w2, NULL, NULL, 0, 0), 0);
 	ck_assert_int_eq(hm_proto_decoder_new(&d), 0);
-	ck_assert_int_eq(hm__snap_load(s, w2, d), 0);
+	ck_assert_int_eq(hm__snap_load(s, &(struct hm_state){.table = w2}, d), 0);
 	hm_table_writer_info(w, &a);
 	hm_table_writer_info(w2, &b);
 	ck_assert_int_eq(memcmp(a.digest, b.digest, 16), 0);
@@ -152,14 +153,16 @@ START_TEST(large_state_in_chunks)
 	char path[512], err[512];
 
 	make_dir();
-	ck_assert_int_eq(hm__snap_write(dir, w, 1, NULL, path, sizeof(path), err, sizeof(err)), 0);
+	ck_assert_int_eq(hm__snap_write(dir, &(struct hm_state){.table = w}, 1, NULL, path,
+					sizeof(path), err, sizeof(err)),
+			 0);
 	ck_assert_int_eq(hm__snap_open(&s, path, true), 0);
 	ck_assert_uint_ge(hm__snap_info(s)->nchunks, 3);
 	for (uint32_t i = 0; i < hm__snap_info(s)->nchunks; i++)
 		ck_assert_uint_le(hm__snap_chunk_len(s, i), HM_PROTO_MAX_MSG);
 	ck_assert_int_eq(hm_table_writer_open(&w2, NULL, &tiny, 0, 0), 0);
 	ck_assert_int_eq(hm_proto_decoder_new(&d), 0);
-	ck_assert_int_eq(hm__snap_load(s, w2, d), 0);
+	ck_assert_int_eq(hm__snap_load(s, &(struct hm_state){.table = w2}, d), 0);
 	hm_table_writer_info(w, &a);
 	hm_table_writer_info(w2, &b);
 	ck_assert_int_eq(memcmp(a.digest, b.digest, 16), 0);
@@ -183,12 +186,14 @@ START_TEST(empty_state)
 	ck_assert_int_eq(hm_table_writer_open(&w, NULL, NULL, 0, 0), 0);
 	ck_assert_int_eq(hm_table_begin(w), 0);
 	ck_assert_int_eq(hm_table_commit(w, EPOCH, 0), 0);
-	ck_assert_int_eq(hm__snap_write(dir, w, 9, NULL, path, sizeof(path), err, sizeof(err)), 0);
+	ck_assert_int_eq(hm__snap_write(dir, &(struct hm_state){.table = w}, 9, NULL, path,
+					sizeof(path), err, sizeof(err)),
+			 0);
 	ck_assert_int_eq(hm__snap_open(&s, path, true), 0);
 	ck_assert_uint_eq(hm__snap_info(s)->nchunks, 1);
 	ck_assert_int_eq(hm_table_writer_open(&w2, NULL, NULL, 0, 0), 0);
 	ck_assert_int_eq(hm_proto_decoder_new(&d), 0);
-	ck_assert_int_eq(hm__snap_load(s, w2, d), 0);
+	ck_assert_int_eq(hm__snap_load(s, &(struct hm_state){.table = w2}, d), 0);
 	hm__snap_close(s);
 	hm_proto_decoder_free(d);
 	hm_table_writer_close(w);
@@ -206,7 +211,9 @@ START_TEST(damage_detected)
 	char c;
 
 	make_dir();
-	ck_assert_int_eq(hm__snap_write(dir, w, 2, NULL, path, sizeof(path), err, sizeof(err)), 0);
+	ck_assert_int_eq(hm__snap_write(dir, &(struct hm_state){.table = w}, 2, NULL, path,
+					sizeof(path), err, sizeof(err)),
+			 0);
 	fd = open(path, O_RDWR);
 	ck_assert_int_ge(fd, 0);
 	/* a byte of the first chunk */

@@ -238,9 +238,9 @@ START_TEST(snapshots_and_index_pruning)
 		publish(ss, first, first + 699, 1, 1);
 		ck_assert_int_eq(hm_table_begin(w), 0);
 		ck_assert_int_eq(hm_table_commit(w, EPOCH, first + 600), 0);
-		ck_assert_int_eq(
-		    hm__snap_write(dir, w, 100 + round, NULL, path, sizeof(path), err, sizeof(err)),
-		    0);
+		ck_assert_int_eq(hm__snap_write(dir, &(struct hm_state){.table = w}, 100 + round,
+						NULL, path, sizeof(path), err, sizeof(err)),
+				 0);
 		ck_assert_int_eq(hm__snap_open(&sf, path, true), 0);
 		hm__syncsrv_snapshot(ss, sf);
 		hm__syncsrv_stats(ss, &st);
