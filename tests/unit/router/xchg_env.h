@@ -140,7 +140,8 @@ void env_response_started(struct env *e);
  */
 size_t env_beyond_buffers(void);
 
-/* Bytes the dyno with that index has been able to write of what it meant to (D_BIG). */
+/* Bytes the dyno with that index meant to write and has not (still queued, or failed when its
+ * connection closed): 0 once everything it wrote reached the kernel. */
 size_t env_dyno_unsent(struct env *e, int i);
 /* Request body bytes dyno i has read. */
 size_t env_dyno_body_read(struct env *e, int i);
