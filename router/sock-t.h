@@ -117,6 +117,7 @@ struct hm__router_tls_sock {
 	uint8_t wq_head, wq_len;    /* the write queue */
 	uint32_t w_inflight;	    /* ciphertext bytes in the uv_write below */
 	uint64_t ct_sent;	    /* ciphertext bytes written to the socket */
+	uint32_t presealed;	    /* plaintext try_writev sealed but did not count as taken */
 	uint64_t hs_start;	    /* loop ms the handshake started */
 	struct hm__router_list hs_link;	  /* tlsw->hs while handshaking */
 	struct hm__router_list pend_link; /* tlsw->pending */

@@ -139,28 +139,63 @@ static const struct hm__router_conn_ops hs_conn_ops = {
  */
 
 /*
- * The next plaintext of w to encrypt: its first buffer, or, when it is followed by more and
+ * The next plaintext of b[0..n) to encrypt: its first buffer, or, when it is followed by more and
  * small, as much of them as one record holds copied together (a response head and its body
  * become one record: one seal, 22 bytes of overhead, not one of each per buffer). The bytes are
  * the same whenever it is asked again, as a retried write needs.
  */
-static size_t gather(struct hm__router_tls_sock *t, struct hm__router_tls_wrec *w, const char **p)
+static size_t gather(struct hm__router_tls_sock *t, const uv_buf_t *b, unsigned n, const char **p)
 {
 	char *g = t->s.ctx->tls->gather;
 	size_t len = 0, cap = sizeof(t->s.ctx->tls->gather);
 
-	if (w->i + 1 == w->n || w->b[w->i].len >= cap / 2) {
-		*p = w->b[w->i].base;
-		return w->b[w->i].len;
+	if (n == 1 || b[0].len >= cap / 2) {
+		*p = b[0].base;
+		return b[0].len;
 	}
-	for (unsigned i = w->i; i < w->n && len < cap; i++) {
-		size_t k = HM_MIN(w->b[i].len, cap - len);
+	for (unsigned i = 0; i < n && len < cap; i++) {
+		size_t k = HM_MIN(b[i].len, cap - len);
 
-		memcpy(g + len, w->b[i].base, k);
+		memcpy(g + len, b[i].base, k);
 		len += k;
 	}
 	*p = g;
 	return len;
+}
+
+/* Moves b[*i..n) past its first k bytes (buffer by buffer). */
+static void advance(uv_buf_t *b, unsigned n, unsigned *i, size_t k)
+{
+	while (k > 0 && *i < n) {
+		size_t d = HM_MIN(k, b[*i].len);
+
+		b[*i].base += d;
+		b[*i].len -= d;
+		k -= d;
+		if (b[*i].len == 0)
+			(*i)++;
+	}
+	while (*i < n && b[*i].len == 0)
+		(*i)++;
+}
+
+/* Seals the next record of b[*i..n) into the engine's output and moves past what it took.
+ * Returns the bytes taken, 0 when the output is full, or UV_EPROTO. */
+static int seal(struct hm__router_tls_sock *t, uv_buf_t *b, unsigned n, unsigned *i)
+{
+	const char *p;
+	size_t len;
+	int r;
+
+	advance(b, n, i, 0);
+	if (*i == n)
+		return 0;
+	len = gather(t, b + *i, n - *i, &p);
+	r = hm_tls_conn_send(t->tls, p, len);
+	if (r < 0)
+		return UV_EPROTO;
+	advance(b, n, i, (size_t)r);
+	return r;
 }
 
 /* Encrypts the queued plaintext as far as the engine's output has room. 0 or UV_EPROTO. */
@@ -168,35 +203,32 @@ static int encrypt(struct hm__router_tls_sock *t)
 {
 	for (unsigned k = 0; k < t->wq_len; k++) {
 		struct hm__router_tls_wrec *w = wq_at(t, k);
+		unsigned i = w->i;
 
 		if (w->enc)
 			continue;
-		while (w->i < w->n) {
-			const char *p;
-			size_t n = gather(t, w, &p);
-			int r;
+		if (t->presealed > 0) {
+			/* What try_writev sealed and did not count as taken comes first: in the
+			 * output already. */
+			size_t before = 0, after = 0;
 
-			if (n == 0) {
-				w->i++;
-				continue;
-			}
-			r = hm_tls_conn_send(t->tls, p, n);
+			for (unsigned j = i; j < w->n; j++)
+				before += w->b[j].len;
+			advance(w->b, w->n, &i, t->presealed);
+			for (unsigned j = i; j < w->n; j++)
+				after += w->b[j].len;
+			t->presealed -= (uint32_t)(before - after);
+		}
+		while (i < w->n) {
+			int r = seal(t, w->b, w->n, &i);
+
+			w->i = (uint8_t)i;
 			if (r < 0)
 				return UV_EPROTO;
-			if (r == 0)
+			if (r == 0 && i < w->n)
 				return 0; /* the output is full: after the next write */
-			for (size_t left = (size_t)r;
-			     left > 0;) { /* the bytes taken, buffer by buffer */
-				uv_buf_t *b = &w->b[w->i];
-				size_t d = HM_MIN(left, b->len);
-
-				b->base += d;
-				b->len -= d;
-				left -= d;
-				if (b->len == 0)
-					w->i++;
-			}
 		}
+		w->i = (uint8_t)i;
 		w->enc = true;
 		w->ct_end = hm_tls_conn_out_total(t->tls);
 	}
@@ -206,39 +238,51 @@ static int encrypt(struct hm__router_tls_sock *t)
 static void on_write_done(uv_write_t *req, int status);
 
 /* Writes the engine's output: what the socket takes now, the rest with one uv_write. Returns 0
- * (all written, or a write in flight) or a libuv error. */
+ * (all written, or a write in flight: t->w_inflight) or a libuv error. */
+static int write_out(struct hm__router_tls_sock *t)
+{
+	const uint8_t *p;
+	size_t n = hm_tls_conn_out(t->tls, &p);
+	uv_buf_t b;
+	int w;
+
+	if (n == 0)
+		return 0;
+	b = uv_buf_init((char *)p, (unsigned)n);
+	w = uv_try_write((uv_stream_t *)&t->s.tcp, &b, 1);
+	if (w == UV_EAGAIN)
+		w = 0;
+	if (w < 0)
+		return w;
+	hm_tls_conn_out_done(t->tls, (size_t)w);
+	t->ct_sent += (uint64_t)w;
+	if ((size_t)w == n)
+		return 0;
+	b = uv_buf_init((char *)p + w, (unsigned)(n - (size_t)w));
+	t->wreq.data = t;
+	w = uv_write(&t->wreq, (uv_stream_t *)&t->s.tcp, &b, 1, on_write_done);
+	if (w < 0)
+		return w;
+	t->w_inflight = (uint32_t)b.len;
+	return 0;
+}
+
+/* Encrypts what is queued and writes it, until all of it is with the kernel or a write is in
+ * flight. Returns 0 or a libuv error. */
 static int flush(struct hm__router_tls_sock *t)
 {
 	for (;;) {
 		const uint8_t *p;
-		size_t n;
-		uv_buf_t b;
-		int w;
+		int r;
 
 		if (t->w_inflight > 0)
 			return 0;
 		if (encrypt(t) != 0)
 			return UV_EPROTO;
-		n = hm_tls_conn_out(t->tls, &p);
-		if (n == 0)
+		if (hm_tls_conn_out(t->tls, &p) == 0)
 			return 0;
-		b = uv_buf_init((char *)p, (unsigned)n);
-		w = uv_try_write((uv_stream_t *)&t->s.tcp, &b, 1);
-		if (w == UV_EAGAIN)
-			w = 0;
-		if (w < 0)
-			return w;
-		hm_tls_conn_out_done(t->tls, (size_t)w);
-		t->ct_sent += (uint64_t)w;
-		if ((size_t)w == n)
-			continue; /* room again in the engine's output: encrypt what waits */
-		b = uv_buf_init((char *)p + w, (unsigned)(n - (size_t)w));
-		t->wreq.data = t;
-		w = uv_write(&t->wreq, (uv_stream_t *)&t->s.tcp, &b, 1, on_write_done);
-		if (w < 0)
-			return w;
-		t->w_inflight = (uint32_t)b.len;
-		return 0;
+		if ((r = write_out(t)) != 0)
+			return r;
 	}
 }
 
@@ -344,17 +388,61 @@ static int tls_writev(struct hm__router_sock *s, uv_buf_t *b, unsigned n)
 }
 
 /*
- * Takes nothing at once: every byte goes through tls_writev, which seals a write's buffers into
- * one record and hands the kernel what it can (returning 0 when all of it went). A caller that
- * tries first (HTTP/2's flush) then queues a few buffers at a time, which costs it a call more per
- * batch and keeps one path through the record layer.
+ * Seals what the engine's output takes whole (HM_TLS_RECORD_MAX bytes per record, small buffers
+ * gathered into one) and writes it with one system call: a protocol that tries first (HTTP/2's
+ * flush) puts a whole batch of frames into a few records and one write, as on plain TCP. A
+ * record counts as taken once all of its ciphertext is with the kernel; the rest of the output
+ * (a record the socket took part of) goes out with a uv_write, and its plaintext, not counted,
+ * is skipped when the protocol offers it again with writev (t->presealed). Nothing is taken
+ * while a write is queued or in flight.
  */
+#define TRY_BUFS 64
+#define TRY_RECS 8
+
 static ssize_t tls_try_writev(struct hm__router_sock *s, const uv_buf_t *b, unsigned n)
 {
-	(void)s;
-	(void)b;
-	(void)n;
-	return 0;
+	struct hm__router_tls_sock *t = TS(s);
+	uv_buf_t v[TRY_BUFS];
+	size_t sealed = 0, taken = 0, at[TRY_RECS];
+	uint64_t ct_end[TRY_RECS];
+	unsigned i = 0, recs = 0;
+	int r;
+
+	if (t->tflags & (TF_CLOSING | TF_BROKEN))
+		return UV_EPIPE;
+	if (t->wq_len > 0 || t->w_inflight > 0)
+		return 0;
+	n = HM_MIN(n, TRY_BUFS);
+	memcpy(v, b, n * sizeof(*b));
+	advance(v, n, &i, 0);
+	while (i < n && recs < TRY_RECS) {
+		size_t left = 0;
+
+		for (unsigned j = i; j < n && left < HM_TLS_RECORD_MAX; j++)
+			left += v[j].len;
+		if (hm_tls_conn_out_room(t->tls) <
+		    HM_MIN(left, (size_t)HM_TLS_RECORD_MAX) + HM_TLS_RECORD_SLACK)
+			break;
+		r = seal(t, v, n, &i);
+		if (r <= 0) {
+			/* The room was checked: 0 would leave a record half sealed. */
+			t->tflags |= TF_BROKEN;
+			return UV_EPROTO;
+		}
+		sealed += (size_t)r;
+		at[recs] = sealed;
+		ct_end[recs++] = hm_tls_conn_out_total(t->tls);
+	}
+	if (recs == 0)
+		return 0;
+	if ((r = write_out(t)) != 0) {
+		t->tflags |= TF_BROKEN;
+		return r;
+	}
+	for (unsigned k = 0; k < recs && ct_end[k] <= t->ct_sent; k++)
+		taken = at[k];
+	t->presealed = (uint32_t)(sealed - taken);
+	return (ssize_t)taken;
 }
 
 static int tls_shutdown(struct hm__router_sock *s)

@@ -800,6 +800,11 @@ size_t hm_tls_conn_out(struct hm_tls_conn *c, const uint8_t **p)
 	return c->out_end - c->out_start;
 }
 
+size_t hm_tls_conn_out_room(const struct hm_tls_conn *c)
+{
+	return OUT_BUF - (c->out != NULL ? c->out_end : 0);
+}
+
 uint64_t hm_tls_conn_out_total(const struct hm_tls_conn *c)
 {
 	return c->out_total;

@@ -143,6 +143,19 @@ int hm_tls_conn_send(struct hm_tls_conn *c, const void *plain, size_t n);
  */
 size_t hm_tls_conn_out(struct hm_tls_conn *c, const uint8_t **p);
 
+/* The most plaintext one record holds, and what sealing it adds at most (header, nonce, tag,
+ * content type, a KeyUpdate answer waiting to go first). */
+#define HM_TLS_RECORD_MAX   16384
+#define HM_TLS_RECORD_SLACK 128
+
+/*
+ * The room left in the connection's output, in ciphertext bytes. While it is at least
+ * HM_MIN(n, HM_TLS_RECORD_MAX) + HM_TLS_RECORD_SLACK, hm_tls_conn_send() of n bytes seals one
+ * record whole (it never returns 0 and never leaves a record half written, which would bind the
+ * caller to offer the same bytes again): a writer that may not queue (try_writev) checks it first.
+ */
+size_t hm_tls_conn_out_room(const struct hm_tls_conn *c);
+
 /* How many ciphertext bytes the connection has produced in its life (written or not): a writer
  * that counts what it wrote knows when a given byte of output went out. */
 uint64_t hm_tls_conn_out_total(const struct hm_tls_conn *c);

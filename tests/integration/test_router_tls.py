@@ -289,6 +289,86 @@ def test_http2_by_alpn(env):
           "h2load over TLS: %s" % out[-1500:])
 
 
+def h2_records(port, frames, done):
+    """Opens HTTP/2 over TLS by hand (Python's ssl on memory BIOs over a raw socket, so that the
+    records can be counted), sends the preface, SETTINGS and frames in one record, and reads
+    frames until done(frames read) is true. Returns (TLS records received after the handshake,
+    the frames read as (type, flags, stream, payload))."""
+    import struct
+    ctx = client_ctx()
+    ctx.set_alpn_protocols(["h2"])
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_side=False, server_hostname=HOST)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=T(10))
+    with raw:
+        while True:
+            try:
+                obj.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                raw.sendall(out.read())
+                data = raw.recv(65536)
+                check(data, "the router closed during the handshake")
+                inc.write(data)
+        raw.sendall(out.read())
+        eq(obj.selected_alpn_protocol(), "h2", "ALPN h2")
+        obj.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + h2_frame(4, 0, 0) + frames)
+        raw.sendall(out.read())
+        pending, plain, got, records = b"", b"", [], 0
+        while not done(got):
+            data = raw.recv(65536)
+            check(data, "the router closed first: %r" % [f[:3] for f in got])
+            pending += data
+            while len(pending) >= 5 and len(pending) >= 5 + struct.unpack(">H", pending[3:5])[0]:
+                n = 5 + struct.unpack(">H", pending[3:5])[0]
+                inc.write(pending[:n])
+                pending = pending[n:]
+                records += 1
+            while True:
+                try:
+                    plain += obj.read(65536)
+                except ssl.SSLWantReadError:
+                    break
+            while len(plain) >= 9 and len(plain) >= 9 + struct.unpack(">I", b"\0" + plain[:3])[0]:
+                n = struct.unpack(">I", b"\0" + plain[:3])[0]
+                sid = struct.unpack(">I", plain[5:9])[0] & 0x7fffffff
+                got.append((plain[3], plain[4], sid, plain[9:9 + n]))
+                plain = plain[9 + n:]
+        return records, got
+
+
+def h2_frame(ftype, flags, sid, payload=b""):
+    import struct
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + \
+        struct.pack(">I", sid) + payload
+
+
+def h2_get(sid, path, host):
+    """HEADERS (END_STREAM, END_HEADERS) of a GET: :method GET, :scheme https, then :path and
+    :authority as literals without indexing."""
+    block = bytes([0x82, 0x87, 4, len(path)]) + path.encode() + bytes([1, len(host)]) + \
+        host.encode()
+    return h2_frame(1, 0x5, sid, block)
+
+
+def test_http2_batch_sealed_into_few_records(env):
+    """HTTP/2 over TLS writes the answers to one read as one batch: the transport takes it
+    through try_writev, gathering the small frames into a few records and one system call, as
+    plain TCP takes a batch in one writev (before, every four buffers were a record and a write
+    of their own). The answers here come from the router itself (no dyno for the host), so they
+    are all ready after that one read."""
+    r, _, _ = setup(env)
+    n = 20
+    frames = b"".join(h2_get(2 * i + 1, "/x%d" % i, "nobody.example.test") for i in range(n))
+
+    def ended(got):
+        return len({f[2] for f in got if f[2] > 0 and f[1] & 1 and f[0] in (0, 1)}) == n
+    records, got = h2_records(r.tls_port, frames, ended)
+    statuses = [f for f in got if f[0] == 1 and f[2] > 0]
+    eq(len(statuses), n, "a HEADERS answer per stream")
+    check(records <= 4, "%d records for the server's SETTINGS and %d answers" % (records, n))
+
+
 def test_errors_and_refusals_over_tls(env):
     r, _, _ = setup(env)
     with tls_conn(r.tls_port, HOST) as c:
