@@ -369,6 +369,25 @@ def test_http2_batch_sealed_into_few_records(env):
     check(records <= 4, "%d records for the server's SETTINGS and %d answers" % (records, n))
 
 
+def test_http2_download_through_a_full_socket(env):
+    """A large HTTP/2 download over TLS to a client that reads slowly: the socket fills, so
+    try_writev's records go out in part and their rest with a queued write, and the protocol then
+    offers again what was sealed but not taken. Every byte arrives once, in order."""
+    r, pk, _ = setup(env)
+    import hashlib
+    size = 8 << 20
+    with tls_conn(r.tls_port, HOST) as c:
+        want = hashlib.sha256(get(c, "/bytes/%d" % size).body).hexdigest()
+    p = subprocess.run(["curl", "-sS", "--http2", "--limit-rate", "2M", "--cacert", pk.ca.crt,
+                        "--resolve", "%s:%d:127.0.0.1" % (HOST, r.tls_port), "-w",
+                        "%{http_version}", "-o", env.path("h2.body"),
+                        "https://%s:%d/bytes/%d" % (HOST, r.tls_port, size)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=T(120))
+    eq((p.returncode, p.stdout), (0, b"2"), "curl --http2")
+    with open(env.path("h2.body"), "rb") as f:
+        eq(hashlib.sha256(f.read()).hexdigest(), want, "the HTTP/2 download, byte for byte")
+
+
 def test_errors_and_refusals_over_tls(env):
     r, _, _ = setup(env)
     with tls_conn(r.tls_port, HOST) as c:
