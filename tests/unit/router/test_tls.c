@@ -950,6 +950,70 @@ START_TEST(close_notify_both_ways)
 }
 END_TEST
 
+/* hm_tls_conn_out_room(): while it is at least min(n, HM_TLS_RECORD_MAX) + HM_TLS_RECORD_SLACK,
+ * a send of n bytes seals a whole record (never 0, never a record left half written), in TLS 1.2
+ * and 1.3, with sizes from one byte to more than a record; the room is what the output has left,
+ * and the client reads every byte back. */
+START_TEST(out_room_says_when_a_record_fits_whole)
+{
+	static const size_t sizes[] = {1, 100, 8191, 16384, 20000, 3};
+	static char big[20000], got[32 * 1024 * 8];
+	struct hm_certstore_writer *w = store(path);
+	struct engine e;
+	struct client cl;
+	struct hm_tls_conn *c;
+	const uint8_t *p;
+	int vers[] = {TLS1_2_VERSION, TLS1_3_VERSION};
+
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (char)('a' + i % 26);
+	put_cert(w, "default", "default", "DNS:a.example.com", "ec256");
+	engine_init(&e, path, NULL);
+	for (int v = 0; v < 2; v++) {
+		size_t sent = 0, back = 0, k = 0, n;
+		uint64_t written;
+		int r;
+
+		client_init(&cl, vers[v], vers[v], "a.example.com", NULL, 0);
+		ck_assert_int_eq(hm_tls_conn_new(&c, e.t), 0);
+		ck_assert_int_eq(handshake(&cl, c), 0);
+		written = hm_tls_conn_out_total(c);
+		for (int round = 0; round < 4; round++) {
+			for (;;) {
+				size_t want = sizes[k % (sizeof(sizes) / sizeof(sizes[0]))];
+				size_t room = hm_tls_conn_out_room(c);
+				uint64_t before = hm_tls_conn_out_total(c);
+
+				ck_assert_uint_eq(room, 32 * 1024 - (before - written));
+				if (room <
+				    HM_MIN(want, (size_t)HM_TLS_RECORD_MAX) + HM_TLS_RECORD_SLACK)
+					break;
+				r = hm_tls_conn_send(c, big, want);
+				ck_assert_int_eq(r, (int)HM_MIN(want, (size_t)HM_TLS_RECORD_MAX));
+				ck_assert_uint_gt(hm_tls_conn_out_total(c), before + (uint64_t)r);
+				ck_assert(sent + (size_t)r <= sizeof(got));
+				sent += (size_t)r;
+				k++;
+			}
+			/* Full as far as the contract goes: write it, and the room is all back. */
+			n = hm_tls_conn_out(c, &p);
+			BIO_write(cl.rb, p, (int)n);
+			hm_tls_conn_out_done(c, n);
+			written += n;
+			ck_assert_uint_eq(written, hm_tls_conn_out_total(c));
+			ck_assert_uint_eq(hm_tls_conn_out_room(c), 32 * 1024);
+		}
+		while ((r = SSL_read(cl.ssl, got + back, (int)(sizeof(got) - back))) > 0)
+			back += (size_t)r;
+		ck_assert_uint_eq(back, sent);
+		hm_tls_conn_free(c);
+		client_fini(&cl);
+	}
+	engine_fini(&e);
+	hm_certstore_writer_close(w);
+}
+END_TEST
+
 /* A record that fails its authentication after the handshake: the connection is dead, and
  * stays dead for every later call. */
 START_TEST(a_broken_connection_stays_broken)
@@ -1009,6 +1073,7 @@ static Suite *make_suite(void)
 	tcase_add_test(tc, a_store_that_appears_later);
 	tcase_add_test(tc, close_notify_both_ways);
 	tcase_add_test(tc, a_broken_connection_stays_broken);
+	tcase_add_test(tc, out_room_says_when_a_record_fits_whole);
 	suite_add_tcase(s, tc);
 	return s;
 }
