@@ -394,7 +394,7 @@ static int tls_writev(struct hm__router_sock *s, uv_buf_t *b, unsigned n)
  * record counts as taken once all of its ciphertext is with the kernel; the rest of the output
  * (a record the socket took part of) goes out with a uv_write, and its plaintext, not counted,
  * is skipped when the protocol offers it again with writev (t->presealed). Nothing is taken
- * while a write is queued or in flight.
+ * while a write is queued or in flight, or sealed plaintext waits to be offered again.
  */
 #define TRY_BUFS 64
 #define TRY_RECS 8
@@ -410,8 +410,8 @@ static ssize_t tls_try_writev(struct hm__router_sock *s, const uv_buf_t *b, unsi
 
 	if (t->tflags & (TF_CLOSING | TF_BROKEN))
 		return UV_EPIPE;
-	if (t->wq_len > 0 || t->w_inflight > 0)
-		return 0;
+	if (t->wq_len > 0 || t->w_inflight > 0 || t->presealed > 0)
+		return 0; /* presealed: the next bytes are sealed already, for writev to skip */
 	n = HM_MIN(n, TRY_BUFS);
 	memcpy(v, b, n * sizeof(*b));
 	advance(v, n, &i, 0);
