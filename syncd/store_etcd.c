@@ -813,6 +813,8 @@ static void committed(struct estore *s, int64_t rev)
 	s->base.ev->durable(s->base.ctx, last);
 }
 
+static bool test_file(const char *env);
+
 static void txn_cb(void *arg, int err, const struct hm__etcd_result *er)
 {
 	struct estore *s = arg;
@@ -828,6 +830,11 @@ static void txn_cb(void *arg, int err, const struct hm__etcd_result *er)
 		return;
 	}
 	first = s->g[0].b->seq;
+	if (err == 0 && r.succeeded && test_file("HM_TEST_ETCD_LOSE_ANSWER")) {
+		/* Test builds: an answer lost after etcd applied the txn. */
+		err = -ETIMEDOUT;
+		snprintf(r.msg, sizeof(r.msg), "answer dropped (HM_TEST_ETCD_LOSE_ANSWER)");
+	}
 	if (err == -ENOSPC || err == HM_ETOOBIG || err == -EACCES || err == -EPERM ||
 	    err == -EINVAL) {
 		char why[400];
@@ -1017,19 +1024,27 @@ static bool e_room(const struct hm__store *base)
 }
 
 /*
- * Test builds: while the file HM_TEST_ETCD_HOLD names exists, a group waits before it is sent,
- * so that tests can make the next requests queue behind it (and another origin commit first)
- * without depending on timing.
+ * Test builds: whether the file the environment variable env names exists. While the file
+ * HM_TEST_ETCD_HOLD names exists, a group waits before it is sent, so that tests can make the
+ * next requests queue behind it (and another origin commit first) without depending on timing;
+ * while HM_TEST_ETCD_LOSE_ANSWER's exists, a successful commit's answer is taken as lost (the
+ * unknown outcome that the commit id resolves).
  */
-static bool held(void)
+static bool test_file(const char *env)
 {
 #ifdef HM_TEST_HOOKS
-	const char *v = getenv("HM_TEST_ETCD_HOLD");
+	const char *v = getenv(env);
 
 	return v != NULL && access(v, F_OK) == 0;
 #else
+	(void)env;
 	return false;
 #endif
+}
+
+static bool held(void)
+{
+	return test_file("HM_TEST_ETCD_HOLD");
 }
 
 static void on_hold(uv_timer_t *t)

@@ -5,7 +5,8 @@ as its own batch with its own seq, and committed by one etcd transaction.
 The tests make groups and conflicts without depending on timing: in test builds, while the file
 HM_TEST_ETCD_HOLD names exists, an origin holds each group before sending it (status
 etcd_group_inflight), so the requests sent meanwhile queue behind it (status store_queued), and
-another origin can commit first. Requests go out on raw SP REQ connections, many at once, and
+another origin can commit first; while HM_TEST_ETCD_LOSE_ANSWER's file exists, a successful
+commit's answer is taken as lost (an unknown outcome). Requests go out on raw SP REQ connections, many at once, and
 each answer (CTL_REP) is decoded for its status and seq. Without etcd the script exits 77.
 """
 
@@ -103,9 +104,12 @@ class Pending:
         return r
 
 
-def origin(env, cluster, name, hold):
+def origin(env, cluster, name, hold, lose=None):
     spec = "etcd:" + ",".join(cluster.endpoints)
-    return su.Origin(env, name=name, proc_env={"HM_TEST_ETCD_HOLD": hold},
+    penv = {"HM_TEST_ETCD_HOLD": hold}
+    if lose:
+        penv["HM_TEST_ETCD_LOSE_ANSWER"] = lose
+    return su.Origin(env, name=name, proc_env=penv,
                      extra=["--store", spec, "--node", name])
 
 
@@ -177,6 +181,36 @@ def test_group_conflict_and_a_bad_request(env):
         check(app in apps, "%s on the origins" % app)
     check("gbad" not in apps, "nothing of the bad request")
     eq(e.status()["dynos"], 2, "g0/web.1 and g1/web.1 on the edge following both")
+
+
+def test_group_with_an_unknown_outcome(env):
+    """A group's commit whose answer is lost after etcd applied it (test hook) is sent again;
+    the retry fails its compare and finds the group's commit id at its first seq: every request
+    of the group is answered ACK with its seq, once, and nothing is committed twice."""
+    c = eu.EtcdCluster(env, 1)
+    hold, lose = env.path("hold"), env.path("lose")
+    a = origin(env, c, "origin-a", hold, lose)
+    b = origin(env, c, "origin-b", env.path("hold-never"))
+    start = wait_same([a, b])[0]
+    open(hold, "w").close()
+    reqs = [Pending(a, [w_app("u0")])]
+    wait_queued(a, 1, 0)
+    for i in range(1, 5):
+        reqs.append(Pending(a, [w_app("u%d" % i), w_dyno("u%d" % i, "web.1", 7100 + i)]))
+        wait_queued(a, 1, i)
+    open(lose, "w").close()
+    os.unlink(hold)
+    reps = [r.reply() for r in reqs]
+    os.unlink(lose)
+    eq([(r.status, r.seq) for r in reps], [(ACK, start + 1 + i) for i in range(5)],
+       "every request acknowledged with its seq")
+    st = a.status()
+    check(st["etcd_retries"] >= 2 and st["etcd_group_max"] >= 4,
+          "both groups resent and resolved by their commit id: %r" % {
+              k: st[k] for k in ("etcd_retries", "etcd_group_max", "etcd_commits")})
+    eq(wait_same([a, b])[0], start + 5, "nothing committed twice")
+    eq(b.status()["dynos"], 4, "the other origin has every change once")
+    eq(a.apply([ht.ch_app("after")]), start + 6, "and the next seq follows")
 
 
 def burst(origins, per, tag, rnd):
