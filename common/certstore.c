@@ -306,21 +306,22 @@ static bool blob_ok(const struct copy *c, const struct rec_cert *e)
 }
 
 /*
- * A stable copy of an entry, for reads of an index another process may be changing (the
- * writer on the copy it is bringing up to date, or anyone with write access to the file):
- * every check and every use reads the copy, never the file twice, so a bound checked on one
- * load is the bound of the offset used (two loads could pair one entry's offset with another's
- * lengths and read past the heap). The compiler barrier keeps fields from being loaded again
- * from the file in place of the copy.
+ * A stable copy of what a reader is about to check and use (an entry, a slot, a count), for
+ * reads of an index another process may be changing (the writer on the copy it is bringing up
+ * to date, or anyone with write access to the file): every check and every use reads the copy,
+ * never the file twice, so a bound checked on one load is the bound of the value used (two
+ * loads could pair one entry's offset with another's lengths and read past the heap, or a
+ * checked count with an unchecked one). The compiler barrier keeps the compiler from loading
+ * the file again in place of the copy.
  */
-static void entry_load(struct rec_cert *dst, const struct rec_cert *src)
+static void load_once(void *dst, const void *src, size_t n)
 {
-	memcpy(dst, src, sizeof(*dst));
+	memcpy(dst, src, n);
 	atomic_signal_fence(memory_order_seq_cst);
 }
 
 /* The entry's lookup key, or NULL when its bounds are not sane (a torn or corrupt read). A
- * reader passes a stable copy (entry_load): an inline key then points into the copy. */
+ * reader passes a stable copy (load_once): an inline key then points into the copy. */
 static const char *entry_key(const struct copy *c, const struct rec_cert *e)
 {
 	if (e->name_len > HM_HOST_MAX)
@@ -343,7 +344,9 @@ static int64_t find(const struct copy *c, const char *key, size_t n, bool wild, 
 	uint8_t kind = wild ? HM_CERT_WILDCARD : HM_CERT_EXACT;
 
 	for (uint32_t probes = 0; probes <= mask; probes++, i = (i + 1) & mask) {
-		struct slot s = c->s[i];
+		struct slot s;
+
+		load_once(&s, &c->s[i], sizeof(s));
 
 		if (s.idx == 0)
 			return -1;
@@ -351,7 +354,7 @@ static int64_t find(const struct copy *c, const char *key, size_t n, bool wild, 
 			struct rec_cert e;
 			const char *k;
 
-			entry_load(&e, &c->e[s.idx - 1]);
+			load_once(&e, &c->e[s.idx - 1], sizeof(e));
 			if (e.used && e.kind == kind && e.name_len == n &&
 			    (k = entry_key(c, &e)) != NULL && memcmp(k, key, n) == 0) {
 				*idx = s.idx - 1;
@@ -381,7 +384,7 @@ static int64_t select_entry(const struct copy *c, const char *key, size_t n, uin
 			return idx;
 		}
 	}
-	d = c->h->default_idx;
+	load_once(&d, &c->h->default_idx, sizeof(d));
 	if (d == 0 || d > c->lay->cap_certs || !c->e[d - 1].used)
 		return -1;
 	*match = HM_CERT_DEFAULT;
@@ -663,7 +666,7 @@ static int lookup_fn(const struct copy *c, void *arg)
 
 	if (i < 0)
 		return -ENOENT;
-	entry_load(&e, &c->e[i]);
+	load_once(&e, &c->e[i], sizeof(e));
 	/* The caller sizes its buffer by these: never more than an entry can hold. */
 	if (e.cert_len == 0 || e.cert_len > HM_CERT_CHAIN_MAX || e.key_len == 0 ||
 	    e.key_len > HM_CERT_KEY_MAX)
@@ -701,7 +704,7 @@ static int fetch_fn(const struct copy *c, void *arg)
 
 	if (a->ref->entry >= c->lay->cap_certs)
 		return -ESTALE;
-	entry_load(&e, &c->e[a->ref->entry]);
+	load_once(&e, &c->e[a->ref->entry], sizeof(e));
 	if (!e.used || e.gen != a->ref->gen)
 		return -ESTALE;
 	if (!blob_ok(c, &e) || e.cert_len > HM_CERT_CHAIN_MAX || e.key_len > HM_CERT_KEY_MAX)
@@ -743,8 +746,10 @@ struct keys_arg {
 static int keys_fn(const struct copy *c, void *arg)
 {
 	struct keys_arg *a = arg;
+	uint32_t n;
 
-	a->n = HM_MIN(c->h->n_keys, HM_TICKET_KEYS_MAX);
+	load_once(&n, &c->h->n_keys, sizeof(n));
+	a->n = HM_MIN(n, HM_TICKET_KEYS_MAX);
 	a->gen = c->h->keys_gen;
 	memcpy(a->keys, c->h->keys, a->n * sizeof(struct hm_ticket_key));
 	return 0;
