@@ -347,16 +347,19 @@ static int64_t find(const struct copy *c, const char *key, size_t n, bool wild, 
 		struct slot s;
 
 		load_once(&s, &c->s[i], sizeof(s));
-
 		if (s.idx == 0)
 			return -1;
 		if (s.tag == tag && s.idx <= c->lay->cap_certs) {
+			const struct rec_cert *f = &c->e[s.idx - 1];
 			struct rec_cert e;
 			const char *k;
 
-			load_once(&e, &c->e[s.idx - 1], sizeof(e));
+			/* What bounds the key (the lengths and the blob) once; an inline key is
+			 * read in place, within its field (n <= NAME_INLINE then). */
+			load_once(&e, f, offsetof(struct rec_cert, gen));
 			if (e.used && e.kind == kind && e.name_len == n &&
-			    (k = entry_key(c, &e)) != NULL && memcmp(k, key, n) == 0) {
+			    (k = n <= NAME_INLINE ? f->name : entry_key(c, &e)) != NULL &&
+			    memcmp(k, key, n) == 0) {
 				*idx = s.idx - 1;
 				return i;
 			}
