@@ -15,6 +15,7 @@ import json
 import os
 import stat
 import subprocess
+import threading
 import time
 
 import hermod_test as ht
@@ -246,6 +247,105 @@ def test_many_certificates_in_one_request(env):
     check("change 5 (cert.put x.other.example.com)" in r.err, r.err)
     eq(o.status()["seq"], seq, "nothing changed")
     check_no_keys(env, p)
+
+
+def test_checks_leave_the_loop_free(env):
+    """A request's certificates are checked on the thread pool, not on the origin's loop: while
+    the checks of a 1,000-certificate request are held (a test build's gate), the origin answers
+    a small request, which is sequenced first, and its heartbeats reach the edge, which stays
+    fresh; once the gate opens the big request is acknowledged after it. A refused certificate
+    in the middle of a request checked in several pieces is answered as the first refused one
+    (the same reason text as when the loop checked them one by one)."""
+    p = make_pki(env)
+    gate = env.path("certjob-gate")
+    o = Origin(env, proc_env={"HM_TEST_CERTJOB_GATE": gate})
+    e = Edge(env, o)
+    wait_converged(o, [e])
+    chain, key = open(p.wild.crt).read(), open(p.wild.key).read()
+    changes = [{"op": "cert.put", "name": "h%d.apps.example.com" % i, "cert": chain, "key": key}
+               for i in range(1000)]
+    big = {}
+
+    def send_big():
+        big["r"] = ctl(o, "--json", "apply", "-", input=json.dumps({"changes": changes}).encode(),
+                       timeout=T(300))
+
+    t = threading.Thread(target=send_big)
+    t.start()
+    try:
+        ht.wait_for(lambda: o.status()["cert_checks_running"] == 1, T(60),
+                    "the big request's checks on the thread pool")
+        small = ctl(o, "--json", "app", "put", "small")
+        eq(small.rc, 0, "a small request answered during the checks: %r" % small)
+        check(t.is_alive(), "the big request is not answered yet")
+        eq(o.status()["cert_checks_running"], 1, "still checking")
+        # Heartbeats go on: the edge sees a new one (its age goes down) and is not stale.
+        ages = [e.status()["last_heartbeat_ms"]]
+
+        def new_heartbeat():
+            ages.append(e.status()["last_heartbeat_ms"])
+            return ages[-1] is not None and ages[-2] is not None and ages[-1] < ages[-2]
+        ht.wait_for(new_heartbeat, T(30), "a heartbeat during the checks")
+        eq(e.status()["stale"], False, "the edge is not stale")
+        check(t.is_alive(), "the big request is still not answered")
+    finally:
+        open(gate, "w").close()
+        t.join(T(300))
+    r = big["r"]
+    eq(r.rc, 0, "the big request: %r" % r)
+    check(r.json()["seq"] > small.json()["seq"], "sequenced after the small one: %r %r" %
+          (r.out, small.out))
+    eq(o.status()["cert_checks"], 1, "one request checked off the loop")
+    wait_converged(o, [e])
+    eq(e.status()["certs"], 1000, "certificates on the edge")
+    # Refused in the middle: two bad certificates in different pieces; the first is the answer.
+    seq = o.status()["seq"]
+    bad = [{"op": "cert.put", "name": "x%d.apps.example.com" % i, "cert": chain, "key": key}
+           for i in range(200)]
+    bad[77]["name"] = "x77.other.example.com"
+    bad[150]["name"] = "x150.other.example.com"
+    r = ctl(o, "apply", "-", input=json.dumps({"changes": bad}).encode())
+    eq(r.rc, 1, "refused: %r" % r)
+    check("change 77 (cert.put x77.other.example.com): " in r.err and "does not cover" in r.err,
+          r.err)
+    eq(o.status()["seq"], seq, "nothing changed")
+    check_no_keys(env, p)
+
+
+def test_stop_during_checks(env):
+    """SIGTERM while a request's certificates are being checked (held by the gate, which never
+    opens): the checks are cancelled, the origin stops cleanly (not by its exit deadline), the
+    request is not applied (its client resends it to the restarted origin), and a restart serves
+    the same state."""
+    p = make_pki(env)
+    gate = env.path("certjob-gate")
+    o = Origin(env, proc_env={"HM_TEST_CERTJOB_GATE": gate})
+    chain, key = open(p.wild.crt).read(), open(p.wild.key).read()
+    changes = [{"op": "cert.put", "name": "h%d.apps.example.com" % i, "cert": chain, "key": key}
+               for i in range(200)]
+    seq = o.status()["seq"]
+    big = {}
+
+    def send_big():
+        big["r"] = ctl(o, "--json", "--reply-timeout", "2s", "apply", "-",
+                       input=json.dumps({"changes": changes}).encode(), timeout=T(60))
+
+    t = threading.Thread(target=send_big)
+    t.start()
+    try:
+        ht.wait_for(lambda: o.status()["cert_checks_running"] == 1, T(60),
+                    "the request's checks on the thread pool")
+        o.stop()  # exit 0 within T(10) s, or it fails
+    finally:
+        t.join(T(60))
+    check(big["r"].rc != 0, "the request was not acknowledged: %r" % big["r"])
+    log = o.proc.stdout() + o.proc.stderr()
+    check("stopped at seq" in log and "shutdown stuck" not in log,
+          "a clean stop, not the exit deadline: %s" % log[-600:])
+    o.proc_env = None
+    o.start()
+    eq(o.status()["seq"], seq, "nothing applied")
+    eq(o.status()["certs"], 0, "no certificate")
 
 
 def test_full_file_system_under_the_store(env):
