@@ -14,8 +14,8 @@
  * decides the parts, the second sends them. At most one part is in memory.
  *
  * Admin commands write one line to the admin socket and read one JSON line back; --json copies
- * it to stdout as it arrives, otherwise it is printed as tables (dump is scanned element by
- * element, never held whole).
+ * it to stdout as it arrives, otherwise it is printed as tables (dump and certs are scanned
+ * element by element, never held whole).
  *
  * Exit status: 0 done, 1 rejected, 2 usage, 3 cannot reach.
  */
@@ -205,19 +205,20 @@ static void vprint_esc(FILE *f, const char *fmt, va_list ap)
 {
 	char buf[4096];
 	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-
+	size_t fl = strlen(fmt);
+	bool nl = fl > 0 && fmt[fl - 1] == '\n';
 	size_t len;
 
 	if (n < 0)
 		return;
 	len = HM_MIN((size_t)n, sizeof(buf) - 1);
-	/* The line's own end is the format's; any other newline came from an argument. */
-	if (len > 0 && buf[len - 1] == '\n') {
-		put_esc(f, buf, len - 1, false);
-		fputc('\n', f);
-		return;
-	}
+	/* The line's own end is the format's; any other newline came from an argument. A line
+	 * cut at the buffer's size (a certificate with a hundred SANs) still ends. */
+	if (nl && len > 0 && buf[len - 1] == '\n')
+		len--;
 	put_esc(f, buf, len, false);
+	if (nl)
+		fputc('\n', f);
 }
 
 static void print_esc(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -1274,7 +1275,8 @@ static void print_row(const char *section, const cJSON *o)
 		print_cert(o);
 }
 
-static void print_header(const char *section)
+/* A table's heading; blank: after a blank line (a dump's second table and after). */
+static void print_header(const char *section, bool blank)
 {
 	if (strcmp(section, "apps") == 0)
 		printf("\n%-32s %-11s %-8s %s\n", "APP", "MAINTENANCE", "AFFINITY", "BALANCE");
@@ -1283,13 +1285,18 @@ static void print_header(const char *section)
 	else if (strcmp(section, "dynos") == 0)
 		printf("\n%-24s %-16s %-24s %s\n", "APP", "DYNO", "ADDR", "STATE");
 	else if (strcmp(section, "certs") == 0) {
-		putchar('\n');
+		if (blank)
+			putchar('\n');
 		print_cert_header();
 	}
 }
 
-/* Prints a dump as it streams in: scalars as "key: value", arrays as tables. */
-static int print_dump(struct reader *r)
+/*
+ * Prints a dump or a certs answer as it streams in: scalars as "key: value", arrays as tables
+ * (a blank line before each but, for certs, the first). An "error" member (certs: the store
+ * changed while it was listed) goes to stderr and exits 1.
+ */
+static int print_dump(struct reader *r, bool is_dump)
 {
 	struct hm__buf v = {0};
 	char key[64];
@@ -1321,7 +1328,7 @@ static int print_dump(struct reader *r)
 		skip_ws(r);
 		if (rd_peek(r) == '[') {
 			rd_next(r);
-			print_header(key);
+			print_header(key, is_dump);
 			for (;;) {
 				skip_ws(r);
 				c = rd_peek(r);
@@ -1347,7 +1354,11 @@ static int print_dump(struct reader *r)
 				goto bad;
 			cJSON *o = cJSON_Parse(v.data);
 
-			if (o != NULL && cJSON_IsString(o))
+			if (strcmp(key, "error") == 0)
+				code =
+				    fail(EXIT_REJECTED, "%s",
+					 o != NULL && cJSON_IsString(o) ? o->valuestring : v.data);
+			else if (o != NULL && cJSON_IsString(o))
 				print_esc("%-8s %s\n", key, o->valuestring);
 			else
 				print_esc("%-8s %s\n", key, v.data);
@@ -1373,15 +1384,6 @@ static int print_status(const cJSON *o)
 		print_esc("%-20s %s\n", it->string, v != NULL ? v : it->valuestring);
 		free(v);
 	}
-	return EXIT_OK;
-}
-
-static int print_certs(const cJSON *o)
-{
-	const cJSON *c;
-
-	print_cert_header();
-	cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(o, "certs")) print_cert(c);
 	return EXIT_OK;
 }
 
@@ -1461,8 +1463,8 @@ static int cmd_admin(const char *cmd, const char *arg)
 			    fail(EXIT_UNREACHABLE, "the answer from %s was cut short", cfg.admin);
 		goto out;
 	}
-	if (is_dump) {
-		code = print_dump(r);
+	if (is_dump || strcmp(cmd, "certs") == 0) {
+		code = print_dump(r, is_dump);
 	} else {
 		struct hm__buf v = {0};
 		cJSON *o;
@@ -1472,9 +1474,7 @@ static int cmd_admin(const char *cmd, const char *arg)
 			code = fail(EXIT_UNREACHABLE, "no valid answer from %s", cfg.admin);
 			goto out;
 		}
-		code = strcmp(cmd, "status") == 0  ? print_status(o)
-		       : strcmp(cmd, "certs") == 0 ? print_certs(o)
-						   : print_lookup(o);
+		code = strcmp(cmd, "status") == 0 ? print_status(o) : print_lookup(o);
 		cJSON_Delete(o);
 		hm__buf_fini(&v);
 	}

@@ -13,6 +13,7 @@ RSA and ECDSA.
 import glob
 import json
 import os
+import socket
 import stat
 import subprocess
 import threading
@@ -346,6 +347,68 @@ def test_stop_during_checks(env):
     o.start()
     eq(o.status()["seq"], seq, "nothing applied")
     eq(o.status()["certs"], 0, "no certificate")
+
+
+def test_certs_answer_streams(env):
+    """`certs` is written in slices as the client reads, straight from the store (constant
+    memory in the count), not built whole: a reader that stalls after the first bytes of a ~2 MB
+    answer, while a certificate is put, gets the entries listed before the change and then an
+    "error" saying the certificates changed (a built answer would hold all the old entries and
+    no error); a reader that keeps up gets every entry once, well-formed; hermodctl prints it as
+    it streams, and exits 1 on the error."""
+    p = make_pki(env)
+    o = Origin(env)
+    e = Edge(env, o)
+    # 150 long SANs per certificate: ~9 KB of JSON per entry, 200 entries ~2 MB, far past the
+    # admin socket's slice and the socket buffers.
+    sans = ["*.apps.example.com"] + ["san-%03d-%s.example.org" % (k, "x" * 40) for k in range(149)]
+    big = p.leaf("bigsans", p.ca1, "serverAuth", sans)
+    chain, key = open(big.crt).read(), open(big.key).read()
+    n = 200
+    changes = [{"op": "cert.put", "name": "h%d.apps.example.com" % i, "cert": chain, "key": key}
+               for i in range(n)]
+    r = ctl(o, "--json", "apply", "-", input=json.dumps({"changes": changes}).encode(),
+            timeout=T(300))
+    eq(r.rc, 0, "apply: %r" % r)
+    wait_converged(o, [e])
+
+    for proc in (o, e):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(proc.admin)
+        s.sendall(b"certs\n")
+        first = s.recv(1024)
+        check(first.startswith(b'{"certs":[{"name":'), first[:80])
+        # While the reader stalls, a certificate is put (and reaches the edge).
+        k = 0 if proc is o else 1
+        r = ctl(o, "cert", "put", "late%d.apps.example.com" % k, p.wild.crt, p.wild.key)
+        eq(r.rc, 0, "cert put: %r" % r)
+        wait_converged(o, [e])
+        s.settimeout(T(20))
+        buf = ht.admin_read_line(s, first)
+        s.close()
+        OUTPUTS.append(buf.decode())
+        d = json.loads(buf)
+        check("changed" in d.get("error", ""), "the answer says the certificates changed: %r" %
+              buf[-200:])
+        names = [c["name"] for c in d["certs"]]
+        check(0 < len(names) < n, "only the entries listed before the change: %d" % len(names))
+        eq(len(set(names)), len(names), "no entry twice")
+        check(all(c["sans"] == sans and len(c["sha256"]) == 64 for c in d["certs"]),
+              "entries well-formed")
+    # A reader that keeps up: all of them, once each, no error.
+    for proc in (o, e):
+        d = admin(proc.admin, "certs")
+        eq(d.get("error"), None, "no error")
+        names = sorted(c["name"] for c in d["certs"])
+        eq(len(names), n + 2, "every certificate")
+        eq(len(set(names)), n + 2, "none twice")
+    r = ctl(o, "--admin", e.admin, "certs", control=False)
+    eq(r.rc, 0, "hermodctl certs: %r" % r)
+    check(r.out.startswith("NAME"), "the table's heading first: %r" % r.out[:80])
+    eq(len([l for l in r.out.splitlines() if ".apps.example.com" in l]), n + 2,
+       "a line per certificate")
+    check_no_keys(env, p)
 
 
 def test_full_file_system_under_the_store(env):
