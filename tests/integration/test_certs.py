@@ -411,6 +411,40 @@ def test_certs_answer_streams(env):
     check_no_keys(env, p)
 
 
+def test_joining_edge_sizes_the_store_once(env):
+    """A snapshot says how many certificates it holds and how much store heap they take
+    (SNAPSHOT_REP version 4, and the snapshot file's header): an edge joining by a snapshot of 300
+    certificates (more than a default store's 256 entries) makes its store once, with no load
+    started again. A snapshot written as before (version 3 chunks, no count: a test build's
+    HM_TEST_SNAP_VERSION=3) still loads, growing the store as before."""
+    p = make_pki(env)
+    chain, key = open(p.wild.crt).read(), open(p.wild.key).read()
+    changes = [{"op": "cert.put", "name": "h%d.apps.example.com" % i, "cert": chain, "key": key}
+               for i in range(300)]
+    for tag, old in (("new", False), ("old", True)):
+        o = Origin(env, name="origin-" + tag, extra=["--compact-after", "1"],
+                   proc_env={"HM_TEST_SNAP_VERSION": "3"} if old else None)
+        r = ctl(o, "apply", "-", input=json.dumps({"changes": changes}).encode(),
+                timeout=T(300))
+        eq(r.rc, 0, "apply: %r" % r)
+        seq = o.status()["seq"]
+        ht.wait_for(lambda: o.status()["snapshot_seq"] == seq, T(60),
+                    "a snapshot at seq %d" % seq)
+        e = Edge(env, o, name="edge-" + tag)
+        wait_converged(o, [e])
+        st = e.status()
+        eq(st["certs"], 300, "%s format: every certificate on the edge" % tag)
+        eq(st["snapshots"], 1, "%s format: loaded from the snapshot" % tag)
+        eq(st["digest_mismatches"], 0, "%s format: the origin's digest" % tag)
+        if old:
+            check(st["snapshot_restarts"] >= 1, "the old format grows the store by loading "
+                  "again: %d" % st["snapshot_restarts"])
+        else:
+            eq(st["snapshot_restarts"], 0, "sized once")
+        e.proc.stop()
+        o.stop()
+
+
 def test_full_file_system_under_the_store(env):
     """A certificate store that cannot grow (a full /run) is handled as the table is: the batch
     is not applied, the last version stays for the routers, status says why, and the edge
