@@ -8,7 +8,8 @@
  * stops acting as the compactor as soon as a keep-alive says the lease is gone, or none has been
  * answered for a whole TTL (it may be gone: better nobody for a moment than two). When the
  * holder dies, its lease expires, the key goes with it, and the next claim of another origin
- * (every TTL/3) wins. Correctness never depends on there being exactly one: the snapshot
+ * (every TTL/3) wins. The holder reads the key as often, and stops if it is gone or attached to
+ * another lease. Correctness never depends on there being exactly one: the snapshot
  * install is a CAS that also compares P/compactor's lease with the installer's, compactions
  * are idempotent, and a defragmentation only costs time.
  *
@@ -117,6 +118,8 @@ static void best_effort_cb(void *arg, int err, const struct hm__etcd_result *r)
 static void lose(struct hm__etcd_maint *m, const char *why)
 {
 	hm_log(HM_LOG_WARNING, "origin", "etcd: no longer the compactor: %s", why);
+	if (m->lease != 0) /* gone already, most likely: then etcd says so and nothing happens */
+		hm__etcd_lease_revoke(m->etcd, m->lease, best_effort_cb, m);
 	m->holder = false;
 	m->lease = 0;
 	m->holder_name[0] = '\0';
@@ -469,6 +472,8 @@ static void read_cb(void *arg, int err, const struct hm__etcd_result *r)
 		job_done(m);
 		return;
 	}
+	if (r->op.nkvs == 1 && m->holder && r->op.kvs[0].lease != m->lease)
+		lose(m, "P/compactor is attached to another lease");
 	if (r->op.nkvs == 1) {
 		snprintf(m->holder_name, sizeof(m->holder_name), "%.*s",
 			 (int)r->op.kvs[0].value_len, (const char *)r->op.kvs[0].value);
@@ -476,6 +481,8 @@ static void read_cb(void *arg, int err, const struct hm__etcd_result *r)
 		job_done(m);
 		return;
 	}
+	if (m->holder)
+		lose(m, "P/compactor is gone");
 	m->holder_name[0] = '\0';
 	m->job = J_GRANT;
 	if (hm__etcd_lease_grant(m->etcd, (int64_t)((m->cfg.lease_ttl_ms + 999) / 1000), grant_cb,
@@ -558,7 +565,9 @@ void hm__etcd_maint_tick(struct hm__etcd_maint *m, int64_t seen_rev)
 		m->keeping = true;
 	if (m->job != J_NONE)
 		return;
-	if (!m->holder && now >= m->claim_due) {
+	/* Everyone reads P/compactor every TTL/3: the others to claim it when it is gone, the
+	 * holder to notice it was deleted or taken (an operator, a lease it thought alive). */
+	if (now >= m->claim_due) {
 		m->claim_due = now + HM_MAX(m->cfg.lease_ttl_ms / 3, 500);
 		m->job = J_READ;
 		{

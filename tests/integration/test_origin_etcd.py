@@ -465,6 +465,16 @@ def test_one_compactor_at_a_time(env):
        "an origin started now loads the new compactor's snapshot and follows")
     wait_for(lambda: d.status()["etcd_compactor"] == other.name, T(15),
              "the new origin to name the compactor")
+    # P/compactor deleted under the holder (an operator): it notices, and one origin claims it.
+    etcd_delete_prefix(c, b"/hermod/compactor")
+    wait_for(lambda: "no longer the compactor" in other.proc.stderr(), T(15),
+             "the holder to notice its key is gone")
+
+    def one_holder():
+        sts = [o.status() for o in (other, d)]
+        holders = [o.name for o, s in zip((other, d), sts) if s["etcd_compactor_self"]]
+        return len(holders) == 1 and all(s["etcd_compactor"] == holders[0] for s in sts)
+    wait_for(one_holder, T(15), "exactly one compactor again, named by both")
 
 
 def test_defragments_one_member_at_a_time(env):
