@@ -477,6 +477,39 @@ def test_one_compactor_at_a_time(env):
     wait_for(one_holder, T(15), "exactly one compactor again, named by both")
 
 
+def test_frozen_compactor_steps_down(env):
+    """The compactor frozen (SIGSTOP) longer than its lease: the other origin takes the role;
+    woken, the old holder learns its lease is gone, steps down, and uploads nothing more."""
+    c = eu.EtcdCluster(env, 1)
+    extra = ["--compact-after", "2000", "--etcd-lease-ttl", "2s"]
+    a = origin(env, c, "origin-a", extra=extra)
+    b = origin(env, c, "origin-b", extra=extra)
+    holder = wait_for(lambda: next((o for o in (a, b) if o.status()["etcd_compactor_self"]),
+                                   None), T(15), "one origin to become the compactor")
+    other = b if holder is a else a
+    holder.proc.send_signal(signal.SIGSTOP)
+    wait_for(lambda: other.status()["etcd_compactor_self"], T(20),
+             "the other origin to take over from the frozen one")
+    holder.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: "no longer the compactor" in holder.proc.stderr(), T(15),
+             "the woken origin to step down")
+    eq(holder.status()["etcd_compactor_self"], False, "it is not the compactor")
+    wait_for(lambda: holder.status()["etcd_compactor"] == other.name, T(15),
+             "it names the new one")
+    other.apply(app_changes("churn", 5))
+    base = holder.status()["etcd_snapshots"]
+    n = 0
+
+    def churn():
+        nonlocal n
+        n += 1
+        (a, b)[n % 2].apply([ht.ch_dyno("churn", "web.%d" % (n % 5),
+                                        "127.0.0.1:%d" % (6000 + n))])
+        return other.status()["etcd_snapshots"] >= 2
+    wait_for(churn, T(60), "snapshots through the new compactor", interval=0.05)
+    eq(holder.status()["etcd_snapshots"], base, "none through the old one")
+
+
 def test_defragments_one_member_at_a_time(env):
     """History left by churn, once compacted, leaves a member's file mostly free pages: the
     compactor defragments each member of three, one at a time and the leader last, and the
