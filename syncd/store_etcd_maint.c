@@ -76,7 +76,7 @@ struct hm__etcd_maint {
 
 	/* The lease and P/compactor. */
 	bool holder, keeping, orphan; /* orphan: NOSPACE refused our claim, nobody holds it */
-	int64_t lease;
+	int64_t lease, ka_lease;      /* ka_lease: the one the keep-alive in flight is for */
 	uint64_t ttl_ms, ka_due, ka_ok, claim_due;
 	char holder_name[128]; /* "" when nobody holds it (as last read) */
 
@@ -498,8 +498,8 @@ static void keepalive_cb(void *arg, int err, const struct hm__etcd_result *r)
 	if (err == -ECANCELED)
 		return;
 	m->keeping = false;
-	if (!m->holder)
-		return;
+	if (!m->holder || m->ka_lease != m->lease)
+		return; /* about a lease already given up */
 	if (err == -ENOENT || (err == 0 && r->ttl <= 0)) {
 		lose(m, "its lease expired");
 	} else if (err == 0) {
@@ -561,8 +561,10 @@ void hm__etcd_maint_tick(struct hm__etcd_maint *m, int64_t seen_rev)
 	if (m->holder && now - m->ka_ok >= m->ttl_ms)
 		lose(m, "no keep-alive answered for the lease's TTL");
 	if (m->holder && !m->keeping && now >= m->ka_due &&
-	    hm__etcd_lease_keepalive(m->etcd, m->lease, keepalive_cb, m) == 0)
+	    hm__etcd_lease_keepalive(m->etcd, m->lease, keepalive_cb, m) == 0) {
 		m->keeping = true;
+		m->ka_lease = m->lease;
+	}
 	if (m->job != J_NONE)
 		return;
 	/* Everyone reads P/compactor every TTL/3: the others to claim it when it is gone, the
