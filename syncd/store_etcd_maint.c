@@ -49,18 +49,7 @@
 #define DEFAULT_QUOTA	(2ull << 30)
 #define DISARM_PERCENT	90
 
-enum job {
-	J_NONE,
-	J_READ,
-	J_GRANT,
-	J_CLAIM,
-	J_COMPACT,
-	J_MEASURE,
-	J_DEFRAG,
-	J_REMEASURE,
-	J_ALARMS,
-	J_DISARM
-};
+enum job { J_NONE, J_COMPACT, J_MEASURE, J_DEFRAG, J_REMEASURE, J_ALARMS, J_DISARM };
 
 struct member {
 	uint64_t id, size, in_use;
@@ -76,11 +65,12 @@ struct hm__etcd_maint {
 
 	/* The lease and P/compactor. */
 	bool holder, keeping, orphan; /* orphan: NOSPACE refused our claim, nobody holds it */
+	bool claiming;		      /* reading P/compactor, granting, claiming: in flight */
 	int64_t lease, ka_lease;      /* ka_lease: the one the keep-alive in flight is for */
 	uint64_t ttl_ms, ka_due, ka_ok, claim_due;
 	char holder_name[128]; /* "" when nobody holds it (as last read) */
 
-	/* The job in flight. */
+	/* The job in flight (the claim runs beside it). */
 	enum job job;
 	bool recovering; /* the sweep is a NOSPACE recovery: every member, then disarm */
 	struct member *members;
@@ -400,7 +390,7 @@ static void claim_cb(void *arg, int err, const struct hm__etcd_result *r)
 
 	if (err == -ECANCELED)
 		return;
-	job_done(m);
+	m->claiming = false;
 	if (err == 0 && r->succeeded) {
 		m->holder = true;
 		m->ka_ok = now;
@@ -448,17 +438,16 @@ static void grant_cb(void *arg, int err, const struct hm__etcd_result *r)
 	if (err != 0) {
 		/* NOSPACE refuses grants: with nobody holding the key, recover without one. */
 		m->orphan = err == -ENOSPC;
-		job_done(m);
+		m->claiming = false;
 		return;
 	}
 	m->lease = r->lease_id;
 	m->ttl_ms = r->ttl > 0 ? (uint64_t)r->ttl * 1000 : m->cfg.lease_ttl_ms;
 	put.lease = m->lease;
-	m->job = J_CLAIM;
 	if (hm__etcd_txn(m->etcd, &t, claim_cb, m) != 0) {
 		hm__etcd_lease_revoke(m->etcd, m->lease, best_effort_cb, m);
 		m->lease = 0;
-		job_done(m);
+		m->claiming = false;
 	}
 }
 
@@ -469,7 +458,7 @@ static void read_cb(void *arg, int err, const struct hm__etcd_result *r)
 	if (err == -ECANCELED)
 		return;
 	if (err != 0) {
-		job_done(m);
+		m->claiming = false;
 		return;
 	}
 	if (r->op.nkvs == 1 && m->holder && r->op.kvs[0].lease != m->lease)
@@ -478,16 +467,15 @@ static void read_cb(void *arg, int err, const struct hm__etcd_result *r)
 		snprintf(m->holder_name, sizeof(m->holder_name), "%.*s",
 			 (int)r->op.kvs[0].value_len, (const char *)r->op.kvs[0].value);
 		m->orphan = false;
-		job_done(m);
+		m->claiming = false;
 		return;
 	}
 	if (m->holder)
 		lose(m, "P/compactor is gone");
 	m->holder_name[0] = '\0';
-	m->job = J_GRANT;
 	if (hm__etcd_lease_grant(m->etcd, (int64_t)((m->cfg.lease_ttl_ms + 999) / 1000), grant_cb,
 				 m) != 0)
-		job_done(m);
+		m->claiming = false;
 }
 
 static void keepalive_cb(void *arg, int err, const struct hm__etcd_result *r)
@@ -565,22 +553,18 @@ void hm__etcd_maint_tick(struct hm__etcd_maint *m, int64_t seen_rev)
 		m->keeping = true;
 		m->ka_lease = m->lease;
 	}
-	if (m->job != J_NONE)
-		return;
 	/* Everyone reads P/compactor every TTL/3: the others to claim it when it is gone, the
 	 * holder to notice it was deleted or taken (an operator, a lease it thought alive). */
-	if (now >= m->claim_due) {
-		m->claim_due = now + HM_MAX(m->cfg.lease_ttl_ms / 3, 500);
-		m->job = J_READ;
-		{
-			char key[KEY_MAX];
-			size_t n = hm__etcd_maint_key(m, key, sizeof(key));
+	if (!m->claiming && now >= m->claim_due) {
+		char key[KEY_MAX];
+		size_t n = hm__etcd_maint_key(m, key, sizeof(key));
 
-			if (hm__etcd_range(m->etcd, key, n, NULL, read_cb, m) != 0)
-				job_done(m);
-		}
-		return;
+		m->claim_due = now + HM_MAX(m->cfg.lease_ttl_ms / 3, 500);
+		if (hm__etcd_range(m->etcd, key, n, NULL, read_cb, m) == 0)
+			m->claiming = true;
 	}
+	if (m->job != J_NONE)
+		return;
 	if (!m->holder && !(m->orphan && m->nospace))
 		return;
 	if (m->nospace && now >= m->recover_due && m->latest_rev > 0) {
