@@ -8,10 +8,10 @@
  * stops acting as the compactor as soon as a keep-alive says the lease is gone, or none has been
  * answered for a whole TTL (it may be gone: better nobody for a moment than two). When the
  * holder dies, its lease expires, the key goes with it, and the next claim of another origin
- * (every TTL/3) wins. The holder reads the key as often, and stops if it is gone or attached to
- * another lease. Correctness never depends on there being exactly one: the snapshot
- * install is a CAS that also compares P/compactor's lease with the installer's, compactions
- * are idempotent, and a defragmentation only costs time.
+ * (each reads the key every tick, about a second) wins. The holder reads the key every TTL/3,
+ * and stops if it is gone or attached to another lease. Correctness never depends on there being
+ * exactly one: the snapshot install is a CAS that also compares P/compactor's lease with the
+ * installer's, compactions are idempotent, and a defragmentation only costs time.
  *
  * One job runs at a time (a claim, a compaction, a sweep of the members), so the compactor
  * never defragments two members at once: a sweep asks every member's status, then
@@ -67,7 +67,9 @@ struct hm__etcd_maint {
 	bool holder, keeping, orphan; /* orphan: NOSPACE refused our claim, nobody holds it */
 	bool claiming;		      /* reading P/compactor, granting, claiming: in flight */
 	int64_t lease, ka_lease;      /* ka_lease: the one the keep-alive in flight is for */
-	uint64_t ttl_ms, ka_due, ka_ok, claim_due;
+	/* ka_ok: when the last keep-alive answered (or the grant) was sent; etcd's expiry is at
+	 * least a TTL after it, so stepping down a TTL after ka_ok is never late. */
+	uint64_t ttl_ms, ka_due, ka_ok, ka_sent, claim_due;
 	char holder_name[128]; /* "" when nobody holds it (as last read) */
 
 	/* The job in flight (the claim runs beside it). */
@@ -393,7 +395,7 @@ static void claim_cb(void *arg, int err, const struct hm__etcd_result *r)
 	m->claiming = false;
 	if (err == 0 && r->succeeded) {
 		m->holder = true;
-		m->ka_ok = now;
+		m->ka_ok = m->ka_sent;
 		m->ka_due = now + m->ttl_ms / 3;
 		m->compact_due = now + m->cfg.compact_every_ms;
 		m->defrag_due = now + m->cfg.defrag_every_ms;
@@ -473,6 +475,7 @@ static void read_cb(void *arg, int err, const struct hm__etcd_result *r)
 	if (m->holder)
 		lose(m, "P/compactor is gone");
 	m->holder_name[0] = '\0';
+	m->ka_sent = hm_mono_ms(); /* the lease lives at least a TTL from here */
 	if (hm__etcd_lease_grant(m->etcd, (int64_t)((m->cfg.lease_ttl_ms + 999) / 1000), grant_cb,
 				 m) != 0)
 		m->claiming = false;
@@ -491,7 +494,7 @@ static void keepalive_cb(void *arg, int err, const struct hm__etcd_result *r)
 	if (err == -ENOENT || (err == 0 && r->ttl <= 0)) {
 		lose(m, "its lease expired");
 	} else if (err == 0) {
-		m->ka_ok = now;
+		m->ka_ok = m->ka_sent;
 		m->ka_due = now + m->ttl_ms / 3;
 	}
 	/* Another error: the next tick tries again; a TTL without an answer ends the role. */
@@ -552,14 +555,16 @@ void hm__etcd_maint_tick(struct hm__etcd_maint *m, int64_t seen_rev)
 	    hm__etcd_lease_keepalive(m->etcd, m->lease, keepalive_cb, m) == 0) {
 		m->keeping = true;
 		m->ka_lease = m->lease;
+		m->ka_sent = now;
 	}
-	/* Everyone reads P/compactor every TTL/3: the others to claim it when it is gone, the
-	 * holder to notice it was deleted or taken (an operator, a lease it thought alive). */
+	/* The others read P/compactor every tick, to claim it within a tick of its lease's
+	 * expiry; the holder every TTL/3, to notice it was deleted or taken (an operator, a lease
+	 * it thought alive). */
 	if (!m->claiming && now >= m->claim_due) {
 		char key[KEY_MAX];
 		size_t n = hm__etcd_maint_key(m, key, sizeof(key));
 
-		m->claim_due = now + HM_MAX(m->cfg.lease_ttl_ms / 3, 500);
+		m->claim_due = m->holder ? now + m->ttl_ms / 3 : now;
 		if (hm__etcd_range(m->etcd, key, n, NULL, read_cb, m) == 0)
 			m->claiming = true;
 	}
