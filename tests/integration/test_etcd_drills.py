@@ -1,0 +1,181 @@
+"""The etcd drills (issue 13, docs/store-etcd.md "Failure cases"): origins on a real etcd cluster,
+broken on purpose while a hermodctl loop writes through them.
+
+* an etcd member of three SIGKILLed (a follower, then the leader) and restarted on its data
+  directory: writes go on, the member rejoins and catches up, every acknowledged change is on
+  every edge, no edge does a full resync;
+* an origin partitioned from etcd (network namespaces: etcd, origin-a and origin-b each in their
+  own, every route between origin-a and etcd blackholed while clients still reach origin-a): it
+  assigns no seq and says why, hermodctl moves to the other origin, the edge following both
+  keeps up; healed, origin-a catches up and commits again with the same numbering;
+* etcd over TLS with client certificates: commits work; an origin without its client
+  certificate, or trusting another CA, refuses to start with the reason;
+* a commit whose answer is lost after etcd applied it (a proxy between the origin and etcd drops
+  the answer to the commit txn) is resolved by its commit id: applied once, acknowledged with
+  its seq, also when another origin committed in between; and one lost before etcd saw it is
+  committed by the retry.
+
+Each drill waits for conditions and asserts outcomes, never durations (the failover time is
+bench/failover.py's figure). Without etcd installed the script exits 77 (skipped); the partition
+drill needs root and iproute2 (deploy/dev's CI has both).
+"""
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+
+import etcd_util as eu
+import hermod_test as ht
+import netns
+import syncd_util as su
+from hermod_test import T, check, eq, fail, timeout, wait_for
+from test_origin_etcd import app_changes, wait_same
+
+
+def origin(env, cluster, name, extra=(), wait=True, endpoints=None):
+    spec = "etcd:" + ",".join(endpoints or cluster.endpoints)
+    return su.Origin(env, name=name, extra=["--store", spec, "--node", name] + list(extra),
+                     wait=wait)
+
+
+class Writer:
+    """A hermodctl loop: `dyno put APP TAG.N` for N = 0, 1, ... through --control urls (a list:
+    hermodctl fails over), one at a time, until stop(). acked: (dyno, addr, seq) of every
+    acknowledged put; errors: the CtlResults of the others."""
+
+    def __init__(self, env, ctl_origin, urls, app, tag):
+        self.o = ctl_origin
+        self.control = ",".join(urls)
+        self.app, self.tag = app, tag
+        self.acked, self.errors = [], []
+        self.stopping = False
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        env.defer(self.stop)
+
+    def _run(self):
+        i = 0
+        while not self.stopping:
+            dyno, addr = "%s.%d" % (self.tag, i), "127.0.0.1:%d" % (10000 + i % 50000)
+            r = self.o.ctl("--control", self.control, "--timeout", "5s", "--reply-timeout",
+                           "%ds" % int(T(30)), "--json", "dyno", "put", self.app, dyno, addr,
+                           control=False, timeout=T(60))
+            with self.lock:
+                if r.rc == 0:
+                    self.acked.append((dyno, addr, r.json()["seq"]))
+                else:
+                    self.errors.append(r)
+            i += 1
+
+    def count(self):
+        with self.lock:
+            return len(self.acked)
+
+    def wait_more(self, n, what):
+        base = self.count()
+        wait_for(lambda: self.count() >= base + n or (self.errors and fail(
+            "%s: a write failed: %r" % (what, self.errors[0]))), T(60),
+            "%s: %d more acknowledged writes" % (what, n), interval=0.05)
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(T(90))
+        return self.acked
+
+
+def edge_dynos(edge, app):
+    """{dyno: addr} of app in the edge's table (its admin dump)."""
+    d = ht.admin_request(edge.admin, "dump")
+    return {y["name"]: y["addr"] for y in d["dynos"] if y["app"] == app}
+
+
+def check_all_acked_on(edges, origin_, acked, app, snapshots):
+    """Every acknowledged put is on every edge, at the last acknowledged seq or later, and no
+    edge loaded a snapshot (a full resync) since `snapshots` ({edge name: count}) was taken."""
+    seq = max(s for _, _, s in acked)
+    wait_for(lambda: su.origin_head(origin_)[0] >= seq, T(20), "the origin at seq %d" % seq)
+    su.wait_converged(origin_, edges, timeout=T(30))
+    for e in edges:
+        have = edge_dynos(e, app)
+        missing = [(y, a, s) for y, a, s in acked if have.get(y) != a]
+        check(not missing, "%s: %d of %d acknowledged writes missing, e.g. %r" % (
+            e.name, len(missing), len(acked), missing[:3]))
+        eq(e.status()["snapshots"], snapshots[e.name], "%s: no full resync" % e.name)
+    seqs = [s for _, _, s in acked]
+    eq(seqs, sorted(set(seqs)), "acknowledged seqs increase, none twice")
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. An etcd member SIGKILLed under writes, and restarted on its data directory
+# ---------------------------------------------------------------------------------------------
+
+
+def member_drill(env, which):
+    c = eu.EtcdCluster(env, 3)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b")
+    ea = su.Edge(env, a, name="edge-a")
+    eb = su.Edge(env, b, name="edge-b")
+    both = su.Edge(env, a, name="edge-both", publish=a.dial_publish + "," + b.dial_publish,
+                   sync=a.dial_sync + "," + b.dial_sync)
+    edges = [ea, eb, both]
+    a.apply([ht.ch_app("load")])
+    su.wait_converged(a, edges)
+    snapshots = {e.name: e.status()["snapshots"] for e in edges}
+    # Two writers, one preferring each origin.
+    wa = Writer(env, a, [a.dial_control, b.dial_control], "load", "weba")
+    wb = Writer(env, a, [b.dial_control, a.dial_control], "load", "webb")
+    wa.wait_more(5, "before the kill")
+    leader = c.leader_index()
+    check(leader is not None, "a leader")
+    victim = leader if which == "leader" else (leader + 1) % 3
+    print("# killing etcd member %d (%s; the leader is %d)" % (victim, which, leader),
+          flush=True)
+    c.kill(victim)
+    for w in (wa, wb):
+        w.wait_more(25, "with member %d down" % victim)
+    c.restart(victim)
+    for w in (wa, wb):
+        w.wait_more(25, "after member %d restarted" % victim)
+    acked = wa.stop() + wb.stop()
+    check(not wa.errors and not wb.errors, "every write acknowledged: %r" % (
+        (wa.errors + wb.errors)[:2],))
+    acked.sort(key=lambda x: x[2])
+    check_all_acked_on(edges, a, acked, "load", snapshots)
+    eq(wait_same([a, b])[0], su.origin_head(a)[0], "both origins at the head")
+
+    # The restarted member caught up: it serves the same revision as the others (a read at the
+    # leader's revision through it alone) and the head key holds the last seq.
+    def caught_up():
+        revs = [c.status(i) for i in range(3)]
+        if any(r is None for r in revs):
+            return None
+        rs = {r["header"]["revision"] for r in revs}
+        return rs if len(rs) == 1 else None
+    wait_for(caught_up, T(20), "every member at the same revision")
+    t = eu.EtcdTool(env, [c.members[victim].url], name="hm-etcd-victim")
+    r = t.ok("range", "/hermod/log/", "/hermod/log0", 0)
+    eq(r["count"], su.origin_head(a)[0], "the restarted member holds every log entry")
+
+
+@timeout(240)
+def test_etcd_follower_killed_and_restarted_under_writes(env):
+    member_drill(env, "follower")
+
+
+@timeout(240)
+def test_etcd_leader_killed_and_restarted_under_writes(env):
+    member_drill(env, "leader")
+
+
+if __name__ == "__main__":
+    if not eu.available():
+        print("# test_etcd_drills.py: SKIP: etcd is not installed", flush=True)
+        sys.exit(77)
+    ht.run(globals())
