@@ -174,6 +174,203 @@ def test_etcd_leader_killed_and_restarted_under_writes(env):
     member_drill(env, "leader")
 
 
+# ---------------------------------------------------------------------------------------------
+# 4. The unknown outcome: a commit whose answer is lost
+# ---------------------------------------------------------------------------------------------
+
+
+def is_commit_txn(path, body, prefix=b"/hermod/log/"):
+    """True for the origin's commit txn (syncd/store_etcd.c try_commit: a put of P/log/<seq>
+    on success), as etcd's JSON gateway receives it."""
+    if path != b"/v3/kv/txn":
+        return False
+    try:
+        t = json.loads(body)
+        return any(base64.b64decode(op["request_put"]["key"]).startswith(prefix)
+                   for op in t.get("success", []) if "request_put" in op)
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+class TxnProxy:
+    """An HTTP/1.1 proxy from a loopback port to one etcd member, reading each request whole
+    (etcd's gateway: Content-Length bodies, no pipelining) and passing everything, except
+    commit txns once armed:
+
+      arm("answer")   the next commit txn goes to etcd, and its answer is dropped: the
+                      connection is closed when the first byte of it arrives (etcd applied it,
+                      the origin never hears);
+      arm("request")  the next commit txn is dropped before etcd sees it (connection closed);
+      hold=True       after that, every commit txn is dropped unsent until release().
+
+    .txns counts the commit txns seen, .dropped those whose connection was closed."""
+
+    def __init__(self, env, upstream_port):
+        self.upstream = upstream_port
+        self.mode, self.hold, self.holding = None, False, False
+        self.dropped = self.txns = 0
+        self.lock = threading.Lock()
+        self.lsock, self.port, _ = su.loopback_listener()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.socks = []
+        threading.Thread(target=self._accept, daemon=True).start()
+        env.defer(self.close)
+
+    def arm(self, mode, hold=False):
+        with self.lock:
+            self.mode, self.hold = mode, hold
+
+    def release(self):
+        with self.lock:
+            self.holding = False
+
+    def _accept(self):
+        for c, u in su.accept_upstream(self.lsock, self.upstream):
+            conn = {"drop_answer": False}
+            with self.lock:
+                self.socks += [c, u]
+            threading.Thread(target=self._requests, args=(c, u, conn), daemon=True).start()
+            threading.Thread(target=self._answers, args=(u, c, conn), daemon=True).start()
+
+    def _decide(self, path, body):
+        """What to do with a request: "pass", "drop" (unsent) or "answer" (drop its answer)."""
+        if not is_commit_txn(path, body):
+            return "pass"
+        with self.lock:
+            self.txns += 1
+            if self.holding:
+                self.dropped += 1
+                return "drop"
+            mode, self.mode = self.mode, None
+            if mode is None:
+                return "pass"
+            self.holding = self.hold
+            self.dropped += 1
+            return "drop" if mode == "request" else "answer"
+
+    def _requests(self, src, dst, conn):
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d = src.recv(65536)
+                    if not d:
+                        raise OSError("closed")
+                    buf += d
+                head, rest = buf.split(b"\r\n\r\n", 1)
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    if k.strip().lower() == b"content-length":
+                        length = int(v.strip())
+                while len(rest) < length:
+                    d = src.recv(65536)
+                    if not d:
+                        raise OSError("closed")
+                    rest += d
+                body, buf = rest[:length], rest[length:]
+                what = self._decide(head.split(b" ")[1], body)
+                if what == "drop":
+                    break
+                conn["drop_answer"] = what == "answer"
+                dst.sendall(head + b"\r\n\r\n" + body)
+        except (OSError, ValueError, IndexError):
+            pass
+        if not conn["drop_answer"]:
+            su.cut_all([src, dst])
+
+    @staticmethod
+    def _answers(src, dst, conn):
+        try:
+            while True:
+                d = src.recv(65536)
+                if not d:
+                    break
+                if conn["drop_answer"]:
+                    break
+                dst.sendall(d)
+        except OSError:
+            pass
+        su.cut_all([src, dst])
+
+    def close(self):
+        with self.lock:
+            socks = [self.lsock] + self.socks
+        su.cut_all(socks)
+
+
+def log_count(tool):
+    return tool.ok("range", "/hermod/log/", "/hermod/log0", 0)["count"]
+
+
+def apply_through(o, changes, out=None):
+    r = o.ctl("--reply-timeout", "%ds" % int(T(30)), "--json", "apply", "-",
+              input=json.dumps({"changes": changes}).encode(), timeout=T(60))
+    if r.rc != 0:
+        fail("%s: apply failed: %r" % (o.name, r))
+    if out is not None:
+        out.append(r.json()["seq"])
+    return r.json()["seq"]
+
+
+@timeout(120)
+def test_commit_answer_lost_resolved_by_commit_id(env):
+    """A commit txn that etcd applied but whose answer never reached the origin is sent again;
+    the retry's compare fails and the failure branch shows this commit's id in P/log/<seq>: the
+    origin acknowledges that seq, once. Also when another origin committed the next seq before
+    the retry got through, and when the txn was lost before etcd saw it (the retry commits)."""
+    c = eu.EtcdCluster(env, 1)
+    proxy = TxnProxy(env, c.members[0].client_port)
+    a = origin(env, c, "origin-a", endpoints=[proxy.url])
+    b = origin(env, c, "origin-b")
+    eb = su.Edge(env, b, name="edge-b")
+    tool = eu.EtcdTool(env, c.endpoints)
+    base = apply_through(a, app_changes("before", 1))
+    wait_same([a, b], base)
+
+    # The answer lost, nothing else in between.
+    txns = proxy.txns
+    proxy.arm("answer")
+    seq = apply_through(a, app_changes("lost-answer", 2))
+    eq(proxy.dropped, 1, "the commit's answer was dropped")
+    eq(seq, base + 1, "acknowledged with the seq the first attempt took")
+    # The store sent it again itself (libcurl's own silent resend on a new connection is
+    # refused for writes, syncd/etcd.c): one retry, two commit txns through the proxy.
+    eq(a.status()["etcd_retries"], 1, "the origin sent it again")
+    eq(proxy.txns, txns + 2, "the txn twice")
+    eq(wait_same([a, b], seq)[0], seq, "one seq, both origins")
+    eq(log_count(tool), seq, "one log entry per seq: nothing applied twice")
+
+    # The answer lost, and the retry held back until another origin has committed the next seq:
+    # the retry's failure branch reads P/log/<seq> (ours) under a head that is not.
+    proxy.arm("answer", hold=True)
+    out_a, out_b = [], []
+    t = threading.Thread(target=apply_through, args=(a, app_changes("held", 1), out_a))
+    t.start()
+    wait_for(lambda: proxy.dropped >= 3, T(20), "the commit dropped and a retry held back")
+    apply_through(b, app_changes("between", 1), out_b)
+    proxy.release()
+    t.join(T(60))
+    eq(out_a, [seq + 1], "origin-a acknowledged its commit's seq")
+    eq(out_b, [seq + 2], "origin-b committed the next one")
+    eq(wait_same([a, b], seq + 2)[0], seq + 2, "both origins at the head, nothing skipped")
+    eq(log_count(tool), seq + 2, "one log entry per seq")
+
+    # The txn lost before etcd saw it: the same txn again commits.
+    proxy.arm("request")
+    n = proxy.dropped
+    seq2 = apply_through(a, app_changes("lost-request", 1))
+    eq(proxy.dropped, n + 1, "the commit was dropped unsent")
+    eq(seq2, seq + 3, "committed by the retry")
+    eq(apply_through(a, app_changes("after", 1)), seq + 4, "the next seq")
+    wait_same([a, b], seq + 4)
+    su.wait_converged(b, [eb])
+    dump = ht.admin_request(eb.admin, "dump")
+    eq(sorted(x["app"] for x in dump["apps"]),
+       sorted(["before", "lost-answer", "held", "between", "lost-request", "after"]),
+       "every acknowledged app, once, on the edge")
+
+
 if __name__ == "__main__":
     if not eu.available():
         print("# test_etcd_drills.py: SKIP: etcd is not installed", flush=True)
