@@ -371,6 +371,47 @@ def test_commit_answer_lost_resolved_by_commit_id(env):
        "every acknowledged app, once, on the edge")
 
 
+# ---------------------------------------------------------------------------------------------
+# 3. etcd over TLS with client certificates
+# ---------------------------------------------------------------------------------------------
+
+
+@timeout(120)
+def test_etcd_over_tls_with_client_certificates(env):
+    """Origins reach etcd over https with a client certificate (--etcd-ca, --etcd-cert): commits
+    through both work and reach their edges. An origin that presents no client certificate, or
+    that trusts another CA than etcd's, refuses to start: exit 1 with the reason (etcd's answer
+    or the verification failure), never a half-started origin that cannot commit."""
+    tls = eu.TlsFiles(env.path("pki"))
+    c = eu.EtcdCluster(env, 3, tls=tls)
+    ok = ["--etcd-ca", tls.ca, "--etcd-cert", tls.client]
+    a = origin(env, c, "origin-a", extra=ok)
+    b = origin(env, c, "origin-b", extra=ok)
+    eb = su.Edge(env, b, name="edge-b")
+    seqs = [apply_through(o, app_changes("tls%d" % i, 2)) for i, o in enumerate((a, b, a))]
+    eq(seqs, [seqs[0], seqs[0] + 1, seqs[0] + 2], "one numbering over TLS")
+    wait_same([a, b], seqs[-1])
+    su.wait_converged(b, [eb])
+    eq(a.status()["etcd_endpoint"].startswith("https://"), True, "over https")
+
+    cases = [
+        ("no-cert", ["--etcd-ca", tls.ca], ("etcd", "certificate")),
+        ("other-ca", ["--etcd-ca", tls.other_ca, "--etcd-cert", tls.client],
+         ("etcd", "TLS")),
+    ]
+    for name, extra, words in cases:
+        o = origin(env, c, "origin-" + name, extra=extra, wait=False)
+        rc = o.proc.wait(T(30))
+        o.proc.expected_exit = True
+        err = o.proc.stderr()
+        print("# %s: exit %s: %s" % (name, rc, err.strip().splitlines()[-1:]), flush=True)
+        eq(rc, 1, "%s: the origin refuses to start" % name)
+        for w in words:
+            check(w.lower() in err.lower(), "%s: the reason says %r: %s" % (name, w, err))
+    # Nothing of theirs reached etcd: the good origins go on at the same numbering.
+    eq(apply_through(b, app_changes("after", 1)), seqs[-1] + 1, "the next seq")
+
+
 if __name__ == "__main__":
     if not eu.available():
         print("# test_etcd_drills.py: SKIP: etcd is not installed", flush=True)
