@@ -153,6 +153,16 @@ class Network:
     def heal(self, node):
         _ip("link", "set", node.veth_host, "up")
 
+    def partition(self, a, b):
+        """Every packet between nodes a and b dropped (a blackhole route to the other in each),
+        while both keep their links to everyone else: a partition, not a dead node."""
+        _ip("-n", a.ns, "route", "add", "blackhole", f"{b.ip}/32")
+        _ip("-n", b.ns, "route", "add", "blackhole", f"{a.ip}/32")
+
+    def unpartition(self, a, b):
+        _ip("-n", a.ns, "route", "del", "blackhole", f"{b.ip}/32")
+        _ip("-n", b.ns, "route", "del", "blackhole", f"{a.ip}/32")
+
     def close(self):
         for node in self.nodes:
             # Processes still running in the namespace would keep it alive: the test stops its

@@ -80,7 +80,7 @@ class Writer:
     def wait_more(self, n, what):
         base = self.count()
         wait_for(lambda: self.count() >= base + n or (self.errors and fail(
-            "%s: a write failed: %r" % (what, self.errors[0]))), T(60),
+            "%s: a write failed: %r" % (what, self.errors[0].err))), T(60),
             "%s: %d more acknowledged writes" % (what, n), interval=0.05)
 
     def stop(self):
@@ -369,6 +369,94 @@ def test_commit_answer_lost_resolved_by_commit_id(env):
     eq(sorted(x["app"] for x in dump["apps"]),
        sorted(["before", "lost-answer", "held", "between", "lost-request", "after"]),
        "every acknowledged app, once, on the edge")
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. An origin partitioned from etcd (network namespaces)
+# ---------------------------------------------------------------------------------------------
+
+
+class NsOrigin(su.Origin):
+    """An origin on etcd inside a node's namespace, listening on the node's address (fixed
+    ports: the namespace is the test's own); its admin socket is a file, reached from here."""
+
+    def __init__(self, env, node, cluster, name):
+        self.node = node
+        urls = tuple("tcp://%s:%d" % (node.ip, p) for p in (7401, 7402, 7403))
+        super().__init__(env, name=name, urls=urls, extra=[
+            "--store", "etcd:" + ",".join(cluster.endpoints), "--node", name,
+            "--insecure-plaintext"])
+
+    def argv(self):
+        return self.node.argv(super().argv())
+
+    def ctl(self, *args, **kw):
+        """hermodctl from the host, over the bridge (plaintext: the bridge is the test's)."""
+        return super().ctl("--insecure-plaintext", *args, **kw)
+
+
+@timeout(240)
+def test_origin_partitioned_from_etcd(env):
+    """etcd, origin-a and origin-b each in their own namespace on a private bridge; the edges and
+    a hermodctl loop (--control a,b) on the bridge's host address. Every packet between origin-a
+    and etcd is dropped while everyone else still reaches origin-a: it assigns no seq (a request
+    sent to it alone is refused with the reason, its seq and commits do not move), says it is
+    stale and why, and hermodctl moves to origin-b, which the edge following both keeps up
+    with. Healed, origin-a catches up to the same head (and its own edge with it, without a
+    full resync) and commits the next seq."""
+    if not netns.available():
+        fail("the partition drill needs network namespaces (root and iproute2)")
+    net = netns.Network()
+    env.defer(net.close)
+    net.host_address()
+    ne, na, nb = net.add_node("etcd"), net.add_node("origin-a"), net.add_node("origin-b")
+    c = eu.EtcdCluster(env, 3, node=ne)
+    a = NsOrigin(env, na, c, "origin-a")
+    b = NsOrigin(env, nb, c, "origin-b")
+    env.defer(lambda: [o.proc.stop() for o in (a, b) if o.proc.alive()])
+    both = su.Edge(env, a, name="edge-both", publish=a.dial_publish + "," + b.dial_publish,
+                   sync=a.dial_sync + "," + b.dial_sync, extra=["--insecure-plaintext"])
+    ea = su.Edge(env, a, name="edge-a", extra=["--insecure-plaintext"])
+    edges = [both, ea]
+    a.apply([ht.ch_app("load")])
+    su.wait_converged(a, edges)
+    snapshots = {e.name: e.status()["snapshots"] for e in edges}
+    w = Writer(env, a, [a.dial_control, b.dial_control], "load", "web")
+    w.wait_more(5, "before the partition")
+
+    net.partition(na, ne)
+    wait_for(lambda: a.status()["stale"], T(20), "origin-a to say it is stale")
+    st = a.status()
+    check(st["store_error"] and "etcd" in st["store_error"], "origin-a says why: %r" % st)
+    print("# origin-a: %s" % st["store_error"], flush=True)
+    cut_seq, cut_commits = st["seq"], st["etcd_commits"]
+    r = a.ctl("--timeout", "2s", "--reply-timeout", "%ds" % int(T(10)), "--json", "apply", "-",
+              input=json.dumps({"changes": app_changes("refused", 1)}).encode())
+    check(r.rc != 0, "origin-a alone acknowledges nothing: %r" % r)
+    check("cannot commit" in r.err, "and says why: %r" % r)
+    w.wait_more(15, "through origin-b during the partition")
+    su.wait_converged(b, [both])
+    st = a.status()
+    eq((st["seq"], st["etcd_commits"]), (cut_seq, cut_commits),
+       "origin-a assigned no seq while cut off")
+    check(st["stale"], "still stale")
+    check(b.status()["seq"] > cut_seq, "origin-b went on")
+
+    net.unpartition(na, ne)
+    wait_for(lambda: not a.status()["stale"], T(30), "origin-a to reach etcd again")
+    wait_same([a, b], b.status()["seq"], "origin-a to catch up")
+    w.wait_more(10, "after healing")
+    acked = w.stop()
+    check(not w.errors, "every write acknowledged: %r" % w.errors[:2])
+    check_all_acked_on(edges, a, acked, "load", snapshots)
+    head = wait_same([a, b])[0]
+    eq(apply_through(a, app_changes("after", 1)), head + 1, "origin-a commits the next seq")
+    su.wait_converged(b, edges)
+    dumps = [ht.admin_request(o.admin, "dump") for o in (a, b)]
+    for d in dumps:
+        d.pop("node")
+    eq(dumps[0], dumps[1], "both origins hold the same state")
+    check("refused" not in [x["app"] for x in dumps[0]["apps"]], "the refused request: nowhere")
 
 
 # ---------------------------------------------------------------------------------------------
