@@ -458,6 +458,24 @@ def test_origin_partitioned_from_etcd(env):
     eq(dumps[0], dumps[1], "both origins hold the same state")
     check("refused" not in [x["app"] for x in dumps[0]["apps"]], "the refused request: nowhere")
 
+    # The whole link of origin-a cut (nobody reaches it, it reaches nobody): the same, with
+    # hermodctl moving on because origin-a cannot be reached at all.
+    w = Writer(env, a, [a.dial_control, b.dial_control], "load", "cut")
+    w.wait_more(3, "before the cut")
+    net.cut(na)
+    wait_for(lambda: a.status()["stale"], T(20), "origin-a to say it is stale")
+    st = a.status()
+    w.wait_more(4, "through origin-b during the cut")
+    eq((a.status()["seq"], a.status()["etcd_commits"]), (st["seq"], st["etcd_commits"]),
+       "origin-a assigned no seq while cut off")
+    net.heal(na)
+    wait_for(lambda: not a.status()["stale"], T(30), "origin-a to reach etcd again")
+    wait_same([a, b], b.status()["seq"], "origin-a to catch up")
+    w.wait_more(3, "after the link came back")
+    acked = w.stop()
+    check(not w.errors, "every write acknowledged: %r" % w.errors[:2])
+    check_all_acked_on(edges, a, acked, "load", snapshots)
+
 
 # ---------------------------------------------------------------------------------------------
 # 3. etcd over TLS with client certificates
