@@ -550,6 +550,10 @@ static void chunks_cb(void *arg, int err, const struct hm__etcd_result *er)
 	if (err != 0) {
 		not_heard(s, err, r.msg);
 		s->refetch = true;
+	} else if (s->state != A_IDLE) {
+		/* A batch of ours went in flight while the chunks were read: as in apply_page(),
+		 * it resolves first, then catch-up reads this entry again. */
+		s->refetch = true;
 	} else if ((e = deliver(s, &f->log.kvs[f->next], &r, false)) != 0) {
 		lost(s, e);
 	} else {
