@@ -203,12 +203,17 @@ class TxnProxy:
       arm("request")  the next commit txn is dropped before etcd sees it (connection closed);
       hold=True       after that, every commit txn is dropped unsent until release().
 
+    hold_stage_reads() holds every read of staged chunks (a range under P/stage/) unsent until
+    release_stage_reads(); .held counts them.
+
     .txns counts the commit txns seen, .dropped those whose connection was closed."""
 
     def __init__(self, env, upstream_port):
         self.upstream = upstream_port
         self.mode, self.hold, self.holding = None, False, False
-        self.dropped = self.txns = 0
+        self.dropped = self.txns = self.held = 0
+        self.stage_gate = threading.Event()
+        self.stage_gate.set()
         self.lock = threading.Lock()
         self.lsock, self.port, _ = su.loopback_listener()
         self.url = "http://127.0.0.1:%d" % self.port
@@ -223,6 +228,24 @@ class TxnProxy:
     def release(self):
         with self.lock:
             self.holding = False
+
+    def hold_stage_reads(self):
+        self.stage_gate.clear()
+
+    def release_stage_reads(self):
+        self.stage_gate.set()
+
+    def _hold_stage_read(self, path, body):
+        if path != b"/v3/kv/range" or self.stage_gate.is_set():
+            return
+        try:
+            key = base64.b64decode(json.loads(body)["key"])
+        except (ValueError, KeyError, TypeError):
+            return
+        if key.startswith(b"/hermod/stage/"):
+            with self.lock:
+                self.held += 1
+            self.stage_gate.wait()
 
     def _accept(self):
         for c, u in su.accept_upstream(self.lsock, self.upstream):
@@ -269,6 +292,7 @@ class TxnProxy:
                         raise OSError("closed")
                     rest += d
                 body, buf = rest[:length], rest[length:]
+                self._hold_stage_read(head.split(b" ")[1], body)
                 what = self._decide(head.split(b" ")[1], body)
                 if what == "drop":
                     break
@@ -294,6 +318,7 @@ class TxnProxy:
         su.cut_all([src, dst])
 
     def close(self):
+        self.stage_gate.set()
         with self.lock:
             socks = [self.lsock] + self.socks
         su.cut_all(socks)
@@ -369,6 +394,49 @@ def test_commit_answer_lost_resolved_by_commit_id(env):
     eq(sorted(x["app"] for x in dump["apps"]),
        sorted(["before", "lost-answer", "held", "between", "lost-request", "after"]),
        "every acknowledged app, once, on the edge")
+
+
+@timeout(180)
+def test_staged_batch_learned_while_own_commit_in_flight(env):
+    """An origin reading the chunks of another origin's staged batch while a request of its own
+    goes in flight (validated into its open batch, commit unanswered) applies nothing until its
+    own commit resolves: the chunks that come back meanwhile are set aside and read again after.
+    Its commit then loses the compare to the staged batch, is validated again on top of it and
+    committed next. (Before: the staged batch was applied on top of the open batch, and the
+    origin aborted.)"""
+    c = eu.EtcdCluster(env, 1)
+    proxy = TxnProxy(env, c.members[0].client_port)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b", endpoints=[proxy.url])
+    base = apply_through(a, app_changes("before", 1))
+    wait_same([a, b], base)
+    proxy.hold_stage_reads()
+    n = 30000
+    big = [ht.ch_app("big")] + [
+        ht.ch_dyno("big", "web.%d" % i, "10.1.%d.%d:%d" % (i >> 8 & 255, i & 255, 1000 + i))
+        for i in range(n)]
+    seq = apply_through(a, big)
+    check(a.status()["etcd_staged"] >= 1, "the batch was staged")
+    wait_for(lambda: proxy.held >= 1, T(20), "origin-b to read the staged chunks")
+    proxy.arm("request", hold=True)
+    out = []
+    t = threading.Thread(target=apply_through, args=(b, app_changes("mine", 1), out))
+    t.start()
+    wait_for(lambda: proxy.dropped >= 1, T(20), "origin-b's commit in flight")
+    proxy.release_stage_reads()
+    # The chunks reach origin-b while its commit goes unanswered (it sends it again every
+    # 200 ms): two more attempts dropped, and it is still alive at the same seq.
+    d = proxy.dropped
+    wait_for(lambda: proxy.dropped >= d + 2 or not b.proc.alive(), T(20),
+             "origin-b to go on retrying its commit")
+    check(b.proc.alive(), "origin-b alive:\n%s" % b.proc.tail())
+    eq(b.status()["seq"], base, "nothing applied on top of the open batch")
+    proxy.release()
+    t.join(T(60))
+    eq(out, [seq + 1], "origin-b's request committed after the staged batch")
+    eq(wait_same([a, b], seq + 1)[0], seq + 1, "both origins at the head")
+    eq(b.status()["dynos"], n + 2, "before, the staged batch and origin-b's change, once each")
+    check(b.status()["store_conflicts"] >= 1, "origin-b lost the compare first")
 
 
 # ---------------------------------------------------------------------------------------------
