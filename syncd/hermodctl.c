@@ -596,13 +596,15 @@ static int await_answer(struct client *c, struct answer *a, uint64_t wait_ms, en
  * one, or at once when the connection drops with several origins, pb is sent again on a new
  * connection, to the next origin (an origin answers a request id it has committed as it
  * answered it first, or once that batch is done). An origin that answers it cannot commit now
- * (HM_ESTORE: cut off from etcd; nothing was applied) is left for the next one too, until every
- * origin of the list has answered so. */
+ * (HM_ESTORE: cut off from etcd, or etcd without a leader; nothing was applied) is left for the
+ * next one too; when every origin of the list has answered so, the round starts again after a
+ * pause (100 ms doubling to 1 s), until --reply-timeout, after which that answer is reported. */
 static int answer_of(struct client *c, const struct hm_pbuf *pb, struct answer *a)
 {
-	uint64_t end = hm_mono_ms() + (uint64_t)cfg.reply_timeout;
+	uint64_t end = hm_mono_ms() + (uint64_t)cfg.reply_timeout, pause_ms = 100;
 	unsigned sent = 1;
-	uint32_t cannot = 0; /* the origins (bits of ctl_urls) that answered HM_ESTORE */
+	uint32_t cannot = 0; /* origins (bits of ctl_urls) that answered HM_ESTORE this round */
+	uint32_t told = 0;   /* those said on stderr */
 
 	for (;;) {
 		uint64_t now = hm_mono_ms();
@@ -613,21 +615,32 @@ static int answer_of(struct client *c, const struct hm_pbuf *pb, struct answer *
 		if (code != EXIT_OK)
 			return code;
 		if (why == ANSWERED) {
+			uint32_t me = 1u << c->cur, all = (1u << ctl_urls.n) - 1;
+
 			if (a->status != HM_CTL_ERROR || a->code != HM_ESTORE)
 				return code;
-			if (cannot & (1u << c->cur)) {
-				/* Again (the next one was not reached): not in a tight loop. */
-				struct timespec ts = {0, 100 * 1000 * 1000};
+			if (hm_mono_ms() + pause_ms >= end)
+				return code;
+			if (!(told & me)) {
+				fprintf(stderr, "hermodctl: the origin at %s cannot commit now (",
+					cur_url(c));
+				put_esc(stderr, a->reason, strlen(a->reason), false);
+				fprintf(stderr, "); %s\n",
+					ctl_urls.n > 1 ? "sending the request to the next origin"
+						       : "sending the request again");
+				told |= me;
+			}
+			if ((cannot & me) || (cannot | me) == all) {
+				/* A full round (or the next origin was not reached in between). */
+				struct timespec ts = {(time_t)(pause_ms / 1000),
+						      (long)(pause_ms % 1000) * 1000000L};
 
 				nanosleep(&ts, NULL);
+				pause_ms = HM_MIN(pause_ms * 2, (uint64_t)1000);
+				cannot = 0;
+			} else {
+				cannot |= me;
 			}
-			cannot |= 1u << c->cur;
-			if (cannot == (1u << ctl_urls.n) - 1 || hm_mono_ms() >= end)
-				return code;
-			fprintf(stderr, "hermodctl: the origin at %s cannot commit now (",
-				cur_url(c));
-			put_esc(stderr, a->reason, strlen(a->reason), false);
-			fprintf(stderr, "); sending the request to the next origin\n");
 		} else if (hm_mono_ms() >= end)
 			return fail(EXIT_UNREACHABLE,
 				    "no answer from the origin at %s within %" PRId64
