@@ -545,6 +545,40 @@ def test_origin_partitioned_from_etcd(env):
     check_all_acked_on(edges, a, acked, "load", snapshots)
 
 
+@timeout(120)
+def test_hermodctl_waits_while_no_origin_can_commit(env):
+    """With etcd down every origin answers that it cannot commit now (nothing applied):
+    hermodctl keeps asking them in turn, paused, within --reply-timeout, and the change is
+    committed once, at the next seq, when etcd is back."""
+    c = eu.EtcdCluster(env, 1)
+    a = origin(env, c, "origin-a")
+    b = origin(env, c, "origin-b")
+    base = apply_through(a, app_changes("before", 1))
+    wait_same([a, b], base)
+    c.kill(0)
+    wait_for(lambda: a.status()["stale"] and b.status()["stale"], T(20), "both origins stale")
+    ra, rb = a.status()["rejected"], b.status()["rejected"]
+    out = []
+
+    def put():
+        out.append(a.ctl("--control", a.dial_control + "," + b.dial_control, "--reply-timeout",
+                         "%ds" % int(T(60)), "--json", "apply", "-", control=False,
+                         input=json.dumps({"changes": app_changes("waited", 1)}).encode(),
+                         timeout=T(90)))
+    t = threading.Thread(target=put)
+    t.start()
+    wait_for(lambda: a.status()["rejected"] >= ra + 2 and b.status()["rejected"] >= rb + 2,
+             T(30), "hermodctl to ask both origins twice")
+    check(t.is_alive(), "hermodctl still waiting: %r" % out)
+    c.restart(0)
+    t.join(T(90))
+    r = out[0]
+    check(r.rc == 0, "committed once etcd is back: %r" % r)
+    eq(r.json()["seq"], base + 1, "at the next seq")
+    eq(r.err.count("hermodctl: the origin at"), 2, "said once per origin: %r" % r.err)
+    eq(wait_same([a, b], base + 1)[0], base + 1, "applied once")
+
+
 # ---------------------------------------------------------------------------------------------
 # 3. etcd over TLS with client certificates
 # ---------------------------------------------------------------------------------------------
