@@ -13,7 +13,11 @@ broken on purpose while a hermodctl loop writes through them.
 * a commit whose answer is lost after etcd applied it (a proxy between the origin and etcd drops
   the answer to the commit txn) is resolved by its commit id: applied once, acknowledged with
   its seq, also when another origin committed in between; and one lost before etcd saw it is
-  committed by the retry.
+  committed by the retry;
+* another origin's staged batch read back while this origin's own commit is in flight is not
+  applied on top of its open batch;
+* with etcd down every origin refuses (HM_ESTORE) and hermodctl keeps asking them until etcd is
+  back, within --reply-timeout.
 
 Each drill waits for conditions and asserts outcomes, never durations (the failover time is
 bench/failover.py's figure). Without etcd installed the script exits 77 (skipped); the partition
