@@ -12,13 +12,15 @@
  *              validation and the fsync). The origin publishes before it answers, so the change
  *              is often visible before the ACK arrives: those count as 0.
  *   throughput changes/s with 4 clients sending 1000-change batches (puts over a steady set of
- *              80 000 dynos) for a few seconds, counted end to end (until the last change is
- *              visible on the edge)
+ *              20 000 dynos per client) for a few seconds, counted end to end (until the last
+ *              change is visible on the edge), and each request's ack latency under that load;
+ *              --clients and --batch change the mix (with etcd, the origin's batches per
+ *              transaction are printed: group commit)
  *   join       a new edge joining a state of 1 000 000 dynos: from its exec to its table file
  *              holding the origin's seq (snapshot download, load, install, catch-up)
  *
  *   sync_bench [--build DIR] [--quick] [--tls] [--store journal|etcd]
- *              [--only latency|throughput|join]
+ *              [--only latency|throughput|join] [--clients N] [--batch CHANGES]
  *              (DIR: the meson build directory; default: ../ of this program's directory)
  *
  * --store etcd runs the origin on etcd (docs/store-etcd.md): each scenario starts one etcd member
@@ -76,6 +78,9 @@ static char pki[1200];
 static bool use_etcd;
 static pid_t etcd_pid;
 static char etcd_url[96];
+/* the throughput scenario's clients and changes per request */
+static int nclients = 4;
+static uint32_t batch_size = 1000;
 
 struct proc {
 	pid_t pid;
@@ -621,6 +626,8 @@ struct tput_arg {
 	uint64_t until_ns;
 	_Atomic uint64_t *changes;
 	uint64_t last_seq;
+	uint64_t *ack; /* ns from send to ACK, one per request */
+	size_t nack, ack_cap;
 };
 
 static void *tput_client(void *p)
@@ -636,9 +643,18 @@ static void *tput_client(void *p)
 	client_open(&c, a->url);
 	app_put(&c, app);
 	while (hm_mono_ns() < a->until_ns) {
+		uint64_t t0;
+
 		for (uint32_t i = 0; i < a->batch; i++)
 			dyno(&ch[i], names[i], sizeof(names[i]), (k + i) % 20000, app);
+		t0 = hm_mono_ns();
 		a->last_seq = request(&c, ch, a->batch);
+		if (a->nack == a->ack_cap) {
+			a->ack_cap = a->ack_cap ? 2 * a->ack_cap : 1024;
+			if ((a->ack = realloc(a->ack, a->ack_cap * sizeof(*a->ack))) == NULL)
+				die("out of memory");
+		}
+		a->ack[a->nack++] = hm_mono_ns() - t0;
 		atomic_fetch_add(a->changes, a->batch);
 		k += a->batch;
 	}
@@ -652,25 +668,27 @@ static void throughput(unsigned seconds)
 {
 	struct proc o = {0}, e = {0};
 	struct watch w;
-	struct tput_arg args[4];
-	pthread_t th[4];
+	struct tput_arg args[64];
+	pthread_t th[64];
 	_Atomic uint64_t changes = 0;
-	uint64_t t0, t_end, last = 0;
+	uint64_t t0, t_end, last = 0, *ack = NULL;
+	size_t nack = 0;
+	char so[8192];
 
 	start_origin(&o, NULL);
 	start_edge(&e, &o, 0);
 	wait_admin(e.admin);
 	watch_open(&w, e.table);
 	t0 = hm_mono_ns();
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < nclients; i++) {
 		args[i] = (struct tput_arg){.url = o.url_ctl,
 					    .id = i,
-					    .batch = 1000,
+					    .batch = batch_size,
 					    .until_ns = t0 + (uint64_t)seconds * 1000000000ull,
 					    .changes = &changes};
 		pthread_create(&th[i], NULL, tput_client, &args[i]);
 	}
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < nclients; i++) {
 		pthread_join(th[i], NULL);
 		last = HM_MAX(last, args[i].last_seq);
 	}
@@ -678,7 +696,7 @@ static void throughput(unsigned seconds)
 	t_end = hm_mono_ns();
 	{
 		/* Nothing lost: the edge's digest at that seq is the origin's. */
-		char so[8192], se[8192];
+		char se[8192];
 		const char *a, *b;
 
 		msleep(200);
@@ -688,11 +706,37 @@ static void throughput(unsigned seconds)
 		    (b = strstr(se, "\"digest\":\"")) == NULL || strncmp(a, b, 42) != 0)
 			die("the edge's digest differs from the origin's after the throughput run");
 	}
-	printf("throughput, 4 clients x 1000-change batches for %us: %" PRIu64 " changes, "
+	for (int i = 0; i < nclients; i++) {
+		if ((ack = realloc(ack, (nack + args[i].nack + 1) * sizeof(*ack))) == NULL)
+			die("out of memory");
+		memcpy(ack + nack, args[i].ack, args[i].nack * sizeof(*ack));
+		nack += args[i].nack;
+		free(args[i].ack);
+	}
+	qsort(ack, nack, sizeof(*ack), cmp_u64);
+	printf("throughput, %d clients x %u-change batches for %us: %" PRIu64 " changes, "
 	       "%.0f changes/s end to end (until visible on the edge), %" PRIu64 " batches\n",
-	       seconds, (uint64_t)changes, changes / ((t_end - t0) / 1e9), last);
-	printf("{\"bench\":\"throughput\",\"changes\":%" PRIu64 ",\"per_s\":%.0f}\n",
-	       (uint64_t)changes, changes / ((t_end - t0) / 1e9));
+	       nclients, batch_size, seconds, (uint64_t)changes, changes / ((t_end - t0) / 1e9),
+	       last);
+	printf("  ack latency under this load: p50 %.3f ms  p99 %.3f ms  (%zu requests)\n",
+	       nack ? ack[nack / 2] / 1e6 : 0, nack ? ack[nack * 99 / 100] / 1e6 : 0, nack);
+	if (use_etcd) {
+		const char *c = strstr(so, "\"etcd_commits\":"),
+			   *b = strstr(so, "\"etcd_batches\":");
+
+		if (c != NULL && b != NULL)
+			printf("  etcd: %llu batches in %llu"
+			       " transactions (%.1f per txn)\n",
+			       strtoull(b + 15, NULL, 10), strtoull(c + 15, NULL, 10),
+			       (double)strtoull(b + 15, NULL, 10) /
+				   (double)HM_MAX(1, strtoull(c + 15, NULL, 10)));
+	}
+	printf("{\"bench\":\"throughput\",\"store\":\"%s\",\"clients\":%d,\"batch\":%u,"
+	       "\"changes\":%" PRIu64 ",\"per_s\":%.0f,\"ack_p50_ms\":%.3f,\"ack_p99_ms\":%.3f}\n",
+	       use_etcd ? "etcd" : "journal", nclients, batch_size, (uint64_t)changes,
+	       changes / ((t_end - t0) / 1e9), nack ? ack[nack / 2] / 1e6 : 0,
+	       nack ? ack[nack * 99 / 100] / 1e6 : 0);
+	free(ack);
 	hm_table_reader_free(w.r);
 	stop(&e);
 	stop(&o);
@@ -775,13 +819,19 @@ int main(int argc, char **argv)
 			tls = true;
 		else if (strcmp(argv[i], "--only") == 0 && i + 1 < argc)
 			only = argv[++i];
+		else if (strcmp(argv[i], "--clients") == 0 && i + 1 < argc &&
+			 atoi(argv[i + 1]) >= 1 && atoi(argv[i + 1]) <= 64)
+			nclients = atoi(argv[++i]);
+		else if (strcmp(argv[i], "--batch") == 0 && i + 1 < argc &&
+			 atoi(argv[i + 1]) >= 1 && atoi(argv[i + 1]) <= 16384)
+			batch_size = (uint32_t)atoi(argv[++i]);
 		else if (strcmp(argv[i], "--store") == 0 && i + 1 < argc &&
 			 (strcmp(argv[i + 1], "etcd") == 0 || strcmp(argv[i + 1], "journal") == 0))
 			use_etcd = strcmp(argv[++i], "etcd") == 0;
 		else {
-			fprintf(stderr,
-				"usage: sync_bench [--build DIR] [--quick] [--tls] "
-				"[--store journal|etcd] [--only latency|throughput|join]\n");
+			fprintf(stderr, "usage: sync_bench [--build DIR] [--quick] [--tls] "
+					"[--store journal|etcd] [--only latency|throughput|join]\n"
+					"       [--clients 1..64] [--batch 1..16384]\n");
 			return 2;
 		}
 	}

@@ -135,6 +135,7 @@ struct copy {
 
 struct hm_certstore_map {
 	int refs;
+	struct hm_pubfile_guard guard; /* the whole file; bad: now zero pages */
 	struct file_hdr *hdr;
 	uint8_t *base;
 	size_t bytes;
@@ -173,8 +174,7 @@ struct sfile {
 };
 
 struct hm_certstore_writer {
-	char *path; /* NULL: private memory */
-	int lock_fd;
+	struct hm_pubfile_writer pw; /* the path (NULL: private memory) and its lock */
 	uint64_t max_bytes;
 	struct sfile f;
 	bool in_batch;
@@ -305,7 +305,23 @@ static bool blob_ok(const struct copy *c, const struct rec_cert *e)
 	       e->blob_cap <= c->lay->heap_bytes - e->blob;
 }
 
-/* The entry's lookup key, or NULL when its bounds are not sane (a torn or corrupt read). */
+/*
+ * A stable copy of what a reader is about to check and use (an entry, a slot, a count), for
+ * reads of an index another process may be changing (the writer on the copy it is bringing up
+ * to date, or anyone with write access to the file): every check and every use reads the copy,
+ * never the file twice, so a bound checked on one load is the bound of the value used (two
+ * loads could pair one entry's offset with another's lengths and read past the heap, or a
+ * checked count with an unchecked one). The compiler barrier keeps the compiler from loading
+ * the file again in place of the copy.
+ */
+static void load_once(void *dst, const void *src, size_t n)
+{
+	memcpy(dst, src, n);
+	atomic_signal_fence(memory_order_seq_cst);
+}
+
+/* The entry's lookup key, or NULL when its bounds are not sane (a torn or corrupt read). A
+ * reader passes a stable copy (load_once): an inline key then points into the copy. */
 static const char *entry_key(const struct copy *c, const struct rec_cert *e)
 {
 	if (e->name_len > HM_HOST_MAX)
@@ -328,16 +344,22 @@ static int64_t find(const struct copy *c, const char *key, size_t n, bool wild, 
 	uint8_t kind = wild ? HM_CERT_WILDCARD : HM_CERT_EXACT;
 
 	for (uint32_t probes = 0; probes <= mask; probes++, i = (i + 1) & mask) {
-		struct slot s = c->s[i];
+		struct slot s;
 
+		load_once(&s, &c->s[i], sizeof(s));
 		if (s.idx == 0)
 			return -1;
 		if (s.tag == tag && s.idx <= c->lay->cap_certs) {
-			const struct rec_cert *e = &c->e[s.idx - 1];
+			const struct rec_cert *f = &c->e[s.idx - 1];
+			struct rec_cert e;
 			const char *k;
 
-			if (e->used && e->kind == kind && e->name_len == n &&
-			    (k = entry_key(c, e)) != NULL && memcmp(k, key, n) == 0) {
+			/* What bounds the key (the lengths and the blob) once; an inline key is
+			 * read in place, within its field (n <= NAME_INLINE then). */
+			load_once(&e, f, offsetof(struct rec_cert, gen));
+			if (e.used && e.kind == kind && e.name_len == n &&
+			    (k = n <= NAME_INLINE ? f->name : entry_key(c, &e)) != NULL &&
+			    memcmp(k, key, n) == 0) {
 				*idx = s.idx - 1;
 				return i;
 			}
@@ -365,7 +387,7 @@ static int64_t select_entry(const struct copy *c, const char *key, size_t n, uin
 			return idx;
 		}
 	}
-	d = c->h->default_idx;
+	load_once(&d, &c->h->default_idx, sizeof(d));
 	if (d == 0 || d > c->lay->cap_certs || !c->e[d - 1].used)
 		return -1;
 	*match = HM_CERT_DEFAULT;
@@ -443,8 +465,17 @@ static int file_acceptable(const struct stat *st)
 	return hm_stat_trusted(st, HM_TRUST_PRIVATE, NULL, 0) != 0 ? -EPERM : 0;
 }
 
+/* Maps of this process found bad (common/pubfile.h's fault registry counts them here). */
+static volatile uint64_t bad_maps;
+
+uint64_t hm_certstore_bad_maps(void)
+{
+	return __atomic_load_n(&bad_maps, __ATOMIC_RELAXED);
+}
+
 static void map_free(struct hm_certstore_map *m)
 {
+	hm_pubfile_guard_del(&m->guard);
 	if (m->base != NULL)
 		munmap(m->base, m->bytes);
 	free(m);
@@ -465,6 +496,7 @@ static int map_open(const char *path, struct hm_pubfile_mapped *out)
 		close(fd);
 		return -ENOMEM;
 	}
+	m->guard.slot = -1;
 	if (fstat(fd, &out->st) != 0) {
 		r = -errno;
 		goto fail;
@@ -490,8 +522,14 @@ static int map_open(const char *path, struct hm_pubfile_mapped *out)
 	close(fd);
 	m->hdr = (struct file_hdr *)m->base;
 	m->refs = 1;
+	m->guard.range[0].base = m->base;
+	m->guard.range[0].bytes = m->bytes;
+	m->guard.range[0].prot = PROT_READ;
+	m->guard.faults = &bad_maps;
+	hm_pubfile_guard_add(&m->guard); /* -ENOSPC: unguarded, the registry is full */
 	out->map = m;
 	out->pub = &m->hdr->pub;
+	out->guard = &m->guard;
 	return 0;
 fail:
 	close(fd);
@@ -555,7 +593,9 @@ uint64_t hm_certstore_map_version(const struct hm_certstore_map *m)
 /*
  * Runs fn on the published copy until one run starts and ends under the same version (a latch:
  * the writer may be changing the copy the reader looks at only after it has moved `pub`).
- * Returns fn's result, or -EAGAIN after READ_RETRIES versions.
+ * Returns fn's result, -ESTALE if the map went bad meanwhile (its file was truncated under it:
+ * what fn read came from zero pages, and must not be taken for damage in the file), or -EAGAIN
+ * after READ_RETRIES versions.
  */
 static int validated(struct hm_certstore_map *m, int (*fn)(const struct copy *c, void *arg),
 		     void *arg, uint64_t *version)
@@ -568,6 +608,8 @@ static int validated(struct hm_certstore_map *m, int (*fn)(const struct copy *c,
 		copy_view(&c, m->base, &m->lay, (unsigned)v);
 		r = fn(&c, arg);
 		atomic_thread_fence(memory_order_acquire);
+		if (m->guard.bad)
+			return -ESTALE;
 		if (PUB_VERSION(atomic_load_explicit(&m->hdr->pub, memory_order_relaxed)) == v) {
 			if (version != NULL)
 				*version = v;
@@ -623,18 +665,22 @@ static int lookup_fn(const struct copy *c, void *arg)
 	struct lookup_arg *a = arg;
 	uint8_t match;
 	int64_t i = select_entry(c, a->key, a->n, &match);
-	const struct rec_cert *e;
+	struct rec_cert e;
 
 	if (i < 0)
 		return -ENOENT;
-	e = &c->e[i];
+	load_once(&e, &c->e[i], sizeof(e));
+	/* The caller sizes its buffer by these: never more than an entry can hold. */
+	if (e.cert_len == 0 || e.cert_len > HM_CERT_CHAIN_MAX || e.key_len == 0 ||
+	    e.key_len > HM_CERT_KEY_MAX)
+		return -EUCLEAN;
 	a->out->entry = (uint32_t)i;
 	a->out->match = match;
-	a->out->gen = e->gen;
-	memcpy(a->out->id, e->id, HM_CERT_ID_LEN);
-	a->out->not_after = e->not_after;
-	a->out->cert_len = e->cert_len;
-	a->out->key_len = e->key_len;
+	a->out->gen = e.gen;
+	memcpy(a->out->id, e.id, HM_CERT_ID_LEN);
+	a->out->not_after = e.not_after;
+	a->out->cert_len = e.cert_len;
+	a->out->key_len = e.key_len;
 	return 0;
 }
 
@@ -656,23 +702,23 @@ struct fetch_arg {
 static int fetch_fn(const struct copy *c, void *arg)
 {
 	struct fetch_arg *a = arg;
-	const struct rec_cert *e;
+	struct rec_cert e;
 	uint64_t n;
 
 	if (a->ref->entry >= c->lay->cap_certs)
 		return -ESTALE;
-	e = &c->e[a->ref->entry];
-	if (!e->used || e->gen != a->ref->gen)
+	load_once(&e, &c->e[a->ref->entry], sizeof(e));
+	if (!e.used || e.gen != a->ref->gen)
 		return -ESTALE;
-	if (!blob_ok(c, e) || e->cert_len > HM_CERT_CHAIN_MAX || e->key_len > HM_CERT_KEY_MAX)
+	if (!blob_ok(c, &e) || e.cert_len > HM_CERT_CHAIN_MAX || e.key_len > HM_CERT_KEY_MAX)
 		return -EUCLEAN;
-	n = (uint64_t)e->cert_len + e->key_len;
+	n = (uint64_t)e.cert_len + e.key_len;
 	if (n > a->cap)
 		return -ENOBUFS;
-	memcpy(a->buf, c->heap + e->blob + e->name_len, n);
-	a->crc = e->crc;
-	a->cert_len = e->cert_len;
-	a->key_len = e->key_len;
+	memcpy(a->buf, c->heap + e.blob + e.name_len, n);
+	a->crc = e.crc;
+	a->cert_len = e.cert_len;
+	a->key_len = e.key_len;
 	return 0;
 }
 
@@ -703,8 +749,10 @@ struct keys_arg {
 static int keys_fn(const struct copy *c, void *arg)
 {
 	struct keys_arg *a = arg;
+	uint32_t n;
 
-	a->n = HM_MIN(c->h->n_keys, HM_TICKET_KEYS_MAX);
+	load_once(&n, &c->h->n_keys, sizeof(n));
+	a->n = HM_MIN(n, HM_TICKET_KEYS_MAX);
 	a->gen = c->h->keys_gen;
 	memcpy(a->keys, c->h->keys, a->n * sizeof(struct hm_ticket_key));
 	return 0;
@@ -1128,7 +1176,7 @@ static void rescan_soonest(struct copy *c)
 
 static int install(struct hm_certstore_writer *w)
 {
-	int e = hm_pubfile_install(w->f.tmp_path, w->path, STORE_MAGIC, PUB_OFF);
+	int e = hm_pubfile_install(w->f.tmp_path, w->pw.path, STORE_MAGIC, PUB_OFF);
 
 	if (e == 0)
 		w->f.installed = true;
@@ -1346,7 +1394,7 @@ static int writer_resume(struct hm_certstore_writer *w)
 	struct copy c;
 	struct stat st;
 	void *p;
-	int fd = open(w->path, O_RDWR | O_CLOEXEC | O_NOFOLLOW), e;
+	int fd = open(w->pw.path, O_RDWR | O_CLOEXEC | O_NOFOLLOW), e;
 
 	if (fd < 0)
 		return -errno;
@@ -1401,35 +1449,24 @@ int hm_certstore_writer_open(struct hm_certstore_writer **out, const char *path,
 
 	if (w == NULL)
 		return -ENOMEM;
-	w->lock_fd = -1;
 	w->f.fd = -1;
 	w->max_bytes = max_bytes;
 	writer_reset_heap(w);
-	if (path != NULL) {
-		if ((w->path = strdup(path)) == NULL) {
-			free(w);
-			return -ENOMEM;
-		}
-		if ((w->lock_fd = hm_pubfile_lock(path)) < 0) {
-			e = w->lock_fd;
-			goto fail;
-		}
-		hm_pubfile_sweep(path);
+	if ((e = hm_pubfile_writer_open(&w->pw, path)) < 0) {
+		free(w);
+		return e;
 	}
-	if (path != NULL && (flags & HM_CERTSTORE_RESUME) && access(path, F_OK) == 0)
+	if (e == 1 && (flags & HM_CERTSTORE_RESUME))
 		e = writer_resume(w);
 	else
 		e = sfile_create(&w->f, path, caps != NULL ? caps : &def, max_bytes);
-	if (e != 0)
-		goto fail;
+	if (e != 0) {
+		hm_pubfile_writer_close(&w->pw);
+		free(w);
+		return e;
+	}
 	*out = w;
 	return 0;
-fail:
-	if (w->lock_fd >= 0)
-		close(w->lock_fd);
-	free(w->path);
-	free(w);
-	return e;
 }
 
 void hm_certstore_writer_close(struct hm_certstore_writer *w)
@@ -1438,14 +1475,12 @@ void hm_certstore_writer_close(struct hm_certstore_writer *w)
 		return;
 	hm_certstore_abort(w);
 	sfile_unmap(&w->f);
-	if (w->lock_fd >= 0)
-		close(w->lock_fd);
+	hm_pubfile_writer_close(&w->pw);
 	vec_free(&w->dirty);
 	vec_free(&w->batch_alloc);
 	vec_free(&w->pending_free);
 	for (unsigned k = 0; k < NCLASSES; k++)
 		vec_free(&w->free[k]);
-	free(w->path);
 	free(w);
 }
 
@@ -1478,10 +1513,10 @@ int hm_certstore_grow(struct hm_certstore_writer *w, const struct hm_certstore_c
 	}
 	/* Build the new file with a scratch writer that shares nothing with w but its path. */
 	memset(&tmp, 0, sizeof(tmp));
-	tmp.path = w->path;
-	tmp.lock_fd = -1;
+	tmp.pw.path = w->pw.path; /* borrowed: tmp is never closed */
+	tmp.pw.lock_fd = -1;
 	writer_reset_heap(&tmp);
-	if ((e = sfile_create(&tmp.f, w->path, &caps, w->max_bytes)) != 0)
+	if ((e = sfile_create(&tmp.f, w->pw.path, &caps, w->max_bytes)) != 0)
 		goto out;
 	tmp.in_batch = true;
 	tmp.dirty_all = true;
@@ -1528,7 +1563,7 @@ int hm_certstore_grow(struct hm_certstore_writer *w, const struct hm_certstore_c
 	w->top = tmp.top;
 out:
 	if (e != 0) {
-		tmp.f.installed = tmp.f.installed && w->path == NULL;
+		tmp.f.installed = tmp.f.installed && w->pw.path == NULL;
 		sfile_unmap(&tmp.f);
 	}
 	for (unsigned k = 0; k < NCLASSES; k++)

@@ -12,8 +12,9 @@
  * The store treats certificates and keys as opaque bytes (syncd validates them; the router
  * parses them). Errors are negative errno values: -ENOENT (no such name), -ENOSPC (a capacity is
  * full: grow), -EUCLEAN (the file or an entry is invalid), -EPERM (the file's owner or mode is
- * not acceptable), -EBUSY (another writer), -ESTALE (a reference outlived its entry), -EAGAIN
- * (the writer kept changing the store through many retries).
+ * not acceptable), -EBUSY (another writer), -ESTALE (a reference outlived its entry, or a map
+ * its file: truncated in place under it), -EAGAIN (the writer kept changing the store through
+ * many retries).
  *
  * Threads: a reader or writer object belongs to one thread at a time. Any number of processes
  * may read one file while one process writes it.
@@ -130,12 +131,24 @@ void hm_certstore_reader_free(struct hm_certstore_reader *r);
 struct hm_certstore_map *hm_certstore_reader_map(struct hm_certstore_reader *r);
 
 /*
- * Checks the path with stat(2): maps a store that appeared, re-maps one whose inode changed.
- * Call about once a second. Returns 1 if the current map changed, 0 if not, or the negative
- * error of the file at the path (-EPERM: wrong owner or mode; -EUCLEAN: not a valid store); the
- * old map, if any, stays current.
+ * Checks the path with stat(2): maps a store that appeared, re-maps one whose inode changed; a
+ * file now shorter than its mapping (truncated in place) makes the map bad before a read faults
+ * on it. Call about once a second. Returns 1 if the current map changed, 0 if not, or the
+ * negative error of the file at the path (-EPERM: wrong owner or mode; -EUCLEAN: not a valid
+ * store); the old map, if any, stays current unless it went bad.
  */
 int hm_certstore_reader_check(struct hm_certstore_reader *r);
+
+/*
+ * A store truncated in place under a map of this process: every map is guarded in
+ * common/pubfile.h's fault registry (the routing table's too), so a SIGBUS handler that calls
+ * hm_pubfile_fault() survives the read that faults. The map is then zero pages and bad: its
+ * reads fail -ESTALE, and hm_certstore_reader_map() returns NULL until a valid store is at the
+ * path (the same file written back in place counts). hm_certstore_bad_maps() counts the maps
+ * found bad so far (by a fault, or by hm_certstore_reader_check() seeing the file shorter than
+ * its mapping).
+ */
+uint64_t hm_certstore_bad_maps(void);
 
 /* Process-local references: a map stays mapped while referenced, even after it is replaced. */
 void hm_certstore_map_ref(struct hm_certstore_map *m);
@@ -162,9 +175,11 @@ struct hm_cert_ref {
 /*
  * Picks the certificate for a TLS server name: the exact entry, else the wildcard one label
  * above, else "default" (docs/tls.md, section 3). key/n: the name as hm_host_key() gives it
- * (lowercase, no trailing dot); n = 0 means no SNI (default only). Returns 0 (out filled),
- * -ENOENT (nothing matches and there is no default), or -EAGAIN (see the top). No allocation,
- * no copy of the entry's bytes.
+ * (lowercase, no trailing dot); n = 0 means no SNI (default only). Returns 0 (out filled;
+ * out->cert_len and key_len within HM_CERT_CHAIN_MAX and HM_CERT_KEY_MAX), -ENOENT (nothing
+ * matches and there is no default), -EUCLEAN (the entry's lengths are out of bounds: a corrupt
+ * file), -ESTALE (the map went bad: its file was truncated under it), or -EAGAIN (see the top).
+ * No allocation, no copy of the entry's bytes.
  */
 int hm_certstore_lookup(struct hm_certstore_map *m, const char *key, size_t n,
 			struct hm_cert_ref *out);
@@ -180,8 +195,9 @@ struct hm_cert_bytes {
 /*
  * Copies the chain and key of ref's entry into buf (cap bytes; ref->cert_len + ref->key_len are
  * enough) and checks them. Returns 0 (out points into buf), -ENOBUFS (cap too small), -ESTALE
- * (the entry was replaced or removed since the lookup: look up again), -EUCLEAN (the bytes fail
- * their checksum: a corrupt file), or -EAGAIN.
+ * (the entry was replaced or removed since the lookup: look up again; or the map went bad, and
+ * the lookup then fails too), -EUCLEAN (the bytes fail their checksum: a corrupt file), or
+ * -EAGAIN.
  */
 int hm_certstore_fetch(struct hm_certstore_map *m, const struct hm_cert_ref *ref, void *buf,
 		       size_t cap, struct hm_cert_bytes *out);
@@ -189,7 +205,7 @@ int hm_certstore_fetch(struct hm_certstore_map *m, const struct hm_cert_ref *ref
 /*
  * The session ticket keys: up to HM_TICKET_KEYS_MAX into keys (keys[0] encrypts, all decrypt),
  * and their generation into *gen (which changes whenever they are set). Returns the number of
- * keys (0: none, no tickets), or -EAGAIN.
+ * keys (0: none, no tickets), -ESTALE (the map went bad), or -EAGAIN.
  */
 int hm_certstore_ticket_keys(struct hm_certstore_map *m, struct hm_ticket_key *keys, uint64_t *gen);
 

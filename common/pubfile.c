@@ -1,6 +1,7 @@
 /*
  * Published files: the writer's lock, temporary names, the sweep of dead writers' files, the
- * install-and-retire step, and the reader's follower (pubfile.h says why each exists).
+ * install-and-retire step, the registry of readers' maps that a SIGBUS handler consults, and
+ * the reader's follower (pubfile.h says why each exists).
  */
 #include "common/pubfile.h"
 
@@ -44,6 +45,37 @@ int hm_pubfile_lock(const char *path)
 		return e;
 	}
 	return fd;
+}
+
+int hm_pubfile_writer_open(struct hm_pubfile_writer *pw, const char *path)
+{
+	int e;
+
+	pw->path = NULL;
+	pw->lock_fd = -1;
+	if (path == NULL)
+		return 0;
+	if ((pw->path = strdup(path)) == NULL)
+		return -ENOMEM;
+	if ((e = hm_pubfile_lock(path)) < 0) {
+		free(pw->path);
+		pw->path = NULL;
+		return e;
+	}
+	pw->lock_fd = e;
+	/* Files of writers of this path that died before installing them: on a tmpfs, garbage
+	 * is memory. */
+	hm_pubfile_sweep(path);
+	return access(path, F_OK) == 0 ? 1 : 0;
+}
+
+void hm_pubfile_writer_close(struct hm_pubfile_writer *pw)
+{
+	if (pw->lock_fd >= 0)
+		close(pw->lock_fd);
+	free(pw->path);
+	pw->path = NULL;
+	pw->lock_fd = -1;
 }
 
 char *hm_pubfile_tmp_path(const char *path)
@@ -157,6 +189,73 @@ int hm_pubfile_install(const char *tmp, const char *path, uint64_t magic, size_t
 	return 0;
 }
 
+/* ---- Faults ---------------------------------------------------------------------------------- */
+
+/*
+ * The registry: written by guard_add and guard_del only, by the thread that reads the maps, so
+ * never while one of its reads (the only place a fault comes from) is in progress; read by the
+ * SIGBUS handler. A slot holds a pointer to a guard whose fields were set before it was listed.
+ */
+#define GUARD_SLOTS 64
+
+static struct hm_pubfile_guard *volatile guards[GUARD_SLOTS];
+
+int hm_pubfile_guard_add(struct hm_pubfile_guard *g)
+{
+	g->slot = -1;
+	for (int i = 0; i < GUARD_SLOTS; i++) {
+		if (guards[i] == NULL) {
+			__atomic_store_n(&guards[i], g, __ATOMIC_RELEASE);
+			g->slot = i;
+			return 0;
+		}
+	}
+	return -ENOSPC;
+}
+
+void hm_pubfile_guard_del(struct hm_pubfile_guard *g)
+{
+	if (g->slot >= 0)
+		__atomic_store_n(&guards[g->slot], NULL, __ATOMIC_RELEASE);
+	g->slot = -1;
+}
+
+void hm_pubfile_guard_zero(struct hm_pubfile_guard *g)
+{
+	if (g->bad)
+		return;
+	g->bad = 1;
+	for (int i = 0; i < HM_PUBFILE_GUARD_RANGES; i++)
+		if (g->range[i].bytes > 0)
+			mmap(g->range[i].base, g->range[i].bytes, g->range[i].prot,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	if (g->faults != NULL)
+		__atomic_add_fetch(g->faults, 1, __ATOMIC_RELAXED);
+}
+
+static bool in_range(const void *a, const void *base, size_t n)
+{
+	return base != NULL && (const char *)a >= (const char *)base &&
+	       (const char *)a < (const char *)base + n;
+}
+
+bool hm_pubfile_fault(const void *addr)
+{
+	for (int i = 0; i < GUARD_SLOTS; i++) {
+		struct hm_pubfile_guard *g = __atomic_load_n(&guards[i], __ATOMIC_ACQUIRE);
+
+		if (g == NULL)
+			continue;
+		for (int k = 0; k < HM_PUBFILE_GUARD_RANGES; k++) {
+			if (in_range(addr, g->range[k].base, g->range[k].bytes)) {
+				hm_pubfile_guard_zero(g);
+				return true;
+			}
+		}
+	}
+	return false;
+}
+
 /* ---- Follower -------------------------------------------------------------------------------- */
 
 static const volatile int never_bad;
@@ -178,7 +277,8 @@ static void follower_set(struct hm_pubfile_follower *f, const struct hm_pubfile_
 		f->ops->unref(f->cur);
 	f->cur = m != NULL ? m->map : NULL;
 	f->pub = m != NULL ? m->pub : NULL;
-	f->bad = m != NULL && m->bad != NULL ? m->bad : &never_bad;
+	f->guard = m != NULL ? m->guard : NULL;
+	f->bad = f->guard != NULL ? &f->guard->bad : &never_bad;
 	f->dev = m != NULL ? m->st.st_dev : 0;
 	f->ino = m != NULL ? m->st.st_ino : 0;
 	f->size = m != NULL ? m->st.st_size : 0;
@@ -236,8 +336,8 @@ int hm_pubfile_follower_check(struct hm_pubfile_follower *f)
 		return errno == ENOENT ? 0 : -errno;
 	same = f->cur != NULL && f->dev == st.st_dev && f->ino == st.st_ino;
 	/* Truncated in place: let go of the pages before a read faults on them. */
-	if (same && st.st_size < f->size && f->ops->shrunk != NULL && !*f->bad)
-		f->ops->shrunk(f->cur);
+	if (same && st.st_size < f->size && f->guard != NULL)
+		hm_pubfile_guard_zero(f->guard);
 	if (same && !*f->bad &&
 	    !(atomic_load_explicit(f->pub, memory_order_relaxed) & HM_PUBFILE_RETIRED))
 		return 0;

@@ -161,6 +161,8 @@ int hm_state_begin(struct hm_state *s, uint64_t epoch, uint64_t seq)
 		s->nkeys = (uint8_t)hm_certstore_writer_ticket_keys(s->certs, s->keys);
 	}
 	s->open = true;
+	s->open_epoch = epoch;
+	s->open_seq = seq;
 	return 0;
 }
 
@@ -286,6 +288,55 @@ int hm_state_prepare(struct hm_state *s, hm_state_feed_fn feed, void *arg, uint6
 			return e;
 		if ((e = grow(s, feed, arg, &counted, sized)) != 0)
 			return e;
+	}
+}
+
+/* What hm_state_extend() feeds when it rebuilds: the open batch's parts, then the new one. */
+struct extend_feed {
+	hm_state_feed_fn feed, redo;
+	void *arg, *redo_arg;
+};
+
+static int redo_then_feed(struct hm_state *s, void *arg)
+{
+	const struct extend_feed *x = arg;
+	int e = x->redo(s, x->redo_arg);
+
+	return e != 0 ? e : x->feed(s, x->arg);
+}
+
+int hm_state_extend(struct hm_state *s, hm_state_feed_fn feed, void *arg, hm_state_feed_fn redo,
+		    void *redo_arg)
+{
+	struct extend_feed x = {feed, redo, arg, redo_arg};
+	bool counted = false, sized[2] = {false, false};
+	uint64_t epoch = s->open_epoch, seq = s->open_seq;
+	int e, r;
+
+	if (!s->open)
+		return -EINVAL;
+	if ((e = feed(s, arg)) == 0)
+		return 0;
+	for (int attempt = 0;; attempt++) {
+		hm_state_abort(s);
+		/* Grown only for a "full" that feed (not redo, which fitted before) ran into. */
+		if (hm_state_is_full(e) && (s->table_full || s->certs_full) &&
+		    attempt + 1 < MAX_ATTEMPTS &&
+		    (e = grow(s, redo_then_feed, &x, &counted, sized)) == 0) {
+			if ((r = hm_state_begin(s, epoch, seq)) != 0)
+				return r;
+			if ((e = redo_then_feed(s, &x)) == 0)
+				return 0;
+			continue;
+		}
+		/* Back to the batch as it was before the call. */
+		if ((r = hm_state_begin(s, epoch, seq)) != 0)
+			return r;
+		if ((r = redo(s, redo_arg)) != 0) {
+			hm_state_abort(s);
+			return r;
+		}
+		return e;
 	}
 }
 

@@ -35,6 +35,7 @@ struct hm_state {
 	/* Private. */
 	bool open, counting, skip_table, skip_certs, keys_dirty, table_full, certs_full;
 	uint8_t nkeys;
+	uint64_t open_epoch, open_seq; /* what the open batch was begun at */
 	struct hm_ticket_key keys[HM_TICKET_KEYS_MAX];
 	uint64_t need_apps, need_domains, need_dynos, need_heap, need_certs, need_cert_heap;
 };
@@ -67,6 +68,21 @@ int hm_state_apply(struct hm_state *s, hm_state_feed_fn feed, void *arg, uint64_
  */
 int hm_state_prepare(struct hm_state *s, hm_state_feed_fn feed, void *arg, uint64_t epoch,
 		     uint64_t seq);
+
+/*
+ * Feeds one more part (feed) into the batch open since hm_state_prepare(), on top of what is in
+ * it: an origin whose store commits a group of batches in one transaction validates each request
+ * of the group this way (docs/store-etcd.md, "Group commit"). redo must feed exactly what the
+ * open batch holds so far, as it was fed then. On success the batch stays open with both. On
+ * failure the batch is rebuilt as it was before the call (aborted, begun again at the same
+ * (epoch, seq), redo fed), so one bad part never spoils the parts before it; "full" grows the full
+ * file (sized by counting redo and feed) and feeds both again, as hm_state_prepare() does.
+ * Returns 0, or the feed's error or a growth error with the batch open as before the call; if
+ * even the rebuild failed (redo's error, e.g. -ENOMEM), nothing is open (hm_state_batch_info()
+ * says -EINVAL). -EINVAL if no batch is open.
+ */
+int hm_state_extend(struct hm_state *s, hm_state_feed_fn feed, void *arg, hm_state_feed_fn redo,
+		    void *redo_arg);
 
 /* The digest (as hm_state_digest) and the table's facts (hm_table_batch_info) of the open batch
  * as applied so far. 0, or -EINVAL if no batch is open. */

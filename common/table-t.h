@@ -392,9 +392,8 @@ static inline const uint32_t *hm__table_app_dynos(const struct hm__table_copy *c
 /* ---- The writer (table_write.c, table_apply.c) ----------------------------------------------- */
 
 struct hm_table_writer {
-	char *path;	/* NULL: private memory */
-	char *tmp_path; /* the file's name until it is installed */
-	int lock_fd;
+	struct hm_pubfile_writer pw; /* the path (NULL: private memory) and its lock */
+	char *tmp_path;		     /* the file's name until it is installed */
 	uint8_t *base;
 	size_t bytes;
 	struct hm__table_hdr *hdr;

@@ -78,16 +78,13 @@ struct hm_table_map *hm_table_reader_map(struct hm_table_reader *r);
 int hm_table_reader_check(struct hm_table_reader *r);
 
 /*
- * For the process's SIGBUS handler (async-signal-safe): if addr lies in a table mapping of this
- * process, the file was truncated under it; the mapping is replaced by zero pages and marked
- * bad, so the faulting read completes and the validated read it belongs to fails
- * (HM_EBADTABLE). hm_table_reader_map() then returns NULL until a valid file is at the path
- * (the same file written back in place counts). Returns false if addr is not a table's.
+ * A file truncated under a map of this process: every map is guarded in common/pubfile.h's
+ * fault registry, so a SIGBUS handler that calls hm_pubfile_fault() survives the read that
+ * faults. The map is then zero pages and bad, the validated read it belongs to fails
+ * (HM_EBADTABLE), and hm_table_reader_map() returns NULL until a valid file is at the path (the
+ * same file written back in place counts). hm_table_bad_maps() counts the maps found bad so
+ * far (by a fault, or by hm_table_reader_check() seeing the file shorter than its mapping).
  */
-bool hm_table_fault(const void *addr);
-
-/* Maps of this process found bad so far (by a fault, or by hm_table_reader_check() seeing the
- * file shorter than its mapping). */
 uint64_t hm_table_bad_maps(void);
 
 /* Process-local references: a map stays mapped while referenced, even after it is replaced. */

@@ -4,8 +4,9 @@
  * read-only except the in-flight counters. A read picks the copy from the header's `pub` word,
  * reads with every index and offset bounds-checked (table-t.h), and retries if `pub` changed
  * meanwhile, so the writer never waits for readers. A file truncated under a mapping raises
- * SIGBUS; the process's handler hands the address to hm_table_fault(), which swaps the
- * mapping for zero pages so that the read completes and fails validation instead.
+ * SIGBUS; every map is guarded in common/pubfile.h's fault registry, so the process's handler
+ * (hm_pubfile_fault) swaps the mapping for zero pages and the read completes and fails its
+ * validation instead.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -25,8 +26,7 @@
 
 struct hm_table_map {
 	int refs;
-	volatile int bad; /* the file shrank under the mapping: now zero pages (map_zero) */
-	int fault_slot;	  /* index in the fault registry, -1 if not registered */
+	struct hm_pubfile_guard guard; /* the data and the counters; bad: now zero pages */
 	struct hm__table_hdr *hdr;
 	uint8_t *base;
 	size_t data_bytes;
@@ -40,79 +40,17 @@ struct hm_table_reader {
 	struct hm_pubfile_follower f;
 };
 
-/* ---- Faults: a file truncated under its maps ------------------------------------------------- */
-
-/*
- * A file truncated in place (same inode) leaves its mappings pointing past its end: a read
- * there raises SIGBUS. Every map of this process is listed here so that the process's SIGBUS
- * handler can find the one a fault is in (hm_table_fault) and replace it with zero pages; the
- * read then completes, the map is bad, and validated reads fail instead of the process dying.
- * The registry is written by map_open and map_free only, never while a table read (the only
- * place a fault comes from) is in progress on the same thread.
- */
-#define FAULT_SLOTS 64
-
-static struct {
-	struct hm_table_map *volatile m;
-} fault_reg[FAULT_SLOTS];
+/* Maps of this process found bad (common/pubfile.h's fault registry counts them here). */
 static volatile uint64_t bad_maps;
-
-/* Replaces m's mappings with anonymous zero pages (async-signal-safe). */
-static void map_zero(struct hm_table_map *m)
-{
-	if (m->bad)
-		return;
-	m->bad = 1;
-	if (m->base != NULL)
-		mmap(m->base, m->data_bytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1,
-		     0);
-	if (m->counters != NULL)
-		mmap((void *)m->counters, m->counters_bytes, PROT_READ | PROT_WRITE,
-		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-	__atomic_add_fetch(&bad_maps, 1, __ATOMIC_RELAXED);
-}
-
-static bool in_range(const void *a, const void *base, size_t n)
-{
-	return base != NULL && (const char *)a >= (const char *)base &&
-	       (const char *)a < (const char *)base + n;
-}
-
-bool hm_table_fault(const void *addr)
-{
-	for (int i = 0; i < FAULT_SLOTS; i++) {
-		struct hm_table_map *m = fault_reg[i].m;
-
-		if (m != NULL && (in_range(addr, m->base, m->data_bytes) ||
-				  in_range(addr, (const void *)m->counters, m->counters_bytes))) {
-			map_zero(m);
-			return true;
-		}
-	}
-	return false;
-}
 
 uint64_t hm_table_bad_maps(void)
 {
 	return __atomic_load_n(&bad_maps, __ATOMIC_RELAXED);
 }
 
-static void fault_register(struct hm_table_map *m)
-{
-	m->fault_slot = -1;
-	for (int i = 0; i < FAULT_SLOTS; i++) {
-		if (fault_reg[i].m == NULL) {
-			fault_reg[i].m = m;
-			m->fault_slot = i;
-			return;
-		}
-	}
-}
-
 static void map_free(struct hm_table_map *m)
 {
-	if (m->fault_slot >= 0)
-		fault_reg[m->fault_slot].m = NULL;
+	hm_pubfile_guard_del(&m->guard);
 	if (m->base != NULL)
 		munmap(m->base, m->data_bytes);
 	if (m->counters != NULL)
@@ -147,7 +85,7 @@ static int map_open(const char *path, struct hm_pubfile_mapped *out)
 		close(fd);
 		return -ENOMEM;
 	}
-	m->fault_slot = -1;
+	m->guard.slot = -1;
 	if (fstat(fd, st) != 0 || st->st_size < (off_t)HM__TABLE_HDR_BYTES ||
 	    pread(fd, &hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr)) {
 		r = HM_EBADTABLE;
@@ -174,10 +112,17 @@ static int map_open(const char *path, struct hm_pubfile_mapped *out)
 	close(fd);
 	m->hdr = (struct hm__table_hdr *)m->base;
 	m->refs = 1;
-	fault_register(m);
+	m->guard.range[0].base = m->base;
+	m->guard.range[0].bytes = m->data_bytes;
+	m->guard.range[0].prot = PROT_READ;
+	m->guard.range[1].base = (void *)m->counters;
+	m->guard.range[1].bytes = m->counters_bytes;
+	m->guard.range[1].prot = PROT_READ | PROT_WRITE;
+	m->guard.faults = &bad_maps;
+	hm_pubfile_guard_add(&m->guard); /* -ENOSPC: unguarded, as before the registry existed */
 	out->map = m;
 	out->pub = &m->hdr->pub;
-	out->bad = &m->bad;
+	out->guard = &m->guard;
 	return 0;
 fail:
 	close(fd);
@@ -201,14 +146,7 @@ static void map_unref_cb(void *m)
 	hm_table_map_unref(m);
 }
 
-/* The file was truncated under the map: zero pages before a read faults on them. */
-static void map_shrunk_cb(void *m)
-{
-	map_zero(m);
-}
-
-static const struct hm_pubfile_ops follow_ops = {
-    .open = map_open, .unref = map_unref_cb, .shrunk = map_shrunk_cb};
+static const struct hm_pubfile_ops follow_ops = {.open = map_open, .unref = map_unref_cb};
 
 int hm_table_reader_new(struct hm_table_reader **out, const char *path)
 {
@@ -257,7 +195,7 @@ uint64_t hm_table_map_version(const struct hm_table_map *m)
 		hm__table_copy_view(&c, (m)->base, &(m)->lay, (unsigned)v);                        \
 		body;                                                                              \
 		atomic_thread_fence(memory_order_acquire);                                         \
-		if ((m)->bad)                                                                      \
+		if ((m)->guard.bad)                                                                \
 			return HM_EBADTABLE; /* what was read came from zero pages */              \
 		if (HM_PUBFILE_VERSION(                                                            \
 			atomic_load_explicit(&(m)->hdr->pub, memory_order_relaxed)) == v)          \

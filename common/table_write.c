@@ -135,13 +135,13 @@ static int writer_create(struct hm_table_writer *w, const struct hm_table_caps *
 		return e;
 	if (w->max_bytes != 0 && w->lay.file_bytes > w->max_bytes)
 		return HM_EFULL;
-	if (w->path != NULL) {
+	if (w->pw.path != NULL) {
 		free(w->tmp_path);
 		w->tmp_path = NULL;
 		/* Every block now: a sparse file on a full file system would make a later write
 		 * through the mapping fault (SIGBUS) instead of this returning -ENOSPC. */
-		fd = hm_pubfile_create(w->path, HM_TABLE_MODE, w->lay.file_bytes, w->lay.file_bytes,
-				       &w->tmp_path);
+		fd = hm_pubfile_create(w->pw.path, HM_TABLE_MODE, w->lay.file_bytes,
+				       w->lay.file_bytes, &w->tmp_path);
 		if (fd < 0)
 			return fd;
 	}
@@ -150,7 +150,7 @@ static int writer_create(struct hm_table_writer *w, const struct hm_table_caps *
 	if (fd >= 0)
 		close(fd);
 	hdr_init(w->hdr, &w->lay);
-	w->installed = w->path == NULL;
+	w->installed = w->pw.path == NULL;
 	return 0;
 fail:
 	writer_unmap(w);
@@ -168,7 +168,7 @@ static int writer_resume(struct hm_table_writer *w)
 	struct hm__table_copy c;
 	struct hm__table_hdr hdr;
 	struct stat st;
-	int fd = open(w->path, O_RDWR | O_CLOEXEC), e;
+	int fd = open(w->pw.path, O_RDWR | O_CLOEXEC), e;
 
 	if (fd < 0)
 		return -errno;
@@ -207,36 +207,23 @@ int hm_table_writer_open(struct hm_table_writer **out, const char *path,
 
 	if (w == NULL)
 		return -ENOMEM;
-	w->lock_fd = -1;
 	w->max_bytes = max_bytes;
-	if (path != NULL) {
-		if ((w->path = strdup(path)) == NULL) {
-			free(w);
-			return -ENOMEM;
-		}
-		if ((w->lock_fd = hm_pubfile_lock(path)) < 0) {
-			e = w->lock_fd;
-			goto fail;
-		}
-		/* Files of writers of this path that died before installing them: in /dev/shm,
-		 * garbage is memory. */
-		hm_pubfile_sweep(path);
+	if ((e = hm_pubfile_writer_open(&w->pw, path)) < 0) {
+		free(w);
+		return e;
 	}
-	if (path != NULL && (flags & HM_TABLE_RESUME) && access(path, F_OK) == 0)
+	if (e == 1 && (flags & HM_TABLE_RESUME))
 		e = writer_resume(w);
 	else
 		e = writer_create(w, caps != NULL ? caps : &def);
-	if (e != 0)
-		goto fail;
+	if (e != 0) {
+		hm_pubfile_writer_close(&w->pw);
+		free(w->tmp_path);
+		free(w);
+		return e;
+	}
 	*out = w;
 	return 0;
-fail:
-	if (w->lock_fd >= 0)
-		close(w->lock_fd);
-	free(w->path);
-	free(w->tmp_path);
-	free(w);
-	return e;
 }
 
 void hm_table_writer_close(struct hm_table_writer *w)
@@ -247,10 +234,8 @@ void hm_table_writer_close(struct hm_table_writer *w)
 	if (!w->installed && w->tmp_path != NULL)
 		unlink(w->tmp_path);
 	writer_unmap(w);
-	if (w->lock_fd >= 0)
-		close(w->lock_fd);
+	hm_pubfile_writer_close(&w->pw);
 	free(w->dirty);
-	free(w->path);
 	free(w->tmp_path);
 	free(w);
 }
@@ -258,7 +243,7 @@ void hm_table_writer_close(struct hm_table_writer *w)
 /* Renames the writer's file over path, then retires the file that was there. */
 static int install(struct hm_table_writer *w)
 {
-	int e = hm_pubfile_install(w->tmp_path, w->path, HM__TABLE_MAGIC,
+	int e = hm_pubfile_install(w->tmp_path, w->pw.path, HM__TABLE_MAGIC,
 				   offsetof(struct hm__table_hdr, pub));
 
 	if (e == 0)
@@ -516,8 +501,8 @@ int hm_table_grow(struct hm_table_writer *w, const struct hm_table_caps *min)
 		return HM_EFULL;
 
 	memset(&nw, 0, sizeof(nw));
-	nw.lock_fd = -1;
-	nw.path = w->path;
+	nw.pw.lock_fd = -1; /* nw borrows w's path and never closes it */
+	nw.pw.path = w->pw.path;
 	nw.max_bytes = w->max_bytes;
 	if ((e = writer_create(&nw, &caps)) != 0)
 		goto fail;

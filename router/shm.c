@@ -185,6 +185,7 @@ void hm__router_counters_add(struct hm__router_counters *acc, const struct hm__r
 	for (size_t i = 0; i < HM_TLS_FAIL_COUNT; i++)
 		acc->tls_fail[i] += ld(&c->tls_fail[i]);
 	acc->tls_accept_paused += ld(&c->tls_accept_paused);
+	acc->cert_store_bad += ld(&c->cert_store_bad);
 	acc->proxy_refused += ld(&c->proxy_refused);
 	if (with_gauges) {
 		acc->tls_handshaking += __atomic_load_n(&c->tls_handshaking, __ATOMIC_RELAXED);
@@ -266,6 +267,11 @@ static void tls_render(struct out *o, const struct hm__router_counters *c,
 	       "Times a worker paused accepting TLS connections at its bound on handshakes in "
 	       "progress (--tls-max-handshakes).",
 	       c->tls_accept_paused);
+	single(o, "counter", "hermod_tls_cert_store_faults_total",
+	       "Certificate store mappings found truncated in place under a worker (the worker "
+	       "lives on, failing handshakes unrecognized_name, until a valid store is at the "
+	       "path).",
+	       c->cert_store_bad);
 	single(o, "gauge", "hermod_tls_certificates", "Certificates in the node's store.",
 	       x->certs);
 	if (x->cert_soonest > 0)

@@ -63,6 +63,7 @@ struct hm__router_counters {
 	uint64_t tls_full, tls_resumed;
 	uint64_t tls_fail[HM_TLS_FAIL_COUNT];
 	uint64_t tls_accept_paused;
+	uint64_t cert_store_bad; /* store maps found truncated under the worker (zero pages now) */
 	uint64_t proxy_refused;	 /* connections closed for a missing or invalid PROXY header */
 	int64_t inflight;	 /* gauge */
 	int64_t conns_open;	 /* gauge */

@@ -20,6 +20,7 @@
 #include "common/errors.h"
 #include "common/filesec.h"
 #include "common/log.h"
+#include "common/pubfile.h"
 #include "common/util.h"
 #include "router/ctx.h"
 #include "router/h1.h"
@@ -54,6 +55,7 @@ struct hm__router_worker {
 	struct hm__router_shm *shm;   /* every worker's slot (orphaned ledgers are drained) */
 	struct hm__router_slot *slot; /* this worker's: shared counters and ledger */
 	uint64_t bad_maps_seen;	      /* hm_table_bad_maps() when last looked at */
+	uint64_t bad_stores_seen;     /* hm_certstore_bad_maps() when last looked at */
 };
 
 static struct hm__router_worker worker;
@@ -61,15 +63,16 @@ static struct hm__router_worker worker;
 /* ---- the table ---------------------------------------------------------------------------- */
 
 /*
- * A table file truncated in place (same inode) makes a read of its mapping fault. The handler
- * asks the table module whether the address is a table's; if so the mapping is now zero pages,
- * the read completes and fails its validation (the request gets H99), and the tick below logs
- * and counts it. Any other SIGBUS is a real crash: the default action.
+ * A table or certificate store truncated in place (same inode) makes a read of its mapping
+ * fault. The handler asks common/pubfile's registry whether the address is one of their maps;
+ * if so the mapping is now zero pages, the read completes and fails its validation (the
+ * request gets H99, the handshake unrecognized_name), and the tick below logs and counts it.
+ * Any other SIGBUS is a real crash: the default action.
  */
 static void on_sigbus(int sig, siginfo_t *si, void *uc)
 {
 	(void)uc;
-	if (!hm_table_fault(si->si_addr)) {
+	if (!hm_pubfile_fault(si->si_addr)) {
 		signal(sig, SIG_DFL);
 		raise(sig);
 	}
@@ -113,22 +116,29 @@ static void drain_orphans(struct hm__router_worker *w)
 	}
 }
 
+/* Maps of a file found truncated under this worker since it last looked (bad, from the
+ * file's module): counted in ctr and logged with what the worker does meanwhile. */
+static void count_bad_maps(uint64_t bad, uint64_t *seen, uint64_t *ctr, const char *what,
+			   const char *path, const char *meanwhile)
+{
+	if (bad == *seen)
+		return;
+	hm__ctr_add(ctr, bad - *seen);
+	*seen = bad;
+	hm_log(HM_LOG_ERR, "router", "%s %s shrank under its mapping (truncated in place): %s",
+	       what, path, meanwhile);
+}
+
 /* What this worker sees of the table, for the master's /metrics. */
 static void publish_table(struct hm__router_worker *w)
 {
 	struct hm__router_table_seen *t = &w->slot->table;
-	uint64_t file_id, bad = hm_table_bad_maps();
+	uint64_t file_id;
 	struct hm_table_map *m = hm__router_ctx_map(&w->ctx, &file_id);
 	struct hm_table_info info;
 
-	if (bad != w->bad_maps_seen) {
-		hm__ctr_add(&w->slot->c.table_bad, bad - w->bad_maps_seen);
-		w->bad_maps_seen = bad;
-		hm_log(HM_LOG_ERR, "router",
-		       "table %s shrank under its mapping (truncated in place): answering 503 H99 "
-		       "until a valid table is there",
-		       w->cfg->table);
-	}
+	count_bad_maps(hm_table_bad_maps(), &w->bad_maps_seen, &w->slot->c.table_bad, "table",
+		       w->cfg->table, "answering 503 H99 until a valid table is there");
 	if (m != NULL)
 		hm_table_map_info(m, &info);
 	__atomic_store_n(&t->version, m != NULL ? info.version : 0, __ATOMIC_RELAXED);
@@ -146,6 +156,9 @@ static void check_certs(struct hm__router_worker *w)
 	uint64_t now = uv_now(&w->loop);
 	int r = hm_certstore_reader_check(w->tls.store);
 
+	count_bad_maps(hm_certstore_bad_maps(), &w->bad_stores_seen, &w->slot->c.cert_store_bad,
+		       "certificate store", w->cfg->cert_store,
+		       "TLS handshakes fail unrecognized_name until a valid store is there");
 	if (r < 0 && r != -ENOENT && (last_ms == 0 || now - last_ms >= 60000)) {
 		last_ms = now;
 		hm_log(HM_LOG_ERR, "router",
@@ -492,6 +505,7 @@ _Noreturn void hm__router_worker_main(const struct hm__router_config *cfg,
 	w->shm = shm;
 	w->slot = slot;
 	w->bad_maps_seen = hm_table_bad_maps();
+	w->bad_stores_seen = hm_certstore_bad_maps();
 	if (uv_loop_init(&w->loop) != 0)
 		exit(1);
 	r = hm__router_ctx_init(&w->ctx, &w->loop, cfg, slot);

@@ -268,6 +268,27 @@ static struct pending *pending_find(struct origin *o, uint64_t seq)
 	return NULL;
 }
 
+/* The batch of the group being built or in flight (a store that may refuse) made from request
+ * id: a resend of it waits for the group to resolve instead of joining it. */
+static bool pending_has_id(const struct origin *o, const uint8_t id[16])
+{
+	for (const struct pending *p = o->pend_head; p != NULL; p = p->next)
+		if (memcmp(p->id, id, 16) == 0)
+			return true;
+	return false;
+}
+
+/* hm_state_extend()'s redo: the batches of the group validated so far, in order. */
+static int group_redo(struct hm_state *st, void *arg)
+{
+	struct origin *o = arg;
+	int e = 0;
+
+	for (struct pending *p = o->pend_head; p != NULL && e == 0; p = p->next)
+		e = hm__recover_feed(st, o->dec, o->epoch, p->b);
+	return e;
+}
+
 static void add_waiter(struct pending *p, uint32_t idx, const uint8_t id[16], const char *warn)
 {
 	struct waiter *w = calloc(1, sizeof(*w));
@@ -437,7 +458,10 @@ static int seq_feed(struct hm_state *s, void *arg)
  * store. r->parts says how the batch is cut into published parts. A change the state refuses
  * aborts everything and is answered with its index and a reason; so does a certificate that
  * fails its checks, before anything is applied. A store that may refuse the batch gets it with
- * the batch still open in the state (hm_state_prepare), committed once the store has.
+ * the batch still open in the state (hm_state_prepare), committed once the store has; the next
+ * requests of the same group are validated on top of it in the same open batch
+ * (hm_state_extend: one that fails is taken out again, the others stay), each numbered and
+ * appended as its own batch with the digest and counts of the state after it.
  */
 static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struct hm__request *r,
 		     const struct hm_msg *first)
@@ -467,10 +491,18 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struc
 		goto out;
 	if (r->n > 1)
 		f.first = NULL; /* check_certs decoded the other messages over it */
-	/* With a store that may refuse, the batch stays open in the state until the store has
-	 * committed it: another origin may take this seq first. */
-	e = o->may_refuse ? hm_state_prepare(&o->st, seq_feed, &f, o->epoch, seq)
-			  : hm_state_apply(&o->st, seq_feed, &f, o->epoch, seq);
+	/* With a store that may refuse, the group stays open in the state until the store has
+	 * committed it: another origin may take these seqs first. */
+	if (!o->may_refuse)
+		e = hm_state_apply(&o->st, seq_feed, &f, o->epoch, seq);
+	else if (!o->open_batch)
+		e = hm_state_prepare(&o->st, seq_feed, &f, o->epoch, seq);
+	else {
+		e = hm_state_extend(&o->st, seq_feed, &f, group_redo, o);
+		/* The group validated so far is open again whatever this request did (only
+		 * running out of memory rebuilding it could lose it). */
+		hm_require(hm_state_batch_info(&o->st, digest, &info) == 0);
+	}
 	if (e != 0) {
 		hm__batch_builder_fini(&bb);
 		if (f.reason[0] == '\0')
@@ -484,7 +516,7 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struc
 	total = f.total;
 	if (o->may_refuse) {
 		hm_require(hm_state_batch_info(&o->st, digest, &info) == 0);
-		o->open_batch = o->store_busy = true;
+		o->open_batch = true;
 	} else {
 		hm_table_writer_info(o->st.table, &info);
 		hm_state_digest(&o->st, digest);
@@ -506,7 +538,8 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struc
 	p->b = b;
 	p->queued_ns = hm_mono_ns();
 	if (o->may_refuse) {
-		/* Its id is remembered when it is durable; until then a resend waits its turn. */
+		/* Its id is remembered when it is durable; until then a resend waits for the
+		 * group to resolve (run_queue). */
 		p->req = *r;
 		memset(r, 0, sizeof(*r));
 		p->idx = idx;
@@ -534,13 +567,18 @@ static void reply_stale(struct origin *o, uint32_t idx, const uint8_t id[16])
 		    o->store_why);
 }
 
-/* A whole request (r taken): validated now, or queued while the store has a batch in flight. */
+static void run_queue(struct origin *o);
+
+/*
+ * A whole request (r taken): validated now (the journal), or queued and validated with whatever
+ * else is queued as the next group once the store has no group in flight.
+ */
 static void submit(struct origin *o, uint32_t idx, const uint8_t id[16], struct hm__request *r,
 		   const struct hm_msg *first)
 {
 	struct queued *q;
 
-	if (!o->may_refuse || (!o->store_busy && !o->store_stale && o->q_head == NULL)) {
+	if (!o->may_refuse) {
 		sequence(o, idx, id, r, first);
 		return;
 	}
@@ -559,15 +597,25 @@ static void submit(struct origin *o, uint32_t idx, const uint8_t id[16], struct 
 	else
 		o->q_head = q;
 	o->q_tail = q;
+	if (!o->store_busy)
+		run_queue(o);
 }
 
-/* The store is ready: validates queued requests until one is in flight again. */
+/*
+ * The store is ready (no group in flight): validates the queued requests, in order, as one group
+ * while the store has room for it, and sends the group. A request whose id is in the group
+ * already (a resend) ends the group: it waits for the answer in the request cache. Stale: the
+ * queue is answered with the reason.
+ */
 static void run_queue(struct origin *o)
 {
 	while (o->q_head != NULL && !o->stopping && (o->store_stale || !o->store_busy)) {
 		struct queued *q = o->q_head;
 		uint64_t seq;
 
+		if (!o->store_stale && o->open_batch &&
+		    (!o->store->ops->room(o->store) || pending_has_id(o, q->id)))
+			break;
 		o->q_head = q->next;
 		if (o->q_head == NULL)
 			o->q_tail = NULL;
@@ -584,6 +632,10 @@ static void run_queue(struct origin *o)
 			sequence(o, q->idx, q->id, &q->req, NULL);
 		}
 		free(q);
+	}
+	if (o->open_batch && !o->store_busy) {
+		o->store_busy = true;
+		o->store->ops->flush(o->store);
 	}
 }
 
@@ -892,9 +944,11 @@ static void on_durable(void *ctx, uint64_t durable)
 	struct origin *o = ctx;
 
 	if (o->open_batch && o->pend_head != NULL && o->pend_head->b->seq <= durable) {
-		/* Private memory: publishing cannot fail. */
-		hm_require(hm_state_commit(&o->st, o->epoch, o->pend_head->b->seq) == 0);
-		hm__reqcache_put(o->reqs, o->pend_head->id, o->pend_head->b->seq);
+		/* The whole group at once (private memory: publishing cannot fail). */
+		hm_require(o->pend_tail->b->seq == durable);
+		hm_require(hm_state_commit(&o->st, o->epoch, durable) == 0);
+		for (struct pending *p = o->pend_head; p != NULL; p = p->next)
+			hm__reqcache_put(o->reqs, p->id, p->b->seq);
 		o->open_batch = false;
 	}
 	while (o->pend_head != NULL && o->pend_head->b->seq <= durable) {
@@ -945,41 +999,54 @@ static void free_pending(struct pending *p)
 	free(p);
 }
 
-/* Store event: the batch in flight was not committed. */
+/*
+ * Store event: the group in flight was not committed, none of it. A conflict puts its requests
+ * back at the head of the queue, in order, to be validated again once the batches that won are
+ * applied (the origin's own batches are dropped: on_maint() makes them again if the winners did
+ * not); any other refusal is answered.
+ */
 static void on_refused(void *ctx, int err, const char *why)
 {
 	struct origin *o = ctx;
-	struct pending *p = o->pend_head;
+	struct queued *back = NULL, *last = NULL;
 
-	hm_require(o->open_batch && p != NULL && p->next == NULL);
+	hm_require(o->open_batch && o->pend_head != NULL);
 	hm_state_abort(&o->st);
 	o->open_batch = false;
-	o->pend_head = o->pend_tail = NULL;
 	o->head_seq = o->published_seq;
-	o->batches--;
-	if (err == HM_ECONFLICT && p->idx != NO_CTL && !o->stopping) {
-		/* Validated again, first in line, once the batches that won are applied. */
-		struct queued *q = calloc(1, sizeof(*q));
+	if (err == HM_ECONFLICT)
+		o->conflicts++;
+	while (o->pend_head != NULL) {
+		struct pending *p = o->pend_head;
 
-		hm_require(q != NULL);
-		o->conflicts++;
-		q->idx = p->idx;
-		memcpy(q->id, p->id, 16);
-		q->req = p->req;
-		memset(&p->req, 0, sizeof(p->req));
-		q->next = o->q_head;
-		o->q_head = q;
-		if (o->q_tail == NULL)
-			o->q_tail = q;
-	} else if (err == HM_ECONFLICT) {
-		/* The origin's own batch (the cluster secret): on_maint() makes it again if the
-		 * winners did not. */
-		o->conflicts++;
-	} else {
-		for (struct waiter *w = p->waiters; w != NULL; w = w->next)
-			reply_error(o, w->ctl, w->req_id, err, UINT32_MAX, "%s", why);
+		o->pend_head = p->next;
+		o->batches--;
+		if (err == HM_ECONFLICT && p->idx != NO_CTL && !o->stopping) {
+			struct queued *q = calloc(1, sizeof(*q));
+
+			hm_require(q != NULL);
+			q->idx = p->idx;
+			memcpy(q->id, p->id, 16);
+			q->req = p->req;
+			memset(&p->req, 0, sizeof(p->req));
+			if (last != NULL)
+				last->next = q;
+			else
+				back = q;
+			last = q;
+		} else if (err != HM_ECONFLICT) {
+			for (struct waiter *w = p->waiters; w != NULL; w = w->next)
+				reply_error(o, w->ctl, w->req_id, err, UINT32_MAX, "%s", why);
+		}
+		free_pending(p);
 	}
-	free_pending(p);
+	o->pend_tail = NULL;
+	if (back != NULL) {
+		last->next = o->q_head;
+		if (o->q_head == NULL)
+			o->q_tail = last;
+		o->q_head = back;
+	}
 	if (o->stopping && o->pend_head == NULL)
 		begin_close(o);
 }
@@ -1323,6 +1390,13 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "tls_refused", hm__listeners_tls_refused(o->ls));
 	hm__jw_ku64(w, "staged_bytes", hm__staging_bytes(o->staging));
 	hm__jw_ku64(w, "store_conflicts", o->conflicts);
+	{
+		uint64_t n = 0;
+
+		for (const struct queued *q = o->q_head; q != NULL; q = q->next)
+			n++;
+		hm__jw_ku64(w, "store_queued", n); /* requests waiting for the next group */
+	}
 	hm__jw_ku64(w, "store_foreign", o->foreign);
 }
 

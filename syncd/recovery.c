@@ -197,6 +197,25 @@ int hm__recover_snapshot(const struct hm__recover_ctx *rc, bool *loaded, uint64_
 	return 0;
 }
 
+int hm__recover_feed(struct hm_state *st, struct hm_proto_decoder *dec, uint64_t epoch,
+		     const struct hm__batch *b)
+{
+	int e = 0;
+
+	for (uint32_t i = 0; i < b->nparts && e == 0; i++) {
+		struct hm_msg m;
+
+		e = hm_proto_decode(dec, hm__batch_part(b, i), b->part_len[i], &m);
+		if (e == 0 &&
+		    (m.type != HM_MSG_BATCH || m.batch.epoch != epoch || m.batch.b.seq != b->seq ||
+		     m.batch.b.part != i || m.batch.b.nparts != b->nparts))
+			e = HM_ECORRUPT;
+		for (uint32_t k = 0; e == 0 && k < m.batch.b.nchanges; k++)
+			e = hm_state_change(st, &m.batch.b.changes[k]);
+	}
+	return e;
+}
+
 /* What hm__recover_apply feeds into the state: b's changes, part by part. */
 struct apply_feed {
 	const struct hm__recover_ctx *rc;
@@ -206,21 +225,8 @@ struct apply_feed {
 static int apply_parts(struct hm_state *st, void *arg)
 {
 	const struct apply_feed *f = arg;
-	const struct hm__batch *b = f->b;
-	int e = 0;
 
-	for (uint32_t i = 0; i < b->nparts && e == 0; i++) {
-		struct hm_msg m;
-
-		e = hm_proto_decode(f->rc->dec, hm__batch_part(b, i), b->part_len[i], &m);
-		if (e == 0 && (m.type != HM_MSG_BATCH || m.batch.epoch != f->rc->epoch ||
-			       m.batch.b.seq != b->seq || m.batch.b.part != i ||
-			       m.batch.b.nparts != b->nparts))
-			e = HM_ECORRUPT;
-		for (uint32_t k = 0; e == 0 && k < m.batch.b.nchanges; k++)
-			e = hm_state_change(st, &m.batch.b.changes[k]);
-	}
-	return e;
+	return hm__recover_feed(st, f->rc->dec, f->rc->epoch, f->b);
 }
 
 int hm__recover_apply(const struct hm__recover_ctx *rc, const struct hm__batch *b)

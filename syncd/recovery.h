@@ -61,6 +61,15 @@ struct hm__recover_ctx {
 int hm__recover_snapshot(const struct hm__recover_ctx *rc, bool *loaded, uint64_t *seq);
 
 /*
+ * Feeds the changes of b (borrowed) into the batch open in st, part by part (the body of a
+ * hm_state_feed_fn: a replay's, or an origin rebuilding the group it validated), each part
+ * checked to be b's (decoded with dec, for epoch). Returns 0, HM_ECORRUPT, or the first error of
+ * hm_state_change() (unchanged: the state recognises "full").
+ */
+int hm__recover_feed(struct hm_state *st, struct hm_proto_decoder *dec, uint64_t epoch,
+		     const struct hm__batch *b);
+
+/*
  * Applies one numbered batch (borrowed) to the state as one batch committed at (epoch, b->seq)
  * (hm_state_apply: grows the table or the certificate store as needed), and checks the
  * resulting digest (hm_state_digest) and counts against the record's. Then remembers its request

@@ -30,7 +30,9 @@
 #include "syncd/recovery.h"
 
 /* The store may refuse an appended batch: the origin keeps it open in the table (validated,
- * not committed) until durable() or refused(), and validates nothing else meanwhile. */
+ * not committed) until durable() or refused(). Batches are appended in groups: after ready(),
+ * every batch appended until flush() joins one group (while room() says so), committed or
+ * refused as a whole; requests arriving while a group is in flight wait for the next one. */
 #define HM__STORE_MAY_REFUSE 1u
 
 struct hm__store_cfg {
@@ -46,9 +48,10 @@ struct hm__store_cfg {
 struct hm__store_events {
 	/* Every appended batch up to last_seq is durable; their journal positions are filled. */
 	void (*durable)(void *ctx, uint64_t last_seq);
-	/* The batch in flight was not committed (etcd: another origin took its seq, err
-	 * HM_ECONFLICT; or etcd refused it for good, e.g. -ENOSPC: why says so). The origin aborts
-	 * it; the batches that beat it follow through foreign(), then ready(). */
+	/* The group in flight was not committed, none of its batches (etcd: another origin took
+	 * its first seq, err HM_ECONFLICT; or etcd refused it for good, e.g. -ENOSPC: why says
+	 * so). The origin aborts them all; the batches that beat it follow through foreign(),
+	 * then ready(). */
 	void (*refused)(void *ctx, int err, const char *why);
 	/* A batch another origin committed (borrowed), the next seq after the origin's head; pos
 	 * is where the store cached it. Never while a batch of the origin's is in flight. Returns
@@ -90,8 +93,15 @@ struct hm__store_ops {
 	int (*start)(struct hm__store *s, uint64_t next_seq, char *err, size_t errlen);
 	/* Makes b (a reference is taken; numbered the last appended + 1) durable; durable() or
 	 * refused() follows. *pos (owned by the caller until then) is filled before durable()
-	 * reports it. Journal: any number in flight. etcd: one at a time. */
+	 * reports it. Journal: any number in flight, each written at once. HM__STORE_MAY_REFUSE:
+	 * b joins the group being built (only between ready() and flush(), while room()). */
 	void (*append)(struct hm__store *s, struct hm__batch *b, struct hm__jpos *pos);
+	/* HM__STORE_MAY_REFUSE (else NULL): whether the group being built takes one more batch
+	 * of any size (the first always does). */
+	bool (*room)(const struct hm__store *s);
+	/* HM__STORE_MAY_REFUSE (else NULL): commits the group appended since ready() in one
+	 * transaction (nothing if it is empty); durable() or refused() follows for all of it. */
+	void (*flush)(struct hm__store *s);
 	/* Compaction: the next batch starts a new journal segment, first seq next_seq. */
 	void (*roll)(struct hm__store *s, uint64_t next_seq);
 	/* A snapshot at seq is in place: drops what it covers. Returns how many journal segments

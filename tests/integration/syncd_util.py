@@ -219,6 +219,13 @@ class Edge:
         return self.start(wait)
 
 
+def has_test_hooks():
+    """Whether hermod-syncd was built with meson's test_hooks option (HM_TEST_* hooks)."""
+    p = subprocess.run([ht.binary("hermod-syncd"), "origin", "--help"], stdout=subprocess.PIPE,
+                       timeout=T(10))
+    return b"--test-no-watchdog" in p.stdout
+
+
 def nng_leak_suppression(env):
     """Closing a listener that #1518 has broken leaves nng's objects for it unreachable (its
     stuck pipes keep it from being reaped): ~5 KB inside libnng per repaired listener (more for

@@ -467,5 +467,57 @@ def test_expiry_gauge_and_counts(env):
     eq(r.metric("hermod_tls_handshakes_total", 'kind="full"'), 1.0, "one full handshake")
 
 
+# -- a store truncated in place ------------------------------------------------------------------
+
+def handshake_fails(port, sni):
+    """The alert a handshake ends with (its text), or a failure of the test if it succeeds."""
+    try:
+        tls_conn(port, sni).close()
+    except ssl.SSLError as e:
+        return str(e)
+    hm.fail("a handshake for %s succeeded with the store truncated" % sni)
+
+
+def test_store_truncated_under_the_worker(env):
+    """The node's store truncated in place (same inode: an operator's truncate, a full disk, a
+    copy tool) under a running worker: before, the worker's next handshake read the mapping
+    past the file's new end and the worker died of SIGBUS. Now the worker's map is guarded
+    (common/pubfile's fault registry, the table's): it turns to zero pages, handshakes fail
+    unrecognized_name, hermod_tls_cert_store_faults_total counts it, and the worker maps the
+    store again once a valid one is there."""
+    r, pk, store = setup(env)
+    workers = r.wait_workers()
+    with tls_conn(r.tls_port, HOST) as c:
+        eq(peer_der(c), pk.exact.der(), "before: the exact certificate")
+        eq(get(c).status, 200, "before: a request")
+    with open(store, "rb") as f:
+        saved = f.read()
+    os.truncate(store, 4096)  # the header stays, the index and the heap are gone
+    for sni in (HOST, "x.w.example.test", "other.test"):
+        err = handshake_fails(r.tls_port, sni)
+        check("UNRECOGNIZED_NAME" in err.upper(), "%s: alert unrecognized_name, got %s" % (sni, err))
+    wait_for(lambda: (r.metric("hermod_tls_cert_store_faults_total") or 0) >= 1, T(10),
+             "the worker to count the truncated store")
+    eq(r.metric("hermod_worker_restarts_total"), 0.0, "worker restarts")
+    eq(r.workers(), workers, "the worker that served before (none may have died)")
+    wait_for(lambda: "certificate store %s shrank" % store in r.stderr(), T(10),
+             "the worker to log the truncated store")
+    # Plain HTTP never stopped.
+    eq(hm.http_get(r.port, "/hello", HOST).status, 200, "plain HTTP while the store is bad")
+    # The same file written back in place (same inode): handshakes go on.
+    with open(store, "r+b") as f:
+        f.write(saved)
+
+    def served():
+        try:
+            with tls_conn(r.tls_port, HOST) as c:
+                return peer_der(c) == pk.exact.der() and get(c).status == 200
+        except (ssl.SSLError, OSError):
+            return False
+    wait_for(served, T(10), "handshakes once the store is valid again")
+    eq(r.workers(), workers, "the same worker at the end")
+    eq(r.metric("hermod_worker_restarts_total"), 0.0, "worker restarts at the end")
+
+
 if __name__ == "__main__":
     hm.run(globals())

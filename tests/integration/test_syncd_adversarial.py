@@ -23,14 +23,8 @@ import time
 
 import hermod_test as ht
 from hermod_test import T, check, eq, wait_for
-from syncd_util import (PROTO_REQ, REQ_ID, Edge, Origin, mp, mp_ctl_req, port_of, sp_connect,
-                        sp_recv, sp_send, wait_converged)
-
-
-def has_test_hooks():
-    p = subprocess.run([ht.binary("hermod-syncd"), "origin", "--help"], stdout=subprocess.PIPE,
-                       timeout=T(10))
-    return b"--test-no-watchdog" in p.stdout
+from syncd_util import (PROTO_REQ, REQ_ID, Edge, Origin, has_test_hooks, mp, mp_ctl_req, port_of,
+                        sp_connect, sp_recv, sp_send, wait_converged)
 
 
 class LoopFs:

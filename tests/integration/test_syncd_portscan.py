@@ -12,13 +12,12 @@ listener by its own thread, after two missed probes in a row: one miss alone, as
 machine can have, re-creates nothing).
 """
 
-import subprocess
 import time
 
 import hermod_test as ht
 from hermod_test import T, check, eq, fail, wait_for
-from syncd_util import (Edge, Origin, nng_leak_suppression, port_of, raw_connect_close,
-                        wait_converged)
+from syncd_util import (Edge, Origin, has_test_hooks, nng_leak_suppression, port_of,
+                        raw_connect_close, wait_converged)
 
 SCANS = 100
 
@@ -75,12 +74,6 @@ def test_ipc_port_scan(env):
     restarts = run_scan(env, "ipc", 8, until_restart=True)
     check(restarts >= 1, "8 rounds of scans on ipc:// never broke a listener: the watchdog was "
           "never exercised")
-
-
-def has_test_hooks():
-    p = subprocess.run([ht.binary("hermod-syncd"), "origin", "--help"], stdout=subprocess.PIPE,
-                       timeout=T(10))
-    return b"--test-no-watchdog" in p.stdout
 
 
 def test_ipc_bug_reproduces_without_watchdog(env):

@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +20,9 @@
 
 #include "common/certstore.h"
 #include "common/errors.h"
+#include "common/pubfile.h"
 #include "common/util.h"
+#include "tests/unit/common/sigbus.h"
 #include "tests/unit/hm_check.h"
 
 static char dir[64];
@@ -198,6 +201,19 @@ static void expect(struct hm_certstore_reader *r, const char *host, const char *
 	fill_id(id, name, version);
 	ck_assert_mem_eq(ref.id, id, HM_CERT_ID_LEN);
 	ck_assert_int_eq(ref.not_after, 1700000000 + version);
+}
+
+/* A store at path with a.example.com and b.example.com (version 1 each); what it holds in
+ * *info. */
+static void store_ab(struct hm_certstore_info *info)
+{
+	struct hm_certstore_writer *w;
+
+	ck_assert_int_eq(hm_certstore_writer_open(&w, path, NULL, 0, 0), 0);
+	ck_assert_int_eq(put1(w, "a.example.com", 1, 1), 0);
+	ck_assert_int_eq(put1(w, "b.example.com", 1, 2), 0);
+	hm_certstore_writer_info(w, info);
+	hm_certstore_writer_close(w);
 }
 
 static struct hm_certstore_reader *reader(void)
@@ -650,11 +666,7 @@ START_TEST(resume_after_a_writer_died)
 	pid_t child;
 	int status;
 
-	ck_assert_int_eq(hm_certstore_writer_open(&w, path, NULL, 0, 0), 0);
-	ck_assert_int_eq(put1(w, "a.example.com", 1, 1), 0);
-	ck_assert_int_eq(put1(w, "b.example.com", 1, 2), 0);
-	hm_certstore_writer_info(w, &before);
-	hm_certstore_writer_close(w);
+	store_ab(&before);
 	child = fork();
 	ck_assert_int_ge(child, 0);
 	if (child == 0) {
@@ -865,6 +877,244 @@ START_TEST(corruption_is_detected_and_never_crashes)
 		}
 		hm_certstore_reader_free(r);
 	}
+}
+END_TEST
+
+/*
+ * The store at path mapped read-write (*len bytes at the return value), and where the cert_len
+ * field of the entry with the inline key `key` is in each index copy (in *at[0], *at[1]): the
+ * entry's key field is its last 40 bytes (offset 88), cert_len is at offset 24.
+ */
+static uint8_t *map_cert_lens(const char *key, uint32_t *at[2], size_t *len)
+{
+	struct hm_certstore_writer *w;
+	struct hm_certstore_info info;
+	struct stat st;
+	size_t index_end, n = 0, kn = strlen(key);
+	uint8_t *p, *hit;
+	int fd;
+
+	ck_assert_int_eq(hm_certstore_writer_open(&w, path, NULL, HM_CERTSTORE_RESUME, 0), 0);
+	hm_certstore_writer_info(w, &info);
+	hm_certstore_writer_close(w);
+	ck_assert_int_eq(stat(path, &st), 0);
+	index_end = (size_t)(info.file_bytes - info.caps.heap);
+	fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	ck_assert_ptr_ne(p, MAP_FAILED);
+	close(fd);
+	for (hit = p; (hit = memmem(hit, index_end - (size_t)(hit - p), key, kn)) != NULL;
+	     hit += kn) {
+		ck_assert_uint_lt(n, 2);
+		at[n++] = (uint32_t *)(void *)(hit - 88 + 24);
+	}
+	ck_assert_uint_eq(n, 2);
+	*len = (size_t)st.st_size;
+	return p;
+}
+
+/* Lengths in an entry beyond what an entry can hold (a corrupt file): the lookup refuses the
+ * entry, so that no caller sizes a buffer by them. */
+START_TEST(lookup_bounds_the_lengths_it_returns)
+{
+	struct hm_certstore_reader *r;
+	struct hm_certstore_info info;
+	struct hm_cert_ref ref;
+	uint32_t *at[2];
+	size_t len;
+	uint8_t *p;
+
+	store_ab(&info);
+	p = map_cert_lens("a.example.com", at, &len);
+	*at[0] = *at[1] = 0xffffffffu; /* both copies: the published one is read */
+	munmap(p, len);
+	r = reader();
+	ck_assert_int_eq(hm_certstore_reader_check(r), 1);
+	ck_assert_int_eq(hm_certstore_lookup(hm_certstore_reader_map(r), "a.example.com", 13, &ref),
+			 -EUCLEAN);
+	expect(r, "b.example.com", "b.example.com", 1, HM_CERT_EXACT);
+	hm_certstore_reader_free(r);
+}
+END_TEST
+
+/* Someone with write access flipping an entry's length while a reader fetches it, without
+ * touching `pub` (so no version check discards what the reader read): every fetch checks and
+ * uses one copy of the entry, so it returns the whole entry or -EUCLEAN, and never lengths it
+ * did not check (the reader used to load them again after the copy, and checksummed gigabytes
+ * past the caller's buffer). */
+struct flipper {
+	uint32_t *at[2];
+	uint32_t good;
+	volatile int stop;
+	uint64_t flips;
+};
+
+static void *flip(void *arg)
+{
+	struct flipper *f = arg;
+
+	while (!f->stop) {
+		uint32_t v = (f->flips++ & 1) ? f->good : 0x7fffffffu;
+
+		__atomic_store_n(f->at[0], v, __ATOMIC_RELAXED);
+		__atomic_store_n(f->at[1], v, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+START_TEST(fetch_reads_an_entry_once)
+{
+	static uint8_t buf[HM_CERT_CHAIN_MAX + HM_CERT_KEY_MAX];
+	static char big[60000]; /* a long copy: a wide window between check and use */
+	struct hm_certstore_writer *w;
+	struct hm_certstore_reader *r;
+	struct hm_certstore_map *m;
+	struct hm_cert_ref ref;
+	struct hm_cert_bytes b;
+	struct content c;
+	struct flipper f = {0};
+	uint64_t whole = 0, refused = 0;
+	pthread_t t;
+	size_t len;
+	uint8_t *p;
+
+	content(&c, "big.example.com", 1);
+	memset(big, 'c', sizeof(big));
+	memcpy(big, c.cert, 24); /* "CERT big.example.com v1|" */
+	c.p.cert = big;
+	c.p.cert_len = sizeof(big);
+	ck_assert_int_eq(hm_certstore_writer_open(&w, path, NULL, 0, 0), 0);
+	ck_assert_int_eq(hm_certstore_begin(w), 0);
+	ck_assert_int_eq(hm_certstore_put(w, &c.p), 0);
+	ck_assert_int_eq(hm_certstore_commit(w, 1, 1), 0);
+	hm_certstore_writer_close(w);
+	r = reader();
+	ck_assert_int_eq(hm_certstore_reader_check(r), 1);
+	m = hm_certstore_reader_map(r);
+	ck_assert_int_eq(hm_certstore_lookup(m, "big.example.com", 15, &ref), 0);
+	p = map_cert_lens("big.example.com", f.at, &len);
+	f.good = *f.at[0];
+	ck_assert_uint_eq(f.good, sizeof(big));
+	ck_assert_int_eq(pthread_create(&t, NULL, flip, &f), 0);
+	for (int i = 0; i < 100000 && (i < 20000 || whole == 0 || refused == 0); i++) {
+		int e = hm_certstore_fetch(m, &ref, buf, sizeof(buf), &b);
+
+		if (e == -EUCLEAN) {
+			refused++;
+			continue;
+		}
+		ck_assert_int_eq(e, 0);
+		ck_assert_uint_eq(b.cert_len, sizeof(big));
+		ck_assert_uint_eq(b.key_len, ref.key_len);
+		ck_assert_int_eq(memcmp(b.cert, big, sizeof(big)), 0);
+		whole++;
+	}
+	f.stop = 1;
+	pthread_join(t, NULL);
+	ck_assert_uint_gt(whole, 0);
+	fprintf(stderr, "fetches: %llu whole, %llu refused, %llu flips\n",
+		(unsigned long long)whole, (unsigned long long)refused,
+		(unsigned long long)f.flips);
+	munmap(p, len);
+	hm_certstore_reader_free(r);
+}
+END_TEST
+
+/* ---- a store truncated under its readers (the table's protection, one registry) ---- */
+
+/* Writes data back over the file at path (same inode), as an operator restoring it would. */
+static void restore_in_place(const char *data, size_t n)
+{
+	int fd = open(path, O_WRONLY);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, data, n, 0), (ssize_t)n);
+	close(fd);
+}
+
+START_TEST(truncated_under_readers)
+{
+	static uint8_t buf[HM_CERT_CHAIN_MAX + HM_CERT_KEY_MAX];
+	struct sigaction old;
+	struct hm_certstore_writer *w;
+	struct hm_certstore_reader *r;
+	struct hm_certstore_map *m;
+	struct hm_certstore_info info;
+	struct hm_ticket_key keys[2], got[HM_TICKET_KEYS_MAX];
+	struct hm_cert_ref ref;
+	struct hm_cert_bytes b;
+	uint64_t bad0 = hm_certstore_bad_maps(), gen;
+	char *saved;
+	size_t heap_off;
+	struct stat st;
+	int fd;
+
+	ck_assert_int_eq(hm_test_catch_sigbus(&old), 0);
+	memset(keys, 0x5a, sizeof(keys));
+	ck_assert_int_eq(hm_certstore_writer_open(&w, path, NULL, 0, 0), 0);
+	ck_assert_int_eq(put1(w, "a.example.com", 1, 1), 0);
+	ck_assert_int_eq(put1(w, "default", 1, 2), 0);
+	ck_assert_int_eq(hm_certstore_begin(w), 0);
+	ck_assert_int_eq(hm_certstore_set_ticket_keys(w, keys, 2), 0);
+	ck_assert_int_eq(hm_certstore_commit(w, 1, 3), 0);
+	hm_certstore_writer_info(w, &info);
+	hm_certstore_writer_close(w);
+	heap_off = (size_t)(info.file_bytes - info.caps.heap);
+	ck_assert_int_eq(stat(path, &st), 0);
+	saved = malloc((size_t)st.st_size);
+	ck_assert_ptr_nonnull(saved);
+	fd = open(path, O_RDONLY);
+	ck_assert_int_eq(pread(fd, saved, (size_t)st.st_size, 0), st.st_size);
+	close(fd);
+	r = reader();
+	ck_assert_int_eq(hm_certstore_reader_check(r), 1);
+	expect(r, "a.example.com", "a.example.com", 1, HM_CERT_EXACT);
+
+	/* The heap cut off behind the reader's back: the index still reads, the fetch faults on
+	 * the heap and fails -ESTALE (the map went bad), never -EUCLEAN: the zeros it read are not
+	 * damage in the entry, which a caller would remember as such. */
+	m = hm_certstore_reader_map(r);
+	ck_assert_int_eq(truncate(path, (off_t)heap_off), 0);
+	ck_assert_int_eq(hm_certstore_lookup(m, "a.example.com", 13, &ref), 0);
+	ck_assert_int_eq(hm_certstore_fetch(m, &ref, buf, sizeof(buf), &b), -ESTALE);
+	ck_assert_uint_eq(hm_certstore_bad_maps(), bad0 + 1);
+	ck_assert_int_eq(hm_certstore_lookup(m, "a.example.com", 13, &ref), -ESTALE);
+	ck_assert_int_eq(hm_certstore_ticket_keys(m, got, &gen), -ESTALE);
+	ck_assert_ptr_null(hm_certstore_reader_map(r));
+	ck_assert_int_lt(hm_certstore_reader_check(r), 0); /* too short to map */
+	ck_assert_ptr_null(hm_certstore_reader_map(r));
+
+	/* Written back in place (same inode): mapped again. */
+	restore_in_place(saved, (size_t)st.st_size);
+	ck_assert_int_eq(hm_certstore_reader_check(r), 1);
+	expect(r, "a.example.com", "a.example.com", 1, HM_CERT_EXACT);
+	ck_assert_int_eq(hm_certstore_ticket_keys(hm_certstore_reader_map(r), got, &gen), 2);
+
+	/* Truncated to its header: the first read of the index faults. */
+	m = hm_certstore_reader_map(r);
+	ck_assert_int_eq(truncate(path, 4096), 0);
+	ck_assert_int_eq(hm_certstore_lookup(m, "other.example.com", 17, &ref), -ESTALE);
+	ck_assert_uint_eq(hm_certstore_bad_maps(), bad0 + 2);
+	ck_assert_ptr_null(hm_certstore_reader_map(r));
+	restore_in_place(saved, (size_t)st.st_size);
+	ck_assert_int_eq(hm_certstore_reader_check(r), 1);
+	expect(r, "other.example.com", "default", 1, HM_CERT_DEFAULT);
+
+	/* Truncated again: the periodic check sees it first, before any read could fault. */
+	ck_assert_int_eq(truncate(path, 8192), 0);
+	ck_assert_int_lt(hm_certstore_reader_check(r), 0);
+	ck_assert_uint_eq(hm_certstore_bad_maps(), bad0 + 3);
+	ck_assert_ptr_null(hm_certstore_reader_map(r));
+	restore_in_place(saved, (size_t)st.st_size);
+	ck_assert_int_eq(hm_certstore_reader_check(r), 1);
+	expect(r, "a.example.com", "a.example.com", 1, HM_CERT_EXACT);
+
+	/* A fault anywhere else is not the store's. */
+	ck_assert(!hm_pubfile_fault(&st));
+	hm_certstore_reader_free(r);
+	free(saved);
+	sigaction(SIGBUS, &old, NULL);
 }
 END_TEST
 
@@ -1157,6 +1407,9 @@ static Suite *make_suite(void)
 	tcase_add_test(tc, resume_after_a_writer_died);
 	tcase_add_test(tc, file_checks);
 	tcase_add_test(tc, corruption_is_detected_and_never_crashes);
+	tcase_add_test(tc, lookup_bounds_the_lengths_it_returns);
+	tcase_add_test(tc, fetch_reads_an_entry_once);
+	tcase_add_test(tc, truncated_under_readers);
 	tcase_add_test(tc, readers_racing_a_writer);
 	tcase_add_test(tc, writer_killed_at_random_moments);
 	tcase_add_test(tc, private_memory);

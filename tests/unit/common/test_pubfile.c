@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +18,7 @@
 #include "common/errors.h"
 #include "common/filesec.h"
 #include "common/pubfile.h"
+#include "tests/unit/common/sigbus.h"
 #include "tests/unit/hm_check.h"
 
 #define MAGIC	0x4c49464255424d48ull /* "HMBUPFIL" */
@@ -171,14 +173,15 @@ START_TEST(install_retires_only_our_own_file)
 }
 END_TEST
 
-/* A toy map for the follower: the file's header mapped, a bad flag, and counters. */
+/* A toy map for the follower: the file's header mapped, guarded, and counters. */
 struct toy {
 	uint8_t *base;
-	volatile int bad;
+	struct hm_pubfile_guard guard;
 	int refs;
 };
 
-static int toy_opens, toy_frees, toy_shrunk;
+static int toy_opens, toy_frees;
+static volatile uint64_t toy_bad; /* the toy maps' fault counter */
 
 static int toy_open(const char *path, struct hm_pubfile_mapped *out)
 {
@@ -199,9 +202,14 @@ static int toy_open(const char *path, struct hm_pubfile_mapped *out)
 	close(fd);
 	ck_assert_ptr_ne(t->base, MAP_FAILED);
 	t->refs = 1;
+	t->guard.range[0].base = t->base;
+	t->guard.range[0].bytes = BYTES;
+	t->guard.range[0].prot = PROT_READ;
+	t->guard.faults = &toy_bad;
+	ck_assert_int_eq(hm_pubfile_guard_add(&t->guard), 0);
 	out->map = t;
 	out->pub = (const _Atomic uint64_t *)(t->base + PUB_OFF);
-	out->bad = &t->bad;
+	out->guard = &t->guard;
 	return 0;
 }
 
@@ -210,19 +218,14 @@ static void toy_unref(void *m)
 	struct toy *t = m;
 
 	if (--t->refs == 0) {
+		hm_pubfile_guard_del(&t->guard);
 		munmap(t->base, BYTES);
 		free(t);
 		toy_frees++;
 	}
 }
 
-static void toy_shrunk_cb(void *m)
-{
-	((struct toy *)m)->bad = 1;
-	toy_shrunk++;
-}
-
-static const struct hm_pubfile_ops toy_ops = {toy_open, toy_unref, toy_shrunk_cb};
+static const struct hm_pubfile_ops toy_ops = {toy_open, toy_unref};
 
 START_TEST(follower_follows_replacements_and_bad_maps)
 {
@@ -261,10 +264,12 @@ START_TEST(follower_follows_replacements_and_bad_maps)
 	a = hm_pubfile_follower_map(&f);
 	ck_assert_ptr_ne(a, b);
 	/* Truncated in place: check sees it before a read faults, and the map is bad: none. */
-	toy_shrunk = 0;
+	toy_bad = 0;
 	ck_assert_int_eq(truncate(path, 100), 0);
 	ck_assert_int_lt(hm_pubfile_follower_check(&f), 0);
-	ck_assert_int_eq(toy_shrunk, 1);
+	ck_assert_int_eq(toy_bad, 1);
+	ck_assert_int_eq(a->guard.bad, 1);
+	ck_assert_int_eq(a->base[0], 0); /* zero pages, not a fault */
 	ck_assert_ptr_null(hm_pubfile_follower_map(&f));
 	/* The same file written back in place is valid again, and mapped afresh. */
 	fd = open(path, O_RDWR);
@@ -290,6 +295,133 @@ START_TEST(follower_follows_replacements_and_bad_maps)
 }
 END_TEST
 
+/* ---- the fault registry: one for every kind of published file ---- */
+
+/* A file of `pages` pages mapped at *base (shared, prot), guarded by g counting into faults. */
+static void guarded_map(const char *path, int pages, int prot, struct hm_pubfile_guard *g,
+			volatile uint64_t *faults, uint8_t **base)
+{
+	int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, (off_t)pages * BYTES), 0);
+	ck_assert_int_eq(pwrite(fd, "x", 1, 0), 1);
+	*base = mmap(NULL, (size_t)pages * BYTES, prot, MAP_SHARED, fd, 0);
+	ck_assert_ptr_ne(*base, MAP_FAILED);
+	close(fd);
+	memset(g, 0, sizeof(*g));
+	g->range[0].base = *base;
+	g->range[0].bytes = (size_t)pages * BYTES;
+	g->range[0].prot = prot;
+	g->faults = faults;
+	ck_assert_int_eq(hm_pubfile_guard_add(g), 0);
+}
+
+START_TEST(fault_registry_guards_every_kind)
+{
+	static volatile uint64_t faults_a, faults_b;
+	struct sigaction old;
+	struct hm_pubfile_guard ga, gb, many[80];
+	char pa[128], pb[128];
+	uint8_t *a, *b;
+	volatile uint8_t sink;
+	int added = 0;
+
+	mkdir_tmp();
+	in_dir(pa, sizeof(pa), "a");
+	in_dir(pb, sizeof(pb), "b");
+	ck_assert_int_eq(hm_test_catch_sigbus(&old), 0);
+	guarded_map(pa, 2, PROT_READ, &ga, &faults_a, &a);
+	guarded_map(pb, 2, PROT_READ | PROT_WRITE, &gb, &faults_b, &b);
+
+	/* b truncated in place: its second page faults; the read completes on zero pages, b alone
+	 * is bad and counted in its own counter, and its writable range stays writable. */
+	ck_assert_int_eq(truncate(pb, BYTES), 0);
+	sink = b[BYTES + 7];
+	ck_assert_int_eq(sink, 0);
+	ck_assert_int_eq(gb.bad, 1);
+	ck_assert_int_eq(b[0], 0); /* the whole map, not only the page that faulted */
+	b[5] = 1;
+	ck_assert_uint_eq(faults_b, 1);
+	ck_assert_uint_eq(faults_a, 0);
+	ck_assert_int_eq(ga.bad, 0);
+	ck_assert_int_eq(a[0], 'x');
+
+	/* An address in no guarded range is not the registry's; nor is a guard taken out. */
+	ck_assert(!hm_pubfile_fault((const void *)&added));
+	hm_pubfile_guard_del(&ga);
+	ck_assert(!hm_pubfile_fault(a));
+	ck_assert_int_eq(ga.bad, 0);
+	hm_pubfile_guard_del(&gb);
+
+	/* A full registry says so, and the guard stays out of it (deleting it is harmless). */
+	memset(many, 0, sizeof(many));
+	for (int i = 0; i < 80; i++) {
+		int e = hm_pubfile_guard_add(&many[i]);
+
+		if (e == 0)
+			added++;
+		else {
+			ck_assert_int_eq(e, -ENOSPC);
+			ck_assert_int_eq(many[i].slot, -1);
+		}
+	}
+	ck_assert_int_le(added, 64); /* others of this process may hold slots */
+	ck_assert_int_gt(added, 0);
+	for (int i = 0; i < 80; i++)
+		hm_pubfile_guard_del(&many[i]);
+	ck_assert_int_eq(hm_pubfile_guard_add(&ga), 0);
+	hm_pubfile_guard_del(&ga);
+
+	munmap(a, 2 * BYTES);
+	munmap(b, 2 * BYTES);
+	unlink(pa);
+	unlink(pb);
+	rmdir(dir);
+	sigaction(SIGBUS, &old, NULL);
+}
+END_TEST
+
+/* The writer's prologue: the path copied, the lock held (a second writer: -EBUSY), dead
+ * writers' files swept, and whether a file is there to resume. */
+START_TEST(writer_open_locks_sweeps_and_says_what_is_there)
+{
+	struct hm_pubfile_writer w1, w2;
+	char path[128], dead[160];
+	int fd;
+
+	mkdir_tmp();
+	in_dir(path, sizeof(path), "w");
+	/* A temporary file of a writer that died (pid 2^22 + 1 is above pid_max's default). */
+	snprintf(dead, sizeof(dead), "%s.new.%d.0000abcd", path, (1 << 22) + 1);
+	fd = open(dead, O_RDWR | O_CREAT, 0600);
+	ck_assert_int_ge(fd, 0);
+	close(fd);
+	ck_assert_int_eq(hm_pubfile_writer_open(&w1, path), 0); /* nothing at path */
+	ck_assert_str_eq(w1.path, path);
+	ck_assert_int_ge(w1.lock_fd, 0);
+	ck_assert_int_eq(access(dead, F_OK), -1);
+	ck_assert_int_eq(hm_pubfile_writer_open(&w2, path), -EBUSY);
+	ck_assert_ptr_null(w2.path);
+	ck_assert_int_eq(w2.lock_fd, -1);
+	hm_pubfile_writer_close(&w2); /* nothing held: harmless */
+	publish(path, MAGIC, 1);
+	hm_pubfile_writer_close(&w1);
+	ck_assert_ptr_null(w1.path);
+	ck_assert_int_eq(hm_pubfile_writer_open(&w1, path), 1); /* a file to resume */
+	hm_pubfile_writer_close(&w1);
+	/* Private memory: nothing to hold. */
+	ck_assert_int_eq(hm_pubfile_writer_open(&w1, NULL), 0);
+	ck_assert_ptr_null(w1.path);
+	ck_assert_int_eq(w1.lock_fd, -1);
+	hm_pubfile_writer_close(&w1);
+	unlink(path);
+	in_dir(dead, sizeof(dead), "w.lock");
+	unlink(dead);
+	rmdir(dir);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
 	Suite *s = suite_create("pubfile");
@@ -299,6 +431,8 @@ static Suite *make_suite(void)
 	tcase_add_test(tc, create_sets_mode_size_and_blocks);
 	tcase_add_test(tc, install_retires_only_our_own_file);
 	tcase_add_test(tc, follower_follows_replacements_and_bad_maps);
+	tcase_add_test(tc, fault_registry_guards_every_kind);
+	tcase_add_test(tc, writer_open_locks_sweeps_and_says_what_is_there);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -2,7 +2,8 @@
  * Tests common/state.c, the one entry that applies a batch to a node's table and certificate
  * store: routing of each change to its file, growth of whichever file is full (sized for the
  * whole batch at once), the feed's own errors, the commit order and the skip of a file that
- * already holds the batch, a batch prepared and left open (hm_state_prepare, hm_state_batch_info),
+ * already holds the batch, a batch prepared and left open (hm_state_prepare, hm_state_batch_info)
+ * and extended part by part (hm_state_extend: a failing part taken out, a growing one kept),
  * ticket keys in the store and never in the table, and the combined digest and foreach that
  * snapshots use.
  */
@@ -203,6 +204,74 @@ START_TEST(prepare_keeps_the_batch_open)
 }
 END_TEST
 
+/* hm_state_extend()'s redo: the parts the open batch holds, fed again in order. */
+struct parts {
+	struct feed *v[4];
+	int n, calls;
+};
+
+static int redo_fn(struct hm_state *s, void *arg)
+{
+	struct parts *p = arg;
+	int e;
+
+	p->calls++;
+	for (int i = 0; i < p->n; i++)
+		if ((e = feed_fn(s, p->v[i])) != 0)
+			return e;
+	return 0;
+}
+
+/* hm_state_extend (an origin's group): a part that fails is taken out again and the parts
+ * before it stay open, with the digest they had; a part that needs more room grows the files and
+ * keeps everything; the commit publishes the last open digest. */
+START_TEST(extend_keeps_the_parts_before_a_failing_one)
+{
+	struct files f;
+	struct hm_change g1 = {.op = HM_OP_APP_PUT, .app = "g1", .app_len = 2};
+	struct hm_change bad[2] = {{.op = HM_OP_APP_PUT, .app = "g2", .app_len = 2},
+				   {.op = HM_OP_DYNO_PUT,
+				    .app = "nosuch",
+				    .app_len = 6,
+				    .name = "web.1",
+				    .name_len = 5,
+				    .addr = {.port = 80}}};
+	struct feed first = {.extra = &g1, .nextra = 1, .fail_at = -1};
+	struct feed failing = {.extra = bad, .nextra = 2, .fail_at = -1};
+	struct feed big = {.n = 50, .fail_at = -1};
+	struct parts redo = {.v = {&first}, .n = 1};
+	uint8_t d1[HM_DIGEST_LEN], d[HM_DIGEST_LEN], pub[HM_DIGEST_LEN];
+	struct hm_table_info bi;
+
+	init_pem();
+	open_files(&f, 0);
+	ck_assert_int_eq(hm_state_extend(&f.s, feed_fn, &first, redo_fn, &redo), -EINVAL);
+	ck_assert_int_eq(hm_state_apply(&f.s, feed_fn, &(struct feed){.n = 1, .fail_at = -1}, 5, 1),
+			 0);
+	ck_assert_int_eq(hm_state_prepare(&f.s, feed_fn, &first, 5, 2), 0);
+	ck_assert_int_eq(hm_state_batch_info(&f.s, d1, &bi), 0);
+	ck_assert_uint_eq(bi.apps, 2);
+	/* The failing part: its error, and the batch as it was (g2 gone, g1 kept). */
+	ck_assert_int_ne(hm_state_extend(&f.s, feed_fn, &failing, redo_fn, &redo), 0);
+	ck_assert_int_eq(redo.calls, 1);
+	ck_assert_int_eq(hm_state_batch_info(&f.s, d, &bi), 0);
+	ck_assert_uint_eq(bi.apps, 2);
+	ck_assert(memcmp(d, d1, HM_DIGEST_LEN) == 0);
+	/* A part that fills both files: grown, everything still open. */
+	ck_assert_int_eq(hm_state_extend(&f.s, feed_fn, &big, redo_fn, &redo), 0);
+	ck_assert_int_gt(big.counting_calls, 0);
+	ck_assert_int_eq(hm_state_batch_info(&f.s, d, &bi), 0);
+	ck_assert_uint_eq(bi.apps, 51); /* a0 .. a49 and g1 */
+	ck_assert_uint_eq(bi.domains, 50);
+	ck_assert_int_eq(hm_state_commit(&f.s, 5, 3), 0);
+	hm_state_digest(&f.s, pub);
+	ck_assert(memcmp(pub, d, HM_DIGEST_LEN) == 0);
+	ck_assert_int_eq(hm_table_verify(f.t), 0);
+	ck_assert_int_eq(hm_certstore_verify(f.c), 0);
+	close_files(&f);
+}
+END_TEST
+
 START_TEST(errors_change_nothing)
 {
 	struct files f;
@@ -399,6 +468,7 @@ static Suite *make_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, grows_both_files_and_commits_both);
 	tcase_add_test(tc, prepare_keeps_the_batch_open);
+	tcase_add_test(tc, extend_keeps_the_parts_before_a_failing_one);
 	tcase_add_test(tc, errors_change_nothing);
 	tcase_add_test(tc, verify_hook_refuses);
 	tcase_add_test(tc, a_file_ahead_is_skipped);

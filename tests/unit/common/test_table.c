@@ -16,8 +16,10 @@
 #include <unistd.h>
 
 #include "common/errors.h"
+#include "common/pubfile.h"
 #include "common/table.h"
 #include "common/util.h"
+#include "tests/unit/common/sigbus.h"
 #include "tests/unit/hm_check.h"
 
 static char dir[64];
@@ -888,15 +890,6 @@ END_TEST
 
 /* ---- a file truncated under its readers (issue 9) ------------------------------------------ */
 
-static void on_sigbus(int sig, siginfo_t *si, void *uc)
-{
-	(void)uc;
-	if (!hm_table_fault(si->si_addr)) {
-		signal(sig, SIG_DFL);
-		raise(sig);
-	}
-}
-
 static char *slurp(const char *p, size_t *n)
 {
 	FILE *f = fopen(p, "rb");
@@ -927,7 +920,7 @@ static void restore_in_place(const char *data, size_t n)
 
 START_TEST(truncated_under_readers)
 {
-	struct sigaction sa = {0}, old;
+	struct sigaction old;
 	struct hm_table_writer *w;
 	struct hm_table_reader *r;
 	struct hm_route out;
@@ -936,9 +929,7 @@ START_TEST(truncated_under_readers)
 	size_t n;
 	char *saved;
 
-	sa.sa_sigaction = on_sigbus;
-	sa.sa_flags = SA_SIGINFO;
-	ck_assert_int_eq(sigaction(SIGBUS, &sa, &old), 0);
+	ck_assert_int_eq(hm_test_catch_sigbus(&old), 0);
 	ck_assert_int_eq(hm_table_writer_open(&w, path, NULL, 0, 0), 0);
 	ck_assert_int_eq(BATCH(w, 1, app_put("a", 0, 0, 0), domain_put("a.com", "a"),
 			       dyno_put("a", "web.1", "127.0.0.1:5000", HM_DYNO_UP)),
@@ -980,7 +971,7 @@ START_TEST(truncated_under_readers)
 	ck_assert_int_eq(route(r, "a.com", NULL, &out), 0);
 
 	/* A fault anywhere else is not the table's. */
-	ck_assert(!hm_table_fault(&st));
+	ck_assert(!hm_pubfile_fault(&st));
 	hm_table_reader_free(r);
 	free(saved);
 	sigaction(SIGBUS, &old, NULL);
