@@ -612,7 +612,7 @@ def test_etcd_over_tls_with_client_certificates(env):
     eq(a.status()["etcd_endpoint"].startswith("https://"), True, "over https")
 
     cases = [
-        ("no-cert", ["--etcd-ca", tls.ca], ("etcd", "certificate")),
+        ("no-cert", ["--etcd-ca", tls.ca], ("etcd", "--etcd-cert")),
         ("other-ca", ["--etcd-ca", tls.other_ca, "--etcd-cert", tls.client],
          ("etcd", "TLS")),
     ]
