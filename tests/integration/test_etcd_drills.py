@@ -570,10 +570,15 @@ def test_hermodctl_waits_while_no_origin_can_commit(env):
     out = []
 
     def put():
-        out.append(a.ctl("--control", a.dial_control + "," + b.dial_control, "--reply-timeout",
-                         "%ds" % int(T(60)), "--json", "apply", "-", control=False,
-                         input=json.dumps({"changes": app_changes("waited", 1)}).encode(),
-                         timeout=T(90)))
+        # Dialers closed mid-connection while it goes round: libnng's leak (NsOrigin.ctl).
+        try:
+            out.append(a.ctl("--control", a.dial_control + "," + b.dial_control,
+                             "--reply-timeout", "%ds" % int(T(60)), "--json", "apply", "-",
+                             control=False, env=su.nng_leak_suppression(env),
+                             input=json.dumps({"changes": app_changes("waited", 1)}).encode(),
+                             timeout=T(90)))
+        except ht.TestFailure as e:
+            out.append(e)
     t = threading.Thread(target=put)
     t.start()
     wait_for(lambda: a.status()["rejected"] >= ra + 2 and b.status()["rejected"] >= rb + 2,
@@ -582,7 +587,7 @@ def test_hermodctl_waits_while_no_origin_can_commit(env):
     c.restart(0)
     t.join(T(90))
     r = out[0]
-    check(r.rc == 0, "committed once etcd is back: %r" % r)
+    check(not isinstance(r, Exception) and r.rc == 0, "committed once etcd is back: %r" % r)
     eq(r.json()["seq"], base + 1, "at the next seq")
     eq(r.err.count("hermodctl: the origin at"), 2, "said once per origin: %r" % r.err)
     eq(wait_same([a, b], base + 1)[0], base + 1, "applied once")
