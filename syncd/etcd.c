@@ -53,6 +53,8 @@ enum req_kind {
 	RQ_KEEPALIVE,
 	RQ_REVOKE,
 	RQ_WATCH,
+	RQ_ALARM_GET,
+	RQ_ALARM_DISARM,
 };
 
 static const struct {
@@ -70,6 +72,8 @@ static const struct {
     [RQ_KEEPALIVE] = {"/v3/lease/keepalive", false},
     [RQ_REVOKE] = {"/v3/lease/revoke", true},
     [RQ_WATCH] = {"/v3/watch", false},
+    [RQ_ALARM_GET] = {"/v3/maintenance/alarm", false},
+    [RQ_ALARM_DISARM] = {"/v3/maintenance/alarm", true},
 };
 
 struct sock {
@@ -510,6 +514,7 @@ struct parsed {
 	struct hm__etcd_result r;
 	struct arena a;
 	struct hm__etcd_op_result *ops;
+	struct hm__etcd_alarm *alarms;
 };
 
 static void parsed_free(struct parsed *p)
@@ -517,6 +522,36 @@ static void parsed_free(struct parsed *p)
 	arena_free(&p->a);
 	free(p->ops);
 	p->ops = NULL;
+	free(p->alarms);
+	p->alarms = NULL;
+}
+
+static const char *const alarm_names[] = {"NONE", "NOSPACE", "CORRUPT"};
+
+/* {"alarms": [{"memberID": "1", "alarm": "NOSPACE"}, ...]} (absent: none). */
+static int parse_alarms(const cJSON *j, struct parsed *p)
+{
+	const cJSON *list = cJSON_GetObjectItemCaseSensitive(j, "alarms"), *it;
+	size_t n = 0;
+
+	if (cJSON_GetArraySize(list) == 0)
+		return 0;
+	if ((p->alarms = calloc((size_t)cJSON_GetArraySize(list), sizeof(*p->alarms))) == NULL)
+		return -ENOMEM;
+	cJSON_ArrayForEach(it, list)
+	{
+		const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "alarm");
+		struct hm__etcd_alarm *a = &p->alarms[n++];
+
+		a->member_id = jnumu(it, "memberID");
+		a->type = HM__ETCD_ALARM_NONE;
+		for (int t = HM__ETCD_ALARM_NOSPACE; t <= HM__ETCD_ALARM_CORRUPT; t++)
+			if (cJSON_IsString(name) && strcmp(name->valuestring, alarm_names[t]) == 0)
+				a->type = (enum hm__etcd_alarm_type)t;
+	}
+	p->r.alarms = p->alarms;
+	p->r.nalarms = n;
+	return 0;
 }
 
 static const char *const txn_fields[] = {NULL, "response_range", "response_put",
@@ -592,7 +627,20 @@ static int parse_ok(enum req_kind kind, const cJSON *j, struct parsed *p)
 		it = cJSON_GetObjectItemCaseSensitive(j, "version");
 		if (cJSON_IsString(it))
 			snprintf(r->version, sizeof(r->version), "%s", it->valuestring);
+		{
+			/* 3.4 lists the cluster's alarms as "memberID:N alarm:NOSPACE ". */
+			const cJSON *err;
+
+			cJSON_ArrayForEach(
+			    err, cJSON_GetObjectItemCaseSensitive(
+				     j, "errors")) if (cJSON_IsString(err) &&
+						       strstr(err->valuestring, "alarm:NOSPACE") !=
+							   NULL) r->nospace = true;
+		}
 		return 0;
+	case RQ_ALARM_GET:
+	case RQ_ALARM_DISARM:
+		return parse_alarms(j, p);
 	case RQ_GRANT:
 	case RQ_KEEPALIVE:
 		r->lease_id = jnum(j, "ID");
@@ -1625,6 +1673,35 @@ int hm__etcd_status(struct hm__etcd *c, uint32_t endpoint, hm__etcd_cb cb, void 
 int hm__etcd_defragment(struct hm__etcd *c, uint32_t endpoint, hm__etcd_cb cb, void *arg)
 {
 	return member_request(c, RQ_DEFRAG, endpoint, cb, arg);
+}
+
+int hm__etcd_alarm_list(struct hm__etcd *c, hm__etcd_cb cb, void *arg)
+{
+	struct req *r;
+	int e;
+
+	if ((r = start(c, RQ_ALARM_GET, cb, arg, &e)) == NULL)
+		return e;
+	j_raw(&r->body, "{\"action\":\"GET\"}");
+	return submit(r, -1);
+}
+
+int hm__etcd_alarm_disarm(struct hm__etcd *c, uint64_t member_id, enum hm__etcd_alarm_type type,
+			  hm__etcd_cb cb, void *arg)
+{
+	struct req *r;
+	char body[128];
+	int e;
+
+	if (type <= HM__ETCD_ALARM_NONE || type > HM__ETCD_ALARM_CORRUPT)
+		return -EINVAL;
+	if ((r = start(c, RQ_ALARM_DISARM, cb, arg, &e)) == NULL)
+		return e;
+	snprintf(body, sizeof(body),
+		 "{\"action\":\"DEACTIVATE\",\"memberID\":\"%" PRIu64 "\",\"alarm\":\"%s\"}",
+		 member_id, alarm_names[type]);
+	j_raw(&r->body, body);
+	return submit(r, -1);
 }
 
 static int lease_request(struct hm__etcd *c, enum req_kind kind, const char *name, int64_t v,

@@ -1752,7 +1752,13 @@ static int setup(struct origin *o)
 				   .spec = cfg->store,
 				   .etcd_ca = cfg->etcd_ca,
 				   .etcd_cert = cfg->etcd_cert,
-				   .segment_bytes = (uint64_t)cfg->segment};
+				   .segment_bytes = (uint64_t)cfg->segment,
+				   .node = o->node,
+				   .etcd_lease_ttl_ms = (uint64_t)cfg->etcd_lease_ttl,
+				   .etcd_compact_every_ms = (uint64_t)cfg->etcd_compact_every,
+				   .etcd_defrag_every_ms = (uint64_t)cfg->etcd_defrag_every,
+				   .etcd_defrag_min = (uint64_t)cfg->etcd_defrag_min,
+				   .etcd_quota = (uint64_t)cfg->etcd_quota};
 	char err[PATH_MAX + 256];
 	int e;
 
