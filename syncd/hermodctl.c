@@ -456,8 +456,19 @@ static int client_open(struct client *c)
  * next origin if there are several. */
 static int redial(struct client *c)
 {
+	uint64_t deadline = hm_mono_ms() + (uint64_t)cfg.timeout;
 	int rv;
 
+	/* nng removes the closed dialer's connection asynchronously: until it is gone, the socket
+	 * would send the request on it again (to the origin it is leaving). */
+	if (c->dialed)
+		nng_dialer_close(c->d);
+	c->dialed = false;
+	while (atomic_load(&ctl_pipes) > 0 && hm_mono_ms() < deadline) {
+		struct timespec ts = {0, 1000 * 1000};
+
+		nanosleep(&ts, NULL);
+	}
 	c->cur = (c->cur + 1) % ctl_urls.n;
 	if ((rv = dial_cur(c)) != EXIT_OK)
 		return rv;
@@ -585,11 +596,16 @@ static int await_answer(struct client *c, struct answer *a, uint64_t wait_ms, en
 /* Waits for the answer to pb (just sent), up to --reply-timeout: after RESEND_AFTER_MS without
  * one, or at once when the connection drops with several origins, pb is sent again on a new
  * connection, to the next origin (an origin answers a request id it has committed as it
- * answered it first, or once that batch is done). */
+ * answered it first, or once that batch is done). An origin that answers it cannot commit now
+ * (HM_ESTORE: cut off from etcd, or etcd without a leader; nothing was applied) is left for the
+ * next one too; when every origin of the list has answered so, the round starts again after a
+ * pause (100 ms doubling to 1 s), until --reply-timeout, after which that answer is reported. */
 static int answer_of(struct client *c, const struct hm_pbuf *pb, struct answer *a)
 {
-	uint64_t end = hm_mono_ms() + (uint64_t)cfg.reply_timeout;
+	uint64_t end = hm_mono_ms() + (uint64_t)cfg.reply_timeout, pause_ms = 100;
 	unsigned sent = 1;
+	uint32_t cannot = 0; /* origins (bits of ctl_urls) that answered HM_ESTORE this round */
+	uint32_t told = 0;   /* those said on stderr */
 
 	for (;;) {
 		uint64_t now = hm_mono_ms();
@@ -597,15 +613,42 @@ static int answer_of(struct client *c, const struct hm_pbuf *pb, struct answer *
 		int code;
 
 		code = await_answer(c, a, HM_MIN(RESEND_AFTER_MS, end > now ? end - now : 1), &why);
-		if (code != EXIT_OK || why == ANSWERED)
+		if (code != EXIT_OK)
 			return code;
-		if (hm_mono_ms() >= end)
+		if (why == ANSWERED) {
+			uint32_t me = 1u << c->cur, all = (1u << ctl_urls.n) - 1;
+
+			if (a->status != HM_CTL_ERROR || a->code != HM_ESTORE)
+				return code;
+			if (hm_mono_ms() + pause_ms >= end)
+				return code;
+			if (!(told & me)) {
+				fprintf(stderr, "hermodctl: the origin at %s cannot commit now (",
+					cur_url(c));
+				put_esc(stderr, a->reason, strlen(a->reason), false);
+				fprintf(stderr, "); %s\n",
+					ctl_urls.n > 1 ? "sending the request to the next origin"
+						       : "sending the request again");
+				told |= me;
+			}
+			if ((cannot & me) || (cannot | me) == all) {
+				/* A full round (or the next origin was not reached in between). */
+				struct timespec ts = {(time_t)(pause_ms / 1000),
+						      (long)(pause_ms % 1000) * 1000000L};
+
+				nanosleep(&ts, NULL);
+				pause_ms = HM_MIN(pause_ms * 2, (uint64_t)1000);
+				cannot = 0;
+			} else {
+				cannot |= me;
+			}
+		} else if (hm_mono_ms() >= end)
 			return fail(EXIT_UNREACHABLE,
 				    "no answer from the origin at %s within %" PRId64
 				    " ms (sent %u times, on %u connections): the change may or may "
 				    "not have been applied",
 				    cfg.control, cfg.reply_timeout, sent, sent);
-		if (why == LOST)
+		else if (why == LOST)
 			fprintf(stderr,
 				"hermodctl: lost the connection to %s while waiting for its "
 				"answer; sending the request again to the next origin\n",

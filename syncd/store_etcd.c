@@ -576,6 +576,10 @@ static void chunks_cb(void *arg, int err, const struct hm__etcd_result *er)
 	if (err != 0) {
 		not_heard(s, err, r.msg);
 		s->refetch = true;
+	} else if (s->state != A_IDLE) {
+		/* A batch of ours went in flight while the chunks were read: as in apply_page(),
+		 * it resolves first, then catch-up reads this entry again. */
+		s->refetch = true;
 	} else if ((e = deliver(s, &f->log.kvs[f->next], &r, false)) != 0) {
 		lost(s, e);
 	} else {
@@ -1324,8 +1328,16 @@ static int e_open(struct hm__store *base, char *err, size_t errlen)
 	hn = key_of(s, hkey, "head");
 	/* The cluster id comes with any answer: read the epoch first. */
 	if ((e = wait_res(s, hm__etcd_range(s->etcd, ekey, en, NULL, sync_cb, &r), &r)) != 0) {
-		snprintf(err, errlen, "etcd (%s): cannot read %s: %s%s%s", ec.endpoints, ekey,
-			 hm_strerror(e), r.msg[0] ? ": " : "", r.msg);
+		/* A member that requires a client certificate may only reset the connection after
+		 * the handshake (TLS 1.3): say what is likely missing. */
+		bool no_cert = strstr(ec.endpoints, "https://") != NULL && ec.cert == NULL &&
+			       (e == -ECONNRESET || e == HM_EETCDTLS);
+
+		snprintf(err, errlen, "etcd (%s): cannot read %s: %s%s%s%s", ec.endpoints, ekey,
+			 hm_strerror(e), r.msg[0] ? ": " : "", r.msg,
+			 no_cert ? " (no client certificate was given: --etcd-cert, if etcd "
+				   "requires one)"
+				 : "");
 		res_fini(&r);
 		return e;
 	}
