@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
-"""etcd's database under steady churn from an origin on etcd (issue 13). Never run as a test.
+"""etcd's database under steady churn from origins on etcd (issue 13). Never run as a test.
 
-Starts one etcd member (data on --dir, a real disk) and one `hermod-syncd origin --store etcd:...`
-with a small --compact-after, then rewrites the same dynos with hermodctl for --minutes,
-sampling every --every seconds: the origin's seq and etcd counters (snapshots installed in
-etcd, history compactions), the log keys under /hermod/log/, and etcd's dbSize and
-dbSizeInUse (/v3/maintenance/status). Bounded means: log keys and dbSizeInUse level off
-while seq keeps growing. (dbSize, the file, only shrinks by defragmentation, which the origin
-does not do yet; bbolt reuses its free pages, so it levels off too.)
+Starts one etcd member (data on --dir, a real disk) and --origins `hermod-syncd origin --store
+etcd:...` with a small --compact-after, then rewrites the same dynos with hermodctl for --minutes
+(spread over the origins), sampling every --every seconds: the origins' seq and the compactor's
+counters (snapshots installed in etcd, history compactions, defragmentations), the log keys under
+/hermod/log/, and etcd's dbSize and dbSizeInUse (/v3/maintenance/status). At the end of each
+minute it prints that minute's min/max of dbSize and dbSizeInUse. Bounded means: log keys,
+dbSizeInUse and dbSize level off while seq keeps growing (dbSize: the file, which bbolt
+reuses; the compactor defragments it once in use is at most half of it and it is over
+--defrag-min).
 
   HERMOD_BUILD=build python3 bench/etcd_churn.py [--dir DIR] [--minutes M] [--every S]
+      [--origins N] [--compact-every DURATION] [--defrag-every DURATION] [--defrag-min SIZE]
 """
 
 import argparse
@@ -35,6 +38,10 @@ def main():
     ap.add_argument("--minutes", type=float, default=3)
     ap.add_argument("--every", type=float, default=15)
     ap.add_argument("--batch", type=int, default=200, help="changes per hermodctl apply")
+    ap.add_argument("--origins", type=int, default=2)
+    ap.add_argument("--compact-every", default="60s")
+    ap.add_argument("--defrag-every", default="2m")
+    ap.add_argument("--defrag-min", default="16MiB")
     a = ap.parse_args()
     if not eu.available():
         sys.exit("etcd is not installed")
@@ -43,33 +50,50 @@ def main():
     try:
         c = eu.EtcdCluster(env, 1, data_root=root)
         t = eu.EtcdTool(env, c.endpoints, timeout_ms=30000)
-        o = su.Origin(env, name="origin", data=os.path.join(root, "origin"),
-                      extra=["--store", "etcd:" + c.endpoints[0], "--compact-after", "1MiB"])
-        o.apply([ht.ch_app("churn")])
-        print("# etcd_churn: data on %s, %g min, %d changes per batch, load %s" % (
-            a.dir, a.minutes, a.batch, " ".join("%.2f" % x for x in os.getloadavg())))
-        print("| s | seq | changes | log keys | etcd snapshots | compactions | dbSize MiB | "
-              "dbSizeInUse MiB |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        extra = ["--store", "etcd:" + c.endpoints[0], "--compact-after", "1MiB",
+                 "--etcd-compact-every", a.compact_every, "--etcd-defrag-every", a.defrag_every,
+                 "--etcd-defrag-min", a.defrag_min]
+        origins = [su.Origin(env, name="origin-%d" % i, data=os.path.join(root, "origin%d" % i),
+                             extra=extra + ["--node", "origin-%d" % i])
+                   for i in range(a.origins)]
+        origins[0].apply([ht.ch_app("churn")])
+        print("# etcd_churn: data on %s, %g min, %d origins, %d changes per batch, compaction "
+              "every %s, defragmentation checked every %s from %s, load %s" % (
+                  a.dir, a.minutes, a.origins, a.batch, a.compact_every, a.defrag_every,
+                  a.defrag_min, " ".join("%.2f" % x for x in os.getloadavg())))
+        print("| min | seq | changes | log keys | compactor | etcd snapshots | compactions | "
+              "defrags | dbSize MiB min-max | dbSizeInUse MiB min-max |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         t0 = time.monotonic()
-        next_sample, k, changes = 0.0, 0, 0
+        next_sample, k, changes, minute, sizes, uses = 0.0, 0, 0, 0, [], []
+        mib = 2.0 ** 20
         while True:
             now = time.monotonic() - t0
             if now >= next_sample:
-                st = o.status()
-                ms = c.status(0)
-                logs = t.ok("range", "/hermod/log/", "/hermod/log0", 0)["count"]
-                print("| %.0f | %d | %d | %d | %d | %d | %.1f | %.1f |" % (
-                    now, st["seq"], changes, logs, st["etcd_snapshots"],
-                    st["etcd_compactions"], int(ms["dbSize"]) / 2**20,
-                    int(ms.get("dbSizeInUse", 0)) / 2**20), flush=True)
+                ms = c.status(0, timeout=10)
+                if ms is not None:
+                    sizes.append(int(ms["dbSize"]))
+                    uses.append(int(ms.get("dbSizeInUse", 0)))
                 next_sample += a.every
+                if now >= (minute + 1) * 60 or now >= a.minutes * 60:
+                    sts = [o.status() for o in origins]
+                    holder = next((s for s in sts if s["etcd_compactor_self"]), sts[0])
+                    logs = t.ok("range", "/hermod/log/", "/hermod/log0", 0)["count"]
+                    print("| %d | %d | %d | %d | %s | %d | %d | %d | %.1f-%.1f | %.1f-%.1f |" % (
+                        minute + 1, sts[0]["seq"], changes, logs, holder["etcd_compactor"],
+                        sum(s["etcd_snapshots"] for s in sts),
+                        sum(s["etcd_compactions"] for s in sts),
+                        sum(s["etcd_defrags"] for s in sts), min(sizes) / mib,
+                        max(sizes) / mib, min(uses) / mib, max(uses) / mib), flush=True)
+                    minute += 1
+                    sizes, uses = [], []
                 if now >= a.minutes * 60:
                     break
             batch = [ht.ch_dyno("churn", "web.%d" % ((k + i) % 2000),
                                 "10.0.%d.%d:%d" % ((k + i) % 250, (k // 250) % 250,
                                                    1000 + k % 50000))
                      for i in range(a.batch)]
+            o = origins[(k // a.batch) % len(origins)]
             r = o.ctl("apply", "-", input=json.dumps({"changes": batch}).encode())
             if r.rc != 0:
                 sys.exit("apply failed: %r" % r)

@@ -54,7 +54,12 @@ static int encode(struct hm_pbuf *b, const struct hm_msg *m)
 					      .nchunks = m->snapshot_rep.nchunks,
 					      .apps = m->snapshot_rep.apps,
 					      .domains = m->snapshot_rep.domains,
-					      .dynos = m->snapshot_rep.dynos};
+					      .dynos = m->snapshot_rep.dynos,
+					      .certs = m->snapshot_rep.certs,
+					      .cert_heap = m->snapshot_rep.cert_heap,
+					      /* 3 stays 3 (no count); 1 and 2 become this
+					       * build's */
+					      .version = m->version == 3 ? 3 : 0};
 		memcpy(h.digest, m->snapshot_rep.digest, 16);
 		rc = hm_proto_begin_snapshot_rep(b, &h, m->snapshot_rep.nchanges);
 		for (uint32_t i = 0; rc == 0 && i < m->snapshot_rep.nchanges; i++)

@@ -34,19 +34,31 @@
 /* Elements of each message array and of each change array, by type and op. */
 static const uint8_t msg_arity[] = {
     [HM_MSG_BATCH] = 8,	      [HM_MSG_HEARTBEAT] = 6,	 [HM_MSG_CATCHUP_REQ] = 5,
-    [HM_MSG_CATCHUP_REP] = 7, [HM_MSG_SNAPSHOT_REQ] = 4, [HM_MSG_SNAPSHOT_REP] = 12,
+    [HM_MSG_CATCHUP_REP] = 7, [HM_MSG_SNAPSHOT_REQ] = 4, [HM_MSG_SNAPSHOT_REP] = 14,
     [HM_MSG_CTL_REQ] = 6,     [HM_MSG_CTL_REP] = 9,
 };
 #define MSG_TYPE_MAX HM_MSG_CTL_REP
 
 /* The schema version this build writes, and the newest it reads, of each type. Version 2 of
- * BATCH and SNAPSHOT_REP adds the secret ops, version 3 the certificate ops; version 2 of CTL_REQ
+ * BATCH and SNAPSHOT_REP adds the secret ops, version 3 the certificate ops, version 4 of
+ * SNAPSHOT_REP the certificate count and heap bytes (two more elements); version 2 of CTL_REQ
  * adds the certificate ops, and of CTL_REP an ACK's warnings (in its reason). */
 static const uint8_t msg_version[] = {
     [HM_MSG_BATCH] = 3,	      [HM_MSG_HEARTBEAT] = 1,	 [HM_MSG_CATCHUP_REQ] = 1,
-    [HM_MSG_CATCHUP_REP] = 1, [HM_MSG_SNAPSHOT_REQ] = 1, [HM_MSG_SNAPSHOT_REP] = 3,
+    [HM_MSG_CATCHUP_REP] = 1, [HM_MSG_SNAPSHOT_REQ] = 1, [HM_MSG_SNAPSHOT_REP] = 4,
     [HM_MSG_CTL_REQ] = 2,     [HM_MSG_CTL_REP] = 2,
 };
+
+/* SNAPSHOT_REP's arity before version 4, which still arrives from snapshot files written then. */
+#define SNAPSHOT_REP_V3_ARITY 12
+
+/* The elements of a message array of type and version (read: version <= msg_version[type]). */
+static unsigned arity_of(uint8_t type, uint64_t version)
+{
+	if (type == HM_MSG_SNAPSHOT_REP && version < 4)
+		return SNAPSHOT_REP_V3_ARITY;
+	return msg_arity[type];
+}
 
 static const uint8_t change_arity[] = {
     [HM_OP_APP_PUT] = 5,  [HM_OP_APP_RM] = 2,  [HM_OP_DOMAIN_PUT] = 3, [HM_OP_DOMAIN_RM] = 2,
@@ -667,6 +679,11 @@ static int rd_snapshot_rep(struct rd *r, struct hm_msg *m)
 	    (rc = rd_u32(r, &m->snapshot_rep.dynos)) != 0 ||
 	    (rc = rd_bin16(r, m->snapshot_rep.digest)) != 0)
 		return rc;
+	m->snapshot_rep.certs = 0;
+	m->snapshot_rep.cert_heap = 0;
+	if (m->version >= 4 && ((rc = rd_u32(r, &m->snapshot_rep.certs)) != 0 ||
+				(rc = rd_u64(r, &m->snapshot_rep.cert_heap)) != 0))
+		return rc;
 	return rd_changes(r, ops_allowed(HM_MSG_SNAPSHOT_REP, m->version), true,
 			  &m->snapshot_rep.nchanges);
 }
@@ -814,7 +831,7 @@ int hm_proto_decode(struct hm_proto_decoder *d, const void *buf, size_t len, str
 		return HM_ERANGE;
 	if (version > msg_version[type])
 		return HM_EVERSION;
-	if (n != msg_arity[type])
+	if (n != arity_of((uint8_t)type, version))
 		return HM_EARITY;
 	out->type = (uint8_t)type;
 	out->version = (uint32_t)version;
@@ -1343,20 +1360,26 @@ int hm_proto_add_catchup_raw(struct hm_pbuf *b, const void *batch_msg, size_t le
 int hm_proto_begin_snapshot_rep(struct hm_pbuf *b, const struct hm_snapshot_head *h,
 				uint32_t nchanges)
 {
+	uint8_t v = h->version != 0 ? h->version : msg_version[HM_MSG_SNAPSHOT_REP];
 	struct enc e;
 	int rc;
 
 	if ((rc = enc_start(&e, b)) != 0)
 		return rc;
-	if (h->epoch == 0 || h->snap_id == 0 || h->chunk >= h->nchunks)
+	if (h->epoch == 0 || h->snap_id == 0 || h->chunk >= h->nchunks || v < 3 ||
+	    v > msg_version[HM_MSG_SNAPSHOT_REP])
 		return HM_ERANGE;
 	if (nchanges > HM_PROTO_MAX_CHANGES)
 		return HM_ETOOBIG;
-	rc = enc_end(&e, pk_head(&e, HM_MSG_SNAPSHOT_REP) || pk_u64(&e, h->epoch) ||
+	rc = enc_end(&e, msgpack_pack_array(&e.pk, arity_of(HM_MSG_SNAPSHOT_REP, v)) ||
+			     msgpack_pack_uint8(&e.pk, HM_MSG_SNAPSHOT_REP) ||
+			     msgpack_pack_uint32(&e.pk, v) || pk_u64(&e, h->epoch) ||
 			     pk_u64(&e, h->seq) || pk_u64(&e, h->snap_id) || pk_u64(&e, h->chunk) ||
 			     pk_u64(&e, h->nchunks) || pk_u64(&e, h->apps) ||
 			     pk_u64(&e, h->domains) || pk_u64(&e, h->dynos) ||
-			     pk_bin16(&e, h->digest) || msgpack_pack_array(&e.pk, nchanges));
+			     pk_bin16(&e, h->digest) ||
+			     (v >= 4 && (pk_u64(&e, h->certs) || pk_u64(&e, h->cert_heap))) ||
+			     msgpack_pack_array(&e.pk, nchanges));
 	if (rc == 0)
 		build_expect(b, &e, BUILD_SNAPSHOT, nchanges);
 	return rc;

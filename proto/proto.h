@@ -128,6 +128,11 @@ struct hm_msg {
 			uint32_t apps, domains,
 			    dynos;	    /* totals in the whole snapshot (for sizing) */
 			uint8_t digest[16]; /* of the whole state at seq */
+			/* Version >= 4: the certificates in the whole snapshot and the bytes of
+			 * store heap they took on the origin (for sizing the store once); 0 in
+			 * older versions, which do not say. */
+			uint32_t certs;
+			uint64_t cert_heap;
 			uint32_t nchanges;
 			struct hm_change *changes; /* put changes only; owned by the decoder */
 		} snapshot_rep;
@@ -280,6 +285,9 @@ struct hm_snapshot_head {
 	uint32_t chunk, nchunks;
 	uint32_t apps, domains, dynos;
 	uint8_t digest[16];
+	uint32_t certs;	    /* version >= 4 */
+	uint64_t cert_heap; /* version >= 4 */
+	uint8_t version;    /* 0: this build's; 3: the version before certs and cert_heap */
 };
 int hm_proto_begin_snapshot_rep(struct hm_pbuf *b, const struct hm_snapshot_head *h,
 				uint32_t nchanges);

@@ -1,7 +1,8 @@
 /*
  * The admin socket server. Each connection reads into a fixed 4 KiB line buffer (a longer line is
- * an error and closes the connection), answers each complete line in order, and while a dump is
- * being streamed stops reading, so answers never interleave.
+ * an error and closes the connection), answers each complete line in order, and while a dump or
+ * a certs answer is being streamed (a slice at a time, the next once the last is written) stops
+ * reading, so answers never interleave.
  *
  * What one client can cost is bounded: answers are produced only while less than UNSENT_MAX bytes
  * of earlier answers wait to be written to it (after that the connection is not read until they
@@ -45,12 +46,23 @@ struct img_rec {
 	uint32_t meta_len; /* cert.put: not_after (8 bytes) and the metadata follow the name */
 };
 
+/*
+ * An answer streamed in slices of about DUMP_SLICE bytes, each generated when the one before
+ * has been written: `dump` (from an image of the state taken when it starts: one consistent
+ * state), or `certs` (straight from the certificate store, constant memory: each slice lists
+ * the entries after the ones already listed, as long as the store holds the same entries).
+ */
 struct dump {
-	struct hm__buf img; /* img_rec + app + name, back to back */
+	struct hm__buf img; /* dump: img_rec + app + name, back to back */
 	size_t pos;
 	int phase; /* 0 apps, 1 domains, 2 dynos, 3 certs, 4 done */
 	struct hm__jsonw w;
 	struct hm__buf out; /* the slice being generated */
+	/* certs: the store's file and digest when the answer started, and entries listed. */
+	bool certs;
+	uint64_t file_id;
+	uint8_t digest[HM_CERTSTORE_DIGEST_LEN];
+	uint32_t listed, skip;
 };
 
 struct conn {
@@ -300,29 +312,76 @@ static void cert_json(struct hm__jsonw *w, const char *name, size_t name_len, in
 	hm__jw_obj_end(w);
 }
 
+static bool dump_start(struct conn *c, struct dump **out);
+static void dump_send(struct conn *c);
+
+/* One entry into the slice, after the ones listed by earlier slices; stops when it is full. */
 static int certs_entry(void *ctx, const struct hm_cert_entry *e)
 {
-	cert_json(ctx, e->name, e->name_len, e->not_after, e->meta, e->meta_len);
-	return 0;
+	struct dump *d = ctx;
+
+	if (d->skip > 0) {
+		d->skip--;
+		return 0;
+	}
+	cert_json(&d->w, e->name, e->name_len, e->not_after, e->meta, e->meta_len);
+	d->listed++;
+	return d->out.len >= DUMP_SLICE ? 1 : 0;
+}
+
+/*
+ * Generates the next slice of `certs`; returns true when the answer is complete. The store's
+ * foreach is in a fixed order for one set of entries, so while the file and its digest stay
+ * those of the start, skipping the entries listed gives the next ones. If the certificates
+ * change meanwhile, the list ends there and "error" says so (a listing is never a mix of two
+ * states); the client runs it again.
+ */
+static bool certs_slice(struct hm__admin *a, struct dump *d)
+{
+	const struct hm_certstore_writer *cs = a->ops->certs != NULL ? a->ops->certs(a->ctx) : NULL;
+	struct hm_certstore_info ci = {0};
+	int r = 0;
+
+	d->w.out = &d->out;
+	if (cs != NULL)
+		hm_certstore_writer_info(cs, &ci);
+	if (cs == NULL ? d->file_id != 0
+		       : ci.file_id != d->file_id ||
+			     memcmp(ci.digest, d->digest, sizeof(ci.digest)) != 0) {
+		hm__jw_arr_end(&d->w);
+		hm__jw_kcstr(&d->w, "error",
+			     "the certificates changed while they were listed; run certs again");
+	} else {
+		d->skip = d->listed;
+		if (cs != NULL && (r = hm_certstore_foreach(cs, certs_entry, d)) != 0)
+			return false; /* the slice is full */
+		hm__jw_arr_end(&d->w);
+	}
+	hm__jw_obj_end(&d->w);
+	hm__buf_add(&d->out, "\n", 1);
+	d->phase = 4;
+	return true;
 }
 
 static void cmd_certs(struct conn *c)
 {
 	const struct hm_certstore_writer *cs =
 	    c->a->ops->certs != NULL ? c->a->ops->certs(c->a->ctx) : NULL;
-	struct hm__buf b = {0};
-	struct hm__jsonw w;
+	struct dump *d;
 
-	hm__jw_init(&w, &b);
-	hm__jw_obj(&w);
-	hm__jw_key(&w, "certs");
-	hm__jw_arr(&w);
-	if (cs != NULL)
-		hm_certstore_foreach(cs, certs_entry, &w);
-	hm__jw_arr_end(&w);
-	hm__jw_obj_end(&w);
-	hm__buf_add(&b, "\n", 1);
-	send_buf(c, &b);
+	if (!dump_start(c, &d))
+		return;
+	d->certs = true;
+	if (cs != NULL) {
+		struct hm_certstore_info ci;
+
+		hm_certstore_writer_info(cs, &ci);
+		d->file_id = ci.file_id;
+		memcpy(d->digest, ci.digest, sizeof(d->digest));
+	}
+	hm__jw_key(&d->w, "certs");
+	hm__jw_arr(&d->w);
+	dump_send(c);
 }
 
 struct lookup_ctx {
@@ -536,7 +595,6 @@ static bool dump_slice(struct dump *d)
 static void dump_continue(struct conn *c)
 {
 	struct dump *d = c->dump;
-	bool done;
 
 	if (d->phase == 4) {
 		/* The last slice has been written: the connection reads requests again. */
@@ -553,9 +611,41 @@ static void dump_continue(struct conn *c)
 		process_lines(c);
 		return;
 	}
-	done = dump_slice(d);
-	(void)done;
+	dump_send(c);
+}
+
+/* Generates and sends the next slice of the connection's streamed answer. */
+static void dump_send(struct conn *c)
+{
+	struct dump *d = c->dump;
+
+	if (d->certs)
+		certs_slice(c->a, d);
+	else
+		dump_slice(d);
 	send_buf_as(c, &d->out, true);
+}
+
+/* A streamed answer for c, its JSON object opened (false: refused, and answered so). */
+static bool dump_start(struct conn *c, struct dump **out)
+{
+	struct hm__admin *a = c->a;
+	struct dump *d;
+
+	if (a->dumps >= DUMPS_MAX) {
+		reply_error(c, "too many dumps in progress; try again");
+		return false;
+	}
+	if ((d = calloc(1, sizeof(*d))) == NULL) {
+		reply_error(c, "out of memory");
+		return false;
+	}
+	a->dumps++;
+	hm__jw_init(&d->w, &d->out);
+	hm__jw_obj(&d->w);
+	c->dump = d;
+	*out = d;
+	return true;
 }
 
 static void cmd_dump(struct conn *c)
@@ -569,30 +659,20 @@ static void cmd_dump(struct conn *c)
 		reply_error(c, "%s", hm_strerror(HM_ENOTABLE));
 		return;
 	}
-	if (a->dumps >= DUMPS_MAX) {
-		reply_error(c, "too many dumps in progress; try again");
+	if (!dump_start(c, &d))
 		return;
-	}
-	if ((d = calloc(1, sizeof(*d))) == NULL) {
-		reply_error(c, "out of memory");
-		return;
-	}
-	a->dumps++;
 	if ((e = hm_table_foreach(t, image_add, &d->img)) != 0 ||
 	    (a->ops->certs != NULL && a->ops->certs(a->ctx) != NULL &&
 	     (e = hm_certstore_foreach(a->ops->certs(a->ctx), image_cert, &d->img)) != 0)) {
+		c->dump = NULL;
 		dump_free(a, d);
 		reply_error(c, "dump failed: %s", hm_strerror(e));
 		return;
 	}
-	hm__jw_init(&d->w, &d->out);
-	hm__jw_obj(&d->w);
 	a->ops->dump_head(a->ctx, &d->w);
 	hm__jw_key(&d->w, "apps");
 	hm__jw_arr(&d->w);
-	c->dump = d;
-	dump_slice(d);
-	send_buf_as(c, &d->out, true);
+	dump_send(c);
 }
 
 static void handle_line(struct conn *c, char *line, size_t n)

@@ -145,6 +145,8 @@ struct edge {
 		uint64_t epoch, seq, snap_id;
 		uint32_t nchunks, next;
 		uint32_t apps, domains, dynos;
+		uint32_t certs;	    /* SNAPSHOT_REP version >= 4; 0: not said (older) */
+		uint64_t cert_heap; /* the store heap they took on the origin */
 		uint8_t digest[16];
 		uint32_t grow;	   /* capacity multiplier after HM_EFULL */
 		bool discard_next; /* a chunk request is out for a load that was abandoned */
@@ -192,6 +194,7 @@ struct edge {
 	uint64_t epoch_changes, epoch_from, epoch_to;
 
 	uint64_t catchups, snapshots, skipped_invalid, skipped_version, digest_mismatches;
+	uint64_t snapshot_restarts; /* loads started again because a file was full */
 	uint64_t batches_applied, buffer_drops, sync_errors, sync_redials;
 	int table_error;       /* the last failure to write the table (0 once a commit works) */
 	uint64_t table_errors; /* such failures so far */
@@ -1166,6 +1169,35 @@ static void snapshot_caps(const struct edge *e, struct hm_table_caps *caps)
 		   0xfffff000ull);
 }
 
+/* The most store heap one certificate can take (chain, key and metadata at their bounds). */
+#define CERT_ENTRY_MAX ((uint64_t)HM_CERT_CHAIN_MAX + HM_CERT_KEY_MAX + HM_CERT_META_MAX + 1024)
+
+/*
+ * The fresh store's capacities: from the snapshot's certificate count and heap bytes when it
+ * says them (SNAPSHOT_REP version 4: the store is made once, with room for as many again), else
+ * from the store in use; times the multiplier of the loads restarted because it was full.
+ */
+static void snapshot_cert_caps(const struct edge *e, struct hm_certstore_caps *ccaps)
+{
+	uint64_t g = e->snap.grow_certs ? e->snap.grow_certs : 1, certs, heap;
+	struct hm_certstore_info ci;
+
+	if (e->snap.certs > 0) {
+		certs = e->snap.certs;
+		heap = e->snap.cert_heap;
+	} else {
+		hm_certstore_writer_info(e->certs, &ci);
+		certs = ci.certs;
+		heap = ci.heap_used;
+	}
+	/* Bounded: the counts come from the origin, and a store made too big for the disk
+	 * fails to open and is retried as a full one is. */
+	heap = HM_MIN(heap, CERT_ENTRY_MAX * HM_MAX(certs, 1));
+	*ccaps = HM_CERTSTORE_CAPS_DEFAULT;
+	ccaps->certs = (uint32_t)HM_MIN(HM_MAX((uint64_t)ccaps->certs, 2ull * certs) * g, 1u << 26);
+	ccaps->heap = HM_MAX(ccaps->heap, 2 * heap) * g;
+}
+
 static void on_snapshot_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m)
 {
 #define r (&m->snapshot_rep)
@@ -1205,20 +1237,12 @@ static void on_snapshot_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m
 		e->snap.apps = r->apps;
 		e->snap.domains = r->domains;
 		e->snap.dynos = r->dynos;
+		e->snap.certs = r->certs;
+		e->snap.cert_heap = r->cert_heap;
 		memcpy(e->snap.digest, r->digest, 16);
 		e->snap.next = 0;
 		snapshot_caps(e, &caps);
-		/* One writer per path: the old files stay in place, untouched, for the routers. */
-		{
-			struct hm_certstore_info ci;
-			uint64_t g = e->snap.grow_certs ? e->snap.grow_certs : 1;
-
-			hm_certstore_writer_info(e->certs, &ci);
-			ccaps = HM_CERTSTORE_CAPS_DEFAULT;
-			ccaps.certs = (uint32_t)HM_MIN(
-			    HM_MAX((uint64_t)ccaps.certs, 2ull * ci.certs) * g, 1u << 26);
-			ccaps.heap = HM_MAX(ccaps.heap, 2 * ci.heap_used) * g;
-		}
+		snapshot_cert_caps(e, &ccaps);
 		hm_table_writer_close(e->w);
 		e->w = NULL;
 		err = hm_table_writer_open(&e->snap.fresh, e->cfg->table, &caps, 0,
@@ -1281,6 +1305,12 @@ static void on_snapshot_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m
 		} else if (cfull && e->snap.grow_certs < 4096) {
 			e->snap.grow_certs = e->snap.grow_certs ? e->snap.grow_certs * 8 : 8;
 			err = HM_EFULL;
+		}
+		if (err == HM_EFULL) {
+			e->snapshot_restarts++;
+			hm_log(HM_LOG_INFO, "edge",
+			       "snapshot chunk %u: the %s is full; loading again with a larger one",
+			       r->chunk, tfull ? "table" : "certificate store");
 		}
 		if (err != HM_EFULL)
 			hm_log(HM_LOG_ERR, "edge", "snapshot chunk %u does not apply: %s", r->chunk,
@@ -1829,6 +1859,7 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "batches_applied", e->batches_applied);
 	hm__jw_ku64(w, "catchups", e->catchups);
 	hm__jw_ku64(w, "snapshots", e->snapshots);
+	hm__jw_ku64(w, "snapshot_restarts", e->snapshot_restarts);
 	hm__jw_ku64(w, "skipped_invalid", e->skipped_invalid);
 	hm__jw_ku64(w, "skipped_version", e->skipped_version);
 	hm__jw_ku64(w, "digest_mismatches", e->digest_mismatches);

@@ -10,6 +10,12 @@
  * anything. A watch is a request whose response never ends: its bytes are cut into lines (one
  * JSON message each) and handled after libcurl returns; when the stream breaks, the same request
  * is sent again from the revision after the last event delivered.
+ *
+ * libcurl itself sends a request again, on a new connection, when a reused connection dies before
+ * any byte of the answer (a member that applied a txn and died, or a lost answer): for a write
+ * that would be a resend the caller never hears of. So a write's body is given through a read
+ * callback that cannot be rewound once read: libcurl's own resend then fails
+ * (CURLE_SEND_FAIL_REWIND) and the write ends with its outcome unknown, as etcd.h promises.
  */
 #include "syncd/etcd.h"
 
@@ -47,6 +53,8 @@ enum req_kind {
 	RQ_KEEPALIVE,
 	RQ_REVOKE,
 	RQ_WATCH,
+	RQ_ALARM_GET,
+	RQ_ALARM_DISARM,
 };
 
 static const struct {
@@ -64,6 +72,8 @@ static const struct {
     [RQ_KEEPALIVE] = {"/v3/lease/keepalive", false},
     [RQ_REVOKE] = {"/v3/lease/revoke", true},
     [RQ_WATCH] = {"/v3/watch", false},
+    [RQ_ALARM_GET] = {"/v3/maintenance/alarm", false},
+    [RQ_ALARM_DISARM] = {"/v3/maintenance/alarm", true},
 };
 
 struct sock {
@@ -79,6 +89,7 @@ struct req {
 	enum req_kind kind;
 	CURL *easy;
 	struct hm__buf body; /* owned: the JSON sent */
+	size_t body_read;    /* a write: how much of body libcurl has read in this attempt */
 	struct hm__buf resp; /* owned: what came back (a watch: the unparsed tail) */
 	uint32_t ep;	     /* endpoint of the current attempt */
 	uint32_t fails;	     /* failed attempts in a row */
@@ -183,6 +194,7 @@ static int curl_err(CURLcode rc)
 	case CURLE_SSL_ISSUER_ERROR:
 		return HM_EETCDTLS;
 	case CURLE_SEND_ERROR:
+	case CURLE_SEND_FAIL_REWIND: /* a write libcurl would have sent again */
 	case CURLE_RECV_ERROR:
 	case CURLE_GOT_NOTHING:
 	case CURLE_PARTIAL_FILE:
@@ -502,6 +514,7 @@ struct parsed {
 	struct hm__etcd_result r;
 	struct arena a;
 	struct hm__etcd_op_result *ops;
+	struct hm__etcd_alarm *alarms;
 };
 
 static void parsed_free(struct parsed *p)
@@ -509,6 +522,36 @@ static void parsed_free(struct parsed *p)
 	arena_free(&p->a);
 	free(p->ops);
 	p->ops = NULL;
+	free(p->alarms);
+	p->alarms = NULL;
+}
+
+static const char *const alarm_names[] = {"NONE", "NOSPACE", "CORRUPT"};
+
+/* {"alarms": [{"memberID": "1", "alarm": "NOSPACE"}, ...]} (absent: none). */
+static int parse_alarms(const cJSON *j, struct parsed *p)
+{
+	const cJSON *list = cJSON_GetObjectItemCaseSensitive(j, "alarms"), *it;
+	size_t n = 0;
+
+	if (cJSON_GetArraySize(list) == 0)
+		return 0;
+	if ((p->alarms = calloc((size_t)cJSON_GetArraySize(list), sizeof(*p->alarms))) == NULL)
+		return -ENOMEM;
+	cJSON_ArrayForEach(it, list)
+	{
+		const cJSON *name = cJSON_GetObjectItemCaseSensitive(it, "alarm");
+		struct hm__etcd_alarm *a = &p->alarms[n++];
+
+		a->member_id = jnumu(it, "memberID");
+		a->type = HM__ETCD_ALARM_NONE;
+		for (int t = HM__ETCD_ALARM_NOSPACE; t <= HM__ETCD_ALARM_CORRUPT; t++)
+			if (cJSON_IsString(name) && strcmp(name->valuestring, alarm_names[t]) == 0)
+				a->type = (enum hm__etcd_alarm_type)t;
+	}
+	p->r.alarms = p->alarms;
+	p->r.nalarms = n;
+	return 0;
 }
 
 static const char *const txn_fields[] = {NULL, "response_range", "response_put",
@@ -584,7 +627,20 @@ static int parse_ok(enum req_kind kind, const cJSON *j, struct parsed *p)
 		it = cJSON_GetObjectItemCaseSensitive(j, "version");
 		if (cJSON_IsString(it))
 			snprintf(r->version, sizeof(r->version), "%s", it->valuestring);
+		{
+			/* 3.4 lists the cluster's alarms as "memberID:N alarm:NOSPACE ". */
+			const cJSON *err;
+
+			cJSON_ArrayForEach(
+			    err, cJSON_GetObjectItemCaseSensitive(
+				     j, "errors")) if (cJSON_IsString(err) &&
+						       strstr(err->valuestring, "alarm:NOSPACE") !=
+							   NULL) r->nospace = true;
+		}
 		return 0;
+	case RQ_ALARM_GET:
+	case RQ_ALARM_DISARM:
+		return parse_alarms(j, p);
 	case RQ_GRANT:
 	case RQ_KEEPALIVE:
 		r->lease_id = jnum(j, "ID");
@@ -759,6 +815,26 @@ static size_t on_write(char *p, size_t size, size_t n, void *arg)
 	return len;
 }
 
+/* A write's body, for libcurl (never rewound: see the top of the file). */
+static size_t on_read(char *p, size_t size, size_t n, void *arg)
+{
+	struct req *r = arg;
+	size_t len = HM_MIN(size * n, r->body.len - r->body_read);
+
+	memcpy(p, r->body.data + r->body_read, len);
+	r->body_read += len;
+	return len;
+}
+
+/* libcurl rewinds before its own resend: allowed only while nothing of the write was read. */
+static int on_seek(void *arg, curl_off_t off, int origin)
+{
+	struct req *r = arg;
+
+	return origin == SEEK_SET && off == 0 && r->body_read == 0 ? CURL_SEEKFUNC_OK
+								   : CURL_SEEKFUNC_CANTSEEK;
+}
+
 static struct req *req_new(struct hm__etcd *c, enum req_kind kind, hm__etcd_cb cb, void *arg)
 {
 	struct req *r = calloc(1, sizeof(*r));
@@ -783,6 +859,12 @@ static struct req *req_new(struct hm__etcd *c, enum req_kind kind, hm__etcd_cb c
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_POST, 1L);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+	if (kinds[kind].write) {
+		curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+		curl_easy_setopt(e, CURLOPT_READDATA, r);
+		curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, on_seek);
+		curl_easy_setopt(e, CURLOPT_SEEKDATA, r);
+	}
 	/* A member that vanishes without a FIN (a partition) is noticed in seconds. */
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
 	curl_easy_setopt(e, CURLOPT_TCP_KEEPIDLE, 2L);
@@ -804,7 +886,10 @@ static int attempt(struct req *r)
 
 	snprintf(url, sizeof(url), "%s%s", c->eps[r->ep], kinds[r->kind].path);
 	curl_easy_setopt(r->easy, CURLOPT_URL, url);
-	curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->body.data);
+	if (kinds[r->kind].write)
+		r->body_read = 0;
+	else
+		curl_easy_setopt(r->easy, CURLOPT_POSTFIELDS, r->body.data);
 	curl_easy_setopt(r->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body.len);
 	if (r->kind == RQ_WATCH) {
 		curl_easy_setopt(r->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
@@ -980,6 +1065,8 @@ static void on_done(struct req *r, CURLcode rc)
 	}
 	err = r->too_big ? HM_ETOOBIG : curl_err(rc);
 	curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &sent);
+	if (kinds[r->kind].write && r->body_read > 0)
+		sent = 1; /* read is as good as sent: it may have been */
 	if (err != HM_ETOOBIG && err != -ENOMEM && (sent == 0 || !kinds[r->kind].write) && retry(r))
 		return;
 	/* Not sent again (a write whose outcome is unknown, or no time left): the caller's next
@@ -1586,6 +1673,35 @@ int hm__etcd_status(struct hm__etcd *c, uint32_t endpoint, hm__etcd_cb cb, void 
 int hm__etcd_defragment(struct hm__etcd *c, uint32_t endpoint, hm__etcd_cb cb, void *arg)
 {
 	return member_request(c, RQ_DEFRAG, endpoint, cb, arg);
+}
+
+int hm__etcd_alarm_list(struct hm__etcd *c, hm__etcd_cb cb, void *arg)
+{
+	struct req *r;
+	int e;
+
+	if ((r = start(c, RQ_ALARM_GET, cb, arg, &e)) == NULL)
+		return e;
+	j_raw(&r->body, "{\"action\":\"GET\"}");
+	return submit(r, -1);
+}
+
+int hm__etcd_alarm_disarm(struct hm__etcd *c, uint64_t member_id, enum hm__etcd_alarm_type type,
+			  hm__etcd_cb cb, void *arg)
+{
+	struct req *r;
+	char body[128];
+	int e;
+
+	if (type <= HM__ETCD_ALARM_NONE || type > HM__ETCD_ALARM_CORRUPT)
+		return -EINVAL;
+	if ((r = start(c, RQ_ALARM_DISARM, cb, arg, &e)) == NULL)
+		return e;
+	snprintf(body, sizeof(body),
+		 "{\"action\":\"DEACTIVATE\",\"memberID\":\"%" PRIu64 "\",\"alarm\":\"%s\"}",
+		 member_id, alarm_names[type]);
+	j_raw(&r->body, body);
+	return submit(r, -1);
 }
 
 static int lease_request(struct hm__etcd *c, enum req_kind kind, const char *name, int64_t v,

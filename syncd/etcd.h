@@ -1,7 +1,7 @@
 /*
  * An asynchronous etcd v3 client for the origin's libuv loop, over etcd's JSON gateway
  * (/v3/kv/range, put, txn, deleterange, compaction; /v3/watch; /v3/lease/grant, keepalive, revoke;
- * /v3/maintenance/status, defragment). Keys and values are bytes; the client does the base64
+ * /v3/maintenance/status, defragment, alarm). Keys and values are bytes; the client does the base64
  * (common/base64.h). docs/store-etcd.md says what the origin builds on it.
  *
  * Why libcurl (its multi-socket interface driven by the caller's loop: one uv_poll_t per socket,
@@ -22,7 +22,7 @@
  *    out (docs/store-etcd.md: a CAS txn is sent again and its compare tells). The endpoint moves
  *    all the same, so the caller's retry goes elsewhere. So a write that ends in -ETIMEDOUT,
  *    -ECONNRESET, -EAGAIN (etcd's "request timed out", "leader changed") or HM_EETCD may have
- *    been applied; one that ends in any other code was not.
+ *    been applied; one that ends in any other code was not. (Disarming an alarm is a write too.)
  * After every endpoint has failed once, attempts wait 100 ms, doubling to 2 s. Requests to one
  * given member (status, defragment) never move.
  *
@@ -130,9 +130,12 @@ struct hm__etcd_result {
 	int64_t db_size, db_size_in_use; /* status */
 	uint64_t leader;		 /* status */
 	int64_t raft_index;		 /* status */
-	char version[32];		 /* status: etcd's version */
-	const char *message;		 /* on error: etcd's or libcurl's words, or "" */
-	uint32_t endpoint;		 /* which endpoint answered (or failed last) */
+	bool nospace;			 /* status: some member has raised the NOSPACE alarm */
+	struct hm__etcd_alarm *alarms;	 /* alarm: the alarms raised (GET), or disarmed */
+	size_t nalarms;
+	char version[32];    /* status: etcd's version */
+	const char *message; /* on error: etcd's or libcurl's words, or "" */
+	uint32_t endpoint;   /* which endpoint answered (or failed last) */
 };
 
 /* err is 0 or as the file comment says; r is never NULL (on error only message and endpoint
@@ -191,6 +194,26 @@ int hm__etcd_compact(struct hm__etcd *c, int64_t rev, bool physical, hm__etcd_cb
 /* One member's status and defragmentation (endpoint < hm__etcd_nendpoints; never moves). */
 int hm__etcd_status(struct hm__etcd *c, uint32_t endpoint, hm__etcd_cb cb, void *arg);
 int hm__etcd_defragment(struct hm__etcd *c, uint32_t endpoint, hm__etcd_cb cb, void *arg);
+
+enum hm__etcd_alarm_type {
+	HM__ETCD_ALARM_NONE = 0,
+	HM__ETCD_ALARM_NOSPACE = 1,
+	HM__ETCD_ALARM_CORRUPT = 2
+};
+
+/* One alarm: which member raised it, and what. */
+struct hm__etcd_alarm {
+	uint64_t member_id;
+	enum hm__etcd_alarm_type type;
+};
+
+/* The cluster's alarms (r->alarms: every one raised). Through Raft, so also while NOSPACE. */
+int hm__etcd_alarm_list(struct hm__etcd *c, hm__etcd_cb cb, void *arg);
+/* Disarms one member's alarm (r->alarms: what was disarmed; none if it was not raised). A
+ * write: after -ETIMEDOUT and the like, list again to know. etcd raises NOSPACE again at the
+ * next write that does not fit its quota. */
+int hm__etcd_alarm_disarm(struct hm__etcd *c, uint64_t member_id, enum hm__etcd_alarm_type type,
+			  hm__etcd_cb cb, void *arg);
 /* r->lease_id, r->ttl. */
 int hm__etcd_lease_grant(struct hm__etcd *c, int64_t ttl_s, hm__etcd_cb cb, void *arg);
 /* One keep-alive: r->ttl is the lease's new TTL, 0 if it has expired. */

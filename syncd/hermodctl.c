@@ -14,8 +14,8 @@
  * decides the parts, the second sends them. At most one part is in memory.
  *
  * Admin commands write one line to the admin socket and read one JSON line back; --json copies
- * it to stdout as it arrives, otherwise it is printed as tables (dump is scanned element by
- * element, never held whole).
+ * it to stdout as it arrives, otherwise it is printed as tables (dump and certs are scanned
+ * element by element, never held whole).
  *
  * Exit status: 0 done, 1 rejected, 2 usage, 3 cannot reach.
  */
@@ -205,19 +205,20 @@ static void vprint_esc(FILE *f, const char *fmt, va_list ap)
 {
 	char buf[4096];
 	int n = vsnprintf(buf, sizeof(buf), fmt, ap);
-
+	size_t fl = strlen(fmt);
+	bool nl = fl > 0 && fmt[fl - 1] == '\n';
 	size_t len;
 
 	if (n < 0)
 		return;
 	len = HM_MIN((size_t)n, sizeof(buf) - 1);
-	/* The line's own end is the format's; any other newline came from an argument. */
-	if (len > 0 && buf[len - 1] == '\n') {
-		put_esc(f, buf, len - 1, false);
-		fputc('\n', f);
-		return;
-	}
+	/* The line's own end is the format's; any other newline came from an argument. A line
+	 * cut at the buffer's size (a certificate with a hundred SANs) still ends. */
+	if (nl && len > 0 && buf[len - 1] == '\n')
+		len--;
 	put_esc(f, buf, len, false);
+	if (nl)
+		fputc('\n', f);
 }
 
 static void print_esc(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -455,8 +456,19 @@ static int client_open(struct client *c)
  * next origin if there are several. */
 static int redial(struct client *c)
 {
+	uint64_t deadline = hm_mono_ms() + (uint64_t)cfg.timeout;
 	int rv;
 
+	/* nng removes the closed dialer's connection asynchronously: until it is gone, the socket
+	 * would send the request on it again (to the origin it is leaving). */
+	if (c->dialed)
+		nng_dialer_close(c->d);
+	c->dialed = false;
+	while (atomic_load(&ctl_pipes) > 0 && hm_mono_ms() < deadline) {
+		struct timespec ts = {0, 1000 * 1000};
+
+		nanosleep(&ts, NULL);
+	}
 	c->cur = (c->cur + 1) % ctl_urls.n;
 	if ((rv = dial_cur(c)) != EXIT_OK)
 		return rv;
@@ -584,11 +596,16 @@ static int await_answer(struct client *c, struct answer *a, uint64_t wait_ms, en
 /* Waits for the answer to pb (just sent), up to --reply-timeout: after RESEND_AFTER_MS without
  * one, or at once when the connection drops with several origins, pb is sent again on a new
  * connection, to the next origin (an origin answers a request id it has committed as it
- * answered it first, or once that batch is done). */
+ * answered it first, or once that batch is done). An origin that answers it cannot commit now
+ * (HM_ESTORE: cut off from etcd, or etcd without a leader; nothing was applied) is left for the
+ * next one too; when every origin of the list has answered so, the round starts again after a
+ * pause (100 ms doubling to 1 s), until --reply-timeout, after which that answer is reported. */
 static int answer_of(struct client *c, const struct hm_pbuf *pb, struct answer *a)
 {
-	uint64_t end = hm_mono_ms() + (uint64_t)cfg.reply_timeout;
+	uint64_t end = hm_mono_ms() + (uint64_t)cfg.reply_timeout, pause_ms = 100;
 	unsigned sent = 1;
+	uint32_t cannot = 0; /* origins (bits of ctl_urls) that answered HM_ESTORE this round */
+	uint32_t told = 0;   /* those said on stderr */
 
 	for (;;) {
 		uint64_t now = hm_mono_ms();
@@ -596,15 +613,42 @@ static int answer_of(struct client *c, const struct hm_pbuf *pb, struct answer *
 		int code;
 
 		code = await_answer(c, a, HM_MIN(RESEND_AFTER_MS, end > now ? end - now : 1), &why);
-		if (code != EXIT_OK || why == ANSWERED)
+		if (code != EXIT_OK)
 			return code;
-		if (hm_mono_ms() >= end)
+		if (why == ANSWERED) {
+			uint32_t me = 1u << c->cur, all = (1u << ctl_urls.n) - 1;
+
+			if (a->status != HM_CTL_ERROR || a->code != HM_ESTORE)
+				return code;
+			if (hm_mono_ms() + pause_ms >= end)
+				return code;
+			if (!(told & me)) {
+				fprintf(stderr, "hermodctl: the origin at %s cannot commit now (",
+					cur_url(c));
+				put_esc(stderr, a->reason, strlen(a->reason), false);
+				fprintf(stderr, "); %s\n",
+					ctl_urls.n > 1 ? "sending the request to the next origin"
+						       : "sending the request again");
+				told |= me;
+			}
+			if ((cannot & me) || (cannot | me) == all) {
+				/* A full round (or the next origin was not reached in between). */
+				struct timespec ts = {(time_t)(pause_ms / 1000),
+						      (long)(pause_ms % 1000) * 1000000L};
+
+				nanosleep(&ts, NULL);
+				pause_ms = HM_MIN(pause_ms * 2, (uint64_t)1000);
+				cannot = 0;
+			} else {
+				cannot |= me;
+			}
+		} else if (hm_mono_ms() >= end)
 			return fail(EXIT_UNREACHABLE,
 				    "no answer from the origin at %s within %" PRId64
 				    " ms (sent %u times, on %u connections): the change may or may "
 				    "not have been applied",
 				    cfg.control, cfg.reply_timeout, sent, sent);
-		if (why == LOST)
+		else if (why == LOST)
 			fprintf(stderr,
 				"hermodctl: lost the connection to %s while waiting for its "
 				"answer; sending the request again to the next origin\n",
@@ -1274,7 +1318,8 @@ static void print_row(const char *section, const cJSON *o)
 		print_cert(o);
 }
 
-static void print_header(const char *section)
+/* A table's heading; blank: after a blank line (a dump's second table and after). */
+static void print_header(const char *section, bool blank)
 {
 	if (strcmp(section, "apps") == 0)
 		printf("\n%-32s %-11s %-8s %s\n", "APP", "MAINTENANCE", "AFFINITY", "BALANCE");
@@ -1283,13 +1328,18 @@ static void print_header(const char *section)
 	else if (strcmp(section, "dynos") == 0)
 		printf("\n%-24s %-16s %-24s %s\n", "APP", "DYNO", "ADDR", "STATE");
 	else if (strcmp(section, "certs") == 0) {
-		putchar('\n');
+		if (blank)
+			putchar('\n');
 		print_cert_header();
 	}
 }
 
-/* Prints a dump as it streams in: scalars as "key: value", arrays as tables. */
-static int print_dump(struct reader *r)
+/*
+ * Prints a dump or a certs answer as it streams in: scalars as "key: value", arrays as tables
+ * (a blank line before each but, for certs, the first). An "error" member (certs: the store
+ * changed while it was listed) goes to stderr and exits 1.
+ */
+static int print_dump(struct reader *r, bool is_dump)
 {
 	struct hm__buf v = {0};
 	char key[64];
@@ -1321,7 +1371,7 @@ static int print_dump(struct reader *r)
 		skip_ws(r);
 		if (rd_peek(r) == '[') {
 			rd_next(r);
-			print_header(key);
+			print_header(key, is_dump);
 			for (;;) {
 				skip_ws(r);
 				c = rd_peek(r);
@@ -1347,7 +1397,11 @@ static int print_dump(struct reader *r)
 				goto bad;
 			cJSON *o = cJSON_Parse(v.data);
 
-			if (o != NULL && cJSON_IsString(o))
+			if (strcmp(key, "error") == 0)
+				code =
+				    fail(EXIT_REJECTED, "%s",
+					 o != NULL && cJSON_IsString(o) ? o->valuestring : v.data);
+			else if (o != NULL && cJSON_IsString(o))
 				print_esc("%-8s %s\n", key, o->valuestring);
 			else
 				print_esc("%-8s %s\n", key, v.data);
@@ -1373,15 +1427,6 @@ static int print_status(const cJSON *o)
 		print_esc("%-20s %s\n", it->string, v != NULL ? v : it->valuestring);
 		free(v);
 	}
-	return EXIT_OK;
-}
-
-static int print_certs(const cJSON *o)
-{
-	const cJSON *c;
-
-	print_cert_header();
-	cJSON_ArrayForEach(c, cJSON_GetObjectItemCaseSensitive(o, "certs")) print_cert(c);
 	return EXIT_OK;
 }
 
@@ -1461,8 +1506,8 @@ static int cmd_admin(const char *cmd, const char *arg)
 			    fail(EXIT_UNREACHABLE, "the answer from %s was cut short", cfg.admin);
 		goto out;
 	}
-	if (is_dump) {
-		code = print_dump(r);
+	if (is_dump || strcmp(cmd, "certs") == 0) {
+		code = print_dump(r, is_dump);
 	} else {
 		struct hm__buf v = {0};
 		cJSON *o;
@@ -1472,9 +1517,7 @@ static int cmd_admin(const char *cmd, const char *arg)
 			code = fail(EXIT_UNREACHABLE, "no valid answer from %s", cfg.admin);
 			goto out;
 		}
-		code = strcmp(cmd, "status") == 0  ? print_status(o)
-		       : strcmp(cmd, "certs") == 0 ? print_certs(o)
-						   : print_lookup(o);
+		code = strcmp(cmd, "status") == 0 ? print_status(o) : print_lookup(o);
 		cJSON_Delete(o);
 		hm__buf_fini(&v);
 	}

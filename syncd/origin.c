@@ -38,6 +38,7 @@
 #include "proto/proto.h"
 #include "syncd/admin.h"
 #include "syncd/batch.h"
+#include "syncd/certjob.h"
 #include "syncd/certput.h"
 #include "syncd/mailbox.h"
 #include "syncd/nngx.h"
@@ -97,6 +98,21 @@ struct pending {
 	uint8_t id[16];
 };
 
+/* A whole request waiting for its certificate checks, or behind another one of its connection
+ * or with its id (admit()). */
+struct held {
+	struct held *next;
+	struct origin *o;
+	uint32_t idx;
+	uint8_t id[16];
+	nng_pipe pipe;
+	struct hm__request req;
+	struct hm__certjob *job; /* owned; NULL once checked, or when there is nothing to check */
+	bool checking;		 /* job on the thread pool */
+	bool resend; /* one message whose id an earlier one has: handled again after it */
+	int err;     /* the check refused it (job holds the reason) */
+};
+
 /* A whole request waiting for the store (HM__STORE_MAY_REFUSE: one batch in flight at a time). */
 struct queued {
 	struct queued *next;
@@ -140,6 +156,11 @@ struct origin {
 	char store_why[300];
 	struct queued *q_head, *q_tail;
 	uint64_t conflicts, foreign;
+
+	/* Requests whose certificates are being checked off the loop, and those that wait for
+	 * them (admit()); at most NCTL, as each holds a control context. */
+	struct held *held_head, *held_tail;
+	uint64_t cert_checks; /* requests checked on the thread pool */
 
 	nng_socket ctl_sock, pub_sock, sync_sock;
 	bool ctl_open, pub_open, sync_open;
@@ -302,84 +323,6 @@ static void add_waiter(struct pending *p, uint32_t idx, const uint8_t id[16], co
 	p->waiters = w;
 }
 
-/* The canonical records of a request's cert.put changes, in request order. */
-struct req_certs {
-	struct hm__certput **v; /* each allocated on its own: a record points into its own check */
-	uint32_t n, cap;
-	char warn[HM_PROTO_MAX_REASON]; /* the warnings, one line each */
-};
-
-static void req_certs_fini(struct req_certs *rc)
-{
-	for (uint32_t i = 0; i < rc->n; i++) {
-		hm__certput_fini(rc->v[i]);
-		free(rc->v[i]);
-	}
-	free(rc->v);
-	memset(rc, 0, sizeof(*rc));
-}
-
-/*
- * Checks every cert.put of the request (syncd/certcheck, docs/tls.md) before anything is
- * applied, and keeps the canonical records. Returns 0, or an error already answered.
- */
-static int check_certs(struct origin *o, uint32_t idx, const uint8_t id[16],
-		       const struct hm__request *r, const struct hm_msg *first,
-		       struct req_certs *rc)
-{
-	uint64_t total = 0;
-	int64_t now = (int64_t)(hm_wall_ms() / 1000);
-	size_t wl = 0;
-
-	for (uint32_t i = 0; i < r->n; i++) {
-		struct hm_msg dm;
-		const struct hm_msg *m = &dm;
-		uint32_t nc;
-
-		if (i == 0 && first != NULL)
-			m = first;
-		else
-			hm_require(hm_proto_decode(o->dec, nng_msg_body(r->msgs[i]),
-						   nng_msg_len(r->msgs[i]), &dm) == 0);
-		const struct hm_change *cs = hm__msg_changes(m, &nc);
-
-		for (uint32_t k = 0; k < nc; k++, total++) {
-			struct hm__certput *cp;
-			int e;
-
-			if (cs[k].op != HM_OP_CERT_PUT)
-				continue;
-			if (rc->n == rc->cap) {
-				uint32_t cap = rc->cap ? rc->cap * 2 : 4;
-				struct hm__certput **v = realloc(rc->v, cap * sizeof(*v));
-
-				hm_require(v != NULL);
-				rc->v = v;
-				rc->cap = cap;
-			}
-			hm_require((cp = calloc(1, sizeof(*cp))) != NULL);
-			rc->v[rc->n++] = cp;
-			if ((e = hm__certput_make(cp, &cs[k], now)) != 0) {
-				reply_error(o, idx, id, e == -EINVAL ? HM_ECERTREFUSED : e,
-					    total > UINT32_MAX - 1 ? UINT32_MAX : (uint32_t)total,
-					    "change %" PRIu64 " (cert.put %.*s): %s", total,
-					    (int)cs[k].name_len, cs[k].name,
-					    cp->chk.text[0] != '\0' ? cp->chk.text
-								    : hm_strerror(e));
-				return e;
-			}
-			if (cp->chk.warnings != 0 && wl < sizeof(rc->warn) - 1) {
-				int w = snprintf(rc->warn + wl, sizeof(rc->warn) - wl,
-						 "%scert %.*s: %s", wl > 0 ? "\n" : "",
-						 (int)cs[k].name_len, cs[k].name, cp->chk.text);
-
-				wl = w < 0 ? wl : HM_MIN(wl + (size_t)w, sizeof(rc->warn) - 1);
-			}
-		}
-	}
-	return 0;
-}
-
 /* What sequence() feeds into the state: the request's changes, each cert.put replaced by its
  * canonical record, encoded into the batch at the same time. */
 struct seq_feed {
@@ -387,7 +330,7 @@ struct seq_feed {
 	const struct hm__request *r;
 	const struct hm_msg *first; /* r->msgs[0] decoded; usable until anything else is decoded */
 	struct hm__batch_builder *bb;
-	const struct req_certs *certs;
+	const struct hm__certputs *certs; /* r's cert.put changes, checked */
 	uint64_t seq, ts, total;
 	uint32_t bad;
 	int fed;
@@ -427,8 +370,10 @@ static int seq_feed(struct hm_state *s, void *arg)
 			const struct hm_change *c = &cs[k];
 			char desc[400];
 
-			if (c->op == HM_OP_CERT_PUT)
-				c = &f->certs->v[ci++]->c;
+			if (c->op == HM_OP_CERT_PUT) {
+				hm_require(f->certs != NULL && ci < f->certs->n);
+				c = &f->certs->v[ci++].c;
+			}
 			if ((e = hm_state_change(s, c)) != 0) {
 				if (hm_state_is_full(e))
 					return e;
@@ -455,9 +400,9 @@ static int seq_feed(struct hm_state *s, void *arg)
  * Validates the whole request r (taken; first, if not NULL, is r->msgs[0] already decoded) as
  * one state batch (hm_state_apply: grows the table or the certificate store as needed),
  * encoding it into a batch at the same time, and on success numbers it and hands it to the
- * store. r->parts says how the batch is cut into published parts. A change the state refuses
- * aborts everything and is answered with its index and a reason; so does a certificate that
- * fails its checks, before anything is applied. A store that may refuse the batch gets it with
+ * store. r->parts says how the batch is cut into published parts; r->certs holds its cert.put
+ * changes, checked (admit()). A change the state refuses aborts everything and is answered
+ * with its index and a reason. A store that may refuse the batch gets it with
  * the batch still open in the state (hm_state_prepare), committed once the store has; the next
  * requests of the same group are validated on top of it in the same open batch
  * (hm_state_extend: one that fails is taken out again, the others stay), each numbered and
@@ -468,16 +413,16 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struc
 {
 	struct hm__batch_builder bb = {0};
 	struct hm_table_info info;
-	struct req_certs certs = {0};
 	struct hm__batch *b = NULL;
 	struct pending *p;
+	const char *warn;
 	uint8_t digest[HM_DIGEST_LEN];
 	uint64_t total = 0, seq = o->head_seq + 1, ts = hm_wall_ms(), t0 = hm_mono_ns();
 	struct seq_feed f = {.o = o,
 			     .r = r,
 			     .first = first,
 			     .bb = &bb,
-			     .certs = &certs,
+			     .certs = r->certs,
 			     .seq = seq,
 			     .ts = ts,
 			     .bad = UINT32_MAX};
@@ -487,10 +432,6 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struc
 		reply_error(o, idx, id, HM_EUSAGE, UINT32_MAX, "the request holds no changes");
 		goto out;
 	}
-	if (check_certs(o, idx, id, r, first, &certs) != 0)
-		goto out;
-	if (r->n > 1)
-		f.first = NULL; /* check_certs decoded the other messages over it */
 	/* With a store that may refuse, the group stays open in the state until the store has
 	 * committed it: another origin may take these seqs first. */
 	if (!o->may_refuse)
@@ -537,6 +478,7 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struc
 	hm_require(p != NULL);
 	p->b = b;
 	p->queued_ns = hm_mono_ns();
+	warn = r->certs != NULL ? r->certs->warn : NULL; /* moves with r into p->req */
 	if (o->may_refuse) {
 		/* Its id is remembered when it is durable; until then a resend waits for the
 		 * group to resolve (run_queue). */
@@ -548,7 +490,7 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struc
 		hm__reqcache_put(o->reqs, id, seq);
 	}
 	if (idx != NO_CTL)
-		add_waiter(p, idx, id, certs.warn);
+		add_waiter(p, idx, id, warn);
 	if (o->pend_tail != NULL)
 		o->pend_tail->next = p;
 	else
@@ -556,7 +498,6 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struc
 	o->pend_tail = p;
 	o->store->ops->append(o->store, b, &p->pos);
 out:
-	req_certs_fini(&certs);
 	hm__request_fini(r);
 }
 
@@ -639,13 +580,216 @@ static void run_queue(struct origin *o)
 	}
 }
 
+/* ---- Certificate checks off the loop ------------------------------------------------------ */
+
+/*
+ * A request with cert.put changes is checked on the thread pool (syncd/certjob.h) before it
+ * is submitted; meanwhile the loop goes on with heartbeats and other requests. What the loop
+ * used to guarantee by doing one request at a time is kept where a client can rely on it: a
+ * request waits for the earlier requests of its connection (a client that pipelines, or sends
+ * its next request after an answer it took for given), and a message whose request id an
+ * earlier one has (nng resending it, or hermodctl on a new connection after RESEND_AFTER_MS)
+ * waits for that one and is then handled as if it arrived only then: answered as a resend if
+ * the request was committed. Requests from other connections pass: nothing ordered them before
+ * their arrival. docs/tls.md, "Checks off the loop".
+ */
+
+static void held_free(struct held *h)
+{
+	hm__certjob_free(h->job);
+	hm__request_fini(&h->req);
+	free(h);
+}
+
+/* Whether a request held earlier than h (or arriving now, as h) must go first. */
+static bool held_waits(const struct origin *o, const struct held *h, nng_pipe pipe,
+		       const uint8_t id[16])
+{
+	for (const struct held *e = o->held_head; e != NULL && e != h; e = e->next)
+		if (nng_pipe_id(e->pipe) == nng_pipe_id(pipe) || memcmp(e->id, id, 16) == 0)
+			return true;
+	return false;
+}
+
+/* Answers a request whose id was committed (a resend); false if it was not. */
+static bool answer_resent(struct origin *o, uint32_t idx, const uint8_t id[16])
+{
+	struct pending *p;
+	uint64_t seq;
+
+	if (!hm__reqcache_get(o->reqs, id, &seq))
+		return false;
+	o->resent++;
+	if (seq <= o->published_seq)
+		reply_ack(o, idx, id, seq, NULL);
+	else if ((p = pending_find(o, seq)) != NULL)
+		add_waiter(p, idx, id, NULL);
+	else /* Cannot happen: every seq above published_seq is pending. */
+		reply_error(o, idx, id, -EAGAIN, UINT32_MAX, "try again");
+	return true;
+}
+
+static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg);
+
+/* Appends a held request (r taken) to the list. */
+static struct held *hold(struct origin *o, uint32_t idx, const uint8_t id[16],
+			 struct hm__request *r)
+{
+	struct held *h = calloc(1, sizeof(*h));
+
+	hm_require(h != NULL);
+	h->o = o;
+	h->idx = idx;
+	memcpy(h->id, id, 16);
+	h->pipe = idx != NO_CTL ? o->ctls[idx].pipe : (nng_pipe)NNG_PIPE_INITIALIZER;
+	h->req = *r;
+	memset(r, 0, sizeof(*r));
+	if (o->held_tail != NULL)
+		o->held_tail->next = h;
+	else
+		o->held_head = h;
+	o->held_tail = h;
+	return h;
+}
+
+/* A message whose request id a held request has (taken): handled as it arrives again once
+ * that request is through (handle_ctl() answers it as a resend if it was committed). */
+static bool hold_resend(struct origin *o, uint32_t idx, const uint8_t id[16], nng_msg *msg)
+{
+	struct hm__request r = {.n = 1};
+	struct held *h;
+
+	if (!held_waits(o, NULL, (nng_pipe)NNG_PIPE_INITIALIZER, id))
+		return false;
+	hm_require((r.msgs = malloc(sizeof(*r.msgs))) != NULL);
+	r.msgs[0] = msg;
+	h = hold(o, idx, id, &r);
+	h->resend = true;
+	return true;
+}
+
+/* Submits, in order, the held requests whose turn has come; when stopping, drops them
+ * unanswered (their clients resend them to the restarted origin), as handle_ctl() does. */
+static void release_held(struct origin *o)
+{
+	struct held **pp = &o->held_head, *prev = NULL, *h;
+
+	while ((h = *pp) != NULL) {
+		if (h->checking || (!o->stopping && held_waits(o, h, h->pipe, h->id))) {
+			prev = h;
+			pp = &h->next;
+			continue;
+		}
+		*pp = h->next;
+		if (o->held_tail == h)
+			o->held_tail = prev;
+		if (o->stopping) {
+			held_free(h);
+			continue;
+		}
+		if (h->err != 0) {
+			const char *why;
+			uint32_t bad = hm__certjob_error(h->job, &why);
+
+			if (h->err == -ECANCELED || why[0] == '\0')
+				reply_error(o, h->idx, h->id, h->err, UINT32_MAX,
+					    "the certificates were not checked: %s",
+					    hm_strerror(h->err));
+			else
+				reply_error(o, h->idx, h->id, h->err, bad, "%s", why);
+			held_free(h);
+		} else if (h->resend) {
+			nng_msg *msg = h->req.msgs[0];
+			uint32_t idx = h->idx;
+
+			h->req.msgs[0] = NULL;
+			h->req.n = 0;
+			held_free(h);
+			handle_ctl(o, idx, msg);
+		} else {
+			submit(o, h->idx, h->id, &h->req, NULL); /* takes h->req */
+			hm__certjob_free(h->job);
+			free(h);
+		}
+	}
+}
+
+/* Loop thread: a request's certificates are checked (or refused, or the check cancelled). */
+static void on_checked(struct hm__certjob *j, int err, void *arg)
+{
+	struct held *h = arg;
+
+	h->checking = false;
+	h->err = err;
+	if (err == 0) {
+		h->req.certs = hm__certjob_take(j);
+		hm__certjob_free(j);
+		h->job = NULL;
+	}
+	release_held(h->o);
+}
+
+/*
+ * A whole request (r taken; first, if not NULL, is r->msgs[0] decoded): submitted now if it
+ * holds no cert.put and waits for nothing, else held, its certificates checked on the thread
+ * pool, and submitted when its turn comes (release_held()).
+ */
+static void admit(struct origin *o, uint32_t idx, const uint8_t id[16], struct hm__request *r,
+		  const struct hm_msg *first)
+{
+	nng_pipe pipe = idx != NO_CTL ? o->ctls[idx].pipe : (nng_pipe)NNG_PIPE_INITIALIZER;
+	bool wait = held_waits(o, NULL, pipe, id);
+	struct hm__certjob *j = NULL;
+	struct held *h;
+	int e;
+
+	if (r->n != 1)
+		first = NULL;
+	if ((e = hm__certjob_new(&j, o->dec, r, first, (int64_t)(hm_wall_ms() / 1000))) != 0) {
+		reply_error(o, idx, id, e, UINT32_MAX, "cannot check the certificates: %s",
+			    hm_strerror(e));
+		hm__request_fini(r);
+		return;
+	}
+	if (j == NULL && !wait) {
+		submit(o, idx, id, r, first);
+		return;
+	}
+	h = hold(o, idx, id, r);
+	h->job = j;
+	if (j != NULL) {
+		/* uv_queue_work() refuses only a NULL callback. */
+		hm_require(hm__certjob_start(j, &o->loop, on_checked, h) == 0);
+		h->checking = true;
+		o->cert_checks++;
+	}
+}
+
+/* Requests whose certificates are on the thread pool now. */
+static uint64_t held_checking(const struct origin *o)
+{
+	uint64_t n = 0;
+
+	for (const struct held *h = o->held_head; h != NULL; h = h->next)
+		n += h->checking;
+	return n;
+}
+
+/* Stopping: checks in flight are cancelled; what waits is dropped as their callbacks come. */
+static void stop_held(struct origin *o)
+{
+	for (struct held *h = o->held_head; h != NULL; h = h->next)
+		if (h->checking)
+			hm__certjob_cancel(h->job);
+	release_held(o);
+}
+
 static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 {
 	static const uint8_t zero_id[16];
 	struct hm_proto_error derr;
 	struct hm_msg m;
 	const uint8_t *id;
-	uint64_t seq;
 	uint32_t nparts;
 	int e;
 
@@ -681,21 +825,12 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 	}
 	id = m.ctl_req.req_id;
 	nparts = m.ctl_req.nparts;
-	if (hm__reqcache_get(o->reqs, id, &seq)) {
-		struct pending *p;
-
-		o->resent++;
-		if (seq <= o->published_seq) {
-			reply_ack(o, idx, id, seq, NULL);
-		} else if ((p = pending_find(o, seq)) != NULL) {
-			add_waiter(p, idx, id, NULL);
-		} else {
-			/* Cannot happen: every seq above published_seq is pending. */
-			reply_error(o, idx, id, -EAGAIN, UINT32_MAX, "try again");
-		}
+	if (answer_resent(o, idx, id)) {
 		nng_msg_free(msg);
 		return;
 	}
+	if (hold_resend(o, idx, id, msg))
+		return;
 	if (nparts == 1) {
 		struct hm__request r = {.n = 1};
 		struct hm__splitter sp;
@@ -705,7 +840,7 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 		r.msgs[0] = msg;
 		hm__split_init(&sp, HM__PUB_PART_BYTES, HM_PROTO_MAX_CHANGES);
 		hm__split_changes(&sp, &r.parts, &m);
-		submit(o, idx, id, &r, &m);
+		admit(o, idx, id, &r, &m);
 		return;
 	}
 	{
@@ -721,7 +856,7 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 			break;
 		case HM__STAGE_COMPLETE:
 			/* The last part: the whole request is validated as one batch. */
-			submit(o, idx, id, &r, NULL);
+			admit(o, idx, id, &r, NULL);
 			break;
 		}
 	}
@@ -1367,6 +1502,8 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	if (o->store != NULL)
 		o->store->ops->status(o->store, w);
 	hm__jw_ku64(w, "rejected", o->rejected);
+	hm__jw_ku64(w, "cert_checks", o->cert_checks);
+	hm__jw_ku64(w, "cert_checks_running", held_checking(o));
 	hm__jw_ku64(w, "resent", o->resent);
 	hm__jw_ku64(w, "bad_requests", o->bad_requests);
 	hm__jw_ku64(w, "snapshot_seq", ss.snapshot_seq);
@@ -1580,6 +1717,7 @@ static void begin_close(struct origin *o)
 	if (o->closing)
 		return;
 	o->closing = true;
+	stop_held(o);
 	uv_timer_start(&o->linger_timer, final_close, LINGER_MS, 0);
 }
 
@@ -1752,7 +1890,13 @@ static int setup(struct origin *o)
 				   .spec = cfg->store,
 				   .etcd_ca = cfg->etcd_ca,
 				   .etcd_cert = cfg->etcd_cert,
-				   .segment_bytes = (uint64_t)cfg->segment};
+				   .segment_bytes = (uint64_t)cfg->segment,
+				   .node = o->node,
+				   .etcd_lease_ttl_ms = (uint64_t)cfg->etcd_lease_ttl,
+				   .etcd_compact_every_ms = (uint64_t)cfg->etcd_compact_every,
+				   .etcd_defrag_every_ms = (uint64_t)cfg->etcd_defrag_every,
+				   .etcd_defrag_min = (uint64_t)cfg->etcd_defrag_min,
+				   .etcd_quota = (uint64_t)cfg->etcd_quota};
 	char err[PATH_MAX + 256];
 	int e;
 
@@ -1857,6 +2001,12 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 	hm__syncsrv_free(o->ss);
 	hm__listeners_free(o->ls);
 	hm__staging_free(o->staging);
+	while (o->held_head != NULL) { /* the loop has run out: no check is in flight */
+		struct held *h = o->held_head;
+
+		o->held_head = h->next;
+		held_free(h);
+	}
 	while (o->q_head != NULL) {
 		struct queued *q = o->q_head;
 

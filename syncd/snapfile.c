@@ -157,6 +157,27 @@ int hm__snap_write(const char *dir, const struct hm_state *st, uint64_t snap_id,
 	wr.head.domains = info.domains;
 	wr.head.dynos = info.dynos;
 	memcpy(wr.head.digest, info.digest, 16);
+	if (st->certs != NULL) {
+		struct hm_certstore_info ci;
+
+		hm_certstore_writer_info(st->certs, &ci);
+		wr.head.certs = ci.certs;
+		wr.head.cert_heap = ci.heap_used;
+	}
+#ifdef HM_TEST_HOOKS
+	{
+		/* Test builds: HM_TEST_SNAP_VERSION=3 writes a file as the builds before the
+		 * certificate count did (chunks of SNAPSHOT_REP version 3, no count in the header).
+		 */
+		const char *v = getenv("HM_TEST_SNAP_VERSION");
+
+		if (v != NULL && strcmp(v, "3") == 0) {
+			wr.head.version = 3;
+			wr.head.certs = 0;
+			wr.head.cert_heap = 0;
+		}
+	}
+#endif
 	wr.pos = SNAP_HEAD;
 	memset(h, 0, sizeof(h));
 	if ((e = hm_write_all(wr.fd, h, sizeof(h))) != 0) {
@@ -203,6 +224,8 @@ int hm__snap_write(const char *dir, const struct hm_state *st, uint64_t snap_id,
 	hm__put_le32(h + 80, nreq);
 	hm__put_le64(h + 88, index_off);
 	hm__put_le64(h + 96, req_off);
+	hm__put_le32(h + 104, wr.head.certs);
+	hm__put_le64(h + 112, wr.head.cert_heap);
 	hm__put_le32(h + 124, hm_crc32c(0, h, 124));
 	if ((e = hm_write_all(wr.fd, wr.index.data, wr.index.len)) != 0 ||
 	    (e = hm_write_all(wr.fd, reqs.data, reqs.len)) != 0 ||
@@ -372,6 +395,8 @@ int hm__snap_open(struct hm__snapfile **out, const char *path, bool verify)
 	s->info.dynos = hm__le32(h + 60);
 	memcpy(s->info.digest, h + 64, 16);
 	s->info.nreq = hm__le32(h + 80);
+	s->info.certs = hm__le32(h + 104);
+	s->info.cert_heap = hm__le64(h + 112);
 	s->info.file_bytes = size;
 	index_off = hm__le64(h + 88);
 	req_off = hm__le64(h + 96);
@@ -523,6 +548,18 @@ int hm__snap_load(const struct hm__snapfile *s, struct hm_state *st, struct hm_p
 			min.heap = 0xfffff000ull;
 		if ((e = hm_table_grow(st->table, &min)) != 0 && e != HM_EFULL)
 			return e;
+	}
+	/* The store too, when the file says how much it holds (0 in files written before). */
+	if (st->certs != NULL && si->certs > 0) {
+		struct hm_certstore_info ci;
+
+		hm_certstore_writer_info(st->certs, &ci);
+		if (ci.caps.certs < si->certs || ci.caps.heap < si->cert_heap) {
+			struct hm_certstore_caps min = {.certs = si->certs, .heap = si->cert_heap};
+
+			if ((e = hm_certstore_grow(st->certs, &min)) != 0 && e != -ENOSPC)
+				return e;
+		}
 	}
 	if ((e = hm_state_apply(st, load_chunks, &lc, si->epoch, si->seq)) != 0)
 		return e;

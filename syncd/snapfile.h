@@ -5,8 +5,9 @@
  * DIR/snapshot-<seq, 20 digits>-<snap_id, 16 hex>.snap (little-endian):
  *   header, 128 bytes: magic "HMSNAP01" | u32 version | u32 header bytes | u64 epoch | u64 seq
  *     | u64 snap_id | u64 created_ms | u32 nchunks | u32 apps | u32 domains | u32 dynos
- *     | u8 digest[16] | u32 nreq | u32 0 | u64 index offset | u64 request-ids offset | zeros
- *     | u32 CRC-32C of the 124 bytes before it
+ *     | u8 digest[16] | u32 nreq | u32 0 | u64 index offset | u64 request-ids offset
+ *     | u32 certs | u32 0 | u64 cert heap bytes (both 0 in files written before they were)
+ *     | zeros | u32 CRC-32C of the 124 bytes before it
  *   the chunks, back to back
  *   index: nchunks x {u64 offset, u32 length, u32 CRC-32C of the chunk} | u32 CRC-32C
  *   request ids: nreq x {u8 id[16], u64 seq} | u32 CRC-32C   (the origin's de-duplication cache)
@@ -31,6 +32,8 @@ struct hm__snap_info {
 	uint8_t digest[16];
 	uint32_t nreq;
 	uint64_t file_bytes;
+	uint32_t certs;	    /* 0: not said (a file from before), or none */
+	uint64_t cert_heap; /* the store heap they took when written */
 };
 
 /* DIR/snapshot-<seq>-<snap_id>.snap into buf. */

@@ -15,6 +15,7 @@
 #include "common/errors.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "syncd/certjob.h"
 #include "syncd/staging.h"
 
 #define STAGED_REQUEST_COST 1024
@@ -77,6 +78,7 @@ void hm__request_fini(struct hm__request *r)
 		nng_msg_free(r->msgs[i]);
 	free(r->msgs);
 	free(r->parts.v);
+	hm__certputs_free(r->certs);
 	memset(r, 0, sizeof(*r));
 }
 

@@ -30,11 +30,14 @@ const struct hm_change *hm__msg_changes(const struct hm_msg *m, uint32_t *n);
 /* Cuts m's changes into published parts, continuing what sp and parts hold. */
 void hm__split_changes(struct hm__splitter *sp, struct hm__counts *parts, const struct hm_msg *m);
 
+struct hm__certputs;
+
 /* A whole request, ready to be validated (everything owned). */
 struct hm__request {
 	nng_msg **msgs; /* malloc'd array of n messages */
 	uint32_t n;
 	struct hm__counts parts;
+	struct hm__certputs *certs; /* its cert.put changes checked (syncd/certjob.h), or NULL */
 };
 
 /* Frees what r holds. */

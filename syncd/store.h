@@ -43,6 +43,13 @@ struct hm__store_cfg {
 	const char *etcd_prefix;  /* key prefix (NULL: "/hermod/") */
 	uint64_t segment_bytes;	  /* journal segment size */
 	uint64_t etcd_timeout_ms; /* one etcd request's deadline (0: 5000) */
+	/* etcd's upkeep (store_etcd_maint.h; 0: its defaults) */
+	const char *node;		/* this origin's name, shown as the compactor */
+	uint64_t etcd_lease_ttl_ms;	/* the compactor's lease */
+	uint64_t etcd_compact_every_ms; /* history compaction period */
+	uint64_t etcd_defrag_every_ms;	/* defragmentation check period */
+	uint64_t etcd_defrag_min;	/* a member's file is defragmented from this size */
+	uint64_t etcd_quota;		/* etcd's --quota-backend-bytes */
 };
 
 struct hm__store_events {

@@ -22,8 +22,11 @@
  * validated, and after STALE_MS without an answer from etcd the store reports itself stale (the
  * origin then refuses requests with the reason instead of holding them).
  *
- * At start-up the local cache is rebuilt from etcd: the state is P/log/1 .. P/log/<head> applied
- * in order (no etcd snapshots yet: docs/store-etcd.md says what is still to come).
+ * At start-up the local cache is rebuilt from etcd: P/snap (if any), then the log after it.
+ *
+ * Upkeep (store_etcd_maint.c): one origin at a time, the compactor, uploads its snapshots and
+ * compacts and defragments etcd; every origin watches for the NOSPACE alarm, during which it
+ * is stale (requests refused with the reason) until the compactor has recovered.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -42,6 +45,7 @@
 #include "syncd/journal.h"
 #include "syncd/snapfile.h"
 #include "syncd/store.h"
+#include "syncd/store_etcd_maint.h"
 
 #define HM__INLINE_MAX (512u << 10) /* a record over this is staged in chunks */
 #define CHUNK_BYTES    (1u << 20)
@@ -59,8 +63,6 @@
 #define GROUP_MAX   (GROUP_OPS - 1)
 #define GROUP_BYTES (768u << 10)
 #define GROUP_HIST  8 /* batches per txn: 1, 2-3, 4-7, .., 64-127 */
-
-#define COMPACT_EVERY_MS 60000 /* etcd's history is compacted to what it was this long ago */
 
 #define EPOCH_MAGIC "HMEPOCH1"
 #define SNAP_MAGIC  "HMSNAPD1"
@@ -144,11 +146,12 @@ struct estore {
 	uint32_t up_piece, up_pieces;
 	bool uploading;
 
-	/* etcd's history: compacted every COMPACT_EVERY_MS to the revision seen that long ago. */
-	int64_t seen_rev, compact_to;
-	uint64_t compact_due_ms;
+	/* Upkeep: the compactor lease, compaction, defragmentation, the NOSPACE alarm. */
+	struct hm__etcd_maint *maint;
+	int64_t seen_rev; /* the latest revision a poll saw */
+	bool nospace;	  /* the alarm is raised: stale until it is cleared */
 
-	uint64_t commits, conflicts, retries, foreign, staged, watch_events, snapshots, compactions;
+	uint64_t commits, conflicts, retries, foreign, staged, watch_events, snapshots;
 	uint64_t batches; /* committed by this origin's txns (commits counts the txns) */
 	uint64_t group_hist[GROUP_HIST]; /* committed txns by batches in them */
 	uint32_t group_max;
@@ -341,7 +344,8 @@ static void set_stale(struct estore *s, bool stale, const char *fmt, ...)
 static void heard(struct estore *s)
 {
 	s->last_ok_ms = hm_mono_ms();
-	set_stale(s, false, NULL);
+	if (!s->nospace)
+		set_stale(s, false, NULL);
 }
 
 static void not_heard(struct estore *s, int err, const char *msg)
@@ -572,6 +576,10 @@ static void chunks_cb(void *arg, int err, const struct hm__etcd_result *er)
 	if (err != 0) {
 		not_heard(s, err, r.msg);
 		s->refetch = true;
+	} else if (s->state != A_IDLE) {
+		/* A batch of ours went in flight while the chunks were read: as in apply_page(),
+		 * it resolves first, then catch-up reads this entry again. */
+		s->refetch = true;
 	} else if ((e = deliver(s, &f->log.kvs[f->next], &r, false)) != 0) {
 		lost(s, e);
 	} else {
@@ -707,34 +715,16 @@ static void poll_cb(void *arg, int err, const struct hm__etcd_result *er)
 	res_fini(&r);
 }
 
-static void compact_cb(void *arg, int err, const struct hm__etcd_result *er)
+/* The upkeep says NOSPACE was raised or cleared: no commit can succeed meanwhile. */
+static void on_alarm(void *arg, bool nospace, const char *why)
 {
 	struct estore *s = arg;
 
-	if (err == -ECANCELED || s->closing)
-		return;
-	if (err == 0)
-		s->compactions++;
-	else if (err != HM_ECOMPACTED) /* another origin compacted as far already */
-		hm_log(HM_LOG_WARNING, "origin", "etcd: compaction failed: %s%s%s",
-		       hm_strerror(err), er->message[0] ? ": " : "", er->message);
-}
-
-/*
- * Every COMPACT_EVERY_MS: etcd forgets the revisions before the one this origin saw a period ago
- * (not physical). Nothing the origins need is in the history: what they read is the current
- * keys; a watch behind it is restarted and catches up by reading them.
- */
-static void compact_history(struct estore *s)
-{
-	uint64_t now = hm_mono_ms();
-
-	if (now < s->compact_due_ms || s->seen_rev == 0)
-		return;
-	s->compact_due_ms = now + COMPACT_EVERY_MS;
-	if (s->compact_to > 0)
-		hm__etcd_compact(s->etcd, s->compact_to, false, compact_cb, s);
-	s->compact_to = s->seen_rev;
+	s->nospace = nospace;
+	if (nospace)
+		set_stale(s, true, "%s", why);
+	else
+		heard(s);
 }
 
 static void on_poll(uv_timer_t *t)
@@ -743,8 +733,10 @@ static void on_poll(uv_timer_t *t)
 	char key[KEY_MAX];
 	size_t n = key_of(s, key, "head");
 
-	compact_history(s);
-	if (s->polling || s->closing)
+	if (s->closing)
+		return;
+	hm__etcd_maint_tick(s->maint, s->seen_rev);
+	if (s->polling)
 		return;
 	if (hm__etcd_range(s->etcd, key, n, NULL, poll_cb, s) == 0)
 		s->polling = true;
@@ -1114,7 +1106,8 @@ static void snap_txn_cb(void *arg, int err, const struct hm__etcd_result *er)
 		       "etcd: the snapshot at seq %" PRIu64 " may not be installed: %s", s->up_seq,
 		       hm_strerror(err));
 	} else if (!er->succeeded) {
-		drop_pieces(s, s->up_id); /* another origin's snapshot went first */
+		/* Another snapshot went first, or this origin's compactor lease is gone. */
+		drop_pieces(s, s->up_id);
 	} else {
 		s->snapshots++;
 		hm_log(HM_LOG_INFO, "origin",
@@ -1126,9 +1119,11 @@ static void snap_txn_cb(void *arg, int err, const struct hm__etcd_result *er)
 }
 
 /*
- * The pieces are in: one txn installs P/snap if it is still what was read (old), deletes the
- * log keys the previous snapshot covered (those after it stay, so an origin retrying a commit of
- * a recent seq still finds its envelope) and the previous snapshot's pieces.
+ * The pieces are in: one txn installs P/snap if it is still what was read (old) and this origin
+ * still holds P/compactor by its lease (a holder whose lease expired while uploading installs
+ * nothing: another origin may be the compactor by now), deletes the log keys the previous
+ * snapshot covered (those after it stay, so an origin retrying a commit of a recent seq still
+ * finds its envelope) and the previous snapshot's pieces.
  */
 static void snap_install(struct estore *s, const struct res *old)
 {
@@ -1137,13 +1132,20 @@ static void snap_install(struct estore *s, const struct res *old)
 	const struct kvc *k = find_kv(old, skey, sn);
 	uint64_t old_seq = 0, old_id = 0;
 	uint8_t v[SNAP_LEN];
-	struct hm__etcd_cmp cmp = {.key = skey,
-				   .key_len = sn,
-				   .target = HM__ETCD_MOD,
-				   .result = HM__ETCD_EQUAL,
-				   .number = k != NULL ? k->mod_revision : 0};
+	char ckey[KEY_MAX];
+	size_t cn = hm__etcd_maint_key(s->maint, ckey, sizeof(ckey));
+	struct hm__etcd_cmp cmp[2] = {{.key = skey,
+				       .key_len = sn,
+				       .target = HM__ETCD_MOD,
+				       .result = HM__ETCD_EQUAL,
+				       .number = k != NULL ? k->mod_revision : 0},
+				      {.key = ckey,
+				       .key_len = cn,
+				       .target = HM__ETCD_LEASE,
+				       .result = HM__ETCD_EQUAL,
+				       .number = hm__etcd_maint_lease(s->maint)}};
 	struct hm__etcd_op ops[3];
-	struct hm__etcd_txn t = {.cmp = &cmp, .ncmp = 1, .success = ops, .nsuccess = 1};
+	struct hm__etcd_txn t = {.cmp = cmp, .ncmp = 2, .success = ops, .nsuccess = 1};
 
 	if (k != NULL && k->value_len == SNAP_LEN && memcmp(k->value, SNAP_MAGIC, 8) == 0) {
 		old_seq = get_u64(k->value + 8);
@@ -1242,8 +1244,8 @@ static void put_piece(struct estore *s)
 
 /*
  * A compaction's snapshot file: uploaded in CHUNK_BYTES pieces, then installed as P/snap by
- * snap_install(). Any origin may do it; the CAS on P/snap keeps one per round, and one upload
- * at a time per origin (a compaction finishing meanwhile is skipped: the next one uploads).
+ * snap_install(). Only the compactor uploads (the others' compactions stay local), one upload
+ * at a time (a compaction finishing meanwhile is skipped: the next one uploads).
  */
 static void e_snapshot(struct hm__store *base, const char *path, uint64_t seq, uint64_t snap_id)
 {
@@ -1251,7 +1253,7 @@ static void e_snapshot(struct hm__store *base, const char *path, uint64_t seq, u
 	FILE *f;
 	long len;
 
-	if (s->uploading || s->closing)
+	if (s->uploading || s->closing || !hm__etcd_maint_holder(s->maint))
 		return;
 	if ((f = fopen(path, "rb")) == NULL)
 		return;
@@ -1326,8 +1328,16 @@ static int e_open(struct hm__store *base, char *err, size_t errlen)
 	hn = key_of(s, hkey, "head");
 	/* The cluster id comes with any answer: read the epoch first. */
 	if ((e = wait_res(s, hm__etcd_range(s->etcd, ekey, en, NULL, sync_cb, &r), &r)) != 0) {
-		snprintf(err, errlen, "etcd (%s): cannot read %s: %s%s%s", ec.endpoints, ekey,
-			 hm_strerror(e), r.msg[0] ? ": " : "", r.msg);
+		/* A member that requires a client certificate may only reset the connection after
+		 * the handshake (TLS 1.3): say what is likely missing. */
+		bool no_cert = strstr(ec.endpoints, "https://") != NULL && ec.cert == NULL &&
+			       (e == -ECONNRESET || e == HM_EETCDTLS);
+
+		snprintf(err, errlen, "etcd (%s): cannot read %s: %s%s%s%s", ec.endpoints, ekey,
+			 hm_strerror(e), r.msg[0] ? ": " : "", r.msg,
+			 no_cert ? " (no client certificate was given: --etcd-cert, if etcd "
+				   "requires one)"
+				 : "");
 		res_fini(&r);
 		return e;
 	}
@@ -1576,6 +1586,18 @@ static int e_start(struct hm__store *base, uint64_t next_seq, char *err, size_t 
 	int e;
 
 	hm_require(next_seq == s->head + 1);
+	struct hm__etcd_maint_cfg mc = {.prefix = s->prefix,
+					.node = base->cfg.node,
+					.lease_ttl_ms = base->cfg.etcd_lease_ttl_ms,
+					.compact_every_ms = base->cfg.etcd_compact_every_ms,
+					.defrag_every_ms = base->cfg.etcd_defrag_every_ms,
+					.defrag_min = base->cfg.etcd_defrag_min,
+					.quota = base->cfg.etcd_quota};
+
+	if ((e = hm__etcd_maint_new(&s->maint, s->etcd, &mc, on_alarm, s)) != 0) {
+		snprintf(err, errlen, "etcd: %s", hm_strerror(e));
+		return e;
+	}
 	if ((e = hm__journal_start(&s->cache, &jc, next_seq, err, errlen)) != 0)
 		return e;
 	s->last_ok_ms = hm_mono_ms();
@@ -1622,7 +1644,10 @@ static void e_status(struct hm__store *base, struct hm__jsonw *w)
 	hm__jw_ku64(w, "etcd_staged", s->staged);
 	hm__jw_ku64(w, "etcd_watch_events", s->watch_events);
 	hm__jw_ku64(w, "etcd_snapshots", s->snapshots);
-	hm__jw_ku64(w, "etcd_compactions", s->compactions);
+	hm__jw_ku64(w, "etcd_compactions",
+		    s->maint != NULL ? hm__etcd_maint_compactions(s->maint) : 0);
+	if (s->maint != NULL)
+		hm__etcd_maint_status(s->maint, w);
 	hm__jw_ku64(w, "etcd_watch_resumes",
 		    s->watch != NULL ? hm__etcd_watch_resumes(s->watch) : 0);
 	hm__jw_key(w, "store_error");
@@ -1650,6 +1675,8 @@ static void e_close(struct hm__store *base)
 	s->watch = NULL;
 	if (s->etcd != NULL)
 		hm__etcd_close(s->etcd); /* pending callbacks see closing and do nothing */
+	hm__etcd_maint_free(s->maint);	 /* its requests have ended with the client */
+	s->maint = NULL;
 	hm__journal_stop(s->cache);
 	s->cache = NULL;
 	finish_group(s);

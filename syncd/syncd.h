@@ -27,6 +27,12 @@ struct hm__origin_cfg {
 	int64_t sync_rate;	 /* reply bytes per second per sync connection (0: unlimited) */
 	bool no_watchdog;	 /* test hook: disable the #1518 listener watchdog */
 	int64_t ticket_rotation; /* ms between TLS session ticket key rotations */
+	/* etcd's upkeep (docs/store-etcd.md, "Keeping etcd bounded") */
+	int64_t etcd_lease_ttl;	    /* ms: the compactor's lease */
+	int64_t etcd_compact_every; /* ms between history compactions */
+	int64_t etcd_defrag_every;  /* ms between defragmentation checks */
+	int64_t etcd_defrag_min;    /* bytes: a member's file is defragmented from this size */
+	int64_t etcd_quota;	    /* bytes: etcd's --quota-backend-bytes */
 };
 
 struct hm__edge_cfg {

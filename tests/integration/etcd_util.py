@@ -5,7 +5,9 @@ ports (client, peer) with its data directory in the test's temp dir (tmpfs: fsyn
 so tests are quick; bench/etcd_measure.py puts them on a disk instead). kill(i) sends SIGKILL,
 restart(i) starts the member again on its data directory and ports, wait_healthy() waits until
 every running member answers and knows a leader. Everything is killed at the test's teardown.
-With tls=TlsFiles(...) the members serve https and require client certificates.
+With tls=TlsFiles(...) the members serve https and require client certificates. With
+node=netns.Node the members run inside that node's namespace on its address (fixed ports there:
+the namespace is the test's own), reached from the test through the bridge's host address.
 
 EtcdTool(env, endpoints) runs tests/tools/hm-etcd (syncd/etcd.c on a libuv loop): call(verb,
 args...) sends one command and waits for its result; watch(key, end, rev) starts a watch whose
@@ -79,13 +81,13 @@ class TlsFiles:
 
 
 class Member:
-    def __init__(self, name, client_port, peer_port, data_dir, scheme):
+    def __init__(self, name, client_port, peer_port, data_dir, scheme, host="127.0.0.1"):
         self.name = name
         self.client_port = client_port
         self.peer_port = peer_port
         self.data_dir = data_dir
-        self.url = "%s://127.0.0.1:%d" % (scheme, client_port)
-        self.peer_url = "http://127.0.0.1:%d" % peer_port
+        self.url = "%s://%s:%d" % (scheme, host, client_port)
+        self.peer_url = "http://%s:%d" % (host, peer_port)
         self.popen = None
         self.log = None
         self.down = False  # killed by the test
@@ -96,18 +98,26 @@ class Member:
 
 
 class EtcdCluster:
-    def __init__(self, env, n=1, name="etcd", data_root=None, tls=None, extra_args=()):
+    def __init__(self, env, n=1, name="etcd", data_root=None, tls=None, extra_args=(),
+                 node=None):
         if not available():
             fail("etcd is not installed (deploy/dev installs etcd-server)")
         self.env = env
         self.tls = tls
+        self.node = node
         self.extra_args = list(extra_args)
         self.token = "hermod-test-%d-%d" % (os.getpid(), int(time.monotonic() * 1000))
         root = data_root or env.path(name)
         os.makedirs(root, exist_ok=True)
         scheme = "https" if tls else "http"
-        self.members = [Member("%s%d" % (name, i), ht.free_port(), ht.free_port(),
-                               os.path.join(root, "m%d" % i), scheme) for i in range(n)]
+        if node is None:
+            ports = [(ht.free_port(), ht.free_port()) for i in range(n)]
+        else:
+            ports = [(2379 + 10 * i, 2380 + 10 * i) for i in range(n)]
+        self.members = [Member("%s%d" % (name, i), ports[i][0], ports[i][1],
+                               os.path.join(root, "m%d" % i), scheme,
+                               host=node.ip if node is not None else "127.0.0.1")
+                        for i in range(n)]
         self.initial = ",".join("%s=%s" % (m.name, m.peer_url) for m in self.members)
         env.defer(self.close)
         for i in range(n):
@@ -129,6 +139,8 @@ class EtcdCluster:
             argv += ["--cert-file", self.tls.server_cert, "--key-file", self.tls.server_key,
                      "--trusted-ca-file", self.tls.ca, "--client-cert-auth"]
         argv += self.extra_args
+        if self.node is not None:
+            argv = self.node.argv(argv)
         if m.log is None:
             m.log = open(self.env.path("%s.log" % m.name), "ab")
         m.popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=m.log, stderr=m.log,

@@ -917,6 +917,17 @@ class DirectRouting(Routing):
                  (p.returncode, (p.stderr or p.stdout).decode(errors="replace").strip()))
 
 
+def admin_read_line(s, buf=b""):
+    """Reads from an admin socket until the answer's line ends (or EOF); buf: bytes read so
+    far. Returns all of it."""
+    while b"\n" not in buf:
+        d = s.recv(1 << 20)
+        if not d:
+            break
+        buf += d
+    return buf
+
+
 def admin_request(path, line, timeout=None):
     """One request on a syncd admin socket; returns the decoded JSON reply."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -924,12 +935,7 @@ def admin_request(path, line, timeout=None):
     try:
         s.connect(path)
         s.sendall(line.encode() + b"\n")
-        buf = b""
-        while b"\n" not in buf:
-            d = s.recv(65536)
-            if not d:
-                break
-            buf += d
+        buf = admin_read_line(s)
     finally:
         s.close()
     return json.loads(buf.split(b"\n", 1)[0].decode())

@@ -124,6 +124,15 @@ class Network:
         _ip("link", "add", self.bridge, "type", "bridge")
         _ip("link", "set", self.bridge, "up")
 
+    def host_address(self):
+        """Gives the bridge an address in the host's namespace (subnet.1), so that the test
+        itself can reach the nodes (and they it); still attached to nothing else. Returns it."""
+        ip = f"{self.subnet}.1"
+        if not getattr(self, "host_ip", None):
+            _ip("addr", "add", f"{ip}/24", "dev", self.bridge)
+            self.host_ip = ip
+        return ip
+
     def add_node(self, name):
         node = Node(self, name, len(self.nodes) + 2)
         self.nodes.append(node)
@@ -143,6 +152,16 @@ class Network:
 
     def heal(self, node):
         _ip("link", "set", node.veth_host, "up")
+
+    def partition(self, a, b):
+        """Every packet between nodes a and b dropped (a blackhole route to the other in each),
+        while both keep their links to everyone else: a partition, not a dead node."""
+        _ip("-n", a.ns, "route", "add", "blackhole", f"{b.ip}/32")
+        _ip("-n", b.ns, "route", "add", "blackhole", f"{a.ip}/32")
+
+    def unpartition(self, a, b):
+        _ip("-n", a.ns, "route", "del", "blackhole", f"{b.ip}/32")
+        _ip("-n", b.ns, "route", "del", "blackhole", f"{a.ip}/32")
 
     def close(self):
         for node in self.nodes:

@@ -479,6 +479,23 @@ def close_all(socks):
             pass
 
 
+def accept_upstream(lsock, upstream):
+    """Yields (client, upstream) for each connection accepted on lsock, upstream a new
+    connection to 127.0.0.1:upstream (a client whose upstream refuses is closed), until lsock
+    is closed."""
+    while True:
+        try:
+            c, _ = lsock.accept()
+        except OSError:
+            return
+        try:
+            u = socket.create_connection(("127.0.0.1", upstream))
+        except OSError:
+            c.close()
+            continue
+        yield c, u
+
+
 def cut_all(socks):
     """Shuts down, then closes: a socket another thread is reading from is really closed (its
     peer sees the end) only so."""
@@ -565,16 +582,7 @@ class Forwarder:
         env.defer(self.kill)
 
     def _accept(self, lsock):
-        while True:
-            try:
-                c, _ = lsock.accept()
-            except OSError:
-                return
-            try:
-                u = socket.create_connection(("127.0.0.1", self.upstream))
-            except OSError:
-                c.close()
-                continue
+        for c, u in accept_upstream(lsock, self.upstream):
             with self.lock:
                 if not self.alive:
                     close_all([c, u])

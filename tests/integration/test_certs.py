@@ -13,8 +13,10 @@ RSA and ECDSA.
 import glob
 import json
 import os
+import socket
 import stat
 import subprocess
+import threading
 import time
 
 import hermod_test as ht
@@ -246,6 +248,201 @@ def test_many_certificates_in_one_request(env):
     check("change 5 (cert.put x.other.example.com)" in r.err, r.err)
     eq(o.status()["seq"], seq, "nothing changed")
     check_no_keys(env, p)
+
+
+def test_checks_leave_the_loop_free(env):
+    """A request's certificates are checked on the thread pool, not on the origin's loop: while
+    the checks of a 1,000-certificate request are held (a test build's gate), the origin answers
+    a small request, which is sequenced first, and its heartbeats reach the edge, which stays
+    fresh; once the gate opens the big request is acknowledged after it. A refused certificate
+    in the middle of a request checked in several pieces is answered as the first refused one
+    (the same reason text as when the loop checked them one by one)."""
+    p = make_pki(env)
+    gate = env.path("certjob-gate")
+    o = Origin(env, proc_env={"HM_TEST_CERTJOB_GATE": gate})
+    e = Edge(env, o)
+    wait_converged(o, [e])
+    chain, key = open(p.wild.crt).read(), open(p.wild.key).read()
+    changes = [{"op": "cert.put", "name": "h%d.apps.example.com" % i, "cert": chain, "key": key}
+               for i in range(1000)]
+    big = {}
+
+    def send_big():
+        big["r"] = ctl(o, "--json", "apply", "-", input=json.dumps({"changes": changes}).encode(),
+                       timeout=T(300))
+
+    t = threading.Thread(target=send_big)
+    t.start()
+    try:
+        ht.wait_for(lambda: o.status()["cert_checks_running"] == 1, T(60),
+                    "the big request's checks on the thread pool")
+        small = ctl(o, "--json", "app", "put", "small")
+        eq(small.rc, 0, "a small request answered during the checks: %r" % small)
+        check(t.is_alive(), "the big request is not answered yet")
+        eq(o.status()["cert_checks_running"], 1, "still checking")
+        # Heartbeats go on: the edge sees a new one (its age goes down) and is not stale.
+        ages = [e.status()["last_heartbeat_ms"]]
+
+        def new_heartbeat():
+            ages.append(e.status()["last_heartbeat_ms"])
+            return ages[-1] is not None and ages[-2] is not None and ages[-1] < ages[-2]
+        ht.wait_for(new_heartbeat, T(30), "a heartbeat during the checks")
+        eq(e.status()["stale"], False, "the edge is not stale")
+        check(t.is_alive(), "the big request is still not answered")
+    finally:
+        open(gate, "w").close()
+        t.join(T(300))
+    r = big["r"]
+    eq(r.rc, 0, "the big request: %r" % r)
+    check(r.json()["seq"] > small.json()["seq"], "sequenced after the small one: %r %r" %
+          (r.out, small.out))
+    eq(o.status()["cert_checks"], 1, "one request checked off the loop")
+    wait_converged(o, [e])
+    eq(e.status()["certs"], 1000, "certificates on the edge")
+    # Refused in the middle: two bad certificates in different pieces; the first is the answer.
+    seq = o.status()["seq"]
+    bad = [{"op": "cert.put", "name": "x%d.apps.example.com" % i, "cert": chain, "key": key}
+           for i in range(200)]
+    bad[77]["name"] = "x77.other.example.com"
+    bad[150]["name"] = "x150.other.example.com"
+    r = ctl(o, "apply", "-", input=json.dumps({"changes": bad}).encode())
+    eq(r.rc, 1, "refused: %r" % r)
+    check("change 77 (cert.put x77.other.example.com): " in r.err and "does not cover" in r.err,
+          r.err)
+    eq(o.status()["seq"], seq, "nothing changed")
+    check_no_keys(env, p)
+
+
+def test_stop_during_checks(env):
+    """SIGTERM while a request's certificates are being checked (held by the gate, which never
+    opens): the checks are cancelled, the origin stops cleanly (not by its exit deadline), the
+    request is not applied (its client resends it to the restarted origin), and a restart serves
+    the same state."""
+    p = make_pki(env)
+    gate = env.path("certjob-gate")
+    o = Origin(env, proc_env={"HM_TEST_CERTJOB_GATE": gate})
+    chain, key = open(p.wild.crt).read(), open(p.wild.key).read()
+    changes = [{"op": "cert.put", "name": "h%d.apps.example.com" % i, "cert": chain, "key": key}
+               for i in range(200)]
+    seq = o.status()["seq"]
+    big = {}
+
+    def send_big():
+        big["r"] = ctl(o, "--json", "--reply-timeout", "2s", "apply", "-",
+                       input=json.dumps({"changes": changes}).encode(), timeout=T(60))
+
+    t = threading.Thread(target=send_big)
+    t.start()
+    try:
+        ht.wait_for(lambda: o.status()["cert_checks_running"] == 1, T(60),
+                    "the request's checks on the thread pool")
+        o.stop()  # exit 0 within T(10) s, or it fails
+    finally:
+        t.join(T(60))
+    check(big["r"].rc != 0, "the request was not acknowledged: %r" % big["r"])
+    log = o.proc.stdout() + o.proc.stderr()
+    check("stopped at seq" in log and "shutdown stuck" not in log,
+          "a clean stop, not the exit deadline: %s" % log[-600:])
+    o.proc_env = None
+    o.start()
+    eq(o.status()["seq"], seq, "nothing applied")
+    eq(o.status()["certs"], 0, "no certificate")
+
+
+def test_certs_answer_streams(env):
+    """`certs` is written in slices as the client reads, straight from the store (constant
+    memory in the count), not built whole: a reader that stalls after the first bytes of a ~2 MB
+    answer, while a certificate is put, gets the entries listed before the change and then an
+    "error" saying the certificates changed (a built answer would hold all the old entries and
+    no error); a reader that keeps up gets every entry once, well-formed; hermodctl prints it as
+    it streams, and exits 1 on the error."""
+    p = make_pki(env)
+    o = Origin(env)
+    e = Edge(env, o)
+    # 150 long SANs per certificate: ~9 KB of JSON per entry, 200 entries ~2 MB, far past the
+    # admin socket's slice and the socket buffers.
+    sans = ["*.apps.example.com"] + ["san-%03d-%s.example.org" % (k, "x" * 40) for k in range(149)]
+    big = p.leaf("bigsans", p.ca1, "serverAuth", sans)
+    chain, key = open(big.crt).read(), open(big.key).read()
+    n = 200
+    changes = [{"op": "cert.put", "name": "h%d.apps.example.com" % i, "cert": chain, "key": key}
+               for i in range(n)]
+    r = ctl(o, "--json", "apply", "-", input=json.dumps({"changes": changes}).encode(),
+            timeout=T(300))
+    eq(r.rc, 0, "apply: %r" % r)
+    wait_converged(o, [e])
+
+    for proc in (o, e):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(proc.admin)
+        s.sendall(b"certs\n")
+        first = s.recv(1024)
+        check(first.startswith(b'{"certs":[{"name":'), first[:80])
+        # While the reader stalls, a certificate is put (and reaches the edge).
+        k = 0 if proc is o else 1
+        r = ctl(o, "cert", "put", "late%d.apps.example.com" % k, p.wild.crt, p.wild.key)
+        eq(r.rc, 0, "cert put: %r" % r)
+        wait_converged(o, [e])
+        s.settimeout(T(20))
+        buf = ht.admin_read_line(s, first)
+        s.close()
+        OUTPUTS.append(buf.decode())
+        d = json.loads(buf)
+        check("changed" in d.get("error", ""), "the answer says the certificates changed: %r" %
+              buf[-200:])
+        names = [c["name"] for c in d["certs"]]
+        check(0 < len(names) < n, "only the entries listed before the change: %d" % len(names))
+        eq(len(set(names)), len(names), "no entry twice")
+        check(all(c["sans"] == sans and len(c["sha256"]) == 64 for c in d["certs"]),
+              "entries well-formed")
+    # A reader that keeps up: all of them, once each, no error.
+    for proc in (o, e):
+        d = admin(proc.admin, "certs")
+        eq(d.get("error"), None, "no error")
+        names = sorted(c["name"] for c in d["certs"])
+        eq(len(names), n + 2, "every certificate")
+        eq(len(set(names)), n + 2, "none twice")
+    r = ctl(o, "--admin", e.admin, "certs", control=False)
+    eq(r.rc, 0, "hermodctl certs: %r" % r)
+    check(r.out.startswith("NAME"), "the table's heading first: %r" % r.out[:80])
+    eq(len([l for l in r.out.splitlines() if ".apps.example.com" in l]), n + 2,
+       "a line per certificate")
+    check_no_keys(env, p)
+
+
+def test_joining_edge_sizes_the_store_once(env):
+    """A snapshot says how many certificates it holds and how much store heap they take
+    (SNAPSHOT_REP version 4, and the snapshot file's header): an edge joining by a snapshot of 300
+    certificates (more than a default store's 256 entries) makes its store once, with no load
+    started again. A snapshot written as before (version 3 chunks, no count: a test build's
+    HM_TEST_SNAP_VERSION=3) still loads, growing the store as before."""
+    p = make_pki(env)
+    chain, key = open(p.wild.crt).read(), open(p.wild.key).read()
+    changes = [{"op": "cert.put", "name": "h%d.apps.example.com" % i, "cert": chain, "key": key}
+               for i in range(300)]
+    for tag, old in (("new", False), ("old", True)):
+        o = Origin(env, name="origin-" + tag, extra=["--compact-after", "1"],
+                   proc_env={"HM_TEST_SNAP_VERSION": "3"} if old else None)
+        r = ctl(o, "apply", "-", input=json.dumps({"changes": changes}).encode(),
+                timeout=T(300))
+        eq(r.rc, 0, "apply: %r" % r)
+        seq = o.status()["seq"]
+        ht.wait_for(lambda: o.status()["snapshot_seq"] == seq, T(60),
+                    "a snapshot at seq %d" % seq)
+        e = Edge(env, o, name="edge-" + tag)
+        wait_converged(o, [e])
+        st = e.status()
+        eq(st["certs"], 300, "%s format: every certificate on the edge" % tag)
+        eq(st["snapshots"], 1, "%s format: loaded from the snapshot" % tag)
+        eq(st["digest_mismatches"], 0, "%s format: the origin's digest" % tag)
+        if old:
+            check(st["snapshot_restarts"] >= 1, "the old format grows the store by loading "
+                  "again: %d" % st["snapshot_restarts"])
+        else:
+            eq(st["snapshot_restarts"], 0, "sized once")
+        e.proc.stop()
+        o.stop()
 
 
 def test_full_file_system_under_the_store(env):

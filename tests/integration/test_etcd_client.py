@@ -165,6 +165,34 @@ def test_status_and_defragment(env):
     eq(t.call("status", 1)["errname"], "EINVAL", "a member that is not configured")
 
 
+def test_nospace_alarm_listed_and_disarmed(env):
+    """Over its quota etcd refuses puts (-ENOSPC) and raises NOSPACE: status says so, the
+    alarm list names the member; deletes still work; disarmed after a compaction and a
+    defragmentation, puts are accepted again."""
+    c = eu.EtcdCluster(env, 1, extra_args=["--quota-backend-bytes", str(4 << 20)])
+    t = eu.EtcdTool(env, c.endpoints)
+    eq(t.ok("alarms")["alarms"], [], "no alarm at first")
+    eq(t.ok("status", 0)["nospace"], False, "status: no NOSPACE")
+    for i in range(200):
+        r = t.call("put", "q/%d" % i, "@65536")
+        if r["err"] != 0:
+            break
+    eq(r["errname"], "ENOSPC", "a put over the quota: %r" % r)
+    eq(t.ok("status", 0)["nospace"], True, "status: NOSPACE")
+    alarms = t.ok("alarms")["alarms"]
+    eq([(a["member"], a["type"]) for a in alarms], [(t.ok("status", 0)["member"], 1)],
+       "the member's NOSPACE alarm")
+    rev = t.ok("del", "q/", "q0")["rev"]
+    t.ok("compact", rev)
+    t.ok("defrag", 0)
+    eq([a["type"] for a in t.ok("disarm", alarms[0]["member"], 1)["alarms"]], [1],
+       "what was disarmed")
+    eq(t.ok("alarms")["alarms"], [], "no alarm left")
+    eq(t.ok("status", 0)["nospace"], False, "status: no NOSPACE")
+    t.ok("put", "q/after", "x")
+    eq(t.call("disarm", alarms[0]["member"], 9)["errname"], "EINVAL", "an unknown alarm type")
+
+
 @timeout(120)
 def test_failover_when_a_member_dies(env):
     c = eu.EtcdCluster(env, 3)

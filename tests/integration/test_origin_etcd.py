@@ -403,6 +403,189 @@ def test_sigkill_origin_under_writes_edge_on_both(env):
     eq(wait_same([a, b])[0], seq, "the killed origin resumes at the common head")
 
 
+def etcd_put(cluster, i, key, value):
+    """A put straight to member i; True, or False when etcd refuses it for want of space."""
+    import base64
+    import urllib.error
+    body = {"key": base64.b64encode(key).decode(), "value": base64.b64encode(value).decode()}
+    try:
+        eu._post(cluster.members[i].url, "/v3/kv/put", body, timeout=T(5))
+        return True
+    except urllib.error.HTTPError as e:
+        if b"database space exceeded" in e.read():
+            return False
+        raise
+
+
+def etcd_delete_prefix(cluster, prefix):
+    import base64
+    end = prefix[:-1] + bytes([prefix[-1] + 1])
+    eu._post(cluster.members[0].url, "/v3/kv/deleterange",
+             {"key": base64.b64encode(prefix).decode(),
+              "range_end": base64.b64encode(end).decode()}, timeout=T(5))
+
+
+def test_one_compactor_at_a_time(env):
+    """Two origins: one holds P/compactor (by its lease) and uploads the snapshots, the other
+    compacts only locally and says who the compactor is. The holder SIGKILLed, the other takes
+    the role once the lease expires and the snapshots go on."""
+    c = eu.EtcdCluster(env, 1)
+    extra = ["--compact-after", "2000", "--etcd-lease-ttl", "2s"]
+    a = origin(env, c, "origin-a", extra=extra)
+    b = origin(env, c, "origin-b", extra=extra)
+    holder = wait_for(lambda: next((o for o in (a, b) if o.status()["etcd_compactor_self"]),
+                                   None), T(15), "one origin to become the compactor")
+    other = b if holder is a else a
+    wait_for(lambda: other.status()["etcd_compactor"] == holder.name, T(15),
+             "the other origin to name the compactor")
+    eq(other.status()["etcd_compactor_self"], False, "only one compactor")
+    a.apply(app_changes("churn", 5))
+    n = 0
+
+    def churn(until):
+        nonlocal n
+        n += 1
+        o = (a, b)[n % 2] if holder.proc.alive() else other
+        o.apply([ht.ch_dyno("churn", "web.%d" % (n % 5), "127.0.0.1:%d" % (6000 + n))])
+        return until()
+    wait_for(lambda: churn(lambda: holder.status()["etcd_snapshots"] >= 3), T(60),
+             "the compactor to install snapshots", interval=0.05)
+    st = other.status()
+    check(st["snapshot_seq"] > 0, "the other origin compacted locally too: %r" % st)
+    eq(st["etcd_snapshots"], 0, "but uploaded nothing")
+    eq(st["etcd_compactor_self"], False, "and never held the role")
+    holder.kill()
+    wait_for(lambda: other.status()["etcd_compactor_self"], T(20),
+             "the other origin to take over once the lease expired")
+    eq(other.status()["etcd_compactor"], other.name, "it names itself")
+    wait_for(lambda: churn(lambda: other.status()["etcd_snapshots"] >= 2), T(60),
+             "snapshots to go on through the new compactor", interval=0.05)
+    d = origin(env, c, "origin-d", extra=extra)
+    eq(wait_same([other, d])[0], other.status()["seq"],
+       "an origin started now loads the new compactor's snapshot and follows")
+    wait_for(lambda: d.status()["etcd_compactor"] == other.name, T(15),
+             "the new origin to name the compactor")
+    # P/compactor deleted under the holder (an operator): it notices, and one origin claims it.
+    etcd_delete_prefix(c, b"/hermod/compactor")
+    wait_for(lambda: "no longer the compactor" in other.proc.stderr(), T(15),
+             "the holder to notice its key is gone")
+
+    def one_holder():
+        sts = [o.status() for o in (other, d)]
+        holders = [o.name for o, s in zip((other, d), sts) if s["etcd_compactor_self"]]
+        return len(holders) == 1 and all(s["etcd_compactor"] == holders[0] for s in sts)
+    wait_for(one_holder, T(15), "exactly one compactor again, named by both")
+
+
+def test_frozen_compactor_steps_down(env):
+    """The compactor frozen (SIGSTOP) longer than its lease: the other origin takes the role;
+    woken, the old holder learns its lease is gone, steps down, and uploads nothing more."""
+    c = eu.EtcdCluster(env, 1)
+    extra = ["--compact-after", "2000", "--etcd-lease-ttl", "2s"]
+    a = origin(env, c, "origin-a", extra=extra)
+    b = origin(env, c, "origin-b", extra=extra)
+    holder = wait_for(lambda: next((o for o in (a, b) if o.status()["etcd_compactor_self"]),
+                                   None), T(15), "one origin to become the compactor")
+    other = b if holder is a else a
+    holder.proc.send_signal(signal.SIGSTOP)
+    wait_for(lambda: other.status()["etcd_compactor_self"], T(20),
+             "the other origin to take over from the frozen one")
+    holder.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: "no longer the compactor" in holder.proc.stderr(), T(15),
+             "the woken origin to step down")
+    eq(holder.status()["etcd_compactor_self"], False, "it is not the compactor")
+    wait_for(lambda: holder.status()["etcd_compactor"] == other.name, T(15),
+             "it names the new one")
+    other.apply(app_changes("churn", 5))
+    base = holder.status()["etcd_snapshots"]
+    n = 0
+
+    def churn():
+        nonlocal n
+        n += 1
+        (a, b)[n % 2].apply([ht.ch_dyno("churn", "web.%d" % (n % 5),
+                                        "127.0.0.1:%d" % (6000 + n))])
+        return other.status()["etcd_snapshots"] >= 2
+    wait_for(churn, T(60), "snapshots through the new compactor", interval=0.05)
+    eq(holder.status()["etcd_snapshots"], base, "none through the old one")
+
+
+def test_defragments_one_member_at_a_time(env):
+    """History left by churn, once compacted, leaves a member's file mostly free pages: the
+    compactor defragments each member of three, one at a time and the leader last, and the
+    files shrink. Counted in status."""
+    c = eu.EtcdCluster(env, 3)
+    big = b"x" * 65536
+    for i in range(64):
+        check(etcd_put(c, 0, b"/churn/key", big), "put %d" % i)
+    before = [int(c.status(i)["dbSize"]) for i in range(3)]
+    check(all(s >= 3 << 20 for s in before), "the files grew: %r" % before)
+    a = origin(env, c, "origin-a", extra=["--etcd-compact-every", "1s", "--etcd-defrag-every",
+                                          "1s", "--etcd-defrag-min", "1MiB"])
+    n = 0
+
+    def defragmented():
+        # The churn goes on (a member counts compacted pages free at its next write).
+        nonlocal n
+        n += 1
+        a.apply([ht.ch_app("app%d" % n)])
+        return a.status()["etcd_defrags"] >= 3
+    wait_for(defragmented, T(60), "three defragmentations", interval=0.2)
+    after = [int(c.status(i)["dbSize"]) for i in range(3)]
+    check(all(x * 2 < y for x, y in zip(after, before)),
+          "every member's file shrank: %r -> %r" % (before, after))
+    lines = [ln for ln in a.proc.stderr().splitlines() if "etcd: defragmented" in ln][:3]
+    eq(len(lines), 3, "one line per member")
+    leader = c.members[c.leader_index()].url
+    check(leader in lines[2] and all(leader not in ln for ln in lines[:2]),
+          "followers first, the leader last: %r (leader %s)" % (lines, leader))
+    eq(a.status()["etcd_defrags"], 3, "and no member again while its file stays small")
+
+
+def test_nospace_refused_then_recovered(env):
+    """etcd over its quota raises NOSPACE and refuses writes: the origin says so in status
+    (store_error with the reason), refuses requests with it (hermodctl exits 1), and does not
+    disarm while live data still fills the quota. Once that data is deleted, the compactor
+    compacts, defragments and disarms by itself, writes are acknowledged again, and nothing
+    acknowledged before is lost."""
+    # The origin is told a quota of 6 MiB (disarm under 5.4 MiB) for etcd's 8 MiB, so that the
+    # junk left in place (over 6 MiB whenever etcd refuses, however fragmented its file was)
+    # surely stays over what the origin disarms at.
+    c = eu.EtcdCluster(env, 1, extra_args=["--quota-backend-bytes", str(8 << 20)])
+    a = origin(env, c, "origin-a", extra=["--etcd-quota", "6MiB", "--etcd-compact-every", "1s",
+                                          "--etcd-lease-ttl", "2s"])
+    wait_for(lambda: a.status()["etcd_compactor_self"], T(15), "the origin to be the compactor")
+    seqs = [a.apply(app_changes("before%d" % i, 2)) for i in range(3)]
+    big = b"y" * 65536
+    i = 0
+    while etcd_put(c, 0, b"/other/%05d" % i, big):
+        i += 1
+        check(i < 1000, "etcd refuses writes beyond its quota")
+    wait_for(lambda: a.status()["etcd_alarm"] == "NOSPACE", T(15), "the origin to see NOSPACE")
+    st = a.status()
+    check(st["stale"] and "NOSPACE" in (st["store_error"] or ""), "status says why: %r" % st)
+    r = a.ctl("--timeout", "2s", "--reply-timeout", "%ds" % int(T(10)), "--json", "apply", "-",
+              input=json.dumps({"changes": app_changes("during", 1)}).encode())
+    eq(r.rc, 1, "refused: %r" % (r,))
+    check("NOSPACE" in r.err + r.out, "with the reason: %r" % (r,))
+    wait_for(lambda: "live data fills it" in a.proc.stderr(), T(30),
+             "a recovery that finds the quota still full")
+    eq(a.status()["etcd_alarm"], "NOSPACE", "not disarmed while live data fills the quota")
+    eq(a.status()["seq"], seqs[-1], "no seq assigned meanwhile")
+    etcd_delete_prefix(c, b"/other/")
+    wait_for(lambda: a.status()["etcd_alarm"] is None and not a.status()["stale"], T(30),
+             "the compactor to compact, defragment and disarm")
+    st = a.status()
+    check(st["etcd_disarms"] >= 1 and st["etcd_defrags"] >= 1, "counted: %r" % st)
+    check(int(c.status(0)["dbSize"]) < 4 << 20, "the file shrank: %r" % c.status(0))
+    eq(a.apply(app_changes("after", 1)), seqs[-1] + 1, "writes acknowledged again")
+    d = json.loads(a.ctl("--admin", a.admin, "--json", "dump", control=False).out)
+    names = sorted(x["app"] for x in d["apps"])
+    eq(names, ["after", "before0", "before1", "before2"], "nothing acknowledged lost")
+    b = origin(env, c, "origin-b")
+    eq(wait_same([a, b])[0], seqs[-1] + 1, "a new origin reads the same history from etcd")
+
+
 if __name__ == "__main__":
     if not eu.available():
         print("# test_origin_etcd.py: SKIP: etcd is not installed", flush=True)

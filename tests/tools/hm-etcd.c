@@ -13,6 +13,7 @@
  *                                                          range the key)
  *   ID ops N                      (a txn of N puts)
  *   ID compact REV                ID status EP            ID defrag EP
+ *   ID alarms                     ID disarm MEMBER TYPE   (TYPE 1: NOSPACE)
  *   ID grant TTL                  ID keepalive LEASE      ID revoke LEASE
  *   ID watch KEY END REV          (events as {"id","ev":[...]}; then a final error, if any)
  *   ID unwatch WATCH-ID           ID resumes WATCH-ID     ID current
@@ -146,6 +147,11 @@ static void on_result(void *arg, int err, const struct hm__etcd_result *r)
 		       ",\"db_size_in_use\":%" PRId64 ",\"leader\":\"%" PRIu64
 		       "\",\"version\":\"%s\"",
 		       r->lease_id, r->ttl, r->db_size, r->db_size_in_use, r->leader, r->version);
+		printf(",\"nospace\":%s,\"alarms\":[", r->nospace ? "true" : "false");
+		for (size_t i = 0; i < r->nalarms; i++)
+			printf("%s{\"member\":\"%" PRIu64 "\",\"type\":%d}", i > 0 ? "," : "",
+			       r->alarms[i].member_id, (int)r->alarms[i].type);
+		printf("]");
 	}
 	printf("}\n");
 	fflush(stdout);
@@ -350,6 +356,11 @@ static void command(char *s)
 		e = hm__etcd_status(client, (uint32_t)strtoul(w[2], NULL, 10), on_result, id);
 	} else if (strcmp(w[1], "defrag") == 0 && n >= 3) {
 		e = hm__etcd_defragment(client, (uint32_t)strtoul(w[2], NULL, 10), on_result, id);
+	} else if (strcmp(w[1], "alarms") == 0) {
+		e = hm__etcd_alarm_list(client, on_result, id);
+	} else if (strcmp(w[1], "disarm") == 0 && n >= 4) {
+		e = hm__etcd_alarm_disarm(client, strtoull(w[2], NULL, 10),
+					  (enum hm__etcd_alarm_type)atoi(w[3]), on_result, id);
 	} else if (strcmp(w[1], "grant") == 0 && n >= 3) {
 		e = hm__etcd_lease_grant(client, strtoll(w[2], NULL, 10), on_result, id);
 	} else if (strcmp(w[1], "keepalive") == 0 && n >= 3) {

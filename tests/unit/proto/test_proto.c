@@ -277,6 +277,8 @@ static void sample_msg(int i, struct hm_msg *m)
 		m->snapshot_rep.domains = 1;
 		m->snapshot_rep.dynos = 70000;
 		memcpy(m->snapshot_rep.digest, DIGEST, 16);
+		m->snapshot_rep.certs = 3;
+		m->snapshot_rep.cert_heap = 12345;
 		m->snapshot_rep.nchanges = NELEM(put_chg);
 		m->snapshot_rep.changes = put_chg;
 		break;
@@ -369,7 +371,12 @@ static int encode_msg(struct hm_pbuf *b, const struct hm_msg *m, bool raw)
 					      .nchunks = m->snapshot_rep.nchunks,
 					      .apps = m->snapshot_rep.apps,
 					      .domains = m->snapshot_rep.domains,
-					      .dynos = m->snapshot_rep.dynos};
+					      .dynos = m->snapshot_rep.dynos,
+					      .certs = m->snapshot_rep.certs,
+					      .cert_heap = m->snapshot_rep.cert_heap,
+					      /* 3 stays 3 (no count); 1 and 2 become this
+					       * build's */
+					      .version = m->version == 3 ? 3 : 0};
 		memcpy(h.digest, m->snapshot_rep.digest, 16);
 		rc = hm_proto_begin_snapshot_rep(b, &h, m->snapshot_rep.nchanges);
 		for (uint32_t i = 0; rc == 0 && i < m->snapshot_rep.nchanges; i++)
@@ -756,7 +763,16 @@ static struct tv *T_ctl_rep(uint64_t status, uint64_t epoch, uint64_t seq, int64
 static struct tv *T_snapshot_rep(uint64_t epoch, uint64_t seq, uint64_t snap_id, uint64_t chunk,
 				 uint64_t nchunks, struct tv *changes)
 {
-	return A(U(6), U(3), U(epoch), U(seq), U(snap_id), U(chunk), U(nchunks), U(1), U(1),
+	return A(U(6), U(4), U(epoch), U(seq), U(snap_id), U(chunk), U(nchunks), U(1), U(1),
+		 U(70000), BIN(DIGEST, 16), U(3), U(12345), changes);
+}
+
+/* An older version (1..3: no certificate count), as snapshot files written before hold it. */
+static struct tv *T_snapshot_rep_old(uint64_t version, uint64_t epoch, uint64_t seq,
+				     uint64_t snap_id, uint64_t chunk, uint64_t nchunks,
+				     struct tv *changes)
+{
+	return A(U(6), U(version), U(epoch), U(seq), U(snap_id), U(chunk), U(nchunks), U(1), U(1),
 		 U(70000), BIN(DIGEST, 16), changes);
 }
 
@@ -842,6 +858,59 @@ START_TEST(layout_matches_docs)
 		msgpack_sbuffer_destroy(&sb);
 		hm_pbuf_fini(&b);
 	}
+}
+END_TEST
+
+/* SNAPSHOT_REP version 3 (no certificate count) still decodes, with the count 0, and can still
+ * be written (test builds write such files); each version has its own arity. */
+START_TEST(snapshot_rep_v3_still_decodes)
+{
+	struct hm_snapshot_head h = {.epoch = 3,
+				     .seq = 42,
+				     .snap_id = 7,
+				     .chunk = 2,
+				     .nchunks = 5,
+				     .apps = 1,
+				     .domains = 1,
+				     .dynos = 70000,
+				     .certs = 9,
+				     .cert_heap = 99,
+				     .version = 3};
+	msgpack_sbuffer sb;
+	struct hm_pbuf b = {0};
+	struct hm_msg m;
+
+	tv_pack(T_snapshot_rep_old(3, 3, 42, 7, 2, 5, T_CHANGES(PUTS)), NULL, &sb);
+	EQ_I(hm_proto_decode(dec, sb.data, sb.size, &m), 0);
+	EQ_U(m.version, 3);
+	EQ_U(m.snapshot_rep.dynos, 70000);
+	EQ_U(m.snapshot_rep.certs, 0);
+	EQ_U(m.snapshot_rep.cert_heap, 0);
+	memcpy(h.digest, DIGEST, 16);
+	EQ_I(hm_proto_begin_snapshot_rep(&b, &h, m.snapshot_rep.nchanges), 0);
+	for (uint32_t i = 0; i < m.snapshot_rep.nchanges; i++)
+		EQ_I(hm_proto_add_change(&b, &m.snapshot_rep.changes[i]), 0);
+	REQUIRE(b.len == sb.size && memcmp(b.data, sb.data, b.len) == 0,
+		"version 3 written as before");
+	msgpack_sbuffer_destroy(&sb);
+	hm_pbuf_fini(&b);
+	/* Version 4 with version 3's elements, and the reverse: HM_EARITY. */
+	tv_pack(A(U(6), U(4), U(3), U(42), U(7), U(2), U(5), U(1), U(1), U(70000), BIN(DIGEST, 16),
+		  T_CHANGES(PUTS)),
+		NULL, &sb);
+	EQ_I(hm_proto_decode(dec, sb.data, sb.size, &m), HM_EARITY);
+	msgpack_sbuffer_destroy(&sb);
+	tv_pack(A(U(6), U(3), U(3), U(42), U(7), U(2), U(5), U(1), U(1), U(70000), BIN(DIGEST, 16),
+		  U(3), U(12345), T_CHANGES(PUTS)),
+		NULL, &sb);
+	EQ_I(hm_proto_decode(dec, sb.data, sb.size, &m), HM_EARITY);
+	msgpack_sbuffer_destroy(&sb);
+	/* Versions the encoder does not write. */
+	h.version = 2;
+	EQ_I(hm_proto_begin_snapshot_rep(&b, &h, 1), HM_ERANGE);
+	h.version = 5;
+	EQ_I(hm_proto_begin_snapshot_rep(&b, &h, 1), HM_ERANGE);
+	hm_pbuf_fini(&b);
 }
 END_TEST
 
@@ -2145,8 +2214,7 @@ START_TEST(secret_ops)
 	v1 = T_batch(3, 1, 0, 0, 1, A(A(U(1), STR("a"), B(false), B(false), U(0))));
 	v1->k[1] = U(1);
 	EQ_I(tv_verdict(v1), 0);
-	v1 = T_snapshot_rep(3, 1, 7, 0, 1, A(A(U(7), STR("affinity"), BIN(key, 32))));
-	v1->k[1] = U(1);
+	v1 = T_snapshot_rep_old(1, 3, 1, 7, 0, 1, A(A(U(7), STR("affinity"), BIN(key, 32))));
 	EQ_I(tv_verdict(v1), HM_EOP);
 	/* A snapshot chunk holds puts only: secret.put yes, secret.rm no. */
 	EQ_I(tv_verdict(T_snapshot_rep(3, 1, 7, 0, 1, A(A(U(7), STR("affinity"), BIN(key, 32))))),
@@ -2246,7 +2314,13 @@ START_TEST(cert_ops)
 	    3, 1, 7, 0, 1,
 	    A(A(U(9), STR("a.b"), STR(pem), STR(key), U(1), BIN(id, 32), BIN(meta, 5))));
 	EQ_I(tv_verdict(v), 0);
-	v->k[1] = U(2);
+	v = T_snapshot_rep_old(
+	    3, 3, 1, 7, 0, 1,
+	    A(A(U(9), STR("a.b"), STR(pem), STR(key), U(1), BIN(id, 32), BIN(meta, 5))));
+	EQ_I(tv_verdict(v), 0);
+	v = T_snapshot_rep_old(
+	    2, 3, 1, 7, 0, 1,
+	    A(A(U(9), STR("a.b"), STR(pem), STR(key), U(1), BIN(id, 32), BIN(meta, 5))));
 	EQ_I(tv_verdict(v), HM_EOP);
 	/* A snapshot chunk holds puts only. */
 	EQ_I(tv_verdict(T_snapshot_rep(3, 1, 7, 0, 1, A(A(U(10), STR("a.b"))))), HM_EOP);
@@ -2285,6 +2359,7 @@ static Suite *proto_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, round_trip_samples);
 	tcase_add_test(tc, layout_matches_docs);
+	tcase_add_test(tc, snapshot_rep_v3_still_decodes);
 	tcase_add_test(tc, decoded_strings_borrow_input);
 	tcase_add_test(tc, round_trip_max_arrays);
 	tcase_add_test(tc, decoder_reuse);

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Origin failover time on etcd (issue 13: "writes succeed again through another origin within
+3 s"). Never run as a test: the figure depends on the machine, the tests assert outcomes only.
+
+Starts a 3-member etcd cluster (data on --dir) and two `hermod-syncd origin --store etcd:...`
+(origin-a, origin-b), and a hermodctl loop (`dyno put`, one process per change, --control
+a,b: it uses origin-a while it answers). Each round SIGKILLs origin-a while the loop writes and
+measures the time from the kill to the next acknowledged change (which came through origin-b,
+or through origin-a's request cache: the loop's requests carry ids), then starts origin-a again
+and waits until both origins agree before the next round. For scale, the gap between two acks
+without a failure is printed too (a hermodctl process per change: its start-up is in both).
+With --freeze, origin-a is SIGSTOPped instead (a hung origin whose connections stay open:
+hermodctl leaves it after RESEND_AFTER_MS without an answer), and SIGCONTed after the round.
+
+  HERMOD_BUILD=build python3 bench/failover.py [--rounds N] [--dir DIR] [--freeze]
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "integration"))
+
+import etcd_util as eu  # noqa: E402
+import hermod_test as ht  # noqa: E402
+import syncd_util as su  # noqa: E402
+
+
+class Loop:
+    """The hermodctl loop; acks: monotonic time of each acknowledgement."""
+
+    def __init__(self, o, control):
+        self.o, self.control = o, control
+        self.acks, self.errors = [], []
+        self.stopping = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        i = 0
+        while not self.stopping:
+            r = self.o.ctl("--control", self.control, "--timeout", "5s", "--reply-timeout",
+                           "30s", "dyno", "put", "bench", "web.%d" % (i % 1000),
+                           "127.0.0.1:%d" % (10000 + i % 50000), control=False)
+            if r.rc == 0:
+                self.acks.append(time.monotonic())
+            else:
+                self.errors.append(r)
+            i += 1
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(60)
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--dir", default="/var/tmp", help="where etcd keeps its data (a real disk)")
+    ap.add_argument("--freeze", action="store_true", help="SIGSTOP instead of SIGKILL")
+    a = ap.parse_args()
+    if not eu.available():
+        sys.exit("etcd is not installed")
+    env = ht.Env("failover-bench")
+    root = tempfile.mkdtemp(prefix="hermod-failover-", dir=a.dir)
+    try:
+        c = eu.EtcdCluster(env, 3, data_root=root)
+        spec = "etcd:" + ",".join(c.endpoints)
+        oa, ob = (su.Origin(env, name=n, data=os.path.join(root, n),
+                            extra=["--store", spec, "--node", n])
+                  for n in ("origin-a", "origin-b"))
+        oa.apply([ht.ch_app("bench")])
+        loop = Loop(oa, oa.dial_control + "," + ob.dial_control)
+        print("# failover: 3 etcd members (data on %s), 2 origins, %s, %d rounds, load %s" % (
+            a.dir, "SIGSTOP" if a.freeze else "SIGKILL", a.rounds, " ".join("%.2f" % x for x in os.getloadavg())), flush=True)
+        times, gaps = [], []
+        for rnd in range(a.rounds):
+            n0 = len(loop.acks)
+            while len(loop.acks) < n0 + 20:
+                time.sleep(0.01)
+            window = loop.acks[n0:]
+            gaps += [y - x for x, y in zip(window, window[1:])]
+            t_kill = time.monotonic()
+            if a.freeze:
+                oa.proc.send_signal(signal.SIGSTOP)
+            else:
+                oa.kill()
+            while not [t for t in loop.acks if t > t_kill]:
+                time.sleep(0.001)
+            dt = min(t for t in loop.acks if t > t_kill) - t_kill
+            times.append(dt)
+            print("round %d: next ack %.0f ms after the kill" % (rnd + 1, dt * 1000),
+                  flush=True)
+            if a.freeze:
+                oa.proc.send_signal(signal.SIGCONT)
+            else:
+                oa.start()
+
+            def agree():
+                ha, hb = su.origin_head(oa), su.origin_head(ob)
+                return ha == hb
+            ht.wait_for(agree, 30, "origin-a to catch up")
+        loop.stop()
+        print("| measure | p50 | max | rounds |")
+        print("| --- | --- | --- | --- |")
+        print("| %s of the origin in use -> next ack | %.0f ms | %.0f ms | %d |" % (
+            "SIGSTOP" if a.freeze else "SIGKILL", statistics.median(times) * 1000, max(times) * 1000, len(times)))
+        print("| ack -> next ack, no failure (hermodctl start-up included) | %.0f ms | "
+              "%.0f ms | %d acks |" % (statistics.median(gaps) * 1000, max(gaps) * 1000,
+                                       len(gaps) + 1))
+        if loop.errors:
+            print("# %d writes failed, e.g. %r" % (len(loop.errors), loop.errors[0]))
+    finally:
+        for p in env.teardown():
+            print("# problem: %s" % p)
+        env.remove()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
