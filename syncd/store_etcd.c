@@ -69,9 +69,10 @@
 #define SNAP_LEN    40 /* magic, seq, snap_id, bytes, pieces, crc */
 #define HEAD_MAGIC  "HMHEAD01"
 #define LOG_MAGIC   "HMLOG001"
-#define EPOCH_LEN   24 /* magic, epoch, cluster id */
-#define HEAD_LEN    40 /* magic, seq, ts_ms, commit_id */
-#define LOG_FIXED   28 /* magic, kind, commit_id */
+#define STAGE_MAGIC "HMSTAGE1" /* P/stage/<id>/meta: magic, seq (store_etcd_maint.c reads it) */
+#define EPOCH_LEN   24	       /* magic, epoch, cluster id */
+#define HEAD_LEN    40	       /* magic, seq, ts_ms, commit_id */
+#define LOG_FIXED   28	       /* magic, kind, commit_id */
 #define STAGED_LEN  (LOG_FIXED + 16 + 8 + 4 + 4)
 
 enum { LOG_INLINE = 1, LOG_STAGED = 2 };
@@ -125,7 +126,8 @@ struct estore {
 	enum append_state state;
 	struct member g[GROUP_MAX];
 	uint32_t gn, stage_i, chunk;
-	size_t g_bytes; /* the envelopes' bytes */
+	size_t g_bytes;	   /* the envelopes' bytes */
+	uint32_t g_staged; /* members staged: each adds a compare and a put (meta) to the txn */
 	uint8_t commit_id[16];
 
 	bool fetching, refetch; /* a catch-up range in flight; another wanted after it */
@@ -217,6 +219,19 @@ static size_t prefix_end(const char *key, size_t n, char *end)
 {
 	memcpy(end, key, n);
 	end[n - 1]++;
+	return n;
+}
+
+/* The chunks of stage id, without its meta: [key, end) (both KEY_MAX); returns key's length,
+ * *end_len end's. */
+static size_t chunks_range(const struct estore *s, const uint8_t id[16], char *key, char *end,
+			   size_t *end_len)
+{
+	size_t n = stage_key(s, key, id, -1);
+
+	memcpy(end, key, n);
+	end[n] = '9' + 1; /* chunk keys are digits */
+	*end_len = n + 1;
 	return n;
 }
 
@@ -528,11 +543,10 @@ static void apply_page(struct fetch *f)
 			break;
 		}
 		if (kv->value_len >= STAGED_LEN && get_u32(kv->value + 8) == LOG_STAGED) {
-			struct hm__etcd_range_opts o = {0};
-			size_t n = stage_key(s, key, kv->value + LOG_FIXED, -1);
+			struct hm__etcd_range_opts o = {.range_end = end};
+			size_t n =
+			    chunks_range(s, kv->value + LOG_FIXED, key, end, &o.range_end_len);
 
-			o.range_end = end;
-			o.range_end_len = prefix_end(key, n, end);
 			if (hm__etcd_range(s->etcd, key, n, &o, chunks_cb, f) == 0)
 				return;
 			s->refetch = true;
@@ -755,6 +769,7 @@ static void finish_group(struct estore *s)
 	}
 	s->gn = 0;
 	s->g_bytes = 0;
+	s->g_staged = 0;
 	s->state = A_IDLE;
 }
 
@@ -879,10 +894,45 @@ static void txn_cb(void *arg, int err, const struct hm__etcd_result *er)
 	settle(s);
 }
 
+/* The staged members' part of the commit txn: each compares that its chunk 0 exists (the
+ * compactor deletes a stage whole, so a stage it collected is never committed after) and puts
+ * its meta (HMSTAGE1, seq; no lease), which tells the compactor the stage is committed. keys
+ * holds 2 * KEY_MAX bytes and vals 16 bytes per staged member. */
+static void stage_ops(struct estore *s, struct hm__etcd_cmp *cmp, struct hm__etcd_op *ops,
+		      char (*keys)[KEY_MAX], uint8_t *vals)
+{
+	uint32_t k = 0;
+
+	for (uint32_t i = 0; i < s->gn; i++) {
+		const struct member *m = &s->g[i];
+		size_t cn, mn;
+
+		if (m->rec == NULL)
+			continue;
+		cn = stage_key(s, keys[2 * k], m->stage_id, 0);
+		mn = stage_key(s, keys[2 * k + 1], m->stage_id, -1);
+		mn += (size_t)snprintf(keys[2 * k + 1] + mn, KEY_MAX - mn, "meta");
+		memcpy(vals + 16 * k, STAGE_MAGIC, 8);
+		put_u64(vals + 16 * k + 8, m->b->seq);
+		cmp[k] = (struct hm__etcd_cmp){.key = keys[2 * k],
+					       .key_len = cn,
+					       .target = HM__ETCD_VERSION,
+					       .result = HM__ETCD_GREATER,
+					       .number = 0};
+		ops[k] = (struct hm__etcd_op){.kind = HM__ETCD_PUT,
+					      .key = keys[2 * k + 1],
+					      .key_len = mn,
+					      .value = vals + 16 * k,
+					      .value_len = 16};
+		k++;
+	}
+}
+
 /*
  * Sends the commit txn of the group (again, after an unknown outcome): compare P/head's
- * mod_revision; put P/log/<seq> of every batch and P/head at the last; on failure read P/head
- * and P/log/<first>, whose commit id says whose commit took that seq.
+ * mod_revision (and that each stage's chunk 0 exists); put P/log/<seq> of every batch, each
+ * stage's meta and P/head at the last; on failure read P/head and P/log/<first>, whose commit
+ * id says whose commit took that seq.
  */
 static void try_commit(struct estore *s)
 {
@@ -890,23 +940,26 @@ static void try_commit(struct estore *s)
 	uint64_t last = s->g[s->gn - 1].b->seq;
 	size_t hn = key_of(s, hkey, "head"), off = 0;
 	uint8_t *hv = head_value(last, s->commit_id), *lv = malloc(s->g_bytes);
-	struct hm__etcd_cmp cmp = {.key = hkey,
-				   .key_len = hn,
-				   .target = HM__ETCD_MOD,
-				   .result = HM__ETCD_EQUAL,
-				   .number = s->head_rev};
+	char(*skeys)[KEY_MAX] = calloc(2 * s->g_staged + 1, KEY_MAX);
+	uint8_t *svals = malloc(16 * s->g_staged + 1);
+	struct hm__etcd_cmp cmp[1 + GROUP_MAX] = {{.key = hkey,
+						   .key_len = hn,
+						   .target = HM__ETCD_MOD,
+						   .result = HM__ETCD_EQUAL,
+						   .number = s->head_rev}};
 	struct hm__etcd_op ok[GROUP_OPS];
 	struct hm__etcd_op bad[2] = {{.kind = HM__ETCD_RANGE, .key = hkey, .key_len = hn},
 				     {.kind = HM__ETCD_RANGE, .key = lkeys[0]}};
-	struct hm__etcd_txn t = {.cmp = &cmp,
-				 .ncmp = 1,
+	struct hm__etcd_txn t = {.cmp = cmp,
+				 .ncmp = 1 + s->g_staged,
 				 .success = ok,
-				 .nsuccess = s->gn + 1,
+				 .nsuccess = s->gn + 1 + s->g_staged,
 				 .failure = bad,
 				 .nfailure = 2};
 	int e;
 
-	hm_require(lv != NULL);
+	hm_require(lv != NULL && skeys != NULL && svals != NULL &&
+		   s->gn + 1 + s->g_staged <= GROUP_OPS);
 	for (uint32_t i = 0; i < s->gn; i++) {
 		size_t ln = log_key(s, lkeys[i], s->g[i].b->seq), vn = log_len(&s->g[i]);
 
@@ -919,12 +972,15 @@ static void try_commit(struct estore *s)
 		off += vn;
 	}
 	bad[1].key_len = ok[0].key_len;
-	ok[s->gn] = (struct hm__etcd_op){
+	stage_ops(s, cmp + 1, ok + s->gn, skeys, svals);
+	ok[s->gn + s->g_staged] = (struct hm__etcd_op){
 	    .kind = HM__ETCD_PUT, .key = hkey, .key_len = hn, .value = hv, .value_len = HEAD_LEN};
 	s->state = A_COMMITTING;
 	e = hm__etcd_txn(s->etcd, &t, txn_cb, s);
 	free(hv);
 	free(lv);
+	free(skeys);
+	free(svals);
 	if (e != 0) {
 		s->state = A_WAITING;
 		uv_timer_start(&s->retry_timer, on_retry, RETRY_MS, 0);
@@ -932,6 +988,7 @@ static void try_commit(struct estore *s)
 }
 
 static void stage_next(struct estore *s);
+static void on_retry(uv_timer_t *t);
 
 static void chunk_cb(void *arg, int err, const struct hm__etcd_result *er)
 {
@@ -957,6 +1014,7 @@ static void stage_next(struct estore *s)
 	char key[KEY_MAX];
 	struct member *m;
 	size_t n, off, len;
+	long limit;
 
 	while (s->stage_i < s->gn && s->chunk == s->g[s->stage_i].nchunks) {
 		s->stage_i++;
@@ -968,6 +1026,12 @@ static void stage_next(struct estore *s)
 	}
 	m = &s->g[s->stage_i];
 	s->state = A_STAGING;
+	/* Test builds: HM_TEST_ETCD_STAGE_LIMIT stops a member's staging before that chunk. */
+	limit = hm__etcd_test_limit("HM_TEST_ETCD_STAGE_LIMIT");
+	if (limit >= 0 && s->chunk >= (uint32_t)limit) {
+		uv_timer_start(&s->retry_timer, on_retry, 10, 0);
+		return;
+	}
 	n = stage_key(s, key, m->stage_id, s->chunk);
 	off = (size_t)s->chunk * CHUNK_BYTES;
 	len = HM_MIN((size_t)CHUNK_BYTES, m->b->rec_len - off);
@@ -1003,6 +1067,7 @@ static void e_append(struct hm__store *base, struct hm__batch *b, struct hm__jpo
 		hm_require(m->rec != NULL);
 		m->nchunks = (uint32_t)((b->rec_len + CHUNK_BYTES - 1) / CHUNK_BYTES);
 		s->staged++;
+		s->g_staged++;
 	}
 	s->g_bytes += log_len(m);
 	s->state = A_GROUP;
@@ -1012,7 +1077,9 @@ static bool e_room(const struct hm__store *base)
 {
 	const struct estore *s = (const struct estore *)base;
 
-	return s->gn == 0 || (s->gn < GROUP_MAX && s->g_bytes < GROUP_BYTES);
+	/* One more batch takes at most two ops: its log key and, if staged, its meta. */
+	return s->gn == 0 || (s->gn < GROUP_MAX && s->gn + s->g_staged + 3 <= GROUP_OPS &&
+			      s->g_bytes < GROUP_BYTES);
 }
 
 /*
@@ -1418,12 +1485,10 @@ local:
 /* Start-up: the staged record of kv, read (blocking) into *chunks. */
 static int read_chunks(struct estore *s, const struct kvc *kv, int64_t rev, struct res *chunks)
 {
-	struct hm__etcd_range_opts o = {.revision = rev};
 	char key[KEY_MAX], end[KEY_MAX];
-	size_t n = stage_key(s, key, kv->value + LOG_FIXED, -1);
+	struct hm__etcd_range_opts o = {.revision = rev, .range_end = end};
+	size_t n = chunks_range(s, kv->value + LOG_FIXED, key, end, &o.range_end_len);
 
-	o.range_end = end;
-	o.range_end_len = prefix_end(key, n, end);
 	return wait_res(s, hm__etcd_range(s->etcd, key, n, &o, sync_cb, chunks), chunks);
 }
 

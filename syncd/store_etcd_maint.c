@@ -49,7 +49,17 @@
 #define DEFAULT_QUOTA	(2ull << 30)
 #define DISARM_PERCENT	90
 
-enum job { J_NONE, J_COMPACT, J_MEASURE, J_DEFRAG, J_REMEASURE, J_ALARMS, J_DISARM };
+#define GC_SCAN	    4096 /* stage keys read per collection (keys only) */
+#define GC_MAX	    16	 /* stages deleted per collection */
+#define STAGE_MAGIC "HMSTAGE1"
+
+enum job { J_NONE, J_COMPACT, J_MEASURE, J_DEFRAG, J_REMEASURE, J_ALARMS, J_DISARM, J_COLLECT };
+
+/* A stage the collection may delete: its id (hex), whether it has a meta key (committed). */
+struct garbage {
+	char id[33];
+	bool committed;
+};
 
 struct member {
 	uint64_t id, size, in_use;
@@ -88,7 +98,15 @@ struct hm__etcd_maint {
 	bool probing, nospace;
 	uint64_t db_size, db_in_use;
 
-	uint64_t compactions, defrags, disarms;
+	/* Collecting garbage stages: scanned from gc_from ("": the first), each old when its
+	 * newest key is at or below gc_old (the revision seen a period before the scan). */
+	char gc_from[KEY_MAX];
+	struct garbage gc[GC_MAX];
+	uint32_t gc_n, gc_at;
+	int64_t gc_old, gc_mark;
+	uint64_t gc_due;
+
+	uint64_t compactions, defrags, disarms, stages_collected, gc_passes;
 };
 
 static void job_done(struct hm__etcd_maint *m)
@@ -382,6 +400,194 @@ static void compact(struct hm__etcd_maint *m, int64_t rev)
 		job_done(m);
 }
 
+/* ---- Garbage stages -------------------------------------------------------------------------- */
+
+/* P/stage/ into buf (KEY_MAX / 2 + 8 bytes at least). */
+static size_t stages_key(const struct hm__etcd_maint *m, char *buf)
+{
+	return (size_t)snprintf(buf, KEY_MAX / 2 + 8, "%sstage/", m->prefix);
+}
+
+/* The end of a prefix's range: its last byte plus one. */
+static size_t prefix_end(const char *key, size_t n, char *end)
+{
+	memcpy(end, key, n);
+	end[n - 1]++;
+	return n;
+}
+
+static void collect_next(struct hm__etcd_maint *m);
+
+static void drop_cb(void *arg, int err, const struct hm__etcd_result *r)
+{
+	struct hm__etcd_maint *m = arg;
+	struct garbage *g = &m->gc[m->gc_at];
+
+	if (err == -ECANCELED)
+		return;
+	if (err != 0) {
+		hm_log(HM_LOG_WARNING, "origin", "etcd: deleting stage %s failed: %s%s%s", g->id,
+		       hm_strerror(err), r->message[0] ? ": " : "", r->message);
+		job_done(m); /* the next collection tries again */
+		return;
+	}
+	if (r->succeeded) {
+		m->stages_collected++;
+		hm_log(HM_LOG_INFO, "origin", "etcd: deleted the %s stage %s",
+		       g->committed ? "trimmed" : "abandoned", g->id);
+	}
+	m->gc_at++;
+	collect_next(m);
+}
+
+/*
+ * Deletes stage g by a txn that holds only if nothing refers to it: an uncommitted stage has
+ * no meta (the commit txn puts it, and compares that chunk 0 exists, so a stage deleted here
+ * is never committed after); a committed one's log entry (meta's seq) is gone, trimmed under
+ * a snapshot, and no log entry is ever written again at that seq.
+ */
+static void drop_stage(struct hm__etcd_maint *m, const struct garbage *g, uint64_t seq)
+{
+	char key[KEY_MAX], end[KEY_MAX], ck[KEY_MAX];
+	size_t n = (size_t)snprintf(key, sizeof(key), "%sstage/%s/", m->prefix, g->id), cn;
+	struct hm__etcd_cmp cmp = {.target = HM__ETCD_CREATE, .result = HM__ETCD_EQUAL};
+	struct hm__etcd_op del = {.kind = HM__ETCD_DELETE,
+				  .key = key,
+				  .key_len = n,
+				  .range_end = end,
+				  .range_end_len = prefix_end(key, n, end)};
+	struct hm__etcd_txn t = {.cmp = &cmp, .ncmp = 1, .success = &del, .nsuccess = 1};
+
+	if (g->committed)
+		cn = (size_t)snprintf(ck, sizeof(ck), "%slog/%020" PRIu64, m->prefix, seq);
+	else
+		cn = (size_t)snprintf(ck, sizeof(ck), "%smeta", key);
+	cmp.key = ck;
+	cmp.key_len = cn;
+	if (hm__etcd_txn(m->etcd, &t, drop_cb, m) != 0)
+		job_done(m);
+}
+
+static void meta_cb(void *arg, int err, const struct hm__etcd_result *r)
+{
+	struct hm__etcd_maint *m = arg;
+	const struct hm__etcd_kv *kv = r->op.nkvs == 1 ? &r->op.kvs[0] : NULL;
+	uint64_t seq = 0;
+
+	if (err == -ECANCELED)
+		return;
+	if (err != 0) {
+		job_done(m);
+		return;
+	}
+	if (kv != NULL && kv->value_len == 16 && memcmp(kv->value, STAGE_MAGIC, 8) == 0) {
+		for (int i = 0; i < 8; i++) /* little-endian, as store_etcd.c writes it */
+			seq |= (uint64_t)kv->value[8 + i] << (8 * i);
+		drop_stage(m, &m->gc[m->gc_at], seq);
+		return;
+	}
+	if (kv != NULL)
+		hm_log(HM_LOG_WARNING, "origin",
+		       "etcd: stage %s has a meta key that is not one: kept", m->gc[m->gc_at].id);
+	m->gc_at++; /* gone meanwhile: deleted by a previous compactor */
+	collect_next(m);
+}
+
+/* The next candidate of the collection; ends the job when there is none. */
+static void collect_next(struct hm__etcd_maint *m)
+{
+	const struct garbage *g;
+	char key[KEY_MAX];
+	size_t n;
+
+	if (m->gc_at == m->gc_n) {
+		job_done(m);
+		return;
+	}
+	g = &m->gc[m->gc_at];
+	if (!g->committed) {
+		drop_stage(m, g, 0);
+		return;
+	}
+	n = (size_t)snprintf(key, sizeof(key), "%sstage/%s/meta", m->prefix, g->id);
+	if (hm__etcd_range(m->etcd, key, n, NULL, meta_cb, m) != 0)
+		job_done(m);
+}
+
+/*
+ * The scan's page of stage keys (sorted, so a stage's keys are adjacent: its chunks, then
+ * meta): a stage is a candidate when its newest key is at or below gc_old. The last stage of a
+ * page that has more may be cut: the next collection starts at it.
+ */
+static void scan_cb(void *arg, int err, const struct hm__etcd_result *r)
+{
+	struct hm__etcd_maint *m = arg;
+	char base[KEY_MAX / 2 + 8], id[33] = "";
+	size_t bn = stages_key(m, base);
+	int64_t newest = 0;
+	bool committed = false;
+
+	if (err == -ECANCELED)
+		return;
+	if (err != 0) {
+		hm_log(HM_LOG_DEBUG, "origin", "etcd: reading the stages failed: %s",
+		       hm_strerror(err));
+		job_done(m);
+		return;
+	}
+	m->gc_n = m->gc_at = 0;
+	m->gc_from[0] = '\0';
+	for (size_t i = 0; i <= r->op.nkvs; i++) {
+		const struct hm__etcd_kv *kv = i < r->op.nkvs ? &r->op.kvs[i] : NULL;
+		bool same = kv != NULL && kv->key_len > bn + 33 && id[0] != '\0' &&
+			    memcmp(kv->key + bn, id, 32) == 0;
+
+		if (!same && id[0] != '\0') {
+			if (kv == NULL && r->op.more) { /* maybe cut: the next scan from it */
+				snprintf(m->gc_from, sizeof(m->gc_from), "%s%s/", base, id);
+				break;
+			}
+			if (newest <= m->gc_old) {
+				if (m->gc_n == GC_MAX) {
+					snprintf(m->gc_from, sizeof(m->gc_from), "%s%s/", base, id);
+					break;
+				}
+				memcpy(m->gc[m->gc_n].id, id, sizeof(id));
+				m->gc[m->gc_n++].committed = committed;
+			}
+			id[0] = '\0';
+		}
+		if (kv == NULL || kv->key_len <= bn + 33 || kv->key[bn + 32] != '/')
+			continue; /* not a stage's key: not ours to judge */
+		if (!same) {
+			memcpy(id, kv->key + bn, 32);
+			id[32] = '\0';
+			newest = 0;
+			committed = false;
+		}
+		newest = HM_MAX(newest, kv->mod_revision);
+		committed |=
+		    kv->key_len == bn + 33 + 4 && memcmp(kv->key + bn + 33, "meta", 4) == 0;
+	}
+	collect_next(m);
+}
+
+/* Reads the stage keys (keys only, a bounded page) to find the garbage among them. */
+static void collect(struct hm__etcd_maint *m)
+{
+	char key[KEY_MAX], end[KEY_MAX];
+	size_t n = stages_key(m, key);
+	struct hm__etcd_range_opts o = {.limit = GC_SCAN, .keys_only = true};
+
+	o.range_end = end;
+	o.range_end_len = prefix_end(key, n, end);
+	if (m->gc_from[0] != '\0')
+		n = (size_t)snprintf(key, sizeof(key), "%s", m->gc_from);
+	m->job = J_COLLECT;
+	if (hm__etcd_range(m->etcd, key, n, &o, scan_cb, m) != 0)
+		job_done(m);
+}
+
 /* ---- Claiming and keeping the lease ---------------------------------------------------------- */
 
 static void claim_cb(void *arg, int err, const struct hm__etcd_result *r)
@@ -400,6 +606,8 @@ static void claim_cb(void *arg, int err, const struct hm__etcd_result *r)
 		m->compact_due = now + m->cfg.compact_every_ms;
 		m->defrag_due = now + m->cfg.defrag_every_ms;
 		m->compact_to = m->seen_rev;
+		m->gc_due = now + m->cfg.compact_every_ms;
+		m->gc_mark = m->seen_rev;
 		snprintf(m->holder_name, sizeof(m->holder_name), "%s", m->node);
 		hm_log(HM_LOG_NOTICE, "origin",
 		       "etcd: this origin is the compactor (lease %016" PRIx64 ", TTL %" PRIu64
@@ -541,6 +749,27 @@ void hm__etcd_maint_free(struct hm__etcd_maint *m)
 	free(m);
 }
 
+/*
+ * A collection, if one is due: stages untouched since the revision seen a period ago are
+ * garbage if nothing refers to them (revisions, not clocks: the writer may be another machine).
+ * Returns whether it took the job.
+ */
+static bool start_collection(struct hm__etcd_maint *m, uint64_t now)
+{
+	long limit = hm__etcd_test_limit("HM_TEST_ETCD_GC_LIMIT");
+
+	if (now < m->gc_due || m->seen_rev <= 0 || limit == 0 ||
+	    (limit > 0 && m->gc_passes >= (uint64_t)limit))
+		return false;
+	m->gc_due = now + m->cfg.compact_every_ms;
+	m->gc_passes++;
+	m->gc_old = m->gc_mark;
+	m->gc_mark = m->seen_rev;
+	if (m->gc_old > 0)
+		collect(m);
+	return m->job != J_NONE;
+}
+
 void hm__etcd_maint_tick(struct hm__etcd_maint *m, int64_t seen_rev)
 {
 	uint64_t now = hm_mono_ms();
@@ -581,12 +810,38 @@ void hm__etcd_maint_tick(struct hm__etcd_maint *m, int64_t seen_rev)
 		compact(m, m->latest_rev);
 		return;
 	}
+	/* Compaction and collection share the period: whichever has waited longer goes first. */
+	if (m->holder && m->gc_due < m->compact_due && start_collection(m, now))
+		return;
 	if (m->holder && now >= m->compact_due && m->seen_rev > 0) {
 		m->compact_due = now + m->cfg.compact_every_ms;
 		if (m->compact_to > 0)
 			compact(m, m->compact_to);
 		m->compact_to = m->seen_rev;
+		if (m->job != J_NONE)
+			return;
 	}
+	if (m->holder)
+		start_collection(m, now);
+}
+
+long hm__etcd_test_limit(const char *env)
+{
+#ifdef HM_TEST_HOOKS
+	const char *v = getenv(env);
+	FILE *f = v != NULL ? fopen(v, "r") : NULL;
+	long n = -1;
+
+	if (f != NULL) {
+		if (fscanf(f, "%ld", &n) != 1)
+			n = 0;
+		fclose(f);
+	}
+	return n;
+#else
+	(void)env;
+	return -1;
+#endif
 }
 
 bool hm__etcd_maint_holder(const struct hm__etcd_maint *m)
@@ -619,6 +874,8 @@ void hm__etcd_maint_status(const struct hm__etcd_maint *m, struct hm__jsonw *w)
 	hm__jw_kbool(w, "etcd_compactor_self", m->holder);
 	hm__jw_ku64(w, "etcd_defrags", m->defrags);
 	hm__jw_ku64(w, "etcd_disarms", m->disarms);
+	hm__jw_ku64(w, "etcd_stage_scans", m->gc_passes);
+	hm__jw_ku64(w, "etcd_stages_collected", m->stages_collected);
 	hm__jw_key(w, "etcd_alarm");
 	if (m->nospace)
 		hm__jw_cstr(w, "NOSPACE");

@@ -42,6 +42,15 @@ void hm__etcd_maint_free(struct hm__etcd_maint *m);
 /* About once a second: seen_rev is the latest revision the store has seen (0: none yet). */
 void hm__etcd_maint_tick(struct hm__etcd_maint *m, int64_t seen_rev);
 
+/*
+ * Test builds: the number in the file the environment variable env names (0 if it holds none),
+ * or -1 without the file (and always in other builds). HM_TEST_ETCD_STAGE_LIMIT: a staged
+ * member's chunks from that number on wait; HM_TEST_ETCD_GC_LIMIT: no more garbage collections
+ * start than that number (counted since this origin started), so tests decide what is written
+ * between two of them. Any thread; reads the file at each call.
+ */
+long hm__etcd_test_limit(const char *env);
+
 /* Whether this origin is the compactor now, and its lease (0 if not): a snapshot install
  * compares P/compactor's lease with it, so a holder whose lease expired installs nothing. */
 bool hm__etcd_maint_holder(const struct hm__etcd_maint *m);
@@ -50,7 +59,8 @@ int64_t hm__etcd_maint_lease(const struct hm__etcd_maint *m);
 size_t hm__etcd_maint_key(const struct hm__etcd_maint *m, char *buf, size_t size);
 
 /* Status fields: etcd_compactor (the holder's name or null), etcd_compactor_self,
- * etcd_defrags, etcd_disarms, etcd_alarm ("NOSPACE" or null), etcd_db_size,
+ * etcd_defrags, etcd_disarms, etcd_stage_scans (garbage collections started),
+ * etcd_stages_collected (stages deleted), etcd_alarm ("NOSPACE" or null), etcd_db_size,
  * etcd_db_size_in_use (of the member last asked). */
 void hm__etcd_maint_status(const struct hm__etcd_maint *m, struct hm__jsonw *w);
 

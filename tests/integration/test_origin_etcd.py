@@ -25,10 +25,10 @@ import syncd_util as su
 from hermod_test import T, check, eq, fail, wait_for
 
 
-def origin(env, cluster, name, extra=(), wait=True):
+def origin(env, cluster, name, extra=(), wait=True, proc_env=None):
     spec = "etcd:" + ",".join(cluster.endpoints)
     return su.Origin(env, name=name, extra=["--store", spec, "--node", name] + list(extra),
-                     wait=wait)
+                     wait=wait, proc_env=proc_env)
 
 
 def heads_equal(origins):
@@ -584,6 +584,110 @@ def test_nospace_refused_then_recovered(env):
     eq(names, ["after", "before0", "before1", "before2"], "nothing acknowledged lost")
     b = origin(env, c, "origin-b")
     eq(wait_same([a, b])[0], seqs[-1] + 1, "a new origin reads the same history from etcd")
+
+
+def stage_keys(cluster):
+    """{stage id: {key suffix: mod_revision}} of every key under /hermod/stage/ (keys only)."""
+    import base64
+    prefix = b"/hermod/stage/"
+    r = eu._post(cluster.members[0].url, "/v3/kv/range",
+                 {"key": base64.b64encode(prefix).decode(),
+                  "range_end": base64.b64encode(prefix[:-1] + b"0").decode(),
+                  "keys_only": True}, timeout=T(5))
+    out = {}
+    for kv in r.get("kvs", []):
+        sid, _, rest = base64.b64decode(kv["key"])[len(prefix):].decode().partition("/")
+        out.setdefault(sid, {})[rest] = int(kv["mod_revision"])
+    return out
+
+
+def write_file(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def test_garbage_stages_collected(env):
+    """A stage left by an origin SIGKILLed mid-staging is deleted by the compactor once it is a
+    period old, while another origin's stage, written between every two collections, and a
+    committed staged batch whose log entry is retained stay whole; a stage collected while its
+    origin was stopped is never committed: that origin's commit fails, it stages again, and the
+    batch reaches the other origin whole."""
+    c = eu.EtcdCluster(env, 1)
+    extra = ["--etcd-compact-every", "1s", "--etcd-lease-ttl", "2s"]
+    gc = env.path("gc-limit")  # how many collections the compactor may have started
+    write_file(gc, "0")
+    a = origin(env, c, "origin-a", extra=extra, proc_env={"HM_TEST_ETCD_GC_LIMIT": gc})
+    wait_for(lambda: a.status()["etcd_compactor_self"], T(15), "origin-a to be the compactor")
+
+    def big(app, n):
+        return [ht.ch_app(app)] + [
+            ht.ch_dyno(app, "web.%d" % i, "10.%d.%d.%d:%d" % (i >> 16, (i >> 8) & 255, i & 255,
+                                                              1000 + i % 5000))
+            for i in range(n)]
+    a.apply(big("kept", 40000), timeout=T(120))
+    kept = stage_keys(c)
+    eq(len(kept), 1, "the committed batch's stage: %r" % kept)
+    kept_id, kept_keys = next(iter(kept.items()))
+    check("meta" in kept_keys, "marked committed: %r" % kept_keys)
+
+    def staging(name, limit, app, n, reply_timeout):
+        lim = env.path("%s-stage-limit" % name)
+        write_file(lim, str(limit))
+        o = origin(env, c, name, extra=extra,
+                   proc_env={"HM_TEST_ETCD_STAGE_LIMIT": lim, "HM_TEST_ETCD_GC_LIMIT": gc})
+        out = {}
+
+        def run():
+            try:
+                out["r"] = o.ctl("--reply-timeout", reply_timeout, "--json", "apply", "-",
+                                 input=json.dumps({"changes": big(app, n)}).encode(),
+                                 timeout=T(600))
+            except BaseException as e:  # the origin SIGKILLed under it
+                out["r"] = e
+        t = threading.Thread(target=run)
+        t.start()
+
+        def stage():
+            ids = [i for i, k in stage_keys(c).items() if i != kept_id and
+                   i not in others and len(k) >= limit]
+            return ids[0] if len(ids) == 1 else None
+        return o, lim, t, out, wait_for(stage, T(120), "%s to stage %d chunks" % (name, limit))
+    others = set()
+    b, _, tb, _, dead = staging("origin-b", 2, "dead", 100000, "2s")
+    b.kill()
+    tb.join()
+    others.add(dead)
+    k = 1
+    cc, climit, tc, cout, live = staging("origin-c", k, "live", 300000, "600s")
+    # One collection at a time; origin-c writes a chunk between every two: its stage is never
+    # a period old, the killed origin's soon is.
+    while dead in stage_keys(c):
+        check(k < 9, "origin-b's stage collected before origin-c ran out of chunks: %r" %
+              stage_keys(c))
+        k += 1
+        write_file(climit, str(k))
+        wait_for(lambda: len(stage_keys(c).get(live, {})) >= k, T(30), "origin-c's chunk")
+        n = a.status()["etcd_stage_scans"]
+        write_file(gc, str(n + 1))
+        wait_for(lambda: a.status()["etcd_stage_scans"] == n + 1, T(30), "a collection")
+    st = stage_keys(c)
+    eq(sorted(st[live]), ["%08d" % i for i in range(k)], "origin-c's live stage whole, staging")
+    eq(st[kept_id], kept_keys, "the committed batch's stage untouched")
+    check(a.status()["etcd_stages_collected"] >= 1, "counted: %r" % a.status())
+    # origin-c stopped: its stage ages and is collected; let go, its commit cannot use it.
+    write_file(gc, "1000000")
+    wait_for(lambda: live not in stage_keys(c), T(60), "origin-c's stopped stage collected")
+    write_file(gc, "0")
+    os.unlink(climit)
+    tc.join()
+    r = cout["r"]
+    eq(r.rc, 0, "origin-c's batch acknowledged: %r" % (r,))
+    seq = r.json()["seq"]
+    eq(wait_same([a, cc], seq)[0], seq, "the other origin learned it")
+    eq(a.status()["dynos"], 40000 + 300000, "whole, with the committed batch before it")
+    st = stage_keys(c)
+    eq(st[kept_id], kept_keys, "the committed batch's stage still untouched")
+    check(dead not in st, "origin-b's garbage gone")
 
 
 if __name__ == "__main__":
