@@ -7,7 +7,9 @@
  * the group's commit) and the new P/head. If another origin committed first, the compare fails:
  * nothing of the group is in etcd, the origin aborts it, learns the batches that won, and
  * validates the requests again. Records over HM__INLINE_MAX are staged first in chunk keys and
- * committed by the same transaction with an envelope that points at them.
+ * committed by the same transaction with an envelope that points at them; it also compares that
+ * each stage's chunk 0 is still there and marks the stage committed (its meta key), so that the
+ * compactor, which deletes stages nothing refers to, never deletes one in use.
  *
  * Every origin learns every commit by reading P/log/ from its head + 1 in seq order: when the
  * watch on P/log/ says something changed, when the once-a-second poll of P/head finds it ahead,

@@ -13,8 +13,15 @@
  * exactly one: the snapshot install is a CAS that also compares P/compactor's lease with the
  * installer's, compactions are idempotent, and a defragmentation only costs time.
  *
- * One job runs at a time (a claim, a compaction, a sweep of the members), so the compactor
- * never defragments two members at once: a sweep asks every member's status, then
+ * Garbage stages (docs/store-etcd.md "Garbage stages"). Every period the compactor also reads
+ * a bounded page of P/stage/ keys (keys only) and deletes the stages whose newest key is at or
+ * below the revision it saw a period earlier and that nothing refers to: each by a txn that
+ * compares their meta absent (never committed; the commit compares chunk 0 present, so a stage
+ * deleted here is never committed after) or, for a committed one, its log entry gone (trimmed
+ * under a snapshot).
+ *
+ * One job runs at a time (a claim, a compaction, a collection, a sweep of the members), so the
+ * compactor never defragments two members at once: a sweep asks every member's status, then
  * defragments those whose file is mostly free pages (in use at most half of it, and the file
  * at least defrag_min), followers first and the leader last, each only after the previous one
  * answered. A defragmentation that fails or times out ends the sweep: that member may still
