@@ -314,10 +314,11 @@ struct hm_certstore_cursor {
 void hm_certstore_cursor_init(struct hm_certstore_cursor *cur, const struct hm_certstore_writer *w);
 
 /*
- * Calls cb once per entry from cur's position on, in foreach's order, moving cur past each
+ * Calls cb once per entry from cur's position on, in foreach's order (e as foreach gives it: the
+ * key among its bytes, which the admin certs command must never print), moving cur past each
  * entry cb is given (the one cb stops on included). Returns 0 when the last entry has been
- * listed (cur then stays at the end: a further call lists nothing and returns 0), cb's value
- * when it is non-zero (call again to go on), or -ESTALE when the entries changed since
+ * listed (cur then stays at the end: a further call lists nothing and returns 0), cb's value when
+ * it is non-zero (call again to go on), or -ESTALE when the entries changed since
  * hm_certstore_cursor_init(): nothing is listed, and the listing can only start again. The same
  * writer's thread, between its batches or during one (it reads the published version).
  */
