@@ -12,6 +12,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "router/h2.h"
+#include "router/shm.h"
 #include "router/slab.h"
 
 #define HM__H2_SPANS	   8	       /* response body spans queued per stream */
@@ -29,7 +30,9 @@ struct hm__router_h2_ctx {
 	nghttp2_mem mem; /* nghttp2's allocator: the slab */
 	nghttp2_session_callbacks *cbs;
 	nghttp2_option *opt;
-	struct hm__router_h2_stats st;
+	struct hm__router_h2_stats own;
+	/* &own, or the caller's (hm__router_h2_ctx_count_into); counted with hm__ctr_add(). */
+	struct hm__router_h2_stats *st;
 	uint32_t nconns; /* not yet freed */
 };
 

@@ -109,7 +109,7 @@ static void terminate(struct hm__router_h2_conn *c, uint32_t code, int why)
 /* Takes a token; true if there was none left. */
 static bool spend(struct hm__router_h2_conn *c)
 {
-	c->ctx->st.glitches++;
+	hm__ctr_add(&c->ctx->st->glitches, 1);
 	if (c->tokens >= 1000) {
 		c->tokens -= 1000;
 		return false;
@@ -307,7 +307,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
 		return 0;
 	if (c->nslots >= c->ctx->cfg.max_streams) {
 		/* Streams the client reset may still hold their exchange: no new one yet. */
-		c->ctx->st.refused++;
+		hm__ctr_add(&c->ctx->st->refused, 1);
 		if (!hm__h2_glitch(c))
 			nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, f->hd.stream_id,
 						  NGHTTP2_REFUSED_STREAM);
@@ -375,7 +375,7 @@ static void deliver(struct hm__router_h2_conn *c, struct hm__router_h2_stream *s
 {
 	if (s->status != 0 && hm__h2_glitch(c))
 		return;
-	c->ctx->st.streams++;
+	hm__ctr_add(&c->ctx->st->streams, 1);
 	s->delivered = true;
 	s->hold++;
 	c->ctx->ops.request(s);
@@ -393,6 +393,12 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 	bool end = (f->hd.flags & NGHTTP2_FLAG_END_STREAM) != 0;
 
 	(void)ng;
+	/* Counted before anything is skipped: the client sent them, whatever became of them. */
+	if (f->hd.type == NGHTTP2_GOAWAY)
+		hm__ctr_add(
+		    &c->ctx->st->goaway_recv[HM_MIN(f->goaway.error_code, HM__H2_ERROR_CODES)], 1);
+	else if (f->hd.type == NGHTTP2_RST_STREAM)
+		hm__ctr_add(&c->ctx->st->resets, 1);
 	if (s == NULL || c->term)
 		return 0;
 	switch (f->hd.type) {
@@ -444,7 +450,7 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t code, void 
 	if (s->code == 0) {
 		s->code = code;
 		if (code != NGHTTP2_NO_ERROR && !s->client_rst && s->rs != HM__H2_RS_DONE)
-			s->c->ctx->st.stream_errors++;
+			hm__ctr_add(&s->c->ctx->st->stream_errors, 1);
 	}
 	stream_detach(s, close_why(s));
 	return 0;
@@ -470,7 +476,7 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 		break;
 	case NGHTTP2_GOAWAY:
 		if (f->goaway.error_code < HM__H2_ERROR_CODES)
-			c->ctx->st.goaway[f->goaway.error_code]++;
+			hm__ctr_add(&c->ctx->st->goaway_sent[f->goaway.error_code], 1);
 		if (c->goaways > 0 && f->goaway.last_stream_id != (1u << 31) - 1) {
 			c->goaways--;
 			break;
@@ -505,7 +511,10 @@ static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *f, int err
 
 	(void)ng;
 	(void)f;
-	(void)err;
+	/* nghttp2 refuses a stream past the SETTINGS_MAX_CONCURRENT_STREAMS the client has not
+	 * acknowledged yet (after that, it is a connection error): a refusal like ours. */
+	if (err == NGHTTP2_ERR_REFUSED_STREAM)
+		hm__ctr_add(&c->ctx->st->refused, 1);
 	hm__h2_glitch(c);
 	return 0;
 }
@@ -548,6 +557,7 @@ int hm__router_h2_ctx_new(struct hm__router_h2_ctx **out, const struct hm__route
 		return -ENOMEM;
 	ctx->cfg = *cfg;
 	ctx->ops = *ops;
+	ctx->st = &ctx->own;
 	hm__router_limits_request(&ctx->lim, cfg->max_head);
 	hm__router_http_init();
 	hm__router_slab_init(&ctx->slab, cfg->slab_keep);
@@ -603,11 +613,23 @@ void hm__router_h2_ctx_free(struct hm__router_h2_ctx *ctx)
 	free(ctx);
 }
 
+void hm__router_h2_ctx_count_into(struct hm__router_h2_ctx *ctx, struct hm__router_h2_stats *st)
+{
+	hm_require(ctx->nconns == 0);
+	ctx->st = st;
+}
+
+const char *hm__router_h2_code_name(uint32_t code)
+{
+	/* nghttp2 knows RFC 9113's names; codes after HTTP_1_1_REQUIRED are "unknown" to it. */
+	return code < HM__H2_ERROR_CODES ? nghttp2_http2_strerror(code) : "unknown";
+}
+
 const struct hm__router_h2_stats *hm__router_h2_ctx_stats(struct hm__router_h2_ctx *ctx)
 {
-	ctx->st.heap_allocs = ctx->slab.heap_allocs;
-	ctx->st.bytes = ctx->slab.live_bytes;
-	return &ctx->st;
+	__atomic_store_n(&ctx->st->heap_allocs, ctx->slab.heap_allocs, __ATOMIC_RELAXED);
+	__atomic_store_n(&ctx->st->bytes, ctx->slab.live_bytes, __ATOMIC_RELAXED);
+	return ctx->st;
 }
 
 /* ---- connection ------------------------------------------------------------------------------ */
@@ -650,7 +672,7 @@ int hm__router_h2_conn_new(struct hm__router_h2_ctx *ctx, void *data, uint64_t n
 		return -ENOMEM;
 	}
 	ctx->nconns++;
-	ctx->st.conns++;
+	hm__ctr_add(&ctx->st->conns, 1);
 	*out = c;
 	return 0;
 }
@@ -769,12 +791,12 @@ void hm__router_h2_conn_tick(struct hm__router_h2_conn *c, uint64_t now)
 	hm__h2_enter(c);
 	if (hm__h2_batch_pending(c) && now >= after(c->last_out, cfg->send_timeout_ms)) {
 		/* The client does not read: nothing more can reach it. */
-		c->ctx->st.timeouts++;
+		hm__ctr_add(&c->ctx->st->timeouts, 1);
 		go_dead(c);
 		c->term = true;
 		c->why = HM__H2_CLOSE_TIMEOUT;
 	} else if (!c->term && c->block_open && now >= after(c->last_in, cfg->head_timeout_ms)) {
-		c->ctx->st.timeouts++;
+		hm__ctr_add(&c->ctx->st->timeouts, 1);
 		terminate(c, NGHTTP2_NO_ERROR, HM__H2_CLOSE_TIMEOUT);
 	} else if ((c->state == HM__H2_OPEN && c->nslots == 0 && !hm__h2_batch_pending(c) &&
 		    now >= after(c->last_idle, cfg->idle_timeout_ms)) ||

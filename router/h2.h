@@ -93,18 +93,28 @@ struct hm__router_h2_ops {
 	void (*wakeup)(struct hm__router_h2_conn *c);
 };
 
-/* Counters of one context, for metrics. Monotonic. */
+/*
+ * Counters of one context, for metrics. Monotonic but for bytes. They are written with relaxed
+ * atomic stores, one writer (the context's loop thread), so that another process may read them
+ * with relaxed loads while they change (hm__router_h2_ctx_count_into()).
+ */
 struct hm__router_h2_stats {
 	uint64_t conns;		/* connections created */
 	uint64_t streams;	/* requests delivered to the exchange */
-	uint64_t refused;	/* streams refused: slots of unreleased streams all taken */
+	uint64_t refused;	/* streams refused: slots of unreleased streams all taken, or (by
+				   nghttp2) over the limit the client has not acknowledged yet */
 	uint64_t glitches;	/* see docs/h2.md, "Glitches" */
 	uint64_t stream_errors; /* streams reset by nghttp2 or the engine for a protocol error */
-	uint64_t goaway[HM__H2_ERROR_CODES]; /* GOAWAYs sent, by error code */
-	uint64_t timeouts;		     /* connections ended by the send or head timeout */
-	uint64_t heap_allocs;		     /* allocations that reached malloc (slab misses) */
-	uint64_t bytes;			     /* memory held now (engine and nghttp2), in bytes */
+	uint64_t resets;	/* RST_STREAM frames received from clients */
+	uint64_t goaway_sent[HM__H2_ERROR_CODES];     /* GOAWAYs sent, by error code */
+	uint64_t goaway_recv[HM__H2_ERROR_CODES + 1]; /* ... received; the last: unknown codes */
+	uint64_t timeouts;    /* connections ended by the send or head timeout */
+	uint64_t heap_allocs; /* allocations that reached malloc (slab misses) */
+	uint64_t bytes;	      /* memory held now (engine and nghttp2), in bytes */
 };
+
+/* The name of an HTTP/2 error code ("ENHANCE_YOUR_CALM"), or "unknown". Static storage. */
+const char *hm__router_h2_code_name(uint32_t code);
 
 /*
  * Makes a context with copies of cfg and ops. Returns 0, -EINVAL (a window below 65535 or a
@@ -114,6 +124,12 @@ int hm__router_h2_ctx_new(struct hm__router_h2_ctx **out, const struct hm__route
 			  const struct hm__router_h2_ops *ops);
 /* Frees the context. Every connection must have been freed. */
 void hm__router_h2_ctx_free(struct hm__router_h2_ctx *ctx);
+/*
+ * From now on the context counts into st (borrowed: it must outlive the context) instead of its
+ * own counters; st is added to, never reset, so a context made again carries the totals on (a
+ * worker points it at its shared slot, router/shm.h). Call it before the first connection.
+ */
+void hm__router_h2_ctx_count_into(struct hm__router_h2_ctx *ctx, struct hm__router_h2_stats *st);
 /* Counters (heap_allocs and bytes are refreshed by the call). */
 const struct hm__router_h2_stats *hm__router_h2_ctx_stats(struct hm__router_h2_ctx *ctx);
 

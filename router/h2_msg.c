@@ -308,7 +308,7 @@ void hm__h2_req_trailer(struct hm__router_h2_stream *s, const uint8_t *name, siz
 	if (nlen > lim->name || vlen > lim->value ||
 	    (size_t)s->tr_len + nlen + vlen + 6 > HM__H2_TRAILERS ||
 	    !room(slab_of(s), &s->tr, s->tr_len, &s->tr_cap, nlen + vlen + 4 + 3, 1024)) {
-		s->c->ctx->st.stream_errors++;
+		hm__ctr_add(&s->c->ctx->st->stream_errors, 1);
 		hm__h2_glitch(s->c);
 		hm__router_h2_stream_reset(s, HM__H2_PROTOCOL_ERROR);
 		return;

@@ -494,6 +494,7 @@ static struct h2w *w_get(struct hm__router_ctx *ctx)
 		free(w);
 		return NULL;
 	}
+	hm__router_h2_ctx_count_into(w->eng, &ctx->slot->c.h2);
 	uv_check_init(ctx->loop, &w->check);
 	w->check.data = w;
 	hm__list_init(&w->woken);

@@ -549,6 +549,7 @@ static void render_metrics(struct mclient *m)
 	table_metrics(&x);
 	x.tls = cfg.tls_listen != NULL;
 	x.proxy_protocol = cfg.proxy_protocol;
+	x.h2 = cfg.h2c || cfg.tls_listen != NULL;
 	for (uint32_t i = 0; i < shm->nslots; i++) {
 		int64_t t = __atomic_load_n(&shm->slot[i].cert_soonest, __ATOMIC_RELAXED);
 		uint64_t n = __atomic_load_n(&shm->slot[i].certs, __ATOMIC_RELAXED);

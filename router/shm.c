@@ -163,6 +163,21 @@ static void hist_add(struct hm__router_hist *a, const struct hm__router_hist *h)
 	a->count += ld(&h->count);
 }
 
+static void h2_add(struct hm__router_h2_stats *a, const struct hm__router_h2_stats *h)
+{
+	a->conns += ld(&h->conns);
+	a->streams += ld(&h->streams);
+	a->refused += ld(&h->refused);
+	a->glitches += ld(&h->glitches);
+	a->stream_errors += ld(&h->stream_errors);
+	a->resets += ld(&h->resets);
+	for (size_t i = 0; i < HM_ARRAY_SIZE(h->goaway_sent); i++)
+		a->goaway_sent[i] += ld(&h->goaway_sent[i]);
+	for (size_t i = 0; i < HM_ARRAY_SIZE(h->goaway_recv); i++)
+		a->goaway_recv[i] += ld(&h->goaway_recv[i]);
+	a->timeouts += ld(&h->timeouts);
+}
+
 void hm__router_counters_add(struct hm__router_counters *acc, const struct hm__router_counters *c,
 			     bool with_gauges)
 {
@@ -187,6 +202,7 @@ void hm__router_counters_add(struct hm__router_counters *acc, const struct hm__r
 	acc->tls_accept_paused += ld(&c->tls_accept_paused);
 	acc->cert_store_bad += ld(&c->cert_store_bad);
 	acc->proxy_refused += ld(&c->proxy_refused);
+	h2_add(&acc->h2, &c->h2);
 	if (with_gauges) {
 		acc->tls_handshaking += __atomic_load_n(&c->tls_handshaking, __ATOMIC_RELAXED);
 		acc->inflight += __atomic_load_n(&c->inflight, __ATOMIC_RELAXED);
@@ -280,6 +296,37 @@ static void tls_render(struct out *o, const struct hm__router_counters *c,
 		       (unsigned long long)x->cert_soonest);
 }
 
+/* The HTTP/2 engine's families (docs/h2.md, "Metrics"). */
+static void h2_render(struct out *o, const struct hm__router_h2_stats *h)
+{
+	single(o, "counter", "hermod_h2_connections_total", "HTTP/2 connections opened.", h->conns);
+	single(o, "counter", "hermod_h2_streams_total",
+	       "HTTP/2 requests handed to the router (a stream each).", h->streams);
+	single(o, "counter", "hermod_h2_streams_refused_total",
+	       "HTTP/2 streams refused (REFUSED_STREAM) because the connection's streams were all "
+	       "taken, reset ones included.",
+	       h->refused);
+	single(o, "counter", "hermod_h2_stream_errors_total",
+	       "HTTP/2 streams reset by the router for a protocol error.", h->stream_errors);
+	single(o, "counter", "hermod_h2_resets_received_total",
+	       "RST_STREAM frames received from HTTP/2 clients.", h->resets);
+	single(o, "counter", "hermod_h2_glitches_total",
+	       "Frames and streams of HTTP/2 clients that cost the server without serving a "
+	       "request (resets, refused streams, floods); a connection out of budget gets GOAWAY "
+	       "ENHANCE_YOUR_CALM.",
+	       h->glitches);
+	single(o, "counter", "hermod_h2_timeouts_total",
+	       "HTTP/2 connections ended by the send or header timeout.", h->timeouts);
+	outf(o, "# HELP hermod_h2_goaways_total HTTP/2 GOAWAY frames, by direction and error "
+		"code.\n# TYPE hermod_h2_goaways_total counter\n");
+	for (uint32_t i = 0; i < HM__H2_ERROR_CODES; i++)
+		outf(o, "hermod_h2_goaways_total{direction=\"sent\",code=\"%s\"} %llu\n",
+		     hm__router_h2_code_name(i), (unsigned long long)h->goaway_sent[i]);
+	for (uint32_t i = 0; i <= HM__H2_ERROR_CODES; i++)
+		outf(o, "hermod_h2_goaways_total{direction=\"received\",code=\"%s\"} %llu\n",
+		     hm__router_h2_code_name(i), (unsigned long long)h->goaway_recv[i]);
+}
+
 size_t hm__router_metrics_render(const struct hm__router_counters *c,
 				 const struct hm__router_metrics_extra *x, char *out, size_t cap)
 {
@@ -351,5 +398,7 @@ size_t hm__router_metrics_render(const struct hm__router_counters *c,
 		       "Client connections closed because they did not start with a valid PROXY "
 		       "protocol header.",
 		       c->proxy_refused);
+	if (x->h2)
+		h2_render(&o, &c->h2);
 	return o.full ? 0 : o.len;
 }

@@ -28,6 +28,7 @@
 #include <stdint.h>
 
 #include "router/codes.h"
+#include "router/h2.h"
 #include "router/tls.h"
 
 /* Histogram bucket upper bounds, microseconds (plus +Inf). */
@@ -65,6 +66,9 @@ struct hm__router_counters {
 	uint64_t tls_accept_paused;
 	uint64_t cert_store_bad; /* store maps found truncated under the worker (zero pages now) */
 	uint64_t proxy_refused;	 /* connections closed for a missing or invalid PROXY header */
+	/* The worker's HTTP/2 engine counts here (hm__router_h2_ctx_count_into); heap_allocs and
+	 * bytes are the worker's own figures, not summed. */
+	struct hm__router_h2_stats h2;
 	int64_t inflight;	 /* gauge */
 	int64_t conns_open;	 /* gauge */
 	int64_t tls_handshaking; /* gauge */
@@ -165,6 +169,7 @@ struct hm__router_metrics_extra {
 	uint64_t worker_restarts;
 	bool tls;	      /* a TLS listener: its families are rendered */
 	bool proxy_protocol;  /* --proxy-protocol */
+	bool h2;	      /* HTTP/2 is served (--h2c, or ALPN on the TLS listener) */
 	int64_t cert_soonest; /* soonest certificate expiry, Unix seconds (0: none) */
 	uint64_t certs;	      /* certificates in the store */
 };

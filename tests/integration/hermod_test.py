@@ -1047,33 +1047,47 @@ class Router(Process):
 
     def __init__(self, env, name="router", table=None, workers=1, metrics=False, port=None,
                  wait=True, extra_args=(), nofile=None, extra_env=None, **flags):
-        self.port = port or free_port()
         self.table = table or env.table
-        self.metrics_port = free_port() if metrics else None
-        argv = [binary("hermod-router"), "--table", self.table,
-                "--listen", "127.0.0.1:%d" % self.port, "--workers", str(workers)]
-        if self.metrics_port:
-            argv += ["--metrics", "127.0.0.1:%d" % self.metrics_port]
-        known = router_flags()
-        for k, v in flags.items():
-            flag = k.replace("_", "-")
-            if flag not in known:
-                fail("hermod-router has no --%s flag (needed by this test)" % flag)
-            argv += ["--" + flag, str(v)]
-        argv += list(extra_args)
-        super().__init__(env, name, argv, extra_env=extra_env, nofile=nofile)
         self.nworkers = workers
         self.shared = False  # set for a router shared by several tests (see mark())
         self._log_pos = 0
         self._log_lines = []
         self._log_partial = b""
+        known = router_flags()
+        for attempt in range(5):
+            self.port = port or free_port()
+            self.metrics_port = free_port() if metrics else None
+            argv = [binary("hermod-router"), "--table", self.table,
+                    "--listen", "127.0.0.1:%d" % self.port, "--workers", str(workers)]
+            if self.metrics_port:
+                argv += ["--metrics", "127.0.0.1:%d" % self.metrics_port]
+            for k, v in flags.items():
+                flag = k.replace("_", "-")
+                if flag not in known:
+                    fail("hermod-router has no --%s flag (needed by this test)" % flag)
+                argv += ["--" + flag, str(v)]
+            argv += list(extra_args)
+            super().__init__(env, name, argv, extra_env=extra_env, nofile=nofile)
+            # A port free_port() picked can be taken before the router binds it (another
+            # test's outgoing connection gets it as its local port): pick again, when the
+            # ports are ours to pick. Any other start-up failure fails the test.
+            if not wait or port is not None or not self._lost_its_port():
+                break
         if wait:
             self.wait_ready()
+
+    def _lost_its_port(self):
+        wait_for(lambda: not self.alive() or port_open(self.port), T(10),
+                 "%s to accept on port %d or exit" % (self.name, self.port))
+        return (not self.alive() and self.returncode == 1 and
+                "cannot listen on" in self.stderr() and
+                "address already in use" in self.stderr().lower())
 
     def wait_ready(self, timeout=None):
         def ready():
             if not self.alive():
-                fail("%s exited (%s) while starting" % (self.name, _rc_str(self.returncode)))
+                fail("%s exited (%s) while starting\n%s" % (self.name, _rc_str(self.returncode),
+                                                            self.tail(8)))
             return port_open(self.port)
         wait_for(ready, timeout or T(10), "%s to accept on port %d" % (self.name, self.port))
         # Ready also means supervising: the master forks its workers once it handles signals.

@@ -500,6 +500,80 @@ def test_ping_and_settings_floods_get_goaway(env):
     still_serves(router)
 
 
+def test_h2_counters_in_metrics(env):
+    """The engine's counters reach /metrics, summed over workers: a served stream, a client's
+    GOAWAY, a stream over the concurrency limit refused, a rapid-reset flood's glitches and the
+    GOAWAY(ENHANCE_YOUR_CALM) that ends it."""
+    router, _ = h2_router(env, metrics=True)
+
+    def m(name, labels=None):
+        return router.metric(name, labels)
+
+    def sent(code):
+        return m("hermod_h2_goaways_total", 'direction="sent",code="%s"' % code)
+
+    def received(code):
+        return m("hermod_h2_goaways_total", 'direction="received",code="%s"' % code)
+
+    for name in ("hermod_h2_connections_total", "hermod_h2_streams_total",
+                 "hermod_h2_streams_refused_total", "hermod_h2_glitches_total",
+                 "hermod_h2_resets_received_total", "hermod_h2_stream_errors_total",
+                 "hermod_h2_timeouts_total"):
+        eq(m(name), 0.0, name + " before any HTTP/2")
+    eq(sent("ENHANCE_YOUR_CALM"), 0.0, "GOAWAYs sent before any HTTP/2")
+    eq(received("unknown"), 0.0, "GOAWAYs received with an unknown code")
+
+    # One request served over its own connection.
+    still_serves(router)
+    wait_for(lambda: m("hermod_h2_streams_total") == 1, T(10), "one stream counted")
+    eq(m("hermod_h2_connections_total"), 1.0, "one connection")
+
+    # A client says goodbye: GOAWAY(NO_ERROR) received; one with a code of no RFC's: unknown.
+    for code in (0, 0x77):
+        s = connect(router)
+        s.sendall(frame(GOAWAY, 0, 0, struct.pack(">II", 0, code)))
+        Frames(s).wait_closed(1)
+        s.close()
+    wait_for(lambda: received("NO_ERROR") == 1 and received("unknown") == 1, T(10),
+             "the clients' GOAWAYs counted")
+    eq(m("hermod_h2_connections_total"), 3.0, "three connections")
+
+    # 128 streams held at the dyno fill the connection (SETTINGS_MAX_CONCURRENT_STREAMS); the
+    # one after them is refused.
+    s = connect(router)
+    fr = Frames(s)
+    s.sendall(b"".join(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1, req_block("/never"))
+                       for i in range(129)))
+    fr.until(lambda fs: any(t == RST_STREAM and sid == 257 for t, _, sid, _ in fs), 10,
+             "RST_STREAM on stream 257")
+    rst = [p for t, _, sid, p in fr.seen if t == RST_STREAM and sid == 257][0]
+    eq(struct.unpack(">I", rst[:4])[0], 0x7, "REFUSED_STREAM")
+    eq(m("hermod_h2_streams_refused_total"), 1.0, "one stream refused")
+    eq(m("hermod_h2_glitches_total"), 1.0, "the refused stream is a glitch")
+    eq(m("hermod_h2_streams_total"), 129.0, "128 more streams delivered")
+    # The client resets one of them: a reset received.
+    s.sendall(frame(RST_STREAM, 0, 1, struct.pack(">I", 8)))
+    wait_for(lambda: m("hermod_h2_resets_received_total") == 1, T(10), "the reset counted")
+    s.close()
+
+    # A rapid-reset flood exhausts the glitch budget (500): GOAWAY(ENHANCE_YOUR_CALM) sent.
+    s = connect(router)
+    fr = Frames(s)
+    sendall_quiet(s, b"".join(frame(HEADERS, END_STREAM | END_HEADERS, 2 * i + 1,
+                                    req_block("/delay/1"))
+                              + frame(RST_STREAM, 0, 2 * i + 1, struct.pack(">I", 8))
+                              for i in range(2000)))
+    fr.until(has_goaway, 10, "GOAWAY")
+    eq(fr.goaway()[1], ENHANCE_YOUR_CALM, "GOAWAY code")
+    s.close()
+    eq(sent("ENHANCE_YOUR_CALM"), 1.0, "one GOAWAY(ENHANCE_YOUR_CALM) sent")
+    check(m("hermod_h2_glitches_total") > 501, "glitches past the budget: %s" %
+          m("hermod_h2_glitches_total"))
+    check(m("hermod_h2_resets_received_total") > 2, "the flood's resets counted: %s" %
+          m("hermod_h2_resets_received_total"))
+    eq(sent("NO_ERROR"), 0.0, "no graceful GOAWAY sent")
+
+
 def test_bad_preface_is_closed(env):
     router, _ = h2_router(env)
     with socket.create_connection(("127.0.0.1", router.port), timeout=T(5)) as s:

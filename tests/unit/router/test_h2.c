@@ -1497,6 +1497,7 @@ START_TEST(test_unreleased_streams_hold_slots)
 	ck_assert_int_eq(goaway(p), -1);
 	/* 128 resets and 2 refused streams: a glitch each. */
 	ck_assert_uint_eq(hm__router_h2_ctx_stats(ctx)->glitches, 130);
+	ck_assert_uint_eq(hm__router_h2_ctx_stats(ctx)->resets, 128);
 	for (int i = 1; i < nfx; i++)
 		hm__router_h2_stream_release(fxs[i].s);
 	peer_free(p);
@@ -1523,7 +1524,47 @@ START_TEST(test_rapid_reset)
 	/* Cut at the glitch budget (500 resets), long before nghttp2's own limiter (1000). */
 	ck_assert_int_eq(opened, 501);
 	ck_assert_int_le(nfx, 501);
+	ck_assert_uint_eq(hm__router_h2_ctx_stats(ctx)->goaway_sent[NGHTTP2_ENHANCE_YOUR_CALM], 1);
+	ck_assert_uint_eq(hm__router_h2_ctx_stats(ctx)->goaway_sent[NGHTTP2_NO_ERROR], 0);
 	ck_assert(hm__router_h2_conn_done(p->c));
+	peer_free(p);
+}
+END_TEST
+
+/* Counting into the caller's counters (a worker's shared slot): added to, never reset; what
+ * nghttp2 refuses (the limit not yet acknowledged), client resets and GOAWAYs count. */
+START_TEST(test_counts_into_caller)
+{
+	struct hm__router_h2_stats st = {.conns = 5};
+	struct peer *p;
+	uint8_t ga[8] = {0, 0, 0, 0, 0, 0, 0, 0x42};
+
+	make_ctx();
+	hm__router_h2_ctx_count_into(ctx, &st);
+	p = peer_new(false);
+	mode.respond = false;
+	mode.release = false;
+	raw_start(p, false);
+	for (int32_t sid = 1; sid <= 257; sid += 2)
+		raw_req(p, sid, NGHTTP2_FLAG_END_STREAM, get_nv);
+	pump(p);
+	ck_assert_int_eq(nfx, 128);
+	ck_assert_int_eq(rst(p, 257), NGHTTP2_REFUSED_STREAM);
+	raw_rst(p, 1, NGHTTP2_CANCEL);
+	raw_frame(p, NGHTTP2_GOAWAY, 0, 0, ga, sizeof(ga));
+	pump(p);
+	ck_assert_ptr_eq(hm__router_h2_ctx_stats(ctx), &st);
+	ck_assert_uint_eq(st.conns, 6);
+	ck_assert_uint_eq(st.streams, 128);
+	ck_assert_uint_eq(st.refused, 1);
+	ck_assert_uint_eq(st.glitches, 2);
+	ck_assert_uint_eq(st.resets, 1);
+	ck_assert_uint_eq(st.goaway_recv[HM__H2_ERROR_CODES], 1);
+	ck_assert_uint_eq(st.goaway_recv[NGHTTP2_NO_ERROR], 0);
+	ck_assert_str_eq(hm__router_h2_code_name(NGHTTP2_ENHANCE_YOUR_CALM), "ENHANCE_YOUR_CALM");
+	ck_assert_str_eq(hm__router_h2_code_name(0x42), "unknown");
+	for (int i = 0; i < nfx; i++)
+		hm__router_h2_stream_release(fxs[i].s);
 	peer_free(p);
 }
 END_TEST
@@ -2431,6 +2472,7 @@ static Suite *h2_suite(void)
 	tcase_add_test(tc, test_max_concurrent_streams);
 	tcase_add_test(tc, test_unreleased_streams_hold_slots);
 	tcase_add_test(tc, test_rapid_reset);
+	tcase_add_test(tc, test_counts_into_caller);
 	tcase_add_test(tc, test_glitches_refill_with_time);
 	tcase_add_test(tc, test_flood_settings);
 	tcase_add_test(tc, test_flood_ping);

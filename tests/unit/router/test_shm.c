@@ -107,12 +107,19 @@ START_TEST(counters_and_histograms)
 	hm__ctr_add(&a.requests[2], 5);
 	hm__ctr_add(&b.requests[2], 7);
 	hm__ctr_add(&b.codes[HM__CODE_H14], 1);
+	hm__ctr_add(&a.h2.glitches, 500);
+	hm__ctr_add(&b.h2.glitches, 1);
+	hm__ctr_add(&b.h2.goaway_sent[HM__H2_ENHANCE_YOUR_CALM], 1);
+	hm__ctr_add(&a.h2.goaway_recv[HM__H2_ERROR_CODES], 2);
 	hm__gauge_add(&a.inflight, 3);
 	hm__router_counters_add(&sum, &a, true);
 	hm__router_counters_add(&sum, &b, false);
 	hm__gauge_add(&b.inflight, 100); /* not folded: gauges of dead workers are gone */
 	ck_assert_uint_eq(sum.requests[2], 12);
 	ck_assert_uint_eq(sum.codes[HM__CODE_H14], 1);
+	ck_assert_uint_eq(sum.h2.glitches, 501);
+	ck_assert_uint_eq(sum.h2.goaway_sent[HM__H2_ENHANCE_YOUR_CALM], 1);
+	ck_assert_uint_eq(sum.h2.goaway_recv[HM__H2_ERROR_CODES], 2);
 	ck_assert_int_eq(sum.inflight, 3);
 	ck_assert_uint_eq(sum.connect.count, 4);
 }
@@ -149,6 +156,25 @@ START_TEST(prometheus_text)
 	    strstr(out, "\nhermod_pool_connections_total{result=\"reused\"} 9\n"));
 	ck_assert_ptr_nonnull(strstr(out, "\nhermod_table_version 42\n"));
 	ck_assert_ptr_nonnull(strstr(out, "\nhermod_worker_restarts_total 3\n"));
+	/* HTTP/2's families only where it is served. */
+	ck_assert_ptr_null(strstr(out, "hermod_h2_"));
+	x.h2 = true;
+	c.h2.refused = 4;
+	c.h2.goaway_sent[HM__H2_ENHANCE_YOUR_CALM] = 2;
+	c.h2.goaway_recv[HM__H2_ERROR_CODES] = 1;
+	n = hm__router_metrics_render(&c, &x, out, 65536);
+	ck_assert_uint_gt(n, 0);
+	out[n] = '\0';
+	ck_assert_ptr_nonnull(strstr(out, "# TYPE hermod_h2_goaways_total counter\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nhermod_h2_streams_refused_total 4\n"));
+	ck_assert_ptr_nonnull(strstr(out, "\nhermod_h2_glitches_total 0\n"));
+	ck_assert_ptr_nonnull(strstr(
+	    out, "\nhermod_h2_goaways_total{direction=\"sent\",code=\"ENHANCE_YOUR_CALM\"} 2\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(out, "\nhermod_h2_goaways_total{direction=\"received\",code=\"unknown\"} 1\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(out, "\nhermod_h2_goaways_total{direction=\"received\",code=\"NO_ERROR\"} 0\n"));
+	ck_assert_ptr_null(strstr(out, "{direction=\"sent\",code=\"unknown\"}"));
 	/* Too small a buffer is refused, not truncated. */
 	ck_assert_uint_eq(hm__router_metrics_render(&c, &x, out, 100), 0);
 	free(out);
