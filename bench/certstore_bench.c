@@ -15,7 +15,11 @@
  *  - a commit of one changed certificate in the large store (the time until new handshakes see
  *    it), and puts per second when loading the large store in one batch (a snapshot);
  *  - memory: file bytes and bytes actually allocated (tmpfs blocks) per certificate, against
- *    the entry's own bytes.
+ *    the entry's own bytes;
+ *  - the admin `certs` listing of the large store in 70 parts (its slices of 256 KiB of JSON
+ *    hold about 1,430 entries), each entry formatted as a line: each part resumed from a cursor
+ *    (hm_certstore_list) against each part skipping the entries listed before it (foreach),
+ *    which is how syncd/admin.c listed them until the cursor.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -239,6 +243,64 @@ static double commit_us(struct store *s, int rounds)
 	return (double)t[rounds / 2] / 1e3;
 }
 
+#define LIST_PARTS 70
+
+/* A part of a listing: `skip` entries passed over, then up to `left` formatted. */
+struct part {
+	uint32_t skip, left, listed;
+	char out[512];
+	size_t bytes;
+};
+
+static int part_cb(void *ctx, const struct hm_cert_entry *e)
+{
+	struct part *p = ctx;
+	int n;
+
+	if (p->skip > 0) {
+		p->skip--;
+		return 0;
+	}
+	n = snprintf(p->out, sizeof(p->out), "{\"name\":\"%s\",\"not_after\":%lld,\"meta\":%zu}",
+		     e->name, (long long)e->not_after, e->meta_len);
+	p->bytes += (size_t)n;
+	p->listed++;
+	return --p->left == 0 ? 1 : 0;
+}
+
+/* Milliseconds to list the whole store in LIST_PARTS parts, resumed by a cursor or by skipping;
+ * the median of `rounds`. */
+static double listing_ms(struct store *s, bool cursor, int rounds)
+{
+	static uint64_t t[16];
+	struct hm_certstore_info info;
+	uint32_t per;
+
+	hm_certstore_writer_info(s->w, &info);
+	per = (info.certs + LIST_PARTS - 1) / LIST_PARTS;
+	for (int k = 0; k < rounds; k++) {
+		struct hm_certstore_cursor cur;
+		struct part p = {0};
+		uint64_t t0 = hm_mono_ns();
+		int r;
+
+		hm_certstore_cursor_init(&cur, s->w);
+		do {
+			p.skip = cursor ? 0 : p.listed;
+			p.left = per;
+			r = cursor ? hm_certstore_list(s->w, &cur, part_cb, &p)
+				   : hm_certstore_foreach(s->w, part_cb, &p);
+			if (r < 0)
+				die("list", r);
+		} while (r != 0);
+		t[k] = hm_mono_ns() - t0;
+		if (p.listed != info.certs)
+			die("list: not every entry", -EPROTO);
+	}
+	qsort(t, (size_t)rounds, sizeof(t[0]), cmp_u64);
+	return (double)t[rounds / 2] / 1e6;
+}
+
 int main(int argc, char **argv)
 {
 	const char *base = "/dev/shm";
@@ -295,6 +357,13 @@ int main(int argc, char **argv)
 	       commit_us(&large, 1000));
 	printf("loading 100,000 certificates in one batch: %.2f s (%.0f puts/s)\n", large.load_s,
 	       large.n / large.load_s);
+	{
+		double skip = listing_ms(&large, false, 5), cur = listing_ms(&large, true, 5);
+
+		printf("listing 100,000 certificates in %d parts (median of 5): skipping %.1f ms, "
+		       "cursor %.1f ms (%.1fx)\n",
+		       LIST_PARTS, skip, cur, skip / cur);
+	}
 	hm_certstore_writer_info(large.w, &info);
 	if (stat(large.path, &st) != 0)
 		die("stat", -errno);

@@ -1643,19 +1643,58 @@ static void entry_view(const struct copy *c, const struct rec_cert *r, struct hm
 int hm_certstore_foreach(const struct hm_certstore_writer *w,
 			 int (*cb)(void *ctx, const struct hm_cert_entry *e), void *ctx)
 {
+	struct hm_certstore_cursor cur;
+
+	hm_certstore_cursor_init(&cur, w);
+	return hm_certstore_list(w, &cur, cb, ctx);
+}
+
+/* The identity of the published set of entries a cursor lists: see certstore.h. */
+static void cursor_mark(const struct hm_certstore_writer *w, const struct copy *c,
+			struct hm_certstore_cursor *cur)
+{
+	cur->file_id = w->f.hdr->file_id;
+	cur->gen = c->h->gen;
+	digest_bytes(c->h->digest, cur->digest);
+}
+
+void hm_certstore_cursor_init(struct hm_certstore_cursor *cur, const struct hm_certstore_writer *w)
+{
+	struct copy c;
+
+	memset(cur, 0, sizeof(*cur));
+	copy_view(&c, w->f.base, &w->f.lay, pub_copy(w));
+	cursor_mark(w, &c, cur);
+}
+
+int hm_certstore_list(const struct hm_certstore_writer *w, struct hm_certstore_cursor *cur,
+		      int (*cb)(void *ctx, const struct hm_cert_entry *e), void *ctx)
+{
+	struct hm_certstore_cursor now;
 	struct hm_cert_entry ent;
 	struct copy c;
-	uint32_t d;
+	uint32_t d, top;
 	int r;
 
 	copy_view(&c, w->f.base, &w->f.lay, pub_copy(w));
+	cursor_mark(w, &c, &now);
+	if (now.file_id != cur->file_id || now.gen != cur->gen ||
+	    memcmp(now.digest, cur->digest, sizeof(now.digest)) != 0)
+		return -ESTALE;
+	/* The index bounds every position: a cursor never reads past the entries. */
+	top = HM_MIN(c.h->top, c.lay->cap_certs);
 	d = c.h->default_idx;
-	if (d != 0) {
-		entry_view(&c, &c.e[d - 1], &ent);
-		if ((r = cb(ctx, &ent)) != 0)
-			return r;
+	if (cur->next == 0) {
+		cur->next = 1;
+		if (d != 0 && d <= c.lay->cap_certs) {
+			entry_view(&c, &c.e[d - 1], &ent);
+			if ((r = cb(ctx, &ent)) != 0)
+				return r;
+		}
 	}
-	for (uint32_t i = 0; i < c.h->top; i++) {
+	while (cur->next - 1 < top) {
+		uint32_t i = cur->next++ - 1;
+
 		if (!c.e[i].used || c.e[i].kind == HM_CERT_DEFAULT)
 			continue;
 		entry_view(&c, &c.e[i], &ent);

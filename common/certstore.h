@@ -288,10 +288,42 @@ int hm_certstore_writer_ticket_keys(const struct hm_certstore_writer *w,
 /*
  * Calls cb once per entry of the published version (the default entry, if any, first; then in
  * index order). Stops and returns cb's value when it is non-zero; else returns 0. Used for
- * snapshots, dump and the admin certs command (which must not print e->key).
+ * snapshots and dump; a listing in parts uses a cursor (below).
  */
 int hm_certstore_foreach(const struct hm_certstore_writer *w,
 			 int (*cb)(void *ctx, const struct hm_cert_entry *e), void *ctx);
+
+/*
+ * A position in foreach's order of one published set of entries, so that a listing made in
+ * parts (the admin certs command, one slice per write) resumes where it stopped: each part costs
+ * what it lists, not what was listed before it. The fields are private to certstore.c; the
+ * struct is public only so that a caller can hold one without an allocation.
+ *
+ * It remembers the file, the generation of the last put and the digest of the entries when it
+ * started. While all three are unchanged no entry was put or removed, so every entry is still at
+ * the index it had: a part continues the same listing. Anything else (a put, even of the same
+ * bytes, a removal, a growth onto a new file) makes the cursor stale. Ticket keys do not count.
+ */
+struct hm_certstore_cursor {
+	uint64_t file_id, gen;
+	uint8_t digest[HM_CERTSTORE_DIGEST_LEN];
+	uint32_t next; /* 0: the default entry is next; i + 1: entry index i */
+};
+
+/* Starts cur at the first entry of w's published version. */
+void hm_certstore_cursor_init(struct hm_certstore_cursor *cur, const struct hm_certstore_writer *w);
+
+/*
+ * Calls cb once per entry from cur's position on, in foreach's order (e as foreach gives it: the
+ * key among its bytes, which the admin certs command must never print), moving cur past each
+ * entry cb is given (the one cb stops on included). Returns 0 when the last entry has been
+ * listed (cur then stays at the end: a further call lists nothing and returns 0), cb's value when
+ * it is non-zero (call again to go on), or -ESTALE when the entries changed since
+ * hm_certstore_cursor_init(): nothing is listed, and the listing can only start again. The same
+ * writer's thread, between its batches or during one (it reads the published version).
+ */
+int hm_certstore_list(const struct hm_certstore_writer *w, struct hm_certstore_cursor *cur,
+		      int (*cb)(void *ctx, const struct hm_cert_entry *e), void *ctx);
 
 /* The entry that would serve the TLS server name key (as hm_certstore_lookup() picks it), in the
  * writer's published version: 0 (out filled, bytes borrowed until the next write) or -ENOENT. */

@@ -50,7 +50,8 @@ struct img_rec {
  * An answer streamed in slices of about DUMP_SLICE bytes, each generated when the one before
  * has been written: `dump` (from an image of the state taken when it starts: one consistent
  * state), or `certs` (straight from the certificate store, constant memory: each slice lists
- * the entries after the ones already listed, as long as the store holds the same entries).
+ * the entries after the ones already listed, from a store cursor, as long as the store holds
+ * the same entries).
  */
 struct dump {
 	struct hm__buf img; /* dump: img_rec + app + name, back to back */
@@ -58,11 +59,10 @@ struct dump {
 	int phase; /* 0 apps, 1 domains, 2 dynos, 3 certs, 4 done */
 	struct hm__jsonw w;
 	struct hm__buf out; /* the slice being generated */
-	/* certs: the store's file and digest when the answer started, and entries listed. */
+	/* certs: whether there was a store when the answer started, and the position in it. */
 	bool certs;
-	uint64_t file_id;
-	uint8_t digest[HM_CERTSTORE_DIGEST_LEN];
-	uint32_t listed, skip;
+	bool had_store;
+	struct hm_certstore_cursor cur;
 };
 
 struct conn {
@@ -315,48 +315,35 @@ static void cert_json(struct hm__jsonw *w, const char *name, size_t name_len, in
 static bool dump_start(struct conn *c, struct dump **out);
 static void dump_send(struct conn *c);
 
-/* One entry into the slice, after the ones listed by earlier slices; stops when it is full. */
+/* One entry into the slice; stops when it is full (the cursor is then past the entry). */
 static int certs_entry(void *ctx, const struct hm_cert_entry *e)
 {
 	struct dump *d = ctx;
 
-	if (d->skip > 0) {
-		d->skip--;
-		return 0;
-	}
 	cert_json(&d->w, e->name, e->name_len, e->not_after, e->meta, e->meta_len);
-	d->listed++;
 	return d->out.len >= DUMP_SLICE ? 1 : 0;
 }
 
 /*
- * Generates the next slice of `certs`; returns true when the answer is complete. The store's
- * foreach is in a fixed order for one set of entries, so while the file and its digest stay
- * those of the start, skipping the entries listed gives the next ones. If the certificates
- * change meanwhile, the list ends there and "error" says so (a listing is never a mix of two
- * states); the client runs it again.
+ * Generates the next slice of `certs`; returns true when the answer is complete. Each slice
+ * goes on from the store cursor where the last one stopped, in O(slice). If the certificates
+ * change meanwhile (the cursor is stale, or the store came or went), the list ends there and
+ * "error" says so (a listing is never a mix of two states); the client runs it again.
  */
 static bool certs_slice(struct hm__admin *a, struct dump *d)
 {
 	const struct hm_certstore_writer *cs = a->ops->certs != NULL ? a->ops->certs(a->ctx) : NULL;
-	struct hm_certstore_info ci = {0};
 	int r = 0;
 
 	d->w.out = &d->out;
-	if (cs != NULL)
-		hm_certstore_writer_info(cs, &ci);
-	if (cs == NULL ? d->file_id != 0
-		       : ci.file_id != d->file_id ||
-			     memcmp(ci.digest, d->digest, sizeof(ci.digest)) != 0) {
-		hm__jw_arr_end(&d->w);
+	if ((cs != NULL) != d->had_store)
+		r = -ESTALE;
+	else if (cs != NULL && (r = hm_certstore_list(cs, &d->cur, certs_entry, d)) > 0)
+		return false; /* the slice is full */
+	hm__jw_arr_end(&d->w);
+	if (r != 0)
 		hm__jw_kcstr(&d->w, "error",
 			     "the certificates changed while they were listed; run certs again");
-	} else {
-		d->skip = d->listed;
-		if (cs != NULL && (r = hm_certstore_foreach(cs, certs_entry, d)) != 0)
-			return false; /* the slice is full */
-		hm__jw_arr_end(&d->w);
-	}
 	hm__jw_obj_end(&d->w);
 	hm__buf_add(&d->out, "\n", 1);
 	d->phase = 4;
@@ -372,13 +359,9 @@ static void cmd_certs(struct conn *c)
 	if (!dump_start(c, &d))
 		return;
 	d->certs = true;
-	if (cs != NULL) {
-		struct hm_certstore_info ci;
-
-		hm_certstore_writer_info(cs, &ci);
-		d->file_id = ci.file_id;
-		memcpy(d->digest, ci.digest, sizeof(d->digest));
-	}
+	d->had_store = cs != NULL;
+	if (cs != NULL)
+		hm_certstore_cursor_init(&d->cur, cs);
 	hm__jw_key(&d->w, "certs");
 	hm__jw_arr(&d->w);
 	dump_send(c);

@@ -91,7 +91,23 @@ class Origin:
                 self.tls_args += ["--control-ca", control_ca.crt]
             self.ctl_cert = ctl_cert or pki.ctl_cluster
         self.proc = None
+        # A port free_port() picked can be taken before the origin binds it (another test's
+        # outgoing connection gets it as its local port): pick again, when the URLs are ours.
+        self._may_repick = wait and urls is None and transport != "ipc"
         self.start(wait)
+        for _ in range(4):
+            if not self._may_repick or not self._lost_its_port():
+                break
+            self.proc.expected_exit = True
+            self.control, self.publish, self.sync = _urls(env, transport, name)
+            self.dial_control, self.dial_publish, self.dial_sync = (
+                dial_url(u) for u in (self.control, self.publish, self.sync))
+            self.start(wait)
+        self._may_repick = False
+
+    def _lost_its_port(self):
+        return (self.proc is not None and not self.proc.alive() and
+                "Address in use" in self.proc.stderr())
 
     def argv(self):
         return [ht.binary("hermod-syncd"), "origin", "--control", self.control,
@@ -107,6 +123,8 @@ class Origin:
     def wait_ready(self, timeout=None):
         def ready():
             if not self.proc.alive():
+                if self._may_repick and self._lost_its_port():
+                    return True  # __init__ picks other ports
                 fail("%s exited (%s) while starting:\n%s" %
                      (self.proc.name, self.proc.returncode, self.proc.tail()))
             return ht.admin_ready(self.admin)

@@ -425,17 +425,23 @@ def etcd_delete_prefix(cluster, prefix):
               "range_end": base64.b64encode(end).decode()}, timeout=T(5))
 
 
-def test_one_compactor_at_a_time(env):
-    """Two origins: one holds P/compactor (by its lease) and uploads the snapshots, the other
-    compacts only locally and says who the compactor is. The holder SIGKILLed, the other takes
-    the role once the lease expires and the snapshots go on."""
+def compactor_pair(env):
+    """One etcd member and two origins with a 2 s compactor lease, once one holds it: returns
+    (cluster, the origins' extra flags, origin-a, origin-b, the holder, the other)."""
     c = eu.EtcdCluster(env, 1)
     extra = ["--compact-after", "2000", "--etcd-lease-ttl", "2s"]
     a = origin(env, c, "origin-a", extra=extra)
     b = origin(env, c, "origin-b", extra=extra)
     holder = wait_for(lambda: next((o for o in (a, b) if o.status()["etcd_compactor_self"]),
                                    None), T(15), "one origin to become the compactor")
-    other = b if holder is a else a
+    return c, extra, a, b, holder, (b if holder is a else a)
+
+
+def test_one_compactor_at_a_time(env):
+    """Two origins: one holds P/compactor (by its lease) and uploads the snapshots, the other
+    compacts only locally and says who the compactor is. The holder SIGKILLed, the other takes
+    the role once the lease expires and the snapshots go on."""
+    c, extra, a, b, holder, other = compactor_pair(env)
     wait_for(lambda: other.status()["etcd_compactor"] == holder.name, T(15),
              "the other origin to name the compactor")
     eq(other.status()["etcd_compactor_self"], False, "only one compactor")
@@ -480,13 +486,7 @@ def test_one_compactor_at_a_time(env):
 def test_frozen_compactor_steps_down(env):
     """The compactor frozen (SIGSTOP) longer than its lease: the other origin takes the role;
     woken, the old holder learns its lease is gone, steps down, and uploads nothing more."""
-    c = eu.EtcdCluster(env, 1)
-    extra = ["--compact-after", "2000", "--etcd-lease-ttl", "2s"]
-    a = origin(env, c, "origin-a", extra=extra)
-    b = origin(env, c, "origin-b", extra=extra)
-    holder = wait_for(lambda: next((o for o in (a, b) if o.status()["etcd_compactor_self"]),
-                                   None), T(15), "one origin to become the compactor")
-    other = b if holder is a else a
+    c, extra, a, b, holder, other = compactor_pair(env)
     holder.proc.send_signal(signal.SIGSTOP)
     wait_for(lambda: other.status()["etcd_compactor_self"], T(20),
              "the other origin to take over from the frozen one")

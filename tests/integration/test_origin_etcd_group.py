@@ -131,6 +131,15 @@ def wait_queued(o, inflight, queued):
     return wait_for(ok, T(15), "%s to hold %d and queue %d" % (o.name, inflight, queued))
 
 
+def wait_held(o, n):
+    """Waits until o holds a group and queues the rest of n requests behind it."""
+    def ok():
+        st = o.status()
+        k, q = st["etcd_group_inflight"], st["store_queued"]
+        return st if k >= 1 and k + q == n else None
+    return wait_for(ok, T(15), "%s to hold a group and queue the rest of %d" % (o.name, n))
+
+
 def dump_apps(o):
     d = json.loads(o.ctl("--admin", o.admin, "--json", "dump", control=False).out)
     return {a["app"]: a for a in d["apps"]}
@@ -244,8 +253,11 @@ def test_concurrent_writers_groups_one_numbering(env):
             open(hold, "w").close()
         sent = burst([a, b], per, "c", rnd)
         if held:
+            # Each origin holds its first group: usually the first request alone, but on a
+            # slow machine several can arrive before the origin takes the first (a group of k
+            # held, per - k queued behind it). Either way all per requests are held back.
             for o in (a, b):
-                wait_queued(o, 1, per - 1)
+                wait_held(o, per)
             os.unlink(hold)
         for o, app, p in sent:
             r = p.reply()
@@ -260,7 +272,8 @@ def test_concurrent_writers_groups_one_numbering(env):
     check(conflicts >= held_rounds, "each held round made a conflict: %d" % conflicts)
     batches = sa["etcd_batches"] + sb["etcd_batches"]
     commits = sa["etcd_commits"] + sb["etcd_commits"]
-    check(max(sa["etcd_group_max"], sb["etcd_group_max"]) >= per - 1 and batches > commits,
+    # A held round makes groups of k and per - k on each origin: one of them is >= per / 2.
+    check(max(sa["etcd_group_max"], sb["etcd_group_max"]) >= per // 2 and batches > commits,
           "groups formed: %d batches in %d txns, hist %r %r" % (
               batches, commits, sa["etcd_group_hist"], sb["etcd_group_hist"]))
     print("# %d batches in %d txns, %d conflicts; hist %r %r" % (

@@ -2,9 +2,9 @@
  * Tests common/certstore.c: SNI selection rules, every operation and its errors, abort, the
  * digest, ticket keys, the soonest expiry, growth (readers follow the replaced file), 100k
  * certificates, resume after a writer died mid-batch, the file checks (truncated, garbage,
- * squatted, loosened mode), corruption, and two multi-process tests: a reader process checking
- * every fetched entry against one put while a writer rotates entries, and a writer SIGKILLed at
- * random moments.
+ * squatted, loosened mode), corruption, listing in parts with a cursor, and two multi-process
+ * tests: a reader process checking every fetched entry against one put while a writer rotates
+ * entries, and a writer SIGKILLed at random moments.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -1356,6 +1356,188 @@ START_TEST(writer_killed_at_random_moments)
 END_TEST
 
 /* The origin keeps its certificates in private memory: the same API without a file. */
+/* ---- listing in parts with a cursor ---- */
+
+#define LIST_MAX 64
+
+/* Names listed, in order; a part stops after `part` entries. */
+struct listing {
+	char names[LIST_MAX][HM_CERT_NAME_MAX + 1];
+	unsigned n;
+	unsigned part, in_part;
+};
+
+static int listing_cb(void *ctx, const struct hm_cert_entry *e)
+{
+	struct listing *l = ctx;
+
+	ck_assert_uint_lt(l->n, LIST_MAX);
+	snprintf(l->names[l->n++], sizeof(l->names[0]), "%s", e->name);
+	return ++l->in_part == l->part ? 7 : 0;
+}
+
+/* The first part of a listing of `part` entries: cur is left after it. */
+static void list_part(struct hm_certstore_writer *w, struct hm_certstore_cursor *cur,
+		      struct listing *l, unsigned part)
+{
+	l->part = part;
+	l->in_part = 0;
+	ck_assert_int_eq(hm_certstore_list(w, cur, listing_cb, l), 7);
+}
+
+/* A part after a change: nothing is listed, the cursor is stale for good. */
+static void expect_stale(struct hm_certstore_writer *w, struct hm_certstore_cursor *cur,
+			 struct listing *l)
+{
+	unsigned n = l->n;
+
+	l->part = 1;
+	l->in_part = 0;
+	ck_assert_int_eq(hm_certstore_list(w, cur, listing_cb, l), -ESTALE);
+	ck_assert_int_eq(hm_certstore_list(w, cur, listing_cb, l), -ESTALE);
+	ck_assert_uint_eq(l->n, n);
+}
+
+static int fill_swap(struct hm_certstore_writer *w, uint64_t seq, const void *arg)
+{
+	struct content c;
+	int e;
+
+	(void)seq;
+	(void)arg;
+	/* Freed in this order, the indexes are taken back the other way round. */
+	if ((e = hm_certstore_rm(w, "e3.example.com", 14)) != 0 ||
+	    (e = hm_certstore_rm(w, "e2.example.com", 14)) != 0 ||
+	    (e = hm_certstore_put(w, content(&c, "e3.example.com", 1))) != 0)
+		return e;
+	return hm_certstore_put(w, content(&c, "e2.example.com", 1));
+}
+
+static int fill_keys(struct hm_certstore_writer *w, uint64_t seq, const void *arg)
+{
+	struct hm_ticket_key k;
+
+	(void)arg;
+	memset(&k, (int)seq, sizeof(k));
+	return hm_certstore_set_ticket_keys(w, &k, 1);
+}
+
+static int fill_nothing(struct hm_certstore_writer *w, uint64_t seq, const void *arg)
+{
+	(void)w;
+	(void)seq;
+	(void)arg;
+	return 0;
+}
+
+/*
+ * hm_certstore_list() in parts of every size from 1 to past the end lists what foreach lists,
+ * each entry once and in the same order (the default first, holes left by removals skipped);
+ * a finished cursor lists nothing more. A part after a put, a removal, a growth, or two entries
+ * removed and put back (which trade indexes under an unchanged digest) fails -ESTALE and lists
+ * nothing; ticket keys and a commit that changes no entry leave the listing going.
+ */
+START_TEST(cursor_lists_in_parts)
+{
+	static struct listing all, l;
+	struct hm_certstore_writer *w;
+	struct hm_certstore_cursor cur;
+	struct hm_certstore_info before, after;
+	uint64_t seq = 1;
+	char name[32];
+	unsigned n;
+
+	ck_assert_int_eq(hm_certstore_writer_open(&w, path, NULL, 0, 0), 0);
+	for (uint32_t i = 0; i < 30; i++) {
+		snprintf(name, sizeof(name), i % 5 == 4 ? "*.e%u.example.com" : "e%u.example.com",
+			 i);
+		ck_assert_int_eq(put1(w, name, 1, seq++), 0);
+	}
+	ck_assert_int_eq(put1(w, "default", 1, seq++), 0);
+	ck_assert_int_eq(rm1(w, "e7.example.com", seq++), 0);
+	ck_assert_int_eq(rm1(w, "e12.example.com", seq++), 0);
+	ck_assert_int_eq(hm_certstore_foreach(w, listing_cb, &all), 0);
+	hm_certstore_writer_info(w, &before);
+	n = all.n;
+	ck_assert_uint_eq(n, before.certs);
+	ck_assert_uint_eq(n, 29);
+	ck_assert_str_eq(all.names[0], "default");
+
+	for (unsigned part = 1; part <= n + 1; part++) {
+		int r;
+
+		memset(&l, 0, sizeof(l));
+		hm_certstore_cursor_init(&cur, w);
+		do {
+			unsigned was = l.n;
+
+			l.part = part;
+			l.in_part = 0;
+			r = hm_certstore_list(w, &cur, listing_cb, &l);
+			ck_assert_int_eq(r, l.n - was == part ? 7 : 0);
+		} while (r != 0);
+		ck_assert_uint_eq(l.n, n);
+		for (unsigned i = 0; i < n; i++)
+			ck_assert_str_eq(l.names[i], all.names[i]);
+		ck_assert_int_eq(hm_certstore_list(w, &cur, listing_cb, &l), 0);
+		ck_assert_uint_eq(l.n, n);
+	}
+
+	/* Changes that keep the entries where they are. */
+	memset(&l, 0, sizeof(l));
+	hm_certstore_cursor_init(&cur, w);
+	list_part(w, &cur, &l, 3);
+	ck_assert_int_eq(batch(w, seq++, fill_keys, NULL), 0);
+	list_part(w, &cur, &l, 3);
+	ck_assert_int_eq(batch(w, seq++, fill_nothing, NULL), 0);
+	l.part = 0; /* no limit: the rest */
+	l.in_part = 0;
+	ck_assert_int_eq(hm_certstore_list(w, &cur, listing_cb, &l), 0);
+	ck_assert_uint_eq(l.n, n);
+	for (unsigned i = 0; i < n; i++)
+		ck_assert_str_eq(l.names[i], all.names[i]);
+
+	/* A put: a new entry, or the same bytes again. */
+	memset(&l, 0, sizeof(l));
+	hm_certstore_cursor_init(&cur, w);
+	list_part(w, &cur, &l, 2);
+	ck_assert_int_eq(put1(w, "new.example.com", 1, seq++), 0);
+	expect_stale(w, &cur, &l);
+	memset(&l, 0, sizeof(l));
+	hm_certstore_cursor_init(&cur, w);
+	list_part(w, &cur, &l, 2);
+	ck_assert_int_eq(put1(w, "e1.example.com", 1, seq++), 0);
+	expect_stale(w, &cur, &l);
+
+	/* A removal. */
+	memset(&l, 0, sizeof(l));
+	hm_certstore_cursor_init(&cur, w);
+	list_part(w, &cur, &l, 2);
+	ck_assert_int_eq(rm1(w, "new.example.com", seq++), 0);
+	expect_stale(w, &cur, &l);
+
+	/* Two entries trade indexes; the set, and so the digest, is what it was. */
+	memset(&l, 0, sizeof(l));
+	hm_certstore_cursor_init(&cur, w);
+	hm_certstore_writer_info(w, &before);
+	list_part(w, &cur, &l, 2);
+	ck_assert_int_eq(batch(w, seq++, fill_swap, NULL), 0);
+	hm_certstore_writer_info(w, &after);
+	ck_assert_mem_eq(after.digest, before.digest, sizeof(before.digest));
+	ck_assert_uint_eq(after.file_id, before.file_id);
+	expect_stale(w, &cur, &l);
+
+	/* Growth onto a new file. */
+	memset(&l, 0, sizeof(l));
+	hm_certstore_cursor_init(&cur, w);
+	list_part(w, &cur, &l, 2);
+	ck_assert_int_eq(hm_certstore_grow(w, &(struct hm_certstore_caps){1024, 4u << 20}), 0);
+	expect_stale(w, &cur, &l);
+	ck_assert_int_eq(hm_certstore_verify(w), 0);
+	hm_certstore_writer_close(w);
+}
+END_TEST
+
 START_TEST(private_memory)
 {
 	struct hm_certstore_writer *w;
@@ -1413,6 +1595,7 @@ static Suite *make_suite(void)
 	tcase_add_test(tc, readers_racing_a_writer);
 	tcase_add_test(tc, writer_killed_at_random_moments);
 	tcase_add_test(tc, private_memory);
+	tcase_add_test(tc, cursor_lists_in_parts);
 	suite_add_tcase(s, tc);
 	return s;
 }
