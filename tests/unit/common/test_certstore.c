@@ -997,7 +997,7 @@ START_TEST(fetch_reads_an_entry_once)
 	f.good = *f.at[0];
 	ck_assert_uint_eq(f.good, sizeof(big));
 	ck_assert_int_eq(pthread_create(&t, NULL, flip, &f), 0);
-	for (int i = 0; i < 100000 && (i < 20000 || whole == 0 || refused == 0); i++) {
+	for (int i = 0; i < 100000 && (i < 20000 || refused == 0); i++) {
 		int e = hm_certstore_fetch(m, &ref, buf, sizeof(buf), &b);
 
 		if (e == -EUCLEAN) {
@@ -1012,7 +1012,13 @@ START_TEST(fetch_reads_an_entry_once)
 	}
 	f.stop = 1;
 	pthread_join(t, NULL);
-	ck_assert_uint_gt(whole, 0);
+	/* How many fetches raced a flip depends on the machine (a flipper that has a core to
+	 * itself can spoil every one): what must hold is that none returned unchecked lengths,
+	 * above, and that the entry is whole again once its bytes are. */
+	*f.at[0] = *f.at[1] = f.good;
+	ck_assert_int_eq(hm_certstore_fetch(m, &ref, buf, sizeof(buf), &b), 0);
+	ck_assert_uint_eq(b.cert_len, sizeof(big));
+	ck_assert_int_eq(memcmp(b.cert, big, sizeof(big)), 0);
 	fprintf(stderr, "fetches: %llu whole, %llu refused, %llu flips\n",
 		(unsigned long long)whole, (unsigned long long)refused,
 		(unsigned long long)f.flips);
