@@ -16,8 +16,8 @@ import subprocess
 
 import hermod_test as ht
 from hermod_test import T, check, eq, wait_for
-from syncd_util import (CuttingProxy, Edge, Forwarder, Origin, origin_head, port_of,
-                        wait_converged)
+from syncd_util import (CuttingProxy, Edge, Forwarder, Origin, nng_leak_suppression,
+                        origin_head, port_of, wait_converged)
 
 
 def paths(env, o):
@@ -283,20 +283,28 @@ def test_url_lists_are_bounded_and_checked(env):
     eq(o.status()["seq"], 0, "nothing was sent")
 
 
+def control_list(env, urls):
+    """hermodctl's environment for a --control list: a hermodctl that leaves a URL while its
+    connection attempt is in flight closes that dialer, and libnng 1.5.2 then leaves the
+    attempt's objects unreachable (an indirect leak whose frames are all inside libnng, seen
+    1 run in ~3 under ASan), so these runs take nng_leak_suppression's."""
+    return dict(nng_leak_suppression(env), HERMOD_CONTROL=urls)
+
+
 def test_hermodctl_moves_to_the_next_control_url(env):
     o = Origin(env)
     dead = "tcp://127.0.0.1:%d" % ht.free_port()
     r = o.ctl("--json", "app", "put", "web", control=False,
-              env={"HERMOD_CONTROL": dead + "," + o.dial_control})
+              env=control_list(env, dead + "," + o.dial_control))
     eq(r.rc, 0, "the second URL takes the request (%r)" % r)
     eq(r.json()["seq"], 1, "seq")
     hole = env.blackhole()
     r = o.ctl("--json", "--timeout", "5s", "app", "put", "web2", control=False,
-              env={"HERMOD_CONTROL": "tcp://%s,%s" % (hole.addr, o.dial_control)})
+              env=control_list(env, "tcp://%s,%s" % (hole.addr, o.dial_control)))
     # The whole --timeout on the first URL would end in exit 3: it got a share of it.
     eq(r.rc, 0, "a URL that never connects is left for the next within --timeout (%r)" % r)
     r = o.ctl("app", "put", "web3", control=False,
-              env={"HERMOD_CONTROL": dead + ",tcp://127.0.0.1:%d" % ht.free_port()},
+              env=control_list(env, dead + ",tcp://127.0.0.1:%d" % ht.free_port()),
               timeout=T(30))
     eq(r.rc, 3, "no URL reachable (%r)" % r)
 
@@ -307,7 +315,7 @@ def test_a_retried_request_is_applied_once(env):
     # request again (same id) to the next URL, the origin itself, which answers from its cache.
     cut = CuttingProxy(env, port_of(o.control))
     r = o.ctl("--json", "app", "put", "web", control=False,
-              env={"HERMOD_CONTROL": cut.url + "," + o.dial_control})
+              env=control_list(env, cut.url + "," + o.dial_control))
     eq(r.rc, 0, "acknowledged through the second URL (%r)" % r)
     check(cut.cut, "the first answer was cut")
     st = o.status()
@@ -321,7 +329,7 @@ def test_a_retried_request_is_applied_once(env):
     changes = dyno_changes("web", 0, n)
     cut3 = CuttingProxy(env, port_of(o.control), cut=3)
     r = o.ctl("--json", "apply", "-", input=json.dumps({"changes": changes}).encode(),
-              control=False, env={"HERMOD_CONTROL": cut3.url + "," + o.dial_control})
+              control=False, env=control_list(env, cut3.url + "," + o.dial_control))
     eq(r.rc, 0, "multi-part apply (%r)" % r)
     check(cut3.cut, "the last answer was cut")
     st = o.status()
