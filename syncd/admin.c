@@ -949,11 +949,8 @@ void hm__admin_stop(struct hm__admin *a)
 void hm__admin_tls_status(struct hm__jsonw *w, const struct hm__tls_state *st)
 {
 	hm__jw_kbool(w, "tls", st->cur != NULL);
-	hm__jw_key(w, "tls_not_after");
-	if (st->cur != NULL)
-		hm__jw_u64(w, (uint64_t)hm__tls_not_after(st->cur));
-	else
-		hm__jw_null(w);
+	hm__jw_ku64_or_null(w, "tls_not_after", st->cur != NULL,
+			    st->cur != NULL ? (uint64_t)hm__tls_not_after(st->cur) : 0);
 	hm__jw_ku64(w, "tls_reloads", st->reloads);
 	hm__jw_ku64(w, "tls_reload_errors", st->errors);
 }

@@ -1819,11 +1819,8 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm_digest_hex(e->table_digest, hex);
 	hm__jw_kcstr(w, "table_digest", hex);
 	hm__jw_kbool(w, "stale", e->stale);
-	hm__jw_key(w, "last_heartbeat_ms");
-	if (e->last_hb_ms != 0)
-		hm__jw_u64(w, hm_mono_ms() - e->last_hb_ms);
-	else
-		hm__jw_null(w);
+	hm__jw_ku64_or_null(w, "last_heartbeat_ms", e->last_hb_ms != 0,
+			    hm_mono_ms() - e->last_hb_ms);
 	hm__jw_kbool(w, "subscribed", another_connected(e, NULL));
 	/* Each origin: its URLs, whether its feed is connected, and what it said last. */
 	hm__jw_key(w, "origins");
@@ -1835,11 +1832,8 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 		hm__jw_kcstr(w, "url", l->publish);
 		hm__jw_kcstr(w, "sync", l->sync);
 		hm__jw_kbool(w, "connected", l->connected);
-		hm__jw_key(w, "last_heartbeat_ms");
-		if (l->last_hb_ms != 0)
-			hm__jw_u64(w, hm_mono_ms() - l->last_hb_ms);
-		else
-			hm__jw_null(w);
+		hm__jw_ku64_or_null(w, "last_heartbeat_ms", l->last_hb_ms != 0,
+				    hm_mono_ms() - l->last_hb_ms);
 		if (l->last_hb_ms != 0) {
 			hm__jw_khex64(w, "epoch", l->hb_epoch);
 		} else {
@@ -1876,11 +1870,8 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm__jw_ku64(w, "buffered", e->buffered);
 	hm__jw_ku64(w, "buffer_drops", e->buffer_drops);
 	hm__jw_ku64(w, "sync_errors", e->sync_errors);
-	hm__jw_key(w, "table_error");
-	if (e->table_error != 0)
-		hm__jw_cstr(w, hm_strerror(e->table_error));
-	else
-		hm__jw_null(w);
+	hm__jw_kcstr_or_null(w, "table_error",
+			     e->table_error != 0 ? hm_strerror(e->table_error) : NULL);
 	hm__jw_ku64(w, "table_errors", e->table_errors);
 	hm__jw_ku64(w, "sync_redials", e->sync_redials);
 }

@@ -712,11 +712,7 @@ static int report_rejected(int code, uint32_t index, const char *reason)
 		hm__jw_kbool(&w, "ok", false);
 		hm__jw_kcstr(&w, "code", hm_errname(code));
 		hm__jw_kcstr(&w, "error", reason);
-		hm__jw_key(&w, "index");
-		if (index != UINT32_MAX)
-			hm__jw_u64(&w, index);
-		else
-			hm__jw_null(&w);
+		hm__jw_ku64_or_null(&w, "index", index != UINT32_MAX, index);
 		hm__jw_obj_end(&w);
 		print_json(&b);
 	}

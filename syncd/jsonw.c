@@ -219,6 +219,24 @@ void hm__jw_kbool(struct hm__jsonw *w, const char *key, bool v)
 	hm__jw_bool(w, v);
 }
 
+void hm__jw_kcstr_or_null(struct hm__jsonw *w, const char *key, const char *s)
+{
+	hm__jw_key(w, key);
+	if (s != NULL)
+		hm__jw_cstr(w, s);
+	else
+		hm__jw_null(w);
+}
+
+void hm__jw_ku64_or_null(struct hm__jsonw *w, const char *key, bool present, uint64_t v)
+{
+	hm__jw_key(w, key);
+	if (present)
+		hm__jw_u64(w, v);
+	else
+		hm__jw_null(w);
+}
+
 void hm__jw_khex64(struct hm__jsonw *w, const char *key, uint64_t v)
 {
 	char hex[17];

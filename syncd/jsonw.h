@@ -44,6 +44,10 @@ void hm__jw_kstr(struct hm__jsonw *w, const char *key, const char *s, size_t n);
 void hm__jw_kcstr(struct hm__jsonw *w, const char *key, const char *s);
 void hm__jw_ku64(struct hm__jsonw *w, const char *key, uint64_t v);
 void hm__jw_kbool(struct hm__jsonw *w, const char *key, bool v);
+/* key: s, or null when s is NULL (an optional status field: an error, a holder's name). */
+void hm__jw_kcstr_or_null(struct hm__jsonw *w, const char *key, const char *s);
+/* key: v when present, else null (a figure that does not exist yet, e.g. no heartbeat seen). */
+void hm__jw_ku64_or_null(struct hm__jsonw *w, const char *key, bool present, uint64_t v);
 /* 16 hex digits of v, as a string: epochs and ids are 64-bit, beyond JSON's exact integers. */
 void hm__jw_khex64(struct hm__jsonw *w, const char *key, uint64_t v);
 

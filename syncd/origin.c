@@ -1492,11 +1492,8 @@ static void admin_status(void *ctx, struct hm__jsonw *w)
 	hm_digest_hex(o->published_digest, hex);
 	hm__jw_kcstr(w, "digest", hex);
 	hm__jw_kbool(w, "stale", o->store_stale);
-	hm__jw_key(w, "last_heartbeat_ms");
-	if (o->last_hb_ms != 0)
-		hm__jw_u64(w, hm_mono_ms() - o->last_hb_ms);
-	else
-		hm__jw_null(w);
+	hm__jw_ku64_or_null(w, "last_heartbeat_ms", o->last_hb_ms != 0,
+			    hm_mono_ms() - o->last_hb_ms);
 	hm__jw_ku64(w, "batches", o->batches);
 	hm__jw_ku64(w, "changes", o->changes);
 	if (o->store != NULL)

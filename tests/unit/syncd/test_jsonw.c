@@ -30,10 +30,14 @@ START_TEST(structure)
 	hm__jw_i64(&w, -5);
 	hm__jw_arr_end(&w);
 	hm__jw_khex64(&w, "e", 0xabc);
+	hm__jw_kcstr_or_null(&w, "s", "y");
+	hm__jw_kcstr_or_null(&w, "sn", NULL);
+	hm__jw_ku64_or_null(&w, "u", true, 7);
+	hm__jw_ku64_or_null(&w, "un", false, 7);
 	hm__jw_obj_end(&w);
 	ck_assert_str_eq(finish(&b),
 			 "{\"a\":\"x\",\"n\":18446744073709551615,\"l\":[true,null,{},[],-5],"
-			 "\"e\":\"0000000000000abc\"}");
+			 "\"e\":\"0000000000000abc\",\"s\":\"y\",\"sn\":null,\"u\":7,\"un\":null}");
 	hm__buf_fini(&b);
 }
 END_TEST
