@@ -76,6 +76,7 @@ struct partobj {
 	struct mref *mr;
 	uint32_t idx;
 	bool catchup;
+	uint64_t epoch; /* the origin's epoch the message carries */
 };
 
 struct bufmsg {
@@ -219,7 +220,7 @@ static void free_part(void *p)
 	free(po);
 }
 
-static struct partobj *part_new(struct mref *mr, uint32_t idx, bool catchup)
+static struct partobj *part_new(struct mref *mr, uint32_t idx, bool catchup, uint64_t epoch)
 {
 	struct partobj *po = malloc(sizeof(*po));
 
@@ -227,6 +228,7 @@ static struct partobj *part_new(struct mref *mr, uint32_t idx, bool catchup)
 	po->mr = mr;
 	po->idx = idx;
 	po->catchup = catchup;
+	po->epoch = epoch;
 	mr->refs++;
 	return po;
 }
@@ -647,28 +649,14 @@ static int asm_feed(struct hm_state *st, void *arg)
 	return r;
 }
 
-/* The batch's epoch, from its first part (every part of a batch has the origin's epoch). */
-static int asm_epoch(struct edge *e, uint64_t *epoch)
-{
-	struct partobj *po = e->as.parts[0];
-	struct hm_msg m;
-	int r =
-	    hm_proto_decode(e->dec_apply, nng_msg_body(po->mr->msg), nng_msg_len(po->mr->msg), &m);
-
-	if (r == 0)
-		*epoch = po->catchup ? m.catchup_rep.epoch : m.batch.epoch;
-	return r;
-}
-
 /* Applies the batch the assembler holds (all its parts) to the table and the store. */
 static int apply_assembled(struct edge *e)
 {
 	struct hm_state st = edge_state(e);
-	uint64_t epoch = 0;
-	int r;
+	/* Every part of a batch carries the origin's epoch; the first part's is the batch's. */
+	uint64_t epoch = e->as.have > 0 ? ((struct partobj *)e->as.parts[0])->epoch : 0;
+	int r = hm_state_apply(&st, asm_feed, e, epoch, e->as.seq);
 
-	if (e->as.have == 0 || (r = asm_epoch(e, &epoch)) == 0)
-		r = hm_state_apply(&st, asm_feed, e, epoch, e->as.seq);
 	hm__asm_reset(&e->as);
 	if (r != 0)
 		return r;
@@ -916,7 +904,7 @@ static void live_msg(struct edge *e, struct link *l, nng_msg *msg)
 		hm_require(mr != NULL);
 		mr->msg = msg;
 		mr->refs = 1;
-		po = part_new(mr, 0, false);
+		po = part_new(mr, 0, false, m.batch.epoch);
 		res = offer(e, m.batch.b.seq, m.batch.b.part, m.batch.b.nparts, po);
 		if (res == HM__ASM_OLD) {
 			free_part(po);
@@ -1126,7 +1114,7 @@ static void on_catchup_rep(struct edge *e, nng_msg *msg, const struct hm_msg *m)
 
 		if (try_direct(e, m->catchup_rep.epoch, p))
 			continue;
-		po = part_new(mr, i, true);
+		po = part_new(mr, i, true, m->catchup_rep.epoch);
 		r = offer(e, p->seq, p->part, p->nparts, po);
 
 		if (r == HM__ASM_OLD || r == HM__ASM_GAP)
