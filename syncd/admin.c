@@ -279,6 +279,12 @@ static void cmd_status(struct conn *c)
 
 /* ---- certificates ------------------------------------------------------------------------- */
 
+/* The certificate store the admin reads, or NULL (none, or no certs op). */
+static const struct hm_certstore_writer *admin_certs(const struct hm__admin *a)
+{
+	return a->ops->certs != NULL ? a->ops->certs(a->ctx) : NULL;
+}
+
 static void san_cb(void *ctx, const char *s, size_t n)
 {
 	hm__jw_str(ctx, s, n);
@@ -296,8 +302,7 @@ static void cert_json(struct hm__jsonw *w, const char *name, size_t name_len, in
 	hm__jw_key(w, "not_after");
 	hm__jw_i64(w, not_after);
 	if (hm__certmeta_read(meta, meta_len, sha, NULL, NULL) == 0) {
-		for (int i = 0; i < 32; i++)
-			snprintf(hex + 2 * i, 3, "%02x", sha[i]);
+		hm_hex(sha, sizeof(sha), hex);
 		hm__jw_kcstr(w, "sha256", hex);
 		hm__jw_key(w, "sans");
 		hm__jw_arr(w);
@@ -332,7 +337,7 @@ static int certs_entry(void *ctx, const struct hm_cert_entry *e)
  */
 static bool certs_slice(struct hm__admin *a, struct dump *d)
 {
-	const struct hm_certstore_writer *cs = a->ops->certs != NULL ? a->ops->certs(a->ctx) : NULL;
+	const struct hm_certstore_writer *cs = admin_certs(a);
 	int r = 0;
 
 	d->w.out = &d->out;
@@ -352,8 +357,7 @@ static bool certs_slice(struct hm__admin *a, struct dump *d)
 
 static void cmd_certs(struct conn *c)
 {
-	const struct hm_certstore_writer *cs =
-	    c->a->ops->certs != NULL ? c->a->ops->certs(c->a->ctx) : NULL;
+	const struct hm_certstore_writer *cs = admin_certs(c->a);
 	struct dump *d;
 
 	if (!dump_start(c, &d))
@@ -443,8 +447,7 @@ static void cmd_lookup(struct conn *c, const char *host, size_t n)
 	}
 	{
 		/* The certificate SNI selection would pick for this host (docs/tls.md, 3). */
-		const struct hm_certstore_writer *cs =
-		    c->a->ops->certs != NULL ? c->a->ops->certs(c->a->ctx) : NULL;
+		const struct hm_certstore_writer *cs = admin_certs(c->a);
 		struct hm_cert_entry ce;
 
 		hm__jw_key(&w, "cert");
@@ -635,6 +638,7 @@ static void cmd_dump(struct conn *c)
 {
 	struct hm__admin *a = c->a;
 	const struct hm_table_writer *t = a->ops->table(a->ctx);
+	const struct hm_certstore_writer *cs = admin_certs(a);
 	struct dump *d;
 	int e;
 
@@ -645,8 +649,7 @@ static void cmd_dump(struct conn *c)
 	if (!dump_start(c, &d))
 		return;
 	if ((e = hm_table_foreach(t, image_add, &d->img)) != 0 ||
-	    (a->ops->certs != NULL && a->ops->certs(a->ctx) != NULL &&
-	     (e = hm_certstore_foreach(a->ops->certs(a->ctx), image_cert, &d->img)) != 0)) {
+	    (cs != NULL && (e = hm_certstore_foreach(cs, image_cert, &d->img)) != 0)) {
 		c->dump = NULL;
 		dump_free(a, d);
 		reply_error(c, "dump failed: %s", hm_strerror(e));
