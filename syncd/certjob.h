@@ -46,10 +46,11 @@ struct hm__certjob;
 typedef void (*hm__certjob_cb)(struct hm__certjob *j, int err, void *arg);
 
 /*
- * Loop thread. Collects the cert.put changes of r (borrowed: its messages must outlive the
- * job; first, if not NULL, is r->msgs[0] decoded by dec; dec decodes the other messages, which
- * overwrites first) to be checked at Unix time now. Returns 0 with *out NULL (no cert.put: there
- * is nothing to check), 0 with *out a job not yet started, or -ENOMEM.
+ * Loop thread. Collects the r->cert_puts cert.put changes of r (borrowed: its messages must
+ * outlive the job; first, if not NULL, is r->msgs[0] decoded by dec; dec decodes the other
+ * messages, which overwrites first) to be checked at Unix time now. Returns 0 with *out NULL
+ * (r->cert_puts is 0: there is nothing to check, and nothing is decoded), 0 with *out a job not
+ * yet started, or -ENOMEM.
  */
 int hm__certjob_new(struct hm__certjob **out, struct hm_proto_decoder *dec,
 		    const struct hm__request *r, const struct hm_msg *first, int64_t now);

@@ -839,7 +839,7 @@ static void handle_ctl(struct origin *o, uint32_t idx, nng_msg *msg)
 		hm_require(r.msgs != NULL);
 		r.msgs[0] = msg;
 		hm__split_init(&sp, HM__PUB_PART_BYTES, HM_PROTO_MAX_CHANGES);
-		hm__split_changes(&sp, &r.parts, &m);
+		hm__split_changes(&sp, &r.parts, &r.cert_puts, &m);
 		admit(o, idx, id, &r, &m);
 		return;
 	}
@@ -887,7 +887,7 @@ static void submit_own(struct origin *o, const struct hm_change *changes, uint32
 	hm_require(hm_proto_decode(o->dec, nng_msg_body(r.msgs[0]), nng_msg_len(r.msgs[0]), &m) ==
 		   0);
 	hm__split_init(&sp, HM__PUB_PART_BYTES, HM_PROTO_MAX_CHANGES);
-	hm__split_changes(&sp, &r.parts, &m);
+	hm__split_changes(&sp, &r.parts, &r.cert_puts, &m);
 	submit(o, NO_CTL, id, &r, &m);
 }
 

@@ -30,6 +30,7 @@ struct staged {
 	uint64_t last_ms;
 	struct hm__splitter split; /* how the changes so far are cut into published parts */
 	struct hm__counts parts;
+	uint32_t cert_puts;
 };
 
 struct hm__staging {
@@ -60,7 +61,8 @@ static void counts_push(struct hm__counts *c, uint32_t first)
 	c->v[c->n++] = first;
 }
 
-void hm__split_changes(struct hm__splitter *sp, struct hm__counts *parts, const struct hm_msg *m)
+void hm__split_changes(struct hm__splitter *sp, struct hm__counts *parts, uint32_t *cert_puts,
+		       const struct hm_msg *m)
 {
 	uint32_t n;
 	const struct hm_change *cs = hm__msg_changes(m, &n);
@@ -69,6 +71,7 @@ void hm__split_changes(struct hm__splitter *sp, struct hm__counts *parts, const 
 		if (hm__split_add(sp, hm__wire_change_size(&cs[k])))
 			counts_push(parts, 0);
 		parts->v[parts->n - 1]++;
+		*cert_puts += cs[k].op == HM_OP_CERT_PUT;
 	}
 }
 
@@ -189,13 +192,14 @@ enum hm__stage_result hm__staging_add(struct hm__staging *st, const struct hm_ms
 	s->msgs[s->have++] = msg;
 	s->bytes += cost;
 	st->bytes += cost;
-	hm__split_changes(&s->split, &s->parts, m);
+	hm__split_changes(&s->split, &s->parts, &s->cert_puts, m);
 	if (s->have < s->nparts)
 		return HM__STAGE_HELD;
 	/* The last part: the whole request is handed over. */
 	out->msgs = s->msgs;
 	out->n = s->have;
 	out->parts = s->parts;
+	out->cert_puts = s->cert_puts;
 	s->msgs = NULL;
 	s->have = 0;
 	s->parts.v = NULL;

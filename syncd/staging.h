@@ -27,8 +27,10 @@ struct hm__counts {
  * origin's own batches, which may hold secret ops). */
 const struct hm_change *hm__msg_changes(const struct hm_msg *m, uint32_t *n);
 
-/* Cuts m's changes into published parts, continuing what sp and parts hold. */
-void hm__split_changes(struct hm__splitter *sp, struct hm__counts *parts, const struct hm_msg *m);
+/* Cuts m's changes into published parts, continuing what sp and parts hold, and adds the number
+ * of its cert.put changes to *cert_puts. */
+void hm__split_changes(struct hm__splitter *sp, struct hm__counts *parts, uint32_t *cert_puts,
+		       const struct hm_msg *m);
 
 struct hm__certputs;
 
@@ -37,6 +39,7 @@ struct hm__request {
 	nng_msg **msgs; /* malloc'd array of n messages */
 	uint32_t n;
 	struct hm__counts parts;
+	uint32_t cert_puts;	    /* its cert.put changes (counted by hm__split_changes) */
 	struct hm__certputs *certs; /* its cert.put changes checked (syncd/certjob.h), or NULL */
 };
 

@@ -250,6 +250,31 @@ def test_many_certificates_in_one_request(env):
     check_no_keys(env, p)
 
 
+def test_certificates_in_a_later_part_are_checked(env):
+    """A request of several parts (more changes than one part holds) has its cert.put changes
+    checked wherever they are: the origin counts them as the parts arrive, so one in the last
+    part is checked (a refused one refuses the whole request, with its index across the parts)
+    and an accepted one reaches the edge as its canonical record."""
+    p = make_pki(env)
+    o = Origin(env)
+    e = Edge(env, o)
+    chain, key = open(p.wild.crt).read(), open(p.wild.key).read()
+    apps = [{"op": "app.put", "app": "a%d" % i} for i in range(17000)]  # a part holds 16384
+    seq = o.status()["seq"]
+    bad = apps + [{"op": "cert.put", "name": "x.other.example.com", "cert": chain, "key": key}]
+    r = ctl(o, "apply", "-", input=json.dumps({"changes": bad}).encode())
+    eq(r.rc, 1, "a certificate not covering its name in the last part: %r" % r)
+    check("change 17000 (cert.put x.other.example.com)" in r.err, r.err)
+    eq(o.status()["seq"], seq, "nothing changed")
+    good = apps + [{"op": "cert.put", "name": "h1.apps.example.com", "cert": chain, "key": key}]
+    r = ctl(o, "--json", "apply", "-", input=json.dumps({"changes": good}).encode())
+    eq(r.rc, 0, "apply: %r" % r)
+    wait_converged(o, [e])
+    eq((e.status()["apps"], e.status()["certs"]), (17000, 1), "apps and certificates on the edge")
+    eq(e.status()["digest_mismatches"], 0, "no resync")
+    check_no_keys(env, p)
+
+
 def test_checks_leave_the_loop_free(env):
     """A request's certificates are checked on the thread pool, not on the origin's loop: while
     the checks of a 1,000-certificate request are held (a test build's gate), the origin answers
