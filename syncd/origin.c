@@ -330,13 +330,18 @@ struct seq_feed {
 	const struct hm__request *r;
 	const struct hm_msg *first; /* r->msgs[0] decoded; usable until anything else is decoded */
 	struct hm__batch_builder *bb;
-	const struct hm__certputs *certs; /* r's cert.put changes, checked */
 	uint64_t seq, ts, total;
 	uint32_t bad;
 	int fed;
-	bool encode_failed;
 	char reason[HM_PROTO_MAX_REASON];
 };
+
+/* The batch could not be encoded: answered with the reason, without a change's index. */
+static int seq_encode_failed(struct seq_feed *f, int e)
+{
+	snprintf(f->reason, sizeof(f->reason), "cannot encode the batch: %s", hm_strerror(e));
+	return e;
+}
 
 static int seq_feed(struct hm_state *s, void *arg)
 {
@@ -347,12 +352,8 @@ static int seq_feed(struct hm_state *s, void *arg)
 
 	f->total = 0;
 	if (!counting && (e = hm__batch_begin(f->bb, f->o->epoch, f->seq, f->ts, f->r->parts.v,
-					      f->r->parts.n)) != 0) {
-		f->encode_failed = true;
-		snprintf(f->reason, sizeof(f->reason), "cannot encode the batch: %s",
-			 hm_strerror(e));
-		return e;
-	}
+					      f->r->parts.n)) != 0)
+		return seq_encode_failed(f, e);
 	for (uint32_t i = 0; i < f->r->n; i++) {
 		struct hm_msg dm;
 		const struct hm_msg *m = &dm;
@@ -371,8 +372,8 @@ static int seq_feed(struct hm_state *s, void *arg)
 			char desc[400];
 
 			if (c->op == HM_OP_CERT_PUT) {
-				hm_require(f->certs != NULL && ci < f->certs->n);
-				c = &f->certs->v[ci++].c;
+				hm_require(f->r->certs != NULL && ci < f->r->certs->n);
+				c = &f->r->certs->v[ci++].c;
 			}
 			if ((e = hm_state_change(s, c)) != 0) {
 				if (hm_state_is_full(e))
@@ -385,12 +386,8 @@ static int seq_feed(struct hm_state *s, void *arg)
 					 hm_strerror(e));
 				return e;
 			}
-			if (!counting && (e = hm__batch_add(f->bb, c)) != 0) {
-				f->encode_failed = true;
-				snprintf(f->reason, sizeof(f->reason),
-					 "cannot encode the batch: %s", hm_strerror(e));
-				return e;
-			}
+			if (!counting && (e = hm__batch_add(f->bb, c)) != 0)
+				return seq_encode_failed(f, e);
 		}
 	}
 	return 0;
@@ -418,14 +415,8 @@ static void sequence(struct origin *o, uint32_t idx, const uint8_t id[16], struc
 	const char *warn;
 	uint8_t digest[HM_DIGEST_LEN];
 	uint64_t total = 0, seq = o->head_seq + 1, ts = hm_wall_ms(), t0 = hm_mono_ns();
-	struct seq_feed f = {.o = o,
-			     .r = r,
-			     .first = first,
-			     .bb = &bb,
-			     .certs = r->certs,
-			     .seq = seq,
-			     .ts = ts,
-			     .bad = UINT32_MAX};
+	struct seq_feed f = {
+	    .o = o, .r = r, .first = first, .bb = &bb, .seq = seq, .ts = ts, .bad = UINT32_MAX};
 	int e = 0;
 
 	if (r->parts.n == 0) {
