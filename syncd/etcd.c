@@ -1530,6 +1530,13 @@ uint32_t hm__etcd_nendpoints(const struct hm__etcd *c)
 	return c->neps;
 }
 
+size_t hm__etcd_prefix_end(const void *key, size_t n, void *end)
+{
+	memcpy(end, key, n);
+	((uint8_t *)end)[n - 1]++;
+	return n;
+}
+
 const char *hm__etcd_endpoint(const struct hm__etcd *c, uint32_t i)
 {
 	return i < c->neps ? c->eps[i] : NULL;
