@@ -1071,8 +1071,10 @@ static bool e_room(const struct hm__store *base)
 {
 	const struct estore *s = (const struct estore *)base;
 
-	/* One more batch takes at most two ops: its log key and, if staged, its meta. */
-	return s->gn == 0 || (s->gn < GROUP_MAX && s->gn + s->g_staged + 3 <= GROUP_OPS &&
+	/* One more batch takes at most two ops: its log key and, if staged, its meta. A staged
+	 * batch ends its group: a bad request after it would make hm_state_extend() feed the
+	 * whole large record again (the rebuild re-feeds the group so far). */
+	return s->gn == 0 || (s->g_staged == 0 && s->gn < GROUP_MAX && s->gn + 3 <= GROUP_OPS &&
 			      s->g_bytes < GROUP_BYTES);
 }
 
