@@ -95,11 +95,7 @@ def test_dump_streams_to_a_slow_reader(env):
     o.apply(ch, timeout=T(60))
     wait_converged(o, [e])
     seq0 = e.status()["seq"]
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.connect(e.admin)
-    s.sendall(b"dump\n")
-    first = s.recv(1024)
+    s, first = ht.admin_stalled(e.admin, "dump")
     check(first.startswith(b'{"role":"edge"'), first[:80])
     # While the reader stalls, the edge keeps applying changes and answering others.
     t0 = time.monotonic()
