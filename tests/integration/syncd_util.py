@@ -269,7 +269,7 @@ def edge_matches(edge, seq, digest):
         return False
     pk = edge.peek()
     # The table file's digest is the routing data's; status's covers certificates too.
-    return pk is not None and pk["seq"] == seq and pk["digest"] == st.get("table_digest", digest)
+    return pk is not None and pk["seq"] == seq and pk["digest"] == st["table_digest"]
 
 
 def wait_converged(origin, edges, timeout=None, what="edges to converge"):
