@@ -15,7 +15,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "integration"))
 
 import etcd_util as eu  # noqa: E402
 import hermod_test as ht  # noqa: E402
-import syncd_util as su  # noqa: E402
 
 
 def load():
@@ -42,8 +41,5 @@ def run_dir(name, dir):
 
 
 def origin(env, root, cluster, name, extra=()):
-    """`hermod-syncd origin --store etcd:<cluster's endpoints> --node name`, its data under
-    root/name."""
-    return su.Origin(env, name=name, data=os.path.join(root, name),
-                     extra=["--store", "etcd:" + ",".join(cluster.endpoints), "--node", name] +
-                     list(extra))
+    """etcd_util.origin, its data under root/name (on the disk under test)."""
+    return eu.origin(env, cluster, name, extra, data=os.path.join(root, name))

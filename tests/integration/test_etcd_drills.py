@@ -26,10 +26,6 @@ drill needs root and iproute2 (deploy/dev's CI has both).
 
 import base64
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
 
@@ -37,14 +33,9 @@ import etcd_util as eu
 import hermod_test as ht
 import netns
 import syncd_util as su
+from etcd_util import origin, wait_same
 from hermod_test import T, check, eq, fail, timeout, wait_for
-from test_origin_etcd import app_changes, wait_same
-
-
-def origin(env, cluster, name, extra=(), wait=True, endpoints=None):
-    spec = "etcd:" + ",".join(endpoints or cluster.endpoints)
-    return su.Origin(env, name=name, extra=["--store", spec, "--node", name] + list(extra),
-                     wait=wait)
+from test_origin_etcd import app_changes
 
 
 class Writer:

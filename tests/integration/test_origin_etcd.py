@@ -22,26 +22,8 @@ import uuid
 import etcd_util as eu
 import hermod_test as ht
 import syncd_util as su
+from etcd_util import heads_equal, origin, wait_same
 from hermod_test import T, check, eq, fail, wait_for
-
-
-def origin(env, cluster, name, extra=(), wait=True, proc_env=None):
-    spec = "etcd:" + ",".join(cluster.endpoints)
-    return su.Origin(env, name=name, extra=["--store", spec, "--node", name] + list(extra),
-                     wait=wait, proc_env=proc_env)
-
-
-def heads_equal(origins):
-    """True once every origin publishes the same (seq, digest); the common head."""
-    hs = [su.origin_head(o) for o in origins]
-    return hs[0] if all(h == hs[0] for h in hs) else None
-
-
-def wait_same(origins, seq=None, what="origins to agree"):
-    def ok():
-        h = heads_equal(origins)
-        return h if h is not None and (seq is None or h[0] >= seq) else None
-    return wait_for(ok, T(15), what)
 
 
 def app_changes(app, n, port=5000):
