@@ -21,7 +21,7 @@ import time
 import hermod_test as ht
 from hermod_test import T, check, eq
 from pki import PKI
-from syncd_util import Edge, Origin, wait_converged
+from syncd_util import Edge, Origin, cert_peek, wait_converged
 
 OUTPUTS = []  # every stdout/stderr of hermodctl and every admin answer, for the key check
 
@@ -537,12 +537,9 @@ def test_ticket_keys(env):
 
 
 def peek_store(path, *hosts):
-    p = subprocess.run([ht.binary("hm-certpeek"), path] + list(hosts), stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=T(10))
-    if p.returncode != 0:
-        raise AssertionError("hm-certpeek %s: %s %s" % (path, p.stdout, p.stderr))
-    OUTPUTS.append(p.stdout.decode())
-    return json.loads(p.stdout)
+    d = cert_peek(path, *hosts)
+    OUTPUTS.append(json.dumps(d))
+    return d
 
 
 def check_no_keys(env, p):
