@@ -24,7 +24,6 @@ import time
 import etcd_bench as eb  # puts tests/integration on sys.path
 import etcd_util as eu
 import hermod_test as ht
-import syncd_util as su
 
 
 class Loop:
@@ -52,11 +51,6 @@ class Loop:
     def stop(self):
         self.stopping = True
         self.thread.join(60)
-
-
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
 
 
 def main():
@@ -94,16 +88,13 @@ def main():
                 oa.proc.send_signal(signal.SIGCONT)
             else:
                 oa.start()
-
-            def agree():
-                ha, hb = su.origin_head(oa), su.origin_head(ob)
-                return ha == hb
-            ht.wait_for(agree, 30, "origin-a to catch up")
+            ht.wait_for(lambda: eu.heads_equal([oa, ob]), 30, "origin-a to catch up")
         loop.stop()
         print("| measure | p50 | max | rounds |")
         print("| --- | --- | --- | --- |")
         print("| %s of the origin in use -> next ack | %.0f ms | %.0f ms | %d |" % (
-            "SIGSTOP" if a.freeze else "SIGKILL", statistics.median(times) * 1000, max(times) * 1000, len(times)))
+            "SIGSTOP" if a.freeze else "SIGKILL", statistics.median(times) * 1000,
+            max(times) * 1000, len(times)))
         print("| ack -> next ack, no failure (hermodctl start-up included) | %.0f ms | "
               "%.0f ms | %d acks |" % (statistics.median(gaps) * 1000, max(gaps) * 1000,
                                        len(gaps) + 1))
