@@ -1602,13 +1602,12 @@ int hm_certstore_batch_info(const struct hm_certstore_writer *w, struct hm_certs
 int hm_certstore_writer_ticket_keys(const struct hm_certstore_writer *w,
 				    struct hm_ticket_key keys[HM_TICKET_KEYS_MAX])
 {
+	struct keys_arg a = {keys, 0, 0};
 	struct copy c;
-	unsigned n;
 
 	copy_view(&c, w->f.base, &w->f.lay, pub_copy(w));
-	n = c.h->n_keys <= HM_TICKET_KEYS_MAX ? c.h->n_keys : HM_TICKET_KEYS_MAX;
-	memcpy(keys, c.h->keys, n * sizeof(struct hm_ticket_key));
-	return (int)n;
+	keys_fn(&c, &a);
+	return (int)a.n;
 }
 
 static void entry_view(const struct copy *c, const struct rec_cert *r, struct hm_cert_entry *out)

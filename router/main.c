@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -24,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "common/certstore.h"
 #include "common/errors.h"
 #include "common/log.h"
 #include "common/opts.h"
@@ -198,21 +200,19 @@ static int read_secret(const char *path)
 
 #define LISTEN_DEFAULT "0.0.0.0:8080"
 
-/* The certificate store beside a table: its path with ".certs" for ".table" (or appended),
- * docs/tls.md section 2. malloc'd, NULL if out of memory. */
+/* The certificate store beside a table (hm_certstore_path(), the edge's own rule), malloc'd.
+ * NULL, logged, if the path is too long or memory is short. */
 static char *cert_store_path(const char *table)
 {
-	size_t n = strlen(table);
-	char *p;
+	char p[PATH_MAX];
+	int r = hm_certstore_path(table, p, sizeof(p));
+	char *d = r == 0 ? strdup(p) : NULL;
 
-	if (n > 6 && strcmp(table + n - 6, ".table") == 0)
-		n -= 6;
-	p = malloc(n + sizeof(".certs"));
-	if (p != NULL) {
-		memcpy(p, table, n);
-		memcpy(p + n, ".certs", sizeof(".certs"));
-	}
-	return p;
+	if (d == NULL)
+		hm_log(HM_LOG_ERR, "router",
+		       "cannot derive the certificate store's path from %s: %s", table,
+		       hm_strerror(r != 0 ? r : -ENOMEM));
+	return d;
 }
 
 static int listen_on(const char *hostport, int backlog, uint16_t *port_out)

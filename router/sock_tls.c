@@ -163,20 +163,24 @@ static size_t gather(struct hm__router_tls_sock *t, const uv_buf_t *b, unsigned 
 	return len;
 }
 
-/* Moves b[*i..n) past its first k bytes (buffer by buffer). */
-static void advance(uv_buf_t *b, unsigned n, unsigned *i, size_t k)
+/* Moves b[*i..n) past its first k bytes (buffer by buffer); returns how many it moved past (less
+ * than k when b holds fewer). */
+static size_t advance(uv_buf_t *b, unsigned n, unsigned *i, size_t k)
 {
-	while (k > 0 && *i < n) {
-		size_t d = HM_MIN(k, b[*i].len);
+	size_t moved = 0;
+
+	while (moved < k && *i < n) {
+		size_t d = HM_MIN(k - moved, b[*i].len);
 
 		b[*i].base += d;
 		b[*i].len -= d;
-		k -= d;
+		moved += d;
 		if (b[*i].len == 0)
 			(*i)++;
 	}
 	while (*i < n && b[*i].len == 0)
 		(*i)++;
+	return moved;
 }
 
 /* Seals the next record of b[*i..n) into the engine's output and moves past what it took.
@@ -207,18 +211,9 @@ static int encrypt(struct hm__router_tls_sock *t)
 
 		if (w->enc)
 			continue;
-		if (t->presealed > 0) {
-			/* What try_writev sealed and did not count as taken comes first: in the
-			 * output already. */
-			size_t before = 0, after = 0;
-
-			for (unsigned j = i; j < w->n; j++)
-				before += w->b[j].len;
-			advance(w->b, w->n, &i, t->presealed);
-			for (unsigned j = i; j < w->n; j++)
-				after += w->b[j].len;
-			t->presealed -= (uint32_t)(before - after);
-		}
+		/* What try_writev sealed and did not count as taken comes first: in the output
+		 * already. */
+		t->presealed -= (uint32_t)advance(w->b, w->n, &i, t->presealed);
 		while (i < w->n) {
 			int r = seal(t, w->b, w->n, &i);
 
