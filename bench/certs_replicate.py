@@ -31,14 +31,6 @@ from pki import PKI  # noqa: E402
 from syncd_util import Edge, Origin, wait_converged  # noqa: E402
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
-
 def put(o, names, chain, key):
     changes = [{"op": "cert.put", "name": n, "cert": chain, "key": key} for n in names]
     r = o.ctl("--json", "--reply-timeout", "1h", "apply", "-",
@@ -87,7 +79,8 @@ def main():
             "store_file_bytes": os.stat(store).st_size,
             "store_bytes_per_cert": round(os.stat(store).st_size / a.n),
             "store_allocated_bytes": os.stat(store).st_blocks * 512,
-            "origin_rss_kib": rss_kib(o.proc.pid), "edge_rss_kib": rss_kib(e.proc.pid),
+            "origin_rss_kib": ht.proc_rss_kib(o.proc.pid),
+            "edge_rss_kib": ht.proc_rss_kib(e.proc.pid),
             "joins": [],
         }
         o.extra = ["--compact-after", "1"]
@@ -104,13 +97,14 @@ def main():
                 out["joins"].append({"snapshot_version": version, "join_s": round(t_join, 2),
                                      "snapshot_restarts": s2["snapshot_restarts"],
                                      "edge_certs": s2["certs"],
-                                     "edge_rss_kib": rss_kib(e2.proc.pid)})
+                                     "edge_rss_kib": ht.proc_rss_kib(e2.proc.pid)})
                 e2.proc.stop()
         print(json.dumps(out, indent=1))
     finally:
         problems = env.teardown()
         if problems:
             print("\n".join(problems), file=sys.stderr)
+        env.remove()
 
 
 if __name__ == "__main__":

@@ -17,19 +17,12 @@ reuses; the compactor defragments it once in use is at most half of it and it is
 
 import argparse
 import json
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "integration"))
-
-import etcd_util as eu  # noqa: E402
-import hermod_test as ht  # noqa: E402
-import syncd_util as su  # noqa: E402
+import etcd_bench as eb  # puts tests/integration on sys.path
+import etcd_util as eu
+import hermod_test as ht
 
 
 def main():
@@ -43,24 +36,17 @@ def main():
     ap.add_argument("--defrag-every", default="2m")
     ap.add_argument("--defrag-min", default="16MiB")
     a = ap.parse_args()
-    if not eu.available():
-        sys.exit("etcd is not installed")
-    env = ht.Env("etcd-churn")
-    root = tempfile.mkdtemp(prefix="hermod-etcd-churn-", dir=a.dir)
-    try:
+    with eb.run_dir("etcd-churn", a.dir) as (env, root):
         c = eu.EtcdCluster(env, 1, data_root=root)
         t = eu.EtcdTool(env, c.endpoints, timeout_ms=30000)
-        extra = ["--store", "etcd:" + c.endpoints[0], "--compact-after", "1MiB",
-                 "--etcd-compact-every", a.compact_every, "--etcd-defrag-every", a.defrag_every,
-                 "--etcd-defrag-min", a.defrag_min]
-        origins = [su.Origin(env, name="origin-%d" % i, data=os.path.join(root, "origin%d" % i),
-                             extra=extra + ["--node", "origin-%d" % i])
-                   for i in range(a.origins)]
+        extra = ["--compact-after", "1MiB", "--etcd-compact-every", a.compact_every,
+                 "--etcd-defrag-every", a.defrag_every, "--etcd-defrag-min", a.defrag_min]
+        origins = [eb.origin(env, root, c, "origin-%d" % i, extra) for i in range(a.origins)]
         origins[0].apply([ht.ch_app("churn")])
         print("# etcd_churn: data on %s, %g min, %d origins, %d changes per batch, compaction "
               "every %s, defragmentation checked every %s from %s, load %s" % (
                   a.dir, a.minutes, a.origins, a.batch, a.compact_every, a.defrag_every,
-                  a.defrag_min, " ".join("%.2f" % x for x in os.getloadavg())))
+                  a.defrag_min, eb.load()))
         print("| min | seq | changes | log keys | compactor | etcd snapshots | compactions | "
               "defrags | dbSize MiB min-max | dbSizeInUse MiB min-max |")
         print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -99,11 +85,6 @@ def main():
                 sys.exit("apply failed: %r" % r)
             k += a.batch
             changes += a.batch
-    finally:
-        for p in env.teardown():
-            print("# problem: %s" % p)
-        env.remove()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -22,11 +22,8 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "integration"))
-
-import etcd_util as eu  # noqa: E402
-import hermod_test as ht  # noqa: E402
+import etcd_bench as eb  # puts tests/integration on sys.path
+import etcd_util as eu
 
 
 def pct(v, p):
@@ -77,7 +74,7 @@ def main():
     if not eu.available():
         sys.exit("etcd is not installed")
     print("# etcd_measure: data on %s, %d runs, load %s" % (
-        a.dir, a.runs, " ".join("%.2f" % x for x in os.getloadavg())))
+        a.dir, a.runs, eb.load()))
 
     print("\n## the disk's fsync (4 KiB write + fdatasync), ms")
     print("| file | p50 | p99 | max |")
@@ -95,9 +92,7 @@ def main():
     limits = None
     for members in (1, 3):
         for _ in range(a.runs):
-            env = ht.Env("etcd-measure")
-            root = tempfile.mkdtemp(prefix="hermod-etcd-measure-", dir=a.dir)
-            try:
+            with eb.run_dir("etcd-measure", a.dir) as (env, root):
                 c = eu.EtcdCluster(env, members, data_root=root)
                 t = eu.EtcdTool(env, c.endpoints, timeout_ms=30000)
                 t.ok("bench", 50, "warmup")
@@ -111,12 +106,6 @@ def main():
                     size = bisect(1 << 20, 2 << 20,
                                   lambda k: t.call("put", "limit", "@%d" % k)["err"] == 0)
                     limits = (ops, size)
-            finally:
-                for p in env.teardown():
-                    print("# problem: %s" % p)
-                env.remove()
-                import shutil
-                shutil.rmtree(root, ignore_errors=True)
     print("\n## etcd 3.4 defaults, found by bisection")
     print("| limit | accepted |")
     print("| --- | --- |")

@@ -16,21 +16,14 @@ hermodctl leaves it after RESEND_AFTER_MS without an answer), and SIGCONTed afte
 """
 
 import argparse
-import os
-import shutil
 import signal
 import statistics
-import sys
-import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "integration"))
-
-import etcd_util as eu  # noqa: E402
-import hermod_test as ht  # noqa: E402
-import syncd_util as su  # noqa: E402
+import etcd_bench as eb  # puts tests/integration on sys.path
+import etcd_util as eu
+import hermod_test as ht
 
 
 class Loop:
@@ -60,31 +53,19 @@ class Loop:
         self.thread.join(60)
 
 
-def pct(xs, p):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(p / 100.0 * (len(xs) - 1))))]
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--dir", default="/var/tmp", help="where etcd keeps its data (a real disk)")
     ap.add_argument("--freeze", action="store_true", help="SIGSTOP instead of SIGKILL")
     a = ap.parse_args()
-    if not eu.available():
-        sys.exit("etcd is not installed")
-    env = ht.Env("failover-bench")
-    root = tempfile.mkdtemp(prefix="hermod-failover-", dir=a.dir)
-    try:
+    with eb.run_dir("failover", a.dir) as (env, root):
         c = eu.EtcdCluster(env, 3, data_root=root)
-        spec = "etcd:" + ",".join(c.endpoints)
-        oa, ob = (su.Origin(env, name=n, data=os.path.join(root, n),
-                            extra=["--store", spec, "--node", n])
-                  for n in ("origin-a", "origin-b"))
+        oa, ob = (eb.origin(env, root, c, n) for n in ("origin-a", "origin-b"))
         oa.apply([ht.ch_app("bench")])
         loop = Loop(oa, oa.dial_control + "," + ob.dial_control)
         print("# failover: 3 etcd members (data on %s), 2 origins, %s, %d rounds, load %s" % (
-            a.dir, "SIGSTOP" if a.freeze else "SIGKILL", a.rounds, " ".join("%.2f" % x for x in os.getloadavg())), flush=True)
+            a.dir, "SIGSTOP" if a.freeze else "SIGKILL", a.rounds, eb.load()), flush=True)
         times, gaps = [], []
         for rnd in range(a.rounds):
             n0 = len(loop.acks)
@@ -107,26 +88,18 @@ def main():
                 oa.proc.send_signal(signal.SIGCONT)
             else:
                 oa.start()
-
-            def agree():
-                ha, hb = su.origin_head(oa), su.origin_head(ob)
-                return ha == hb
-            ht.wait_for(agree, 30, "origin-a to catch up")
+            ht.wait_for(lambda: eu.heads_equal([oa, ob]), 30, "origin-a to catch up")
         loop.stop()
         print("| measure | p50 | max | rounds |")
         print("| --- | --- | --- | --- |")
         print("| %s of the origin in use -> next ack | %.0f ms | %.0f ms | %d |" % (
-            "SIGSTOP" if a.freeze else "SIGKILL", statistics.median(times) * 1000, max(times) * 1000, len(times)))
+            "SIGSTOP" if a.freeze else "SIGKILL", statistics.median(times) * 1000,
+            max(times) * 1000, len(times)))
         print("| ack -> next ack, no failure (hermodctl start-up included) | %.0f ms | "
               "%.0f ms | %d acks |" % (statistics.median(gaps) * 1000, max(gaps) * 1000,
                                        len(gaps) + 1))
         if loop.errors:
             print("# %d writes failed, e.g. %r" % (len(loop.errors), loop.errors[0]))
-    finally:
-        for p in env.teardown():
-            print("# problem: %s" % p)
-        env.remove()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

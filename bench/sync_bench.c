@@ -643,18 +643,19 @@ static void *tput_client(void *p)
 	client_open(&c, a->url);
 	app_put(&c, app);
 	while (hm_mono_ns() < a->until_ns) {
-		uint64_t t0;
+		uint64_t t0, dt;
 
 		for (uint32_t i = 0; i < a->batch; i++)
 			dyno(&ch[i], names[i], sizeof(names[i]), (k + i) % 20000, app);
 		t0 = hm_mono_ns();
 		a->last_seq = request(&c, ch, a->batch);
+		dt = hm_mono_ns() - t0;
 		if (a->nack == a->ack_cap) {
 			a->ack_cap = a->ack_cap ? 2 * a->ack_cap : 1024;
 			if ((a->ack = realloc(a->ack, a->ack_cap * sizeof(*a->ack))) == NULL)
 				die("out of memory");
 		}
-		a->ack[a->nack++] = hm_mono_ns() - t0;
+		a->ack[a->nack++] = dt;
 		atomic_fetch_add(a->changes, a->batch);
 		k += a->batch;
 	}
@@ -724,12 +725,13 @@ static void throughput(unsigned seconds)
 		const char *c = strstr(so, "\"etcd_commits\":"),
 			   *b = strstr(so, "\"etcd_batches\":");
 
-		if (c != NULL && b != NULL)
-			printf("  etcd: %llu batches in %llu"
-			       " transactions (%.1f per txn)\n",
-			       strtoull(b + 15, NULL, 10), strtoull(c + 15, NULL, 10),
-			       (double)strtoull(b + 15, NULL, 10) /
-				   (double)HM_MAX(1, strtoull(c + 15, NULL, 10)));
+		if (c != NULL && b != NULL) {
+			unsigned long long nb = strtoull(b + 15, NULL, 10),
+					   nc = strtoull(c + 15, NULL, 10);
+
+			printf("  etcd: %llu batches in %llu transactions (%.1f per txn)\n", nb, nc,
+			       (double)nb / (double)HM_MAX(1, nc));
+		}
 	}
 	printf("{\"bench\":\"throughput\",\"store\":\"%s\",\"clients\":%d,\"batch\":%u,"
 	       "\"changes\":%" PRIu64 ",\"per_s\":%.0f,\"ack_p50_ms\":%.3f,\"ack_p99_ms\":%.3f}\n",

@@ -554,6 +554,19 @@ static int parse_alarms(const cJSON *j, struct parsed *p)
 	return 0;
 }
 
+/* etcd 3.4's status lists the cluster's alarms in "errors", as "memberID:N alarm:NOSPACE ". */
+static bool lists_nospace(const cJSON *j)
+{
+	const cJSON *it;
+
+	cJSON_ArrayForEach(it, cJSON_GetObjectItemCaseSensitive(j, "errors"))
+	{
+		if (cJSON_IsString(it) && strstr(it->valuestring, "alarm:NOSPACE") != NULL)
+			return true;
+	}
+	return false;
+}
+
 static const char *const txn_fields[] = {NULL, "response_range", "response_put",
 					 "response_delete_range"};
 
@@ -627,16 +640,7 @@ static int parse_ok(enum req_kind kind, const cJSON *j, struct parsed *p)
 		it = cJSON_GetObjectItemCaseSensitive(j, "version");
 		if (cJSON_IsString(it))
 			snprintf(r->version, sizeof(r->version), "%s", it->valuestring);
-		{
-			/* 3.4 lists the cluster's alarms as "memberID:N alarm:NOSPACE ". */
-			const cJSON *err;
-
-			cJSON_ArrayForEach(
-			    err, cJSON_GetObjectItemCaseSensitive(
-				     j, "errors")) if (cJSON_IsString(err) &&
-						       strstr(err->valuestring, "alarm:NOSPACE") !=
-							   NULL) r->nospace = true;
-		}
+		r->nospace = lists_nospace(j);
 		return 0;
 	case RQ_ALARM_GET:
 	case RQ_ALARM_DISARM:
@@ -1528,6 +1532,13 @@ void hm__etcd_close(struct hm__etcd *c)
 uint32_t hm__etcd_nendpoints(const struct hm__etcd *c)
 {
 	return c->neps;
+}
+
+size_t hm__etcd_prefix_end(const void *key, size_t n, void *end)
+{
+	memcpy(end, key, n);
+	((uint8_t *)end)[n - 1]++;
+	return n;
 }
 
 const char *hm__etcd_endpoint(const struct hm__etcd *c, uint32_t i)

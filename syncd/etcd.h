@@ -179,6 +179,10 @@ struct hm__etcd_range_opts {
 	bool serializable; /* answered by the member alone, maybe stale */
 };
 
+/* The range_end of every key under the n-byte prefix key (key's last byte plus one, which must
+ * not be 0xff), written into end (n bytes); returns n. */
+size_t hm__etcd_prefix_end(const void *key, size_t n, void *end);
+
 /* r->op: kvs, count, more. */
 int hm__etcd_range(struct hm__etcd *c, const void *key, size_t key_len,
 		   const struct hm__etcd_range_opts *o, hm__etcd_cb cb, void *arg);

@@ -55,7 +55,7 @@
 #define POLL_MS	       1000
 #define STALE_MS       3000
 #define RETRY_MS       200
-#define KEY_MAX	       256
+#define KEY_MAX	       HM__ETCD_KEY_MAX
 
 /* A group: at most GROUP_OPS operations per txn (one log key per batch and the head: under etcd's
  * --max-txn-ops default of 128), and a batch joins while the envelopes so far are under
@@ -71,10 +71,9 @@
 #define SNAP_LEN    40 /* magic, seq, snap_id, bytes, pieces, crc */
 #define HEAD_MAGIC  "HMHEAD01"
 #define LOG_MAGIC   "HMLOG001"
-#define STAGE_MAGIC "HMSTAGE1" /* P/stage/<id>/meta: magic, seq (store_etcd_maint.c reads it) */
-#define EPOCH_LEN   24	       /* magic, epoch, cluster id */
-#define HEAD_LEN    40	       /* magic, seq, ts_ms, commit_id */
-#define LOG_FIXED   28	       /* magic, kind, commit_id */
+#define EPOCH_LEN   24 /* magic, epoch, cluster id */
+#define HEAD_LEN    40 /* magic, seq, ts_ms, commit_id */
+#define LOG_FIXED   28 /* magic, kind, commit_id */
 #define STAGED_LEN  (LOG_FIXED + 16 + 8 + 4 + 4)
 
 enum { LOG_INLINE = 1, LOG_STAGED = 2 };
@@ -202,7 +201,7 @@ static size_t key_of(const struct estore *s, char *buf, const char *what)
 
 static size_t log_key(const struct estore *s, char *buf, uint64_t seq)
 {
-	return (size_t)snprintf(buf, KEY_MAX, "%slog/%020" PRIu64, s->prefix, seq);
+	return hm__etcd_log_key(buf, s->prefix, seq);
 }
 
 /* P/stage/<hex id>/ and, with chunk >= 0, that chunk's key. */
@@ -214,14 +213,6 @@ static size_t stage_key(const struct estore *s, char *buf, const uint8_t id[16],
 	if (chunk < 0)
 		return (size_t)snprintf(buf, KEY_MAX, "%sstage/%s/", s->prefix, hex);
 	return (size_t)snprintf(buf, KEY_MAX, "%sstage/%s/%08" PRId64, s->prefix, hex, chunk);
-}
-
-/* The end of a prefix's range: its last byte plus one. */
-static size_t prefix_end(const char *key, size_t n, char *end)
-{
-	memcpy(end, key, n);
-	end[n - 1]++;
-	return n;
 }
 
 /* The chunks of stage id, without its meta: [key, end) (both KEY_MAX); returns key's length,
@@ -786,7 +777,8 @@ static void drop_stages(struct estore *s)
 		if (s->g[i].rec == NULL)
 			continue;
 		n = stage_key(s, key, s->g[i].stage_id, -1);
-		hm__etcd_delete(s->etcd, key, n, end, prefix_end(key, n, end), best_effort_cb, s);
+		hm__etcd_delete(s->etcd, key, n, end, hm__etcd_prefix_end(key, n, end),
+				best_effort_cb, s);
 	}
 }
 
@@ -914,7 +906,7 @@ static void stage_ops(struct estore *s, struct hm__etcd_cmp *cmp, struct hm__etc
 		cn = stage_key(s, keys[2 * k], m->stage_id, 0);
 		mn = stage_key(s, keys[2 * k + 1], m->stage_id, -1);
 		mn += (size_t)snprintf(keys[2 * k + 1] + mn, KEY_MAX - mn, "meta");
-		memcpy(vals + 16 * k, STAGE_MAGIC, 8);
+		memcpy(vals + 16 * k, HM__ETCD_STAGE_MAGIC, 8);
 		put_u64(vals + 16 * k + 8, m->b->seq);
 		cmp[k] = (struct hm__etcd_cmp){.key = keys[2 * k],
 					       .key_len = cn,
@@ -1079,8 +1071,10 @@ static bool e_room(const struct hm__store *base)
 {
 	const struct estore *s = (const struct estore *)base;
 
-	/* One more batch takes at most two ops: its log key and, if staged, its meta. */
-	return s->gn == 0 || (s->gn < GROUP_MAX && s->gn + s->g_staged + 3 <= GROUP_OPS &&
+	/* One more batch takes at most two ops: its log key and, if staged, its meta. A staged
+	 * batch ends its group: a bad request after it would make hm_state_extend() feed the
+	 * whole large record again (the rebuild re-feeds the group so far). */
+	return s->gn == 0 || (s->g_staged == 0 && s->gn < GROUP_MAX && s->gn + 3 <= GROUP_OPS &&
 			      s->g_bytes < GROUP_BYTES);
 }
 
@@ -1160,7 +1154,7 @@ static void drop_pieces(struct estore *s, uint64_t id)
 
 	/* Best effort: pieces nothing refers to are garbage, and the next snapshot's txn deletes
 	 * the previous one's. */
-	hm__etcd_delete(s->etcd, key, n, end, prefix_end(key, n, end), best_effort_cb, s);
+	hm__etcd_delete(s->etcd, key, n, end, hm__etcd_prefix_end(key, n, end), best_effort_cb, s);
 }
 
 static void snap_txn_cb(void *arg, int err, const struct hm__etcd_result *er)
@@ -1250,7 +1244,7 @@ static void snap_install(struct estore *s, const struct res *old)
 					 .key = okey,
 					 .key_len = on,
 					 .range_end = oend,
-					 .range_end_len = prefix_end(okey, on, oend)};
+					 .range_end_len = hm__etcd_prefix_end(okey, on, oend)};
 	}
 	if (hm__etcd_txn(s->etcd, &t, snap_txn_cb, s) != 0)
 		upload_end(s);
@@ -1534,7 +1528,7 @@ static int load_snap(struct estore *s, int64_t rev, struct hm__store_recovery *r
 	res_fini(&r);
 	n = snapfile_key(s, key, id, -1);
 	o.range_end = end;
-	o.range_end_len = prefix_end(key, n, end);
+	o.range_end_len = hm__etcd_prefix_end(key, n, end);
 	e = wait_res(s, hm__etcd_range(s->etcd, key, n, &o, sync_cb, &p), &p);
 	if (e == 0 && (bytes > SIZE_MAX / 2 || (buf = malloc(bytes > 0 ? bytes : 1)) == NULL))
 		e = -ENOMEM;

@@ -49,16 +49,15 @@
 #include "common/util.h"
 #include "syncd/store_etcd_maint.h"
 
-#define KEY_MAX		256
+#define KEY_MAX		HM__ETCD_KEY_MAX
 #define DEFAULT_TTL_MS	10000
 #define DEFAULT_COMPACT 60000
 #define DEFAULT_DEFRAG	600000
 #define DEFAULT_QUOTA	(2ull << 30)
 #define DISARM_PERCENT	90
 
-#define GC_SCAN	    4096 /* stage keys read per collection (keys only) */
-#define GC_MAX	    16	 /* stages deleted per collection */
-#define STAGE_MAGIC "HMSTAGE1"
+#define GC_SCAN 4096 /* stage keys read per collection (keys only) */
+#define GC_MAX	16   /* stages deleted per collection */
 
 enum job { J_NONE, J_COMPACT, J_MEASURE, J_DEFRAG, J_REMEASURE, J_ALARMS, J_DISARM, J_COLLECT };
 
@@ -415,14 +414,6 @@ static size_t stages_key(const struct hm__etcd_maint *m, char *buf)
 	return (size_t)snprintf(buf, KEY_MAX / 2 + 8, "%sstage/", m->prefix);
 }
 
-/* The end of a prefix's range: its last byte plus one. */
-static size_t prefix_end(const char *key, size_t n, char *end)
-{
-	memcpy(end, key, n);
-	end[n - 1]++;
-	return n;
-}
-
 static void collect_next(struct hm__etcd_maint *m);
 
 static void drop_cb(void *arg, int err, const struct hm__etcd_result *r)
@@ -462,11 +453,11 @@ static void drop_stage(struct hm__etcd_maint *m, const struct garbage *g, uint64
 				  .key = key,
 				  .key_len = n,
 				  .range_end = end,
-				  .range_end_len = prefix_end(key, n, end)};
+				  .range_end_len = hm__etcd_prefix_end(key, n, end)};
 	struct hm__etcd_txn t = {.cmp = &cmp, .ncmp = 1, .success = &del, .nsuccess = 1};
 
 	if (g->committed)
-		cn = (size_t)snprintf(ck, sizeof(ck), "%slog/%020" PRIu64, m->prefix, seq);
+		cn = hm__etcd_log_key(ck, m->prefix, seq);
 	else
 		cn = (size_t)snprintf(ck, sizeof(ck), "%smeta", key);
 	cmp.key = ck;
@@ -487,7 +478,7 @@ static void meta_cb(void *arg, int err, const struct hm__etcd_result *r)
 		job_done(m);
 		return;
 	}
-	if (kv != NULL && kv->value_len == 16 && memcmp(kv->value, STAGE_MAGIC, 8) == 0) {
+	if (kv != NULL && kv->value_len == 16 && memcmp(kv->value, HM__ETCD_STAGE_MAGIC, 8) == 0) {
 		for (int i = 0; i < 8; i++) /* little-endian, as store_etcd.c writes it */
 			seq |= (uint64_t)kv->value[8 + i] << (8 * i);
 		drop_stage(m, &m->gc[m->gc_at], seq);
@@ -587,7 +578,7 @@ static void collect(struct hm__etcd_maint *m)
 	struct hm__etcd_range_opts o = {.limit = GC_SCAN, .keys_only = true};
 
 	o.range_end = end;
-	o.range_end_len = prefix_end(key, n, end);
+	o.range_end_len = hm__etcd_prefix_end(key, n, end);
 	if (m->gc_from[0] != '\0')
 		n = (size_t)snprintf(key, sizeof(key), "%s", m->gc_from);
 	m->job = J_COLLECT;
@@ -830,6 +821,11 @@ void hm__etcd_maint_tick(struct hm__etcd_maint *m, int64_t seen_rev)
 	}
 	if (m->holder)
 		start_collection(m, now);
+}
+
+size_t hm__etcd_log_key(char *buf, const char *prefix, uint64_t seq)
+{
+	return (size_t)snprintf(buf, HM__ETCD_KEY_MAX, "%slog/%020" PRIu64, prefix, seq);
 }
 
 long hm__etcd_test_limit(const char *env)

@@ -12,10 +12,21 @@
 #define HM_SYNCD_STORE_ETCD_MAINT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "syncd/etcd.h"
 #include "syncd/jsonw.h"
+
+/* What this module and store_etcd.c both read and write: keys are at most HM__ETCD_KEY_MAX
+ * bytes; P/stage/<id>/meta holds HM__ETCD_STAGE_MAGIC, then the stage's seq (8 bytes,
+ * little-endian). */
+#define HM__ETCD_KEY_MAX     256
+#define HM__ETCD_STAGE_MAGIC "HMSTAGE1"
+
+/* Writes P/log/<seq> (prefix P; seq in 20 digits, so that the keys sort by seq) into buf
+ * (HM__ETCD_KEY_MAX bytes); returns its length. */
+size_t hm__etcd_log_key(char *buf, const char *prefix, uint64_t seq);
 
 struct hm__etcd_maint_cfg {
 	const char *prefix;	   /* "/hermod/" (copied) */

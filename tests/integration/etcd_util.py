@@ -29,6 +29,7 @@ import urllib.error
 import urllib.request
 
 import hermod_test as ht
+import syncd_util as su
 from hermod_test import T, fail, wait_for
 
 ETCD = shutil.which("etcd")
@@ -337,3 +338,24 @@ class EtcdTool:
                                                                               i + 1500]))
         if rc != 0:
             fail("%s exited with status %s; stderr: %s" % (self.name, rc, text[-2000:]))
+
+
+def origin(env, cluster, name, extra=(), endpoints=None, **kw):
+    """`hermod-syncd origin --store etcd:ENDPOINTS --node name` plus extra (ENDPOINTS: the
+    cluster's unless given, e.g. a proxy's); kw go to syncd_util.Origin (wait, proc_env, data)."""
+    spec = "etcd:" + ",".join(endpoints or cluster.endpoints)
+    return su.Origin(env, name=name, extra=["--store", spec, "--node", name] + list(extra), **kw)
+
+
+def heads_equal(origins):
+    """The common head (seq, digest) once every origin publishes the same one, else None."""
+    hs = [su.origin_head(o) for o in origins]
+    return hs[0] if all(h == hs[0] for h in hs) else None
+
+
+def wait_same(origins, seq=None, what="origins to agree"):
+    """Waits until the origins publish one head, at seq or later if given; returns it."""
+    def ok():
+        h = heads_equal(origins)
+        return h if h is not None and (seq is None or h[0] >= seq) else None
+    return wait_for(ok, T(20), what)

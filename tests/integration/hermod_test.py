@@ -928,6 +928,32 @@ def admin_read_line(s, buf=b""):
     return buf
 
 
+def admin_stalled(path, line):
+    """A reader that stalls: connects to the admin socket at path with a 4 KiB receive buffer,
+    sends line and reads the first KiB of the answer. Returns (socket, those bytes); the rest
+    is the caller's to read (admin_read_line) once the server has had to wait."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(path)
+    s.sendall(line.encode() + b"\n")
+    return s, s.recv(1024)
+
+
+def mount_tmpfs(env, path, size="24m"):
+    """Mounts a tmpfs of size on path (created), unmounted at teardown. Returns False, having
+    said "# skipped" and why, where mounting is not allowed (not root)."""
+    os.makedirs(path)
+    m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + size, "tmpfs", path],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if m.returncode != 0:
+        print("# skipped: cannot mount a tmpfs here (root needed): %s" %
+              m.stdout.decode(errors="replace").strip(), flush=True)
+        return False
+    env.defer(lambda: subprocess.run(["umount", "-l", path], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL))
+    return True
+
+
 def admin_request(path, line, timeout=None):
     """One request on a syncd admin socket; returns the decoded JSON reply."""
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -269,7 +269,17 @@ def edge_matches(edge, seq, digest):
         return False
     pk = edge.peek()
     # The table file's digest is the routing data's; status's covers certificates too.
-    return pk is not None and pk["seq"] == seq and pk["digest"] == st.get("table_digest", digest)
+    return pk is not None and pk["seq"] == seq and pk["digest"] == st["table_digest"]
+
+
+def cert_peek(path, *hosts):
+    """The certificate store at path as a router sees it (tests/tools/hm-certpeek's JSON; hosts:
+    names to look up in it too). A store it cannot read fails the test."""
+    p = subprocess.run([ht.binary("hm-certpeek"), path] + list(hosts), stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=T(10))
+    if p.returncode != 0:
+        fail("hm-certpeek %s: %s %s" % (path, p.stdout, p.stderr))
+    return json.loads(p.stdout)
 
 
 def wait_converged(origin, edges, timeout=None, what="edges to converge"):

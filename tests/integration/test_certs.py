@@ -13,7 +13,6 @@ RSA and ECDSA.
 import glob
 import json
 import os
-import socket
 import stat
 import subprocess
 import threading
@@ -22,7 +21,7 @@ import time
 import hermod_test as ht
 from hermod_test import T, check, eq
 from pki import PKI
-from syncd_util import Edge, Origin, wait_converged
+from syncd_util import Edge, Origin, cert_peek, wait_converged
 
 OUTPUTS = []  # every stdout/stderr of hermodctl and every admin answer, for the key check
 
@@ -398,11 +397,7 @@ def test_certs_answer_streams(env):
     wait_converged(o, [e])
 
     for proc in (o, e):
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        s.connect(proc.admin)
-        s.sendall(b"certs\n")
-        first = s.recv(1024)
+        s, first = ht.admin_stalled(proc.admin, "certs")
         check(first.startswith(b'{"certs":[{"name":'), first[:80])
         # While the reader stalls, a certificate is put (and reaches the edge).
         k = 0 if proc is o else 1
@@ -475,15 +470,8 @@ def test_full_file_system_under_the_store(env):
     is not applied, the last version stays for the routers, status says why, and the edge
     catches up on its own once there is room."""
     mnt = env.path("fs")
-    os.makedirs(mnt)
-    m = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    if m.returncode != 0:
-        print("# skipped: cannot mount a tmpfs here (root needed): %s" %
-              m.stdout.decode(errors="replace").strip(), flush=True)
+    if not ht.mount_tmpfs(env, mnt):
         return
-    env.defer(lambda: subprocess.run(["umount", "-l", mnt], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL))
     p = make_pki(env)
     o = Origin(env)
     e = Edge(env, o, table=os.path.join(mnt, "hermod.table"))
@@ -574,12 +562,9 @@ def test_ticket_keys(env):
 
 
 def peek_store(path, *hosts):
-    p = subprocess.run([ht.binary("hm-certpeek"), path] + list(hosts), stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=T(10))
-    if p.returncode != 0:
-        raise AssertionError("hm-certpeek %s: %s %s" % (path, p.stdout, p.stderr))
-    OUTPUTS.append(p.stdout.decode())
-    return json.loads(p.stdout)
+    d = cert_peek(path, *hosts)
+    OUTPUTS.append(json.dumps(d))
+    return d
 
 
 def check_no_keys(env, p):

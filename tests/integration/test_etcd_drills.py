@@ -26,10 +26,6 @@ drill needs root and iproute2 (deploy/dev's CI has both).
 
 import base64
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
 
@@ -37,14 +33,9 @@ import etcd_util as eu
 import hermod_test as ht
 import netns
 import syncd_util as su
+from etcd_util import origin, wait_same
 from hermod_test import T, check, eq, fail, timeout, wait_for
-from test_origin_etcd import app_changes, wait_same
-
-
-def origin(env, cluster, name, extra=(), wait=True, endpoints=None):
-    spec = "etcd:" + ",".join(endpoints or cluster.endpoints)
-    return su.Origin(env, name=name, extra=["--store", spec, "--node", name] + list(extra),
-                     wait=wait)
+from test_origin_etcd import app_changes
 
 
 class Writer:
@@ -472,6 +463,18 @@ class NsOrigin(su.Origin):
         return super().ctl("--insecure-plaintext", *args, **kw)
 
 
+def healed(a, b, w, more, edges, snapshots):
+    """After origin-a's link to etcd came back: origin-a catches up with origin-b, the writer
+    gets more acknowledgements through it and stops, and every acknowledged write is on every
+    edge (without a full resync)."""
+    wait_for(lambda: not a.status()["stale"], T(30), "origin-a to reach etcd again")
+    wait_same([a, b], b.status()["seq"], "origin-a to catch up")
+    w.wait_more(more, "after healing")
+    acked = w.stop()
+    check(not w.errors, "every write acknowledged: %r" % w.errors[:2])
+    check_all_acked_on(edges, a, acked, "load", snapshots)
+
+
 @timeout(240)
 def test_origin_partitioned_from_etcd(env):
     """etcd, origin-a and origin-b each in their own namespace on a private bridge; the edges and
@@ -520,12 +523,7 @@ def test_origin_partitioned_from_etcd(env):
     check(b.status()["seq"] > cut_seq, "origin-b went on")
 
     net.unpartition(na, ne)
-    wait_for(lambda: not a.status()["stale"], T(30), "origin-a to reach etcd again")
-    wait_same([a, b], b.status()["seq"], "origin-a to catch up")
-    w.wait_more(10, "after healing")
-    acked = w.stop()
-    check(not w.errors, "every write acknowledged: %r" % w.errors[:2])
-    check_all_acked_on(edges, a, acked, "load", snapshots)
+    healed(a, b, w, 10, edges, snapshots)
     head = wait_same([a, b])[0]
     eq(apply_through(a, app_changes("after", 1)), head + 1, "origin-a commits the next seq")
     su.wait_converged(b, edges)
@@ -546,12 +544,7 @@ def test_origin_partitioned_from_etcd(env):
     eq((a.status()["seq"], a.status()["etcd_commits"]), (st["seq"], st["etcd_commits"]),
        "origin-a assigned no seq while cut off")
     net.heal(na)
-    wait_for(lambda: not a.status()["stale"], T(30), "origin-a to reach etcd again")
-    wait_same([a, b], b.status()["seq"], "origin-a to catch up")
-    w.wait_more(3, "after the link came back")
-    acked = w.stop()
-    check(not w.errors, "every write acknowledged: %r" % w.errors[:2])
-    check_all_acked_on(edges, a, acked, "load", snapshots)
+    healed(a, b, w, 3, edges, snapshots)
 
 
 @timeout(120)

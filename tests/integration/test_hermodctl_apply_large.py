@@ -72,9 +72,8 @@ def test_million_change_apply(env):
 @ht.timeout(600)
 def test_million_change_apply_on_etcd(env):
     c = eu.EtcdCluster(env, 1)
-    spec = "etcd:" + ",".join(c.endpoints)
-    a = Origin(env, name="origin-a", extra=["--store", spec, "--node", "origin-a"])
-    b = Origin(env, name="origin-b", extra=["--store", spec, "--node", "origin-b"])
+    a = eu.origin(env, c, "origin-a")
+    b = eu.origin(env, c, "origin-b")
     eb = Edge(env, b, name="edge-b")
     ans = apply_million(env, a, [eb])
     st = a.status()

@@ -14,7 +14,6 @@ Without etcd installed the script exits 77 (skipped); deploy/dev installs it, so
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import uuid
@@ -22,26 +21,8 @@ import uuid
 import etcd_util as eu
 import hermod_test as ht
 import syncd_util as su
-from hermod_test import T, check, eq, fail, wait_for
-
-
-def origin(env, cluster, name, extra=(), wait=True, proc_env=None):
-    spec = "etcd:" + ",".join(cluster.endpoints)
-    return su.Origin(env, name=name, extra=["--store", spec, "--node", name] + list(extra),
-                     wait=wait, proc_env=proc_env)
-
-
-def heads_equal(origins):
-    """True once every origin publishes the same (seq, digest); the common head."""
-    hs = [su.origin_head(o) for o in origins]
-    return hs[0] if all(h == hs[0] for h in hs) else None
-
-
-def wait_same(origins, seq=None, what="origins to agree"):
-    def ok():
-        h = heads_equal(origins)
-        return h if h is not None and (seq is None or h[0] >= seq) else None
-    return wait_for(ok, T(15), what)
+from etcd_util import heads_equal, origin, wait_same
+from hermod_test import T, check, eq, wait_for
 
 
 def app_changes(app, n, port=5000):
@@ -82,14 +63,6 @@ def test_two_origins_one_numbering(env):
     eq(len(da["apps"]), 6, "the apps committed through both origins")
 
 
-def peek_store(path):
-    p = subprocess.run([ht.binary("hm-certpeek"), path], stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, timeout=T(10))
-    if p.returncode != 0:
-        fail("hm-certpeek %s: %s %s" % (path, p.stdout, p.stderr))
-    return json.loads(p.stdout)
-
-
 def test_ticket_keys_made_and_rotated_once(env):
     """Origins sharing etcd make the TLS session ticket keys once (with the cluster secret) and
     rotate them as one history: the edges following either origin end up with the same keys, a
@@ -101,10 +74,10 @@ def test_ticket_keys_made_and_rotated_once(env):
     ea = su.Edge(env, a, name="edge-a")
     eb = su.Edge(env, b, name="edge-b")
     first = wait_for(lambda: (lambda k: k if k["ticket_keys"] >= 2 else None)(
-        peek_store(ea.status()["cert_store"])), T(15), "ticket keys on edge-a")
+        su.cert_peek(ea.status()["cert_store"])), T(15), "ticket keys on edge-a")
 
     def rotated():
-        k = peek_store(ea.status()["cert_store"])
+        k = su.cert_peek(ea.status()["cert_store"])
         return k if k["ticket_keys"] == 3 and k["key_names"][0] != first["key_names"][0] \
             else None
     after = wait_for(rotated, T(20), "a ticket key rotation on edge-a")
@@ -115,7 +88,7 @@ def test_ticket_keys_made_and_rotated_once(env):
         h = heads_equal([a, b])
         if h is None:
             return None
-        ka, kb = (peek_store(e.status()["cert_store"]) for e in (ea, eb))
+        ka, kb = (su.cert_peek(e.status()["cert_store"]) for e in (ea, eb))
         sa, sb = ea.status(), eb.status()
         if (sa["seq"], sb["seq"]) != (h[0], h[0]) or ka["seq"] != h[0] or kb["seq"] != h[0]:
             return None

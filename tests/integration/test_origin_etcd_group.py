@@ -20,6 +20,7 @@ import uuid
 import etcd_util as eu
 import hermod_test as ht
 import syncd_util as su
+from etcd_util import wait_same
 from hermod_test import T, check, eq, wait_for
 
 
@@ -105,21 +106,10 @@ class Pending:
 
 
 def origin(env, cluster, name, hold, lose=None):
-    spec = "etcd:" + ",".join(cluster.endpoints)
     penv = {"HM_TEST_ETCD_HOLD": hold}
     if lose:
         penv["HM_TEST_ETCD_LOSE_ANSWER"] = lose
-    return su.Origin(env, name=name, proc_env=penv,
-                     extra=["--store", spec, "--node", name])
-
-
-def wait_same(origins, seq=None):
-    def ok():
-        hs = [su.origin_head(o) for o in origins]
-        if all(h == hs[0] for h in hs) and (seq is None or hs[0][0] >= seq):
-            return hs[0]
-        return None
-    return wait_for(ok, T(20), "the origins to agree")
+    return eu.origin(env, cluster, name, proc_env=penv)
 
 
 def wait_queued(o, inflight, queued):

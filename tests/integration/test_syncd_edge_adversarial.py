@@ -15,7 +15,6 @@
 """
 
 import os
-import subprocess
 import time
 
 import hermod_test as ht
@@ -85,15 +84,8 @@ def test_bogus_part_at_head_does_not_spin_catchups(env):
 
 def test_full_file_system_under_the_table(env):
     mnt = env.path("fs")
-    os.makedirs(mnt)
-    p = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", mnt],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    if p.returncode != 0:
-        print("# skipped: cannot mount a tmpfs here (root needed): %s" %
-              p.stdout.decode(errors="replace").strip(), flush=True)
+    if not ht.mount_tmpfs(env, mnt):
         return
-    env.defer(lambda: subprocess.run(["umount", "-l", mnt], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL))
     o = Origin(env)
     e = Edge(env, o, table=os.path.join(mnt, "table"))
     o.apply([{"op": "app.put", "app": "a"},
