@@ -1711,11 +1711,7 @@ static void e_status(struct hm__store *base, struct hm__jsonw *w)
 		hm__etcd_maint_status(s->maint, w);
 	hm__jw_ku64(w, "etcd_watch_resumes",
 		    s->watch != NULL ? hm__etcd_watch_resumes(s->watch) : 0);
-	hm__jw_key(w, "store_error");
-	if (s->stale)
-		hm__jw_str(w, s->why, strlen(s->why));
-	else
-		hm__jw_null(w);
+	hm__jw_kcstr_or_null(w, "store_error", s->stale ? s->why : NULL);
 }
 
 static void handle_closed(uv_handle_t *h)

@@ -869,21 +869,14 @@ uint64_t hm__etcd_maint_compactions(const struct hm__etcd_maint *m)
 
 void hm__etcd_maint_status(const struct hm__etcd_maint *m, struct hm__jsonw *w)
 {
-	hm__jw_key(w, "etcd_compactor");
-	if (m->holder_name[0] != '\0')
-		hm__jw_cstr(w, m->holder_name);
-	else
-		hm__jw_null(w);
+	hm__jw_kcstr_or_null(w, "etcd_compactor",
+			     m->holder_name[0] != '\0' ? m->holder_name : NULL);
 	hm__jw_kbool(w, "etcd_compactor_self", m->holder);
 	hm__jw_ku64(w, "etcd_defrags", m->defrags);
 	hm__jw_ku64(w, "etcd_disarms", m->disarms);
 	hm__jw_ku64(w, "etcd_stage_scans", m->gc_passes);
 	hm__jw_ku64(w, "etcd_stages_collected", m->stages_collected);
-	hm__jw_key(w, "etcd_alarm");
-	if (m->nospace)
-		hm__jw_cstr(w, "NOSPACE");
-	else
-		hm__jw_null(w);
+	hm__jw_kcstr_or_null(w, "etcd_alarm", m->nospace ? "NOSPACE" : NULL);
 	hm__jw_ku64(w, "etcd_db_size", m->db_size);
 	hm__jw_ku64(w, "etcd_db_size_in_use", m->db_in_use);
 }
