@@ -25,6 +25,7 @@
 #include <inttypes.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/req.h>
+#include <openssl/crypto.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -719,6 +720,15 @@ static int report_rejected(int code, uint32_t index, const char *reason)
 	return fail(EXIT_REJECTED, "rejected: %s", reason);
 }
 
+/* A request's buffer may hold a cert.put's key: wiped before it is freed. (nng's own copy of
+ * the message, and the blocks the encoder's growth gave back, are out of reach.) */
+static void pbuf_wipe_fini(struct hm_pbuf *pb)
+{
+	if (pb->data != NULL)
+		OPENSSL_cleanse(pb->data, pb->cap);
+	hm_pbuf_fini(pb);
+}
+
 /* Sends one single-part request. */
 static int send_changes(const struct hm_change *changes, uint32_t n)
 {
@@ -733,7 +743,7 @@ static int send_changes(const struct hm_change *changes, uint32_t n)
 	}
 	hm_require(hm_proto_encode_ctl_req(&pb, c.req_id, 0, 1, changes, n) == 0);
 	code = exchange(&c, &pb, &a);
-	hm_pbuf_fini(&pb);
+	pbuf_wipe_fini(&pb);
 	if (code == EXIT_OK) {
 		if (a.status == HM_CTL_ACK)
 			code = report_ack(&a, n);
@@ -821,24 +831,31 @@ static int cmd_control(char **pos, int npos)
 	return send_changes(&c, 1);
 }
 
-/* Reads a PEM file for `cert put`: at most max bytes. Returns EXIT_OK or a usage failure. */
+/*
+ * Reads a PEM file for `cert put`: at most max bytes (max + 1 read, so that a longer file is
+ * seen as too long). The buffer is allocated once, before the first byte, and filled in place:
+ * a private key is never left behind in a realloc'd-away block or a stack copy. The caller
+ * wipes out->data. Returns EXIT_OK or a usage failure.
+ */
 static int read_pem(const char *what, const char *path, size_t max, struct hm__buf *out)
 {
 	FILE *f = fopen(path, "rb");
-	char buf[4096];
 	size_t n;
 
 	if (f == NULL)
 		return fail(EXIT_USAGE, "cannot read %s %s: %s", what, path, strerror(errno));
-	while ((n = fread(buf, 1, sizeof(buf), f)) > 0 && out->len <= max)
-		hm__buf_add(out, buf, n);
+	setvbuf(f, NULL, _IONBF, 0); /* no stdio buffer holding a copy */
+	if (!hm__buf_reserve(out, max + 1)) {
+		fclose(f);
+		return fail(EXIT_USAGE, "out of memory reading %s", path);
+	}
+	while (out->len <= max && (n = fread(out->data + out->len, 1, max + 1 - out->len, f)) > 0)
+		out->len += n;
 	if (ferror(f)) {
 		fclose(f);
 		return fail(EXIT_USAGE, "cannot read %s %s: %s", what, path, strerror(errno));
 	}
 	fclose(f);
-	if (out->oom)
-		return fail(EXIT_USAGE, "out of memory reading %s", path);
 	return EXIT_OK;
 }
 
@@ -903,7 +920,7 @@ static int cmd_cert(char **pos, int npos)
 	code = send_changes(&c, 1);
 out:
 	if (key.data != NULL)
-		memset(key.data, 0, key.len);
+		OPENSSL_cleanse(key.data, key.cap);
 	hm__buf_fini(&cert);
 	hm__buf_fini(&key);
 	return code;
@@ -919,10 +936,18 @@ struct owned {
 	char *pem; /* a cert.put's chain and key (malloc'd), or NULL */
 };
 
-static void own(struct owned *o, const struct hm_change *c)
+/* Drops what o holds; a cert.put's key is wiped first. */
+static void disown(struct owned *o)
 {
+	if (o->pem != NULL)
+		OPENSSL_cleanse(o->pem, (size_t)o->c.cert_len + o->c.key_len);
 	free(o->pem);
 	o->pem = NULL;
+}
+
+static void own(struct owned *o, const struct hm_change *c)
+{
+	disown(o);
 	o->c = *c;
 	if (c->op == HM_OP_CERT_PUT) {
 		hm_require((o->pem = malloc((size_t)c->cert_len + c->key_len)) != NULL);
@@ -1099,11 +1124,11 @@ again:
 	}
 out:
 	client_close(&c);
-	hm_pbuf_fini(&pb[0]);
-	hm_pbuf_fini(&pb[1]);
+	pbuf_wipe_fini(&pb[0]);
+	pbuf_wipe_fini(&pb[1]);
 	hm_batch_reader_free(br);
 	for (uint32_t i = 0; part != NULL && i < HM_PROTO_MAX_CHANGES; i++)
-		free(part[i].pem);
+		disown(&part[i]);
 	free(part);
 	free(counts);
 	fclose(f);

@@ -100,6 +100,27 @@ def test_rejections_and_warnings(env):
         r = ctl(o, "cert", "put", name, crt, key)
         eq(r.rc, 1, "cert put %s %s: %r" % (name, os.path.basename(crt), r))
         check(why in r.err, "reason %r in %r" % (why, r.err))
+    # Files hermodctl cannot take: exit 2 with why, nothing sent. The key file is read into one
+    # buffer sized before the first byte (docs/tls.md: no copy of a key left behind), so the
+    # bound is checked on what was read, one byte past the limit.
+    big = os.path.join(d, "big.key")
+    with open(big, "w") as f:
+        f.write(open(p.exact.key).read() + "#" * (16 * 1024))
+    empty = os.path.join(d, "empty.key")
+    open(empty, "w").close()
+    exact_size = os.path.join(d, "exact-size.key")
+    with open(exact_size, "w") as f:  # exactly the 16 KiB limit: read whole, then judged as PEM
+        k = open(p.exact.key).read()
+        f.write(k + "\n" * (16 * 1024 - len(k)))
+    for key, why, rc in ((os.path.join(d, "missing.key"), "cannot read key", 2),
+                         (big, "1 to 16384", 2), (empty, "1 to 16384", 2),
+                         (exact_size, "", 0)):
+        r = ctl(o, "cert", "put", "shop.example.com", p.exact.crt, key)
+        eq(r.rc, rc, "cert put with key %s: %r" % (os.path.basename(key), r))
+        check(why in r.err, "reason %r in %r" % (why, r.err))
+    r = ctl(o, "cert", "rm", "shop.example.com")
+    eq(r.rc, 0, "cert rm: %r" % r)
+    seq0 = o.status()["seq"]
     # The origin's own check, without hermodctl's: a request made by hand (batch file).
     batch = {"changes": [{"op": "cert.put", "name": "shop.example.com",
                           "cert": open(p.exact.crt).read(), "key": open(p.rsa.key).read()}]}
