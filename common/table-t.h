@@ -228,24 +228,34 @@ static inline bool hm__table_heap_ok(const struct hm__table_copy *c, uint64_t of
 	       len <= c->lay->heap_bytes - off;
 }
 
+/*
+ * A copy may be rewritten under a slow reader (the writer reuses it two commits later; the
+ * reader's version check then discards what it read). So a length a bound is checked with must
+ * be the length used: a reader loads a record's name length once (HM__TABLE_ONCE) and passes
+ * that value on, and the name's heap offset is loaded once here. NULL if out of bounds.
+ */
+#define HM__TABLE_ONCE(field) __atomic_load_n(&(field), __ATOMIC_RELAXED)
+
 static inline const char *hm__table_domain_name(const struct hm__table_copy *c,
-						const struct hm__table_rec_domain *d)
+						const struct hm__table_rec_domain *d, size_t len)
 {
-	if (d->name_len <= HM__TABLE_DOMAIN_INLINE)
+	uint32_t off;
+
+	if (len <= HM__TABLE_DOMAIN_INLINE)
 		return d->name;
-	return hm__table_heap_ok(c, d->name_heap, d->name_len)
-		   ? (const char *)c->heap + d->name_heap
-		   : NULL;
+	off = HM__TABLE_ONCE(d->name_heap);
+	return hm__table_heap_ok(c, off, len) ? (const char *)c->heap + off : NULL;
 }
 
 static inline const char *hm__table_dyno_name(const struct hm__table_copy *c,
-					      const struct hm__table_rec_dyno *y)
+					      const struct hm__table_rec_dyno *y, size_t len)
 {
-	if (y->name_len <= HM__TABLE_DYNO_INLINE)
+	uint32_t off;
+
+	if (len <= HM__TABLE_DYNO_INLINE)
 		return y->name;
-	return hm__table_heap_ok(c, y->name_heap, y->name_len)
-		   ? (const char *)c->heap + y->name_heap
-		   : NULL;
+	off = HM__TABLE_ONCE(y->name_heap);
+	return hm__table_heap_ok(c, off, len) ? (const char *)c->heap + off : NULL;
 }
 
 static inline uint64_t hm__table_app_hash(const struct hm__table_layout *l, const char *name,
@@ -308,7 +318,8 @@ static inline int64_t hm__table_find_domain(const struct hm__table_copy *c, cons
 			const char *dn;
 
 			if (d->name_len == n && d->wildcard == wild &&
-			    (dn = hm__table_domain_name(c, d)) != NULL && memcmp(dn, key, n) == 0) {
+			    (dn = hm__table_domain_name(c, d, n)) != NULL &&
+			    memcmp(dn, key, n) == 0) {
 				*idx = s.idx - 1;
 				return i;
 			}
@@ -334,7 +345,8 @@ static inline int64_t hm__table_find_dyno(const struct hm__table_copy *c, uint32
 			const char *yn;
 
 			if (y->app == app && y->name_len == n &&
-			    (yn = hm__table_dyno_name(c, y)) != NULL && memcmp(yn, name, n) == 0) {
+			    (yn = hm__table_dyno_name(c, y, n)) != NULL &&
+			    memcmp(yn, name, n) == 0) {
 				*idx = s.idx - 1;
 				return i;
 			}

@@ -407,15 +407,16 @@ static struct dsum domain_digest(const struct hm__table_copy *c,
 {
 	const struct hm__table_rec_app *a = &c->apps[d->app];
 
-	return digest_domain(hm__table_domain_name(c, d), d->name_len, d->wildcard, a->name,
-			     a->name_len);
+	return digest_domain(hm__table_domain_name(c, d, d->name_len), d->name_len, d->wildcard,
+			     a->name, a->name_len);
 }
 
 static struct dsum dyno_digest(const struct hm__table_copy *c, const struct hm__table_rec_dyno *y)
 {
 	const struct hm__table_rec_app *a = &c->apps[y->app];
 
-	return digest_dyno(a->name, a->name_len, hm__table_dyno_name(c, y), y->name_len, y);
+	return digest_dyno(a->name, a->name_len, hm__table_dyno_name(c, y, y->name_len),
+			   y->name_len, y);
 }
 
 static int domain_remove(struct hm_table_writer *w, struct hm__table_copy *c, uint32_t di,
@@ -514,16 +515,16 @@ static int op_app_rm(struct hm_table_writer *w, struct hm__table_copy *c,
 	a = &c->apps[ai];
 	while (a->domain_head != 0) {
 		struct hm__table_rec_domain *d = &c->domains[a->domain_head - 1];
-		int64_t sp = hm__table_find_domain(c, hm__table_domain_name(c, d), d->name_len,
-						   d->wildcard, &idx);
+		int64_t sp = hm__table_find_domain(c, hm__table_domain_name(c, d, d->name_len),
+						   d->name_len, d->wildcard, &idx);
 
 		if (sp < 0 || (e = domain_remove(w, c, idx, (uint32_t)sp)) != 0)
 			return sp < 0 ? HM_EBADTABLE : e;
 	}
 	while (a->n[0] > 0) {
 		struct hm__table_rec_dyno *y = &c->dynos[arr_of(c, a)[a->n[0] - 1]];
-		int64_t sp =
-		    hm__table_find_dyno(c, ai, hm__table_dyno_name(c, y), y->name_len, &idx);
+		int64_t sp = hm__table_find_dyno(c, ai, hm__table_dyno_name(c, y, y->name_len),
+						 y->name_len, &idx);
 
 		if (sp < 0 || (e = dyno_remove(w, c, idx, (uint32_t)sp)) != 0)
 			return sp < 0 ? HM_EBADTABLE : e;
@@ -839,7 +840,7 @@ int hm__table_verify_copy(const struct hm_table_writer *w, const struct hm__tabl
 			continue;
 		ndomains++;
 		nwild += dm->wildcard;
-		name = hm__table_domain_name(c, dm);
+		name = hm__table_domain_name(c, dm, dm->name_len);
 		/* lengths first: the digest hashes names through fixed-size buffers */
 		if (name == NULL || dm->name_len > HM_HOST_MAX || dm->app >= c->h->top_apps ||
 		    !c->apps[dm->app].used ||
@@ -859,7 +860,7 @@ int hm__table_verify_copy(const struct hm_table_writer *w, const struct hm__tabl
 		if (!y->used)
 			continue;
 		ndynos++;
-		name = hm__table_dyno_name(c, y);
+		name = hm__table_dyno_name(c, y, y->name_len);
 		if (name == NULL || y->name_len > HM_DYNO_NAME_MAX || y->app >= c->h->top_apps ||
 		    !(a = &c->apps[y->app])->used ||
 		    hm__table_find_dyno(c, y->app, name, y->name_len, &idx) < 0 || idx != i ||

@@ -276,8 +276,11 @@ static uint32_t pick_random(const struct hm__table_copy *c, const uint32_t *arr,
 static void route_out_dyno(const struct hm__table_copy *c, uint32_t y, struct hm_route *out)
 {
 	const struct hm__table_rec_dyno *d = &c->dynos[y];
-	const char *name = hm__table_dyno_name(c, d);
-	size_t n = name != NULL && d->name_len <= HM_DYNO_NAME_MAX ? d->name_len : 0;
+	size_t n = HM__TABLE_ONCE(d->name_len);
+	const char *name = hm__table_dyno_name(c, d, n);
+
+	if (name == NULL || n > HM_DYNO_NAME_MAX)
+		n = 0;
 
 	out->has_dyno = true;
 	out->slot = y;
@@ -303,7 +306,9 @@ static int route_copy(struct hm_table_map *m, const struct hm__table_copy *c, co
 	if (ai < 0)
 		return HM_ENOHOST;
 	a = &c->apps[ai];
-	an = a->name_len <= HM_APP_NAME_MAX ? a->name_len : 0;
+	an = HM__TABLE_ONCE(a->name_len);
+	if (an > HM_APP_NAME_MAX)
+		an = 0;
 	memcpy(out->app, a->name, an);
 	out->app[an] = '\0';
 	out->maintenance = a->maintenance;

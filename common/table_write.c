@@ -346,7 +346,7 @@ static void dyno_change(const struct hm__table_copy *c, const struct hm__table_r
 	ch->op = HM_OP_DYNO_PUT;
 	ch->app = a->name;
 	ch->app_len = a->name_len;
-	ch->name = hm__table_dyno_name(c, y);
+	ch->name = hm__table_dyno_name(c, y, y->name_len);
 	ch->name_len = y->name_len;
 	ch->state = y->state;
 	ch->addr.family = y->family;
@@ -399,7 +399,7 @@ int hm_table_foreach(const struct hm_table_writer *w,
 			memcpy(host, "*.", 2);
 			n = 2;
 		}
-		memcpy(host + n, hm__table_domain_name(&c, d), d->name_len);
+		memcpy(host + n, hm__table_domain_name(&c, d, d->name_len), d->name_len);
 		n += d->name_len;
 		memset(&ch, 0, sizeof(ch));
 		ch.op = HM_OP_DOMAIN_PUT;
