@@ -70,7 +70,7 @@ struct hm_tls_ctx {
 	struct hm_tls_config cfg;
 	BIO_METHOD *bio_method;
 	EVP_CIPHER *ticket_cipher; /* fetched once: OpenSSL 3 would fetch it per ticket */
-	unsigned char alpn[16];	   /* our protocols, in preference order, wire format */
+	unsigned char alpn[24];	   /* our protocols, in preference order, wire format */
 	unsigned alpn_len;
 	/* Ticket keys: a private copy, refreshed when the store's version moves. */
 	struct hm_ticket_key keys[HM_TICKET_KEYS_MAX];
@@ -615,8 +615,11 @@ int hm_tls_ctx_new(struct hm_tls_ctx **out, struct hm_certstore_reader *store,
 		t->cfg.ticket_lifetime_s = LIFETIME_DEF_S;
 	if (cfg == NULL || t->cfg.num_tickets < 0)
 		t->cfg.num_tickets = 1;
-	t->alpn_len = t->cfg.h2 ? 12 : 9;
-	memcpy(t->alpn, t->cfg.h2 ? "\x02h2\x08http/1.1" : "\x08http/1.1", t->alpn_len);
+	/* http/1.0 last: an HTTP/1.0 client that names its protocol (curl --http1.0 offers only
+	 * "http/1.0") is served as on the plain listener, not refused. */
+	t->alpn_len = t->cfg.h2 ? 21 : 18;
+	memcpy(t->alpn, t->cfg.h2 ? "\x02h2\x08http/1.1\x08http/1.0" : "\x08http/1.1\x08http/1.0",
+	       t->alpn_len);
 	t->cap = t->cfg.cache_max;
 	while (slots < 2 * (uint64_t)t->cap)
 		slots *= 2;
@@ -870,8 +873,8 @@ unsigned hm_tls_conn_alpn(const struct hm_tls_conn *c)
 	SSL_get0_alpn_selected(c->ssl, &p, &n);
 	if (n == 2 && memcmp(p, "h2", 2) == 0)
 		return HM_TLS_ALPN_H2;
-	if (n == 8 && memcmp(p, "http/1.1", 8) == 0)
-		return HM_TLS_ALPN_HTTP11;
+	if (n == 8 && (memcmp(p, "http/1.1", 8) == 0 || memcmp(p, "http/1.0", 8) == 0))
+		return HM_TLS_ALPN_HTTP11; /* HTTP/1.x: the request line says which */
 	return HM_TLS_ALPN_NONE;
 }
 

@@ -61,8 +61,8 @@ const char *hm_tls_fail_name(unsigned reason);
 
 /* The application protocol agreed by ALPN. */
 enum hm_tls_alpn {
-	HM_TLS_ALPN_NONE = 0, /* the client offered no ALPN: HTTP/1.x */
-	HM_TLS_ALPN_HTTP11 = 1,
+	HM_TLS_ALPN_NONE = 0,	/* the client offered no ALPN: HTTP/1.x */
+	HM_TLS_ALPN_HTTP11 = 1, /* "http/1.1", or "http/1.0" (offered last): HTTP/1.x */
 	HM_TLS_ALPN_H2 = 2,
 };
 

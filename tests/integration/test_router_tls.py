@@ -280,6 +280,18 @@ def test_http2_by_alpn(env):
     p = subprocess.run(base + ["--http1.1", "-w", "\n%{http_version}", url + "/hello"],
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=T(20))
     eq(p.stdout.rsplit(b"\n", 1)[-1], b"1.1", "curl --http1.1 over the same listener")
+    # curl --http1.0 offers ALPN "http/1.0" only: accepted (as nginx does; refusing it failed
+    # the handshake), and a chunked answer reaches the HTTP/1.0 client unchunked and whole.
+    p = subprocess.run(base + ["-v", "--http1.0", "-D", "-", url + "/chunked?chunks=3&size=5"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=T(20))
+    err = p.stderr.decode(errors="replace")
+    eq(p.returncode, 0, "curl --http1.0: %s" % err[-400:])
+    check("> GET /chunked?chunks=3&size=5 HTTP/1.0" in err, "curl sent HTTP/1.0: %s" % err[-400:])
+    check("http/1.0" in err.split("> GET")[0], "ALPN http/1.0 agreed: %s" % err[-600:])
+    head, rest = p.stdout.split(b"\r\n\r\n", 1)
+    check(head.startswith(b"HTTP/1.1 200"), head[:40])
+    check(b"transfer-encoding" not in head.lower(), "no Transfer-Encoding to HTTP/1.0: %r" % head)
+    eq(rest, b"aaaaabbbbbccccc", "the body, whole")
     # h2load: 2 connections x 10 concurrent streams, every request answered 200.
     p = subprocess.run(["h2load", "-n", "200", "-c", "2", "-m", "10",
                         "https://127.0.0.1:%d/hello" % r.tls_port, "-H", ":authority: " + HOST],

@@ -661,7 +661,8 @@ END_TEST
 START_TEST(alpn)
 {
 	static const unsigned char both[] = "\x02h2\x08http/1.1", h2only[] = "\x02h2",
-				   h1only[] = "\x08http/1.1";
+				   h1only[] = "\x08http/1.1", h10only[] = "\x08http/1.0",
+				   h10first[] = "\x08http/1.0\x08http/1.1", other[] = "\x06spdy/3";
 	struct hm_certstore_writer *w = store(path);
 	struct hm_tls_config h2 = {.h2 = true, .num_tickets = -1};
 	struct engine e, e2;
@@ -678,6 +679,12 @@ START_TEST(alpn)
 	    {&e, h2only, sizeof(h2only) - 1, -EPROTO, HM_TLS_ALPN_NONE},
 	    {&e2, both, sizeof(both) - 1, 0, HM_TLS_ALPN_H2},
 	    {&e2, h1only, sizeof(h1only) - 1, 0, HM_TLS_ALPN_HTTP11},
+	    /* HTTP/1.0 by name (curl --http1.0): served as HTTP/1.x, http/1.1 preferred */
+	    {&e, h10only, sizeof(h10only) - 1, 0, HM_TLS_ALPN_HTTP11},
+	    {&e2, h10only, sizeof(h10only) - 1, 0, HM_TLS_ALPN_HTTP11},
+	    {&e2, h10first, sizeof(h10first) - 1, 0, HM_TLS_ALPN_HTTP11},
+	    /* nothing we speak: no_application_protocol (RFC 7301, 3.2) */
+	    {&e2, other, sizeof(other) - 1, -EPROTO, HM_TLS_ALPN_NONE},
 	};
 
 	put_cert(w, "default", "default", "DNS:a.example.com", "ec256");
@@ -691,9 +698,17 @@ START_TEST(alpn)
 			    cases[i].len);
 		ck_assert_int_eq(hm_tls_conn_new(&c, cases[i].e->t), 0);
 		ck_assert_int_eq(handshake(&cl, c), cases[i].rc);
-		if (cases[i].rc == 0)
+		if (cases[i].rc == 0) {
+			const unsigned char *p;
+			unsigned n;
+
 			ck_assert_uint_eq(hm_tls_conn_alpn(c), cases[i].want);
-		else
+			SSL_get0_alpn_selected(cl.ssl, &p, &n); /* as the client saw it */
+			if (cases[i].offer == h10only)
+				ck_assert(n == 8 && memcmp(p, "http/1.0", 8) == 0);
+			if (cases[i].offer == h10first)
+				ck_assert(n == 8 && memcmp(p, "http/1.1", 8) == 0);
+		} else
 			ck_assert_uint_eq(hm_tls_conn_fail(c), HM_TLS_FAIL_NO_ALPN);
 		hm_tls_conn_free(c);
 		client_fini(&cl);
