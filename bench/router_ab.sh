@@ -29,11 +29,15 @@ http { access_log off; keepalive_requests 10000000;
   server { listen 127.0.0.1:$BP; location / { return 200 "hello from a dyno\n"; } } }
 C
 nginx -c "$W/backend.conf" & pids+=($!)
-echo '{"changes":[{"op":"app.put","app":"bench"},{"op":"domain.put","domain":"bench.example.com","app":"bench"},{"op":"dyno.put","app":"bench","dyno":"web.1","addr":"127.0.0.1:'$BP'","state":"up"}]}' |
-	"$1/tests/tools/hm-tablectl" --table "$W/table" apply - >/dev/null || exit 1
-"$1/router/hermod-router" --table "$W/table" --listen 127.0.0.1:$PA --workers 1 --access-log /dev/null \
+# Each build reads a table its own hm-tablectl wrote: the file format may differ between them.
+for ab in a b; do
+	[ $ab = a ] && bd=$1 || bd=$2
+	echo '{"changes":[{"op":"app.put","app":"bench"},{"op":"domain.put","domain":"bench.example.com","app":"bench"},{"op":"dyno.put","app":"bench","dyno":"web.1","addr":"127.0.0.1:'$BP'","state":"up"}]}' |
+		"$bd/tests/tools/hm-tablectl" --table "$W/table-$ab" apply - >/dev/null || exit 1
+done
+"$1/router/hermod-router" --table "$W/table-a" --listen 127.0.0.1:$PA --workers 1 --access-log /dev/null \
 	2>"$W/a.err" & pids+=($!); root_a=$!
-"$2/router/hermod-router" --table "$W/table" --listen 127.0.0.1:$PB --workers 1 --access-log /dev/null \
+"$2/router/hermod-router" --table "$W/table-b" --listen 127.0.0.1:$PB --workers 1 --access-log /dev/null \
 	2>"$W/b.err" & pids+=($!); root_b=$!
 for p in $PA $PB; do
 	for _ in $(seq 100); do
