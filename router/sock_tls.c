@@ -744,12 +744,41 @@ static void on_closed(uv_handle_t *h)
 	hm__free_put(&ctx->free_tls_socks, t);
 }
 
+/*
+ * A connection closed in good order says so first (RFC 8446, 6.1: close_notify before closing the
+ * write side). HTTP/1's fast close (the answer is with the kernel and nothing more is expected:
+ * h1.c op_done) comes straight here, without a shutdown; without the alert, a client that reads
+ * to the end of the stream sees a truncation (ab counted every request failed; OpenSSL 3's
+ * default is to report it). Never waits: if the socket does not take the 24 bytes at once, they
+ * go with the connection, as before. Not after a broken record or an error alert, nor before the
+ * handshake ended (its failure sent an alert of its own), nor with output still unwritten.
+ */
+static void notify_on_close(struct hm__router_tls_sock *t)
+{
+	const uint8_t *p;
+	size_t n;
+	uv_buf_t b;
+	int w;
+
+	if ((t->tflags & (TF_NOTIFIED | TF_BROKEN)) || !(t->tflags & TF_ESTABLISHED) ||
+	    t->w_inflight > 0 || t->wq_len > 0 || hm_tls_conn_out(t->tls, &p) > 0 ||
+	    hm_tls_conn_close_notify(t->tls) != 0)
+		return;
+	t->tflags |= TF_NOTIFIED;
+	if ((n = hm_tls_conn_out(t->tls, &p)) == 0)
+		return;
+	b = uv_buf_init((char *)p, (unsigned)n);
+	if ((w = uv_try_write((uv_stream_t *)&t->s.tcp, &b, 1)) > 0)
+		hm_tls_conn_out_done(t->tls, (size_t)w);
+}
+
 static void tls_close(struct hm__router_sock *s)
 {
 	struct hm__router_tls_sock *t = TS(s);
 
 	if (t->tflags & TF_CLOSING)
 		return;
+	notify_on_close(t);
 	hs_end(t);
 	t->tflags |= TF_CLOSING;
 	hm__list_del(&t->pend_link);

@@ -426,6 +426,65 @@ def test_large_bodies_both_ways(env):
         eq(len(resp.body), 5000000, "download")
 
 
+def test_close_notify_before_close(env):
+    """A connection the router closes after its answer (HTTP/1.0, Connection: close) ends with
+    close_notify before the FIN (RFC 8446, 6.1), on TLS 1.3 and 1.2: a client that reads to the
+    end of the stream, refusing a ragged EOF as OpenSSL 3 does by default, sees the end, not a
+    truncation. (Before: the fast close after an answer sent the FIN alone.)"""
+    r, _, _ = setup(env)
+    for version in (ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_2):
+        ctx = client_ctx(maxv=version, minv=version)
+        for req in (b"GET /hello HTTP/1.0\r\nHost: %s\r\n\r\n" % HOST.encode(),
+                    b"GET /hello HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+                    % HOST.encode()):
+            raw = socket.create_connection(("127.0.0.1", r.tls_port), timeout=T(10))
+            s = ctx.wrap_socket(raw, server_hostname=HOST, suppress_ragged_eofs=False)
+            s.sendall(req)
+            data = b""
+            try:
+                while True:
+                    d = s.recv(65536)
+                    if not d:
+                        break
+                    data += d
+            except ssl.SSLEOFError as e:
+                raise AssertionError("%s %r: the stream ended without close_notify (%s)"
+                                     % (version.name, req.split(b"\r\n")[0], e))
+            finally:
+                s.close()
+            check(data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello from web.1\n"),
+                  "%s: the whole answer before close_notify: %r" % (version.name, data[-80:]))
+
+
+def test_apachebench(env):
+    """ApacheBench, an HTTP/1.0 client nobody here wrote: a TLS connection and handshake per
+    request, and HTTP/1.0 keep-alive (`ab -k`) over TLS and on the plain listener; every
+    request answered 200, none failed, every keep-alive request kept its connection."""
+    import re
+    r, _, _ = setup(env)
+
+    def ab(*args):
+        p = subprocess.run(["ab", "-q", "-n", "300", "-c", "10", "-H", "Host: " + HOST] +
+                           list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=T(60))
+        out = p.stdout.decode(errors="replace")
+        eq(p.returncode, 0, "ab %s: %s" % (" ".join(args), out[-800:]))
+
+        def field(name):
+            m = re.search(r"^%s:\s+(\d+)" % re.escape(name), out, re.M)
+            return int(m.group(1)) if m else None
+        eq(field("Complete requests"), 300, "ab %s: complete requests" % " ".join(args))
+        eq(field("Failed requests"), 0, "ab %s: failed requests: %s" % (" ".join(args), out))
+        check("Non-2xx responses" not in out, "ab %s: non-2xx answers: %s" % (args, out))
+        return field("Keep-Alive requests") or 0
+
+    tls = "https://127.0.0.1:%d/hello" % r.tls_port
+    eq(ab(tls), 0, "a connection per request over TLS")
+    eq(ab("-k", tls), 300, "HTTP/1.0 keep-alive over TLS")
+    eq(ab("-k", "http://127.0.0.1:%d/hello" % r.port), 300, "HTTP/1.0 keep-alive, plain")
+    r.wait_log(path="/hello", protocol="https", status="200")
+
+
 def test_websocket_upgrade_over_tls(env):
     r, _, _ = setup(env)
     with tls_conn(r.tls_port, HOST) as c:
