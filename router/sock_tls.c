@@ -591,6 +591,7 @@ static void handshake(struct hm__router_tls_sock *t)
 static void deliver(struct hm__router_tls_sock *t)
 {
 	struct hm__router_sock *s = &t->s;
+	const uint8_t *p;
 
 	while ((t->tflags & (TF_WANT_READ | TF_CLOSING)) == TF_WANT_READ) {
 		uint32_t avail = t->cin != NULL ? t->cin_len - t->cin_off : 0;
@@ -617,7 +618,7 @@ static void deliver(struct hm__router_tls_sock *t)
 			t->tflags |= TF_MORE;
 		else
 			t->tflags &= (uint16_t)~TF_MORE;
-		/* What reading produced (a KeyUpdate's answer) goes out with the next write. */
+		/* What reading produced goes out with the next write, or after the loop. */
 		if (got > 0) {
 			s->cbs->read(s, (ssize_t)got);
 			continue;
@@ -638,8 +639,15 @@ static void deliver(struct hm__router_tls_sock *t)
 			break;
 		}
 	}
-	if (!(t->tflags & TF_CLOSING))
-		tcp_update(t);
+	if (t->tflags & TF_CLOSING)
+		return;
+	/* What reading produced and no write of the protocol's is about to carry (the warning that
+	 * refuses a TLS 1.2 renegotiation, an alert OpenSSL queued while reading) goes out now: a
+	 * client waiting for it must not wait for the idle timeout. */
+	if (!(t->tflags & TF_BROKEN) && t->w_inflight == 0 && t->wq_len == 0 &&
+	    hm_tls_conn_out(t->tls, &p) > 0 && flush(t) != 0)
+		t->tflags |= TF_BROKEN;
+	tcp_update(t);
 }
 
 static void on_tcp_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)

@@ -456,6 +456,22 @@ def test_close_notify_before_close(env):
                   "%s: the whole answer before close_notify: %r" % (version.name, data[-80:]))
 
 
+def test_renegotiation_refused_at_once(env):
+    """A TLS 1.2 client asking to renegotiate (openssl s_client's R) gets the no_renegotiation
+    warning at once, not silence until the idle timeout: the alert that reading produced goes
+    out although the protocol has nothing to write. (Before: s_client hung.)"""
+    r, _, _ = setup(env)
+    p = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % r.tls_port,
+                        "-servername", HOST, "-tls1_2", "-msg"], input=b"R\n",
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=T(20))
+    out = p.stdout.decode(errors="replace")
+    check("RENEGOTIATING" in out, "s_client asked to renegotiate: %s" % out[-600:])
+    check("warning no_renegotiation" in out, "the refusal arrived: %s" % out[-600:])
+    # The router is unharmed: the next client is served.
+    with tls_conn(r.tls_port, HOST, client_ctx(maxv=ssl.TLSVersion.TLSv1_2)) as c:
+        eq(get(c).status, 200, "a request after the refused renegotiation")
+
+
 def test_apachebench(env):
     """ApacheBench, an HTTP/1.0 client nobody here wrote: a TLS connection and handshake per
     request, and HTTP/1.0 keep-alive (`ab -k`) over TLS and on the plain listener; every
