@@ -472,6 +472,50 @@ def test_renegotiation_refused_at_once(env):
         eq(get(c).status, 200, "a request after the refused renegotiation")
 
 
+def test_key_update_both_ways(env):
+    """TLS 1.3 KeyUpdate from openssl s_client, on a keep-alive connection: without (k) and with
+    (K) update_requested; the router answers K with a KeyUpdate of its own before its next
+    application data (RFC 8446 4.6.3), and requests before and after are served under the new
+    keys. Each step waits for s_client's own report of the
+    previous one (its -msg trace), not for time."""
+    import threading
+    r, _, _ = setup(env)
+    req = b"GET /hello HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n"
+    for cmd in (b"k", b"K"):
+        p = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:%d" % r.tls_port,
+                              "-servername", HOST, "-tls1_3", "-msg"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        lines = []
+        reader = threading.Thread(target=lambda: lines.extend(
+            ln.decode(errors="replace") for ln in iter(p.stdout.readline, b"")), daemon=True)
+        reader.start()
+
+        def seen(text, n=1):
+            return lambda: sum(text in ln for ln in list(lines)) >= n
+        try:
+            wait_for(seen("<<< TLS 1.3, Handshake"), T(10), "s_client's handshake")
+            wait_for(seen("Verify return code"), T(10), "s_client ready")
+            p.stdin.write(req)
+            p.stdin.flush()
+            wait_for(seen("hello from web.1"), T(10), "the answer before the update")
+            p.stdin.write(cmd + b"\n")
+            p.stdin.flush()
+            wait_for(seen(">>> TLS 1.3, Handshake [length 0005], KeyUpdate"), T(10),
+                     "s_client sent KeyUpdate (%s)" % cmd.decode())
+            p.stdin.write(req)
+            p.stdin.flush()
+            wait_for(seen("hello from web.1", 2), T(10), "the answer under the new keys")
+            if cmd == b"K":
+                # RFC 8446 4.6.3: before its next application data, which is this answer.
+                check(seen("<<< TLS 1.3, Handshake [length 0005], KeyUpdate")(),
+                      "the router's own KeyUpdate, as requested: %s" % "".join(lines[-20:]))
+            check(not any("Alert" in ln and "fatal" in ln for ln in lines),
+                  "no fatal alert: %s" % "".join(lines[-20:]))
+        finally:
+            p.kill()
+            p.wait()
+
+
 def test_apachebench(env):
     """ApacheBench, an HTTP/1.0 client nobody here wrote: a TLS connection and handshake per
     request, and HTTP/1.0 keep-alive (`ab -k`) over TLS and on the plain listener; every
