@@ -436,9 +436,13 @@ def test_edges_stopped_mid_handshake_break_no_tls_listener_for_long(env):
     # never adds a pipe again (nng #1518, over TLS; 2 listeners in 60 such edges here). Rounds
     # of 30 until the watchdog has had one to re-create.
     n = 0
+    # Stopped with its first dial's TLS handshake in flight, an edge's nng 1.5.2 leaves that
+    # connection's objects unreachable (mbedtls state inside libnng; LeakSanitizer said so in
+    # 1 ASan run of ~5): the same leak nng_leak_suppression tolerates for broken listeners.
+    brief_env = nng_leak_suppression(env)
     for _ in range(10):
         for i in range(30):
-            brief = Edge(env, o, name="brief-%d" % n, wait=False)
+            brief = Edge(env, o, name="brief-%d" % n, wait=False, proc_env=brief_env)
             time.sleep(0.002 * (i % 20) * ht.SLOW)  # when to stop it, not a wait
             brief.proc.stop(expect_rc=None)  # before its handler: killed by it
             n += 1
