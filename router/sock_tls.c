@@ -644,8 +644,7 @@ static void deliver(struct hm__router_tls_sock *t)
 	/* What reading produced and no write of the protocol's is about to carry (the warning that
 	 * refuses a TLS 1.2 renegotiation, an alert OpenSSL queued while reading) goes out now: a
 	 * client waiting for it must not wait for the idle timeout. */
-	if (!(t->tflags & TF_BROKEN) && t->w_inflight == 0 && t->wq_len == 0 &&
-	    hm_tls_conn_out(t->tls, &p) > 0 && flush(t) != 0)
+	if (!(t->tflags & TF_BROKEN) && hm_tls_conn_out(t->tls, &p) > 0 && flush(t) != 0)
 		t->tflags |= TF_BROKEN;
 	tcp_update(t);
 }
@@ -764,20 +763,13 @@ static void on_closed(uv_handle_t *h)
 static void notify_on_close(struct hm__router_tls_sock *t)
 {
 	const uint8_t *p;
-	size_t n;
-	uv_buf_t b;
-	int w;
 
 	if ((t->tflags & (TF_NOTIFIED | TF_BROKEN)) || !(t->tflags & TF_ESTABLISHED) ||
 	    t->w_inflight > 0 || t->wq_len > 0 || hm_tls_conn_out(t->tls, &p) > 0 ||
 	    hm_tls_conn_close_notify(t->tls) != 0)
 		return;
 	t->tflags |= TF_NOTIFIED;
-	if ((n = hm_tls_conn_out(t->tls, &p)) == 0)
-		return;
-	b = uv_buf_init((char *)p, (unsigned)n);
-	if ((w = uv_try_write((uv_stream_t *)&t->s.tcp, &b, 1)) > 0)
-		hm_tls_conn_out_done(t->tls, (size_t)w);
+	(void)write_out(t); /* what it leaves to a uv_write, the close cancels */
 }
 
 static void tls_close(struct hm__router_sock *s)

@@ -37,7 +37,11 @@
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 #define CIPHERS_TLS13 "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 #define GROUPS	      "X25519:P-256:P-384"
-#define SID_CTX	      "hermod"
+/* Our protocols by ALPN, in preference order, wire format. http/1.0 last: an HTTP/1.0 client
+ * that names its protocol (curl --http1.0 offers only "http/1.0") is served as on the plain
+ * listener, not refused. */
+#define ALPN	"\x02h2\x08http/1.1\x08http/1.0"
+#define SID_CTX "hermod"
 
 #define OUT_BUF	       (32u * 1024)
 #define OUT_POOL_MAX   256 /* free output buffers a context keeps */
@@ -70,7 +74,7 @@ struct hm_tls_ctx {
 	struct hm_tls_config cfg;
 	BIO_METHOD *bio_method;
 	EVP_CIPHER *ticket_cipher; /* fetched once: OpenSSL 3 would fetch it per ticket */
-	unsigned char alpn[24];	   /* our protocols, in preference order, wire format */
+	unsigned char alpn[sizeof(ALPN) - 1]; /* ALPN, or its tail without h2 */
 	unsigned alpn_len;
 	/* Ticket keys: a private copy, refreshed when the store's version moves. */
 	struct hm_ticket_key keys[HM_TICKET_KEYS_MAX];
@@ -615,11 +619,9 @@ int hm_tls_ctx_new(struct hm_tls_ctx **out, struct hm_certstore_reader *store,
 		t->cfg.ticket_lifetime_s = LIFETIME_DEF_S;
 	if (cfg == NULL || t->cfg.num_tickets < 0)
 		t->cfg.num_tickets = 1;
-	/* http/1.0 last: an HTTP/1.0 client that names its protocol (curl --http1.0 offers only
-	 * "http/1.0") is served as on the plain listener, not refused. */
-	t->alpn_len = t->cfg.h2 ? 21 : 18;
-	memcpy(t->alpn, t->cfg.h2 ? "\x02h2\x08http/1.1\x08http/1.0" : "\x08http/1.1\x08http/1.0",
-	       t->alpn_len);
+	/* Without h2, the list less its first entry. */
+	t->alpn_len = (unsigned)sizeof(ALPN) - 1 - (t->cfg.h2 ? 0 : 3);
+	memcpy(t->alpn, ALPN + (t->cfg.h2 ? 0 : 3), t->alpn_len);
 	t->cap = t->cfg.cache_max;
 	while (slots < 2 * (uint64_t)t->cap)
 		slots *= 2;

@@ -802,6 +802,22 @@ def request_bytes(method="GET", target="/", host=None, headers=None, body=b"",
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
 
 
+def read_to_eof(sock, timeout):
+    """The bytes a socket (plain or TLS) gives until its end (an answer with Connection: close),
+    or the exception that ended the wait (a TLS stream that ends without close_notify, on a
+    socket made with suppress_ragged_eofs=False, is an ssl.SSLEOFError)."""
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        while True:
+            d = sock.recv(65536)
+            if not d:
+                return data
+            data += d
+    except OSError as e:
+        return e
+
+
 def http_get(port, target="/", host=None, headers=None, method="GET", body=b"",
              version="HTTP/1.1", timeout=None, source=None):
     """One request on a new connection; returns the Response (closed tells whether the router

@@ -45,21 +45,6 @@ def connect_many(port, n):
     return out
 
 
-def read_answer(sock, timeout):
-    """The bytes of one small response (up to the end of its body: Connection: close), or the
-    exception that ended the wait."""
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while True:
-            d = sock.recv(65536)
-            if not d:
-                return data
-            data += d
-    except OSError as e:
-        return e
-
-
 def worker_status(router, field):
     w = router.wait_workers()[0]
     with open("/proc/%d/status" % w) as f:
@@ -96,7 +81,7 @@ def test_max_connections_clients_wait_in_the_backlog(env):
     for c in held:
         c.close()
     for i, s in enumerate(waiting):
-        got = read_answer(s, T(10))
+        got = hm.read_to_eof(s, T(10))
         check(isinstance(got, bytes) and got.startswith(b"HTTP/1.1 200 "),
               "waiting client %d: expected its answer once there was room, got %r" %
               (i, got if isinstance(got, Exception) else got[:80]))
@@ -117,7 +102,7 @@ def test_fd_limit_sets_the_default_and_nobody_is_reset(env):
         s.sendall(request_bytes("GET", "/echo", HOST, headers=[("Connection", "close")]))
     bad = []
     for i, s in enumerate(socks):
-        got = read_answer(s, T(20))
+        got = hm.read_to_eof(s, T(20))
         if not (isinstance(got, bytes) and got.startswith(b"HTTP/1.1 200 ")):
             bad.append((i, got if isinstance(got, Exception) else got[:60]))
         s.close()

@@ -440,18 +440,10 @@ def test_close_notify_before_close(env):
             raw = socket.create_connection(("127.0.0.1", r.tls_port), timeout=T(10))
             s = ctx.wrap_socket(raw, server_hostname=HOST, suppress_ragged_eofs=False)
             s.sendall(req)
-            data = b""
-            try:
-                while True:
-                    d = s.recv(65536)
-                    if not d:
-                        break
-                    data += d
-            except ssl.SSLEOFError as e:
-                raise AssertionError("%s %r: the stream ended without close_notify (%s)"
-                                     % (version.name, req.split(b"\r\n")[0], e))
-            finally:
-                s.close()
+            data = hm.read_to_eof(s, T(10))
+            s.close()
+            check(not isinstance(data, Exception), "%s %r: the stream ended without "
+                  "close_notify (%r)" % (version.name, req.split(b"\r\n")[0], data))
             check(data.startswith(b"HTTP/1.1 200") and data.endswith(b"hello from web.1\n"),
                   "%s: the whole answer before close_notify: %r" % (version.name, data[-80:]))
 
