@@ -197,6 +197,7 @@ void hm__router_counters_add(struct hm__router_counters *acc, const struct hm__r
 	acc->table_bad += ld(&c->table_bad);
 	acc->tls_full += ld(&c->tls_full);
 	acc->tls_resumed += ld(&c->tls_resumed);
+	acc->tls_fast += ld(&c->tls_fast);
 	for (size_t i = 0; i < HM_TLS_FAIL_COUNT; i++)
 		acc->tls_fail[i] += ld(&c->tls_fail[i]);
 	acc->tls_accept_paused += ld(&c->tls_accept_paused);
@@ -271,6 +272,10 @@ static void tls_render(struct out *o, const struct hm__router_counters *c,
 	     "hermod_tls_handshakes_total{kind=\"full\"} %llu\n"
 	     "hermod_tls_handshakes_total{kind=\"resumed\"} %llu\n",
 	     (unsigned long long)c->tls_full, (unsigned long long)c->tls_resumed);
+	single(o, "counter", "hermod_tls_fast_path_handshakes_total",
+	       "Resumed TLS 1.3 handshakes done by the router's own handshake code instead of "
+	       "libssl (a part of hermod_tls_handshakes_total{kind=\"resumed\"}).",
+	       c->tls_fast);
 	outf(o,
 	     "# HELP hermod_tls_handshake_failures_total TLS handshakes that failed, by reason.\n"
 	     "# TYPE hermod_tls_handshake_failures_total counter\n");

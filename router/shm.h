@@ -62,6 +62,7 @@ struct hm__router_counters {
 	/* TLS (--tls-listen): handshakes completed and failed by reason (enum hm_tls_fail),
 	 * times the TLS listener paused at the bound on handshakes in progress. */
 	uint64_t tls_full, tls_resumed;
+	uint64_t tls_fast; /* of tls_resumed, those done by the fast path (tls13.h) */
 	uint64_t tls_fail[HM_TLS_FAIL_COUNT];
 	uint64_t tls_accept_paused;
 	uint64_t cert_store_bad; /* store maps found truncated under the worker (zero pages now) */

@@ -80,6 +80,8 @@ static void hs_end(struct hm__router_tls_sock *t)
 		return;
 	if (hm_tls_conn_established(t->tls)) {
 		hm__ctr_add(hm_tls_conn_resumed(t->tls) ? &c->tls_resumed : &c->tls_full, 1);
+		if (hm_tls_conn_fast(t->tls))
+			hm__ctr_add(&c->tls_fast, 1);
 		return;
 	}
 	if (hm_tls_conn_fail(t->tls) == HM_TLS_FAIL_NONE)

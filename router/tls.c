@@ -29,6 +29,7 @@
 
 #include "common/model.h"
 #include "common/util.h"
+#include "router/tls13.h"
 
 /* Mozilla's "intermediate" suites: AEAD only, forward secret, ECDSA and RSA. */
 #define CIPHERS_TLS12                                                                              \
@@ -88,6 +89,7 @@ struct hm_tls_ctx {
 	uint32_t cap, n, mask, lru_head, lru_tail;
 	uint8_t *scratch; /* a fetched entry's bytes on a miss */
 	size_t scratch_cap;
+	struct hm_tls13_ctx *fast; /* the TLS 1.3 resumption fast path (tls13.h), or NULL */
 	/* Output buffers not in use. */
 	uint8_t *pool[OUT_POOL_MAX];
 	unsigned pooled;
@@ -105,7 +107,15 @@ struct hm_tls_conn {
 	uint8_t fail;	    /* enum hm_tls_fail, once */
 	uint8_t match;	    /* enum hm_cert_kind */
 	bool established, resumed;
-	bool broken; /* a fatal error: the connection is good for nothing but closing */
+	bool broken;	  /* a fatal error: the connection is good for nothing but closing */
+	bool decided;	  /* the fast path has seen the client hello (and taken it or not) */
+	bool peer_closed; /* the fast path's peer sent close_notify */
+	/* The fast path's connection (NULL: libssl's), and a buffer from the pool while it holds
+	 * a record arriving in pieces (fb_len bytes) or plaintext not yet delivered. */
+	struct hm_tls13 *fast;
+	uint8_t *fbuf;
+	uint32_t fb_len, pend_off, pend_len;
+	uint8_t alpn; /* enum hm_tls_alpn, on the fast path */
 	char sni[HM_HOST_MAX + 1];
 };
 
@@ -475,6 +485,9 @@ static void refresh_keys(struct hm_tls_ctx *t, struct hm_certstore_map *m)
 		return; /* the writer is busy: keep the keys we have */
 	memcpy(t->keys, keys, sizeof(keys));
 	t->n_keys = n;
+	if (t->fast != NULL)
+		hm_tls13_ctx_set_keys(t->fast, keys, n);
+	OPENSSL_cleanse(keys, sizeof(keys));
 	t->keys_map = m;
 	t->keys_version = v;
 	t->keys_read = true;
@@ -641,6 +654,9 @@ int hm_tls_ctx_new(struct hm_tls_ctx **out, struct hm_certstore_reader *store,
 		goto fail;
 	if ((e = configure(t, t->listener)) != 0)
 		goto fail;
+	if (!t->cfg.no_fast13 && (e = hm_tls13_ctx_new(&t->fast, t->cfg.ticket_lifetime_s,
+						       t->cfg.num_tickets != 0)) != 0)
+		goto fail;
 	SSL_CTX_set_client_hello_cb(t->listener, on_client_hello, t);
 	ERR_clear_error();
 	*out = t;
@@ -660,6 +676,7 @@ void hm_tls_ctx_free(struct hm_tls_ctx *t)
 	for (unsigned i = 0; i < t->pooled; i++)
 		free(t->pool[i]);
 	SSL_CTX_free(t->listener);
+	hm_tls13_ctx_free(t->fast);
 	BIO_meth_free(t->bio_method);
 	EVP_CIPHER_free(t->ticket_cipher);
 	if (t->scratch != NULL)
@@ -707,8 +724,11 @@ void hm_tls_conn_free(struct hm_tls_conn *c)
 	if (c == NULL)
 		return;
 	SSL_free(c->ssl);
+	hm_tls13_free(c->fast);
 	if (c->out != NULL)
 		buf_put(c->t, c->out);
+	if (c->fbuf != NULL)
+		buf_put(c->t, c->fbuf);
 	free(c);
 }
 
@@ -734,6 +754,280 @@ static int handshake(struct hm_tls_conn *c)
 	return -EPROTO;
 }
 
+/* ---- The TLS 1.3 resumption fast path (tls13.h) --------------------------------------------- */
+
+static size_t rec_len(const uint8_t *p)
+{
+	return HM_TLS13_REC_HDR + ((size_t)p[3] << 8 | p[4]);
+}
+
+_Static_assert(HM_TLS13_REC_HDR + HM_TLS13_REC_MAX <= OUT_BUF, "a record fits a pool buffer");
+
+/* Whether a record header announces more than a record may carry (RFC 8446 5.2). */
+static bool rec_too_long(const uint8_t *p)
+{
+	return rec_len(p) > HM_TLS13_REC_HDR + HM_TLS13_REC_MAX;
+}
+
+/* Gathers a record arriving in pieces in c->fbuf. Returns how many bytes of in it took; the
+ * record is complete when c->fb_len == rec_len(c->fbuf). A header that announces too long a
+ * record stops it after the header (the caller refuses it). -1: out of memory. */
+static ssize_t gather(struct hm_tls_conn *c, const uint8_t *in, size_t n)
+{
+	size_t take = 0, want;
+
+	if (c->fbuf == NULL && (c->fbuf = buf_get(c->t)) == NULL)
+		return -1;
+	while (take < n) {
+		want = c->fb_len < HM_TLS13_REC_HDR ? HM_TLS13_REC_HDR : rec_len(c->fbuf);
+		if (c->fb_len >= HM_TLS13_REC_HDR && rec_too_long(c->fbuf))
+			break;
+		if (c->fb_len == want)
+			break;
+		want = HM_MIN(want - c->fb_len, n - take);
+		memcpy(c->fbuf + c->fb_len, in + take, want);
+		c->fb_len += (uint32_t)want;
+		take += want;
+	}
+	return (ssize_t)take;
+}
+
+static void fbuf_release(struct hm_tls_conn *c)
+{
+	if (c->fbuf != NULL && c->fb_len == 0 && c->pend_len == 0) {
+		buf_put(c->t, c->fbuf);
+		c->fbuf = NULL;
+	}
+}
+
+/* Appends what the fast path owes the peer (a KeyUpdate, its ticket) to the output, leaving
+ * `keep` bytes of room; what does not fit waits for the next call. */
+static int fast_owed(struct hm_tls_conn *c, size_t keep)
+{
+	size_t room;
+	int n;
+
+	if (c->out == NULL && (c->out = buf_get(c->t)) == NULL)
+		return -ENOMEM;
+	room = OUT_BUF - c->out_end;
+	n = hm_tls13_pending(c->fast, c->out + c->out_end, room > keep ? room - keep : 0);
+	if (n < 0)
+		return -EPROTO;
+	c->out_end += (uint32_t)n;
+	c->out_total += (uint64_t)n;
+	return 0;
+}
+
+/* A fatal error on the fast path: the alert if it fits, and the connection is broken. */
+static int fast_fail(struct hm_tls_conn *c, int alert, unsigned reason)
+{
+	if (c->out != NULL || (c->out = buf_get(c->t)) != NULL) {
+		if (OUT_BUF - c->out_end >= HM_TLS13_SEAL_OVER + 2) {
+			int n = hm_tls13_alert(c->fast, (uint8_t)alert, c->out + c->out_end);
+
+			if (n > 0) {
+				c->out_end += (uint32_t)n;
+				c->out_total += (uint64_t)n;
+			}
+		}
+	}
+	set_fail(c, reason);
+	c->broken = true;
+	return -EPROTO;
+}
+
+/*
+ * The first record of a connection: if it holds a client hello the fast path takes, the server's
+ * flight goes out and the connection is the fast path's; otherwise it is libssl's, with the
+ * same bytes. Returns how many bytes of in it took (0 when the hello is read from in by libssl
+ * itself), or -1 on a failure of memory. c->decided says whether the decision is made.
+ */
+static ssize_t decide(struct hm_tls_conn *c, const uint8_t *in, size_t n)
+{
+	struct hm_tls_ctx *t = c->t;
+	struct hm_tls13_hello h;
+	struct hm_tls13_accept acc = {t->alpn, t->alpn_len, {0}, false};
+	struct hm_certstore_map *m;
+	const uint8_t *rec = in;
+	uint8_t flight[HM_TLS13_FLIGHT_MAX];
+	size_t len, fn = 0;
+	ssize_t took = 0;
+	unsigned reason;
+	int kn = 0;
+
+	if (n == 0)
+		return 0;
+	if (t->fast == NULL ||
+	    (c->fb_len == 0 &&
+	     (in[0] != HM_TLS13_HANDSHAKE ||
+	      (n >= HM_TLS13_REC_HDR && rec_len(in) > HM_TLS13_REC_HDR + HM_TLS13_PLAIN_MAX)))) {
+		c->decided = true; /* not a hello we take, or not TLS: libssl's */
+		return 0;
+	}
+	if (c->fb_len > 0 || n < HM_TLS13_REC_HDR || n < rec_len(in)) {
+		if ((took = gather(c, in, n)) < 0)
+			return -1;
+		if (c->fb_len >= HM_TLS13_REC_HDR &&
+		    rec_len(c->fbuf) > HM_TLS13_REC_HDR + HM_TLS13_PLAIN_MAX) {
+			c->decided = true; /* libssl refuses it (the header is all it was given) */
+			return took;
+		}
+		if (c->fb_len < HM_TLS13_REC_HDR || c->fb_len < rec_len(c->fbuf))
+			return took; /* the rest of the hello later */
+		rec = c->fbuf;
+	}
+	c->decided = true;
+	len = rec_len(rec);
+	if (!hm_tls13_parse_hello(rec + HM_TLS13_REC_HDR, len - HM_TLS13_REC_HDR, &h) ||
+	    (m = hm_certstore_reader_map(t->store)) == NULL)
+		return took;
+	if (h.sni != NULL && (kn = hm_host_key((const char *)h.sni, h.sni_len, c->sni)) < 0)
+		kn = 0; /* bytes no host name has: as if there were no SNI (default) */
+	c->sni[kn] = '\0';
+	refresh_keys(t, m);
+	if (select_ctx(t, m, c->sni, (size_t)kn, &c->match, &reason) == NULL)
+		return took; /* libssl fails it, with the reason */
+	if (hm_tls13_accept(t->fast, &h, &acc, &c->fast, flight, &fn) != 1)
+		return took;
+	if (c->out == NULL && (c->out = buf_get(t)) == NULL)
+		return -1;
+	memcpy(c->out + c->out_end, flight, fn);
+	c->out_end += (uint32_t)fn;
+	c->out_total += fn;
+	c->alpn = strcmp((char *)acc.alpn, "h2") == 0 ? HM_TLS_ALPN_H2
+		  : acc.alpn[0] != '\0'		      ? HM_TLS_ALPN_HTTP11
+						      : HM_TLS_ALPN_NONE;
+	if (acc.old_key)
+		t->stats.tickets_renewed++;
+	if (rec == in)
+		took = (ssize_t)len; /* read from in: taken */
+	c->fb_len = 0;
+	fbuf_release(c);
+	return took;
+}
+
+/* hm_tls_conn_recv() on the fast path. */
+static int fast_recv(struct hm_tls_conn *c, const uint8_t *in, size_t in_len, size_t *in_used,
+		     uint8_t *out, size_t out_cap, size_t *out_len)
+{
+	size_t pos = 0;
+
+	for (;;) {
+		const uint8_t *rec;
+		uint8_t *dst;
+		size_t rlen, pl = 0, room = out_cap - *out_len;
+		bool held;
+		int r;
+
+		if (c->pend_len > 0) {
+			size_t k = HM_MIN((size_t)c->pend_len, room);
+
+			if (k == 0)
+				break;
+			memcpy(out + *out_len, c->fbuf + c->pend_off, k);
+			*out_len += k;
+			c->pend_off += (uint32_t)k;
+			c->pend_len -= (uint32_t)k;
+			fbuf_release(c);
+			continue;
+		}
+		if (c->established && room == 0)
+			break; /* the handshake's call, or no room: the records stay */
+		held = c->fb_len > 0 || in_len - pos < HM_TLS13_REC_HDR ||
+		       in_len - pos < rec_len(in + pos);
+		if (held) {
+			ssize_t took;
+
+			if (pos == in_len)
+				break;
+			if ((took = gather(c, in + pos, in_len - pos)) < 0) {
+				*in_used = pos;
+				return fast_fail(c, HM_TLS13_A_INTERNAL_ERROR,
+						 HM_TLS_FAIL_INTERNAL);
+			}
+			pos += (size_t)took;
+			if (c->fb_len >= HM_TLS13_REC_HDR && rec_too_long(c->fbuf)) {
+				*in_used = pos;
+				return fast_fail(c, HM_TLS13_A_RECORD_OVERFLOW,
+						 HM_TLS_FAIL_BAD_MESSAGE);
+			}
+			if (c->fb_len < HM_TLS13_REC_HDR || c->fb_len < rec_len(c->fbuf))
+				break;
+			rec = c->fbuf;
+		} else {
+			rec = in + pos;
+		}
+		rlen = rec_len(rec);
+		if (rec_too_long(rec)) {
+			*in_used = pos;
+			return fast_fail(c, HM_TLS13_A_RECORD_OVERFLOW, HM_TLS_FAIL_BAD_MESSAGE);
+		}
+		/* Application data straight into the caller's buffer when it has room for the
+		 * whole record; otherwise into the held buffer, delivered as room allows. */
+		if (c->established && room >= rlen - HM_TLS13_REC_HDR) {
+			dst = out + *out_len;
+		} else {
+			if (!held) {
+				if (c->fbuf == NULL && (c->fbuf = buf_get(c->t)) == NULL) {
+					*in_used = pos;
+					return fast_fail(c, HM_TLS13_A_INTERNAL_ERROR,
+							 HM_TLS_FAIL_INTERNAL);
+				}
+				memcpy(c->fbuf, rec, rlen);
+				rec = c->fbuf;
+			}
+			dst = c->fbuf + HM_TLS13_REC_HDR;
+		}
+		r = hm_tls13_open(c->fast, rec, rlen, dst, &pl);
+		if (rec == c->fbuf)
+			c->fb_len = 0;
+		if (!held)
+			pos += rlen;
+		if (r < 0) {
+			*in_used = pos;
+			return fast_fail(c, -r, HM_TLS_FAIL_BAD_MESSAGE);
+		}
+		if (r == HM_TLS13_ALERT) {
+			uint8_t desc = dst[1]; /* dst may be in the buffer released below */
+
+			if (desc == HM_TLS13_A_USER_CANCELED && c->established) {
+				fbuf_release(c);
+				continue; /* a close_notify follows (RFC 8446 6.1) */
+			}
+			*in_used = pos;
+			c->pend_len = 0;
+			fbuf_release(c);
+			if (desc == HM_TLS13_A_CLOSE_NOTIFY && c->established) {
+				c->peer_closed = true; /* what follows is ignored (6.1) */
+				return HM_TLS_CLOSED;
+			}
+			set_fail(c, HM_TLS_FAIL_PEER_ALERT);
+			c->broken = true;
+			return -EPROTO;
+		}
+		if (r == HM_TLS13_DATA && dst != out + *out_len) {
+			c->pend_off = HM_TLS13_REC_HDR;
+			c->pend_len = (uint32_t)pl;
+		} else if (r == HM_TLS13_DATA) {
+			*out_len += pl;
+		} else if (!c->established && hm_tls13_established(c->fast)) {
+			c->established = true;
+			c->resumed = true;
+			c->t->stats.resumed++;
+			c->t->stats.fast++;
+			if (c->t->n_keys > 0 && c->t->cfg.num_tickets != 0)
+				c->t->stats.tickets_issued++;
+		}
+		fbuf_release(c);
+		if (fast_owed(c, 0) != 0) {
+			*in_used = pos;
+			return fast_fail(c, HM_TLS13_A_INTERNAL_ERROR, HM_TLS_FAIL_INTERNAL);
+		}
+	}
+	*in_used = pos;
+	return 0;
+}
+
 int hm_tls_conn_recv(struct hm_tls_conn *c, const void *in, size_t in_len, size_t *in_used,
 		     void *out, size_t out_cap, size_t *out_len)
 {
@@ -743,6 +1037,41 @@ int hm_tls_conn_recv(struct hm_tls_conn *c, const void *in, size_t in_len, size_
 	*in_used = 0;
 	if (c->broken || c->fail != HM_TLS_FAIL_NONE)
 		return -EPROTO;
+	if (!c->decided) {
+		ssize_t took = decide(c, in, in_len);
+
+		if (took < 0) {
+			set_fail(c, HM_TLS_FAIL_INTERNAL);
+			c->broken = true;
+			return -EPROTO;
+		}
+		in = (const uint8_t *)in + took;
+		in_len -= (size_t)took;
+		*in_used = (size_t)took;
+		if (!c->decided)
+			return 0;
+		if (c->fast == NULL && c->fb_len > 0) {
+			/* libssl's after all: the hello gathered first, then the rest. */
+			c->in = c->fbuf;
+			c->in_len = c->fb_len;
+			rc = handshake(c);
+			c->fb_len = 0;
+			fbuf_release(c);
+			c->in = NULL;
+			c->in_len = 0;
+			if (rc != 0)
+				return rc;
+		}
+	}
+	if (c->fast != NULL) {
+		size_t used = 0;
+
+		if (c->peer_closed)
+			return HM_TLS_CLOSED;
+		rc = fast_recv(c, in, in_len, &used, out, out_cap, out_len);
+		*in_used += used;
+		return rc;
+	}
 	c->in = in;
 	c->in_len = in_len;
 	if (!c->established && (rc = handshake(c)) != 0)
@@ -768,7 +1097,7 @@ int hm_tls_conn_recv(struct hm_tls_conn *c, const void *in, size_t in_len, size_
 		break;
 	}
 done:
-	*in_used = in_len - c->in_len;
+	*in_used += in_len - c->in_len;
 	c->in = NULL;
 	c->in_len = 0;
 	return rc;
@@ -783,6 +1112,30 @@ int hm_tls_conn_send(struct hm_tls_conn *c, const void *plain, size_t n)
 		return -EPROTO;
 	if (!c->established)
 		return -ENOTCONN;
+	if (c->fast != NULL) {
+		size_t room;
+
+		/* What is owed goes first, in the room a whole record of n leaves (the slack of
+		 * HM_TLS_RECORD_SLACK holds a KeyUpdate; a ticket waits if it does not fit). */
+		if (fast_owed(c, HM_MIN(n, (size_t)HM_TLS13_PLAIN_MAX) + HM_TLS13_SEAL_OVER) != 0) {
+			c->broken = true;
+			return -EPROTO;
+		}
+		if (hm_tls13_update_owed(c->fast))
+			return 0; /* our KeyUpdate goes before our next data (RFC 8446 4.6.3) */
+		room = OUT_BUF - c->out_end;
+		if (room <= HM_TLS13_SEAL_OVER)
+			return 0;
+		n = HM_MIN(n, HM_MIN((size_t)HM_TLS13_PLAIN_MAX, room - HM_TLS13_SEAL_OVER));
+		if ((r = hm_tls13_seal(c->fast, HM_TLS13_DATA, plain, n, c->out + c->out_end)) <
+		    0) {
+			c->broken = true;
+			return -EPROTO;
+		}
+		c->out_end += (uint32_t)r;
+		c->out_total += (uint64_t)r;
+		return (int)n;
+	}
 	if (n > INT32_MAX)
 		n = INT32_MAX;
 	if ((r = SSL_write_ex(c->ssl, plain, n, &w)) == 1)
@@ -833,6 +1186,20 @@ int hm_tls_conn_close_notify(struct hm_tls_conn *c)
 
 	if (!c->established || c->broken || c->fail != HM_TLS_FAIL_NONE)
 		return 0;
+	if (c->fast != NULL) {
+		if (c->out == NULL && (c->out = buf_get(c->t)) == NULL)
+			return -EAGAIN;
+		if (OUT_BUF - c->out_end < HM_TLS13_SEAL_OVER + 2)
+			return -EAGAIN;
+		if ((r = hm_tls13_alert(c->fast, HM_TLS13_A_CLOSE_NOTIFY, c->out + c->out_end)) <
+		    0) {
+			c->broken = true;
+			return -EPROTO;
+		}
+		c->out_end += (uint32_t)r;
+		c->out_total += (uint64_t)r;
+		return 0;
+	}
 	if ((r = SSL_shutdown(c->ssl)) >= 0)
 		return 0;
 	if (SSL_get_error(c->ssl, r) == SSL_ERROR_WANT_WRITE)
@@ -862,6 +1229,11 @@ bool hm_tls_conn_resumed(const struct hm_tls_conn *c)
 	return c->resumed;
 }
 
+bool hm_tls_conn_fast(const struct hm_tls_conn *c)
+{
+	return c->fast != NULL;
+}
+
 unsigned hm_tls_conn_fail(const struct hm_tls_conn *c)
 {
 	return c->fail;
@@ -872,6 +1244,8 @@ unsigned hm_tls_conn_alpn(const struct hm_tls_conn *c)
 	const unsigned char *p;
 	unsigned n = 0;
 
+	if (c->fast != NULL)
+		return c->alpn;
 	SSL_get0_alpn_selected(c->ssl, &p, &n);
 	if (n == 2 && memcmp(p, "h2", 2) == 0)
 		return HM_TLS_ALPN_H2;
@@ -892,10 +1266,15 @@ unsigned hm_tls_conn_match(const struct hm_tls_conn *c)
 
 const char *hm_tls_conn_version(const struct hm_tls_conn *c)
 {
-	return c->established ? SSL_get_version(c->ssl) : "";
+	if (!c->established)
+		return "";
+	return c->fast != NULL ? "TLSv1.3" : SSL_get_version(c->ssl);
 }
 
 const char *hm_tls_conn_cipher(const struct hm_tls_conn *c)
 {
-	return c->established ? SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl)) : "";
+	if (!c->established)
+		return "";
+	return c->fast != NULL ? hm_tls13_cipher_name()
+			       : SSL_CIPHER_get_name(SSL_get_current_cipher(c->ssl));
 }

@@ -74,11 +74,14 @@ struct hm_tls_config {
 	bool h2;	       /* offer "h2" by ALPN (before http/1.1) */
 	bool keep_buffers;     /* keep OpenSSL's record buffers on idle connections (the
 				  default frees them: SSL_MODE_RELEASE_BUFFERS) */
+	bool no_fast13;	       /* every handshake through libssl, none on the TLS 1.3
+				  resumption fast path (tls13.h) */
 };
 
 /* Counters of one context (one worker), monotonic. */
 struct hm_tls_stats {
 	uint64_t full, resumed; /* completed handshakes */
+	uint64_t fast;		/* of the resumed, those done by the fast path (tls13.h) */
 	uint64_t fail[HM_TLS_FAIL_COUNT];
 	uint64_t cache_hits, cache_misses, cache_evictions, cache_bad;
 	uint64_t tickets_issued;  /* tickets encrypted (full handshakes, TLS 1.3 resumptions) */
@@ -121,7 +124,8 @@ void hm_tls_conn_free(struct hm_tls_conn *c);
  * Drives the handshake first. Returns 0 (progress, or nothing to do until more bytes arrive),
  * HM_TLS_CLOSED, or -EPROTO (the connection failed: hm_tls_conn_fail() says why; an alert may
  * be waiting in hm_tls_conn_out()). Either way, write hm_tls_conn_out() afterwards. No
- * allocation beyond OpenSSL's own.
+ * allocation beyond OpenSSL's own and, on the fast path, a buffer from the context's pool
+ * while a record arrives in pieces.
  */
 int hm_tls_conn_recv(struct hm_tls_conn *c, const void *in, size_t in_len, size_t *in_used,
 		     void *out, size_t out_cap, size_t *out_len);
@@ -180,6 +184,7 @@ void hm_tls_conn_timeout(struct hm_tls_conn *c);
 
 bool hm_tls_conn_established(const struct hm_tls_conn *c); /* handshake complete */
 bool hm_tls_conn_resumed(const struct hm_tls_conn *c);	   /* by a session ticket */
+bool hm_tls_conn_fast(const struct hm_tls_conn *c);	   /* on the fast path (tls13.h) */
 unsigned hm_tls_conn_fail(const struct hm_tls_conn *c);	   /* enum hm_tls_fail */
 unsigned hm_tls_conn_alpn(const struct hm_tls_conn *c);	   /* enum hm_tls_alpn */
 /* The SNI as a lookup key (lowercase; "" without SNI) and how its certificate matched (enum

@@ -471,6 +471,9 @@ static int tls_setup(struct hm__router_worker *w)
 	t->open[HM_TLS_ALPN_HTTP11] = hm__router_h1_open;
 	t->open[HM_TLS_ALPN_H2] = hm__router_h2p_open;
 	tc.h2 = t->open[HM_TLS_ALPN_H2] != NULL;
+	/* The operator's way back to libssl for every handshake (docs/operations.md). */
+	tc.no_fast13 = getenv("HERMOD_TLS_FAST_PATH") != NULL &&
+		       strcmp(getenv("HERMOD_TLS_FAST_PATH"), "off") == 0;
 	t->timeout_ms = (uint64_t)w->cfg->tls_handshake_timeout;
 	t->max_handshakes = (uint32_t)w->cfg->tls_max_handshakes;
 	if ((r = hm_certstore_reader_new(&t->store, w->cfg->cert_store)) != 0 ||

@@ -464,48 +464,125 @@ def test_renegotiation_refused_at_once(env):
         eq(get(c).status, 200, "a request after the refused renegotiation")
 
 
-def test_key_update_both_ways(env):
-    """TLS 1.3 KeyUpdate from openssl s_client, on a keep-alive connection: without (k) and with
-    (K) update_requested; the router answers K with a KeyUpdate of its own before its next
-    application data (RFC 8446 4.6.3), and requests before and after are served under the new
-    keys. Each step waits for s_client's own report of the
-    previous one (its -msg trace), not for time."""
-    import threading
-    r, _, _ = setup(env)
-    req = b"GET /hello HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n"
-    for cmd in (b"k", b"K"):
-        p = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:%d" % r.tls_port,
-                              "-servername", HOST, "-tls1_3", "-msg"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        lines = []
-        reader = threading.Thread(target=lambda: lines.extend(
-            ln.decode(errors="replace") for ln in iter(p.stdout.readline, b"")), daemon=True)
-        reader.start()
+class SClient:
+    """openssl s_client on a keep-alive connection, driven line by line: each step waits for
+    s_client's own report of the previous one (its -msg trace), not for time."""
 
-        def seen(text, n=1):
-            return lambda: sum(text in ln for ln in list(lines)) >= n
+    def __init__(self, port, *args):
+        self.p = subprocess.Popen(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port,
+                                   "-servername", HOST, "-msg"] + list(args),
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT)
+        self.lines = []
+        threading.Thread(target=lambda: self.lines.extend(
+            ln.decode(errors="replace") for ln in iter(self.p.stdout.readline, b"")),
+            daemon=True).start()
+
+    def seen(self, text, n=1):
+        return lambda: sum(text in ln for ln in list(self.lines)) >= n
+
+    def wait(self, text, what, n=1):
+        wait_for(self.seen(text, n), T(10), what)
+
+    def send(self, data):
+        self.p.stdin.write(data)
+        self.p.stdin.flush()
+
+    def tail(self):
+        return "".join(self.lines[-20:])
+
+    def close(self):
+        self.p.stdin.close()
         try:
-            wait_for(seen("<<< TLS 1.3, Handshake"), T(10), "s_client's handshake")
-            wait_for(seen("Verify return code"), T(10), "s_client ready")
-            p.stdin.write(req)
-            p.stdin.flush()
-            wait_for(seen("hello from web.1"), T(10), "the answer before the update")
-            p.stdin.write(cmd + b"\n")
-            p.stdin.flush()
-            wait_for(seen(">>> TLS 1.3, Handshake [length 0005], KeyUpdate"), T(10),
-                     "s_client sent KeyUpdate (%s)" % cmd.decode())
-            p.stdin.write(req)
-            p.stdin.flush()
-            wait_for(seen("hello from web.1", 2), T(10), "the answer under the new keys")
-            if cmd == b"K":
-                # RFC 8446 4.6.3: before its next application data, which is this answer.
-                check(seen("<<< TLS 1.3, Handshake [length 0005], KeyUpdate")(),
-                      "the router's own KeyUpdate, as requested: %s" % "".join(lines[-20:]))
-            check(not any("Alert" in ln and "fatal" in ln for ln in lines),
-                  "no fatal alert: %s" % "".join(lines[-20:]))
-        finally:
-            p.kill()
-            p.wait()
+            self.p.wait(timeout=T(10))
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            self.p.wait()
+
+
+REQ = b"GET /hello HTTP/1.1\r\nHost: " + HOST.encode() + b"\r\n\r\n"
+
+
+def key_updates(sc):
+    """Requests before and after s_client's KeyUpdate without (k) and with (K) update_requested;
+    for K the router's own KeyUpdate comes before its next application data (RFC 8446 4.6.3)."""
+    sc.send(REQ)
+    sc.wait("hello from web.1", "the answer before the updates")
+    for i, cmd in enumerate((b"k", b"K")):
+        sc.send(cmd + b"\n")
+        sc.wait(">>> TLS 1.3, Handshake [length 0005], KeyUpdate", "s_client sent KeyUpdate "
+                "(%s)" % cmd.decode(), n=i + 1)
+        sc.send(REQ)
+        sc.wait("hello from web.1", "the answer under the new keys", n=i + 2)
+    check(sc.seen("<<< TLS 1.3, Handshake [length 0005], KeyUpdate")(),
+          "the router's own KeyUpdate, as requested: %s" % sc.tail())
+    check(not any("Alert" in ln and "fatal" in ln for ln in sc.lines),
+          "no fatal alert: %s" % sc.tail())
+
+
+def test_key_update_both_ways(env):
+    """TLS 1.3 KeyUpdate from openssl s_client, on a keep-alive connection (a full handshake,
+    libssl's): without (k) and with (K) update_requested."""
+    r, _, _ = setup(env)
+    sc = SClient(r.tls_port, "-tls1_3")
+    try:
+        sc.wait("Verify return code", "s_client ready")
+        key_updates(sc)
+    finally:
+        sc.close()
+
+
+def test_fast_path_with_outside_clients(env):
+    """TLS 1.3 resumption on the router's own handshake code (router/tls13.c), with clients
+    nobody here wrote: openssl s_client resuming a saved session (-sess_out/-sess_in), then
+    KeyUpdates both ways on it; curl resuming its own session on a second connection; Python
+    resuming with ALPN h2 and with http/1.1. Each counted on hermod_tls_fast_path_handshakes_total,
+    and a full handshake is not."""
+    r, pk, _ = setup(env)
+    sess = env.path("s_client.sess")
+    sc = SClient(r.tls_port, "-tls1_3", "-sess_out", sess)
+    try:
+        sc.wait("Verify return code", "s_client ready")
+        sc.send(REQ)
+        sc.wait("hello from web.1", "the first answer (the ticket comes with it)")
+    finally:
+        sc.close()
+    eq(r.metric("hermod_tls_fast_path_handshakes_total"), 0.0, "a full handshake is libssl's")
+    sc = SClient(r.tls_port, "-tls1_3", "-sess_in", sess)
+    try:
+        sc.wait("Reused, TLSv1.3, Cipher is TLS_AES_128_GCM_SHA256", "s_client resumed")
+        key_updates(sc)
+    finally:
+        sc.close()
+    eq(r.metric("hermod_tls_fast_path_handshakes_total"), 1.0, "s_client on the fast path")
+    # curl: two requests, the first connection closed by the answer; the second resumes.
+    url = "https://%s:%d/hello" % (HOST, r.tls_port)
+    p = subprocess.run(["curl", "-sS", "-v", "--http1.1", "--tlsv1.3", "--cacert", pk.ca.crt, "--resolve",
+                        "%s:%d:127.0.0.1" % (HOST, r.tls_port), "-H", "Connection: close",
+                        url, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=T(20))
+    err = p.stderr.decode(errors="replace")
+    eq(p.returncode, 0, "curl: %s" % err[-400:])
+    eq(p.stdout.count(b"hello from web.1"), 2, "both answers")
+    check("SSL re-using session ID" in err, "curl resumed: %s" % err[-800:])
+    eq(r.metric("hermod_tls_fast_path_handshakes_total"), 2.0, "curl on the fast path")
+    # Python: ALPN on a resumed connection is agreed anew (h2, then http/1.1).
+    for alpn in (["h2", "http/1.1"], ["http/1.1"]):
+        ctx = client_ctx(pk, minv=ssl.TLSVersion.TLSv1_3)
+        ctx.set_alpn_protocols(alpn)
+        with tls_conn(r.tls_port, HOST, ctx) as c:
+            if alpn[0] == "http/1.1":
+                eq(get(c).status, 200, "first connection")
+            else:
+                c.sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+                c.sock.recv(9)  # the server's SETTINGS: the ticket came before it
+            s = c.sock.session
+        with tls_conn(r.tls_port, HOST, ctx, session=s) as c:
+            check(c.sock.session_reused, "resumed with ALPN %s" % alpn[0])
+            eq(c.sock.selected_alpn_protocol(), alpn[0], "ALPN agreed on the resumed connection")
+            if alpn[0] == "http/1.1":
+                eq(get(c).status, 200, "a request on the resumed connection")
+    eq(r.metric("hermod_tls_fast_path_handshakes_total"), 4.0, "Python on the fast path")
 
 
 def test_apachebench(env):

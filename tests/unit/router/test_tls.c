@@ -433,6 +433,32 @@ START_TEST(tls12_and_tls13_with_ecdsa_and_rsa)
 }
 END_TEST
 
+/* n bytes from the engine to the client through its bounded output (a send stops when it is
+ * full); the client must read them back whole into back. */
+static void send_down(struct client *cl, struct hm_tls_conn *c, const char *down, char *back,
+		      size_t n)
+{
+	size_t sent = 0, back_len = 0;
+
+	while (sent < n || back_len < n) {
+		int k = sent < n ? hm_tls_conn_send(c, down + sent, n - sent) : 0, r;
+		const uint8_t *p;
+		size_t len = hm_tls_conn_out(c, &p);
+
+		ck_assert_int_ge(k, 0);
+		sent += (size_t)k;
+		ck_assert_uint_le(len, 32 * 1024);
+		if (len > 0) {
+			ck_assert_int_eq(BIO_write(cl->rb, p, (int)len), (int)len);
+			hm_tls_conn_out_done(c, len);
+		}
+		while ((r = SSL_read(cl->ssl, back + back_len, (int)(n - back_len))) > 0)
+			back_len += (size_t)r;
+		ck_assert(k > 0 || len > 0 || back_len == n);
+	}
+	ck_assert_mem_eq(back, down, n);
+}
+
 /* 100 KiB up in slices of 777 bytes; 300 KiB down through the engine's bounded output. */
 START_TEST(data_both_ways)
 {
@@ -442,7 +468,7 @@ START_TEST(data_both_ways)
 	struct hm_tls_conn *c;
 	enum { UP = 100 * 1024, DOWN = 300 * 1024 };
 	static char up[UP], got[UP], down[DOWN], back[DOWN];
-	size_t got_len = 0, sent = 0, back_len = 0;
+	size_t got_len = 0;
 
 	for (size_t i = 0; i < UP; i++)
 		up[i] = (char)('a' + i % 26);
@@ -458,24 +484,7 @@ START_TEST(data_both_ways)
 	ck_assert_int_eq(to_server(&cl, c, 777, got, &got_len, sizeof(got)), 0);
 	ck_assert_uint_eq(got_len, UP);
 	ck_assert_mem_eq(got, up, UP);
-	while (sent < DOWN || back_len < DOWN) {
-		int n = sent < DOWN ? hm_tls_conn_send(c, down + sent, DOWN - sent) : 0, r;
-		const uint8_t *p;
-		size_t len = hm_tls_conn_out(c, &p);
-
-		ck_assert_int_ge(n, 0);
-		sent += (size_t)n;
-		/* the output is bounded: a send stops when it is full */
-		ck_assert_uint_le(len, 32 * 1024);
-		if (len > 0) {
-			ck_assert_int_eq(BIO_write(cl.rb, p, (int)len), (int)len);
-			hm_tls_conn_out_done(c, len);
-		}
-		while ((r = SSL_read(cl.ssl, back + back_len, (int)(DOWN - back_len))) > 0)
-			back_len += (size_t)r;
-		ck_assert(n > 0 || len > 0 || back_len == DOWN);
-	}
-	ck_assert_mem_eq(back, down, DOWN);
+	send_down(&cl, c, down, back, DOWN);
 	hm_tls_conn_free(c);
 	client_fini(&cl);
 	engine_fini(&e);
@@ -1066,6 +1075,321 @@ START_TEST(a_broken_connection_stays_broken)
 }
 END_TEST
 
+/* ---- the TLS 1.3 resumption fast path (tls13.h) ---- */
+
+/* A connection resumed on e with a ticket from a full handshake there; the client as given. */
+static struct hm_tls_conn *resumed_conn(struct engine *e, struct client *cl, const char *suites,
+					const char *groups, const unsigned char *alpn,
+					unsigned alpn_len)
+{
+	struct hm_tls_conn *c;
+
+	SSL_SESSION_free(last_session);
+	last_session = NULL;
+	client_init(cl, TLS1_3_VERSION, TLS1_3_VERSION, "a.example.com", alpn, alpn_len);
+	ck_assert_int_eq(hm_tls_conn_new(&c, e->t), 0);
+	ck_assert_int_eq(handshake(cl, c), 0);
+	hm_tls_conn_free(c);
+	client_fini(cl);
+	ck_assert_ptr_nonnull(last_session);
+	client_init(cl, TLS1_3_VERSION, TLS1_3_VERSION, "a.example.com", alpn, alpn_len);
+	if (suites != NULL)
+		ck_assert_int_eq(SSL_set_ciphersuites(cl->ssl, suites), 1);
+	if (groups != NULL)
+		ck_assert_int_eq(SSL_set1_groups_list(cl->ssl, groups), 1);
+	ck_assert_int_eq(SSL_set_session(cl->ssl, last_session), 1);
+	ck_assert_int_eq(hm_tls_conn_new(&c, e->t), 0);
+	ck_assert_int_eq(handshake(cl, c), 0);
+	ck_assert(hm_tls_conn_resumed(c));
+	ck_assert_int_eq(SSL_session_reused(cl->ssl), 1);
+	return c;
+}
+
+/* Resumed on the fast path, bytes in slices down to one (records in pieces), the engine's
+ * plaintext buffer smaller than a record (plaintext held back), data both ways, its ticket
+ * resumed again on the fast path. */
+START_TEST(fast_path_data_both_ways)
+{
+	struct hm_certstore_writer *w = store(path);
+	struct engine e;
+	struct client cl;
+	struct hm_tls_conn *c;
+	enum { UP = 40 * 1024, DOWN = 100 * 1024 };
+	static char up[UP], got[UP], down[DOWN], back[DOWN];
+	static const size_t slices[] = {1, 5, 777, 65536};
+
+	for (size_t i = 0; i < UP; i++)
+		up[i] = (char)('a' + i % 26);
+	for (size_t i = 0; i < DOWN; i++)
+		down[i] = (char)('A' + (i * 7) % 26);
+	put_cert(w, "a.example.com", "a", "DNS:a.example.com", "ec256");
+	set_keys(w, "K");
+	engine_init(&e, path, NULL);
+	for (unsigned k = 0; k < sizeof(slices) / sizeof(slices[0]); k++) {
+		size_t got_len = 0;
+		uint64_t fast = hm_tls_ctx_stats(e.t)->fast;
+
+		c = resumed_conn(&e, &cl, NULL, NULL, NULL, 0);
+		ck_assert_uint_eq(hm_tls_ctx_stats(e.t)->fast, fast + 1);
+		ck_assert_str_eq(hm_tls_conn_version(c), "TLSv1.3");
+		ck_assert_str_eq(hm_tls_conn_cipher(c), "TLS_AES_128_GCM_SHA256");
+		ck_assert_int_eq(SSL_write(cl.ssl, up, UP), UP);
+		ck_assert_int_eq(to_server(&cl, c, slices[k], got, &got_len, sizeof(got)), 0);
+		ck_assert_uint_eq(got_len, UP);
+		ck_assert_mem_eq(got, up, UP);
+		send_down(&cl, c, down, back, DOWN);
+		/* the client got the fast path's ticket: it resumes there too */
+		hm_tls_conn_free(c);
+		client_fini(&cl);
+		ck_assert(resume_last(&e, TLS1_3_VERSION));
+		ck_assert_uint_eq(hm_tls_ctx_stats(e.t)->fast, fast + 2);
+	}
+	engine_fini(&e);
+	hm_certstore_writer_close(w);
+}
+END_TEST
+
+/* KeyUpdate from the client, with and without update_requested, and close_notify both ways. */
+START_TEST(fast_path_key_update_and_close)
+{
+	struct hm_certstore_writer *w = store(path);
+	struct engine e;
+	struct client cl;
+	struct hm_tls_conn *c;
+	char got[64];
+	size_t got_len;
+
+	put_cert(w, "a.example.com", "a", "DNS:a.example.com", "ec256");
+	set_keys(w, "K");
+	engine_init(&e, path, NULL);
+	c = resumed_conn(&e, &cl, NULL, NULL, NULL, 0);
+	for (int i = 0; i < 4; i++) {
+		int r;
+
+		ck_assert_int_eq(SSL_key_update(cl.ssl, i % 2 ? SSL_KEY_UPDATE_NOT_REQUESTED
+							      : SSL_KEY_UPDATE_REQUESTED),
+				 1);
+		ck_assert_int_eq(SSL_write(cl.ssl, "ping", 4), 4);
+		got_len = 0;
+		ck_assert_int_eq(to_server(&cl, c, 3, got, &got_len, sizeof(got)), 0);
+		ck_assert_uint_eq(got_len, 4);
+		ck_assert_int_eq(hm_tls_conn_send(c, "pong", 4), 4);
+		to_client(&cl, c);
+		r = SSL_read(cl.ssl, got, sizeof(got));
+		ck_assert_int_eq(r, 4);
+		ck_assert_mem_eq(got, "pong", 4);
+	}
+	ck_assert_int_eq(SSL_shutdown(cl.ssl), 0);
+	ck_assert_int_eq(to_server(&cl, c, 65536, NULL, NULL, 0), HM_TLS_CLOSED);
+	ck_assert_int_eq(hm_tls_conn_close_notify(c), 0);
+	to_client(&cl, c);
+	ck_assert_int_eq(SSL_shutdown(cl.ssl), 1);
+	hm_tls_conn_free(c);
+	client_fini(&cl);
+	engine_fini(&e);
+	hm_certstore_writer_close(w);
+}
+END_TEST
+
+/* What the fast path does not take still resumes, through libssl: another suite, a key share
+ * of another group; ALPN h2 is agreed on the fast path; a tampered record breaks the
+ * connection with an alert; an engine without the fast path cannot read its tickets (a full
+ * handshake). */
+START_TEST(fast_path_scope)
+{
+	struct hm_certstore_writer *w = store(path);
+	struct engine e, plain;
+	struct client cl;
+	struct hm_tls_conn *c;
+	struct hm_tls_config no_fast = {.num_tickets = -1, .no_fast13 = true};
+	static const unsigned char h2[] = "\x02h2\x08http/1.1";
+	uint64_t fast;
+	const uint8_t *p;
+	size_t n;
+
+	put_cert(w, "a.example.com", "a", "DNS:a.example.com", "ec256");
+	set_keys(w, "K");
+	engine_init(&e, path, &(struct hm_tls_config){.num_tickets = -1, .h2 = true});
+	engine_init(&plain, path, &no_fast);
+	fast = hm_tls_ctx_stats(e.t)->fast;
+	c = resumed_conn(&e, &cl, "TLS_CHACHA20_POLY1305_SHA256", NULL, NULL, 0);
+	ck_assert_str_eq(hm_tls_conn_cipher(c), "TLS_CHACHA20_POLY1305_SHA256");
+	hm_tls_conn_free(c);
+	client_fini(&cl);
+	c = resumed_conn(&e, &cl, NULL, "P-256", NULL, 0);
+	hm_tls_conn_free(c);
+	client_fini(&cl);
+	ck_assert_uint_eq(hm_tls_ctx_stats(e.t)->fast, fast);
+	c = resumed_conn(&e, &cl, NULL, NULL, h2, sizeof(h2) - 1);
+	ck_assert_uint_eq(hm_tls_ctx_stats(e.t)->fast, fast + 1);
+	ck_assert_uint_eq(hm_tls_conn_alpn(c), HM_TLS_ALPN_H2);
+	/* a record with a bit flipped */
+	ck_assert_int_eq(SSL_write(cl.ssl, "data", 4), 4);
+	{
+		char buf[256];
+		int len = BIO_read(cl.wb, buf, sizeof(buf));
+		size_t used = 0, got = 0;
+		char plainbuf[64];
+
+		ck_assert_int_gt(len, 10);
+		buf[len - 3] ^= 0x20;
+		ck_assert_int_eq(
+		    hm_tls_conn_recv(c, buf, (size_t)len, &used, plainbuf, sizeof(plainbuf), &got),
+		    -EPROTO);
+		ck_assert_uint_eq(got, 0);
+	}
+	n = hm_tls_conn_out(c, &p); /* the alert, then nothing more */
+	ck_assert_uint_gt(n, 0);
+	hm_tls_conn_out_done(c, n);
+	ck_assert_int_eq(hm_tls_conn_send(c, "x", 1), -EPROTO);
+	hm_tls_conn_free(c);
+	client_fini(&cl);
+	/* the fast path's ticket on an engine without it: a full handshake */
+	c = resumed_conn(&e, &cl, NULL, NULL, NULL, 0);
+	hm_tls_conn_free(c);
+	client_fini(&cl);
+	ck_assert(!resume_last(&plain, TLS1_3_VERSION));
+	engine_fini(&e);
+	engine_fini(&plain);
+	hm_certstore_writer_close(w);
+}
+END_TEST
+
+/* Hostile bytes on the fast path: a record header announcing 64 KiB (more than a record may
+ * hold) refused with record_overflow and nothing read past the buffer; an alert in the clear
+ * in pieces before the client's Finished is a failure (peer_alert); after close_notify every
+ * later call says closed and delivers nothing. */
+START_TEST(fast_path_hostile_bytes)
+{
+	struct hm_certstore_writer *w = store(path);
+	struct engine e;
+	struct client cl;
+	struct hm_tls_conn *c;
+	static uint8_t big[40000];
+	uint8_t plainbuf[2048];
+	size_t used, got;
+
+	put_cert(w, "a.example.com", "a", "DNS:a.example.com", "ec256");
+	set_keys(w, "K");
+	engine_init(&e, path, NULL);
+	memset(big, 0x41, sizeof(big));
+	big[0] = 0x17;
+	big[1] = big[2] = 3;
+	big[3] = big[4] = 0xff;
+	for (size_t first = 1; first <= 5; first += 4) {
+		c = resumed_conn(&e, &cl, NULL, NULL, NULL, 0);
+		ck_assert(hm_tls_conn_fast(c));
+		/* one byte first (gathered), then the rest in one call; or the header whole:
+		 * refused as soon as the header is read */
+		if (first < 5) {
+			ck_assert_int_eq(hm_tls_conn_recv(c, big, first, &used, plainbuf,
+							  sizeof(plainbuf), &got),
+					 0);
+			ck_assert_uint_eq(used, first);
+		}
+		ck_assert_int_eq(hm_tls_conn_recv(c, big + (first < 5 ? first : 0),
+						  sizeof(big) - (first < 5 ? first : 0), &used,
+						  plainbuf, sizeof(plainbuf), &got),
+				 -EPROTO);
+		ck_assert_uint_eq(got, 0);
+		hm_tls_conn_free(c);
+		client_fini(&cl);
+	}
+	/* an alert before the client's Finished, split 3 + 4 */
+	{
+		static const uint8_t alert[] = {0x15, 3, 3, 0, 2, 2, 40};
+		char buf[4096];
+		int n;
+
+		SSL_SESSION_free(last_session);
+		last_session = NULL;
+		ck_assert(!resumes(&e, &e, TLS1_3_VERSION) || last_session != NULL);
+		client_init(&cl, TLS1_3_VERSION, TLS1_3_VERSION, "a.example.com", NULL, 0);
+		ck_assert_int_eq(SSL_set_session(cl.ssl, last_session), 1);
+		ck_assert_int_eq(hm_tls_conn_new(&c, e.t), 0);
+		ck_assert_int_eq(SSL_do_handshake(cl.ssl), -1);
+		n = BIO_read(cl.wb, buf, sizeof(buf));
+		ck_assert_int_gt(n, 0);
+		ck_assert_int_eq(hm_tls_conn_recv(c, buf, (size_t)n, &used, NULL, 0, &got), 0);
+		ck_assert(hm_tls_conn_fast(c));
+		ck_assert(!hm_tls_conn_established(c));
+		ck_assert_int_eq(hm_tls_conn_recv(c, alert, 3, &used, NULL, 0, &got), 0);
+		ck_assert_int_eq(hm_tls_conn_recv(c, alert + 3, 4, &used, NULL, 0, &got), -EPROTO);
+		ck_assert_uint_eq(hm_tls_conn_fail(c), HM_TLS_FAIL_PEER_ALERT);
+		hm_tls_conn_free(c);
+		client_fini(&cl);
+	}
+	/* close_notify, then more records: closed, nothing delivered */
+	c = resumed_conn(&e, &cl, NULL, NULL, NULL, 0);
+	ck_assert_int_eq(SSL_shutdown(cl.ssl), 0);
+	ck_assert_int_eq(to_server(&cl, c, 65536, NULL, NULL, 0), HM_TLS_CLOSED);
+	ck_assert_int_eq(hm_tls_conn_recv(c, big, 10, &used, plainbuf, sizeof(plainbuf), &got),
+			 HM_TLS_CLOSED);
+	ck_assert_uint_eq(got, 0);
+	hm_tls_conn_free(c);
+	client_fini(&cl);
+	engine_fini(&e);
+	hm_certstore_writer_close(w);
+}
+END_TEST
+
+/* A resuming hello that arrives a byte at a time: gathered, then taken by the fast path; one the
+ * fast path declines (ChaCha20 only), also a byte at a time: given to libssl whole, which
+ * resumes it. */
+START_TEST(fast_path_hello_in_pieces)
+{
+	struct hm_certstore_writer *w = store(path);
+	struct engine e;
+	struct client cl;
+	struct hm_tls_conn *c;
+
+	put_cert(w, "a.example.com", "a", "DNS:a.example.com", "ec256");
+	set_keys(w, "K");
+	engine_init(&e, path, NULL);
+	for (int chacha = 0; chacha < 2; chacha++) {
+		char buf[4096];
+		size_t used, got;
+		int n;
+
+		/* a full handshake: libssl's ticket (the fast path's own would be unknown to
+		 * libssl) */
+		SSL_SESSION_free(last_session);
+		last_session = NULL;
+		client_init(&cl, TLS1_3_VERSION, TLS1_3_VERSION, "a.example.com", NULL, 0);
+		ck_assert_int_eq(hm_tls_conn_new(&c, e.t), 0);
+		ck_assert_int_eq(handshake(&cl, c), 0);
+		hm_tls_conn_free(c);
+		client_fini(&cl);
+		ck_assert_ptr_nonnull(last_session);
+		client_init(&cl, TLS1_3_VERSION, TLS1_3_VERSION, "a.example.com", NULL, 0);
+		if (chacha)
+			ck_assert_int_eq(
+			    SSL_set_ciphersuites(cl.ssl, "TLS_CHACHA20_POLY1305_SHA256"), 1);
+		ck_assert_int_eq(SSL_set_session(cl.ssl, last_session), 1);
+		ck_assert_int_eq(hm_tls_conn_new(&c, e.t), 0);
+		ck_assert_int_eq(SSL_do_handshake(cl.ssl), -1);
+		n = BIO_read(cl.wb, buf, sizeof(buf));
+		ck_assert_int_gt(n, 100);
+		for (int i = 0; i < n; i++) {
+			ck_assert_int_eq(hm_tls_conn_recv(c, buf + i, 1, &used, NULL, 0, &got), 0);
+			ck_assert_uint_eq(used, 1);
+		}
+		ck_assert_int_eq(hm_tls_conn_fast(c), !chacha);
+		ck_assert_int_eq(handshake(&cl, c), 0);
+		ck_assert(hm_tls_conn_resumed(c));
+		ck_assert_int_eq(SSL_session_reused(cl.ssl), 1);
+		ck_assert_int_eq(SSL_write(cl.ssl, "ping", 4), 4);
+		got = 0;
+		ck_assert_int_eq(to_server(&cl, c, 1, buf, &got, sizeof(buf)), 0);
+		ck_assert_uint_eq(got, 4);
+		hm_tls_conn_free(c);
+		client_fini(&cl);
+	}
+	engine_fini(&e);
+	hm_certstore_writer_close(w);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
 	Suite *s = suite_create("tls");
@@ -1089,6 +1413,11 @@ static Suite *make_suite(void)
 	tcase_add_test(tc, close_notify_both_ways);
 	tcase_add_test(tc, a_broken_connection_stays_broken);
 	tcase_add_test(tc, out_room_says_when_a_record_fits_whole);
+	tcase_add_test(tc, fast_path_data_both_ways);
+	tcase_add_test(tc, fast_path_key_update_and_close);
+	tcase_add_test(tc, fast_path_scope);
+	tcase_add_test(tc, fast_path_hostile_bytes);
+	tcase_add_test(tc, fast_path_hello_in_pieces);
 	suite_add_tcase(s, tc);
 	return s;
 }
