@@ -48,6 +48,7 @@
 #define OUT_IOV	      64	 /* iovecs offered to the transport at once */
 #define QUEUE_IOV     4		 /* ... queued at once (libuv copies four without allocating) */
 #define DRAIN_IDLE_MS 1000
+#define LINGER_MS     2000 /* a lingering close, at most (as h1.c) */
 
 _Static_assert(sizeof(struct hm__router_field) == sizeof(struct hm__router_h2_field) &&
 		   offsetof(struct hm__router_field, name_len) ==
@@ -84,6 +85,8 @@ struct hm__router_h2p {
 	uint8_t handles;    /* open handles: the transport (until handed over) and the timer */
 	bool writing;	    /* a write is queued on the transport */
 	bool closing;
+	bool lingering; /* done: write side shut, input read and dropped until EOF or LINGER_MS */
+	uint64_t linger_due;
 	bool aborting; /* the worker's drain deadline: exchanges end H24 */
 	bool draining;
 };
@@ -109,6 +112,7 @@ _Static_assert(offsetof(struct h2x, fl) == 0, "free-list link first");
 static const struct hm__router_client_ops client_ops;
 static void flush(struct hm__router_h2p *c);
 static void conn_close(struct hm__router_h2p *c);
+static void linger_start(struct hm__router_h2p *c);
 static void on_check(uv_check_t *chk);
 
 static uint64_t now_ms(const struct hm__router_h2p *c)
@@ -608,8 +612,12 @@ static void flush(struct hm__router_h2p *c)
 		c->writing = true;
 		c->wlen = total;
 	}
-	if (hm__router_h2_conn_dead(c->h2) || (!c->writing && hm__router_h2_conn_done(c->h2))) {
+	if (hm__router_h2_conn_dead(c->h2)) {
 		conn_close(c);
+		return;
+	}
+	if (!c->writing && hm__router_h2_conn_done(c->h2)) {
+		linger_start(c);
 		return;
 	}
 	if (hm__router_h2_conn_want_read(c->h2))
@@ -617,6 +625,27 @@ static void flush(struct hm__router_h2p *c)
 	else
 		hm__router_sock_read_stop(c->sock);
 	conn_arm(c, hm__router_h2_conn_deadline(c->h2));
+}
+
+/*
+ * The end of a connection that is done (GOAWAY sent, every stream closed, everything written):
+ * its write side is shut and what the client still sends (WINDOW_UPDATEs, a PING, its own
+ * GOAWAY) is read and dropped until it closes or LINGER_MS pass. Closing with such bytes unread
+ * would reset the connection, and a reset can destroy the end of the last response before the
+ * client reads it (nginx closes HTTP/2 the same way).
+ */
+static void linger_start(struct hm__router_h2p *c)
+{
+	if (c->lingering)
+		return;
+	c->lingering = true;
+	c->linger_due = now_ms(c) + LINGER_MS;
+	if (hm__router_sock_shutdown(c->sock) != 0) {
+		conn_close(c);
+		return;
+	}
+	hm__router_sock_read_start(c->sock);
+	conn_arm(c, c->linger_due);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -628,6 +657,13 @@ static void on_timer(uv_timer_t *t)
 	c->timer_due = 0;
 	if (c->closing)
 		return;
+	if (c->lingering) {
+		if (now >= c->linger_due)
+			conn_close(c);
+		else
+			conn_arm(c, c->linger_due);
+		return;
+	}
 	if (c->h2 == NULL) {
 		/* --h2c, nothing decisive read yet: as an idle HTTP/1 connection. */
 		due = c->opened +
@@ -748,8 +784,8 @@ static void on_read(struct hm__router_sock *s, ssize_t n)
 		conn_close(c);
 		return;
 	}
-	if (n == 0)
-		return;
+	if (n == 0 || c->lingering)
+		return; /* lingering: dropped */
 	if (c->h2 == NULL) {
 		sniff_more(c, (size_t)n);
 		return;
@@ -774,9 +810,11 @@ static void on_written(struct hm__router_sock *s, int status)
 
 static void on_shutdown(struct hm__router_sock *s, int status)
 {
-	/* HTTP/2 ends with GOAWAY and a close; it never shuts its write side down alone. */
-	(void)s;
-	(void)status;
+	struct hm__router_h2p *c = s->data;
+
+	/* Only a lingering close shuts the write side (after GOAWAY and the last frame). */
+	if (status != 0 && !c->closing)
+		conn_close(c);
 }
 
 /* ---- what the worker does with connections ------------------------------------------------ */

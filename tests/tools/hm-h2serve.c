@@ -31,6 +31,7 @@
 #define READ_BUF  (64 << 10)
 #define SPAN	  (64 << 10)
 #define MAX_CONNS 1024
+#define LINGER_MS 2000 /* a lingering close, at most */
 
 struct cfg {
 	char *listen;
@@ -62,9 +63,11 @@ struct conn {
 	struct hm__router_h2_conn *h2;
 	char *rbuf;
 	uv_write_t wr;
+	uv_shutdown_t sd;
 	size_t wr_len; /* bytes of the pending uv_write */
 	bool writing, reading, closing;
-	int handles; /* open libuv handles */
+	bool lingering; /* done: write side shut, input dropped until EOF or LINGER_MS */
+	int handles;	/* open libuv handles */
 	struct conn *prev, *next;
 };
 
@@ -396,6 +399,8 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *b)
 		conn_close(k);
 		return;
 	}
+	if (k->lingering)
+		return; /* dropped */
 	if (n > 0)
 		hm__router_h2_conn_recv(k->h2, b->base, (size_t)n, uv_now(loop));
 	flush(k);
@@ -405,8 +410,38 @@ static void on_timer(uv_timer_t *t)
 {
 	struct conn *k = t->data;
 
+	if (k->lingering) {
+		conn_close(k);
+		return;
+	}
 	hm__router_h2_conn_tick(k->h2, uv_now(loop));
 	flush(k);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+	struct conn *k = req->data;
+
+	if (status != 0)
+		conn_close(k);
+}
+
+/* As the router does (h2proto.c): the write side shut, what the client still sends read and
+ * dropped until it closes or LINGER_MS pass, so that unread input does not turn the close into
+ * a reset that destroys the end of the last response. */
+static void linger(struct conn *k)
+{
+	if (k->lingering)
+		return;
+	k->lingering = true;
+	k->sd.data = k;
+	if (uv_shutdown(&k->sd, (uv_stream_t *)&k->tcp, on_shutdown) != 0) {
+		conn_close(k);
+		return;
+	}
+	if (!k->reading)
+		k->reading = uv_read_start((uv_stream_t *)&k->tcp, on_alloc, on_read) == 0;
+	uv_timer_start(&k->timer, on_timer, LINGER_MS, 0);
 }
 
 /* Writes what the engine has, then sets reading, the timer, or closes. */
@@ -453,8 +488,12 @@ static void flush(struct conn *k)
 		}
 		k->writing = true;
 	}
-	if (hm__router_h2_conn_dead(k->h2) || (!k->writing && hm__router_h2_conn_done(k->h2))) {
+	if (hm__router_h2_conn_dead(k->h2)) {
 		conn_close(k);
+		return;
+	}
+	if (!k->writing && hm__router_h2_conn_done(k->h2)) {
+		linger(k);
 		return;
 	}
 	if (hm__router_h2_conn_want_read(k->h2) && !k->reading) {
