@@ -754,6 +754,16 @@ static int handshake(struct hm_tls_conn *c)
 	return -EPROTO;
 }
 
+/* The protocol an agreed ALPN name (n bytes at p; n 0: none) means, on either path. */
+static unsigned alpn_kind(const unsigned char *p, unsigned n)
+{
+	if (n == 2 && memcmp(p, "h2", 2) == 0)
+		return HM_TLS_ALPN_H2;
+	if (n == 8 && (memcmp(p, "http/1.1", 8) == 0 || memcmp(p, "http/1.0", 8) == 0))
+		return HM_TLS_ALPN_HTTP11; /* HTTP/1.x: the request line says which */
+	return HM_TLS_ALPN_NONE;
+}
+
 /* ---- The TLS 1.3 resumption fast path (tls13.h) --------------------------------------------- */
 
 static size_t rec_len(const uint8_t *p)
@@ -846,7 +856,7 @@ static ssize_t decide(struct hm_tls_conn *c, const uint8_t *in, size_t n)
 {
 	struct hm_tls_ctx *t = c->t;
 	struct hm_tls13_hello h;
-	struct hm_tls13_accept acc = {t->alpn, t->alpn_len, {0}, false};
+	struct hm_tls13_accept acc = {.alpn_pref = t->alpn, .alpn_pref_len = t->alpn_len};
 	struct hm_certstore_map *m;
 	const uint8_t *rec = in;
 	uint8_t flight[HM_TLS13_FLIGHT_MAX];
@@ -894,9 +904,7 @@ static ssize_t decide(struct hm_tls_conn *c, const uint8_t *in, size_t n)
 	memcpy(c->out + c->out_end, flight, fn);
 	c->out_end += (uint32_t)fn;
 	c->out_total += fn;
-	c->alpn = strcmp((char *)acc.alpn, "h2") == 0 ? HM_TLS_ALPN_H2
-		  : acc.alpn[0] != '\0'		      ? HM_TLS_ALPN_HTTP11
-						      : HM_TLS_ALPN_NONE;
+	c->alpn = (uint8_t)alpn_kind(acc.alpn, acc.alpn_len);
 	if (acc.old_key)
 		t->stats.tickets_renewed++;
 	if (rec == in)
@@ -1247,11 +1255,7 @@ unsigned hm_tls_conn_alpn(const struct hm_tls_conn *c)
 	if (c->fast != NULL)
 		return c->alpn;
 	SSL_get0_alpn_selected(c->ssl, &p, &n);
-	if (n == 2 && memcmp(p, "h2", 2) == 0)
-		return HM_TLS_ALPN_H2;
-	if (n == 8 && (memcmp(p, "http/1.1", 8) == 0 || memcmp(p, "http/1.0", 8) == 0))
-		return HM_TLS_ALPN_HTTP11; /* HTTP/1.x: the request line says which */
-	return HM_TLS_ALPN_NONE;
+	return alpn_kind(p, n);
 }
 
 const char *hm_tls_conn_sni(const struct hm_tls_conn *c)

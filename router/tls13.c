@@ -605,30 +605,35 @@ out:
 
 static const uint8_t zero_iv[IV_LEN];
 
-/* The GCM key of one ticket. */
-static bool ticket_key(struct hm_tls13_ctx *x, const struct fast_key *k, const uint8_t *salt,
-		       uint8_t key[H])
+/* Seals (enc) plain into ticket t, or opens t into plain: AES-256-GCM under the ticket's own
+ * key, HMAC(k, salt), its name and salt (already in t) authenticated, FAST_PLAIN bytes. */
+static bool ticket_gcm(struct hm_tls13_ctx *x, const struct fast_key *k, uint8_t *t, uint8_t *plain,
+		       int enc)
 {
-	return hmac(x, k->key, sizeof(k->key), salt, SALT_LEN, NULL, 0, key);
+	uint8_t key[H], *ct = t + NAME_LEN + SALT_LEN, *tag = ct + FAST_PLAIN;
+	int a = 0, b = 0;
+	bool ok =
+	    hmac(x, k->key, sizeof(k->key), t + NAME_LEN, SALT_LEN, NULL, 0, key) &&
+	    EVP_CipherInit_ex2(x->tctx, x->gcm256, key, zero_iv, enc, NULL) == 1 &&
+	    EVP_CipherUpdate(x->tctx, NULL, &a, t, NAME_LEN + SALT_LEN) == 1 &&
+	    (enc || EVP_CIPHER_CTX_ctrl(x->tctx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN, tag) == 1) &&
+	    EVP_CipherUpdate(x->tctx, enc ? ct : plain, &a, enc ? plain : ct, FAST_PLAIN) == 1 &&
+	    EVP_CipherFinal_ex(x->tctx, (enc ? ct : plain) + a, &b) == 1 &&
+	    (!enc || EVP_CIPHER_CTX_ctrl(x->tctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN, tag) == 1);
+
+	OPENSSL_cleanse(key, sizeof(key));
+	return ok;
 }
 
 static bool fast_ticket(struct hm_tls13_ctx *x, const struct fast_key *k, const uint8_t *t,
 			size_t n, struct sess *s)
 {
-	uint8_t plain[FAST_PLAIN], key[H];
-	size_t pn = FAST_PLAIN;
-	int a = 0, b = 0;
+	uint8_t plain[FAST_PLAIN];
 	bool ok;
 
 	if (n != FAST_TICKET)
 		return false;
-	ok = ticket_key(x, k, t + NAME_LEN, key) &&
-	     EVP_DecryptInit_ex2(x->tctx, x->gcm256, key, zero_iv, NULL) == 1 &&
-	     EVP_DecryptUpdate(x->tctx, NULL, &a, t, NAME_LEN + SALT_LEN) == 1 &&
-	     EVP_DecryptUpdate(x->tctx, plain, &a, t + NAME_LEN + SALT_LEN, (int)pn) == 1 &&
-	     EVP_CIPHER_CTX_ctrl(x->tctx, EVP_CTRL_AEAD_SET_TAG, TAG_LEN,
-				 (void *)(t + n - TAG_LEN)) == 1 &&
-	     EVP_DecryptFinal_ex(x->tctx, plain + a, &b) == 1 && plain[0] == FAST_VERSION;
+	ok = ticket_gcm(x, k, (uint8_t *)t, plain, 0) && plain[0] == FAST_VERSION;
 	if (ok) {
 		s->time = 0;
 		for (int i = 0; i < 8; i++)
@@ -638,7 +643,6 @@ static bool fast_ticket(struct hm_tls13_ctx *x, const struct fast_key *k, const 
 		memcpy(s->psk, plain + 13, H);
 	}
 	OPENSSL_cleanse(plain, sizeof(plain));
-	OPENSSL_cleanse(key, sizeof(key));
 	return ok;
 }
 
@@ -663,11 +667,10 @@ static int ticket_message(struct hm_tls13 *c, const uint8_t psk[H], uint8_t *out
 {
 	struct hm_tls13_ctx *x = c->x;
 	const struct fast_key *k = &x->fkeys[0];
-	uint8_t plain[FAST_PLAIN], rnd[4 + SALT_LEN], key[H];
+	uint8_t plain[FAST_PLAIN], rnd[4 + SALT_LEN];
 	uint64_t now = (uint64_t)time(NULL);
-	size_t pn = FAST_PLAIN, tn = FAST_TICKET, i = 0;
+	size_t tn = FAST_TICKET, i = 0;
 	uint8_t *t;
-	int a = 0, b = 0;
 	bool ok;
 
 	if (x->n_keys == 0 || RAND_bytes(rnd, sizeof(rnd)) != 1)
@@ -694,15 +697,8 @@ static int ticket_message(struct hm_tls13 *c, const uint8_t psk[H], uint8_t *out
 	t = out + i;
 	memcpy(t, k->name, NAME_LEN);
 	memcpy(t + NAME_LEN, rnd + 4, SALT_LEN);
-	ok = ticket_key(x, k, t + NAME_LEN, key) &&
-	     EVP_EncryptInit_ex2(x->tctx, x->gcm256, key, zero_iv, NULL) == 1 &&
-	     EVP_EncryptUpdate(x->tctx, NULL, &a, t, NAME_LEN + SALT_LEN) == 1 &&
-	     EVP_EncryptUpdate(x->tctx, t + NAME_LEN + SALT_LEN, &a, plain, (int)pn) == 1 &&
-	     EVP_EncryptFinal_ex(x->tctx, t + NAME_LEN + SALT_LEN + a, &b) == 1 &&
-	     EVP_CIPHER_CTX_ctrl(x->tctx, EVP_CTRL_AEAD_GET_TAG, TAG_LEN,
-				 t + NAME_LEN + SALT_LEN + pn) == 1;
+	ok = ticket_gcm(x, k, t, plain, 1);
 	OPENSSL_cleanse(plain, sizeof(plain));
-	OPENSSL_cleanse(key, sizeof(key));
 	i += tn;
 	put16(out + i, 0); /* no extensions */
 	i += 2;
@@ -711,25 +707,23 @@ static int ticket_message(struct hm_tls13 *c, const uint8_t psk[H], uint8_t *out
 
 /* ---- The handshake ----------------------------------------------------------------------- */
 
-/* ALPN: our first protocol the client offered (the server's preference, as libssl's callback
- * does). Returns its length, 0 without ALPN, -1 when nothing matches. */
-static int choose_alpn(const struct hm_tls13_hello *h, const struct hm_tls13_accept *a,
-		       const uint8_t **chosen)
+/* ALPN: our first protocol the client offered (the server's preference), chosen by libssl's own
+ * SSL_select_next_proto() as the libssl path's callback does. Returns the protocol's length with
+ * its length byte (a->alpn points at it in a->alpn_pref), 0 without ALPN, -1 when none match. */
+static int choose_alpn(const struct hm_tls13_hello *h, struct hm_tls13_accept *a)
 {
-	*chosen = NULL;
+	unsigned char *p = NULL, n = 0;
+
+	a->alpn = NULL;
+	a->alpn_len = 0;
 	if (h->alpn == NULL)
 		return 0;
-	for (size_t i = 0; i < a->alpn_pref_len; i += 1 + a->alpn_pref[i]) {
-		const uint8_t *ours = a->alpn_pref + i;
-
-		for (size_t j = 0; j < h->alpn_len; j += 1 + h->alpn[j])
-			if (h->alpn[j] == ours[0] && ours[0] < sizeof(a->alpn) &&
-			    memcmp(h->alpn + j + 1, ours + 1, ours[0]) == 0) {
-				*chosen = ours;
-				return ours[0] + 1;
-			}
-	}
-	return -1;
+	if (SSL_select_next_proto(&p, &n, a->alpn_pref, (unsigned)a->alpn_pref_len, h->alpn,
+				  (unsigned)h->alpn_len) != OPENSSL_NPN_NEGOTIATED)
+		return -1;
+	a->alpn = p;
+	a->alpn_len = n;
+	return n + 1;
 }
 
 static bool x25519(struct hm_tls13_ctx *x, const uint8_t peer[32], uint8_t pub[32],
@@ -759,7 +753,6 @@ int hm_tls13_accept(struct hm_tls13_ctx *x, const struct hm_tls13_hello *h,
 	uint8_t early[H], bkey[H], bfin[H], hash[H], binder[H], derived[H], shared[H], hs[H];
 	uint8_t c_hs[H], s_hs[H], fin[H], zeros[H] = {0}, rnd[32], pub[32], flight[96];
 	struct hm_tls13 *c = NULL;
-	const uint8_t *chosen;
 	int alpn, rc = 0, key = 0;
 	size_t i = 0, sh, sh_len, ee;
 
@@ -767,7 +760,7 @@ int hm_tls13_accept(struct hm_tls13_ctx *x, const struct hm_tls13_hello *h,
 	 * the SNI picks the certificate context anew); the client checks it (RFC 8446 4.6.1). */
 	if (x->n_keys == 0 || h->binder_len != H ||
 	    !ticket_open(x, h->ident, h->ident_len, &s, &key) || !sess_fresh(x, &s) ||
-	    (alpn = choose_alpn(h, a, &chosen)) < 0)
+	    (alpn = choose_alpn(h, a)) < 0)
 		goto out;
 	/* The binder proves the client holds the ticket's key (RFC 8446 4.2.11.2). */
 	if (!hmac(x, zeros, H, s.psk, H, NULL, 0, early) ||
@@ -849,15 +842,12 @@ int hm_tls13_accept(struct hm_tls13_ctx *x, const struct hm_tls13_hello *h,
 	flight[ee++] = (uint8_t)(alpn > 0 ? 2 + 4 + 2 + alpn : 2);
 	put16(flight + ee, alpn > 0 ? (size_t)(4 + 2 + alpn) : 0);
 	ee += 2;
-	a->alpn[0] = '\0';
 	if (alpn > 0) {
 		put16(flight + ee, EXT_ALPN);
 		put16(flight + ee + 2, (size_t)(2 + alpn));
 		put16(flight + ee + 4, (size_t)alpn);
 		ee += 6;
-		memcpy(flight + ee, chosen, (size_t)alpn);
-		memcpy(a->alpn, flight + ee + 1, (size_t)alpn - 1);
-		a->alpn[alpn - 1] = '\0';
+		memcpy(flight + ee, a->alpn - 1, (size_t)alpn); /* length byte and name */
 		ee += (size_t)alpn;
 	}
 	if (EVP_DigestUpdate(c->transcript, flight, ee) != 1 || !snapshot(x, c->transcript, hash) ||

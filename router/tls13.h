@@ -101,8 +101,9 @@ bool hm_tls13_parse_hello(const uint8_t *msg, size_t len, struct hm_tls13_hello 
 struct hm_tls13_accept {
 	const uint8_t *alpn_pref; /* our protocols, ALPN wire format, in preference order */
 	size_t alpn_pref_len;
-	uint8_t alpn[16]; /* out: the protocol agreed ("" without ALPN) */
-	bool old_key;	  /* out: the ticket was under a previous key (the new one is not) */
+	const uint8_t *alpn; /* out: the protocol agreed, inside alpn_pref (NULL: no ALPN) */
+	uint8_t alpn_len;
+	bool old_key; /* out: the ticket was under a previous key (the new one is not) */
 };
 
 /*

@@ -1303,7 +1303,8 @@ START_TEST(fast_path_hostile_bytes)
 
 		SSL_SESSION_free(last_session);
 		last_session = NULL;
-		ck_assert(!resumes(&e, &e, TLS1_3_VERSION) || last_session != NULL);
+		ck_assert(resumes(&e, &e, TLS1_3_VERSION)); /* leaves a session to resume */
+		ck_assert_ptr_nonnull(last_session);
 		client_init(&cl, TLS1_3_VERSION, TLS1_3_VERSION, "a.example.com", NULL, 0);
 		ck_assert_int_eq(SSL_set_session(cl.ssl, last_session), 1);
 		ck_assert_int_eq(hm_tls_conn_new(&c, e.t), 0);
