@@ -116,6 +116,11 @@ struct hm_tls_conn {
 	uint8_t *fbuf;
 	uint32_t fb_len, pend_off, pend_len;
 	uint8_t alpn; /* enum hm_tls_alpn, on the fast path */
+	/* The certificate decide() chose for a hello the fast path then declined: libssl's
+	 * callback takes it (a reference) instead of choosing, and counting, a second time. */
+	bool picked;
+	uint8_t pick_reason; /* why pick is NULL */
+	SSL_CTX *pick;
 	char sni[HM_HOST_MAX + 1];
 };
 
@@ -596,7 +601,13 @@ static int on_client_hello(SSL *s, int *al, void *arg)
 		return SSL_CLIENT_HELLO_ERROR;
 	}
 	c->sni[kn] = '\0';
-	if (m != NULL) {
+	if (c->picked) {
+		/* decide()'s choice for these same bytes (a second hello, after a retry
+		 * request, chooses again) */
+		ctx = c->pick;
+		reason = c->pick_reason;
+		c->picked = false;
+	} else if (m != NULL) {
 		refresh_keys(t, m);
 		ctx = select_ctx(t, m, c->sni, (size_t)kn, &c->match, &reason);
 	}
@@ -606,7 +617,10 @@ static int on_client_hello(SSL *s, int *al, void *arg)
 							      : SSL_AD_INTERNAL_ERROR;
 		return SSL_CLIENT_HELLO_ERROR;
 	}
-	if (SSL_set_SSL_CTX(s, ctx) == NULL) {
+	ctx = SSL_set_SSL_CTX(s, ctx); /* its own reference */
+	SSL_CTX_free(c->pick);
+	c->pick = NULL;
+	if (ctx == NULL) {
 		set_fail(c, HM_TLS_FAIL_INTERNAL);
 		*al = SSL_AD_INTERNAL_ERROR;
 		return SSL_CLIENT_HELLO_ERROR;
@@ -724,6 +738,7 @@ void hm_tls_conn_free(struct hm_tls_conn *c)
 	if (c == NULL)
 		return;
 	SSL_free(c->ssl);
+	SSL_CTX_free(c->pick);
 	hm_tls13_free(c->fast);
 	if (c->out != NULL)
 		buf_put(c->t, c->out);
@@ -895,10 +910,16 @@ static ssize_t decide(struct hm_tls_conn *c, const uint8_t *in, size_t n)
 		kn = 0; /* bytes no host name has: as if there were no SNI (default) */
 	c->sni[kn] = '\0';
 	refresh_keys(t, m);
-	if (select_ctx(t, m, c->sni, (size_t)kn, &c->match, &reason) == NULL)
+	c->picked = true;
+	if ((c->pick = select_ctx(t, m, c->sni, (size_t)kn, &c->match, &reason)) == NULL) {
+		c->pick_reason = (uint8_t)reason;
 		return took; /* libssl fails it, with the reason */
-	if (hm_tls13_accept(t->fast, &h, &acc, &c->fast, flight, &fn) != 1)
+	}
+	if (hm_tls13_accept(t->fast, &h, &acc, &c->fast, flight, &fn) != 1) {
+		SSL_CTX_up_ref(c->pick); /* the cache may evict it before libssl's callback */
 		return took;
+	}
+	c->pick = NULL;
 	if (c->out == NULL && (c->out = buf_get(t)) == NULL)
 		return -1;
 	memcpy(c->out + c->out_end, flight, fn);

@@ -1255,6 +1255,36 @@ START_TEST(fast_path_scope)
 }
 END_TEST
 
+/* A hello the fast path reads but declines (its ticket is under a key the cluster dropped)
+ * goes to libssl, which uses the certificate the fast path chose: one cache look-up counted
+ * per handshake, not two. */
+START_TEST(fast_path_declined_counts_once)
+{
+	struct hm_certstore_writer *w = store(path);
+	struct engine e;
+	const struct hm_tls_stats *st;
+	uint64_t hits, misses, full, fast;
+
+	put_cert(w, "a.example.com", "a", "DNS:a.example.com", "ec256");
+	set_keys(w, "K");
+	engine_init(&e, path, &(struct hm_tls_config){.num_tickets = -1});
+	st = hm_tls_ctx_stats(e.t);
+	ck_assert(resumes(&e, &e, TLS1_3_VERSION)); /* full, then on the fast path */
+	ck_assert_uint_eq(st->fast, 1);
+	ck_assert_uint_eq(st->cache_misses, 1);
+	ck_assert_uint_eq(st->cache_hits, 1);
+	set_keys(w, "L"); /* K gone: the ticket no longer opens */
+	hits = st->cache_hits, misses = st->cache_misses, full = st->full, fast = st->fast;
+	ck_assert(!resume_last(&e, TLS1_3_VERSION));
+	ck_assert_uint_eq(st->full, full + 1);
+	ck_assert_uint_eq(st->fast, fast);
+	ck_assert_uint_eq(st->cache_hits, hits + 1);
+	ck_assert_uint_eq(st->cache_misses, misses);
+	engine_fini(&e);
+	hm_certstore_writer_close(w);
+}
+END_TEST
+
 /* Hostile bytes on the fast path: a record header announcing 64 KiB (more than a record may
  * hold) refused with record_overflow and nothing read past the buffer; an alert in the clear
  * in pieces before the client's Finished is a failure (peer_alert); after close_notify every
@@ -1417,6 +1447,7 @@ static Suite *make_suite(void)
 	tcase_add_test(tc, fast_path_data_both_ways);
 	tcase_add_test(tc, fast_path_key_update_and_close);
 	tcase_add_test(tc, fast_path_scope);
+	tcase_add_test(tc, fast_path_declined_counts_once);
 	tcase_add_test(tc, fast_path_hostile_bytes);
 	tcase_add_test(tc, fast_path_hello_in_pieces);
 	suite_add_tcase(s, tc);
