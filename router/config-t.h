@@ -18,6 +18,7 @@ struct hm__router_config {
 	char *cert_store; /* the node's certificate store (default: the table's path, .certs) */
 	int64_t tls_handshake_timeout;
 	int64_t tls_max_handshakes; /* TLS handshakes in progress per worker */
+	int64_t tls_cert_cache;	    /* parsed certificates kept per worker */
 	bool proxy_protocol;	    /* every connection starts with a PROXY v1/v2 header */
 	int64_t workers;
 	char *metrics;

@@ -75,6 +75,10 @@ static const struct hm_opt options[] = {
 	 .def = "256", .min = 1, .max = 1 << 20, .arg = "N",
 	 .help = "TLS handshakes in progress per worker; at the bound a worker stops accepting "
 		 "TLS connections until one completes"},
+	{.name = "tls-cert-cache", .type = HM_OPT_INT, .offset = OFF(tls_cert_cache),
+	 .def = "1024", .min = 1, .max = 1 << 20, .arg = "N",
+	 .help = "parsed certificates kept per worker; a handshake for one not kept parses it "
+		 "(~1 ms; hermod_tls_cert_cache_lookups_total{result=\"miss\"})"},
 	{.name = "workers", .type = HM_OPT_INT, .offset = OFF(workers), .def = "0", .min = 0,
 	 .max = 256, .arg = "N", .help = "worker processes (0: one per CPU)"},
 	{.name = "metrics", .type = HM_OPT_STR, .offset = OFF(metrics), .arg = "HOST:PORT",

@@ -201,11 +201,15 @@ void hm__router_counters_add(struct hm__router_counters *acc, const struct hm__r
 	for (size_t i = 0; i < HM_TLS_FAIL_COUNT; i++)
 		acc->tls_fail[i] += ld(&c->tls_fail[i]);
 	acc->tls_accept_paused += ld(&c->tls_accept_paused);
+	acc->tls_cache_hits += ld(&c->tls_cache_hits);
+	acc->tls_cache_misses += ld(&c->tls_cache_misses);
+	acc->tls_cache_evictions += ld(&c->tls_cache_evictions);
 	acc->cert_store_bad += ld(&c->cert_store_bad);
 	acc->proxy_refused += ld(&c->proxy_refused);
 	h2_add(&acc->h2, &c->h2);
 	if (with_gauges) {
 		acc->tls_handshaking += __atomic_load_n(&c->tls_handshaking, __ATOMIC_RELAXED);
+		acc->tls_cached += __atomic_load_n(&c->tls_cached, __ATOMIC_RELAXED);
 		acc->inflight += __atomic_load_n(&c->inflight, __ATOMIC_RELAXED);
 		acc->conns_open += __atomic_load_n(&c->conns_open, __ATOMIC_RELAXED);
 		acc->max_conns += ld(&c->max_conns);
@@ -262,16 +266,21 @@ static void single(struct out *o, const char *type, const char *name, const char
 	outf(o, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", name, help, name, type, name, v);
 }
 
+/* A counter family with two samples, told apart by one label. */
+static void pair(struct out *o, const char *name, const char *help, const char *label,
+		 const char *a, unsigned long long va, const char *b, unsigned long long vb)
+{
+	outf(o, "# HELP %s %s\n# TYPE %s counter\n%s{%s=\"%s\"} %llu\n%s{%s=\"%s\"} %llu\n", name,
+	     help, name, name, label, a, va, name, label, b, vb);
+}
+
 /* The TLS listener's families. */
 static void tls_render(struct out *o, const struct hm__router_counters *c,
 		       const struct hm__router_metrics_extra *x)
 {
-	outf(o,
-	     "# HELP hermod_tls_handshakes_total TLS handshakes completed, full or resumed by a "
-	     "session ticket.\n# TYPE hermod_tls_handshakes_total counter\n"
-	     "hermod_tls_handshakes_total{kind=\"full\"} %llu\n"
-	     "hermod_tls_handshakes_total{kind=\"resumed\"} %llu\n",
-	     (unsigned long long)c->tls_full, (unsigned long long)c->tls_resumed);
+	pair(o, "hermod_tls_handshakes_total",
+	     "TLS handshakes completed, full or resumed by a session ticket.", "kind", "full",
+	     c->tls_full, "resumed", c->tls_resumed);
 	single(o, "counter", "hermod_tls_fast_path_handshakes_total",
 	       "Resumed TLS 1.3 handshakes done by the router's own handshake code instead of "
 	       "libssl (a part of hermod_tls_handshakes_total{kind=\"resumed\"}).",
@@ -288,6 +297,16 @@ static void tls_render(struct out *o, const struct hm__router_counters *c,
 	       "Times a worker paused accepting TLS connections at its bound on handshakes in "
 	       "progress (--tls-max-handshakes).",
 	       c->tls_accept_paused);
+	pair(o, "hermod_tls_cert_cache_lookups_total",
+	     "Certificate choices by the workers' caches of parsed certificates: found parsed "
+	     "(hit) or parsed now (miss).",
+	     "result", "hit", c->tls_cache_hits, "miss", c->tls_cache_misses);
+	single(o, "counter", "hermod_tls_cert_cache_evictions_total",
+	       "Parsed certificates a worker dropped to make room (--tls-cert-cache).",
+	       c->tls_cache_evictions);
+	single(o, "gauge", "hermod_tls_cert_cache_entries",
+	       "Parsed certificates the workers keep (at most --tls-cert-cache each).",
+	       (unsigned long long)(c->tls_cached > 0 ? c->tls_cached : 0));
 	single(o, "counter", "hermod_tls_cert_store_faults_total",
 	       "Certificate store mappings found truncated in place under a worker (the worker "
 	       "lives on, failing handshakes unrecognized_name, until a valid store is at the "

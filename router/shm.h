@@ -65,6 +65,9 @@ struct hm__router_counters {
 	uint64_t tls_fast; /* of tls_resumed, those done by the fast path (tls13.h) */
 	uint64_t tls_fail[HM_TLS_FAIL_COUNT];
 	uint64_t tls_accept_paused;
+	/* The worker's cache of parsed certificates (--tls-cert-cache): lookups that found one,
+	 * lookups that parsed one, entries evicted for room. */
+	uint64_t tls_cache_hits, tls_cache_misses, tls_cache_evictions;
 	uint64_t cert_store_bad; /* store maps found truncated under the worker (zero pages now) */
 	uint64_t proxy_refused;	 /* connections closed for a missing or invalid PROXY header */
 	/* The worker's HTTP/2 engine counts here (hm__router_h2_ctx_count_into); heap_allocs and
@@ -73,6 +76,7 @@ struct hm__router_counters {
 	int64_t inflight;	 /* gauge */
 	int64_t conns_open;	 /* gauge */
 	int64_t tls_handshaking; /* gauge */
+	int64_t tls_cached;	 /* gauge: certificates parsed and kept */
 };
 
 #define HM__LEDGER_N 4096 /* power of two */

@@ -80,10 +80,13 @@ struct hm__router_tlsw {
 	uint64_t timeout_ms;		   /* handshake timeout */
 	uint32_t max_handshakes;	   /* in progress, per worker */
 	uint32_t handshakes;		   /* in progress now */
-	struct hm__router_list hs;	   /* handshaking transports, oldest first */
-	uv_timer_t hs_timer;		   /* the oldest one's deadline */
-	struct hm__router_list pending;	   /* transports with input to deliver (read_start) */
-	uv_idle_t idle;			   /* delivers it on the next loop iteration */
+	/* The engine's certificate-cache counts as last added to the worker's counters. */
+	uint64_t cache_hits, cache_misses, cache_evictions;
+	uint32_t cached;
+	struct hm__router_list hs;	/* handshaking transports, oldest first */
+	uv_timer_t hs_timer;		/* the oldest one's deadline */
+	struct hm__router_list pending; /* transports with input to deliver (read_start) */
+	uv_idle_t idle;			/* delivers it on the next loop iteration */
 	char gather[16384]; /* a write's buffers copied together: one TLS record, not one each */
 };
 

@@ -62,6 +62,22 @@ static struct hm__router_tls_wrec *wq_at(struct hm__router_tls_sock *t, unsigned
 
 static void hs_arm(struct hm__router_tlsw *w, uint64_t now);
 
+/* What the engine's certificate cache did since the last handshake ended (its lookups happen
+ * during handshakes), into the worker's counters. */
+static void cache_publish(struct hm__router_tlsw *w, struct hm__router_counters *c)
+{
+	const struct hm_tls_stats *st = hm_tls_ctx_stats(w->engine);
+
+	hm__ctr_add(&c->tls_cache_hits, st->cache_hits - w->cache_hits);
+	hm__ctr_add(&c->tls_cache_misses, st->cache_misses - w->cache_misses);
+	hm__ctr_add(&c->tls_cache_evictions, st->cache_evictions - w->cache_evictions);
+	hm__gauge_add(&c->tls_cached, (int64_t)st->cached - (int64_t)w->cached);
+	w->cache_hits = st->cache_hits;
+	w->cache_misses = st->cache_misses;
+	w->cache_evictions = st->cache_evictions;
+	w->cached = st->cached;
+}
+
 /* The handshake is over (established, failed, or the connection closed): it leaves the list and
  * its outcome is counted. */
 static void hs_end(struct hm__router_tls_sock *t)
@@ -76,6 +92,7 @@ static void hs_end(struct hm__router_tls_sock *t)
 	hm__list_del(&t->hs_link);
 	ctx->tls->handshakes--;
 	hm__gauge_add(&c->tls_handshaking, -1);
+	cache_publish(ctx->tls, c);
 	if (t->tflags & TF_NOT_TLS)
 		return;
 	if (hm_tls_conn_established(t->tls)) {

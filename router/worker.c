@@ -471,6 +471,7 @@ static int tls_setup(struct hm__router_worker *w)
 	t->open[HM_TLS_ALPN_HTTP11] = hm__router_h1_open;
 	t->open[HM_TLS_ALPN_H2] = hm__router_h2p_open;
 	tc.h2 = t->open[HM_TLS_ALPN_H2] != NULL;
+	tc.cache_max = (unsigned)w->cfg->tls_cert_cache;
 	/* The operator's way back to libssl for every handshake (docs/operations.md). */
 	tc.no_fast13 = getenv("HERMOD_TLS_FAST_PATH") != NULL &&
 		       strcmp(getenv("HERMOD_TLS_FAST_PATH"), "off") == 0;

@@ -766,6 +766,26 @@ def test_expiry_gauge_and_counts(env):
     eq(r.metric("hermod_tls_handshakes_total", 'kind="full"'), 1.0, "one full handshake")
 
 
+def test_cert_cache_bound_and_metrics(env):
+    """--tls-cert-cache bounds the parsed certificates a worker keeps: with room for one, two
+    names taken in turn parse again each time; every choice is counted as a hit or a miss, every
+    certificate dropped for room as an eviction, and the gauge shows what is kept."""
+    r, pk, store = setup(env, tls_cert_cache=1)
+
+    def cache():
+        return (r.metric("hermod_tls_cert_cache_lookups_total", 'result="hit"'),
+                r.metric("hermod_tls_cert_cache_lookups_total", 'result="miss"'),
+                r.metric("hermod_tls_cert_cache_evictions_total"),
+                r.metric("hermod_tls_cert_cache_entries"))
+
+    eq(cache(), (0.0, 0.0, 0.0, 0.0), "nothing parsed before the first handshake")
+    for sni in (HOST, HOST, "x.w.example.test", HOST):
+        with tls_conn(r.tls_port, sni, client_ctx(pk)) as c:
+            eq(get(c).status, 200, "answered for %s" % sni)
+    # HOST: miss; HOST: hit; the wildcard: miss, HOST evicted; HOST: miss, the wildcard evicted
+    eq(cache(), (1.0, 3.0, 2.0, 1.0), "hits, misses, evictions, entries")
+
+
 # -- a store truncated in place ------------------------------------------------------------------
 
 def handshake_fails(port, sni):
