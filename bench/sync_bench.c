@@ -89,7 +89,7 @@ struct proc {
 	char url_ctl[64], url_pub[64], url_sync[64]; /* as dialed */
 };
 
-static void die(const char *what);
+_Noreturn static void die(const char *what);
 
 /* The certificates for --tls, by the openssl command (as docs/operations.md shows). */
 static void make_pki(void)
@@ -114,7 +114,7 @@ static void make_pki(void)
 		die("cannot make certificates with openssl");
 }
 
-static void die(const char *what)
+_Noreturn static void die(const char *what)
 {
 	fprintf(stderr, "sync_bench: %s\n", what);
 	exit(1);

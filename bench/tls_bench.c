@@ -44,7 +44,7 @@ static const char request[] =
 static const char response[] = "HTTP/1.1 200 OK\r\nContent-Length: 18\r\nVia: 1.1 hermod\r\n"
 			       "Connection: close\r\n\r\nhello from a dyno\n";
 
-static void die(const char *what)
+_Noreturn static void die(const char *what)
 {
 	fprintf(stderr, "tls_bench: %s\n", what);
 	ERR_print_errors_fp(stderr);

@@ -648,7 +648,7 @@ int hm_tls_ctx_new(struct hm_tls_ctx **out, struct hm_certstore_reader *store,
 		t->cfg.num_tickets = 1;
 	/* Without h2, the list less its first entry. */
 	t->alpn_len = (unsigned)sizeof(ALPN) - 1 - (t->cfg.h2 ? 0 : 3);
-	memcpy(t->alpn, ALPN + (t->cfg.h2 ? 0 : 3), t->alpn_len);
+	memcpy(t->alpn, &ALPN[t->cfg.h2 ? 0 : 3], t->alpn_len);
 	t->cap = t->cfg.cache_max;
 	while (slots < 2 * (uint64_t)t->cap)
 		slots *= 2;
