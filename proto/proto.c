@@ -770,8 +770,11 @@ static int rd_body(struct rd *r, struct hm_msg *m)
 			return rc;
 		/* Every part's changes were stored back to back; the array no longer moves. */
 		for (uint32_t i = 0, at = 0; i < m->catchup_rep.nparts; i++) {
-			m->catchup_rep.parts[i].changes = r->d->changes + at;
-			at += m->catchup_rep.parts[i].nchanges;
+			uint32_t n = m->catchup_rep.parts[i].nchanges;
+
+			/* none: no array may exist yet (NULL + 0 is undefined in C) */
+			m->catchup_rep.parts[i].changes = n > 0 ? r->d->changes + at : NULL;
+			at += n;
 		}
 		return 0;
 	case HM_MSG_SNAPSHOT_REQ:
