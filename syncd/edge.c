@@ -95,6 +95,7 @@ struct link {
 	nng_socket sub, req;
 	bool sub_open, req_open;
 	nng_dialer sub_d, req_d;
+	nng_tls_config *sub_tls[2], *req_tls[2]; /* each dialer's configurations: keep_tls() */
 	nng_aio *sub_aio;
 	int sub_pipes;
 	bool connected;
@@ -477,7 +478,8 @@ static void reconsider(struct edge *e, struct link *l, const struct hm_msg *m);
 
 /* ---- Requests to the origin's sync socket --------------------------------------------------- */
 
-static int dial(struct edge *e, nng_socket s, const char *url, nng_dialer *out);
+static int dial(struct edge *e, nng_socket s, const char *url, nng_dialer *out,
+		nng_tls_config *kept[2]);
 
 /* nng thread: the sync request was sent (then its answer is awaited) or answered. */
 static void req_cb(void *arg)
@@ -1383,7 +1385,7 @@ static void on_sync_reply(struct edge *e, int rc, nng_msg *msg)
 		 * arrives), and REQ would keep using it. A new dialer closes it. */
 		if (redial) {
 			nng_dialer_close(l->req_d);
-			if (dial(e, l->req, l->sync, &l->req_d) != 0)
+			if (dial(e, l->req, l->sync, &l->req_d, l->req_tls) != 0)
 				hm_log(HM_LOG_ERR, "edge", "cannot dial %s", l->sync);
 			e->sync_redials++;
 		}
@@ -1542,8 +1544,26 @@ static void sub_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 
 /* ---- Dialing ------------------------------------------------------------------------------ */
 
-/* Dials url from s, with the certificates in use when it is tls+tcp://. */
-static int dial(struct edge *e, nng_socket s, const char *url, nng_dialer *out)
+/*
+ * nng 1.5.2 reads a dialer's TLS configuration without the dialer's lock when a dial starts, and
+ * takes its reference only after allocating the connection: a configuration replaced in that
+ * window (SIGHUP) was freed under it ("panic: pthread_mutex_lock: Invalid argument" in nng's
+ * thread, seen once in test_two_origins_over_mutual_tls under ASan). The edge holds its own
+ * reference to the configuration each dialer has and to the one before it, so a replaced one
+ * lives until the next replacement: a reload takes milliseconds, the window microseconds.
+ * kept[0] takes over the caller's reference to c.
+ */
+static void keep_tls(nng_tls_config *kept[2], nng_tls_config *c)
+{
+	if (kept[1] != NULL)
+		nng_tls_config_free(kept[1]);
+	kept[1] = kept[0];
+	kept[0] = c;
+}
+
+/* Dials url from s, with the certificates in use when it is tls+tcp:// (kept: keep_tls()). */
+static int dial(struct edge *e, nng_socket s, const char *url, nng_dialer *out,
+		nng_tls_config *kept[2])
 {
 	nng_tls_config *tls = NULL;
 	bool named = true;
@@ -1557,7 +1577,9 @@ static int dial(struct edge *e, nng_socket s, const char *url, nng_dialer *out)
 		       "usage are checked, no name (docs/security.md)",
 		       url);
 	rv = hm__nng_dial(s, url, tls, out);
-	if (tls != NULL)
+	if (tls != NULL && rv == 0)
+		keep_tls(kept, tls);
+	else if (tls != NULL)
 		nng_tls_config_free(tls);
 	return rv;
 }
@@ -1571,6 +1593,7 @@ static int apply_tls(void *ctx, struct hm__tls *t)
 	for (uint32_t i = 0; i < 2 * e->nlinks && rv == 0; i++) {
 		struct link *l = &e->links[i / 2];
 		nng_dialer d = i % 2 == 0 ? l->sub_d : l->req_d;
+		nng_tls_config **kept = i % 2 == 0 ? l->sub_tls : l->req_tls;
 		const char *url = i % 2 == 0 ? l->publish : l->sync;
 		nng_tls_config *c;
 		bool named;
@@ -1580,7 +1603,10 @@ static int apply_tls(void *ctx, struct hm__tls *t)
 		if ((rv = hm__tls_dialer_config(t, url, &c, &named)) != 0)
 			break;
 		rv = hm__nng_err(nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, c));
-		nng_tls_config_free(c);
+		if (rv == 0)
+			keep_tls(kept, c);
+		else
+			nng_tls_config_free(c);
 	}
 	return rv;
 }
@@ -1690,7 +1716,7 @@ static void on_tick(uv_timer_t *t)
 			       "dialing again",
 			       l->publish, quiet);
 			nng_dialer_close(l->sub_d);
-			if (dial(e, l->sub, l->publish, &l->sub_d) != 0)
+			if (dial(e, l->sub, l->publish, &l->sub_d, l->sub_tls) != 0)
 				hm_log(HM_LOG_ERR, "edge", "cannot dial %s", l->publish);
 			l->last_redial_ms = now;
 		}
@@ -1755,6 +1781,13 @@ static void shutdown_edge(struct edge *e)
 			hm__shutdown_step("closing a sync socket");
 			nng_close(l->req);
 			l->req_open = false;
+		}
+		for (int k = 0; k < 2; k++) {
+			if (l->sub_tls[k] != NULL)
+				nng_tls_config_free(l->sub_tls[k]);
+			if (l->req_tls[k] != NULL)
+				nng_tls_config_free(l->req_tls[k]);
+			l->sub_tls[k] = l->req_tls[k] = NULL;
 		}
 	}
 	hm__admin_stop(e->admin);
@@ -1925,8 +1958,8 @@ static int link_open(struct edge *e, struct link *l)
 	    (rv = nng_pipe_notify(l->sub, NNG_PIPE_EV_REM_POST, sub_pipe_cb, l)) != 0 ||
 	    (rv = nng_aio_alloc(&l->sub_aio, sub_cb, l)) != 0)
 		return hm__nng_err(rv);
-	if ((rv = dial(e, l->sub, l->publish, &l->sub_d)) != 0 ||
-	    (rv = dial(e, l->req, l->sync, &l->req_d)) != 0) {
+	if ((rv = dial(e, l->sub, l->publish, &l->sub_d, l->sub_tls)) != 0 ||
+	    (rv = dial(e, l->req, l->sync, &l->req_d, l->req_tls)) != 0) {
 		hm_log(HM_LOG_ERR, "edge", "cannot dial %s / %s: %s", l->publish, l->sync,
 		       hm_strerror(rv));
 		return rv;

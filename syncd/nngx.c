@@ -429,9 +429,14 @@ struct lentry {
 	nng_listener l;
 	bool listening;
 	nng_tls_config *tls; /* one hold; NULL for plaintext */
-	uint64_t tls_gen;    /* bumped by every hm__listeners_set_tls */
-	bool is_tls;	     /* set once: tls is never NULL then (the probe reads this) */
-	char *url;	     /* owned */
+	/* The configuration tls replaced, one hold: nng 1.5.2 reads a listener's configuration
+	 * for its next connection without the listener's lock and holds it only later, so one
+	 * replaced in that window must outlive it (edge.c, keep_tls()). Freed at the next
+	 * replacement. */
+	nng_tls_config *prev_tls;
+	uint64_t tls_gen; /* bumped by every hm__listeners_set_tls */
+	bool is_tls;	  /* set once: tls is never NULL then (the probe reads this) */
+	char *url;	  /* owned */
 	char name[24];
 	enum hm__peer peer;
 	_Atomic uint64_t last_add_ms; /* written by nng threads */
@@ -867,7 +872,9 @@ int hm__listeners_set_tls(struct hm__listeners *ls, nng_socket s, nng_tls_config
 			continue;
 		nng_tls_config_hold(tls);
 		pthread_mutex_lock(&e->mu);
-		nng_tls_config_free(e->tls);
+		if (e->prev_tls != NULL)
+			nng_tls_config_free(e->prev_tls);
+		e->prev_tls = e->tls;
 		e->tls = tls;
 		e->tls_gen++;
 		/* A listener the watchdog is closing just refuses the option: its successor takes
@@ -939,6 +946,8 @@ void hm__listeners_free(struct hm__listeners *ls)
 		next = e->next;
 		if (e->tls != NULL)
 			nng_tls_config_free(e->tls);
+		if (e->prev_tls != NULL)
+			nng_tls_config_free(e->prev_tls);
 		pthread_mutex_destroy(&e->mu);
 		free(e->url);
 		free(e);
