@@ -95,7 +95,7 @@ struct link {
 	nng_socket sub, req;
 	bool sub_open, req_open;
 	nng_dialer sub_d, req_d;
-	nng_tls_config *sub_tls[2], *req_tls[2]; /* each dialer's configurations: keep_tls() */
+	nng_tls_config *sub_tls, *req_tls; /* a reference to each dialer's: keep_tls() */
 	nng_aio *sub_aio;
 	int sub_pipes;
 	bool connected;
@@ -479,7 +479,7 @@ static void reconsider(struct edge *e, struct link *l, const struct hm_msg *m);
 /* ---- Requests to the origin's sync socket --------------------------------------------------- */
 
 static int dial(struct edge *e, nng_socket s, const char *url, nng_dialer *out,
-		nng_tls_config *kept[2]);
+		nng_tls_config **kept);
 
 /* nng thread: the sync request was sent (then its answer is awaited) or answered. */
 static void req_cb(void *arg)
@@ -1385,7 +1385,7 @@ static void on_sync_reply(struct edge *e, int rc, nng_msg *msg)
 		 * arrives), and REQ would keep using it. A new dialer closes it. */
 		if (redial) {
 			nng_dialer_close(l->req_d);
-			if (dial(e, l->req, l->sync, &l->req_d, l->req_tls) != 0)
+			if (dial(e, l->req, l->sync, &l->req_d, &l->req_tls) != 0)
 				hm_log(HM_LOG_ERR, "edge", "cannot dial %s", l->sync);
 			e->sync_redials++;
 		}
@@ -1545,25 +1545,19 @@ static void sub_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 /* ---- Dialing ------------------------------------------------------------------------------ */
 
 /*
- * nng 1.5.2 reads a dialer's TLS configuration without the dialer's lock when a dial starts, and
- * takes its reference only after allocating the connection: a configuration replaced in that
- * window (SIGHUP) was freed under it ("panic: pthread_mutex_lock: Invalid argument" in nng's
- * thread, seen once in test_two_origins_over_mutual_tls under ASan). The edge holds its own
- * reference to the configuration each dialer has and to the one before it, so a replaced one
- * lives until the next replacement: a reload takes milliseconds, the window microseconds.
- * kept[0] takes over the caller's reference to c.
+ * The edge holds a reference to the configuration each dialer has (*kept, taking over the
+ * caller's reference to c); the one c replaces is retired, not freed, since nng 1.5.2 may still
+ * be about to take it for a connection (hm__tls_config_retire()).
  */
-static void keep_tls(nng_tls_config *kept[2], nng_tls_config *c)
+static void keep_tls(nng_tls_config **kept, nng_tls_config *c)
 {
-	if (kept[1] != NULL)
-		nng_tls_config_free(kept[1]);
-	kept[1] = kept[0];
-	kept[0] = c;
+	hm__tls_config_retire(*kept);
+	*kept = c;
 }
 
 /* Dials url from s, with the certificates in use when it is tls+tcp:// (kept: keep_tls()). */
 static int dial(struct edge *e, nng_socket s, const char *url, nng_dialer *out,
-		nng_tls_config *kept[2])
+		nng_tls_config **kept)
 {
 	nng_tls_config *tls = NULL;
 	bool named = true;
@@ -1593,7 +1587,7 @@ static int apply_tls(void *ctx, struct hm__tls *t)
 	for (uint32_t i = 0; i < 2 * e->nlinks && rv == 0; i++) {
 		struct link *l = &e->links[i / 2];
 		nng_dialer d = i % 2 == 0 ? l->sub_d : l->req_d;
-		nng_tls_config **kept = i % 2 == 0 ? l->sub_tls : l->req_tls;
+		nng_tls_config **kept = i % 2 == 0 ? &l->sub_tls : &l->req_tls;
 		const char *url = i % 2 == 0 ? l->publish : l->sync;
 		nng_tls_config *c;
 		bool named;
@@ -1716,7 +1710,7 @@ static void on_tick(uv_timer_t *t)
 			       "dialing again",
 			       l->publish, quiet);
 			nng_dialer_close(l->sub_d);
-			if (dial(e, l->sub, l->publish, &l->sub_d, l->sub_tls) != 0)
+			if (dial(e, l->sub, l->publish, &l->sub_d, &l->sub_tls) != 0)
 				hm_log(HM_LOG_ERR, "edge", "cannot dial %s", l->publish);
 			l->last_redial_ms = now;
 		}
@@ -1782,14 +1776,13 @@ static void shutdown_edge(struct edge *e)
 			nng_close(l->req);
 			l->req_open = false;
 		}
-		for (int k = 0; k < 2; k++) {
-			if (l->sub_tls[k] != NULL)
-				nng_tls_config_free(l->sub_tls[k]);
-			if (l->req_tls[k] != NULL)
-				nng_tls_config_free(l->req_tls[k]);
-			l->sub_tls[k] = l->req_tls[k] = NULL;
-		}
+		if (l->sub_tls != NULL)
+			nng_tls_config_free(l->sub_tls);
+		if (l->req_tls != NULL)
+			nng_tls_config_free(l->req_tls);
+		l->sub_tls = l->req_tls = NULL;
 	}
+	hm__tls_retired_free(); /* every socket closed: no connection may start */
 	hm__admin_stop(e->admin);
 	e->admin = NULL;
 	hm__mailbox_close(&e->mb);
@@ -1958,8 +1951,8 @@ static int link_open(struct edge *e, struct link *l)
 	    (rv = nng_pipe_notify(l->sub, NNG_PIPE_EV_REM_POST, sub_pipe_cb, l)) != 0 ||
 	    (rv = nng_aio_alloc(&l->sub_aio, sub_cb, l)) != 0)
 		return hm__nng_err(rv);
-	if ((rv = dial(e, l->sub, l->publish, &l->sub_d, l->sub_tls)) != 0 ||
-	    (rv = dial(e, l->req, l->sync, &l->req_d, l->req_tls)) != 0) {
+	if ((rv = dial(e, l->sub, l->publish, &l->sub_d, &l->sub_tls)) != 0 ||
+	    (rv = dial(e, l->req, l->sync, &l->req_d, &l->req_tls)) != 0) {
 		hm_log(HM_LOG_ERR, "edge", "cannot dial %s / %s: %s", l->publish, l->sync,
 		       hm_strerror(rv));
 		return rv;

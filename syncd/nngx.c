@@ -428,15 +428,10 @@ struct lentry {
 	pthread_mutex_t mu; /* guards l, tls and tls_gen between the watchdog and the loop */
 	nng_listener l;
 	bool listening;
-	nng_tls_config *tls; /* one hold; NULL for plaintext */
-	/* The configuration tls replaced, one hold: nng 1.5.2 reads a listener's configuration
-	 * for its next connection without the listener's lock and holds it only later, so one
-	 * replaced in that window must outlive it (edge.c, keep_tls()). Freed at the next
-	 * replacement. */
-	nng_tls_config *prev_tls;
-	uint64_t tls_gen; /* bumped by every hm__listeners_set_tls */
-	bool is_tls;	  /* set once: tls is never NULL then (the probe reads this) */
-	char *url;	  /* owned */
+	nng_tls_config *tls; /* one hold; NULL for plaintext; replaced: hm__tls_config_retire() */
+	uint64_t tls_gen;    /* bumped by every hm__listeners_set_tls */
+	bool is_tls;	     /* set once: tls is never NULL then (the probe reads this) */
+	char *url;	     /* owned */
 	char name[24];
 	enum hm__peer peer;
 	_Atomic uint64_t last_add_ms; /* written by nng threads */
@@ -870,17 +865,18 @@ int hm__listeners_set_tls(struct hm__listeners *ls, nng_socket s, nng_tls_config
 	for (struct lentry *e = ls->list; e != NULL; e = e->next) {
 		if (nng_socket_id(e->sock) != nng_socket_id(s) || !e->is_tls)
 			continue;
+		nng_tls_config *old;
+
 		nng_tls_config_hold(tls);
 		pthread_mutex_lock(&e->mu);
-		if (e->prev_tls != NULL)
-			nng_tls_config_free(e->prev_tls);
-		e->prev_tls = e->tls;
+		old = e->tls;
 		e->tls = tls;
 		e->tls_gen++;
 		/* A listener the watchdog is closing just refuses the option: its successor takes
 		 * the new configuration in entry_listen(). */
 		rv = nng_listener_set_ptr(e->l, NNG_OPT_TLS_CONFIG, tls);
 		pthread_mutex_unlock(&e->mu);
+		hm__tls_config_retire(old); /* nng may be about to take it (tlscfg.h) */
 		/* nng 1.5.2 makes each listener's next TLS connection, with the configuration of
 		 * the moment, as soon as the previous one is accepted: one connection after a
 		 * reload would still present the old certificate. A probe uses that one up now
@@ -946,8 +942,6 @@ void hm__listeners_free(struct hm__listeners *ls)
 		next = e->next;
 		if (e->tls != NULL)
 			nng_tls_config_free(e->tls);
-		if (e->prev_tls != NULL)
-			nng_tls_config_free(e->prev_tls);
 		pthread_mutex_destroy(&e->mu);
 		free(e->url);
 		free(e);

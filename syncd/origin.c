@@ -1988,6 +1988,7 @@ int hm__origin_run(const struct hm__origin_cfg *cfg)
 			nng_aio_free(o->ctls[i].aio);
 	hm__syncsrv_free(o->ss);
 	hm__listeners_free(o->ls);
+	hm__tls_retired_free();
 	hm__staging_free(o->staging);
 	while (o->held_head != NULL) { /* the loop has run out: no check is in flight */
 		struct held *h = o->held_head;

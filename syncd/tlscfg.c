@@ -617,3 +617,63 @@ void hm__tls_probe_close(struct hm__tls_probe *p)
 	mbedtls_entropy_free(&p->ent);
 	free(p);
 }
+
+/* ---- Retired nng configurations (hm__tls_config_retire) ---------------------------------- */
+
+struct retired {
+	struct retired *next;
+	nng_tls_config *c;
+	uint64_t at; /* hm_mono_ms() when retired */
+};
+
+static pthread_mutex_t retired_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct retired *retired_list; /* newest first */
+
+static void retired_drop(struct retired *r)
+{
+	while (r != NULL) {
+		struct retired *next = r->next;
+
+		nng_tls_config_free(r->c);
+		free(r);
+		r = next;
+	}
+}
+
+void hm__tls_config_retire(nng_tls_config *c)
+{
+	struct retired *r, **pp, *old = NULL;
+	uint64_t now = hm_mono_ms();
+
+	if (c == NULL)
+		return;
+	if ((r = malloc(sizeof(*r))) == NULL) {
+		/* No room to wait: keeping the reference for good is safe, freeing it is not. */
+		return;
+	}
+	pthread_mutex_lock(&retired_mu);
+	r->c = c;
+	r->at = now;
+	r->next = retired_list;
+	retired_list = r;
+	/* The list is newest first: once an entry is old enough, so is every one after it. */
+	for (pp = &r->next; *pp != NULL; pp = &(*pp)->next)
+		if (now - (*pp)->at >= HM__TLS_RETIRE_MS) {
+			old = *pp;
+			*pp = NULL;
+			break;
+		}
+	pthread_mutex_unlock(&retired_mu);
+	retired_drop(old);
+}
+
+void hm__tls_retired_free(void)
+{
+	struct retired *r;
+
+	pthread_mutex_lock(&retired_mu);
+	r = retired_list;
+	retired_list = NULL;
+	pthread_mutex_unlock(&retired_mu);
+	retired_drop(r);
+}

@@ -47,6 +47,20 @@ void hm__tls_reload(struct hm__tls_state *st, const char *cert, const char *ca,
 		    const char *control_ca, int (*apply)(void *ctx, struct hm__tls *t), void *ctx,
 		    const char *who);
 
+/*
+ * Drops a reference to an nng configuration that a dialer or listener no longer has, no sooner
+ * than HM__TLS_RETIRE_MS from now. nng 1.5.2 reads a dialer's or listener's configuration without
+ * their lock when a connection starts and takes its own reference only after allocating the
+ * connection: a configuration replaced in that window (SIGHUP) and freed at once was held after
+ * it was freed ("panic: pthread_mutex_lock: Invalid argument" in nng_tls_config_hold, seen once
+ * in test_two_origins_over_mutual_tls under ASan). Retired configurations are freed by later
+ * calls once old enough, and all of them by hm__tls_retired_free() (at exit, after the sockets
+ * are closed). Any thread; NULL does nothing.
+ */
+#define HM__TLS_RETIRE_MS 2000
+void hm__tls_config_retire(nng_tls_config *c);
+void hm__tls_retired_free(void);
+
 /* The leaf's notAfter, in unix seconds. */
 int64_t hm__tls_not_after(const struct hm__tls *t);
 
