@@ -5,7 +5,8 @@
  * byte seeds the piece sizes (1-7 bytes, or up to 2,000); the rest is what the client sends.
  * The engine must take no more than it is given, deliver no more than it has room for, and fail
  * cleanly; the sanitizers catch the rest. The store (one ECDSA certificate as default, two
- * ticket keys) is made once, in a temporary directory removed at exit.
+ * ticket keys) is made once, in a temporary directory removed at exit (a run that aborts, which
+is how a target reports a failure, leaves /tmp/hermod-fuzz-tls.* behind).
  */
 #include <dirent.h>
 #include <stdint.h>

@@ -298,8 +298,9 @@ static void tls_render(struct out *o, const struct hm__router_counters *c,
 	       "progress (--tls-max-handshakes).",
 	       c->tls_accept_paused);
 	pair(o, "hermod_tls_cert_cache_lookups_total",
-	     "Certificate choices by the workers' caches of parsed certificates: found parsed "
-	     "(hit) or parsed now (miss).",
+	     "Certificate choices by the workers' caches of parsed certificates: found in the "
+	     "cache (hit; a certificate that failed to load is cached too) or not (miss: "
+	     "loaded now).",
 	     "result", "hit", c->tls_cache_hits, "miss", c->tls_cache_misses);
 	single(o, "counter", "hermod_tls_cert_cache_evictions_total",
 	       "Parsed certificates a worker dropped to make room (--tls-cert-cache).",
