@@ -116,10 +116,10 @@ struct hm_tls_conn {
 	uint8_t *fbuf;
 	uint32_t fb_len, pend_off, pend_len;
 	uint8_t alpn; /* enum hm_tls_alpn, on the fast path */
-	/* The certificate decide() chose for a hello the fast path then declined: libssl's
-	 * callback takes it (a reference) instead of choosing, and counting, a second time. */
-	bool picked;
-	uint8_t pick_reason; /* why pick is NULL */
+	/* The certificate decide() chose for a hello the fast path then declined (a reference), or
+	 * why there is none (pick_reason): libssl's callback takes that choice instead of making,
+	 * and counting, it a second time. Neither set: no choice made. */
+	uint8_t pick_reason;
 	SSL_CTX *pick;
 	char sni[HM_HOST_MAX + 1];
 };
@@ -601,12 +601,12 @@ static int on_client_hello(SSL *s, int *al, void *arg)
 		return SSL_CLIENT_HELLO_ERROR;
 	}
 	c->sni[kn] = '\0';
-	if (c->picked) {
+	if (c->pick != NULL || c->pick_reason != 0) {
 		/* decide()'s choice for these same bytes (a second hello, after a retry
 		 * request, chooses again) */
 		ctx = c->pick;
 		reason = c->pick_reason;
-		c->picked = false;
+		c->pick_reason = 0;
 	} else if (m != NULL) {
 		refresh_keys(t, m);
 		ctx = select_ctx(t, m, c->sni, (size_t)kn, &c->match, &reason);
@@ -910,7 +910,6 @@ static ssize_t decide(struct hm_tls_conn *c, const uint8_t *in, size_t n)
 		kn = 0; /* bytes no host name has: as if there were no SNI (default) */
 	c->sni[kn] = '\0';
 	refresh_keys(t, m);
-	c->picked = true;
 	if ((c->pick = select_ctx(t, m, c->sni, (size_t)kn, &c->match, &reason)) == NULL) {
 		c->pick_reason = (uint8_t)reason;
 		return took; /* libssl fails it, with the reason */

@@ -1571,8 +1571,8 @@ static int dial(struct edge *e, nng_socket s, const char *url, nng_dialer *out,
 		       "usage are checked, no name (docs/security.md)",
 		       url);
 	rv = hm__nng_dial(s, url, tls, out);
-	if (tls != NULL && rv == 0)
-		keep_tls(kept, tls);
+	if (rv == 0)
+		keep_tls(kept, tls); /* NULL for tcp:// */
 	else if (tls != NULL)
 		nng_tls_config_free(tls);
 	return rv;

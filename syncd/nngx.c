@@ -863,10 +863,10 @@ int hm__listeners_set_tls(struct hm__listeners *ls, nng_socket s, nng_tls_config
 	int rv = 0;
 
 	for (struct lentry *e = ls->list; e != NULL; e = e->next) {
-		if (nng_socket_id(e->sock) != nng_socket_id(s) || !e->is_tls)
-			continue;
 		nng_tls_config *old;
 
+		if (nng_socket_id(e->sock) != nng_socket_id(s) || !e->is_tls)
+			continue;
 		nng_tls_config_hold(tls);
 		pthread_mutex_lock(&e->mu);
 		old = e->tls;

@@ -31,6 +31,19 @@ def two_path_edge(env, o, pairs, name="edge", extra=()):
                 sync=",".join(s.url for _, s in pairs), extra=list(extra))
 
 
+def tls_two_path_edge(env):
+    """An origin with mutual TLS, two paths to it, and an edge that follows both and has app
+    "web" (peers dial the origin by its certificate's name). Returns (origin, pairs, edge)."""
+    from pki import cluster_pki
+    o = Origin(env, pki=cluster_pki(env.path("pki")))
+    pairs = paths(env, o)
+    e = Edge(env, o, publish=",".join("tls+tcp://localhost:%d" % p.port for p, _ in pairs),
+             sync=",".join("tls+tcp://localhost:%d" % s.port for _, s in pairs))
+    o.apply([{"op": "app.put", "app": "web"}])
+    wait_converged(o, [e])
+    return o, pairs, e
+
+
 def dyno_changes(app, first, n):
     return [{"op": "dyno.put", "app": app, "dyno": "web.%d" % i,
              "addr": "10.0.%d.%d:80" % (i >> 8, i & 255)} for i in range(first, first + n)]
@@ -105,14 +118,7 @@ def test_a_new_edge_joins_through_the_origin_that_is_up(env):
 
 
 def test_two_origins_over_mutual_tls(env):
-    from pki import cluster_pki
-    o = Origin(env, pki=cluster_pki(env.path("pki")))
-    pairs = paths(env, o)
-    # Peers dial the origin by its certificate's name.
-    e = Edge(env, o, publish=",".join("tls+tcp://localhost:%d" % p.port for p, _ in pairs),
-             sync=",".join("tls+tcp://localhost:%d" % s.port for _, s in pairs))
-    o.apply([{"op": "app.put", "app": "web"}])
-    wait_converged(o, [e])
+    o, pairs, e = tls_two_path_edge(env)
     wait_for(lambda: both_heard(e), T(10), "the edge to hear both origins over TLS")
     pairs[1][0].kill()
     e.proc.send_signal(1)  # SIGHUP: every dialer gets the certificates again
@@ -130,13 +136,7 @@ def test_reloads_while_dialers_redial(env):
     every reload replaces the dialers' TLS configurations, which are retired rather than freed
     (nng 1.5.2 may be taking one for a connection: hm__tls_config_retire); the edge stays up, keeps
     following the live path and, under the sanitizers, frees every configuration at exit."""
-    from pki import cluster_pki
-    o = Origin(env, pki=cluster_pki(env.path("pki")))
-    pairs = paths(env, o)
-    e = Edge(env, o, publish=",".join("tls+tcp://localhost:%d" % p.port for p, _ in pairs),
-             sync=",".join("tls+tcp://localhost:%d" % s.port for _, s in pairs))
-    o.apply([{"op": "app.put", "app": "web"}])
-    wait_converged(o, [e])
+    o, pairs, e = tls_two_path_edge(env)
     pairs[1][0].kill()
     pairs[1][1].kill()
     for i in range(1, 101):
