@@ -662,8 +662,11 @@ static void deliver(struct hm__router_tls_sock *t)
 		return;
 	/* What reading produced and no write of the protocol's is about to carry (the warning that
 	 * refuses a TLS 1.2 renegotiation, an alert OpenSSL queued while reading) goes out now: a
-	 * client waiting for it must not wait for the idle timeout. */
-	if (!(t->tflags & TF_BROKEN) && hm_tls_conn_out(t->tls, &p) > 0 && flush(t) != 0)
+	 * client waiting for it must not wait for the idle timeout. A TLS 1.3 ticket (or a
+	 * KeyUpdate) waits for the protocol's first write, which carries it: nobody waits for it.
+	 */
+	if (!(t->tflags & TF_BROKEN) && hm_tls_conn_out(t->tls, &p) > 0 &&
+	    !hm_tls_conn_out_lazy(t->tls) && flush(t) != 0)
 		t->tflags |= TF_BROKEN;
 	tcp_update(t);
 }
@@ -777,14 +780,16 @@ static void on_closed(uv_handle_t *h)
  * to the end of the stream sees a truncation (ab counted every request failed; OpenSSL 3's
  * default is to report it). Never waits: if the socket does not take the 24 bytes at once, they
  * go with the connection, as before. Not after a broken record or an error alert, nor before the
- * handshake ended (its failure sent an alert of its own), nor with output still unwritten.
+ * handshake ended (its failure sent an alert of its own), nor with output still unwritten
+ * unless it is lazy (a TLS 1.3 ticket still waiting for a response: it goes with the alert).
  */
 static void notify_on_close(struct hm__router_tls_sock *t)
 {
 	const uint8_t *p;
 
 	if ((t->tflags & (TF_NOTIFIED | TF_BROKEN)) || !(t->tflags & TF_ESTABLISHED) ||
-	    t->w_inflight > 0 || t->wq_len > 0 || hm_tls_conn_out(t->tls, &p) > 0 ||
+	    t->w_inflight > 0 || t->wq_len > 0 ||
+	    (hm_tls_conn_out(t->tls, &p) > 0 && !hm_tls_conn_out_lazy(t->tls)) ||
 	    hm_tls_conn_close_notify(t->tls) != 0)
 		return;
 	t->tflags |= TF_NOTIFIED;

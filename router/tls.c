@@ -104,6 +104,7 @@ struct hm_tls_conn {
 	uint8_t *out; /* OUT_BUF bytes from the pool, or NULL */
 	uint32_t out_start, out_end;
 	uint64_t out_total; /* bytes ever appended to the output */
+	uint64_t lazy_to;   /* out_total when all of the output was lazy (hm_tls_conn_out_lazy) */
 	uint8_t fail;	    /* enum hm_tls_fail, once */
 	uint8_t match;	    /* enum hm_cert_kind */
 	bool established, resumed;
@@ -750,9 +751,14 @@ void hm_tls_conn_free(struct hm_tls_conn *c)
 /* Completes the handshake if it can. 0 (done or waiting for bytes) or -EPROTO. */
 static int handshake(struct hm_tls_conn *c)
 {
+	bool lazy = hm_tls_conn_out_lazy(c);
 	int r = SSL_do_handshake(c->ssl), err;
 
 	if (r == 1) {
+		/* A TLS 1.3 server's handshake ends on the client's Finished: what that step wrote
+		 * is the session tickets, which can go with the first response. */
+		if (lazy && SSL_version(c->ssl) == TLS1_3_VERSION)
+			c->lazy_to = c->out_total;
 		c->established = true;
 		c->resumed = SSL_session_reused(c->ssl) == 1;
 		if (c->resumed)
@@ -944,7 +950,7 @@ static int fast_recv(struct hm_tls_conn *c, const uint8_t *in, size_t in_len, si
 		const uint8_t *rec;
 		uint8_t *dst;
 		size_t rlen, pl = 0, room = out_cap - *out_len;
-		bool held;
+		bool held, lazy;
 		int r;
 
 		if (c->pend_len > 0) {
@@ -1047,10 +1053,13 @@ static int fast_recv(struct hm_tls_conn *c, const uint8_t *in, size_t in_len, si
 				c->t->stats.tickets_issued++;
 		}
 		fbuf_release(c);
+		lazy = hm_tls_conn_out_lazy(c);
 		if (fast_owed(c, 0) != 0) {
 			*in_used = pos;
 			return fast_fail(c, HM_TLS13_A_INTERNAL_ERROR, HM_TLS_FAIL_INTERNAL);
 		}
+		if (lazy)
+			c->lazy_to = c->out_total; /* the ticket, a KeyUpdate: for the next write */
 	}
 	*in_used = pos;
 	return 0;
@@ -1189,6 +1198,13 @@ size_t hm_tls_conn_out(struct hm_tls_conn *c, const uint8_t **p)
 size_t hm_tls_conn_out_room(const struct hm_tls_conn *c)
 {
 	return OUT_BUF - (c->out != NULL ? c->out_end : 0);
+}
+
+bool hm_tls_conn_out_lazy(const struct hm_tls_conn *c)
+{
+	/* lazy_to only moves when everything before it was lazy: output appended since (or
+	 * before, and not written yet) makes out_total pass it. */
+	return c->out == NULL || c->out_start == c->out_end || c->lazy_to == c->out_total;
 }
 
 uint64_t hm_tls_conn_out_total(const struct hm_tls_conn *c)

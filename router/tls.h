@@ -147,6 +147,17 @@ int hm_tls_conn_send(struct hm_tls_conn *c, const void *plain, size_t n);
  */
 size_t hm_tls_conn_out(struct hm_tls_conn *c, const uint8_t **p);
 
+/*
+ * Whether all of hm_tls_conn_out() may wait for the protocol's next write: what a TLS 1.3
+ * handshake leaves once it completed (the session ticket), and a KeyUpdate the fast path owes
+ * the peer. No client waits for either (RFC 8446 4.6.1, 4.6.3: a ticket may come at any time, a
+ * requested KeyUpdate before our next application data), so they go out in front of the first
+ * response, in its write, instead of in a write and a packet of their own. Anything else (an
+ * alert, a TLS 1.2 handshake's last flight, what libssl answers while reading) is not lazy. True
+ * when there is no output.
+ */
+bool hm_tls_conn_out_lazy(const struct hm_tls_conn *c);
+
 /* The most plaintext one record holds, and what sealing it adds at most (header, nonce, tag,
  * content type, a KeyUpdate answer waiting to go first). */
 #define HM_TLS_RECORD_MAX   16384

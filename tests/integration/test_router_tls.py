@@ -14,6 +14,7 @@ Certificates are made by the test with the openssl command (pki.py). Clients: Py
 module, curl and openssl s_client."""
 
 import os
+import select
 import socket
 import ssl
 import subprocess
@@ -662,6 +663,27 @@ def resumes(first_port, second_port, version):
         reused = c.sock.session_reused
         eq(get(c).status, 200, "resumed connection")
     return reused
+
+
+def test_the_ticket_comes_with_the_first_answer(env):
+    """A TLS 1.3 session ticket goes out in front of the first response, in its write, not in
+    a write and a packet of its own right after the handshake (no client waits for a ticket,
+    RFC 8446 4.6.1): after a full handshake (libssl's) and after a resumption (the fast path),
+    nothing arrives until the request; then the answer brings a new ticket, which resumes."""
+    r, pk, _ = setup(env)
+    ctx = client_ctx(pk, minv=ssl.TLSVersion.TLSv1_3)
+    sess = None
+    for kind in ("full", "resumed", "resumed again"):
+        with tls_conn(r.tls_port, HOST, ctx, session=sess) as c:
+            eq(c.sock.session_reused, sess is not None, "%s handshake" % kind)
+            before = c.sock.session.id
+            rd, _, _ = select.select([c.sock], [], [], 0.3)
+            eq(rd, [], "%s: nothing arrives before the request" % kind)
+            eq(get(c).status, 200, "%s: the answer" % kind)
+            sess = c.sock.session
+            check(sess.has_ticket and sess.id != before, "%s: a new ticket came with the "
+                  "answer" % kind)
+    eq(r.metric("hermod_tls_fast_path_handshakes_total"), 2.0, "resumed on the fast path")
 
 
 def test_resumption_across_two_routers(env):

@@ -1421,6 +1421,117 @@ START_TEST(fast_path_hello_in_pieces)
 }
 END_TEST
 
+/* The handshake until the engine's side is established, leaving what that last step wrote in
+ * the engine's output. */
+static int handshake_to_established(struct client *cl, struct hm_tls_conn *c)
+{
+	for (int round = 0; round < 20; round++) {
+		int r = SSL_do_handshake(cl->ssl), rc;
+
+		ck_assert(r == 1 || SSL_get_error(cl->ssl, r) == SSL_ERROR_WANT_READ);
+		if ((rc = to_server(cl, c, 65536, NULL, NULL, 0)) < 0)
+			return rc;
+		if (hm_tls_conn_established(c))
+			return 0;
+		to_client(cl, c);
+	}
+	return -ETIMEDOUT;
+}
+
+/* The client reads what the engine wrote: expects `want` (NULL: close_notify). */
+static void client_reads(struct client *cl, struct hm_tls_conn *c, const char *want)
+{
+	char got[64];
+	int r;
+
+	to_client(cl, c);
+	ck_assert_int_eq(SSL_do_handshake(cl->ssl), 1); /* TLS 1.2: the server's Finished */
+	r = SSL_read(cl->ssl, got, sizeof(got));
+	if (want == NULL) {
+		ck_assert_int_eq(r, 0);
+		ck_assert_int_eq(SSL_get_error(cl->ssl, r), SSL_ERROR_ZERO_RETURN);
+		return;
+	}
+	ck_assert_int_eq(r, (int)strlen(want));
+	ck_assert_mem_eq(got, want, strlen(want));
+}
+
+/* What a TLS 1.3 handshake leaves once it completed, on libssl's path (a full handshake) and on
+ * the fast path (a resumption), is the session ticket, and it may wait for the next write
+ * (hm_tls_conn_out_lazy): that write, or the close_notify, carries it and the client gets its
+ * ticket from it. A TLS 1.2 server's last flight, which the client waits for, is not lazy;
+ * neither is the output once anything else joined the ticket. */
+START_TEST(what_a_handshake_leaves_may_wait)
+{
+	struct hm_certstore_writer *w = store(path);
+	struct engine e;
+	struct client cl;
+	struct hm_tls_conn *c;
+	const uint8_t *p;
+	SSL_SESSION *s;
+
+	put_cert(w, "a.example.com", "a", "DNS:a.example.com", "ec256");
+	set_keys(w, "K");
+	engine_init(&e, path, NULL);
+	ck_assert(hm_tls_conn_new(&c, e.t) == 0 && hm_tls_conn_out_lazy(c)); /* no output */
+
+	/* TLS 1.2: the server's tickets, ChangeCipherSpec and Finished go now. */
+	client_init(&cl, TLS1_2_VERSION, TLS1_2_VERSION, "a.example.com", NULL, 0);
+	ck_assert_int_eq(handshake_to_established(&cl, c), 0);
+	ck_assert_uint_gt(hm_tls_conn_out(c, &p), 0);
+	ck_assert(!hm_tls_conn_out_lazy(c));
+	ck_assert_int_eq(hm_tls_conn_send(c, "one", 3), 3);
+	client_reads(&cl, c, "one");
+	hm_tls_conn_free(c);
+	client_fini(&cl);
+
+	/* TLS 1.3, a full handshake: the ticket waits; the first write carries it. */
+	SSL_SESSION_free(last_session);
+	last_session = NULL;
+	client_init(&cl, TLS1_3_VERSION, TLS1_3_VERSION, "a.example.com", NULL, 0);
+	ck_assert_int_eq(hm_tls_conn_new(&c, e.t), 0);
+	ck_assert_int_eq(handshake_to_established(&cl, c), 0);
+	ck_assert(!hm_tls_conn_fast(c));
+	ck_assert_uint_gt(hm_tls_conn_out(c, &p), 0);
+	ck_assert(hm_tls_conn_out_lazy(c));
+	ck_assert_int_eq(hm_tls_conn_send(c, "two", 3), 3);
+	ck_assert(!hm_tls_conn_out_lazy(c));
+	ck_assert_ptr_null(last_session);
+	client_reads(&cl, c, "two");
+	ck_assert_ptr_nonnull(last_session); /* the ticket came with the answer */
+	ck_assert(hm_tls_conn_out_lazy(c));  /* all written */
+	hm_tls_conn_free(c);
+	client_fini(&cl);
+
+	/* TLS 1.3 resumed on the fast path: the same; a close_notify carries it as well. */
+	for (int close = 0; close < 2; close++) {
+		s = last_session;
+		last_session = NULL;
+		client_init(&cl, TLS1_3_VERSION, TLS1_3_VERSION, "a.example.com", NULL, 0);
+		ck_assert_int_eq(SSL_set_session(cl.ssl, s), 1);
+		ck_assert_int_eq(hm_tls_conn_new(&c, e.t), 0);
+		ck_assert_int_eq(handshake_to_established(&cl, c), 0);
+		ck_assert(hm_tls_conn_fast(c));
+		ck_assert_uint_gt(hm_tls_conn_out(c, &p), 0);
+		ck_assert(hm_tls_conn_out_lazy(c));
+		if (close)
+			ck_assert_int_eq(hm_tls_conn_close_notify(c), 0);
+		else
+			ck_assert_int_eq(hm_tls_conn_send(c, "three", 5), 5);
+		ck_assert(!hm_tls_conn_out_lazy(c));
+		client_reads(&cl, c, close ? NULL : "three");
+		ck_assert_int_eq(SSL_session_reused(cl.ssl), 1);
+		ck_assert_ptr_nonnull(last_session);
+		ck_assert_ptr_ne(last_session, s);
+		SSL_SESSION_free(s);
+		hm_tls_conn_free(c);
+		client_fini(&cl);
+	}
+	engine_fini(&e);
+	hm_certstore_writer_close(w);
+}
+END_TEST
+
 static Suite *make_suite(void)
 {
 	Suite *s = suite_create("tls");
@@ -1450,6 +1561,7 @@ static Suite *make_suite(void)
 	tcase_add_test(tc, fast_path_declined_counts_once);
 	tcase_add_test(tc, fast_path_hostile_bytes);
 	tcase_add_test(tc, fast_path_hello_in_pieces);
+	tcase_add_test(tc, what_a_handshake_leaves_may_wait);
 	suite_add_tcase(s, tc);
 	return s;
 }
