@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -423,6 +424,59 @@ static int await_pipe(struct client *c, uint64_t deadline)
 	return EXIT_OK;
 }
 
+/*
+ * A watchdog over each step that waits on libnng: reaching an origin, one part's answer,
+ * closing. hermodctl's own waits are bounded by --timeout and --reply-timeout, but a wait inside
+ * libnng 1.5.2 that never ends (a dialer's close or a send whose expiry does not fire; seen once,
+ * in CI under heavy load: hermodctl still running 90 s past its --reply-timeout) would hang the
+ * script that runs it forever. Past its step's budget and WATCHDOG_SLACK_MS, hermodctl says which
+ * step was stuck and exits EXIT_UNREACHABLE: the change may or may not have been applied, as
+ * when any answer is lost (the request id makes sending it again safe).
+ */
+#define WATCHDOG_SLACK_MS 10000
+
+static const char *volatile step_name = "";
+
+static void on_watchdog(int sig)
+{
+	static const char a[] = "hermodctl: stuck in libnng while ",
+			  b[] = " (past --timeout and --reply-timeout): giving up; the change may "
+				"or may not have been applied\n";
+	const char *what = step_name;
+
+	(void)sig;
+	(void)!write(STDERR_FILENO, a, sizeof(a) - 1);
+	(void)!write(STDERR_FILENO, what, strlen(what));
+	(void)!write(STDERR_FILENO, b, sizeof(b) - 1);
+	_exit(EXIT_UNREACHABLE);
+}
+
+/* Arms the watchdog for the step named what, budget_ms (plus the slack) from now. */
+static void watchdog(const char *what, uint64_t budget_ms)
+{
+	struct itimerval it = {{0, 0}, {0, 0}};
+	uint64_t ms = HM_MIN(budget_ms, (uint64_t)INT32_MAX * 1000) + WATCHDOG_SLACK_MS;
+
+	step_name = what;
+	it.it_value.tv_sec = (time_t)(ms / 1000);
+	it.it_value.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	hm_require(setitimer(ITIMER_REAL, &it, NULL) == 0);
+}
+
+/* The budget of one part's exchange: answer_of's --reply-timeout, and the last redial's waits
+ * (the old connection's end, the new one, the send: --timeout each). */
+static uint64_t exchange_budget(void)
+{
+	return (uint64_t)cfg.reply_timeout + 3 * (uint64_t)cfg.timeout;
+}
+
+static void watchdog_off(void)
+{
+	struct itimerval it = {{0, 0}, {0, 0}};
+
+	hm_require(setitimer(ITIMER_REAL, &it, NULL) == 0);
+}
+
 static void recv_done(void *arg)
 {
 	struct client *c = arg;
@@ -436,6 +490,7 @@ static int client_open(struct client *c)
 
 	if ((rv = control_tls(&c->tls)) != EXIT_OK)
 		return rv;
+	watchdog("reaching an origin", (uint64_t)cfg.timeout);
 	if ((rv = nng_req0_open(&c->s)) != 0)
 		return fail(EXIT_UNREACHABLE, "cannot open a socket: %s", nng_strerror(rv));
 	c->open = true;
@@ -478,6 +533,7 @@ static int redial(struct client *c)
 
 static void client_close(struct client *c)
 {
+	watchdog("closing the connection", 0);
 	if (c->aio != NULL) {
 		nng_aio_stop(c->aio);
 		nng_aio_free(c->aio);
@@ -486,6 +542,7 @@ static void client_close(struct client *c)
 		nng_close(c->s);
 	hm__tls_unref(c->tls);
 	hm_proto_decoder_free(c->dec);
+	watchdog_off();
 }
 
 struct answer {
@@ -662,7 +719,10 @@ static int answer_of(struct client *c, const struct hm_pbuf *pb, struct answer *
 
 static int exchange(struct client *c, const struct hm_pbuf *pb, struct answer *a)
 {
-	int code = send_part(c, pb);
+	int code;
+
+	watchdog("waiting for the origin's answer", exchange_budget());
+	code = send_part(c, pb);
 
 	return code != EXIT_OK ? code : answer_of(c, pb, a);
 }
@@ -1087,6 +1147,7 @@ again:
 	if ((code = encode_part(br, part, &c, 0, ncounts, counts[0], &pb[0], file)) != EXIT_OK)
 		goto out;
 	for (uint32_t p = 0; p < ncounts; p++) {
+		watchdog("waiting for the origin's answer", exchange_budget());
 		if ((code = send_part(&c, &pb[p % 2])) != EXIT_OK)
 			goto out;
 		if (p + 1 < ncounts &&
@@ -1556,6 +1617,7 @@ int main(int argc, char **argv)
 	int npos = 0, r, code;
 
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGALRM, on_watchdog);
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.maintenance = cfg.affinity = cfg.balance = cfg.state = -1;
 	if ((pos = calloc((size_t)argc + 1, sizeof(*pos))) == NULL)

@@ -121,6 +121,36 @@ def fail(msg):
     raise TestFailure(msg)
 
 
+def stacks(pid):
+    """Every thread's backtrace of a running process (gdb attached in batch mode), or why not:
+    what a test reports about a program that did not finish in time."""
+    try:
+        p = subprocess.run(["gdb", "-p", str(pid), "-batch", "-nx", "-ex", "thread apply all bt"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return "(no backtrace: %s)" % e
+    lines = p.stdout.decode(errors="replace").splitlines()
+    return "\n".join(ln for ln in lines if ln.startswith(("#", "Thread")))
+
+
+def run_bounded(argv, timeout, input=None, env=None):
+    """subprocess.run(argv) with stdout and stderr captured, that fails the test (TestFailure)
+    if the program has not finished after timeout seconds, saying what it wrote to stderr and
+    where each of its threads was (stacks()) before it was killed."""
+    p = subprocess.Popen(argv, stdin=subprocess.PIPE if input is not None else None,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        out, err = p.communicate(input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        where = stacks(p.pid)
+        p.kill()
+        out, err = p.communicate()
+        fail("%s did not finish within %.0f s: %s\nstderr: %s\nits threads:\n%s" % (
+            os.path.basename(argv[0]), timeout, " ".join(map(str, argv[1:])),
+            err.decode(errors="replace")[-2000:], where))
+    return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+
 def check(cond, msg):
     if not cond:
         fail(msg)

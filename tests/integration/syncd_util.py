@@ -158,8 +158,7 @@ class Origin:
         if env:
             penv.update(env)
         t0 = time.monotonic()
-        p = subprocess.run(argv, input=input, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           timeout=timeout or T(60), env=penv)
+        p = ht.run_bounded(argv, timeout or T(60), input=input, env=penv)
         res = CtlResult(p.returncode, p.stdout.decode(errors="replace"),
                         p.stderr.decode(errors="replace"), time.monotonic() - t0)
         for text in (res.out, res.err):

@@ -58,9 +58,12 @@ class Writer:
         i = 0
         while not self.stopping:
             dyno, addr = "%s.%d" % (self.tag, i), "127.0.0.1:%d" % (10000 + i % 50000)
-            r = self.o.ctl("--control", self.control, "--timeout", "5s", "--reply-timeout",
-                           "%ds" % int(T(30)), "--json", "dyno", "put", self.app, dyno, addr,
-                           control=False, timeout=T(60))
+            try:
+                r = self.o.ctl("--control", self.control, "--timeout", "5s", "--reply-timeout",
+                               "%ds" % int(T(30)), "--json", "dyno", "put", self.app, dyno,
+                               addr, control=False, timeout=T(60))
+            except ht.TestFailure as e:  # it hung: wait_more says so, with its stacks
+                r = su.CtlResult(-1, "", str(e), T(60))
             with self.lock:
                 if r.rc == 0:
                     self.acked.append((dyno, addr, r.json()["seq"]))
@@ -75,7 +78,7 @@ class Writer:
     def wait_more(self, n, what):
         base = self.count()
         wait_for(lambda: self.count() >= base + n or (self.errors and fail(
-            "%s: a write failed: %r" % (what, self.errors[0].err))), T(60),
+            "%s: a write failed: %s" % (what, self.errors[0].err))), T(60),
             "%s: %d more acknowledged writes" % (what, n), interval=0.05)
 
     def stop(self):

@@ -118,6 +118,40 @@ def test_cannot_reach(env):
     check("cannot reach" in r.err, r.err)
 
 
+def test_a_stuck_step_is_given_up(env):
+    """hermodctl's watchdog: a step that waits on libnng past its budget (here the process is
+    stopped while it dials an origin that is not there, --timeout 5s, and let go 17 s later,
+    past the 5 s and the watchdog's 10 s slack) ends with exit 3 and says which step was
+    stuck, instead of hanging whoever runs it."""
+    import os
+    import signal
+    import subprocess
+    port = ht.free_port()
+    p = subprocess.Popen([ht.binary("hermodctl"), "--control", "tcp://127.0.0.1:%d" % port,
+                          "--insecure-plaintext", "--timeout", "5s", "app", "put", "x"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # nng's threads exist once the socket is open, which is after the watchdog is armed.
+        def nng_threads():
+            for t in os.listdir("/proc/%d/task" % p.pid):
+                with open("/proc/%d/task/%s/comm" % (p.pid, t)) as f:
+                    if f.read().startswith("nng:"):
+                        return True
+            return False
+        ht.wait_for(nng_threads, T(5), "hermodctl to open its socket")
+        p.send_signal(signal.SIGSTOP)
+        time.sleep(17)
+        p.send_signal(signal.SIGCONT)
+        out, err = p.communicate(timeout=T(10))
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+    err = err.decode(errors="replace")
+    eq(p.returncode, 3, "exit 3 (%s)" % err)
+    check("stuck in libnng while reaching an origin" in err, err)
+
+
 def test_environment_defaults(env):
     o, e = setup(env)
     r = o.ctl("app", "put", "envapp", control=False, env={"HERMOD_CONTROL": o.control})
