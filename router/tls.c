@@ -832,9 +832,11 @@ static void fbuf_release(struct hm_tls_conn *c)
 }
 
 /* Appends what the fast path owes the peer (a KeyUpdate, its ticket) to the output, leaving
- * `keep` bytes of room; what does not fit waits for the next call. */
+ * `keep` bytes of room; what does not fit waits for the next call. It is lazy output
+ * (hm_tls_conn_out_lazy) if all before it was. */
 static int fast_owed(struct hm_tls_conn *c, size_t keep)
 {
+	bool lazy = hm_tls_conn_out_lazy(c);
 	size_t room;
 	int n;
 
@@ -846,6 +848,8 @@ static int fast_owed(struct hm_tls_conn *c, size_t keep)
 		return -EPROTO;
 	c->out_end += (uint32_t)n;
 	c->out_total += (uint64_t)n;
+	if (lazy)
+		c->lazy_to = c->out_total;
 	return 0;
 }
 
@@ -950,7 +954,7 @@ static int fast_recv(struct hm_tls_conn *c, const uint8_t *in, size_t in_len, si
 		const uint8_t *rec;
 		uint8_t *dst;
 		size_t rlen, pl = 0, room = out_cap - *out_len;
-		bool held, lazy;
+		bool held;
 		int r;
 
 		if (c->pend_len > 0) {
@@ -1053,13 +1057,10 @@ static int fast_recv(struct hm_tls_conn *c, const uint8_t *in, size_t in_len, si
 				c->t->stats.tickets_issued++;
 		}
 		fbuf_release(c);
-		lazy = hm_tls_conn_out_lazy(c);
 		if (fast_owed(c, 0) != 0) {
 			*in_used = pos;
 			return fast_fail(c, HM_TLS13_A_INTERNAL_ERROR, HM_TLS_FAIL_INTERNAL);
 		}
-		if (lazy)
-			c->lazy_to = c->out_total; /* the ticket, a KeyUpdate: for the next write */
 	}
 	*in_used = pos;
 	return 0;

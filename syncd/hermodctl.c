@@ -21,6 +21,7 @@
  */
 #include <cJSON.h>
 #include <errno.h>
+#include <execinfo.h>
 #include <stdarg.h>
 #include <inttypes.h>
 #include <nng/nng.h>
@@ -34,7 +35,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/time.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -430,37 +430,65 @@ static int await_pipe(struct client *c, uint64_t deadline)
  * libnng 1.5.2 that never ends (a dialer's close or a send whose expiry does not fire; seen once,
  * in CI under heavy load: hermodctl still running 90 s past its --reply-timeout) would hang the
  * script that runs it forever. Past its step's budget and WATCHDOG_SLACK_MS, hermodctl says which
- * step was stuck and exits EXIT_UNREACHABLE: the change may or may not have been applied, as
- * when any answer is lost (the request id makes sending it again safe).
+ * step was stuck, prints the stack of its main thread (the one that waits: the timer's signal
+ * goes to it, not to one of libnng's threads), and exits EXIT_UNREACHABLE: the change may or may
+ * not have been applied, as when any answer is lost (the request id makes sending it again safe).
  */
 #define WATCHDOG_SLACK_MS 10000
+#ifndef sigev_notify_thread_id
+#define sigev_notify_thread_id _sigev_un._tid /* Linux; glibc does not name it */
+#endif
 
+static timer_t wd_timer;
 static const char *volatile step_name = "";
 
 static void on_watchdog(int sig)
 {
 	static const char a[] = "hermodctl: stuck in libnng while ",
 			  b[] = " (past --timeout and --reply-timeout): giving up; the change may "
-				"or may not have been applied\n";
+				"or may not have been applied; where it waited:\n";
 	const char *what = step_name;
+	void *frames[48];
+	int n = backtrace(frames, 48);
 
 	(void)sig;
 	(void)!write(STDERR_FILENO, a, sizeof(a) - 1);
 	(void)!write(STDERR_FILENO, what, strlen(what));
 	(void)!write(STDERR_FILENO, b, sizeof(b) - 1);
+	backtrace_symbols_fd(frames, n, STDERR_FILENO);
 	_exit(EXIT_UNREACHABLE);
 }
 
-/* Arms the watchdog for the step named what, budget_ms (plus the slack) from now. */
+/* The timer (not armed) whose expiry is SIGALRM to this thread; backtrace() loaded now, so that
+ * the handler does not load it. */
+static void watchdog_init(void)
+{
+	struct sigevent ev;
+	void *frame;
+
+	memset(&ev, 0, sizeof(ev));
+	ev.sigev_notify = SIGEV_THREAD_ID;
+	ev.sigev_signo = SIGALRM;
+	ev.sigev_notify_thread_id = gettid();
+	signal(SIGALRM, on_watchdog);
+	hm_require(timer_create(CLOCK_MONOTONIC, &ev, &wd_timer) == 0);
+	(void)backtrace(&frame, 1);
+}
+
+/* Arms the watchdog for the step named what, budget_ms (plus the slack) from now; 0 with what
+ * NULL disarms it. */
 static void watchdog(const char *what, uint64_t budget_ms)
 {
-	struct itimerval it = {{0, 0}, {0, 0}};
-	uint64_t ms = HM_MIN(budget_ms, (uint64_t)INT32_MAX * 1000) + WATCHDOG_SLACK_MS;
+	struct itimerspec it = {{0, 0}, {0, 0}};
 
-	step_name = what;
-	it.it_value.tv_sec = (time_t)(ms / 1000);
-	it.it_value.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-	hm_require(setitimer(ITIMER_REAL, &it, NULL) == 0);
+	if (what != NULL) {
+		uint64_t ms = HM_MIN(budget_ms, (uint64_t)INT32_MAX * 1000) + WATCHDOG_SLACK_MS;
+
+		step_name = what;
+		it.it_value.tv_sec = (time_t)(ms / 1000);
+		it.it_value.tv_nsec = (long)(ms % 1000) * 1000000L;
+	}
+	hm_require(timer_settime(wd_timer, 0, &it, NULL) == 0);
 }
 
 /* The budget of one part's exchange: answer_of's --reply-timeout, and the last redial's waits
@@ -468,13 +496,6 @@ static void watchdog(const char *what, uint64_t budget_ms)
 static uint64_t exchange_budget(void)
 {
 	return (uint64_t)cfg.reply_timeout + 3 * (uint64_t)cfg.timeout;
-}
-
-static void watchdog_off(void)
-{
-	struct itimerval it = {{0, 0}, {0, 0}};
-
-	hm_require(setitimer(ITIMER_REAL, &it, NULL) == 0);
 }
 
 static void recv_done(void *arg)
@@ -542,7 +563,7 @@ static void client_close(struct client *c)
 		nng_close(c->s);
 	hm__tls_unref(c->tls);
 	hm_proto_decoder_free(c->dec);
-	watchdog_off();
+	watchdog(NULL, 0);
 }
 
 struct answer {
@@ -1617,7 +1638,7 @@ int main(int argc, char **argv)
 	int npos = 0, r, code;
 
 	signal(SIGPIPE, SIG_IGN);
-	signal(SIGALRM, on_watchdog);
+	watchdog_init();
 	memset(&cfg, 0, sizeof(cfg));
 	cfg.maintenance = cfg.affinity = cfg.balance = cfg.state = -1;
 	if ((pos = calloc((size_t)argc + 1, sizeof(*pos))) == NULL)

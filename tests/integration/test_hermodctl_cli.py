@@ -122,7 +122,7 @@ def test_a_stuck_step_is_given_up(env):
     """hermodctl's watchdog: a step that waits on libnng past its budget (here the process is
     stopped while it dials an origin that is not there, --timeout 5s, and let go 17 s later,
     past the 5 s and the watchdog's 10 s slack) ends with exit 3 and says which step was
-    stuck, instead of hanging whoever runs it."""
+    stuck and where its main thread waited, instead of hanging whoever runs it."""
     import os
     import signal
     import subprocess
@@ -150,6 +150,8 @@ def test_a_stuck_step_is_given_up(env):
     err = err.decode(errors="replace")
     eq(p.returncode, 3, "exit 3 (%s)" % err)
     check("stuck in libnng while reaching an origin" in err, err)
+    where = err.split("where it waited:\n", 1)[-1].splitlines()
+    check(len([ln for ln in where if "[0x" in ln]) >= 3, "the main thread's stack: %s" % err)
 
 
 def test_environment_defaults(env):
